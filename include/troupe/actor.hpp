@@ -1,0 +1,195 @@
+// troupe/actor.hpp: Actor<T>, an object made active.
+//
+// make_actor<T>(args...) builds a T inside a cown (the queue of behaviours
+// that own it, detail/cown.hpp) and returns a handle. The handle is a cheap,
+// copyable reference; the T is reachable only inside a behaviour (`when`), so
+// exactly one behaviour at a time touches it, or any number of readers
+// (read(a)). An existing object is activated by moving it in (activate).
+//
+// Invariants:
+//   I1. A T lives as long as any handle or scheduled behaviour refers to its
+//       cown (Cown::refs), and is destroyed exactly once, by the last one.
+//   I2. The T is only reachable through when_args, which needs a WhenKey, and
+//       only the runtime makes WhenKeys, inside a running behaviour.
+//   I3. Idle cost: sizeof(Cown) (48 bytes on 64-bit) + sizeof(T), one
+//       allocation per actor.
+#pragma once
+
+#include <cstddef>
+#include <span>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "troupe/detail/cown.hpp"
+
+namespace troupe {
+
+namespace detail {
+template <std::size_t, class, class, class...>
+struct Behaviour;
+
+template <class T>
+struct CownBox final : Cown {
+  template <class... A>
+  explicit CownBox(sched::Scheduler* s, A&&... a)
+      : Cown(s, [](Cown* c) { delete static_cast<CownBox*>(c); }), value(std::forward<A>(a)...) {}
+  T value;
+};
+
+// Collects the cowns a `when` needs, in the order its arguments name them.
+struct CownSink {
+  Slot* slots;
+  std::uint32_t n = 0;
+  void add(Cown* c, bool read) noexcept {
+    slots[n].cown = c;
+    slots[n].read = read;
+    ++n;
+  }
+};
+struct CownCounter {
+  std::uint32_t n = 0;
+  void add(Cown*, bool) noexcept { ++n; }
+};
+}  // namespace detail
+
+// Proof that the caller runs inside a behaviour (I2). Only the runtime can
+// make one; sync objects receive it and pass it on to what they wrap.
+class WhenKey {
+ public:
+  WhenKey(const WhenKey&) = delete;
+  WhenKey& operator=(const WhenKey&) = delete;
+
+ private:
+  WhenKey() = default;
+  template <std::size_t, class, class, class...>
+  friend struct detail::Behaviour;
+};
+
+inline constexpr std::size_t kDynamicCowns = static_cast<std::size_t>(-1);
+
+template <class T>
+class Actor {
+ public:
+  using element_type = T;
+
+  Actor() = default;  // empty handle
+  Actor(const Actor& o) noexcept : c_(o.c_) {
+    if (c_) c_->add_ref();
+  }
+  Actor(Actor&& o) noexcept : c_(std::exchange(o.c_, nullptr)) {}
+  Actor& operator=(Actor o) noexcept {
+    std::swap(c_, o.c_);
+    return *this;
+  }
+  ~Actor() {
+    if (c_) c_->release();
+  }
+
+  explicit operator bool() const noexcept { return c_ != nullptr; }
+  bool operator==(const Actor& o) const noexcept { return c_ == o.c_; }
+  // An identity usable as a map key; stable for the actor's life.
+  const void* id() const noexcept { return c_; }
+
+  // --- the `when` protocol (troupe/when.hpp): one cown, exclusive ---
+  static constexpr std::size_t when_cown_count = 1;
+  template <class Sink>
+  void when_cowns(Sink& s) const noexcept {
+    s.add(c_, false);
+  }
+  template <class K>
+  void when_await(K&& k) const {
+    k();
+  }
+  void when_enter(const WhenKey&) const noexcept {}
+  std::tuple<T&> when_args(const WhenKey&) const noexcept { return {c_->value}; }
+  void when_exit(const WhenKey&) const noexcept {}
+
+  // For the runtime and sync objects: the cown under the handle.
+  detail::Cown* cown() const noexcept { return c_; }
+  T& unsafe_get(const WhenKey&) const noexcept { return c_->value; }
+
+ private:
+  template <class U, class... A>
+  friend Actor<U> make_actor_on(sched::Scheduler* s, A&&... a);
+  explicit Actor(detail::CownBox<T>* c) noexcept : c_(c) {}
+  detail::CownBox<T>* c_ = nullptr;  // I1
+};
+
+// Builds a T as an actor whose behaviours run on scheduler s (nullptr: the
+// default scheduler, looked up when each behaviour becomes runnable).
+template <class T, class... A>
+Actor<T> make_actor_on(sched::Scheduler* s, A&&... a) {
+  return Actor<T>(new detail::CownBox<T>(s, std::forward<A>(a)...));
+}
+template <class T, class... A>
+Actor<T> make_actor_on(sched::Scheduler& s, A&&... a) {
+  return make_actor_on<T>(&s, std::forward<A>(a)...);
+}
+template <class T, class... A>
+Actor<T> make_actor(A&&... a) {
+  return make_actor_on<T>(static_cast<sched::Scheduler*>(nullptr), std::forward<A>(a)...);
+}
+// Activates an existing object: moves it into a new actor.
+template <class T>
+Actor<std::decay_t<T>> activate(T&& obj) {
+  return make_actor<std::decay_t<T>>(std::forward<T>(obj));
+}
+
+// Read-only access to an actor: readers of one actor run at the same time.
+template <class T>
+class ReadOnly {
+ public:
+  explicit ReadOnly(Actor<T> a) noexcept : a_(std::move(a)) {}
+  static constexpr std::size_t when_cown_count = 1;
+  template <class Sink>
+  void when_cowns(Sink& s) const noexcept {
+    s.add(a_.cown(), true);
+  }
+  template <class K>
+  void when_await(K&& k) const {
+    k();
+  }
+  void when_enter(const WhenKey&) const noexcept {}
+  std::tuple<const T&> when_args(const WhenKey& k) const noexcept { return {a_.unsafe_get(k)}; }
+  void when_exit(const WhenKey&) const noexcept {}
+
+ private:
+  Actor<T> a_;
+};
+
+template <class T>
+ReadOnly<T> read(Actor<T> a) {
+  return ReadOnly<T>(std::move(a));
+}
+
+// A set of actors chosen at run time: the block receives std::span<T*>, in
+// the order given (an actor named twice appears twice, held once).
+template <class T>
+class ActorSet {
+ public:
+  explicit ActorSet(std::vector<Actor<T>> v) : actors_(std::move(v)) {}
+  static constexpr std::size_t when_cown_count = kDynamicCowns;
+  template <class Sink>
+  void when_cowns(Sink& s) const noexcept {
+    for (auto& a : actors_) s.add(a.cown(), false);
+  }
+  template <class K>
+  void when_await(K&& k) const {
+    k();
+  }
+  void when_enter(const WhenKey& k) {
+    ptrs_.clear();
+    ptrs_.reserve(actors_.size());
+    for (auto& a : actors_) ptrs_.push_back(&a.unsafe_get(k));
+  }
+  std::tuple<std::span<T*>> when_args(const WhenKey&) noexcept { return {std::span<T*>(ptrs_)}; }
+  void when_exit(const WhenKey&) const noexcept {}
+
+ private:
+  std::vector<Actor<T>> actors_;
+  std::vector<T*> ptrs_;
+};
+
+}  // namespace troupe

@@ -1,0 +1,99 @@
+// troupe/detail/cown.hpp: the behaviour queues under every actor.
+//
+// Algorithm: Behaviour-Oriented Concurrency (Cheeseman et al., OOPSLA 2023),
+// as in verona-rt: each cown ("concurrent owner", the thing an actor wraps)
+// has an MCS-style queue of slots, one slot per behaviour that wants it; a
+// behaviour runs when it is at the head of the queue of every cown it names.
+// Readers: consecutive read-only slots share a cown; a writer after them
+// waits for the last one to finish (Cown::rstate).
+//
+// Scheduling a behaviour (two-phase, deadlock-free):
+//   phase 1: in one global order of cowns (address order), swap our slot into
+//            each cown's `last`; if there was a predecessor, wait until its
+//            behaviour has finished its own phase 1, then link behind it.
+//   phase 2: mark ourselves enqueued, then take the cowns that were free.
+// A behaviour is counted down once per cown it receives plus once for the end
+// of phase 1; the count reaching zero makes it runnable.
+//
+// Invariants:
+//   I1. Cowns are always enqueued in ascending address order, and a behaviour
+//       never overtakes, on any later cown, a predecessor that is still in its
+//       phase 1. Hence the order of any two behaviours is the same on every
+//       cown they share, and no cycle of waits can form (no deadlock).
+//   I2. A slot's `next` is written once, by its successor, after the
+//       successor's swap of `last`; a slot leaving the queue waits for that
+//       write if `last` no longer points at it.
+//   I3. A slot stays in memory until it has passed its cown on, and a
+//       behaviour's memory outlives all its slots: the successor's link and
+//       its wait on `enqueued` never touch freed memory.
+//   I4. Writer exclusion: a writer runs only when rstate's reader count is 0;
+//       readers register (rstate += 2) before passing the cown on, so the
+//       writer behind them sees them. A writer that finds readers parks itself
+//       in waiting_writer and sets bit 0; the reader that brings the count to 0
+//       with bit 0 set grants it.
+//   I5. Two behaviours scheduled by one thread on the same cown run in the
+//       order they were scheduled (the swap on `last` is the queue order).
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+
+#include "troupe/sched/scheduler.hpp"
+
+namespace troupe::detail {
+
+struct Slot;
+struct BehaviourBase;
+
+struct Cown {
+  using Destroy = void (*)(Cown*);
+  Cown(sched::Scheduler* s, Destroy d) noexcept : sched(s), destroy(d) {}
+
+  std::atomic<Slot*> last{nullptr};  // queue tail; swapped by enqueuers, CAS'd to null by leavers
+  std::atomic<std::uint64_t> rstate{0};  // I4: (readers << 1) | writer-waiting
+  Slot* waiting_writer = nullptr;  // I4: written by the parked writer before it sets bit 0
+  std::atomic<std::uint32_t> refs{1};  // handles + behaviours holding it
+  sched::Scheduler* sched;            // where its behaviours run (nullptr: default); immutable
+  Destroy destroy;                    // immutable
+
+  // relaxed: a new reference is taken from an existing one.
+  void add_ref() noexcept { refs.fetch_add(1, std::memory_order_relaxed); }
+  // acq_rel: the last releaser sees all writes to the object before freeing it.
+  void release() noexcept {
+    if (refs.fetch_sub(1, std::memory_order_acq_rel) == 1) destroy(this);
+  }
+};
+
+struct Slot {
+  Cown* cown = nullptr;
+  BehaviourBase* behaviour = nullptr;
+  std::atomic<Slot*> next{nullptr};  // I2: written once by the successor
+  bool read = false;                 // read-only access
+  bool free_at_enqueue = false;      // owner only, during scheduling: cown was free
+};
+
+struct BehaviourBase {
+  explicit BehaviourBase(sched::Work::Fn run) noexcept : work(run) {}
+  sched::Work work;  // what the scheduler runs once every cown is held
+  std::atomic<std::size_t> pending{0};  // cowns still to receive + 1 for phase 1
+  std::atomic<bool> enqueued{false};    // phase 1 done (I1); set once, by the scheduling thread
+  Slot* slots = nullptr;                // nslots slots, sorted by cown, no duplicates
+  std::uint32_t nslots = 0;
+  sched::Scheduler* sched = nullptr;    // where to run
+
+  // Runs phase 1 and 2 (I1). Slots must be filled (cown, read) by the caller;
+  // sorting and de-duplication happen here.
+  void schedule();
+  // Called after the body ran: passes every cown on (writers) or signs out
+  // (readers). The behaviour must not touch its slots afterwards.
+  void release();
+  // One cown (or the end of phase 1) arrived; at zero the behaviour runs.
+  void resolve_one();
+};
+
+// Sorts slots by cown address and merges duplicates (a write wins over a
+// read). Returns the new count.
+std::uint32_t sort_and_merge(Slot* slots, std::uint32_t n) noexcept;
+
+}  // namespace troupe::detail

@@ -1,0 +1,35 @@
+// troupe/detail/platform.hpp: the few OS and CPU primitives the runtime's
+// concurrent structures are built from: a spin-wait hint, Linux futexes, the
+// cache-line size.
+//
+// Invariants:
+//   I1. futex_wake never reads the word it wakes on, so it may be called on an
+//       address whose owner has already returned (the kernel only hashes the
+//       address); callers rely on this to wake a waiter that may have left.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+
+namespace troupe::detail {
+
+inline constexpr std::size_t kCacheLine = 64;
+
+inline void cpu_relax() noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield" ::: "memory");
+#endif
+}
+
+// Blocks while *word == expected (or until a spurious wake). Private futex.
+void futex_wait(const std::atomic<std::uint32_t>* word, std::uint32_t expected) noexcept;
+// As futex_wait, but gives up after timeout_ns; returns false on timeout.
+bool futex_wait_for(const std::atomic<std::uint32_t>* word, std::uint32_t expected,
+                    std::int64_t timeout_ns) noexcept;
+// Wakes up to n waiters on word (I1: does not read *word).
+void futex_wake(const std::atomic<std::uint32_t>* word, int n) noexcept;
+
+}  // namespace troupe::detail

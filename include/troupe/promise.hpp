@@ -1,0 +1,554 @@
+// troupe/promise.hpp: Promise<T>, the one future type of the runtime, and
+// Resolver<T>, the right to fulfil it.
+//
+// A Promise is a cheap copyable handle on a shared state that is fulfilled
+// once, with a value or an error. It can be waited on (get: inside a
+// scheduler's thread the wait runs other work), chained (then), combined
+// (when_all, when_any) and used in `when` like an actor: the block runs once
+// the value is there, with the value.
+//
+// Invariants:
+//   I1. A state is fulfilled at most once: the value (or error) is written
+//       before `state` leaves kPending with a release RMW, and read only after
+//       an acquire load sees kValue/kError.
+//   I2. Continuations pushed on `conts` before fulfilment run exactly once,
+//       in the order they were added, on the fulfilling thread; pushed after,
+//       they run at once on the pushing thread. kClosed marks the switch.
+//   I3. Refcount: each handle, resolver and pending continuation that may
+//       touch the state holds one reference; the last release destroys it.
+//   I4. A Resolver destroyed unfulfilled breaks its promise (Errc::broken_promise):
+//       a waiter never hangs on a producer that is gone.
+#pragma once
+
+#include <atomic>
+#include <climits>
+#include <cstdint>
+#include <exception>
+#include <memory>
+#include <new>
+#include <optional>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "troupe/detail/platform.hpp"
+#include "troupe/error.hpp"
+#include "troupe/sched/scheduler.hpp"
+
+namespace troupe {
+
+template <class T>
+class Promise;
+template <class T>
+class Resolver;
+
+namespace detail {
+
+// A continuation waiting on a promise. fire() runs it and frees it.
+struct ContNode {
+  ContNode* next = nullptr;   // owned by the promise's list until fired (I2)
+  void (*fire)(ContNode*) = nullptr;
+};
+
+template <class F>
+struct ContFn final : ContNode {
+  explicit ContFn(F f) : fn(std::move(f)) {
+    fire = [](ContNode* n) {
+      auto* self = static_cast<ContFn*>(n);
+      self->fn();
+      delete self;
+    };
+  }
+  F fn;
+};
+
+class PromiseBase {
+ public:
+  static constexpr std::uint32_t kPending = 0, kValue = 1, kError = 2, kDone = 3, kSleeper = 4;
+
+  PromiseBase() = default;
+  PromiseBase(const PromiseBase&) = delete;
+  PromiseBase& operator=(const PromiseBase&) = delete;
+
+  // acquire: pairs with publish's release (I1).
+  bool ready() const noexcept { return (state_.load(std::memory_order_acquire) & kDone) != 0; }
+  bool failed() const noexcept { return (state_.load(std::memory_order_acquire) & kDone) == kError; }
+
+  // relaxed: taking a reference needs no ordering, we already hold one (I3).
+  void add_ref() noexcept { refs_.fetch_add(1, std::memory_order_relaxed); }
+  // acq_rel: the last releaser must see every other holder's writes.
+  void release() noexcept {
+    if (refs_.fetch_sub(1, std::memory_order_acq_rel) == 1) destroy_(this);
+  }
+
+  void set_error(std::exception_ptr e) {
+    error_ = std::move(e);
+    publish(kError);
+  }
+  const std::exception_ptr& error() const noexcept { return error_; }
+  // Records the error without publishing it; publish(kError) follows (I1).
+  void set_error_deferred(std::exception_ptr e) noexcept { error_ = std::move(e); }
+  void rethrow_if_error() const {
+    if (failed()) std::rethrow_exception(error_);
+  }
+
+  // Fulfils (I1), wakes sleepers, runs continuations (I2).
+  void publish(std::uint32_t how) {
+    std::uint32_t old = state_.fetch_or(how, std::memory_order_acq_rel);  // I1
+    if (old & kSleeper) futex_wake(&state_, INT_MAX);
+    ContNode* list = conts_.exchange(closed(), std::memory_order_acq_rel);
+    ContNode* rev = nullptr;  // reverse into insertion order (I2)
+    while (list) {
+      ContNode* n = list->next;
+      list->next = rev;
+      rev = list;
+      list = n;
+    }
+    while (rev) {
+      ContNode* n = rev->next;
+      rev->fire(rev);
+      rev = n;
+    }
+  }
+
+  // Runs n once ready (I2). n must be heap-allocated; fire frees it.
+  void on_ready(ContNode* n) {
+    ContNode* head = conts_.load(std::memory_order_acquire);
+    do {
+      if (head == closed()) {
+        n->fire(n);
+        return;
+      }
+      n->next = head;
+      // release: publish n's contents to the fulfiller that takes the list.
+    } while (!conts_.compare_exchange_weak(head, n, std::memory_order_acq_rel,
+                                           std::memory_order_acquire));
+  }
+  template <class F>
+  void then_do(F f) {
+    on_ready(new ContFn<F>(std::move(f)));
+  }
+
+  // Blocks until ready. On a scheduler's thread, runs its work meanwhile.
+  void wait() {
+    if (ready()) return;
+    if (sched::Scheduler* s = sched::current()) {
+      struct W final : sched::Waiter {
+        explicit W(PromiseBase* p) : p(p) {}
+        bool ready() const noexcept override { return p->ready(); }
+        void arm(sched::Scheduler* sch) override {
+          p->then_do([sch] { sch->wake_helpers(); });
+        }
+        PromiseBase* p;
+      } waiter(this);
+      s->help_until(waiter);
+      return;
+    }
+    std::uint32_t s = state_.load(std::memory_order_acquire);
+    while (!(s & kDone)) {
+      if (!(s & kSleeper)) {
+        // relaxed on failure: we only retry with the fresh value.
+        if (!state_.compare_exchange_weak(s, s | kSleeper, std::memory_order_acquire,
+                                          std::memory_order_acquire))
+          continue;
+        s |= kSleeper;
+      }
+      futex_wait(&state_, s);
+      s = state_.load(std::memory_order_acquire);
+    }
+  }
+
+ protected:
+  ~PromiseBase() = default;
+  void (*destroy_)(PromiseBase*) = nullptr;  // set once by the owner at creation
+
+ private:
+  static ContNode* closed() noexcept { return reinterpret_cast<ContNode*>(std::uintptr_t{1}); }
+
+  std::atomic<std::uint32_t> refs_{1};        // I3
+  std::atomic<std::uint32_t> state_{kPending};  // I1; kSleeper set by blocked waiters
+  std::atomic<ContNode*> conts_{nullptr};      // I2: Treiber stack, then kClosed
+  std::exception_ptr error_;                   // written once before publish(kError)
+};
+
+template <class T>
+class PromiseState : public PromiseBase {
+ public:
+  PromiseState() { destroy_ = [](PromiseBase* p) { delete static_cast<PromiseState*>(p); }; }
+  ~PromiseState() {
+    if (has_value_) value_.~T();
+  }
+  template <class... A>
+  void emplace(A&&... a) {  // before publish (I1)
+    ::new (static_cast<void*>(&value_)) T(std::forward<A>(a)...);
+    has_value_ = true;
+  }
+  template <class... A>
+  void set_value(A&&... a) {
+    emplace(std::forward<A>(a)...);
+    publish(kValue);
+  }
+  T& value() noexcept { return value_; }
+
+ protected:
+  // For owners that embed the state in a larger allocation.
+  struct EmbeddedTag {};
+  explicit PromiseState(EmbeddedTag) {}
+
+ private:
+  union {
+    T value_;
+  };
+  bool has_value_ = false;  // written once, before publish
+};
+
+template <>
+class PromiseState<void> : public PromiseBase {
+ public:
+  PromiseState() { destroy_ = [](PromiseBase* p) { delete static_cast<PromiseState*>(p); }; }
+  void emplace() noexcept {}
+  void set_value() { publish(kValue); }
+
+ protected:
+  struct EmbeddedTag {};
+  explicit PromiseState(EmbeddedTag) {}
+};
+
+// Fulfils st from a callable's result (value or exception), without publishing
+// the value yet: returns how to publish. Lets the caller release resources
+// first and publish last.
+template <class R, class F>
+std::uint32_t capture_result(PromiseState<R>& st, F&& f) noexcept {
+  try {
+    if constexpr (std::is_void_v<R>) {
+      std::forward<F>(f)();
+    } else {
+      st.emplace(std::forward<F>(f)());
+    }
+    return PromiseBase::kValue;
+  } catch (...) {
+    // error_ is written now; the caller publishes later (I1).
+    st.set_error_deferred(std::current_exception());
+    return PromiseBase::kError;
+  }
+}
+
+template <class T>
+PromiseState<T>* state_of(const Promise<T>& p) noexcept;
+
+}  // namespace detail
+
+// The consumer side: copyable, shares one state.
+template <class T>
+class Promise {
+ public:
+  using value_type = T;
+
+  Promise() = default;  // invalid (no state) until assigned
+  Promise(const Promise& o) noexcept : st_(o.st_) {
+    if (st_) st_->add_ref();
+  }
+  Promise(Promise&& o) noexcept : st_(std::exchange(o.st_, nullptr)) {}
+  Promise& operator=(Promise o) noexcept {
+    std::swap(st_, o.st_);
+    return *this;
+  }
+  ~Promise() {
+    if (st_) st_->release();
+  }
+
+  bool valid() const noexcept { return st_ != nullptr; }
+  bool ready() const noexcept { return st_->ready(); }
+  bool failed() const noexcept { return st_->failed(); }
+  void wait() const { st_->wait(); }
+
+  // Waits, then returns the value or rethrows the error.
+  decltype(auto) get() const& {
+    st_->wait();
+    st_->rethrow_if_error();
+    if constexpr (!std::is_void_v<T>) return static_cast<const T&>(st_->value());
+  }
+  // On a temporary: a copy (or a move, if this was the last handle).
+  T get() && {
+    st_->wait();
+    st_->rethrow_if_error();
+    if constexpr (!std::is_void_v<T>) return T(st_->value());
+  }
+  std::exception_ptr error() const {
+    st_->wait();
+    return st_->failed() ? st_->error() : nullptr;
+  }
+
+  // Runs f(value) as a task once fulfilled; returns f's result as a promise.
+  // An error skips f and passes through.
+  template <class F>
+  auto then(F f) const;
+
+  // --- the `when` protocol (see troupe/when.hpp): no cowns; the block waits
+  // for the value and receives it as `const T&` (nothing for void) ---
+  static constexpr std::size_t when_cown_count = 0;
+  template <class Sink>
+  void when_cowns(Sink&) const noexcept {}
+  template <class K>
+  void when_await(K k) const {
+    st_->then_do(std::move(k));  // the behaviour holds this promise (I3)
+  }
+  template <class Key>
+  void when_enter(const Key&) const {
+    st_->rethrow_if_error();
+  }
+  template <class Key>
+  auto when_args(const Key&) const {
+    if constexpr (std::is_void_v<T>)
+      return std::tuple<>();
+    else
+      return std::tuple<const T&>(st_->value());
+  }
+  template <class Key>
+  void when_exit(const Key&) const noexcept {}
+
+ private:
+  friend detail::PromiseState<T>* detail::state_of<T>(const Promise<T>&) noexcept;
+  template <class U>
+  friend class Resolver;
+  template <class U>
+  friend Promise<U> adopt_promise(detail::PromiseState<U>* st) noexcept;
+  explicit Promise(detail::PromiseState<T>* st) noexcept : st_(st) {}
+  detail::PromiseState<T>* st_ = nullptr;
+};
+
+// Wraps a state the caller already holds a reference to (runtime internal).
+template <class T>
+Promise<T> adopt_promise(detail::PromiseState<T>* st) noexcept {
+  return Promise<T>(st);
+}
+
+namespace detail {
+template <class T>
+PromiseState<T>* state_of(const Promise<T>& p) noexcept {
+  return p.st_;
+}
+}  // namespace detail
+
+// The producer side: move-only; fulfil once. Dropping it unfulfilled breaks
+// the promise (I4).
+template <class T>
+class Resolver {
+ public:
+  Resolver() = default;
+  Resolver(Resolver&& o) noexcept : st_(std::exchange(o.st_, nullptr)) {}
+  Resolver& operator=(Resolver&& o) noexcept {
+    if (this != &o) {
+      abandon();
+      st_ = std::exchange(o.st_, nullptr);
+    }
+    return *this;
+  }
+  ~Resolver() { abandon(); }
+
+  template <class... A>
+  void set_value(A&&... a) {
+    auto* st = take();
+    st->set_value(std::forward<A>(a)...);
+    st->release();
+  }
+  void set_exception(std::exception_ptr e) {
+    auto* st = take();
+    st->set_error(std::move(e));
+    st->release();
+  }
+  bool valid() const noexcept { return st_ != nullptr; }
+
+ private:
+  template <class U>
+  friend std::pair<Promise<U>, Resolver<U>> make_promise();
+  explicit Resolver(detail::PromiseState<T>* st) noexcept : st_(st) {}
+  detail::PromiseState<T>* take() {
+    if (!st_) throw Error(Errc::invalid_argument, "Resolver used after it was fulfilled or moved");
+    return std::exchange(st_, nullptr);
+  }
+  void abandon() noexcept {
+    if (auto* st = std::exchange(st_, nullptr)) {
+      st->set_error(std::make_exception_ptr(
+          Error(Errc::broken_promise, "promise broken: its Resolver was destroyed unfulfilled")));
+      st->release();
+    }
+  }
+  detail::PromiseState<T>* st_ = nullptr;
+};
+
+template <class T>
+std::pair<Promise<T>, Resolver<T>> make_promise() {
+  auto* st = new detail::PromiseState<T>();  // one reference for the promise
+  st->add_ref();                             // one for the resolver
+  return {adopt_promise(st), Resolver<T>(st)};
+}
+
+// A promise already fulfilled with v.
+template <class T>
+Promise<std::decay_t<T>> ready_promise(T&& v) {
+  auto [p, r] = make_promise<std::decay_t<T>>();
+  r.set_value(std::forward<T>(v));
+  return p;
+}
+inline Promise<void> ready_promise() {
+  auto [p, r] = make_promise<void>();
+  r.set_value();
+  return p;
+}
+
+namespace detail {
+// Runs f on the default scheduler as one task, fulfilling res with its result.
+template <class F>
+void run_task(F f);
+}  // namespace detail
+
+template <class T>
+template <class F>
+auto Promise<T>::then(F f) const {
+  using U = std::conditional_t<std::is_void_v<T>, std::invoke_result<F>,
+                               std::invoke_result<F, const T&>>;
+  using R = std::decay_t<typename U::type>;
+  auto [out, res] = make_promise<R>();
+  Promise self = *this;
+  st_->then_do([self, f = std::move(f), res = std::move(res)]() mutable {
+    if (self.failed()) {
+      res.set_exception(self.error());
+      return;
+    }
+    detail::run_task([self = std::move(self), f = std::move(f), res = std::move(res)]() mutable {
+      try {
+        if constexpr (std::is_void_v<T>) {
+          if constexpr (std::is_void_v<R>) {
+            f();
+            res.set_value();
+          } else {
+            res.set_value(f());
+          }
+        } else {
+          const T& v = detail::state_of(self)->value();
+          if constexpr (std::is_void_v<R>) {
+            f(v);
+            res.set_value();
+          } else {
+            res.set_value(f(v));
+          }
+        }
+      } catch (...) {
+        res.set_exception(std::current_exception());
+      }
+    });
+  });
+  return std::move(out);
+}
+
+namespace detail {
+template <class F>
+struct TaskWork final : sched::Work {
+  explicit TaskWork(F f) : sched::Work(&TaskWork::run_fn), fn(std::move(f)) {}
+  static void run_fn(sched::Work* w) {
+    auto* self = static_cast<TaskWork*>(w);
+    self->fn();
+    delete self;
+  }
+  F fn;
+};
+template <class F>
+void run_task(F f) {
+  sched::default_scheduler().schedule(new TaskWork<F>(std::move(f)));
+}
+}  // namespace detail
+
+// Fulfilled with every value, in order, once all are; or with the first error.
+template <class T>
+auto when_all(std::vector<Promise<T>> ps) {
+  using Out = std::conditional_t<std::is_void_v<T>, void, std::vector<T>>;
+  auto [out, res] = make_promise<Out>();
+  if (ps.empty()) {
+    if constexpr (std::is_void_v<T>)
+      res.set_value();
+    else
+      res.set_value(Out{});
+    return std::move(out);
+  }
+  struct Join {
+    std::vector<Promise<T>> ps;
+    Resolver<Out> res;
+    std::atomic<std::size_t> left;
+  };
+  auto join = std::make_shared<Join>(Join{std::move(ps), std::move(res), {}});
+  join->left.store(join->ps.size(), std::memory_order_relaxed);
+  for (auto& p : join->ps) {
+    detail::state_of(p)->then_do([join] {
+      // acq_rel: the last arrival sees every other promise fulfilled.
+      if (join->left.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
+      for (auto& q : join->ps)
+        if (q.failed()) return join->res.set_exception(q.error());
+      if constexpr (std::is_void_v<T>) {
+        join->res.set_value();
+      } else {
+        Out values;
+        values.reserve(join->ps.size());
+        for (auto& q : join->ps) values.push_back(detail::state_of(q)->value());
+        join->res.set_value(std::move(values));
+      }
+    });
+  }
+  return std::move(out);
+}
+
+// Variadic form: Promise<std::tuple<Ts...>> (non-void Ts).
+template <class... Ts>
+  requires(sizeof...(Ts) > 1 && (!std::is_void_v<Ts> && ...))
+Promise<std::tuple<Ts...>> when_all(Promise<Ts>... ps) {
+  auto [out, res] = make_promise<std::tuple<Ts...>>();
+  struct Join {
+    std::tuple<Promise<Ts>...> ps;
+    Resolver<std::tuple<Ts...>> res;
+    std::atomic<std::size_t> left{sizeof...(Ts)};
+  };
+  auto join = std::make_shared<Join>();
+  join->ps = std::tuple<Promise<Ts>...>(ps...);
+  join->res = std::move(res);
+  auto arrive = [join] {
+    if (join->left.fetch_sub(1, std::memory_order_acq_rel) != 1) return;  // as above
+    std::exception_ptr err;
+    std::apply([&](auto&... q) { ((err = err ? err : (q.failed() ? q.error() : nullptr)), ...); },
+               join->ps);
+    if (err) return join->res.set_exception(err);
+    join->res.set_value(std::apply(
+        [](auto&... q) { return std::tuple<Ts...>(detail::state_of(q)->value()...); }, join->ps));
+  };
+  (detail::state_of(ps)->then_do(arrive), ...);
+  return std::move(out);
+}
+
+// Fulfilled by the first promise to finish: its index and value (index only
+// for void), or its error.
+template <class T>
+auto when_any(std::vector<Promise<T>> ps) {
+  using Out = std::conditional_t<std::is_void_v<T>, std::size_t, std::pair<std::size_t, T>>;
+  if (ps.empty()) throw Error(Errc::invalid_argument, "when_any of no promises");
+  auto [out, res] = make_promise<Out>();
+  struct Race {
+    Resolver<Out> res;
+    std::atomic<bool> won{false};
+  };
+  auto race = std::make_shared<Race>();
+  race->res = std::move(res);
+  for (std::size_t i = 0; i < ps.size(); ++i) {
+    detail::state_of(ps[i])->then_do([race, i, p = ps[i]] {
+      // acq_rel: exactly one winner; it alone touches res.
+      if (race->won.exchange(true, std::memory_order_acq_rel)) return;
+      if (p.failed()) return race->res.set_exception(p.error());
+      if constexpr (std::is_void_v<T>)
+        race->res.set_value(i);
+      else
+        race->res.set_value(Out{i, detail::state_of(p)->value()});
+    });
+  }
+  return std::move(out);
+}
+
+}  // namespace troupe

@@ -1,0 +1,86 @@
+// troupe/sched/pool.hpp: the default scheduler, a work-stealing thread pool.
+//
+// Each worker owns a Chase-Lev deque (newest first for its own work, oldest
+// first for thieves); threads outside the pool submit through one injection
+// queue (Vyukov MPSC, any worker may drain it). A worker with nothing to do
+// spins briefly while trying to steal, then sleeps on an event count: an idle
+// pool uses no CPU.
+//
+// Invariants:
+//   I1. A worker pushes only to its own deque; other threads use injection_.
+//   I2. Fairness: every kFairnessInterval items a worker takes the oldest
+//       item (injection queue first, then its own deque's far end), so a chain
+//       of work that keeps re-spawning itself cannot starve older work.
+//   I3. A worker sleeps only after announcing itself in sleep_ and finding
+//       every queue empty; every producer notifies sleep_ after publishing
+//       (EventCount I1), so no work waits while a worker sleeps.
+//   I4. idle_ counts workers asleep with nothing to do (not those sleeping in
+//       help_until, which are still running a task). idle_ == threads and all
+//       queues empty means quiescent.
+//   I5. The destructor drains: it waits for quiescence, then stops and joins
+//       every worker. No thread outlives the pool.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include "troupe/detail/chase_lev.hpp"
+#include "troupe/detail/event_count.hpp"
+#include "troupe/detail/mpsc_queue.hpp"
+#include "troupe/sched/scheduler.hpp"
+
+namespace troupe::sched {
+
+class Pool final : public Scheduler {
+ public:
+  // threads == 0: one per core.
+  explicit Pool(std::size_t threads = 0);
+  ~Pool() override;  // I5
+  Pool(const Pool&) = delete;
+  Pool& operator=(const Pool&) = delete;
+
+  void schedule(Work* w) override;
+  void help_until(Waiter& w) override;
+  void wake_helpers() override;
+  void wait_idle() override;
+  std::size_t concurrency() const noexcept override { return workers_.size(); }
+
+  // Threads started by this pool (for tests: nesting must not add threads).
+  std::size_t threads_started() const noexcept {
+    return started_.load(std::memory_order_relaxed);
+  }
+
+  static constexpr unsigned kFairnessInterval = 61;  // I2
+  static constexpr unsigned kSpinRounds = 64;        // steal rounds before sleeping
+
+ private:
+  struct Worker {
+    detail::ChaseLevDeque<Work*> deque;  // owner pushes/takes, anyone steals (I1)
+    std::thread thread;
+    unsigned index = 0;
+    unsigned tick = 0;         // owner only: items run since the last fair pick (I2)
+    std::uint64_t rng = 0;     // owner only: victim selection
+  };
+
+  void worker_main(Worker* self);
+  Work* find_local(Worker* self);
+  Work* steal_any(Worker* self);
+  Work* find_work(Worker* self);
+  bool any_work_visible() const;
+  Worker* this_worker() const noexcept;
+  void note_idle_change();
+
+  std::vector<std::unique_ptr<Worker>> workers_;
+  detail::MpscQueue<Work> injection_;            // outside producers (I1)
+  detail::EventCount sleep_;                     // I3
+  alignas(detail::kCacheLine) std::atomic<std::size_t> idle_{0};  // I4
+  std::atomic<std::uint32_t> idle_gen_{0};       // bumped when idle_ reaches threads
+  std::atomic<std::size_t> searching_{0};        // workers spinning for work
+  std::atomic<bool> stop_{false};                // set once by the destructor
+  std::atomic<std::size_t> started_{0};
+};
+
+}  // namespace troupe::sched

@@ -1,0 +1,81 @@
+// troupe/sched/scheduler.hpp: the Scheduler interface, the unit of work it
+// runs, and the process-wide default scheduler.
+//
+// A Scheduler decides where and when Work runs. The runtime hands it work that
+// is ready (a behaviour whose actors are all acquired, a task, a continuation)
+// and never asks for it back. Users may implement Scheduler: an actor created
+// with make_actor_on(s, ...) runs its behaviours on s.
+//
+// Invariants:
+//   I1. schedule(w) runs w exactly once, on some thread, unless the scheduler
+//       is destroyed first (then its destructor runs or fails all of it).
+//   I2. Work::next is owned by whichever queue holds the work; nobody else
+//       touches it.
+//   I3. A thread "belongs" to at most one scheduler at a time (current()); a
+//       wait on that thread helps that scheduler instead of blocking it.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <memory>
+
+namespace troupe::sched {
+
+// One unit of runnable work. Intrusive: the owner embeds it (one allocation
+// per behaviour or task) and supplies the function that runs it.
+struct Work {
+  using Fn = void (*)(Work*);
+  Work() noexcept = default;  // only for queue stubs
+  explicit Work(Fn f) noexcept : fn(f) {}
+  std::atomic<Work*> next{nullptr};  // I2
+  Fn fn = nullptr;
+  void run() { fn(this); }
+};
+
+// A wait that a scheduler's thread can help with (see Scheduler::help_until).
+struct Waiter {
+  // True once the awaited event happened. Must be cheap and thread-safe.
+  virtual bool ready() const noexcept = 0;
+  // Arrange that s->wake_helpers() is called once ready() becomes true.
+  // Called at most once per wait, before the helper thread sleeps.
+  virtual void arm(class Scheduler* s) = 0;
+
+ protected:
+  ~Waiter() = default;
+};
+
+class Scheduler {
+ public:
+  virtual ~Scheduler() = default;
+
+  // Makes w runnable (I1). Callable from any thread.
+  virtual void schedule(Work* w) = 0;
+
+  // Called on a thread that belongs to this scheduler (I3) while it waits:
+  // runs other work until w.ready(). The default spins and yields.
+  virtual void help_until(Waiter& w);
+  // Wakes threads sleeping in help_until (their Waiter became ready).
+  virtual void wake_helpers() {}
+
+  // Blocks until no work is pending or running here (quiescence). Must not be
+  // called from one of this scheduler's own threads.
+  virtual void wait_idle() = 0;
+
+  // How many threads run this scheduler's work (a hint for partitioning).
+  virtual std::size_t concurrency() const noexcept { return 1; }
+};
+
+// The scheduler whose thread is running this code, or nullptr (I3).
+Scheduler* current() noexcept;
+// Marks the calling thread as belonging to s (nullptr: to none). Returns the
+// previous value. Scheduler implementations call this around running work.
+Scheduler* set_current(Scheduler* s) noexcept;
+
+// The process-wide default scheduler: the work-stealing pool, created on first
+// use with threads = cores (troupe::init changes that), unless replaced.
+Scheduler& default_scheduler();
+// Replaces the default scheduler (nullptr: back to the pool). The caller keeps
+// ownership and must keep s alive while work may still reach it.
+void set_default_scheduler(Scheduler* s) noexcept;
+
+}  // namespace troupe::sched

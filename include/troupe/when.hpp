@@ -1,0 +1,210 @@
+// troupe/when.hpp: `when(w1, ..., wn, f)`, the one way to run code on actors.
+//
+// The `when` protocol (concept Whenable): anything that offers these members
+// can stand where an actor stands. Actors, read(actor), run-time actor sets,
+// promises and the sync objects of troupe/sync.hpp all implement it; a user
+// type can too (derive from SyncObject to forward what it does not change).
+//
+//   static constexpr std::size_t when_cown_count;  // cowns it adds, or kDynamicCowns
+//   void when_cowns(Sink& s);         // s.add(cown, read_only) for each cown
+//   void when_await(K k);             // call k() once preconditions hold (e.g. a
+//                                     // promise is fulfilled); actors call it at once
+//   void when_enter(const WhenKey&);  // in the behaviour, all cowns held, before
+//                                     // the block; throw to skip the block (the
+//                                     // exception becomes the result's error)
+//   std::tuple<...> when_args(const WhenKey&);  // what the block receives
+//   void when_exit(const WhenKey&);   // after the block returned normally
+//
+// when(...) first awaits every argument (in order), then acquires all their
+// cowns atomically (detail/cown.hpp: two-phase, global order, deadlock-free),
+// then runs enter hooks, the block with the concatenated args, exit hooks,
+// releases the cowns, and fulfils the returned Promise<R> with the block's
+// result or exception.
+//
+// Invariants:
+//   I1. One allocation per behaviour: slots (for a fixed number of cowns), the
+//       arguments, the block and the result promise share one object.
+//   I2. The block's captures and the arguments are destroyed right after the
+//       block ran and the cowns were released, even if the promise lives on;
+//       the memory goes when the last Promise handle does.
+//   I3. The cowns are released before the promise is fulfilled, so a waiter
+//       that wakes and schedules again on the same actors queues behind no-one.
+#pragma once
+
+#include <concepts>
+#include <cstddef>
+#include <memory>
+#include <new>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "troupe/actor.hpp"
+#include "troupe/promise.hpp"
+
+namespace troupe {
+
+template <class W>
+concept Whenable = requires(W& w, const WhenKey& k, detail::CownSink& s) {
+  { W::when_cown_count } -> std::convertible_to<std::size_t>;
+  w.when_cowns(s);
+  w.when_enter(k);
+  w.when_args(k);
+  w.when_exit(k);
+};
+
+namespace detail {
+
+template <class V>
+struct is_actor_vector : std::false_type {};
+template <class T>
+struct is_actor_vector<std::vector<Actor<T>>> : std::true_type {
+  using element = T;
+};
+
+// Lifts what the user passed into a Whenable (a vector of actors becomes an
+// ActorSet; everything else is taken as it is).
+template <class W>
+auto as_whenable(W&& w) {
+  using D = std::decay_t<W>;
+  if constexpr (is_actor_vector<D>::value) {
+    return ActorSet<typename is_actor_vector<D>::element>(std::forward<W>(w));
+  } else {
+    return D(std::forward<W>(w));
+  }
+}
+
+template <class W>
+using whenable_t = decltype(as_whenable(std::declval<W>()));
+
+template <class W>
+using args_of = decltype(std::declval<W&>().when_args(std::declval<const WhenKey&>()));
+
+template <class F, class... Ws>
+using when_result_t =
+    std::decay_t<decltype(std::apply(std::declval<F&>(),
+                                     std::tuple_cat(std::declval<args_of<Ws>>()...)))>;
+
+constexpr std::size_t static_cown_count(std::initializer_list<std::size_t> counts) {
+  std::size_t n = 0;
+  for (std::size_t c : counts) {
+    if (c == kDynamicCowns) return kDynamicCowns;
+    n += c;
+  }
+  return n;
+}
+
+template <std::size_t N, class R, class F, class... Ws>
+struct Behaviour final : BehaviourBase, PromiseState<R> {
+  using Closure = std::tuple<F, Ws...>;
+  static constexpr std::size_t kInline = (N == kDynamicCowns || N == 0) ? 1 : N;
+
+  template <class FF, class... WW>
+  explicit Behaviour(FF&& f, WW&&... ws)
+      : BehaviourBase(&Behaviour::run_fn),
+        PromiseState<R>(typename PromiseState<R>::EmbeddedTag{}) {
+    this->destroy_ = [](PromiseBase* p) { delete static_cast<Behaviour*>(p); };
+    ::new (static_cast<void*>(&closure_)) Closure(std::forward<FF>(f), std::forward<WW>(ws)...);
+    std::uint32_t count;
+    if constexpr (N == kDynamicCowns) {
+      CownCounter counter;
+      std::apply([&](auto&, auto&... w) { (w.when_cowns(counter), ...); }, closure_);
+      count = counter.n;
+      if (count > kInline) {
+        dynamic_slots_.reset(new Slot[count]);
+        slots = dynamic_slots_.get();
+      } else {
+        slots = inline_slots_;
+      }
+    } else {
+      count = N;
+      slots = inline_slots_;
+    }
+    CownSink sink{slots};
+    std::apply([&](auto&, auto&... w) { (w.when_cowns(sink), ...); }, closure_);
+    (void)count;
+    // The behaviour runs where the first cown named lives (nullptr: default).
+    sched = sink.n > 0 ? slots[0].cown->sched : nullptr;
+    nslots = sort_and_merge(slots, sink.n);
+  }
+
+  // Awaits every whenable in order, then enqueues on the cowns.
+  template <std::size_t I = 0>
+  void start() {
+    if constexpr (I == sizeof...(Ws)) {
+      BehaviourBase::schedule();
+    } else {
+      std::get<I + 1>(closure_).when_await([this] { this->template start<I + 1>(); });
+    }
+  }
+
+  static void run_fn(sched::Work* w) {
+    // Work is the first member of the standard-layout BehaviourBase.
+    auto* self = static_cast<Behaviour*>(reinterpret_cast<BehaviourBase*>(w));
+    self->run();
+  }
+
+  void run() {
+    const WhenKey key;
+    std::uint32_t how = capture_result<R>(*this, [&]() -> R {
+      return std::apply(
+          [&](F& f, Ws&... ws) -> R {
+            (ws.when_enter(key), ...);
+            auto args = std::tuple_cat(ws.when_args(key)...);
+            if constexpr (std::is_void_v<R>) {
+              std::apply(f, args);
+              (ws.when_exit(key), ...);
+            } else {
+              R r = std::apply(f, args);
+              (ws.when_exit(key), ...);
+              return r;
+            }
+          },
+          closure_);
+    });
+    BehaviourBase::release();  // I3
+    closure_.~Closure();       // I2
+    this->publish(how);
+    this->PromiseBase::release();  // the runtime's reference
+  }
+
+  ~Behaviour() {}  // closure_ was destroyed by run() (I2)
+
+  Slot inline_slots_[kInline];
+  std::unique_ptr<Slot[]> dynamic_slots_;
+  union {
+    Closure closure_;  // alive from construction until run() ends (I2)
+  };
+};
+
+}  // namespace detail
+
+// when(w1, ..., wn, f): see the file comment. Returns Promise<R>, R being
+// what f returns.
+template <class... Args>
+  requires(sizeof...(Args) >= 2)
+auto when(Args&&... args) {
+  auto all = std::forward_as_tuple(std::forward<Args>(args)...);
+  constexpr std::size_t n = sizeof...(Args) - 1;
+  return [&]<std::size_t... I>(std::index_sequence<I...>) {
+    using F = std::decay_t<std::tuple_element_t<n, std::tuple<Args...>>>;
+    using Tup = std::tuple<Args...>;
+    static_assert((Whenable<detail::whenable_t<std::tuple_element_t<I, Tup>>> && ...),
+                  "every argument of when() but the last must be Whenable (actor, read(actor), "
+                  "vector of actors, promise or sync object)");
+    using R = detail::when_result_t<F, detail::whenable_t<std::tuple_element_t<I, Tup>>...>;
+    constexpr std::size_t N = detail::static_cown_count(
+        {detail::whenable_t<std::tuple_element_t<I, Tup>>::when_cown_count...});
+    using B = detail::Behaviour<N, R, F, detail::whenable_t<std::tuple_element_t<I, Tup>>...>;
+    auto* b = new B(std::forward<std::tuple_element_t<n, Tup>>(std::get<n>(all)),
+                    detail::as_whenable(std::forward<std::tuple_element_t<I, Tup>>(
+                        std::get<I>(all)))...);
+    b->add_ref();  // one reference for the returned handle, one for the runtime
+    Promise<R> result = adopt_promise<R>(b);
+    b->start();
+    return result;
+  }(std::make_index_sequence<n>{});
+}
+
+}  // namespace troupe

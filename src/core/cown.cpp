@@ -1,0 +1,165 @@
+// src/core/cown.cpp: Behaviour-Oriented Concurrency scheduling and release.
+// The invariants I1-I5 cited here are those of troupe/detail/cown.hpp.
+#include "troupe/detail/cown.hpp"
+
+#include "troupe/detail/platform.hpp"
+#include "troupe/detail/systematic.hpp"
+
+namespace troupe::detail {
+
+namespace {
+
+// Waits until `s`'s successor (which already swapped `last`) links itself (I2).
+Slot* wait_next(Slot* s) noexcept {
+  Slot* n;
+  // acquire: pairs with the successor's release store; we then see its slot.
+  while ((n = s->next.load(std::memory_order_acquire)) == nullptr) {
+    cpu_relax();
+    TROUPE_YIELD();
+  }
+  return n;
+}
+
+// The slot after `s` on its cown, or nullptr if `s` was last and the cown is
+// now free. After this returns, `s` is out of the queue (I3).
+Slot* pass_on(Slot* s) noexcept {
+  Slot* n = s->next.load(std::memory_order_acquire);  // see wait_next
+  if (n) return n;
+  Slot* expected = s;
+  // acq_rel on success: release publishes our writes to the cown (and I4's
+  // reader registration) to the next behaviour that swaps `last` and finds null.
+  if (s->cown->last.compare_exchange_strong(expected, nullptr, std::memory_order_acq_rel,
+                                            std::memory_order_acquire))
+    return nullptr;
+  TROUPE_YIELD();
+  return wait_next(s);  // a successor swapped `last` but has not linked yet
+}
+
+// `s` has just received its cown: apply reader/writer rules (I4) and, for a
+// reader, pass the cown straight on. Iterative over a run of readers.
+void grant(Slot* s) noexcept {
+  while (s) {
+    Cown* c = s->cown;
+    TROUPE_YIELD();
+    if (s->read) {
+      // relaxed: the writer that later sees this count gets the cown from us,
+      // either in this thread (program order) or through `last` (acq_rel).
+      c->rstate.fetch_add(2, std::memory_order_relaxed);
+      Slot* n = pass_on(s);
+      s->behaviour->resolve_one();  // may run and free s's behaviour: s is dead now
+      s = n;
+      continue;
+    }
+    // acquire: pairs with the release of the last reader's sign-out (I4).
+    if (c->rstate.load(std::memory_order_acquire) != 0) {
+      c->waiting_writer = s;
+      // acq_rel: release publishes waiting_writer; acquire sees readers' writes.
+      std::uint64_t old = c->rstate.fetch_or(1, std::memory_order_acq_rel);
+      if ((old >> 1) != 0) return;  // parked: the last reader grants us (I4)
+      // Every reader left between our load and our fetch_or: nobody else can
+      // touch rstate now (we hold the cown), so undo the park ourselves.
+      c->waiting_writer = nullptr;
+      c->rstate.store(0, std::memory_order_relaxed);
+    }
+    s->behaviour->resolve_one();
+    return;
+  }
+}
+
+}  // namespace
+
+std::uint32_t sort_and_merge(Slot* slots, std::uint32_t n) noexcept {
+  // Insertion sort: n is small (the actors named in one `when`).
+  for (std::uint32_t i = 1; i < n; ++i) {
+    Cown* c = slots[i].cown;
+    bool r = slots[i].read;
+    std::uint32_t j = i;
+    for (; j > 0 && slots[j - 1].cown > c; --j) {
+      slots[j].cown = slots[j - 1].cown;
+      slots[j].read = slots[j - 1].read;
+    }
+    slots[j].cown = c;
+    slots[j].read = r;
+  }
+  std::uint32_t out = 0;
+  for (std::uint32_t i = 0; i < n; ++i) {
+    if (out > 0 && slots[out - 1].cown == slots[i].cown) {
+      slots[out - 1].read = slots[out - 1].read && slots[i].read;  // a write wins
+      continue;
+    }
+    slots[out].cown = slots[i].cown;
+    slots[out].read = slots[i].read;
+    ++out;
+  }
+  return out;
+}
+
+void BehaviourBase::resolve_one() {
+  // acq_rel: the last decrement sees every grant (and the body's inputs) and
+  // hands them to the thread that runs the behaviour through schedule().
+  if (pending.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+    sched::Scheduler* s = sched ? sched : &sched::default_scheduler();
+    s->schedule(&work);
+  }
+}
+
+void BehaviourBase::schedule() {
+  // relaxed: nobody else sees this behaviour before the first swap below,
+  // whose acq_rel publishes it.
+  pending.store(nslots + 1, std::memory_order_relaxed);
+  for (std::uint32_t i = 0; i < nslots; ++i) {
+    Slot* s = &slots[i];
+    s->behaviour = this;
+    s->next.store(nullptr, std::memory_order_relaxed);
+    // acq_rel: release publishes our slot to the successor that finds it in
+    // `last`; acquire lets us read our predecessor's slot and behaviour.
+    Slot* prev = s->cown->last.exchange(s, std::memory_order_acq_rel);
+    TROUPE_YIELD();
+    if (prev == nullptr) {
+      s->free_at_enqueue = true;
+      continue;
+    }
+    s->free_at_enqueue = false;
+    // I1: do not go on to later cowns before the predecessor has finished
+    // its phase 1. It cannot be freed meanwhile (I3): it cannot leave this
+    // cown's queue before we link, and it cannot run before it is enqueued.
+    // acquire: pairs with the predecessor's release store of `enqueued`.
+    while (!prev->behaviour->enqueued.load(std::memory_order_acquire)) {
+      cpu_relax();
+      TROUPE_YIELD();
+    }
+    prev->next.store(s, std::memory_order_release);  // I2; pairs with wait_next
+  }
+  // release: successors waiting in their phase 1 may now link behind us.
+  enqueued.store(true, std::memory_order_release);
+  // Phase 2: the cowns that were free are ours; take them now, after phase 1,
+  // because a reader passes its cown on at once and must not wait for a
+  // successor that is waiting for our phase 1.
+  for (std::uint32_t i = 0; i < nslots; ++i)
+    if (slots[i].free_at_enqueue) grant(&slots[i]);
+  resolve_one();  // the end of phase 1
+}
+
+void BehaviourBase::release() {
+  for (std::uint32_t i = 0; i < nslots; ++i) {
+    Slot* s = &slots[i];
+    Cown* c = s->cown;
+    if (s->read) {
+      // Readers left the queue when they got the cown; sign out (I4).
+      // acq_rel: release publishes our reads' end to the writer we may grant;
+      // acquire sees the writer's waiting_writer store.
+      std::uint64_t old = c->rstate.fetch_sub(2, std::memory_order_acq_rel);
+      if (old == 3) {  // last reader, a writer is parked
+        Slot* w = c->waiting_writer;
+        c->waiting_writer = nullptr;
+        c->rstate.store(0, std::memory_order_relaxed);  // only the parked writer could race, and it is parked
+        w->behaviour->resolve_one();
+      }
+      continue;
+    }
+    TROUPE_YIELD();
+    if (Slot* n = pass_on(s)) grant(n);
+  }
+}
+
+}  // namespace troupe::detail

@@ -1,0 +1,196 @@
+// src/core/pool.cpp: the work-stealing pool (see troupe/sched/pool.hpp for
+// the invariants I1-I5 cited here).
+#include "troupe/sched/pool.hpp"
+
+#include <climits>
+
+#include "troupe/detail/platform.hpp"
+#include "troupe/detail/systematic.hpp"
+
+namespace troupe::sched {
+
+namespace {
+// The worker (of whichever pool) running on this thread; written only by the
+// thread itself, at start and end of worker_main.
+thread_local void* tl_worker = nullptr;
+thread_local const Pool* tl_pool = nullptr;
+
+std::uint64_t xorshift(std::uint64_t& s) noexcept {
+  s ^= s << 13;
+  s ^= s >> 7;
+  s ^= s << 17;
+  return s;
+}
+}  // namespace
+
+Pool::Pool(std::size_t threads) {
+  if (threads == 0) threads = std::max(1u, std::thread::hardware_concurrency());
+  workers_.reserve(threads);
+  for (std::size_t i = 0; i < threads; ++i) {
+    auto w = std::make_unique<Worker>();
+    w->index = static_cast<unsigned>(i);
+    w->rng = 0x9E3779B97F4A7C15ull * (i + 1);
+    workers_.push_back(std::move(w));
+  }
+  for (auto& w : workers_) {
+    Worker* raw = w.get();
+    w->thread = std::thread([this, raw] { worker_main(raw); });
+    started_.fetch_add(1, std::memory_order_relaxed);  // a statistic only
+  }
+}
+
+Pool::~Pool() {
+  if (this_worker() == nullptr) wait_idle();  // I5: drain first
+  stop_.store(true, std::memory_order_seq_cst);
+  sleep_.notify_all();
+  for (auto& w : workers_) {
+    if (w->thread.get_id() == std::this_thread::get_id())
+      w->thread.detach();  // destroyed from its own worker: cannot join itself
+    else
+      w->thread.join();
+  }
+}
+
+Pool::Worker* Pool::this_worker() const noexcept {
+  return tl_pool == this ? static_cast<Worker*>(tl_worker) : nullptr;
+}
+
+void Pool::schedule(Work* w) {
+  if (Worker* self = this_worker())
+    self->deque.push(w);  // I1
+  else
+    injection_.push(w);
+  TROUPE_YIELD();
+  // I3: wake a sleeper unless a worker is already searching (it will find w;
+  // a searcher that gives up re-checks every queue before it sleeps).
+  if (searching_.load(std::memory_order_seq_cst) == 0) sleep_.notify_one();
+}
+
+Work* Pool::find_local(Worker* self) {
+  if (++self->tick >= kFairnessInterval) {  // I2
+    self->tick = 0;
+    if (Work* w = injection_.try_pop()) return w;
+    if (Work* w = self->deque.steal()) return w;  // our own oldest item
+  }
+  if (Work* w = self->deque.take()) return w;
+  return injection_.try_pop();
+}
+
+Work* Pool::steal_any(Worker* self) {
+  const std::size_t n = workers_.size();
+  if (n <= 1) return nullptr;
+  std::size_t start = xorshift(self->rng) % n;
+  for (std::size_t i = 0; i < n; ++i) {
+    Worker* v = workers_[(start + i) % n].get();
+    if (v == self) continue;
+    if (Work* w = v->deque.steal()) return w;
+  }
+  return nullptr;
+}
+
+Work* Pool::find_work(Worker* self) {
+  if (Work* w = find_local(self)) return w;
+  searching_.fetch_add(1, std::memory_order_seq_cst);
+  Work* found = nullptr;
+  for (unsigned round = 0; round < kSpinRounds && !found; ++round) {
+    found = steal_any(self);
+    if (!found) found = injection_.try_pop();
+    if (!found) {
+      if (stop_.load(std::memory_order_relaxed)) break;
+      for (int i = 0; i < 32; ++i) detail::cpu_relax();
+      TROUPE_YIELD();
+    }
+  }
+  // seq_cst: a producer that still saw us searching skipped its notify; our
+  // re-check in worker_main (after sleep_.prepare) then sees its work (I3).
+  searching_.fetch_sub(1, std::memory_order_seq_cst);
+  return found;
+}
+
+bool Pool::any_work_visible() const {
+  if (injection_.size_hint() > 0) return true;
+  for (auto& w : workers_)
+    if (!w->deque.empty_hint()) return true;
+  return false;
+}
+
+void Pool::note_idle_change() {
+  idle_gen_.fetch_add(1, std::memory_order_release);
+  detail::futex_wake(&idle_gen_, INT_MAX);
+}
+
+void Pool::worker_main(Worker* self) {
+  tl_worker = self;
+  tl_pool = this;
+  set_current(this);
+  for (;;) {
+    if (Work* w = find_work(self)) {
+      w->run();
+      continue;
+    }
+    std::uint32_t key = sleep_.prepare();  // I3: announce, then re-check
+    if (any_work_visible()) {
+      sleep_.cancel();
+      continue;
+    }
+    if (stop_.load(std::memory_order_seq_cst)) {
+      sleep_.cancel();
+      break;
+    }
+    // I4: count ourselves idle before sleeping; the last one in tells wait_idle.
+    if (idle_.fetch_add(1, std::memory_order_seq_cst) + 1 == workers_.size())
+      note_idle_change();
+    sleep_.wait(key);
+    idle_.fetch_sub(1, std::memory_order_seq_cst);
+  }
+  set_current(nullptr);
+  tl_worker = nullptr;
+  tl_pool = nullptr;
+}
+
+void Pool::help_until(Waiter& waiter) {
+  Worker* self = this_worker();
+  if (self == nullptr) {
+    Scheduler::help_until(waiter);
+    return;
+  }
+  bool armed = false;
+  unsigned spins = 0;
+  while (!waiter.ready()) {
+    Work* w = find_local(self);
+    if (!w) w = steal_any(self);
+    if (w) {
+      w->run();
+      spins = 0;
+      continue;
+    }
+    if (++spins < kSpinRounds) {
+      for (int i = 0; i < 32; ++i) detail::cpu_relax();
+      continue;
+    }
+    if (!armed) {
+      waiter.arm(this);  // ready() -> wake_helpers()
+      armed = true;
+      continue;
+    }
+    std::uint32_t key = sleep_.prepare();
+    if (waiter.ready() || any_work_visible()) {
+      sleep_.cancel();
+      continue;
+    }
+    sleep_.wait(key);  // not idle (I4): we are inside a task
+    spins = 0;
+  }
+}
+
+void Pool::wake_helpers() { sleep_.notify_all(); }
+
+void Pool::wait_idle() {
+  for (;;) {
+    std::uint32_t gen = idle_gen_.load(std::memory_order_acquire);
+    if (idle_.load(std::memory_order_seq_cst) == workers_.size() && !any_work_visible()) return;
+    detail::futex_wait(&idle_gen_, gen);
+  }
+}
+
+}  // namespace troupe::sched

@@ -1,0 +1,149 @@
+// src/core/runtime.cpp: futex wrappers, the systematic-testing stream, the
+// per-thread current scheduler and the default pool's lifecycle.
+//
+// Invariants:
+//   I1. g_pool is created and destroyed under g_pool_mutex (never on a hot
+//       path: default_scheduler() reads g_pool_ptr, an atomic, first).
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <memory>
+#include <mutex>
+#include <random>
+#include <thread>
+
+#include "troupe/detail/platform.hpp"
+#include "troupe/detail/systematic.hpp"
+#include "troupe/runtime.hpp"
+#include "troupe/sched/pool.hpp"
+
+namespace troupe {
+
+namespace detail {
+
+void futex_wait(const std::atomic<std::uint32_t>* word, std::uint32_t expected) noexcept {
+  syscall(SYS_futex, reinterpret_cast<const std::uint32_t*>(word), FUTEX_WAIT_PRIVATE, expected,
+          nullptr, nullptr, 0);
+}
+
+bool futex_wait_for(const std::atomic<std::uint32_t>* word, std::uint32_t expected,
+                    std::int64_t timeout_ns) noexcept {
+  timespec ts{static_cast<time_t>(timeout_ns / 1000000000),
+              static_cast<long>(timeout_ns % 1000000000)};
+  long r = syscall(SYS_futex, reinterpret_cast<const std::uint32_t*>(word), FUTEX_WAIT_PRIVATE,
+                   expected, &ts, nullptr, 0);
+  return !(r == -1 && errno == ETIMEDOUT);
+}
+
+void futex_wake(const std::atomic<std::uint32_t>* word, int n) noexcept {
+  syscall(SYS_futex, reinterpret_cast<const std::uint32_t*>(word), FUTEX_WAKE_PRIVATE, n, nullptr,
+          nullptr, 0);
+}
+
+namespace systematic {
+
+bool enabled() noexcept {
+#if defined(TROUPE_SYSTEMATIC)
+  return true;
+#else
+  return false;
+#endif
+}
+
+std::uint64_t seed() noexcept {
+  static const std::uint64_t s = [] {
+    const char* env = std::getenv("TROUPE_SEED");
+    return env ? std::strtoull(env, nullptr, 10) : 1ull;
+  }();
+  return s;
+}
+
+void yield_point() noexcept {
+  static std::atomic<std::uint64_t> next_thread{0};
+  // Each thread gets its own stream: seed and the order threads first yield.
+  thread_local std::mt19937_64 rng(seed() * 0x9E3779B97F4A7C15ull +
+                                   next_thread.fetch_add(1, std::memory_order_relaxed));
+  std::uint64_t r = rng() % 16;
+  if (r == 0) {
+    std::this_thread::yield();
+  } else if (r == 1) {
+    for (int i = 0; i < 200; ++i) cpu_relax();
+  }
+}
+
+}  // namespace systematic
+}  // namespace detail
+
+namespace sched {
+
+namespace {
+thread_local Scheduler* tl_current = nullptr;  // I3 of scheduler.hpp; thread-owned
+std::atomic<Scheduler*> g_override{nullptr};
+std::mutex g_pool_mutex;                       // I1
+std::unique_ptr<Pool> g_pool;                  // guarded by g_pool_mutex
+std::atomic<Pool*> g_pool_ptr{nullptr};        // published copy of g_pool.get()
+Options g_options;                             // guarded by g_pool_mutex
+
+struct PoolReaper {
+  ~PoolReaper() { troupe::shutdown(); }
+} g_reaper;
+}  // namespace
+
+Scheduler* current() noexcept { return tl_current; }
+
+Scheduler* set_current(Scheduler* s) noexcept {
+  Scheduler* prev = tl_current;
+  tl_current = s;
+  return prev;
+}
+
+void Scheduler::help_until(Waiter& w) {
+  while (!w.ready()) std::this_thread::yield();
+}
+
+Scheduler& default_scheduler() {
+  // acquire: pairs with the release stores below; we then see the object.
+  if (Scheduler* s = g_override.load(std::memory_order_acquire)) return *s;
+  if (Pool* p = g_pool_ptr.load(std::memory_order_acquire)) return *p;
+  std::lock_guard lock(g_pool_mutex);
+  if (!g_pool) {
+    g_pool = std::make_unique<Pool>(g_options.threads);
+    g_pool_ptr.store(g_pool.get(), std::memory_order_release);
+  }
+  return *g_pool;
+}
+
+void set_default_scheduler(Scheduler* s) noexcept {
+  g_override.store(s, std::memory_order_release);
+}
+
+}  // namespace sched
+
+bool init(const Options& options) {
+  std::lock_guard lock(sched::g_pool_mutex);
+  if (sched::g_pool) return false;
+  sched::g_options = options;
+  return true;
+}
+
+void wait_idle() { sched::default_scheduler().wait_idle(); }
+
+void shutdown() {
+  // Drain while the pool is still the default, so work that is still running
+  // keeps scheduling onto it rather than starting a second pool.
+  if (sched::Pool* p = sched::g_pool_ptr.load(std::memory_order_acquire))
+    if (sched::current() != p) p->wait_idle();
+  std::unique_ptr<sched::Pool> pool;
+  {
+    std::lock_guard lock(sched::g_pool_mutex);
+    sched::g_pool_ptr.store(nullptr, std::memory_order_release);
+    pool = std::move(sched::g_pool);
+  }
+  pool.reset();  // Pool::~Pool drains and joins (pool.hpp I5)
+}
+
+}  // namespace troupe
