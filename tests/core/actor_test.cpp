@@ -1,0 +1,203 @@
+// Tests of actors and `when`: single and multi-actor blocks, the same actor
+// named twice, run-time sets, send order, exceptions, read-only sharing,
+// per-actor memory, and skynet's 1.11 M actors.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <thread>
+#include <vector>
+
+#include "troupe/troupe.hpp"
+
+using namespace troupe;
+using namespace std::chrono_literals;
+
+namespace {
+struct Account {
+  long balance = 0;
+};
+}  // namespace
+
+TEST(Actor, SingleWhenReturnsPromise) {
+  auto a = make_actor<Account>(Account{10});
+  auto p = when(a, [](Account& x) { return x.balance += 5; });
+  EXPECT_EQ(p.get(), 15);
+  when(a, [](Account& x) { x.balance = 0; }).get();  // void result
+  EXPECT_EQ(when(a, [](Account& x) { return x.balance; }).get(), 0);
+}
+
+TEST(Actor, ActivateExistingObject) {
+  std::vector<int> v{1, 2, 3};
+  auto a = activate(std::move(v));
+  EXPECT_EQ(when(a, [](std::vector<int>& x) { return x.size(); }).get(), 3u);
+}
+
+TEST(Actor, MultiActorWhenIsAtomic) {
+  auto a = make_actor<Account>(Account{100});
+  auto b = make_actor<Account>(Account{100});
+  std::vector<Promise<void>> ps;
+  for (int i = 0; i < 1000; ++i) {
+    ps.push_back(when(a, b, [](Account& x, Account& y) {
+      x.balance -= 1;
+      y.balance += 1;
+    }));
+    ps.push_back(when(b, a, [](Account& y, Account& x) {  // the other order too
+      EXPECT_EQ(x.balance + y.balance, 200);
+    }));
+  }
+  when_all(ps).get();
+  EXPECT_EQ(when(a, b, [](Account& x, Account& y) { return x.balance * 1000 + y.balance; }).get(),
+            -900 * 1000 + 1100);
+}
+
+TEST(Actor, SameActorNamedTwice) {
+  auto a = make_actor<Account>(Account{1});
+  auto r = when(a, a, [](Account& x, Account& y) {
+    EXPECT_EQ(&x, &y);
+    return x.balance + y.balance;
+  });
+  EXPECT_EQ(r.get(), 2);
+  auto r2 = when(read(a), a, [](const Account& x, Account& y) { return x.balance + y.balance; });
+  EXPECT_EQ(r2.get(), 2);
+}
+
+TEST(Actor, RunTimeSet) {
+  std::vector<Actor<Account>> accounts;
+  for (int i = 0; i < 50; ++i) accounts.push_back(make_actor<Account>(Account{i}));
+  std::vector<Actor<Account>> pick{accounts[3], accounts[40], accounts[3], accounts[7]};
+  auto total = when(pick, [](std::span<Account*> xs) {
+    long s = 0;
+    for (Account* x : xs) s += x->balance;
+    return s;
+  });
+  EXPECT_EQ(total.get(), 3 + 40 + 3 + 7);
+  // A set mixed with fixed actors.
+  auto r = when(accounts[0], std::vector<Actor<Account>>{accounts[1], accounts[2]},
+                [](Account& z, std::span<Account*> xs) { return z.balance + xs[0]->balance + xs[1]->balance; });
+  EXPECT_EQ(r.get(), 3);
+}
+
+TEST(Actor, SendOrderIsKeptPerSender) {
+  auto log = make_actor<std::vector<int>>();
+  std::vector<std::thread> ts;
+  for (int t = 0; t < 4; ++t)
+    ts.emplace_back([&, t] {
+      for (int i = 0; i < 2000; ++i) when(log, [=](std::vector<int>& v) { v.push_back(t * 10000 + i); });
+    });
+  for (auto& t : ts) t.join();
+  auto v = when(log, [](std::vector<int>& v) { return v; }).get();
+  ASSERT_EQ(v.size(), 8000u);
+  int last[4] = {-1, -1, -1, -1};
+  for (int x : v) {
+    ASSERT_EQ(x % 10000, last[x / 10000] + 1);
+    last[x / 10000] = x % 10000;
+  }
+}
+
+TEST(Actor, ExceptionReachesPromiseAndActorStaysUsable) {
+  auto a = make_actor<Account>();
+  auto bad = when(a, [](Account& x) -> long {
+    x.balance = 7;
+    throw std::runtime_error("overdrawn");
+  });
+  try {
+    bad.get();
+    FAIL() << "expected an exception";
+  } catch (const std::runtime_error& e) {
+    EXPECT_STREQ(e.what(), "overdrawn");
+  }
+  EXPECT_EQ(when(a, [](Account& x) { return x.balance; }).get(), 7);
+}
+
+TEST(Actor, ReadersShareWritersExclude) {
+  if (sched::default_scheduler().concurrency() < 2) GTEST_SKIP() << "needs 2 threads";
+  auto a = make_actor<Account>(Account{5});
+  // Two readers must be inside at the same time: each waits for the other.
+  std::atomic<int> inside{0};
+  auto reader = [&inside](const Account& x) {
+    inside.fetch_add(1);
+    auto deadline = std::chrono::steady_clock::now() + 5s;
+    while (inside.load() < 2 && std::chrono::steady_clock::now() < deadline) std::this_thread::yield();
+    return inside.load() >= 2 ? x.balance : -1;
+  };
+  auto r1 = when(read(a), reader);
+  auto r2 = when(read(a), reader);
+  EXPECT_EQ(r1.get(), 5);
+  EXPECT_EQ(r2.get(), 5);
+
+  // A writer between readers sees no reader inside, and readers after it see its write.
+  std::atomic<int> readers_in{0};
+  std::vector<Promise<long>> ps;
+  for (int round = 0; round < 200; ++round) {
+    for (int i = 0; i < 3; ++i)
+      ps.push_back(when(read(a), [&](const Account& x) {
+        readers_in.fetch_add(1);
+        long v = x.balance;
+        readers_in.fetch_sub(1);
+        return v;
+      }));
+    ps.push_back(when(a, [&](Account& x) {
+      EXPECT_EQ(readers_in.load(), 0);
+      return ++x.balance;
+    }));
+  }
+  long last = 5;
+  for (std::size_t i = 0; i < ps.size(); ++i) {
+    long v = ps[i].get();
+    if (i % 4 == 3) {
+      EXPECT_EQ(v, last + 1);  // writers in order
+      last = v;
+    } else {
+      EXPECT_EQ(v, last);  // readers see the writer before them, not the one after
+    }
+  }
+}
+
+TEST(Actor, BytesPerIdleActor) {
+  struct Empty {};
+  // One allocation of the cown (queue, reader state, refcount, scheduler,
+  // destructor) plus the object: the goal is <= 128 bytes + sizeof(T).
+  std::size_t overhead = sizeof(detail::CownBox<Account>) - sizeof(Account);
+  std::printf("bytes per idle actor: %zu + sizeof(T) (handle: %zu bytes)\n", overhead,
+              sizeof(Actor<Account>));
+  EXPECT_LE(overhead, 128u);
+  EXPECT_LE(sizeof(detail::CownBox<Empty>), 128u);
+  EXPECT_EQ(sizeof(Actor<Account>), sizeof(void*));
+}
+
+namespace {
+// skynet: a 10-ary tree of actors, 6 levels, 1 111 111 actors; leaves return
+// their number, every actor sums its children.
+struct Node {};
+void skynet(long num, long size, Resolver<long> out) {
+  auto a = make_actor<Node>();
+  when(a, [num, size, out = std::move(out)](Node&) mutable {
+    if (size == 1) return out.set_value(num);
+    std::vector<Promise<long>> kids;
+    kids.reserve(10);
+    long sub = size / 10;
+    for (long i = 0; i < 10; ++i) {
+      auto [p, r] = make_promise<long>();
+      kids.push_back(std::move(p));
+      skynet(num + i * sub, sub, std::move(r));
+    }
+    when_all(std::move(kids)).then([out = std::move(out)](const std::vector<long>& v) mutable {
+      long s = 0;
+      for (long x : v) s += x;
+      out.set_value(s);
+    });
+  });
+}
+}  // namespace
+
+TEST(Actor, SkynetMillionActors) {
+#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
+  constexpr long kSize = 100000, kSum = 4999950000;  // 111 111 actors under sanitizers
+#else
+  constexpr long kSize = 1000000, kSum = 499999500000;
+#endif
+  auto [p, r] = make_promise<long>();
+  skynet(0, kSize, std::move(r));
+  EXPECT_EQ(p.get(), kSum);
+}

@@ -1,0 +1,133 @@
+// Tests of promises: values and errors, broken promises, then, use in `when`,
+// when_all / when_any, waiting from outside and inside the pool.
+#include <gtest/gtest.h>
+
+#include <thread>
+
+#include "troupe/troupe.hpp"
+
+using namespace troupe;
+
+TEST(Promise, ValueAndErrorFromResolver) {
+  auto [p, r] = make_promise<int>();
+  EXPECT_FALSE(p.ready());
+  std::thread t([r = std::move(r)]() mutable { r.set_value(42); });
+  EXPECT_EQ(p.get(), 42);  // blocks on a futex outside the pool
+  t.join();
+
+  auto [q, s] = make_promise<int>();
+  s.set_exception(std::make_exception_ptr(std::logic_error("no")));
+  EXPECT_TRUE(q.failed());
+  EXPECT_THROW(q.get(), std::logic_error);
+}
+
+TEST(Promise, BrokenWhenResolverDropped) {
+  Promise<int> p;
+  {
+    auto [q, r] = make_promise<int>();
+    p = q;
+  }
+  try {
+    p.get();
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), Errc::broken_promise);
+  }
+}
+
+TEST(Promise, ResolverUsedTwiceIsAnError) {
+  auto [p, r] = make_promise<int>();
+  r.set_value(1);
+  EXPECT_THROW(r.set_value(2), Error);
+  EXPECT_EQ(p.get(), 1);
+}
+
+TEST(Promise, ThenChainsAndPassesErrors) {
+  auto [p, r] = make_promise<int>();
+  auto q = p.then([](const int& v) { return v * 2; }).then([](const int& v) { return std::to_string(v); });
+  r.set_value(21);
+  EXPECT_EQ(q.get(), "42");
+
+  auto [e, er] = make_promise<int>();
+  bool ran = false;
+  auto f = e.then([&](const int&) {
+    ran = true;
+    return 0;
+  });
+  er.set_exception(std::make_exception_ptr(std::runtime_error("x")));
+  EXPECT_THROW(f.get(), std::runtime_error);
+  EXPECT_FALSE(ran);
+
+  auto v = ready_promise().then([] { return 5; });
+  EXPECT_EQ(v.get(), 5);
+}
+
+TEST(Promise, UsableInWhenWithAndWithoutActors) {
+  auto [p, r] = make_promise<int>();
+  auto acc = make_actor<long>(100L);
+  auto both = when(p, acc, [](const int& v, long& a) { return a += v; });
+  auto alone = when(p, [](const int& v) { return v + 1; });
+  EXPECT_FALSE(both.ready());
+  r.set_value(5);
+  EXPECT_EQ(both.get(), 105);
+  EXPECT_EQ(alone.get(), 6);
+
+  auto [vp, vr] = make_promise<void>();
+  auto after_void = when(vp, acc, [](long& a) { return a; });
+  vr.set_value();
+  EXPECT_EQ(after_void.get(), 105);
+
+  auto [ep, er] = make_promise<int>();
+  auto failed = when(ep, acc, [](const int&, long& a) { return ++a; });
+  er.set_exception(std::make_exception_ptr(std::runtime_error("upstream")));
+  EXPECT_THROW(failed.get(), std::runtime_error);
+  EXPECT_EQ(when(acc, [](long& a) { return a; }).get(), 105);  // the block never ran
+}
+
+TEST(Promise, WhenAllAndWhenAny) {
+  std::vector<Promise<int>> ps;
+  std::vector<Resolver<int>> rs;
+  for (int i = 0; i < 5; ++i) {
+    auto [p, r] = make_promise<int>();
+    ps.push_back(p);
+    rs.push_back(std::move(r));
+  }
+  auto all = when_all(ps);
+  auto any = when_any(ps);
+  rs[3].set_value(3);
+  EXPECT_EQ(any.get(), (std::pair<std::size_t, int>{3, 3}));
+  EXPECT_FALSE(all.ready());
+  for (int i : {0, 1, 2, 4}) rs[static_cast<std::size_t>(i)].set_value(i);
+  EXPECT_EQ(all.get(), (std::vector<int>{0, 1, 2, 3, 4}));
+
+  auto a = make_actor<int>(1);
+  auto t = when_all(when(a, [](int& x) { return x; }), when(a, [](int& x) { return std::to_string(x); }));
+  EXPECT_EQ(t.get(), std::make_tuple(1, std::string("1")));
+
+  auto [e, er] = make_promise<int>();
+  auto all_err = when_all(std::vector<Promise<int>>{e, ready_promise(1)});
+  er.set_exception(std::make_exception_ptr(std::runtime_error("one failed")));
+  EXPECT_THROW(all_err.get(), std::runtime_error);
+  EXPECT_TRUE(when_all(std::vector<Promise<int>>{}).get().empty());
+}
+
+TEST(Promise, GetInsideWorkerHelps) {
+  sched::Pool pool(1);  // one thread: a blocking get would deadlock
+  auto a = make_actor_on<int>(pool, 0);
+  auto b = make_actor_on<int>(pool, 0);
+  auto r = when(a, [b](int&) { return when(b, [](int& y) { return ++y; }).get() + 10; });
+  EXPECT_EQ(r.get(), 11);
+}
+
+TEST(Promise, ManyWaitersOneValue) {
+  auto [p, r] = make_promise<int>();
+  std::vector<std::thread> ts;
+  std::atomic<int> sum{0};
+  for (int i = 0; i < 4; ++i) ts.emplace_back([&, p = p] { sum += p.get(); });
+  std::vector<Promise<int>> inside;
+  for (int i = 0; i < 8; ++i) inside.push_back(p.then([](const int& v) { return v; }));
+  r.set_value(3);
+  for (auto& t : ts) t.join();
+  for (auto& q : inside) sum += q.get();
+  EXPECT_EQ(sum.load(), 36);
+}

@@ -1,0 +1,259 @@
+// Tests of scheduling: the work-stealing pool (drain, quiescence, idle CPU,
+// help-while-wait nesting without new threads, shutdown), a user-written
+// scheduler plugged in, the deterministic manual scheduler, TaskGroup.
+#include <gtest/gtest.h>
+#include <time.h>
+
+#include <atomic>
+#include <chrono>
+#include <dirent.h>
+#include <thread>
+#include <vector>
+
+#include "troupe/troupe.hpp"
+
+using namespace troupe;
+using namespace std::chrono_literals;
+
+namespace {
+
+int thread_count() {
+  int n = 0;
+  if (DIR* d = opendir("/proc/self/task")) {
+    while (dirent* e = readdir(d))
+      if (e->d_name[0] != '.') ++n;
+    closedir(d);
+  }
+  return n;
+}
+
+double cpu_seconds() {
+  timespec ts;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) * 1e-9;
+}
+
+struct Counter {
+  long n = 0;
+};
+
+}  // namespace
+
+TEST(Pool, RunsEveryItemAndWaitsIdle) {
+  sched::Pool pool(2);
+  std::atomic<long> sum{0};
+  auto c = make_actor_on<Counter>(pool);
+  for (int i = 0; i < 20000; ++i) {
+    when(c, [&sum, i](Counter& k) {
+      k.n++;
+      sum.fetch_add(i, std::memory_order_relaxed);
+    });
+  }
+  pool.wait_idle();
+  EXPECT_EQ(sum.load(), 20000L * 19999 / 2);
+  EXPECT_EQ(when(c, [](Counter& k) { return k.n; }).get(), 20000);
+}
+
+TEST(Pool, WaitIdleWaitsForCascades) {
+  sched::Pool pool(2);
+  std::atomic<int> leaves{0};
+  std::vector<Actor<Counter>> as;
+  for (int i = 0; i < 8; ++i) as.push_back(make_actor_on<Counter>(pool));
+  // Each behaviour fans out to two more until depth 10: 2^10 leaves.
+  struct Fan {
+    static void go(std::vector<Actor<Counter>>* as, std::atomic<int>* leaves, int depth, int i) {
+      when((*as)[static_cast<std::size_t>(i) % as->size()], [=](Counter& c) {
+        c.n++;
+        if (depth == 10) {
+          leaves->fetch_add(1);
+          return;
+        }
+        go(as, leaves, depth + 1, 2 * i);
+        go(as, leaves, depth + 1, 2 * i + 1);
+      });
+    }
+  };
+  Fan::go(&as, &leaves, 0, 1);
+  pool.wait_idle();
+  EXPECT_EQ(leaves.load(), 1024);
+}
+
+namespace {
+long nested(sched::Pool& pool, std::vector<Actor<Counter>>& as, int level) {
+  if (level == 10) return 10;
+  auto p = when(as[static_cast<std::size_t>(level)],
+                [&pool, &as, level](Counter&) { return nested(pool, as, level + 1); });
+  return p.get();  // inside a worker: helps instead of blocking
+}
+}  // namespace
+
+TEST(Pool, NestedWaitsTenDeepOnTwoThreadsNoNewThreads) {
+  sched::Pool pool(2);
+  std::vector<Actor<Counter>> as;
+  for (int i = 0; i < 10; ++i) as.push_back(make_actor_on<Counter>(pool));
+  int before = thread_count();
+  // Several roots at once, so both workers are inside nested waits together.
+  std::vector<Promise<long>> roots;
+  std::vector<Actor<Counter>> root_actors;
+  for (int r = 0; r < 4; ++r) {
+    root_actors.push_back(make_actor_on<Counter>(pool));
+    roots.push_back(when(root_actors.back(), [&](Counter&) { return nested(pool, as, 0); }));
+  }
+  for (auto& r : roots) EXPECT_EQ(r.get(), 10);
+  EXPECT_EQ(thread_count(), before);
+  EXPECT_EQ(pool.threads_started(), 2u);
+}
+
+TEST(Pool, NestedTaskGroupsTenDeep) {
+  sched::Pool pool(2);
+  std::atomic<int> leaves{0};
+  struct Rec {
+    static void go(int depth, std::atomic<int>& leaves) {
+      if (depth == 10) {
+        leaves.fetch_add(1);
+        return;
+      }
+      TaskGroup g;
+      g.run([&] { go(depth + 1, leaves); });
+      g.run([&] { go(depth + 1, leaves); });
+      g.wait();
+    }
+  };
+  auto a = make_actor_on<Counter>(pool);
+  when(a, [&](Counter&) { Rec::go(0, leaves); }).get();
+  EXPECT_EQ(leaves.load(), 1024);
+  EXPECT_EQ(pool.threads_started(), 2u);
+}
+
+TEST(Pool, IdlePoolBurnsNoCpu) {
+  sched::Pool pool(2);
+  auto c = make_actor_on<Counter>(pool);
+  for (int i = 0; i < 1000; ++i) when(c, [](Counter& k) { k.n++; });
+  pool.wait_idle();
+  std::this_thread::sleep_for(50ms);  // let the spinners give up
+  double t0 = cpu_seconds();
+  std::this_thread::sleep_for(300ms);
+  double used = cpu_seconds() - t0;
+  EXPECT_LT(used, 0.03) << "idle pool used " << used << " s of CPU in 0.3 s";
+}
+
+TEST(Pool, DestructorDrainsAndJoins) {
+  int before = thread_count();
+  std::atomic<int> ran{0};
+  {
+    sched::Pool pool(3);
+    EXPECT_EQ(thread_count(), before + 3);
+    auto c = make_actor_on<Counter>(pool);
+    for (int i = 0; i < 5000; ++i) when(c, [&](Counter&) { ran.fetch_add(1); });
+  }
+  EXPECT_EQ(ran.load(), 5000);
+  EXPECT_EQ(thread_count(), before);
+}
+
+TEST(Runtime, ShutdownStopsDefaultPoolAndRestarts) {
+  auto c = make_actor<Counter>();
+  when(c, [](Counter& k) { k.n++; }).get();
+  int with_pool = thread_count();
+  troupe::shutdown();
+  EXPECT_LT(thread_count(), with_pool);
+  EXPECT_EQ(when(c, [](Counter& k) { return ++k.n; }).get(), 2);  // a fresh pool
+}
+
+namespace {
+// A user-written scheduler: counts what passes through, forwards to a pool.
+class CountingScheduler final : public sched::Scheduler {
+ public:
+  explicit CountingScheduler(sched::Scheduler& inner) : inner_(inner) {}
+  void schedule(sched::Work* w) override {
+    count.fetch_add(1, std::memory_order_relaxed);
+    inner_.schedule(w);
+  }
+  void wait_idle() override { inner_.wait_idle(); }
+  std::atomic<long> count{0};
+
+ private:
+  sched::Scheduler& inner_;
+};
+}  // namespace
+
+TEST(Scheduler, UserSchedulerPlugsIn) {
+  sched::Pool pool(2);
+  CountingScheduler counting(pool);
+  auto a = make_actor_on<Counter>(counting);
+  auto b = make_actor_on<Counter>(counting);
+  for (int i = 0; i < 1000; ++i) when(a, b, [](Counter& x, Counter& y) { x.n++, y.n--; });
+  counting.wait_idle();
+  EXPECT_EQ(counting.count.load(), 1000);
+  EXPECT_EQ(when(a, [](Counter& k) { return k.n; }).get(), 1000);
+}
+
+TEST(Scheduler, DefaultCanBeReplaced) {
+  sched::Pool pool(1);
+  CountingScheduler counting(pool);
+  sched::set_default_scheduler(&counting);
+  auto a = make_actor<Counter>();
+  for (int i = 0; i < 10; ++i) when(a, [](Counter& k) { k.n++; });
+  counting.wait_idle();
+  sched::set_default_scheduler(nullptr);
+  EXPECT_EQ(counting.count.load(), 10);
+}
+
+TEST(ManualScheduler, FifoWithoutSeedAndReplayableWithSeed) {
+  auto order_for = [](std::uint64_t seed) {
+    sched::ManualScheduler m(seed);
+    std::vector<int> order;
+    std::vector<Actor<Counter>> as;
+    for (int i = 0; i < 8; ++i) as.push_back(make_actor_on<Counter>(m));
+    for (int i = 0; i < 8; ++i) when(as[static_cast<std::size_t>(i)], [&order, i](Counter&) { order.push_back(i); });
+    EXPECT_EQ(m.pending(), 8u);
+    m.run_all();
+    return order;
+  };
+  EXPECT_EQ(order_for(0), (std::vector<int>{0, 1, 2, 3, 4, 5, 6, 7}));
+  EXPECT_EQ(order_for(42), order_for(42));
+  bool some_differs = false;
+  for (std::uint64_t s = 1; s < 20 && !some_differs; ++s) some_differs = order_for(s) != order_for(0);
+  EXPECT_TRUE(some_differs);
+}
+
+TEST(ManualScheduler, NothingRunsUntilAsked) {
+  sched::ManualScheduler m;
+  auto a = make_actor_on<Counter>(m);
+  auto p = when(a, [](Counter& k) { return ++k.n; });
+  EXPECT_FALSE(p.ready());
+  EXPECT_TRUE(m.run_one());
+  EXPECT_TRUE(p.ready());
+  EXPECT_EQ(p.get(), 1);
+}
+
+namespace {
+long fib(long n) {
+  if (n < 2) return n;
+  long x = 0, y = 0;
+  TaskGroup g;
+  g.run([&] { x = fib(n - 1); });
+  g.run([&] { y = fib(n - 2); });
+  g.wait();
+  return x + y;
+}
+}  // namespace
+
+TEST(TaskGroup, ForkJoinFib) {
+  EXPECT_EQ(fib(20), 6765);  // from outside the pool
+  auto a = make_actor<Counter>();
+  EXPECT_EQ(when(a, [](Counter&) { return fib(18); }).get(), 2584);  // from inside
+}
+
+TEST(TaskGroup, FirstExceptionReachesWait) {
+  TaskGroup g;
+  std::atomic<int> ran{0};
+  for (int i = 0; i < 10; ++i)
+    g.run([&, i] {
+      ran++;
+      if (i == 3) throw std::runtime_error("task 3 failed");
+    });
+  EXPECT_THROW(g.wait(), std::runtime_error);
+  EXPECT_EQ(ran.load(), 10);
+  g.run([&] { ran++; });
+  EXPECT_NO_THROW(g.wait());
+}
