@@ -16,6 +16,16 @@
 //       they run at once on the pushing thread. kClosed marks the switch.
 //   I3. Refcount: each handle, resolver and pending continuation that may
 //       touch the state holds one reference; the last release destroys it.
+//
+// Help-while-wait: get() on a pool thread runs other work until the value is
+// there, so nested waits never park a worker nor add threads. The work it runs
+// sits on top of the waiting frame on the same stack, so a behaviour holding
+// actor A that waits must not wait (directly or through what it waits on) for
+// a block that needs A: that block could be helped in above it and never get A.
+// The same holds for any design without stackful coroutines (oneTBB's
+// isolation exists for this); prefer `when(promise, ...)` over get() inside
+// behaviours.
+//
 //   I4. A Resolver destroyed unfulfilled breaks its promise (Errc::broken_promise):
 //       a waiter never hangs on a producer that is gone.
 #pragma once
@@ -399,6 +409,11 @@ inline Promise<void> ready_promise() {
 }
 
 namespace detail {
+template <class F, class T>
+struct then_result : std::invoke_result<F, const T&> {};
+template <class F>
+struct then_result<F, void> : std::invoke_result<F> {};
+
 // Runs f on the default scheduler as one task, fulfilling res with its result.
 template <class F>
 void run_task(F f);
@@ -407,9 +422,7 @@ void run_task(F f);
 template <class T>
 template <class F>
 auto Promise<T>::then(F f) const {
-  using U = std::conditional_t<std::is_void_v<T>, std::invoke_result<F>,
-                               std::invoke_result<F, const T&>>;
-  using R = std::decay_t<typename U::type>;
+  using R = std::decay_t<typename detail::then_result<F, T>::type>;
   auto [out, res] = make_promise<R>();
   Promise self = *this;
   st_->then_do([self, f = std::move(f), res = std::move(res)]() mutable {
@@ -475,9 +488,11 @@ auto when_all(std::vector<Promise<T>> ps) {
   struct Join {
     std::vector<Promise<T>> ps;
     Resolver<Out> res;
-    std::atomic<std::size_t> left;
+    std::atomic<std::size_t> left{0};
   };
-  auto join = std::make_shared<Join>(Join{std::move(ps), std::move(res), {}});
+  auto join = std::make_shared<Join>();
+  join->ps = std::move(ps);
+  join->res = std::move(res);
   join->left.store(join->ps.size(), std::memory_order_relaxed);
   for (auto& p : join->ps) {
     detail::state_of(p)->then_do([join] {

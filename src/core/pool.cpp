@@ -62,8 +62,10 @@ void Pool::schedule(Work* w) {
     injection_.push(w);
   TROUPE_YIELD();
   // I3: wake a sleeper unless a worker is already searching (it will find w;
-  // a searcher that gives up re-checks every queue before it sleeps).
-  if (searching_.load(std::memory_order_seq_cst) == 0) sleep_.notify_one();
+  // a searcher that gives up re-checks every queue before it sleeps). The
+  // fence orders our push before the loads of searching_ and of the waiters.
+  detail::store_load_fence();
+  if (searching_.load(std::memory_order_relaxed) == 0) sleep_.notify_one(/*fenced=*/true);
 }
 
 Work* Pool::find_local(Worker* self) {
@@ -103,7 +105,11 @@ Work* Pool::find_work(Worker* self) {
   }
   // seq_cst: a producer that still saw us searching skipped its notify; our
   // re-check in worker_main (after sleep_.prepare) then sees its work (I3).
-  searching_.fetch_sub(1, std::memory_order_seq_cst);
+  std::size_t searchers = searching_.fetch_sub(1, std::memory_order_seq_cst);
+  // The last searcher to find work passes the duty on: producers that saw it
+  // searching did not wake anyone, so if more work is visible, wake a sleeper
+  // (the rule Go's scheduler uses for its spinning Ms).
+  if (found && searchers == 1 && any_work_visible()) sleep_.notify_one();
   return found;
 }
 

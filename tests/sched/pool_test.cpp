@@ -89,15 +89,20 @@ long nested(sched::Pool& pool, std::vector<Actor<Counter>>& as, int level) {
 
 TEST(Pool, NestedWaitsTenDeepOnTwoThreadsNoNewThreads) {
   sched::Pool pool(2);
-  std::vector<Actor<Counter>> as;
-  for (int i = 0; i < 10; ++i) as.push_back(make_actor_on<Counter>(pool));
   int before = thread_count();
   // Several roots at once, so both workers are inside nested waits together.
+  // Each chain has its own actors: a wait that helps may run another chain's
+  // behaviour on top of its own frame, and that must never need an actor
+  // held lower on the same stack (see promise.hpp, "help-while-wait").
+  constexpr int kRoots = 4;
+  std::vector<std::vector<Actor<Counter>>> chains(kRoots);
   std::vector<Promise<long>> roots;
   std::vector<Actor<Counter>> root_actors;
-  for (int r = 0; r < 4; ++r) {
+  for (int r = 0; r < kRoots; ++r) {
+    for (int i = 0; i < 10; ++i) chains[static_cast<std::size_t>(r)].push_back(make_actor_on<Counter>(pool));
     root_actors.push_back(make_actor_on<Counter>(pool));
-    roots.push_back(when(root_actors.back(), [&](Counter&) { return nested(pool, as, 0); }));
+    auto* chain = &chains[static_cast<std::size_t>(r)];
+    roots.push_back(when(root_actors.back(), [&pool, chain](Counter&) { return nested(pool, *chain, 0); }));
   }
   for (auto& r : roots) EXPECT_EQ(r.get(), 10);
   EXPECT_EQ(thread_count(), before);

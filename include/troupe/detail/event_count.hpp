@@ -31,15 +31,16 @@ class EventCount {
     while (epoch_.load(std::memory_order_acquire) == key) futex_wait(&epoch_, key);
     waiters_.fetch_sub(1, std::memory_order_relaxed);  // only notify's heuristic reads it
   }
-  void notify_one() noexcept { notify(1); }
-  void notify_all() noexcept { notify(INT_MAX); }
+  // `fenced`: the caller already ran store_load_fence() after publishing.
+  void notify_one(bool fenced = false) noexcept { notify(1, fenced); }
+  void notify_all() noexcept { notify(INT_MAX, false); }
   bool has_waiters() const noexcept { return waiters_.load(std::memory_order_seq_cst) != 0; }
 
  private:
-  void notify(int n) noexcept {
+  void notify(int n, bool fenced) noexcept {
     // I1: the fence orders the caller's publication (often a plain release
     // store, e.g. a deque push) before this load of waiters_.
-    std::atomic_thread_fence(std::memory_order_seq_cst);
+    if (!fenced) store_load_fence();
     if (waiters_.load(std::memory_order_seq_cst) == 0) return;
     epoch_.fetch_add(1, std::memory_order_acq_rel);
     futex_wake(&epoch_, n);

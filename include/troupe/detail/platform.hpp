@@ -24,6 +24,19 @@ inline void cpu_relax() noexcept {
 #endif
 }
 
+// A full store-load barrier: a store before it is visible to other threads
+// before any load after it is performed. ThreadSanitizer does not model
+// stand-alone fences, so under it we use a locked RMW (a full barrier on the
+// CPUs we run on) and keep the build warning-free.
+inline void store_load_fence() noexcept {
+#if defined(__SANITIZE_THREAD__)
+  static std::atomic<int> dummy{0};
+  dummy.fetch_add(0, std::memory_order_seq_cst);
+#else
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+#endif
+}
+
 // Blocks while *word == expected (or until a spurious wake). Private futex.
 void futex_wait(const std::atomic<std::uint32_t>* word, std::uint32_t expected) noexcept;
 // As futex_wait, but gives up after timeout_ns; returns false on timeout.
