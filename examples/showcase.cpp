@@ -1,0 +1,272 @@
+// showcase: the main job. Exercises every layer that exists on real work and
+// prints what it did and how fast:
+//   1. a bank of 1000 account actors under random two- and three-party
+//      transfers (multi-actor `when`), with read-only audits that see the total
+//      conserved mid-run;
+//   2. a word-count pipeline graph of actors (source -> tokenizers -> count
+//      shards and a length histogram -> sink), checked against a sequential run;
+//   3. fork-join fib(27) on TaskGroup;
+//   4. an epoll loop that the program owns driving actors on a LoopScheduler,
+//      fed from pool actors.
+#include <sys/epoll.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <map>
+#include <random>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include <fmt/core.h>
+
+#include "troupe/troupe.hpp"
+
+using namespace troupe;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+double secs(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+int failures = 0;
+void check(bool ok, const std::string& what) {
+  fmt::print("  [{}] {}\n", ok ? "ok" : "FAIL", what);
+  if (!ok) ++failures;
+}
+
+// ---------------------------------------------------------------- 1. bank
+struct Account {
+  long balance = 1000;
+};
+
+void bank() {
+  constexpr int kAccounts = 1000, kTransfers = 500000;
+  fmt::print("\n## 1. bank: {} account actors, {} random transfers\n", kAccounts, kTransfers);
+  std::vector<Actor<Account>> acc;
+  for (int i = 0; i < kAccounts; ++i) acc.push_back(make_actor<Account>());
+  std::mt19937 rng(7);
+  std::uniform_int_distribution<int> pick(0, kAccounts - 1);
+  std::vector<Promise<long>> audits;
+  auto t0 = Clock::now();
+  for (int t = 0; t < kTransfers; ++t) {
+    auto& a = acc[static_cast<std::size_t>(pick(rng))];
+    auto& b = acc[static_cast<std::size_t>(pick(rng))];
+    if (t % 100000 == 50000) {  // audit in the middle of the run
+      audits.push_back(when(acc, [](std::span<Account*> xs) {
+        long s = 0;
+        for (Account* x : xs) s += x->balance;
+        return s;
+      }));
+    } else if (t % 4 == 0) {
+      auto& c = acc[static_cast<std::size_t>(pick(rng))];
+      when(a, b, c, [](Account& x, Account& y, Account& z) {  // split a payment
+        long m = x.balance / 20;
+        x.balance -= 2 * m, y.balance += m, z.balance += m;
+      });
+    } else {
+      int amount = pick(rng) % 50;
+      when(a, b, [amount](Account& x, Account& y) { x.balance -= amount, y.balance += amount; });
+    }
+  }
+  troupe::wait_idle();
+  double dt = secs(t0);
+  long total = when(acc, [](std::span<Account*> xs) {
+                 long s = 0;
+                 for (Account* x : xs) s += x->balance;
+                 return s;
+               }).get();
+  fmt::print("  {} transfers in {:.3f} s: {:.2f} M transfers/s\n", kTransfers, dt,
+             kTransfers / dt / 1e6);
+  bool audits_ok = true;
+  for (auto& p : audits) audits_ok &= p.get() == 1000L * kAccounts;
+  check(audits_ok, fmt::format("{} audits during the run saw the total conserved", audits.size()));
+  check(total == 1000L * kAccounts, fmt::format("total after the run: {}", total));
+}
+
+// ---------------------------------------------------------------- 2. pipeline
+struct Shard {
+  std::unordered_map<std::string, long> counts;
+};
+struct Histogram {
+  std::map<std::size_t, long> by_length;
+};
+struct Sink {
+  long lines = 0, words = 0;
+};
+struct Tokenizer {
+  long lines = 0;
+};
+
+const char* kWords[] = {"actor", "when", "promise", "cown", "steal", "queue", "behaviour",
+                        "reader", "writer", "pool", "loop", "shard", "fork", "join"};
+
+std::string make_line(std::mt19937& rng) {
+  std::string s;
+  int n = 4 + static_cast<int>(rng() % 12);
+  for (int i = 0; i < n; ++i) {
+    if (i) s += ' ';
+    s += kWords[rng() % std::size(kWords)];
+  }
+  return s;
+}
+
+void pipeline() {
+  constexpr int kLines = 200000, kTokenizers = 4, kShards = 8;
+  fmt::print("\n## 2. pipeline graph: source -> {} tokenizers -> {} count shards + histogram -> sink\n",
+             kTokenizers, kShards);
+  std::vector<Actor<Shard>> shards;
+  for (int i = 0; i < kShards; ++i) shards.push_back(make_actor<Shard>());
+  auto hist = make_actor<Histogram>();
+  auto sink = make_actor<Sink>();
+  std::vector<Actor<Tokenizer>> toks;
+  for (int i = 0; i < kTokenizers; ++i) toks.push_back(make_actor<Tokenizer>());
+
+  std::mt19937 rng(11);
+  std::vector<std::string> lines;
+  for (int i = 0; i < kLines; ++i) lines.push_back(make_line(rng));
+
+  auto t0 = Clock::now();
+  for (int i = 0; i < kLines; ++i) {
+    when(toks[static_cast<std::size_t>(i % kTokenizers)],
+         [line = lines[static_cast<std::size_t>(i)], shards, hist, sink](Tokenizer& t) {
+           t.lines++;
+           std::vector<std::vector<std::string>> per(shards.size());
+           std::vector<std::size_t> lengths;
+           std::size_t start = 0;
+           while (start < line.size()) {
+             std::size_t end = line.find(' ', start);
+             if (end == std::string::npos) end = line.size();
+             std::string w = line.substr(start, end - start);
+             lengths.push_back(w.size());
+             per[std::hash<std::string>{}(w) % shards.size()].push_back(std::move(w));
+             start = end + 1;
+           }
+           for (std::size_t s = 0; s < shards.size(); ++s)
+             if (!per[s].empty())
+               when(shards[s], [ws = std::move(per[s])](Shard& sh) {
+                 for (auto& w : ws) sh.counts[w]++;
+               });
+           long nwords = static_cast<long>(lengths.size());
+           when(hist, [lengths = std::move(lengths)](Histogram& h) {
+             for (auto l : lengths) h.by_length[l]++;
+           });
+           when(sink, [nwords](Sink& k) { k.lines++, k.words += nwords; });
+         });
+  }
+  troupe::wait_idle();
+  double dt = secs(t0);
+
+  // Sequential reference.
+  std::unordered_map<std::string, long> ref;
+  long ref_words = 0;
+  for (auto& l : lines) {
+    std::size_t start = 0;
+    while (start < l.size()) {
+      std::size_t end = l.find(' ', start);
+      if (end == std::string::npos) end = l.size();
+      ref[l.substr(start, end - start)]++;
+      ++ref_words;
+      start = end + 1;
+    }
+  }
+  std::unordered_map<std::string, long> got;
+  for (auto& s : shards)
+    for (auto& [w, c] : when(read(s), [](const Shard& sh) { return sh.counts; }).get()) got[w] += c;
+  auto totals = when(read(sink), [](const Sink& k) { return std::make_pair(k.lines, k.words); }).get();
+  long hist_words = when(read(hist), [](const Histogram& h) {
+                      long s = 0;
+                      for (auto& [l, c] : h.by_length) s += c;
+                      return s;
+                    }).get();
+  fmt::print("  {} lines, {} words in {:.3f} s: {:.2f} M words/s through {} actors\n", totals.first,
+             totals.second, dt, totals.second / dt / 1e6, kTokenizers + kShards + 2);
+  check(got == ref, "word counts equal the sequential reference");
+  check(totals.first == kLines && totals.second == ref_words && hist_words == ref_words,
+        "sink and histogram saw every line and word");
+}
+
+// ---------------------------------------------------------------- 3. fork-join
+long fib(long n) {
+  if (n < 2) return n;
+  long x = 0, y = 0;
+  TaskGroup g;
+  g.run([&] { x = fib(n - 1); });
+  g.run([&] { y = fib(n - 2); });
+  g.wait();
+  return x + y;
+}
+
+void fork_join() {
+  fmt::print("\n## 3. fork-join: fib(27), one task per call, no cutoff\n");
+  auto t0 = Clock::now();
+  long v = fib(27);
+  double dt = secs(t0);
+  fmt::print("  {} tasks in {:.3f} s: {:.1f} M tasks/s\n", 2 * 317810 - 1, dt,
+             (2 * 317810 - 1) / dt / 1e6);
+  check(v == 196418, fmt::format("fib(27) = {}", v));
+}
+
+// ---------------------------------------------------------------- 4. event loop
+struct Ticker {
+  long events = 0;
+  std::thread::id thread;
+};
+
+void event_loop() {
+  constexpr int kProducers = 50, kPer = 2000;
+  fmt::print("\n## 4. an epoll loop the program owns drives actors ({} pool actors send {} events each)\n",
+             kProducers, kPer);
+  sched::LoopScheduler loop;
+  auto ticker = make_actor_on<Ticker>(loop);
+  auto t0 = Clock::now();
+  for (int p = 0; p < kProducers; ++p) {
+    auto src = make_actor<int>(p);
+    when(src, [ticker](int&) {
+      for (int i = 0; i < kPer; ++i)
+        when(ticker, [](Ticker& t) {
+          t.events++;
+          t.thread = std::this_thread::get_id();
+        });
+    });
+  }
+  int ep = epoll_create1(EPOLL_CLOEXEC);
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  epoll_ctl(ep, EPOLL_CTL_ADD, loop.fd(), &ev);
+  std::size_t ran = 0, wakeups = 0;
+  while (ran < static_cast<std::size_t>(kProducers * kPer)) {
+    epoll_event out;
+    if (epoll_wait(ep, &out, 1, 2000) != 1) break;
+    ++wakeups;
+    ran += loop.run_pending();
+  }
+  close(ep);
+  double dt = secs(t0);
+  sched::Scheduler* prev = sched::set_current(&loop);
+  auto [events, thread] =
+      when(read(ticker), [](const Ticker& t) { return std::make_pair(t.events, t.thread); }).get();
+  sched::set_current(prev);
+  fmt::print("  {} events in {:.3f} s over {} epoll wake-ups: {:.2f} M events/s\n", events, dt,
+             wakeups, events / dt / 1e6);
+  check(events == kProducers * kPer, "every event reached the loop actor");
+  check(thread == std::this_thread::get_id(), "loop actors ran on the loop's own thread");
+}
+
+}  // namespace
+
+int main() {
+  fmt::print("# troupe showcase: {} worker threads\n", sched::default_scheduler().concurrency());
+  auto t0 = Clock::now();
+  bank();
+  pipeline();
+  fork_join();
+  event_loop();
+  troupe::shutdown();
+  fmt::print("\nall done in {:.2f} s: {}\n", secs(t0), failures ? "FAILURES" : "every check passed");
+  return failures ? 1 : 0;
+}
