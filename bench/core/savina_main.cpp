@@ -1,0 +1,192 @@
+// bench/core/savina_main.cpp: bench_savina's command line, the run loop and
+// the table. Owns the order of runs and the statistics; the cases themselves
+// live in savina_troupe.cpp (ours) and savina_caf.cpp / savina_tbb_lock.cpp
+// (the peers).
+//
+//   bench_savina [--runs N] [--case NAME] [--quick] [--threads N]
+//
+// Invariants:
+//   I1. Each side of a case runs once untimed (warm-up), then N timed runs,
+//       troupe and its peers alternating run by run, so that load from other
+//       processes falls on both sides alike. The table shows medians.
+//   I2. Every runtime gets the same number of worker threads (--threads,
+//       default: the cores).
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <functional>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include "savina.hpp"
+
+namespace savina {
+
+void fail(const char* file, int line, const char* cond, const std::string& what) {
+  std::fprintf(stderr, "\nbench_savina: WRONG RESULT at %s:%d: %s\n  %s\n", file, line, cond,
+               what.c_str());
+  std::fflush(stderr);
+  std::abort();
+}
+
+std::vector<Transfer> make_transfers(const Sizes& s, std::uint64_t seed) {
+  std::vector<Transfer> out;
+  out.reserve(static_cast<std::size_t>(s.bank_transfers));
+  std::uint64_t rng = seed | 1;
+  auto n = static_cast<std::uint64_t>(s.bank_accounts);
+  for (std::int64_t i = 0; i < s.bank_transfers; ++i) {
+    auto src = static_cast<std::uint32_t>(xorshift(rng) % n);
+    auto dst = static_cast<std::uint32_t>(xorshift(rng) % (n - 1));
+    if (dst >= src) ++dst;  // uniform over the other accounts
+    out.push_back({src, dst, static_cast<std::int64_t>(xorshift(rng) % 1000) + 1});
+  }
+  return out;
+}
+
+namespace {
+
+struct Side {
+  std::string name;
+  std::function<double()> run;
+  std::function<void()> settle;
+  std::vector<double> ms;
+};
+
+struct Case {
+  std::string name;
+  Side ours;
+  std::vector<Side> peers;
+};
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  std::size_t n = v.size();
+  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+[[noreturn]] void usage(const char* why) {
+  std::fprintf(stderr,
+               "bench_savina: %s\n"
+               "usage: bench_savina [--runs N] [--case NAME] [--quick] [--threads N]\n"
+               "cases: pingpong counting fjthrput fjcreate threadring chameneos big banking "
+               "skynet fib\n",
+               why);
+  std::exit(2);
+}
+
+}  // namespace
+}  // namespace savina
+
+int main(int argc, char** argv) {
+  using namespace savina;
+  int runs = 5;
+  bool quick = false;
+  std::string only;
+  std::size_t threads = std::max(1u, std::thread::hardware_concurrency());
+  for (int i = 1; i < argc; ++i) {
+    std::string_view a = argv[i];
+    auto value = [&]() -> std::string {
+      if (i + 1 >= argc) usage("missing value");
+      return argv[++i];
+    };
+    if (a == "--runs") {
+      runs = std::atoi(value().c_str());
+      if (runs < 1) usage("--runs must be >= 1");
+    } else if (a == "--case") {
+      only = value();
+    } else if (a == "--quick") {
+      quick = true;
+    } else if (a == "--threads") {
+      int t = std::atoi(value().c_str());
+      if (t < 1) usage("--threads must be >= 1");
+      threads = static_cast<std::size_t>(t);
+    } else if (a == "--help" || a == "-h") {
+      usage("help");
+    } else {
+      usage("unknown argument");
+    }
+  }
+
+  Sizes sizes;
+  if (quick) sizes = sizes.quick();
+  sizes.threads = threads;
+  const std::vector<Transfer> transfers = make_transfers(sizes, 0x5eed);
+
+  troupe_side::start(threads);  // I2
+  caf_side::start(threads);
+  tbb_side::start(threads);
+
+  auto troupe_settle = [] { troupe_side::settle(); };
+  auto caf_settle = [] { caf_side::settle(); };
+  auto nothing = [] {};
+  const Sizes& s = sizes;
+  auto ours = [&](double (*f)(const Sizes&)) {
+    return Side{"troupe", [f, &s] { return f(s); }, troupe_settle, {}};
+  };
+  auto caf = [&](double (*f)(const Sizes&)) {
+    return Side{"CAF 0.17", [f, &s] { return f(s); }, caf_settle, {}};
+  };
+
+  std::vector<Case> cases;
+  cases.push_back({"pingpong", ours(troupe_side::pingpong), {caf(caf_side::pingpong)}});
+  cases.push_back({"counting", ours(troupe_side::counting), {caf(caf_side::counting)}});
+  cases.push_back({"fjthrput", ours(troupe_side::fjthrput), {caf(caf_side::fjthrput)}});
+  cases.push_back({"fjcreate", ours(troupe_side::fjcreate), {caf(caf_side::fjcreate)}});
+  cases.push_back({"threadring", ours(troupe_side::threadring), {caf(caf_side::threadring)}});
+  cases.push_back({"chameneos", ours(troupe_side::chameneos), {caf(caf_side::chameneos)}});
+  cases.push_back({"big", ours(troupe_side::big), {caf(caf_side::big)}});
+  cases.push_back(
+      {"banking",
+       Side{"troupe", [&] { return troupe_side::banking(s, transfers); }, troupe_settle, {}},
+       {Side{"CAF 0.17", [&] { return caf_side::banking(s, transfers); }, caf_settle, {}},
+        Side{"std::scoped_lock", [&] { return lock_side::banking(s, transfers); }, nothing, {}}}});
+  cases.push_back({"skynet", ours(troupe_side::skynet), {caf(caf_side::skynet)}});
+  cases.push_back({"fib", ours(troupe_side::fib),
+                   {Side{"oneTBB task_group", [&] { return tbb_side::fib(s); }, nothing, {}}}});
+
+  if (!only.empty() && std::none_of(cases.begin(), cases.end(),
+                                    [&](const Case& c) { return c.name == only; }))
+    usage("unknown case");
+
+  for (Case& c : cases) {
+    if (!only.empty() && c.name != only) continue;
+    std::fprintf(stderr, "%-11s", c.name.c_str());
+    auto once = [](Side& side, bool timed) {
+      double ms = side.run();
+      side.settle();
+      if (timed) side.ms.push_back(ms);
+      std::fprintf(stderr, " %s%.0f", timed ? "" : "(", ms);
+      if (!timed) std::fprintf(stderr, ")");
+      std::fflush(stderr);
+    };
+    once(c.ours, false);  // I1: warm-up
+    for (Side& p : c.peers) once(p, false);
+    for (int r = 0; r < runs; ++r) {
+      std::fprintf(stderr, " |");
+      once(c.ours, true);
+      for (Side& p : c.peers) once(p, true);
+    }
+    std::fprintf(stderr, "\n");
+  }
+
+  std::printf("\n| case | troupe ms | peer | peer ms | troupe/peer |\n");
+  std::printf("| --- | ---: | --- | ---: | ---: |\n");
+  for (Case& c : cases) {
+    if (c.ours.ms.empty()) continue;
+    double ours_ms = median(c.ours.ms);
+    for (Side& p : c.peers) {
+      double peer_ms = median(p.ms);
+      std::printf("| %s | %.1f | %s | %.1f | %.2f |\n", c.name.c_str(), ours_ms, p.name.c_str(),
+                  peer_ms, ours_ms / peer_ms);
+    }
+  }
+  std::printf("\nthreads: %zu per runtime (troupe pool, CAF scheduler.max-threads, oneTBB "
+              "max_allowed_parallelism, banking std::threads); medians of %d runs%s\n",
+              threads, runs, quick ? "; --quick sizes (10x smaller)" : "");
+
+  caf_side::stop();
+  tbb_side::stop();
+  return 0;
+}
