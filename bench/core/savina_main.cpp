@@ -150,6 +150,14 @@ int main(int argc, char** argv) {
                                     [&](const Case& c) { return c.name == only; }))
     usage("unknown case");
 
+  // The header first and each case's rows as soon as it is done, so that a
+  // case that dies still leaves the rows before it.
+  std::printf("threads: %zu per runtime (troupe pool, CAF scheduler.max-threads, oneTBB "
+              "max_allowed_parallelism, banking std::threads); medians of %d runs%s\n\n",
+              threads, runs, quick ? "; --quick sizes (10x smaller)" : "");
+  std::printf("| case | troupe ms | peer | peer ms | troupe/peer |\n");
+  std::printf("| --- | ---: | --- | ---: | ---: |\n");
+  std::fflush(stdout);
   for (Case& c : cases) {
     if (!only.empty() && c.name != only) continue;
     std::fprintf(stderr, "%-11s", c.name.c_str());
@@ -157,8 +165,7 @@ int main(int argc, char** argv) {
       double ms = side.run();
       side.settle();
       if (timed) side.ms.push_back(ms);
-      std::fprintf(stderr, " %s%.0f", timed ? "" : "(", ms);
-      if (!timed) std::fprintf(stderr, ")");
+      std::fprintf(stderr, timed ? " %.0f" : " (%.0f)", ms);
       std::fflush(stderr);
     };
     once(c.ours, false);  // I1: warm-up
@@ -169,22 +176,15 @@ int main(int argc, char** argv) {
       for (Side& p : c.peers) once(p, true);
     }
     std::fprintf(stderr, "\n");
-  }
-
-  std::printf("\n| case | troupe ms | peer | peer ms | troupe/peer |\n");
-  std::printf("| --- | ---: | --- | ---: | ---: |\n");
-  for (Case& c : cases) {
-    if (c.ours.ms.empty()) continue;
+    std::fflush(stderr);
     double ours_ms = median(c.ours.ms);
     for (Side& p : c.peers) {
       double peer_ms = median(p.ms);
       std::printf("| %s | %.1f | %s | %.1f | %.2f |\n", c.name.c_str(), ours_ms, p.name.c_str(),
                   peer_ms, ours_ms / peer_ms);
     }
+    std::fflush(stdout);
   }
-  std::printf("\nthreads: %zu per runtime (troupe pool, CAF scheduler.max-threads, oneTBB "
-              "max_allowed_parallelism, banking std::threads); medians of %d runs%s\n",
-              threads, runs, quick ? "; --quick sizes (10x smaller)" : "");
 
   caf_side::stop();
   tbb_side::stop();
