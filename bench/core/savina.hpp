@@ -37,7 +37,7 @@ struct Sizes {
   std::int64_t chameneos = 100;
   std::int64_t chameneos_meetings = 200'000;
   std::int64_t big_actors = 120;
-  std::int64_t big_pings = 8'000;  // per actor
+  std::int64_t big_pings = 16'000;  // per actor
   std::int64_t bank_accounts = 1000;
   std::int64_t bank_transfers = 50'000;
   std::int64_t bank_initial_balance = 1'000'000;
