@@ -64,11 +64,10 @@ struct pinger_state {
   caf::response_promise done;
 };
 
-caf::behavior ponger(caf::event_based_actor* self) {
+caf::behavior ponger() {
   return {
-      [=](ping_atom, std::int64_t left) {
-        self->send(caf::actor_cast<caf::actor>(self->current_sender()), pong_atom::value, left);
-      },
+      // The result goes back to the sender, as CAF's ping-pong examples do.
+      [](ping_atom, std::int64_t left) { return caf::make_message(pong_atom::value, left); },
   };
 }
 

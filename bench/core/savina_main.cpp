@@ -9,9 +9,12 @@
 //   I1. Each side of a case runs once untimed (warm-up), then N timed runs,
 //       troupe and its peers alternating run by run, so that load from other
 //       processes falls on both sides alike. The table shows medians.
-//   I2. Every runtime gets the same number of worker threads (--threads,
+//   I2. Runs are 50 ms apart, so the threads of the previous run's runtime
+//       are asleep again.
+//   I3. Every runtime gets the same number of worker threads (--threads,
 //       default: the cores).
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <functional>
@@ -114,7 +117,7 @@ int main(int argc, char** argv) {
   sizes.threads = threads;
   const std::vector<Transfer> transfers = make_transfers(sizes, 0x5eed);
 
-  troupe_side::start(threads);  // I2
+  troupe_side::start(threads);  // I3
   caf_side::start(threads);
   tbb_side::start(threads);
 
@@ -164,6 +167,9 @@ int main(int argc, char** argv) {
     auto once = [](Side& side, bool timed) {
       double ms = side.run();
       side.settle();
+      // Let every runtime's threads go quiet (CAF's workers poll for ~25 ms,
+      // oneTBB's spin) before the next run, so no side pays for another.
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
       if (timed) side.ms.push_back(ms);
       std::fprintf(stderr, timed ? " %.0f" : " (%.0f)", ms);
       std::fflush(stderr);
