@@ -3,7 +3,7 @@
 // live in savina_troupe.cpp (ours) and savina_caf.cpp / savina_tbb_lock.cpp
 // (the peers).
 //
-//   bench_savina [--runs N] [--case NAME] [--quick] [--threads N]
+//   bench_savina [--runs N] [--case NAME[,NAME...]] [--quick] [--threads N]
 //
 // Invariants:
 //   I1. Each side of a case runs once untimed (warm-up), then N timed runs,
@@ -72,7 +72,7 @@ double median(std::vector<double> v) {
 [[noreturn]] void usage(const char* why) {
   std::fprintf(stderr,
                "bench_savina: %s\n"
-               "usage: bench_savina [--runs N] [--case NAME] [--quick] [--threads N]\n"
+               "usage: bench_savina [--runs N] [--case NAME[,NAME...]] [--quick] [--threads N]\n"
                "cases: pingpong counting fjthrput fjcreate threadring chameneos big banking "
                "skynet fib\n",
                why);
@@ -149,9 +149,19 @@ int main(int argc, char** argv) {
   cases.push_back({"fib", ours(troupe_side::fib),
                    {Side{"oneTBB task_group", [&] { return tbb_side::fib(s); }, nothing, {}}}});
 
-  if (!only.empty() && std::none_of(cases.begin(), cases.end(),
-                                    [&](const Case& c) { return c.name == only; }))
-    usage("unknown case");
+  // --case takes one name or a comma-separated list.
+  std::vector<std::string> wanted;
+  for (std::size_t at = 0; !only.empty() && at <= only.size();) {
+    std::size_t comma = std::min(only.find(',', at), only.size());
+    wanted.push_back(only.substr(at, comma - at));
+    at = comma + 1;
+  }
+  for (const std::string& w : wanted)
+    if (std::none_of(cases.begin(), cases.end(), [&](const Case& c) { return c.name == w; }))
+      usage("unknown case");
+  auto selected = [&](const Case& c) {
+    return wanted.empty() || std::find(wanted.begin(), wanted.end(), c.name) != wanted.end();
+  };
 
   // The header first and each case's rows as soon as it is done, so that a
   // case that dies still leaves the rows before it.
@@ -162,7 +172,7 @@ int main(int argc, char** argv) {
   std::printf("| --- | ---: | --- | ---: | ---: |\n");
   std::fflush(stdout);
   for (Case& c : cases) {
-    if (!only.empty() && c.name != only) continue;
+    if (!selected(c)) continue;
     std::fprintf(stderr, "%-11s", c.name.c_str());
     auto once = [](Side& side, bool timed) {
       double ms = side.run();
