@@ -279,11 +279,18 @@ class Promise {
     st_->rethrow_if_error();
     if constexpr (!std::is_void_v<T>) return static_cast<const T&>(st_->value());
   }
-  // On a temporary: a copy (or a move, if this was the last handle).
+  // On a temporary: a copy; for a move-only T (an Fd, a unique_ptr) the value
+  // is moved out, and other handles to the same promise see it moved-from.
   T get() && {
     st_->wait();
     st_->rethrow_if_error();
-    if constexpr (!std::is_void_v<T>) return T(st_->value());
+    if constexpr (std::is_void_v<T>) {
+      return;
+    } else if constexpr (std::is_copy_constructible_v<T>) {
+      return T(st_->value());
+    } else {
+      return T(std::move(st_->value()));
+    }
   }
   std::exception_ptr error() const {
     st_->wait();

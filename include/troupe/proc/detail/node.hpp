@@ -1,0 +1,56 @@
+// troupe/proc/detail/node.hpp: this process's end of the worker network.
+//
+// In the root process (the program itself) the node supervises workers:
+// spawns them on demand within the machine-wide budget, dispatches calls,
+// routes calls that workers make (nested work goes through the root, so the
+// budget holds for it too), notices deaths and retires idle workers. In a
+// worker the node serves calls from the parent and forwards the worker's own
+// calls to it.
+//
+// Invariants:
+//   I1. Every submitted call completes exactly once: by its reply, or by
+//       fail() (worker died, timeout, cancel, send error). The pending table
+//       entry is erased by whoever completes it, under the node's mutex.
+//   I2. Descriptors passed in a call are borrowed until submit_call returns
+//       (sendmsg dups them into the receiver).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <exception>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "troupe/proc/detail/wire.hpp"
+
+namespace troupe::proc::detail {
+
+struct PendingBase {
+  virtual ~PendingBase() = default;
+  virtual void complete(Message& m) = 0;        // the reply arrived (I1)
+  virtual void fail(std::exception_ptr e) = 0;  // it never will (I1)
+  std::string name;                             // what was called, for messages
+};
+
+struct OutCall {
+  std::uint32_t worker = 0;  // 0: any worker
+  std::string name;          // registered name
+  std::string body;          // packed [worker, object, name, args]
+  std::vector<int> fds;      // borrowed (I2)
+  std::chrono::milliseconds timeout{0};
+};
+
+std::uint64_t submit_call(OutCall&& call, std::unique_ptr<PendingBase> p);
+void cancel_call(std::uint64_t id);
+void send_reply(std::uint64_t id, std::string_view body, std::span<const int> fds = {});
+bool take_cancelled(std::uint64_t id);
+std::uint32_t self_worker_id() noexcept;
+
+std::uint64_t add_object(std::string_view type, std::shared_ptr<void> actor);
+std::shared_ptr<void> find_object(std::uint64_t id, std::string_view type);
+void release_object(std::uint32_t worker, std::uint64_t object);
+
+}  // namespace troupe::proc::detail

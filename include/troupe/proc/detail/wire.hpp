@@ -1,0 +1,78 @@
+// troupe/proc/detail/wire.hpp: the messages between a program and its worker
+// processes, and their transport over a Unix SOCK_SEQPACKET socket.
+//
+// A message is one datagram: a fixed Header, then a msgpack body, with up to
+// kMaxFds descriptors attached (SCM_RIGHTS). A body too large for one datagram
+// travels in a sealed memfd attached as the last descriptor (flag kBodyInFd).
+//
+//   call     id = caller's call id   body [worker, object, name, args]
+//   reply    id = that call id       body [status, payload]
+//            status 0: payload = result; 1: [exception type, what];
+//            2: [Errc, message]
+//   cancel   id = call id            body []  (skip it if not started)
+//   release  id = 0                  body [object]  (the remote actor is dropped)
+//   shutdown id = 0                  body []  (idle: exit)
+//
+// Invariants:
+//   I1. decode() accepts only what it fully checked: magic, kind, lengths,
+//       descriptor count; anything else is Error(Errc::bad_message) naming the
+//       reason, and every descriptor that came with it is closed.
+//   I2. recv_message never leaks a descriptor, on any path (truncated control
+//       data, truncated datagram, bad header).
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "troupe/error.hpp"
+#include "troupe/proc/fd.hpp"
+
+namespace troupe::proc::detail {
+
+enum class Kind : std::uint8_t { call = 1, reply = 2, cancel = 3, release = 4, shutdown = 5 };
+enum class Status : std::uint8_t { ok = 0, exception = 1, error = 2 };
+
+struct Header {
+  std::uint32_t magic;
+  std::uint8_t kind;
+  std::uint8_t flags;
+  std::uint16_t nfds;
+  std::uint32_t body_len;
+  std::uint64_t id;
+};
+static_assert(sizeof(Header) == 24);
+
+inline constexpr std::uint32_t kMagic = 0x31505254;  // "TRP1"
+inline constexpr std::size_t kMaxFds = 32;
+inline constexpr std::uint8_t kBodyInFd = 1;
+inline constexpr std::size_t kMaxInline = 64 * 1024;         // larger bodies go by memfd
+inline constexpr std::size_t kMaxBody = 256u * 1024 * 1024;  // refuse anything larger
+
+struct Message {
+  Kind kind{};
+  std::uint64_t id = 0;
+  std::string body;
+  std::vector<Fd> fds;  // the attached descriptors, the body's memfd removed
+};
+
+// Checks one received datagram (I1).
+Message decode(const char* data, std::size_t len, std::vector<Fd> fds);
+
+// Sends one message. Thread-safe: one sendmsg per message.
+// Throws Error(Errc::worker_lost) if the peer is gone, Errc::system otherwise.
+void send_message(int sock, Kind kind, std::uint64_t id, std::string_view body,
+                  std::span<const int> fds = {});
+
+// Receives one message into out. Returns false on end of stream. Throws
+// Error(Errc::bad_message) for anything malformed (I1, I2).
+bool recv_message(int sock, Message& out);
+
+// Pack/unpack helpers for reply bodies.
+std::string pack_error(Errc code, const std::string& message);
+std::string pack_exception(const std::string& type, const std::string& what);
+// Demangled dynamic type name of the exception being handled.
+std::string current_exception_type();
+
+}  // namespace troupe::proc::detail

@@ -1,0 +1,406 @@
+// troupe/proc/process.hpp: worker processes that look like local actors and
+// local calls, returning the same Promise<R> as `when`.
+//
+//   int main(int argc, char** argv) {
+//     troupe::proc::init(argc, argv);             // a worker serves here, never returns
+//     auto c = troupe::proc::spawn<Counter>(10).get();   // a Counter in a worker
+//     int v = c.call<&Counter::add>(5).get();     // a method, by registered name
+//     auto s = troupe::proc::call<&checksum>(troupe::proc::Fd(fd)).get();  // fds cross too
+//   }
+//
+// Workers are this executable started again (posix_spawn of /proc/self/exe),
+// on demand, reused, retired after an idle timeout, and counted against one
+// machine-wide budget (default: the number of cores) held as byte locks on a
+// file in /dev/shm that the kernel releases when a worker dies. Work that a
+// worker submits goes through the root, so nesting never adds processes.
+//
+// Arguments and results are serialised with msgpack-cxx: standard containers,
+// strings, numbers, and user types declaring MSGPACK_DEFINE(fields...);
+// proc::Fd and proc::SharedBytes cross as descriptors.
+//
+// Errors (troupe::Error): Errc::worker_lost ("worker 3 (pid 812) exited with
+// signal 9 (Killed) while running &Counter::add"), Errc::remote_exception
+// (user code threw; RemoteException carries the type name), Errc::bad_message,
+// Errc::timeout, Errc::cancelled.
+//
+// Invariants:
+//   I1. Everything callable across processes is registered by name at static
+//       initialisation (detail/registry.hpp); calls name it, never an address.
+//   I2. A RemoteActor's object lives until the last handle to it in the root
+//       process is dropped (handles inside workers do not keep it alive).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include <sys/types.h>
+
+#include "troupe/actor.hpp"
+#include "troupe/promise.hpp"
+#include "troupe/proc/detail/node.hpp"
+#include "troupe/proc/detail/registry.hpp"
+#include "troupe/proc/fd.hpp"
+#include "troupe/when.hpp"
+
+namespace troupe::proc {
+
+struct Options {
+  std::size_t budget = 0;  // worker processes machine-wide; 0: the number of cores
+  std::chrono::milliseconds idle_timeout{2000};
+  std::size_t worker_threads = 1;  // threads of each worker's pool
+  std::string budget_file;         // default /dev/shm/troupe-budget-<uid>
+};
+
+// Call first thing in main. In a worker: serves calls, then exits. In the
+// program: records the options (workers start on first use).
+void init(int argc, char** argv, const Options& options = {});
+bool is_worker() noexcept;
+
+struct Stats {
+  std::size_t alive = 0;      // worker processes running now
+  std::size_t started = 0;    // ever started
+  std::size_t max_alive = 0;  // most at once
+  std::size_t lost = 0;       // died while in use
+};
+Stats stats();
+std::vector<pid_t> worker_pids();
+// Retires every idle worker now (tests; they also retire by themselves).
+void retire_idle_workers();
+
+// An exception thrown by user code in a worker.
+class RemoteException : public Error {
+ public:
+  RemoteException(std::string type, std::string what, const std::string& message)
+      : Error(Errc::remote_exception, message), type_(std::move(type)), what_(std::move(what)) {}
+  const std::string& type() const noexcept { return type_; }
+  const std::string& remote_what() const noexcept { return what_; }
+
+ private:
+  std::string type_, what_;
+};
+
+// Cancels a pending call: its promise fails with Errc::cancelled at once, and
+// the worker skips it if it has not started.
+class CancelToken {
+ public:
+  CancelToken() : state_(std::make_shared<State>()) {}
+  void cancel() const {
+    state_->cancelled.store(true);
+    if (std::uint64_t id = state_->id.load()) detail::cancel_call(id);
+  }
+  struct State {
+    std::atomic<std::uint64_t> id{0};
+    std::atomic<bool> cancelled{false};
+  };
+  std::shared_ptr<State> state_;
+};
+
+struct CallOptions {
+  std::chrono::milliseconds timeout{0};  // 0: none
+  const CancelToken* cancel = nullptr;
+};
+
+namespace detail {
+
+template <class F>
+struct fn_traits;
+template <class R, class... A>
+struct fn_traits<R (*)(A...)> {
+  using result = R;
+  using args = std::tuple<std::decay_t<A>...>;
+};
+template <class R, class C, class... A>
+struct fn_traits<R (C::*)(A...)> {
+  using result = R;
+  using cls = C;
+  using args = std::tuple<std::decay_t<A>...>;
+};
+template <class R, class C, class... A>
+struct fn_traits<R (C::*)(A...) const> : fn_traits<R (C::*)(A...)> {};
+
+// Packs f's result (or the exception it throws) as a reply body and sends it.
+template <class F>
+void reply_with(std::uint64_t id, F&& f) {
+  std::string body;
+  std::vector<int> fds;
+  using R = std::decay_t<decltype(f())>;
+  std::optional<std::conditional_t<std::is_void_v<R>, int, R>> keep;  // fds borrowed until sent
+  try {
+    msgpack::sbuffer b;
+    msgpack::packer<msgpack::sbuffer> pk(b);
+    if constexpr (std::is_void_v<R>) {
+      f();
+      pk.pack_array(2);
+      pk.pack(0);
+      pk.pack_nil();
+    } else {
+      keep.emplace(f());
+      FdContext saved = fd_context();
+      fd_context().out = &fds;
+      pk.pack_array(2);
+      pk.pack(0);
+      try {
+        pk.pack(*keep);
+      } catch (...) {
+        fd_context() = saved;
+        throw;
+      }
+      fd_context() = saved;
+    }
+    body.assign(b.data(), b.size());
+  } catch (const Error& e) {
+    fds.clear();
+    body = pack_error(e.code(), e.what());
+  } catch (const std::exception& e) {
+    fds.clear();
+    body = pack_exception(current_exception_type(), e.what());
+  } catch (...) {
+    fds.clear();
+    body = pack_exception(current_exception_type(), "(not a std::exception)");
+  }
+  send_reply(id, body, fds);
+}
+
+// Decodes args into a tuple of the parameter types (throws on mismatch).
+template <class Tuple>
+std::shared_ptr<Tuple> decode_args(const msgpack::object& args) {
+  if (args.type != msgpack::type::ARRAY || args.via.array.size != std::tuple_size_v<Tuple>)
+    throw msgpack::type_error();
+  auto t = std::make_shared<Tuple>();
+  [&]<std::size_t... I>(std::index_sequence<I...>) {
+    (args.via.array.ptr[I].convert(std::get<I>(*t)), ...);
+  }(std::make_index_sequence<std::tuple_size_v<Tuple>>{});
+  return t;
+}
+
+template <auto F>
+void invoke_function(const msgpack::object& args, std::uint64_t, std::uint64_t id) {
+  using Tr = fn_traits<decltype(F)>;
+  auto t = decode_args<typename Tr::args>(args);
+  troupe::detail::run_task([t, id] {
+    if (take_cancelled(id))
+      return send_reply(id, pack_error(Errc::cancelled, "cancelled before it started"));
+    reply_with(id, [&] { return std::apply(F, std::move(*t)); });
+  });
+}
+
+template <auto M>
+void invoke_method(const msgpack::object& args, std::uint64_t object, std::uint64_t id) {
+  using Tr = fn_traits<decltype(M)>;
+  using T = typename Tr::cls;
+  auto holder = std::static_pointer_cast<Actor<T>>(find_object(object, type_name<T>()));
+  auto t = decode_args<typename Tr::args>(args);
+  when(*holder, [t, id](T& self) {
+    if (take_cancelled(id))
+      return send_reply(id, pack_error(Errc::cancelled, "cancelled before it started"));
+    reply_with(id, [&] {
+      return std::apply([&](auto&&... a) { return (self.*M)(std::move(a)...); }, std::move(*t));
+    });
+  });
+}
+
+template <class T, class... A>
+void invoke_new(const msgpack::object& args, std::uint64_t, std::uint64_t id) {
+  auto t = decode_args<std::tuple<A...>>(args);
+  troupe::detail::run_task([t, id] {
+    reply_with(id, [&] {
+      auto actor = std::apply([](auto&&... a) { return make_actor<T>(std::move(a)...); }, std::move(*t));
+      std::uint64_t object = add_object(type_name<T>(), std::make_shared<Actor<T>>(std::move(actor)));
+      return std::make_tuple(self_worker_id(), object);
+    });
+  });
+}
+
+template <auto F>
+struct FunctionEntry {
+  static std::string name() { return "fn " + std::string(symbol_name<F>()); }
+  static inline const bool registered = registry().add(name(), &invoke_function<F>);  // I1
+};
+template <auto M>
+struct MethodEntry {
+  static std::string name() { return "method " + std::string(symbol_name<M>()); }
+  static inline const bool registered = registry().add(name(), &invoke_method<M>);
+};
+template <class T, class... A>
+struct NewEntry {
+  static std::string name() {
+    std::string n = "new " + std::string(type_name<T>()) + "(";
+    ((n += std::string(type_name<A>()) + ","), ...);
+    return n + ")";
+  }
+  static inline const bool registered = registry().add(name(), &invoke_new<T, A...>);
+};
+
+template <class R>
+struct PendingCall final : PendingBase {
+  explicit PendingCall(Resolver<R> r) : res(std::move(r)) {}
+  void complete(Message& m) override;
+  void fail(std::exception_ptr e) override { res.set_exception(std::move(e)); }
+  Resolver<R> res;
+};
+
+// Decodes a reply body into its status and payload; throws the remote error.
+const msgpack::object& open_reply(const msgpack::object_handle& oh, const std::string& name);
+
+template <class R>
+void PendingCall<R>::complete(Message& m) {
+  try {
+    auto oh = msgpack::unpack(m.body.data(), m.body.size());
+    const msgpack::object& payload = open_reply(oh, name);
+    FdContext saved = fd_context();
+    fd_context().in = &m.fds;
+    try {
+      if constexpr (std::is_void_v<R>) {
+        res.set_value();
+      } else {
+        R value = payload.as<R>();
+        fd_context() = saved;
+        res.set_value(std::move(value));
+      }
+    } catch (...) {
+      fd_context() = saved;
+      throw;
+    }
+    fd_context() = saved;
+  } catch (const msgpack::type_error&) {
+    res.set_exception(std::make_exception_ptr(
+        Error(Errc::bad_message, "bad message: the result of " + name + " has the wrong type")));
+  } catch (const Error&) {
+    res.set_exception(std::current_exception());
+  } catch (const std::exception& e) {
+    res.set_exception(std::make_exception_ptr(
+        Error(Errc::bad_message, "bad message: the reply to " + name + " is malformed: " + e.what())));
+  }
+}
+
+// Packs [worker, object, name, args...] and submits it.
+template <class R, class... A>
+Promise<R> send_call(std::uint32_t worker, std::uint64_t object, std::string name,
+                     const CallOptions& opt, A&&... args) {
+  auto [promise, resolver] = make_promise<R>();
+  OutCall call;
+  call.worker = worker;
+  call.name = name;
+  call.timeout = opt.timeout;
+  {
+    msgpack::sbuffer b;
+    msgpack::packer<msgpack::sbuffer> pk(b);
+    FdContext saved = fd_context();
+    fd_context().out = &call.fds;
+    try {
+      pk.pack_array(4);
+      pk.pack(worker);
+      pk.pack(object);
+      pk.pack(name);
+      pk.pack_array(sizeof...(A));
+      (pk.pack(args), ...);
+    } catch (...) {
+      fd_context() = saved;
+      throw;
+    }
+    fd_context() = saved;
+    call.body.assign(b.data(), b.size());
+  }
+  if (opt.cancel && opt.cancel->state_->cancelled.load()) {
+    resolver.set_exception(std::make_exception_ptr(Error(Errc::cancelled, name + " was cancelled")));
+    return std::move(promise);
+  }
+  auto p = std::make_unique<PendingCall<R>>(std::move(resolver));
+  p->name = name;
+  std::uint64_t id = submit_call(std::move(call), std::move(p));
+  if (opt.cancel) {
+    opt.cancel->state_->id.store(id);
+    if (opt.cancel->state_->cancelled.load()) cancel_call(id);
+  }
+  return std::move(promise);
+}
+
+struct RemoteOwner {
+  RemoteOwner(std::uint32_t w, std::uint64_t o) : worker(w), object(o) {}
+  ~RemoteOwner() { release_object(worker, object); }
+  std::uint32_t worker;
+  std::uint64_t object;
+};
+
+}  // namespace detail
+
+// A handle to a T living in a worker process. Copyable; can be passed as an
+// argument to other workers' calls (arbitrary graphs across processes).
+template <class T>
+class RemoteActor {
+ public:
+  RemoteActor() = default;
+  RemoteActor(std::uint32_t worker, std::uint64_t object, bool owning)
+      : worker_(worker), object_(object) {
+    if (owning) owner_ = std::make_shared<detail::RemoteOwner>(worker, object);
+  }
+
+  template <auto M, class... A>
+  auto call(A&&... args) const {
+    return call_with<M>(CallOptions{}, std::forward<A>(args)...);
+  }
+  template <auto M, class... A>
+  auto call_with(const CallOptions& opt, A&&... args) const {
+    using Tr = detail::fn_traits<decltype(M)>;
+    static_assert(std::is_same_v<typename Tr::cls, T>, "method of another type");
+    (void)detail::MethodEntry<M>::registered;  // I1
+    using R = std::decay_t<typename Tr::result>;
+    return detail::send_call<R>(worker_, object_, detail::MethodEntry<M>::name(), opt,
+                                std::forward<A>(args)...);
+  }
+
+  std::uint32_t worker() const noexcept { return worker_; }
+  std::uint64_t object() const noexcept { return object_; }
+
+  template <class Packer>
+  void msgpack_pack(Packer& pk) const {
+    pk.pack_array(2);
+    pk.pack(worker_);
+    pk.pack(object_);
+  }
+  void msgpack_unpack(const msgpack::object& o) {
+    if (o.type != msgpack::type::ARRAY || o.via.array.size != 2) throw msgpack::type_error();
+    worker_ = o.via.array.ptr[0].as<std::uint32_t>();
+    object_ = o.via.array.ptr[1].as<std::uint64_t>();
+    owner_.reset();
+  }
+
+ private:
+  std::uint32_t worker_ = 0;
+  std::uint64_t object_ = 0;
+  std::shared_ptr<detail::RemoteOwner> owner_;  // I2 (root only)
+};
+
+// Creates a T in a worker from args; the promise gives its handle.
+template <class T, class... A>
+Promise<RemoteActor<T>> spawn(A&&... args) {
+  using Entry = detail::NewEntry<T, std::decay_t<A>...>;
+  (void)Entry::registered;  // I1
+  auto raw = detail::send_call<std::tuple<std::uint32_t, std::uint64_t>>(
+      0, 0, Entry::name(), CallOptions{}, std::forward<A>(args)...);
+  bool owning = !is_worker();
+  return raw.then([owning](const std::tuple<std::uint32_t, std::uint64_t>& id) {
+    return RemoteActor<T>(std::get<0>(id), std::get<1>(id), owning);
+  });
+}
+
+// Runs the free function F in a worker (an isolated call).
+template <auto F, class... A>
+auto call_with(const CallOptions& opt, A&&... args) {
+  using Tr = detail::fn_traits<decltype(F)>;
+  (void)detail::FunctionEntry<F>::registered;  // I1
+  using R = std::decay_t<typename Tr::result>;
+  return detail::send_call<R>(0, 0, detail::FunctionEntry<F>::name(), opt, std::forward<A>(args)...);
+}
+template <auto F, class... A>
+auto call(A&&... args) {
+  return call_with<F>(CallOptions{}, std::forward<A>(args)...);
+}
+
+}  // namespace troupe::proc

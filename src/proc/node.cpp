@@ -1,0 +1,785 @@
+// src/proc/node.cpp: the root supervisor and the worker server (node.hpp I1,
+// I2; process.hpp I1, I2).
+//
+// Root: one IO thread waits (epoll) on every worker socket and on a wake
+// eventfd; it completes replies, routes workers' own calls, fails the calls of
+// a worker that died, times calls out and retires idle workers. Callers send
+// directly from their own thread.
+// Worker: the main thread receives from the parent; calls run on the worker's
+// pool (or on their actor), replies are sent from wherever they finish.
+//
+// Invariants (in addition to node.hpp's):
+//   N1. mu_ guards workers_, pending_, dead_, objects_, cancelled_, stats_ and
+//       the id counters. No message is sent and no promise completed while it
+//       is held, except spawning a worker and sending `shutdown`.
+//   N2. A WorkerRec's socket is closed only when the last shared_ptr to the
+//       record goes, so a sender holding one never writes to a reused fd.
+//   N3. Budget: a worker holds an OFD write lock on one byte of the budget
+//       file, through a descriptor only it has; the kernel drops the lock when
+//       the worker dies, however it dies.
+#include <fcntl.h>
+#include <spawn.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+#include <unordered_set>
+
+#include <fmt/core.h>
+
+#include "troupe/proc/process.hpp"
+#include "troupe/runtime.hpp"
+
+extern char** environ;
+
+namespace troupe::proc {
+
+namespace detail {
+Registry& registry() noexcept {
+  static Registry r;  // registry.hpp I1
+  return r;
+}
+
+const msgpack::object& open_reply(const msgpack::object_handle& oh, const std::string& name) {
+  const msgpack::object& o = oh.get();
+  if (o.type != msgpack::type::ARRAY || o.via.array.size != 2) throw msgpack::type_error();
+  int status = o.via.array.ptr[0].as<int>();
+  const msgpack::object& payload = o.via.array.ptr[1];
+  if (status == static_cast<int>(Status::ok)) return payload;
+  if (payload.type != msgpack::type::ARRAY || payload.via.array.size != 2) throw msgpack::type_error();
+  if (status == static_cast<int>(Status::exception)) {
+    auto type = payload.via.array.ptr[0].as<std::string>();
+    auto what = payload.via.array.ptr[1].as<std::string>();
+    throw RemoteException(type, what, fmt::format("{} threw {}: {}", name, type, what));
+  }
+  if (status == static_cast<int>(Status::error)) {
+    int code = payload.via.array.ptr[0].as<int>();
+    if (code < 1 || code > static_cast<int>(Errc::remote_exception)) throw msgpack::type_error();
+    throw Error(static_cast<Errc>(code), payload.via.array.ptr[1].as<std::string>());
+  }
+  throw msgpack::type_error();
+}
+}  // namespace detail
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using detail::Kind;
+using detail::Message;
+using detail::PendingBase;
+
+std::string describe_status(int status) {
+  if (WIFSIGNALED(status))
+    return fmt::format("exited with signal {} ({})", WTERMSIG(status), strsignal(WTERMSIG(status)));
+  if (WIFEXITED(status)) return fmt::format("exited with status {}", WEXITSTATUS(status));
+  return "ended";
+}
+
+struct WorkerRec {
+  std::uint32_t id = 0;
+  pid_t pid = -1;
+  Fd sock;  // N2
+  bool retiring = false;
+  std::size_t outstanding = 0;
+  std::size_t objects = 0;
+  Clock::time_point last_used = Clock::now();
+};
+
+struct PendingEntry {
+  std::unique_ptr<PendingBase> p;
+  std::uint32_t worker = 0;
+  Clock::time_point deadline = Clock::time_point::max();
+  bool spawns_object = false;
+};
+
+class Node {
+ public:
+  ~Node() { stop(); }
+
+  void configure(const Options& o) {
+    std::lock_guard lock(mu_);
+    opts_ = o;
+    if (opts_.budget == 0) opts_.budget = std::max(1u, std::thread::hardware_concurrency());
+    if (opts_.budget_file.empty()) opts_.budget_file = fmt::format("/dev/shm/troupe-budget-{}", getuid());
+  }
+
+  // ---------------------------------------------------------------- worker side
+  [[noreturn]] void serve(int sock, std::uint32_t id, std::size_t threads) {
+    worker_mode_ = true;
+    self_id_ = id;
+    parent_ = Fd(sock);
+    troupe::init({.threads = threads});
+    for (;;) {
+      Message m;
+      try {
+        if (!detail::recv_message(parent_.get(), m)) break;  // the parent is gone
+      } catch (const Error& e) {
+        std::fprintf(stderr, "troupe worker %u: %s\n", self_id_, e.what());
+        continue;  // bad input: reject it and keep serving
+      }
+      if (m.kind == Kind::call) {
+        serve_call(m);
+      } else if (m.kind == Kind::reply) {
+        complete(m);
+      } else if (m.kind == Kind::cancel) {
+        std::lock_guard lock(mu_);
+        cancelled_.insert(m.id);
+      } else if (m.kind == Kind::release) {
+        release_local(m);
+      } else if (m.kind == Kind::shutdown) {
+        break;
+      }
+    }
+    troupe::shutdown();  // drain this worker's pool
+    std::fflush(nullptr);
+    _exit(0);
+  }
+
+  void serve_call(Message& m) {
+    std::string name = "(unreadable call)";
+    try {
+      auto oh = msgpack::unpack(m.body.data(), m.body.size());
+      const msgpack::object& o = oh.get();
+      if (o.type != msgpack::type::ARRAY || o.via.array.size != 4) throw msgpack::type_error();
+      auto object = o.via.array.ptr[1].as<std::uint64_t>();
+      name = o.via.array.ptr[2].as<std::string>();
+      const msgpack::object& args = o.via.array.ptr[3];
+      detail::Invoker inv = detail::registry().find(name);
+      if (!inv)
+        throw Error(Errc::bad_message, fmt::format("bad message: no function or method named '{}' "
+                                                   "is registered in this program",
+                                                   name));
+      detail::FdContext saved = detail::fd_context();
+      detail::fd_context().in = &m.fds;
+      try {
+        inv(args, object, m.id);
+      } catch (...) {
+        detail::fd_context() = saved;
+        throw;
+      }
+      detail::fd_context() = saved;
+    } catch (const msgpack::type_error&) {
+      send_reply(m.id, detail::pack_error(Errc::bad_message,
+                                          fmt::format("bad message: the arguments of {} do not "
+                                                      "match its parameters",
+                                                      name)));
+    } catch (const Error& e) {
+      send_reply(m.id, detail::pack_error(e.code(), e.what()));
+    } catch (const std::exception& e) {
+      send_reply(m.id, detail::pack_error(Errc::bad_message,
+                                          fmt::format("bad message: {} ({})", e.what(), name)));
+    }
+  }
+
+  void release_local(Message& m) {
+    try {
+      auto oh = msgpack::unpack(m.body.data(), m.body.size());
+      auto t = oh.get().as<std::tuple<std::uint32_t, std::uint64_t>>();
+      if (std::get<0>(t) == self_id_) {
+        std::lock_guard lock(mu_);
+        objects_.erase(std::get<1>(t));
+      } else {  // a handle dropped here for an object elsewhere: the root routes it
+        detail::send_message(parent_.get(), Kind::release, 0, m.body);
+      }
+    } catch (const std::exception&) {
+    }
+  }
+
+  // ---------------------------------------------------------------- both sides
+  std::uint64_t submit(detail::OutCall&& call, std::unique_ptr<PendingBase> p) {
+    if (worker_mode_) return submit_to_parent(std::move(call), std::move(p));
+    return dispatch(std::move(call), std::move(p));
+  }
+
+  std::uint64_t submit_to_parent(detail::OutCall&& call, std::unique_ptr<PendingBase> p) {
+    std::uint64_t id;
+    {
+      std::lock_guard lock(mu_);
+      id = next_call_++;
+      PendingEntry e;
+      e.p = std::move(p);
+      pending_.emplace(id, std::move(e));
+    }
+    try {
+      detail::send_message(parent_.get(), Kind::call, id, call.body, call.fds);
+    } catch (...) {
+      fail_pending(id, std::current_exception());
+    }
+    return id;
+  }
+
+  void send_reply(std::uint64_t id, std::string_view body, std::span<const int> fds = {}) {
+    try {
+      detail::send_message(parent_.get(), Kind::reply, id, body, fds);
+    } catch (const Error& e) {
+      std::fprintf(stderr, "troupe worker %u: cannot reply: %s\n", self_id_, e.what());
+    }
+  }
+
+  bool take_cancelled(std::uint64_t id) {
+    std::lock_guard lock(mu_);
+    return cancelled_.erase(id) > 0;
+  }
+
+  std::uint64_t add_object(std::string_view type, std::shared_ptr<void> actor) {
+    std::lock_guard lock(mu_);
+    std::uint64_t id = next_object_++;
+    objects_.emplace(id, std::make_pair(std::string(type), std::move(actor)));
+    return id;
+  }
+
+  std::shared_ptr<void> find_object(std::uint64_t id, std::string_view type) {
+    std::lock_guard lock(mu_);
+    auto it = objects_.find(id);
+    if (it == objects_.end())
+      throw Error(Errc::bad_message,
+                  fmt::format("bad message: no object #{} on worker {} (forged or released handle)", id, self_id_));
+    if (it->second.first != type)
+      throw Error(Errc::bad_message, fmt::format("bad message: object #{} on worker {} is a {}, not a {}",
+                                                 id, self_id_, it->second.first, type));
+    return it->second.second;
+  }
+
+  void release_remote(std::uint32_t worker, std::uint64_t object) {
+    msgpack::sbuffer b;
+    msgpack::pack(b, std::make_tuple(worker, object));
+    try {
+      if (worker_mode_) {
+        detail::send_message(parent_.get(), Kind::release, 0, std::string_view(b.data(), b.size()));
+        return;
+      }
+      std::shared_ptr<WorkerRec> w;
+      {
+        std::lock_guard lock(mu_);
+        auto it = workers_.find(worker);
+        if (it == workers_.end()) return;  // it died: nothing to release
+        w = it->second;
+        if (w->objects > 0) w->objects--;
+        w->last_used = Clock::now();
+      }
+      detail::send_message(w->sock.get(), Kind::release, 0, std::string_view(b.data(), b.size()));
+    } catch (const std::exception&) {
+      // The worker is gone: so is the object.
+    }
+  }
+
+  void cancel(std::uint64_t id) {
+    std::unique_ptr<PendingBase> p;
+    std::shared_ptr<WorkerRec> w;
+    {
+      std::lock_guard lock(mu_);
+      auto it = pending_.find(id);
+      if (it == pending_.end()) return;  // already done
+      p = std::move(it->second.p);
+      if (!worker_mode_) {
+        auto wit = workers_.find(it->second.worker);
+        if (wit != workers_.end()) {
+          w = wit->second;
+          w->outstanding--;
+        }
+      }
+      pending_.erase(it);
+    }
+    try {
+      int sock = worker_mode_ ? parent_.get() : (w ? w->sock.get() : -1);
+      if (sock >= 0) detail::send_message(sock, Kind::cancel, id, {});
+    } catch (const std::exception&) {
+    }
+    p->fail(std::make_exception_ptr(Error(Errc::cancelled, p->name + " was cancelled")));
+  }
+
+  void complete(Message& m) {
+    std::unique_ptr<PendingBase> p;
+    {
+      std::lock_guard lock(mu_);
+      auto it = pending_.find(m.id);
+      if (it == pending_.end()) return;  // timed out or cancelled: drop the late reply
+      p = std::move(it->second.p);
+      if (!worker_mode_) note_reply_locked(it->second, m);
+      pending_.erase(it);
+    }
+    p->complete(m);  // N1: outside the lock
+  }
+
+  void fail_pending(std::uint64_t id, std::exception_ptr e) {
+    std::unique_ptr<PendingBase> p;
+    {
+      std::lock_guard lock(mu_);
+      auto it = pending_.find(id);
+      if (it == pending_.end()) return;
+      p = std::move(it->second.p);
+      if (!worker_mode_) {
+        auto wit = workers_.find(it->second.worker);
+        if (wit != workers_.end()) wit->second->outstanding--;
+      }
+      pending_.erase(it);
+    }
+    p->fail(std::move(e));
+  }
+
+  // ---------------------------------------------------------------- root side
+  void note_reply_locked(PendingEntry& e, const Message& m) {
+    auto wit = workers_.find(e.worker);
+    if (wit == workers_.end()) return;
+    WorkerRec& w = *wit->second;
+    w.outstanding--;
+    w.last_used = Clock::now();
+    if (e.spawns_object) {
+      // body is [status, payload]: the object exists only if status is ok.
+      bool ok = m.body.size() >= 2 && static_cast<unsigned char>(m.body[0]) == 0x92 && m.body[1] == 0;
+      if (!ok && w.objects > 0) w.objects--;
+    }
+  }
+
+  std::uint64_t dispatch(detail::OutCall&& call, std::unique_ptr<PendingBase> p) {
+    ensure_io();
+    std::shared_ptr<WorkerRec> w;
+    std::uint64_t id = 0;
+    for (;;) {
+      std::unique_lock lock(mu_);
+      if (call.worker != 0) {
+        auto it = workers_.find(call.worker);
+        if (it == workers_.end() || it->second->retiring) {
+          auto dit = dead_.find(call.worker);
+          std::string why = dit != dead_.end() ? dit->second : "it does not exist";
+          lock.unlock();
+          p->fail(std::make_exception_ptr(Error(
+              Errc::worker_lost,
+              fmt::format("{}: its actor is lost: worker {} {}", call.name, call.worker, why))));
+          return 0;
+        }
+        w = it->second;
+      } else {
+        w = pick_locked();
+        if (!w || w->outstanding > 0) {
+          if (auto fresh = spawn_locked()) w = std::move(fresh);
+        }
+        if (!w) {  // the machine-wide budget is taken by other programs: wait for a slot
+          lock.unlock();
+          std::this_thread::sleep_for(std::chrono::milliseconds(2));
+          continue;
+        }
+      }
+      id = next_call_++;
+      PendingEntry e;
+      e.p = std::move(p);
+      e.worker = w->id;
+      e.spawns_object = call.name.rfind("new ", 0) == 0;
+      if (e.spawns_object) w->objects++;
+      if (call.timeout.count() > 0) {
+        e.deadline = Clock::now() + call.timeout;
+        deadlines_++;
+      }
+      pending_.emplace(id, std::move(e));
+      w->outstanding++;
+      w->last_used = Clock::now();
+      break;
+    }
+    try {
+      detail::send_message(w->sock.get(), Kind::call, id, call.body, call.fds);
+    } catch (...) {
+      fail_pending(id, std::current_exception());
+    }
+    if (call.timeout.count() > 0) wake_io();
+    return id;
+  }
+
+  std::shared_ptr<WorkerRec> pick_locked() {
+    std::shared_ptr<WorkerRec> best;
+    for (auto& [id, w] : workers_) {
+      if (w->retiring) continue;
+      if (!best || w->outstanding < best->outstanding) best = w;
+    }
+    return best;
+  }
+
+  // N3: one byte lock per worker, on a descriptor of its own.
+  Fd take_budget_slot() {
+    Fd fd(::open(opts_.budget_file.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+    if (!fd) throw Error(Errc::system, fmt::format("budget file {}: {}", opts_.budget_file, std::strerror(errno)));
+    for (std::size_t slot = 0; slot < opts_.budget; ++slot) {
+      struct flock fl {};
+      fl.l_type = F_WRLCK;
+      fl.l_whence = SEEK_SET;
+      fl.l_start = static_cast<off_t>(slot);
+      fl.l_len = 1;
+      if (::fcntl(fd.get(), F_OFD_SETLK, &fl) == 0) return fd;
+    }
+    return Fd();
+  }
+
+  std::shared_ptr<WorkerRec> spawn_locked() {
+    Fd slot = take_budget_slot();
+    if (!slot) return nullptr;
+    int sv[2];
+    if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0)
+      throw Error(Errc::system, fmt::format("socketpair: {}", std::strerror(errno)));
+    Fd mine(sv[0]), theirs(sv[1]);
+    auto w = std::make_shared<WorkerRec>();
+    w->id = next_worker_++;
+    std::string env_value = fmt::format("TROUPE_WORKER={}:{}:{}:{}", theirs.get(), w->id,
+                                        opts_.worker_threads, slot.get());
+    std::vector<char*> envp;
+    for (char** e = environ; *e; ++e)
+      if (std::strncmp(*e, "TROUPE_WORKER=", 14) != 0) envp.push_back(*e);
+    envp.push_back(env_value.data());
+    envp.push_back(nullptr);
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    // dup2 onto itself clears close-on-exec for the child only (glibc >= 2.29).
+    posix_spawn_file_actions_adddup2(&fa, theirs.get(), theirs.get());
+    posix_spawn_file_actions_adddup2(&fa, slot.get(), slot.get());
+    std::vector<char*> argv;
+    for (auto& a : argv_) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    pid_t pid;
+    int rc = ::posix_spawn(&pid, "/proc/self/exe", &fa, nullptr, argv.data(), envp.data());
+    posix_spawn_file_actions_destroy(&fa);
+    if (rc != 0) throw Error(Errc::system, fmt::format("posix_spawn of a worker: {}", std::strerror(rc)));
+    w->pid = pid;
+    w->sock = std::move(mine);
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.u32 = w->id;
+    ::epoll_ctl(epfd_.get(), EPOLL_CTL_ADD, w->sock.get(), &ev);
+    workers_.emplace(w->id, w);
+    stats_.started++;
+    stats_.alive = workers_.size();
+    stats_.max_alive = std::max(stats_.max_alive, stats_.alive);
+    return w;  // `theirs` and `slot` close here: only the worker holds them now (N3)
+  }
+
+  void ensure_io() {
+    std::call_once(io_once_, [this] {
+      epfd_ = Fd(::epoll_create1(EPOLL_CLOEXEC));
+      wake_ = Fd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+      epoll_event ev{};
+      ev.events = EPOLLIN;
+      ev.data.u32 = 0;
+      ::epoll_ctl(epfd_.get(), EPOLL_CTL_ADD, wake_.get(), &ev);
+      io_ = std::thread([this] { io_loop(); });
+    });
+  }
+
+  void wake_io() {
+    std::uint64_t one = 1;
+    if (wake_) [[maybe_unused]] auto r = ::write(wake_.get(), &one, sizeof one);
+  }
+
+  void io_loop() {
+    while (!stop_.load(std::memory_order_acquire)) {
+      epoll_event evs[16];
+      int n = ::epoll_wait(epfd_.get(), evs, 16, 50);
+      for (int i = 0; i < n; ++i) {
+        std::uint32_t wid = evs[i].data.u32;
+        if (wid == 0) {
+          std::uint64_t v;
+          [[maybe_unused]] auto r = ::read(wake_.get(), &v, sizeof v);
+          continue;
+        }
+        std::shared_ptr<WorkerRec> w;
+        {
+          std::lock_guard lock(mu_);
+          auto it = workers_.find(wid);
+          if (it == workers_.end()) continue;
+          w = it->second;
+        }
+        Message m;
+        bool alive = true;
+        try {
+          alive = detail::recv_message(w->sock.get(), m);
+        } catch (const Error& e) {
+          std::fprintf(stderr, "troupe: from worker %u: %s\n", wid, e.what());
+          continue;  // bad input: rejected, the worker keeps its place
+        }
+        if (!alive) {
+          on_exit(w);
+          continue;
+        }
+        if (m.kind == Kind::reply) {
+          complete(m);
+        } else if (m.kind == Kind::call) {
+          route(w, m);
+        } else if (m.kind == Kind::release) {
+          try {
+            auto oh = msgpack::unpack(m.body.data(), m.body.size());
+            auto t = oh.get().as<std::tuple<std::uint32_t, std::uint64_t>>();
+            release_remote(std::get<0>(t), std::get<1>(t));
+          } catch (const std::exception&) {
+          }
+        }
+      }
+      expire_and_retire();
+    }
+  }
+
+  // A worker's own call: dispatch it like ours, then send the reply back.
+  struct Forward final : PendingBase {
+    Forward(Node* n, std::uint32_t from, std::uint64_t id) : node(n), from(from), id(id) {}
+    void complete(Message& m) override {
+      std::vector<int> fds;
+      for (auto& f : m.fds) fds.push_back(f.get());
+      node->send_to(from, Kind::reply, id, m.body, fds);
+    }
+    void fail(std::exception_ptr e) override {
+      std::string body;
+      try {
+        std::rethrow_exception(e);
+      } catch (const Error& err) {
+        body = detail::pack_error(err.code(), err.what());
+      } catch (const std::exception& err) {
+        body = detail::pack_error(Errc::system, err.what());
+      }
+      node->send_to(from, Kind::reply, id, body, {});
+    }
+    Node* node;
+    std::uint32_t from;
+    std::uint64_t id;
+  };
+
+  void send_to(std::uint32_t worker, Kind kind, std::uint64_t id, std::string_view body,
+               std::span<const int> fds) {
+    std::shared_ptr<WorkerRec> w;
+    {
+      std::lock_guard lock(mu_);
+      auto it = workers_.find(worker);
+      if (it == workers_.end()) return;  // it died meanwhile
+      w = it->second;
+    }
+    try {
+      detail::send_message(w->sock.get(), kind, id, body, fds);
+    } catch (const std::exception&) {
+    }
+  }
+
+  void route(const std::shared_ptr<WorkerRec>& from, Message& m) {
+    detail::OutCall call;
+    try {
+      auto oh = msgpack::unpack(m.body.data(), m.body.size());
+      const msgpack::object& o = oh.get();
+      if (o.type != msgpack::type::ARRAY || o.via.array.size != 4) throw msgpack::type_error();
+      call.worker = o.via.array.ptr[0].as<std::uint32_t>();
+      call.name = o.via.array.ptr[2].as<std::string>();
+    } catch (const std::exception&) {
+      send_to(from->id, Kind::reply, m.id,
+              detail::pack_error(Errc::bad_message, "bad message: a call the root cannot route"), {});
+      return;
+    }
+    call.body = std::move(m.body);
+    for (auto& f : m.fds) call.fds.push_back(f.get());  // borrowed until sent (I2)
+    dispatch(std::move(call), std::make_unique<Forward>(this, from->id, m.id));
+  }
+
+  void on_exit(const std::shared_ptr<WorkerRec>& w) {
+    int status = 0;
+    ::waitpid(w->pid, &status, 0);
+    std::string how = describe_status(status);
+    std::vector<std::unique_ptr<PendingBase>> lost;
+    {
+      std::lock_guard lock(mu_);
+      for (auto it = pending_.begin(); it != pending_.end();) {
+        if (it->second.worker == w->id) {
+          lost.push_back(std::move(it->second.p));
+          it = pending_.erase(it);
+        } else {
+          ++it;
+        }
+      }
+      ::epoll_ctl(epfd_.get(), EPOLL_CTL_DEL, w->sock.get(), nullptr);
+      workers_.erase(w->id);
+      dead_[w->id] = fmt::format("(pid {}) {}", w->pid, how);
+      stats_.alive = workers_.size();
+      if (!lost.empty() || w->objects > 0 || !w->retiring) stats_.lost++;
+    }
+    for (auto& p : lost)
+      p->fail(std::make_exception_ptr(Error(
+          Errc::worker_lost,
+          fmt::format("worker {} (pid {}) {} while running {}", w->id, w->pid, how, p->name))));
+  }
+
+  void expire_and_retire() {
+    auto now = Clock::now();
+    std::vector<std::pair<std::uint64_t, std::string>> expired;
+    std::vector<std::shared_ptr<WorkerRec>> retire;
+    {
+      std::lock_guard lock(mu_);
+      if (deadlines_ > 0) {
+        for (auto& [id, e] : pending_)
+          if (e.deadline <= now) expired.emplace_back(id, e.p->name);
+      }
+      for (auto& [id, w] : workers_) {
+        if (!w->retiring && w->outstanding == 0 && w->objects == 0 &&
+            (retire_all_ || now - w->last_used >= opts_.idle_timeout)) {
+          w->retiring = true;
+          retire.push_back(w);
+        }
+      }
+      retire_all_ = false;
+    }
+    for (auto& [id, name] : expired) {
+      {
+        std::lock_guard lock(mu_);
+        deadlines_--;
+      }
+      std::shared_ptr<WorkerRec> w;
+      {
+        std::lock_guard lock(mu_);
+        auto it = pending_.find(id);
+        if (it != pending_.end()) {
+          auto wit = workers_.find(it->second.worker);
+          if (wit != workers_.end()) w = wit->second;
+        }
+      }
+      if (w) {
+        try {
+          detail::send_message(w->sock.get(), Kind::cancel, id, {});
+        } catch (const std::exception&) {
+        }
+      }
+      fail_pending(id, std::make_exception_ptr(Error(Errc::timeout, fmt::format("{} timed out", name))));
+    }
+    for (auto& w : retire) {
+      try {
+        detail::send_message(w->sock.get(), Kind::shutdown, 0, {});
+      } catch (const std::exception&) {
+      }
+    }
+  }
+
+  void retire_idle() {
+    {
+      std::lock_guard lock(mu_);
+      retire_all_ = true;
+    }
+    wake_io();
+  }
+
+  void stop() {
+    if (worker_mode_ || !io_.joinable()) return;
+    std::vector<std::shared_ptr<WorkerRec>> ws;
+    {
+      std::lock_guard lock(mu_);
+      for (auto& [id, w] : workers_) ws.push_back(w);
+    }
+    for (auto& w : ws) {
+      try {
+        detail::send_message(w->sock.get(), Kind::shutdown, 0, {});
+      } catch (const std::exception&) {
+      }
+    }
+    stop_.store(true, std::memory_order_release);
+    wake_io();
+    io_.join();
+    for (auto& w : ws) {
+      w->sock.reset();  // the worker sees end of stream even if it missed shutdown
+      int status;
+      for (int i = 0; i < 200 && ::waitpid(w->pid, &status, WNOHANG) == 0; ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      if (::waitpid(w->pid, &status, WNOHANG) == 0) {
+        ::kill(w->pid, SIGKILL);
+        ::waitpid(w->pid, &status, 0);
+      }
+    }
+  }
+
+  Stats stats() {
+    std::lock_guard lock(mu_);
+    return stats_;
+  }
+  std::vector<pid_t> pids() {
+    std::lock_guard lock(mu_);
+    std::vector<pid_t> v;
+    for (auto& [id, w] : workers_) v.push_back(w->pid);
+    return v;
+  }
+
+  std::vector<std::string> argv_;
+  bool worker_mode_ = false;
+  std::uint32_t self_id_ = 0;
+
+ private:
+  std::mutex mu_;  // N1
+  Options opts_;
+  std::map<std::uint32_t, std::shared_ptr<WorkerRec>> workers_;
+  std::unordered_map<std::uint64_t, PendingEntry> pending_;
+  std::unordered_map<std::uint32_t, std::string> dead_;
+  std::unordered_set<std::uint64_t> cancelled_;
+  std::unordered_map<std::uint64_t, std::pair<std::string, std::shared_ptr<void>>> objects_;
+  std::uint64_t next_call_ = 1, next_object_ = 1;
+  std::uint32_t next_worker_ = 1;
+  std::size_t deadlines_ = 0;
+  bool retire_all_ = false;
+  Stats stats_;
+  Fd parent_;  // worker mode
+  Fd epfd_, wake_;
+  std::once_flag io_once_;
+  std::thread io_;
+  std::atomic<bool> stop_{false};
+};
+
+Node& node() {
+  static Node n;
+  return n;
+}
+
+}  // namespace
+
+void init(int argc, char** argv, const Options& options) {
+  Node& n = node();
+  n.argv_.assign(argv, argv + argc);
+  if (n.argv_.empty()) n.argv_.push_back("troupe-worker");
+  n.configure(options);
+  const char* w = std::getenv("TROUPE_WORKER");
+  if (!w) return;
+  unsigned sock = 0, id = 0, lockfd = 0;
+  std::size_t threads = 1;
+  if (std::sscanf(w, "%u:%u:%zu:%u", &sock, &id, &threads, &lockfd) != 4) {
+    std::fprintf(stderr, "troupe: malformed TROUPE_WORKER=%s\n", w);
+    _exit(2);
+  }
+  ::unsetenv("TROUPE_WORKER");  // the worker's own children are not workers
+  ::prctl(PR_SET_PDEATHSIG, SIGKILL);  // never outlive the program
+  if (::getppid() == 1) _exit(0);      // the parent died before prctl
+  ::fcntl(static_cast<int>(sock), F_SETFD, FD_CLOEXEC);
+  ::fcntl(static_cast<int>(lockfd), F_SETFD, FD_CLOEXEC);  // held for life (N3)
+  n.serve(static_cast<int>(sock), id, threads);
+}
+
+bool is_worker() noexcept { return node().worker_mode_; }
+Stats stats() { return node().stats(); }
+std::vector<pid_t> worker_pids() { return node().pids(); }
+void retire_idle_workers() { node().retire_idle(); }
+
+namespace detail {
+std::uint64_t submit_call(OutCall&& call, std::unique_ptr<PendingBase> p) {
+  return node().submit(std::move(call), std::move(p));
+}
+void cancel_call(std::uint64_t id) { node().cancel(id); }
+void send_reply(std::uint64_t id, std::string_view body, std::span<const int> fds) {
+  node().send_reply(id, body, fds);
+}
+bool take_cancelled(std::uint64_t id) { return node().take_cancelled(id); }
+std::uint32_t self_worker_id() noexcept { return node().self_id_; }
+std::uint64_t add_object(std::string_view type, std::shared_ptr<void> actor) {
+  return node().add_object(type, std::move(actor));
+}
+std::shared_ptr<void> find_object(std::uint64_t id, std::string_view type) {
+  return node().find_object(id, type);
+}
+void release_object(std::uint32_t worker, std::uint64_t object) { node().release_remote(worker, object); }
+}  // namespace detail
+
+}  // namespace troupe::proc

@@ -1,0 +1,205 @@
+// src/proc/wire.cpp: message checks and the socket transport (wire.hpp I1, I2).
+#include "troupe/proc/detail/wire.hpp"
+
+#include <cxxabi.h>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <memory>
+#include <typeinfo>
+
+#include <fmt/core.h>
+
+#include "troupe/error.hpp"
+
+namespace troupe::proc {
+
+void Fd::reset(int fd) noexcept {
+  if (fd_ >= 0 && fd_ != fd) ::close(fd_);
+  fd_ = fd;
+}
+
+Fd Fd::dup() const {
+  int d = ::fcntl(fd_, F_DUPFD_CLOEXEC, 0);
+  if (d < 0) throw Error(Errc::system, fmt::format("dup of fd {}: {}", fd_, std::strerror(errno)));
+  return Fd(d);
+}
+
+namespace detail {
+
+FdContext& fd_context() noexcept {
+  thread_local FdContext ctx;
+  return ctx;
+}
+
+namespace {
+[[noreturn]] void bad(const std::string& why) { throw Error(Errc::bad_message, "bad message: " + why); }
+}  // namespace
+
+Message decode(const char* data, std::size_t len, std::vector<Fd> fds) {
+  if (len < sizeof(Header)) bad(fmt::format("{} bytes is shorter than a header", len));
+  Header h;
+  std::memcpy(&h, data, sizeof h);
+  if (h.magic != kMagic) bad(fmt::format("wrong magic 0x{:08x}", h.magic));
+  if (h.kind < 1 || h.kind > 5) bad(fmt::format("unknown kind {}", h.kind));
+  if (h.nfds != fds.size())
+    bad(fmt::format("header announces {} descriptors, {} arrived", h.nfds, fds.size()));
+  if (h.flags & ~kBodyInFd) bad(fmt::format("unknown flags 0x{:x}", h.flags));
+  Message m;
+  m.kind = static_cast<Kind>(h.kind);
+  m.id = h.id;
+  if (h.flags & kBodyInFd) {
+    if (len != sizeof h) bad("a body in a memfd and inline bytes as well");
+    if (fds.empty()) bad("body announced in a memfd but no descriptor came");
+    if (h.body_len > kMaxBody) bad(fmt::format("body of {} bytes is over the limit", h.body_len));
+    Fd body_fd = std::move(fds.back());
+    fds.pop_back();
+    off_t size = ::lseek(body_fd.get(), 0, SEEK_END);
+    if (size != static_cast<off_t>(h.body_len))
+      bad(fmt::format("memfd body holds {} bytes, header says {}", size, h.body_len));
+    m.body.resize(h.body_len);
+    if (h.body_len > 0 &&
+        ::pread(body_fd.get(), m.body.data(), h.body_len, 0) != static_cast<ssize_t>(h.body_len))
+      bad("could not read the memfd body");
+  } else {
+    if (h.body_len != len - sizeof h)
+      bad(fmt::format("header says {} body bytes, datagram holds {}", h.body_len, len - sizeof h));
+    m.body.assign(data + sizeof h, h.body_len);
+  }
+  m.fds = std::move(fds);
+  return m;
+}
+
+void send_message(int sock, Kind kind, std::uint64_t id, std::string_view body,
+                  std::span<const int> fds) {
+  if (fds.size() + 1 > kMaxFds)
+    throw Error(Errc::invalid_argument, fmt::format("{} descriptors in one call: at most {}",
+                                                    fds.size(), kMaxFds - 1));
+  if (body.size() > kMaxBody)
+    throw Error(Errc::invalid_argument, fmt::format("message of {} bytes: at most {}", body.size(), kMaxBody));
+  Header h{kMagic, static_cast<std::uint8_t>(kind), 0, static_cast<std::uint16_t>(fds.size()),
+           static_cast<std::uint32_t>(body.size()), id};
+  Fd body_fd;
+  iovec iov[2];
+  iov[0] = {&h, sizeof h};
+  int niov = 2;
+  iov[1] = {const_cast<char*>(body.data()), body.size()};
+  std::vector<int> all(fds.begin(), fds.end());
+  if (body.size() > kMaxInline) {
+    body_fd = Fd(::memfd_create("troupe-msg", MFD_CLOEXEC | MFD_ALLOW_SEALING));
+    if (!body_fd) throw Error(Errc::system, fmt::format("memfd_create: {}", std::strerror(errno)));
+    const char* p = body.data();
+    std::size_t left = body.size();
+    while (left > 0) {
+      ssize_t w = ::write(body_fd.get(), p, left);
+      if (w <= 0) throw Error(Errc::out_of_memory, fmt::format("writing a {} byte body: {}", body.size(), std::strerror(errno)));
+      p += w;
+      left -= static_cast<std::size_t>(w);
+    }
+    ::fcntl(body_fd.get(), F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL);
+    h.flags = kBodyInFd;
+    h.nfds = static_cast<std::uint16_t>(fds.size() + 1);
+    all.push_back(body_fd.get());
+    niov = 1;
+  }
+  msghdr msg{};
+  msg.msg_iov = iov;
+  msg.msg_iovlen = static_cast<std::size_t>(niov);
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxFds)];
+  if (!all.empty()) {
+    std::size_t bytes = sizeof(int) * all.size();
+    msg.msg_control = control;
+    msg.msg_controllen = CMSG_SPACE(bytes);
+    cmsghdr* c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(bytes);
+    std::memcpy(CMSG_DATA(c), all.data(), bytes);
+  }
+  for (;;) {
+    ssize_t r = ::sendmsg(sock, &msg, MSG_NOSIGNAL);
+    if (r >= 0) return;
+    if (errno == EINTR) continue;
+    if (errno == EPIPE || errno == ECONNRESET || errno == ENOTCONN)
+      throw Error(Errc::worker_lost, "the peer process is gone");
+    throw Error(Errc::system, fmt::format("sendmsg: {}", std::strerror(errno)));
+  }
+}
+
+bool recv_message(int sock, Message& out) {
+  // The largest datagram we send inline, plus slack to detect truncation.
+  thread_local std::unique_ptr<char[]> buf(new char[kMaxInline + sizeof(Header) + 64]);
+  const std::size_t cap = kMaxInline + sizeof(Header) + 64;
+  iovec iov{buf.get(), cap};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxFds)];
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof control;
+  ssize_t r;
+  do {
+    r = ::recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
+  } while (r < 0 && errno == EINTR);
+  if (r == 0) return false;
+  if (r < 0) {
+    if (errno == ECONNRESET) return false;
+    throw Error(Errc::system, fmt::format("recvmsg: {}", std::strerror(errno)));
+  }
+  std::vector<Fd> fds;  // I2: owned from here on, closed on every error path
+  for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+    if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
+      std::size_t n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+      for (std::size_t i = 0; i < n; ++i) {
+        int fd;
+        std::memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
+        fds.emplace_back(fd);
+      }
+    }
+  }
+  if (msg.msg_flags & MSG_CTRUNC)
+    bad(fmt::format("descriptors were truncated (MSG_CTRUNC): the receiver is at its fd limit or "
+                    "more than {} were sent",
+                    kMaxFds));
+  if (msg.msg_flags & MSG_TRUNC) bad("datagram truncated (larger than any valid message)");
+  out = decode(buf.get(), static_cast<std::size_t>(r), std::move(fds));
+  return true;
+}
+
+std::string pack_error(Errc code, const std::string& message) {
+  msgpack::sbuffer b;
+  msgpack::packer<msgpack::sbuffer> pk(b);
+  pk.pack_array(2);
+  pk.pack(static_cast<int>(Status::error));
+  pk.pack_array(2);
+  pk.pack(static_cast<int>(code));
+  pk.pack(message);
+  return std::string(b.data(), b.size());
+}
+
+std::string pack_exception(const std::string& type, const std::string& what) {
+  msgpack::sbuffer b;
+  msgpack::packer<msgpack::sbuffer> pk(b);
+  pk.pack_array(2);
+  pk.pack(static_cast<int>(Status::exception));
+  pk.pack_array(2);
+  pk.pack(type);
+  pk.pack(what);
+  return std::string(b.data(), b.size());
+}
+
+std::string current_exception_type() {
+  std::type_info* t = abi::__cxa_current_exception_type();
+  if (!t) return "unknown";
+  int status = 0;
+  std::unique_ptr<char, void (*)(void*)> d(abi::__cxa_demangle(t->name(), nullptr, nullptr, &status),
+                                           std::free);
+  return status == 0 && d ? d.get() : t->name();
+}
+
+}  // namespace detail
+}  // namespace troupe::proc
