@@ -53,22 +53,27 @@ Registry& registry() noexcept {
   return r;
 }
 
-const msgpack::object& open_reply(const msgpack::object_handle& oh, const std::string& name) {
+const msgpack::object* open_reply(const msgpack::object_handle& oh, const std::string& name,
+                                  std::exception_ptr& err) {
   const msgpack::object& o = oh.get();
   if (o.type != msgpack::type::ARRAY || o.via.array.size != 2) throw msgpack::type_error();
   int status = o.via.array.ptr[0].as<int>();
   const msgpack::object& payload = o.via.array.ptr[1];
-  if (status == static_cast<int>(Status::ok)) return payload;
+  if (status == static_cast<int>(Status::ok)) return &payload;
   if (payload.type != msgpack::type::ARRAY || payload.via.array.size != 2) throw msgpack::type_error();
   if (status == static_cast<int>(Status::exception)) {
     auto type = payload.via.array.ptr[0].as<std::string>();
     auto what = payload.via.array.ptr[1].as<std::string>();
-    throw RemoteException(type, what, fmt::format("{} threw {}: {}", name, type, what));
+    err = std::make_exception_ptr(
+        RemoteException(type, what, fmt::format("{} threw {}: {}", name, type, what)));
+    return nullptr;
   }
   if (status == static_cast<int>(Status::error)) {
     int code = payload.via.array.ptr[0].as<int>();
     if (code < 1 || code > static_cast<int>(Errc::remote_exception)) throw msgpack::type_error();
-    throw Error(static_cast<Errc>(code), payload.via.array.ptr[1].as<std::string>());
+    err = std::make_exception_ptr(
+        Error(static_cast<Errc>(code), payload.via.array.ptr[1].as<std::string>()));
+    return nullptr;
   }
   throw msgpack::type_error();
 }
@@ -390,6 +395,10 @@ class Node {
     }
     try {
       detail::send_message(w->sock.get(), Kind::call, id, call.body, call.fds);
+    } catch (const Error& e) {
+      // A dead peer: the IO thread sees its end of stream and fails this call
+      // with the cause (the signal), so leave it pending. Anything else: now.
+      if (e.code() != Errc::worker_lost) fail_pending(id, std::current_exception());
     } catch (...) {
       fail_pending(id, std::current_exception());
     }

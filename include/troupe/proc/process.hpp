@@ -33,6 +33,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <tuple>
 #include <type_traits>
@@ -245,38 +246,43 @@ struct PendingCall final : PendingBase {
   Resolver<R> res;
 };
 
-// Decodes a reply body into its status and payload; throws the remote error.
-const msgpack::object& open_reply(const msgpack::object_handle& oh, const std::string& name);
+// Decodes a reply body: returns its payload, or nullptr with `err` set to the
+// remote error (built with make_exception_ptr, never thrown here, so the only
+// owners of the error object are exception_ptrs). Throws msgpack::type_error
+// if the body is malformed.
+const msgpack::object* open_reply(const msgpack::object_handle& oh, const std::string& name,
+                                  std::exception_ptr& err);
 
 template <class R>
 void PendingCall<R>::complete(Message& m) {
+  std::exception_ptr err;
   try {
     auto oh = msgpack::unpack(m.body.data(), m.body.size());
-    const msgpack::object& payload = open_reply(oh, name);
-    FdContext saved = fd_context();
-    fd_context().in = &m.fds;
-    try {
-      if constexpr (std::is_void_v<R>) {
-        res.set_value();
-      } else {
-        R value = payload.as<R>();
+    const msgpack::object* payload = open_reply(oh, name, err);
+    if (!payload) return res.set_exception(std::move(err));
+    if constexpr (std::is_void_v<R>) {
+      return res.set_value();
+    } else {
+      FdContext saved = fd_context();
+      fd_context().in = &m.fds;
+      std::optional<R> value;
+      try {
+        value.emplace(payload->as<R>());
+      } catch (...) {
         fd_context() = saved;
-        res.set_value(std::move(value));
+        throw;
       }
-    } catch (...) {
       fd_context() = saved;
-      throw;
+      return res.set_value(std::move(*value));
     }
-    fd_context() = saved;
   } catch (const msgpack::type_error&) {
-    res.set_exception(std::make_exception_ptr(
-        Error(Errc::bad_message, "bad message: the result of " + name + " has the wrong type")));
-  } catch (const Error&) {
-    res.set_exception(std::current_exception());
+    err = std::make_exception_ptr(
+        Error(Errc::bad_message, "bad message: the result of " + name + " has the wrong type"));
   } catch (const std::exception& e) {
-    res.set_exception(std::make_exception_ptr(
-        Error(Errc::bad_message, "bad message: the reply to " + name + " is malformed: " + e.what())));
+    err = std::make_exception_ptr(
+        Error(Errc::bad_message, "bad message: the reply to " + name + " is malformed: " + e.what()));
   }
+  res.set_exception(std::move(err));
 }
 
 // Packs [worker, object, name, args...] and submits it.
