@@ -1,0 +1,95 @@
+// troupe/shm/detail/heap_state.hpp: one process's view of a mapped heap, and
+// the allocator and recovery entry points the public Heap calls.
+//
+// Owns: HeapState (the fd, the mapping, which slots this object holds) and the
+// process-local binding of threads to slots.
+// Invariants:
+//   P1. `base` reserves data_off + max_size bytes for the whole life of the
+//       HeapState; [0, mapped) of it maps the segment file. mapped only grows,
+//       under map_mu, after the mmap returned.
+//   P2. own[i] is true exactly while this object holds slot i's kernel lock.
+//       Slot i's non-atomic fields are touched only by the one thread bound to
+//       it (or by the thread holding `mu` while no thread is bound to it).
+//   P3. `mu` serialises slot claiming and recovery inside this process; the
+//       kernel lock on each slot serialises them across processes.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <bitset>
+#include <cstdint>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "troupe/shm/detail/layout.hpp"
+#include "troupe/shm/heap.hpp"
+
+namespace troupe::shm::detail {
+
+using TagSet = std::bitset<256>;  // a set of tags (slot + 1)
+
+struct HeapState {
+  int fd = -1;
+  std::string name;        // shm name or path; "" for memfd
+  bool is_path = false;    // name is a file path (open/unlink), not shm_open
+  bool anonymous = false;
+  char* base = nullptr;
+  std::size_t reserved = 0;
+  std::atomic<std::size_t> mapped{0};  // P1
+  Header* hdr = nullptr;
+  Slot* slots = nullptr;
+  std::atomic<std::uint64_t>* pagemap = nullptr;
+  std::uint64_t data_off = 0;
+  std::uint64_t max_pages = 0;
+  std::uint32_t slot_count = 0;
+  std::uint64_t serial = 0;  // unique per HeapState in this process, never reused
+
+  std::mutex mu;      // P3
+  std::mutex map_mu;  // P1
+  // P2. Relaxed atomics: read by free()/publish() on any thread to decide
+  // whether a tag names one of our slots; a slot is ours before any block
+  // carries its tag in this process (the claim happens-before the thread's use).
+  std::array<std::atomic<bool>, kMaxSlots> own{};
+  std::vector<unsigned> idle_slots;  // ours, not bound to a thread (under mu)
+  Heap::RecoveryHook hook;           // under mu
+  Heap* hook_heap = nullptr;
+
+  Superblock* sb_at(std::uint64_t page) const {
+    return reinterpret_cast<Superblock*>(base + data_off + page * kPageSize);
+  }
+  std::uint64_t page_offset(std::uint64_t page) const { return data_off + page * kPageSize; }
+};
+
+// ---- segment (heap.cpp) ----
+void ensure_mapped(HeapState& st, std::uint64_t end);
+unsigned thread_slot_slow(HeapState& st);
+struct ThreadBinding {
+  std::uint64_t serial;
+  unsigned slot;
+};
+extern thread_local ThreadBinding tls_binding;
+inline unsigned thread_slot(HeapState& st) {
+  if (tls_binding.serial == st.serial) [[likely]]
+    return tls_binding.slot;
+  return thread_slot_slow(st);
+}
+bool try_lock_byte(int fd, std::uint64_t byte, short type);
+void unlock_byte(int fd, std::uint64_t byte);
+RecoveryReport recover_dead(HeapState& st);
+
+// ---- allocator (alloc.cpp) ----
+Offset allocate(HeapState& st, std::size_t bytes);
+void free_block(HeapState& st, Offset off);
+void publish(HeapState& st, Offset off, bool publish);
+Owner owner_of(HeapState& st, Offset off);
+std::size_t usable_size(HeapState& st, Offset off);
+void flush_slot_caches(HeapState& st, unsigned slot);
+// Frees everything tagged with a tag in `dead`, releases their superblocks and
+// resets their slots' caches. The caller holds every dead slot's kernel lock.
+void recover_tags(HeapState& st, const TagSet& dead, RecoveryReport& report);
+std::size_t retire_empty(HeapState& st, std::uint8_t tag, bool exact);
+Stats compute_stats(HeapState& st);
+std::vector<std::string> verify_heap(HeapState& st);
+
+}  // namespace troupe::shm::detail

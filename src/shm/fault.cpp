@@ -1,0 +1,46 @@
+// src/shm/fault.cpp: reads TROUPE_SHM_FAULT once, before main (F1), and kills
+// the process at the chosen fault point.
+#include <signal.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <string>
+
+#include "troupe/shm/detail/fault.hpp"
+
+namespace troupe::shm::detail {
+namespace {
+
+struct FaultConfig {
+  std::string name;
+  long countdown = 1;
+  FaultConfig() {
+    const char* env = std::getenv("TROUPE_SHM_FAULT");
+    if (!env || !*env) return;
+    std::string spec(env);
+    auto at = spec.find('@');
+    name = spec.substr(0, at);
+    if (at != std::string::npos) countdown = std::max(1L, std::atol(spec.c_str() + at + 1));
+  }
+};
+
+FaultConfig& config() {
+  static FaultConfig c;
+  return c;
+}
+
+// Hits are counted per process; fault points may run on many threads.
+std::atomic<long> g_hits{0};
+
+}  // namespace
+
+std::atomic<bool> g_fault_armed{!config().name.empty()};  // F1: static init
+
+void fault_hit(std::string_view name) {
+  if (name != config().name) return;
+  // Relaxed: only the count matters, not ordering with other memory.
+  if (g_hits.fetch_add(1, std::memory_order_relaxed) + 1 == config().countdown)
+    ::kill(::getpid(), SIGKILL);
+}
+
+}  // namespace troupe::shm::detail
