@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "troupe/detail/cown.hpp"
+#include "troupe/error.hpp"
 
 namespace troupe {
 
@@ -95,7 +96,8 @@ class Actor {
   // --- the `when` protocol (troupe/when.hpp): one cown, exclusive ---
   static constexpr std::size_t when_cown_count = 1;
   template <class Sink>
-  void when_cowns(Sink& s) const noexcept {
+  void when_cowns(Sink& s) const {
+    if (!c_) throw Error(Errc::invalid_argument, "when() on an empty Actor handle (moved from?)");
     s.add(c_, false);
   }
   template <class K>
@@ -144,7 +146,8 @@ class ReadOnly {
   explicit ReadOnly(Actor<T> a) noexcept : a_(std::move(a)) {}
   static constexpr std::size_t when_cown_count = 1;
   template <class Sink>
-  void when_cowns(Sink& s) const noexcept {
+  void when_cowns(Sink& s) const {
+    if (!a_.cown()) throw Error(Errc::invalid_argument, "when() on read() of an empty Actor handle");
     s.add(a_.cown(), true);
   }
   template <class K>
@@ -172,8 +175,8 @@ class ActorSet {
   explicit ActorSet(std::vector<Actor<T>> v) : actors_(std::move(v)) {}
   static constexpr std::size_t when_cown_count = kDynamicCowns;
   template <class Sink>
-  void when_cowns(Sink& s) const noexcept {
-    for (auto& a : actors_) s.add(a.cown(), false);
+  void when_cowns(Sink& s) const {
+    for (auto& a : actors_) a.when_cowns(s);
   }
   template <class K>
   void when_await(K&& k) const {

@@ -106,6 +106,15 @@ struct Behaviour final : BehaviourBase, PromiseState<R> {
         PromiseState<R>(typename PromiseState<R>::EmbeddedTag{}) {
     this->destroy_ = [](PromiseBase* p) { delete static_cast<Behaviour*>(p); };
     ::new (static_cast<void*>(&closure_)) Closure(std::forward<FF>(f), std::forward<WW>(ws)...);
+    try {
+      collect_cowns();
+    } catch (...) {  // e.g. an empty Actor handle: nothing was enqueued yet
+      closure_.~Closure();
+      throw;
+    }
+  }
+
+  void collect_cowns() {
     std::uint32_t count;
     if constexpr (N == kDynamicCowns) {
       CownCounter counter;

@@ -14,6 +14,7 @@ namespace {
 // thread itself, at start and end of worker_main.
 thread_local void* tl_worker = nullptr;
 thread_local const Pool* tl_pool = nullptr;
+thread_local unsigned tl_help_depth = 0;  // helping frames on this thread's stack (I7)
 
 std::uint64_t xorshift(std::uint64_t& s) noexcept {
   s ^= s << 13;
@@ -56,10 +57,15 @@ Pool::Worker* Pool::this_worker() const noexcept {
 }
 
 void Pool::schedule(Work* w) {
-  if (Worker* self = this_worker())
-    self->deque.push(w);  // I1
-  else
+  if (Worker* self = this_worker()) {
+    // I6: into the next slot. acq_rel: the release half publishes w's contents
+    // to a thief that exchanges it out; the displaced item was put there by
+    // this thread, and a thief's null was written by an exchange we read.
+    Work* displaced = self->next.exchange(w, std::memory_order_acq_rel);
+    if (displaced) self->deque.push(displaced);  // I1
+  } else {
     injection_.push(w);
+  }
   TROUPE_YIELD();
   // I3: wake a sleeper unless a worker is already searching (it will find w;
   // a searcher that gives up re-checks every queue before it sleeps). The
@@ -74,11 +80,15 @@ Work* Pool::find_local(Worker* self) {
     if (Work* w = injection_.try_pop()) return w;
     if (Work* w = self->deque.steal()) return w;  // our own oldest item
   }
+  // acq_rel: pairs with the exchange that put the item there (ours or, for
+  // the pointer only, a thief's null).
+  if (self->next.load(std::memory_order_relaxed))
+    if (Work* w = self->next.exchange(nullptr, std::memory_order_acq_rel)) return w;
   if (Work* w = self->deque.take()) return w;
   return injection_.try_pop();
 }
 
-Work* Pool::steal_any(Worker* self) {
+Work* Pool::steal_any(Worker* self, bool take_next) {
   const std::size_t n = workers_.size();
   if (n <= 1) return nullptr;
   std::size_t start = xorshift(self->rng) % n;
@@ -86,6 +96,10 @@ Work* Pool::steal_any(Worker* self) {
     Worker* v = workers_[(start + i) % n].get();
     if (v == self) continue;
     if (Work* w = v->deque.steal()) return w;
+    // I6: a next slot only late in the search. Load first so that an empty
+    // slot's cache line is not written.
+    if (take_next && v->next.load(std::memory_order_relaxed))
+      if (Work* w = v->next.exchange(nullptr, std::memory_order_acq_rel)) return w;
   }
   return nullptr;
 }
@@ -95,7 +109,7 @@ Work* Pool::find_work(Worker* self) {
   searching_.fetch_add(1, std::memory_order_seq_cst);
   Work* found = nullptr;
   for (unsigned round = 0; round < kSpinRounds && !found; ++round) {
-    found = steal_any(self);
+    found = steal_any(self, round >= kStealNextAfter);
     if (!found) found = injection_.try_pop();
     if (!found) {
       if (stop_.load(std::memory_order_relaxed)) break;
@@ -116,7 +130,7 @@ Work* Pool::find_work(Worker* self) {
 bool Pool::any_work_visible() const {
   if (injection_.size_hint() > 0) return true;
   for (auto& w : workers_)
-    if (!w->deque.empty_hint()) return true;
+    if (!w->deque.empty_hint() || w->next.load(std::memory_order_seq_cst)) return true;
   return false;
 }
 
@@ -160,13 +174,24 @@ void Pool::help_until(Waiter& waiter) {
     Scheduler::help_until(waiter);
     return;
   }
+  const bool may_steal = tl_help_depth < kMaxHelpDepth;  // I7
   bool armed = false;
   unsigned spins = 0;
   while (!waiter.ready()) {
-    Work* w = find_local(self);
-    if (!w) w = steal_any(self);
+    // I7: our own newest items first (they are deeper than the waiter); no
+    // fairness pick here, it would pull in old, large work.
+    Work* w = nullptr;
+    if (self->next.load(std::memory_order_relaxed))
+      w = self->next.exchange(nullptr, std::memory_order_acq_rel);
+    if (!w) w = self->deque.take();
+    if (!w && may_steal) {
+      w = steal_any(self, spins >= kStealNextAfter);
+      if (!w) w = injection_.try_pop();
+    }
     if (w) {
+      ++tl_help_depth;
       w->run();
+      --tl_help_depth;
       spins = 0;
       continue;
     }
@@ -180,7 +205,7 @@ void Pool::help_until(Waiter& waiter) {
       continue;
     }
     std::uint32_t key = sleep_.prepare();
-    if (waiter.ready() || any_work_visible()) {
+    if (waiter.ready() || (may_steal && any_work_visible())) {
       sleep_.cancel();
       continue;
     }

@@ -27,6 +27,19 @@ TEST(Actor, SingleWhenReturnsPromise) {
   EXPECT_EQ(when(a, [](Account& x) { return x.balance; }).get(), 0);
 }
 
+TEST(Actor, EmptyHandleIsATypedError) {
+  Actor<Account> empty;
+  try {
+    when(empty, [](Account&) {});
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), Errc::invalid_argument);
+  }
+  auto a = make_actor<Account>();
+  EXPECT_THROW(when(a, read(empty), [](Account&, const Account&) {}), Error);
+  EXPECT_EQ(when(a, [](Account& x) { return ++x.balance; }).get(), 1);  // a is untouched
+}
+
 TEST(Actor, ActivateExistingObject) {
   std::vector<int> v{1, 2, 3};
   auto a = activate(std::move(v));

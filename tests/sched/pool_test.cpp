@@ -249,6 +249,15 @@ TEST(TaskGroup, ForkJoinFib) {
   EXPECT_EQ(when(a, [](Counter&) { return fib(18); }).get(), 2584);  // from inside
 }
 
+TEST(TaskGroup, DeepForkJoinDoesNotGrowTheStack) {
+  // fib(30): 2.7 M tasks; unbounded helping used to overflow the stack here.
+#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
+  EXPECT_EQ(fib(24), 46368);
+#else
+  EXPECT_EQ(fib(30), 832040);
+#endif
+}
+
 TEST(TaskGroup, FirstExceptionReachesWait) {
   TaskGroup g;
   std::atomic<int> ran{0};

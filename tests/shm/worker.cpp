@@ -46,7 +46,7 @@ int stress(const std::string& name, unsigned w, unsigned long seed) {
           std::uint64_t id = (std::uint64_t(::getpid()) << 24) ^ (std::uint64_t(t) << 60) ^ ++counter;
           auto* p = heap.ptr<unsigned char>(off);
           std::memcpy(p, &id, 8);
-          std::memcpy(p + size - 8 + (size < 8 ? 8 - size : 0), &id, std::min<std::size_t>(size, 8));
+          if (size >= 16) std::memcpy(p + size - 8, &id, 8);  // the far end is ours too
           e.id.store(id, std::memory_order_relaxed);
           e.size.store(size, std::memory_order_relaxed);
           e.word.store(off | kAllocating, std::memory_order_release);

@@ -19,6 +19,16 @@
 //       queues empty means quiescent.
 //   I5. The destructor drains: it waits for quiescence, then stops and joins
 //       every worker. No thread outlives the pool.
+//   I6. Locality: work a worker schedules goes first to its `next` slot (the
+//       one it runs right after the current item, like Go's runnext); the
+//       item it displaces goes to the deque. A chain of messages (ping-pong,
+//       a counter fed by one sender) therefore stays on one core. Thieves take
+//       a `next` item only late in their search, so they get it only if the
+//       owner is busy for a while, and a sleeper is woken for it as for any work.
+//   I7. Bounded helping: a wait that helps runs its own worker's items first
+//       (newest, i.e. deeper than the waiter) and steals only while fewer than
+//       kMaxHelpDepth helping frames are on the thread's stack, so nested
+//       waits cannot grow the stack without bound (oneTBB bounds it likewise).
 #pragma once
 
 #include <atomic>
@@ -55,10 +65,13 @@ class Pool final : public Scheduler {
 
   static constexpr unsigned kFairnessInterval = 61;  // I2
   static constexpr unsigned kSpinRounds = 64;        // steal rounds before sleeping
+  static constexpr unsigned kStealNextAfter = 32;    // rounds before taking `next` slots (I6)
+  static constexpr unsigned kMaxHelpDepth = 16;      // I7
 
  private:
   struct Worker {
     detail::ChaseLevDeque<Work*> deque;  // owner pushes/takes, anyone steals (I1)
+    std::atomic<Work*> next{nullptr};    // I6: owner exchanges in; owner or thief exchanges out
     std::thread thread;
     unsigned index = 0;
     unsigned tick = 0;         // owner only: items run since the last fair pick (I2)
@@ -67,7 +80,7 @@ class Pool final : public Scheduler {
 
   void worker_main(Worker* self);
   Work* find_local(Worker* self);
-  Work* steal_any(Worker* self);
+  Work* steal_any(Worker* self, bool take_next);
   Work* find_work(Worker* self);
   bool any_work_visible() const;
   Worker* this_worker() const noexcept;
