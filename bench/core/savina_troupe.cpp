@@ -84,7 +84,7 @@ double counting(const Sizes& s) {
     for (std::int64_t i = 0; i < n; ++i) tr::when(counter, [](count::Counter& c) { ++c.n; });
     return tr::when(tr::read(counter), [](const count::Counter& c) { return c.n; });
   });
-  std::int64_t got = reply.get().get();
+  std::int64_t got = reply.get();  // when() flattens the returned promise
   double ms = sw.ms();
   SAVINA_CHECK(got == s.counting_messages, "troupe counting: counted {}, expected {}", got,
                s.counting_messages);
@@ -368,7 +368,7 @@ double banking(const Sizes& s, const std::vector<Transfer>& transfers) {
                                  }));
     return tr::when_all(std::move(replies));
   });
-  all.get().get();
+  all.get();  // flattened: done when every transfer is
   double ms = sw.ms();
   auto [total, count] = tr::when(accounts, [](std::span<bank::Account*> as) {
                           std::int64_t t = 0, c = 0;

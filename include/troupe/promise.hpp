@@ -298,9 +298,12 @@ class Promise {
   }
 
   // Runs f(value) as a task once fulfilled; returns f's result as a promise.
-  // An error skips f and passes through.
+  // An error skips f and passes through. If f returns Promise<U>, the result
+  // is Promise<U>, fulfilled when that one is (flattened).
   template <class F>
   auto then(F f) const;
+  template <class F>
+  auto then_plain(F f) const;
 
   // --- the `when` protocol (see troupe/when.hpp): no cowns; the block waits
   // for the value and receives it as `const T&` (nothing for void) ---
@@ -416,6 +419,15 @@ inline Promise<void> ready_promise() {
 }
 
 namespace detail {
+template <class X>
+struct is_promise_t : std::false_type {
+  using inner = X;
+};
+template <class U>
+struct is_promise_t<Promise<U>> : std::true_type {
+  using inner = U;
+};
+
 template <class F, class T>
 struct then_result : std::invoke_result<F, const T&> {};
 template <class F>
@@ -429,6 +441,32 @@ void run_task(F f);
 template <class T>
 template <class F>
 auto Promise<T>::then(F f) const {
+  using Raw = std::decay_t<typename detail::then_result<F, T>::type>;
+  if constexpr (detail::is_promise_t<Raw>::value) {
+    // f returns a promise: flatten, as `when` does.
+    using U = typename detail::is_promise_t<Raw>::inner;
+    auto [out, res] = make_promise<U>();
+    Promise<Raw> outer = then_plain(std::move(f));
+    detail::state_of(outer)->then_do([outer, res = std::move(res)]() mutable {
+      if (outer.failed()) return res.set_exception(outer.error());
+      Raw inner = detail::state_of(outer)->value();
+      detail::state_of(inner)->then_do([inner, res = std::move(res)]() mutable {
+        if (inner.failed()) return res.set_exception(inner.error());
+        if constexpr (std::is_void_v<U>)
+          res.set_value();
+        else
+          res.set_value(detail::state_of(inner)->value());
+      });
+    });
+    return std::move(out);
+  } else {
+    return then_plain(std::move(f));
+  }
+}
+
+template <class T>
+template <class F>
+auto Promise<T>::then_plain(F f) const {
   using R = std::decay_t<typename detail::then_result<F, T>::type>;
   auto [out, res] = make_promise<R>();
   Promise self = *this;

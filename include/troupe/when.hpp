@@ -29,12 +29,15 @@
 //       the memory goes when the last Promise handle does.
 //   I3. The cowns are released before the promise is fulfilled, so a waiter
 //       that wakes and schedules again on the same actors queues behind no-one.
+//   I4. A block that returns Promise<U> gives Promise<U>, fulfilled when that
+//       promise is (flattened); its cowns are released as soon as it returns.
 #pragma once
 
 #include <concepts>
 #include <cstddef>
 #include <memory>
 #include <new>
+#include <optional>
 #include <tuple>
 #include <type_traits>
 #include <utility>
@@ -80,6 +83,15 @@ using whenable_t = decltype(as_whenable(std::declval<W>()));
 
 template <class W>
 using args_of = decltype(std::declval<W&>().when_args(std::declval<const WhenKey&>()));
+
+template <class T>
+struct is_promise : std::false_type {
+  using inner = T;
+};
+template <class U>
+struct is_promise<Promise<U>> : std::true_type {
+  using inner = U;
+};
 
 template <class F, class... Ws>
 using when_result_t =
@@ -154,28 +166,65 @@ struct Behaviour final : BehaviourBase, PromiseState<R> {
     self->run();
   }
 
-  void run() {
+  // What the block itself returns: R, or Promise<R> (then flattened, I4).
+  using Raw = when_result_t<F, Ws...>;
+
+  Raw invoke_block() {
     const WhenKey key;
-    std::uint32_t how = capture_result<R>(*this, [&]() -> R {
-      return std::apply(
-          [&](F& f, Ws&... ws) -> R {
-            (ws.when_enter(key), ...);
-            auto args = std::tuple_cat(ws.when_args(key)...);
-            if constexpr (std::is_void_v<R>) {
-              std::apply(f, args);
-              (ws.when_exit(key), ...);
-            } else {
-              R r = std::apply(f, args);
-              (ws.when_exit(key), ...);
-              return r;
-            }
-          },
-          closure_);
-    });
-    BehaviourBase::release();  // I3
-    closure_.~Closure();       // I2
-    this->publish(how);
-    this->PromiseBase::release();  // the runtime's reference
+    return std::apply(
+        [&](F& f, Ws&... ws) -> Raw {
+          (ws.when_enter(key), ...);
+          auto args = std::tuple_cat(ws.when_args(key)...);
+          if constexpr (std::is_void_v<Raw>) {
+            std::apply(f, args);
+            (ws.when_exit(key), ...);
+          } else {
+            Raw r = std::apply(f, args);
+            (ws.when_exit(key), ...);
+            return r;
+          }
+        },
+        closure_);
+  }
+
+  void run() {
+    if constexpr (is_promise<Raw>::value) {
+      std::optional<Raw> inner;
+      std::exception_ptr err;
+      try {
+        inner.emplace(invoke_block());
+      } catch (...) {
+        err = std::current_exception();
+      }
+      BehaviourBase::release();  // I3
+      closure_.~Closure();       // I2
+      if (err || !inner->valid()) {
+        this->set_error_deferred(err ? err
+                                     : std::make_exception_ptr(Error(
+                                           Errc::broken_promise, "when: the block returned an empty Promise")));
+        this->publish(PromiseBase::kError);
+        this->PromiseBase::release();
+        return;
+      }
+      // I4: fulfilled when the returned promise is; the runtime's reference
+      // moves to the continuation.
+      state_of(*inner)->then_do([this, p = *inner] {
+        if (p.failed()) {
+          this->set_error_deferred(p.error());
+          this->publish(PromiseBase::kError);
+        } else {
+          if constexpr (!std::is_void_v<R>) this->emplace(state_of(p)->value());
+          this->publish(PromiseBase::kValue);
+        }
+        this->PromiseBase::release();
+      });
+    } else {
+      std::uint32_t how = capture_result<R>(*this, [&]() -> R { return invoke_block(); });
+      BehaviourBase::release();  // I3
+      closure_.~Closure();       // I2
+      this->publish(how);
+      this->PromiseBase::release();  // the runtime's reference
+    }
   }
 
   ~Behaviour() {}  // closure_ was destroyed by run() (I2)
@@ -202,7 +251,8 @@ auto when(Args&&... args) {
     static_assert((Whenable<detail::whenable_t<std::tuple_element_t<I, Tup>>> && ...),
                   "every argument of when() but the last must be Whenable (actor, read(actor), "
                   "vector of actors, promise or sync object)");
-    using R = detail::when_result_t<F, detail::whenable_t<std::tuple_element_t<I, Tup>>...>;
+    using R = typename detail::is_promise<
+        detail::when_result_t<F, detail::whenable_t<std::tuple_element_t<I, Tup>>...>>::inner;
     constexpr std::size_t N = detail::static_cown_count(
         {detail::whenable_t<std::tuple_element_t<I, Tup>>::when_cown_count...});
     using B = detail::Behaviour<N, R, F, detail::whenable_t<std::tuple_element_t<I, Tup>>...>;

@@ -131,3 +131,26 @@ TEST(Promise, ManyWaitersOneValue) {
   for (auto& q : inside) sum += q.get();
   EXPECT_EQ(sum.load(), 36);
 }
+
+TEST(Promise, FlattensPromisesReturnedByBlocksAndThen) {
+  auto a = make_actor<int>(1);
+  auto b = make_actor<int>(2);
+  // The block returns a promise: when() gives Promise<int>, not Promise<Promise<int>>.
+  Promise<int> p = when(a, [b](int& x) { return when(b, [x](int& y) { return x + y; }); });
+  EXPECT_EQ(p.get(), 3);
+  Promise<void> v = when(a, [b](int&) { return when(b, [](int& y) { ++y; }); });
+  v.get();
+  EXPECT_EQ(when(b, [](int& y) { return y; }).get(), 3);
+  auto [gate, open] = make_promise<int>();
+  Promise<int> chained = ready_promise(5).then([gate = gate](const int& v) {
+    return gate.then([v](const int& g) { return v * g; });
+  });
+  open.set_value(7);
+  EXPECT_EQ(chained.get(), 35);
+  Promise<int> failed = when(a, [](int&) -> Promise<int> { throw std::runtime_error("before"); });
+  EXPECT_THROW(failed.get(), std::runtime_error);
+  auto [e, er] = make_promise<int>();
+  Promise<int> inner_failed = when(a, [e = e](int&) { return e; });
+  er.set_exception(std::make_exception_ptr(std::runtime_error("inner")));
+  EXPECT_THROW(inner_failed.get(), std::runtime_error);
+}
