@@ -56,9 +56,23 @@ inline std::uint8_t byte_at(std::uint64_t w, unsigned b) {
   return static_cast<std::uint8_t>(w >> (8 * b));
 }
 
-[[noreturn]] void bad_block(const HeapState& st, Offset off, const std::string& why) {
+std::string describe_tag(std::uint8_t v) {
+  if (v == 0) return "free";
+  if (v == kPublished) return "published";
+  return fmt::format("held by slot {}", v - 1);
+}
+
+// Error paths stay out of line so the hot paths build no strings.
+[[noreturn, gnu::cold, gnu::noinline]] void bad_block(const HeapState& st, Offset off,
+                                                      const char* why) {
   throw Error(Errc::invalid_argument,
               fmt::format("offset {:#x} is not a block of heap '{}': {}", off, st.name, why));
+}
+[[noreturn, gnu::cold, gnu::noinline]] void bad_tag(const HeapState& st, Offset off,
+                                                    const char* what, std::uint8_t v) {
+  throw Error(Errc::invalid_argument,
+              fmt::format("offset {:#x} of heap '{}': {}: it is {}", off, st.name, what,
+                          describe_tag(v)));
 }
 
 std::uint64_t committed_pages(const HeapState& st) {
@@ -353,7 +367,7 @@ struct Located {
   std::uint32_t idx;
 };
 
-Located locate(HeapState& st, Offset off) {
+[[gnu::always_inline]] inline Located locate(HeapState& st, Offset off) {
   if (off == 0) bad_block(st, off, "null offset");
   if ((off & 15) != 0) bad_block(st, off, "not 16-byte aligned");
   if (off < st.data_off) bad_block(st, off, "inside the heap's header");
@@ -401,12 +415,6 @@ bool retag(std::atomic<std::uint64_t>& word, unsigned b, std::uint8_t from, std:
   }
 }
 
-std::string describe_tag(std::uint8_t v) {
-  if (v == 0) return "free";
-  if (v == kPublished) return "published";
-  return fmt::format("held by slot {}", v - 1);
-}
-
 }  // namespace
 
 // ---- public entry points -------------------------------------------------------
@@ -443,7 +451,7 @@ void free_block(HeapState& st, Offset off) {
     std::uint8_t v = pm_tag(w);
     if (v != tag) {
       if (v != kPublished && !is_own_tag(st, v))
-        bad_block(st, off, fmt::format("the run is {} of another process", describe_tag(v)));
+        bad_tag(st, off, "cannot free a run of another process", v);
       // acq_rel: the run changes hands (see retag).
       if (!st.pagemap[at.page].compare_exchange_strong(w, pm_large(tag, pm_len(w)),
                                                        std::memory_order_acq_rel))
@@ -461,14 +469,14 @@ void free_block(HeapState& st, Offset off) {
   if (v != tag) {
     if (v == 0) bad_block(st, off, "already free (double free)");
     if (v != kPublished && !is_own_tag(st, v))
-      bad_block(st, off, fmt::format("it is {} of another process, not published", describe_tag(v)));
+      bad_tag(st, off, "cannot free an unpublished block of another process", v);
     if (!retag(word, b, v, tag)) bad_block(st, off, "freed twice concurrently");
     fault_point("free.after_take");
   }
   Slot& slot = st.slots[s];
   const unsigned cls = sb->cls;
   SlotCache& c = slot.cache[cls];
-  if (c.n >= cache_cap(cls)) [[unlikely]]
+  if (c.n >= kCacheCap[cls]) [[unlikely]]
     flush_half(st, slot, cls, false);
   c.e[c.n++] = static_cast<std::uint32_t>(off >> 4);
 }
@@ -482,8 +490,7 @@ void publish(HeapState& st, Offset off, bool make_published) {
     std::uint8_t to = make_published ? kPublished : tag;
     if (v == to) return;
     if (make_published ? !is_own_tag(st, v) : v != kPublished)
-      bad_block(st, off, fmt::format("cannot {}: it is {}", make_published ? "publish" : "unpublish",
-                                     describe_tag(v)));
+      bad_tag(st, off, make_published ? "cannot publish" : "cannot unpublish", v);
     // acq_rel: see retag.
     if (!st.pagemap[at.page].compare_exchange_strong(w, pm_large(to, pm_len(w)),
                                                      std::memory_order_acq_rel))
@@ -495,8 +502,7 @@ void publish(HeapState& st, Offset off, bool make_published) {
     std::uint8_t to = make_published ? kPublished : tag;
     if (v == to) return;
     if (make_published ? !is_own_tag(st, v) : v != kPublished)
-      bad_block(st, off, fmt::format("cannot {}: it is {}", make_published ? "publish" : "unpublish",
-                                     describe_tag(v)));
+      bad_tag(st, off, make_published ? "cannot publish" : "cannot unpublish", v);
     if (!retag(word, b, v, to)) bad_block(st, off, "changed concurrently");
   }
   if (make_published) fault_point("publish.after");

@@ -269,7 +269,9 @@ std::unique_ptr<HeapState> attach(int fd, std::string name, bool is_path, bool a
 
 }  // namespace
 
-thread_local ThreadBinding tls_binding{0, 0};
+// initial-exec: a direct %fs access instead of __tls_get_addr on the hot path
+// (the library is position independent; it is not meant to be dlopen()ed late).
+[[gnu::tls_model("initial-exec")]] thread_local ThreadBinding tls_binding{0, 0};
 
 bool try_lock_byte(int fd, std::uint64_t byte, short type) {
   struct flock fl {};
@@ -410,12 +412,22 @@ using namespace detail;
 
 // ---- Heap: create / open / close -------------------------------------------------
 
-Heap::Heap(std::unique_ptr<detail::HeapState> s) : state_(std::move(s)) {}
-Heap::Heap(Heap&&) noexcept = default;
+Heap::Heap(std::unique_ptr<detail::HeapState> s)
+    : state_(std::move(s)), base_(state_->base), mapped_(&state_->mapped) {}
+Heap::Heap(Heap&& o) noexcept
+    : state_(std::move(o.state_)), base_(o.base_), mapped_(o.mapped_) {
+  o.base_ = nullptr;
+  o.mapped_ = &kUnmapped;
+  if (state_) state_->hook_heap = this;
+}
 Heap& Heap::operator=(Heap&& o) noexcept {
   if (this != &o) {
     close();
     state_ = std::move(o.state_);
+    base_ = o.base_;
+    mapped_ = o.mapped_;
+    o.base_ = nullptr;
+    o.mapped_ = &kUnmapped;
     if (state_) state_->hook_heap = this;
   }
   return *this;
@@ -608,6 +620,8 @@ void Heap::close() {
   if (st.fd >= 0) ::close(st.fd);
   if (tls_binding.serial == st.serial) tls_binding = {0, 0};
   state_.reset();
+  base_ = nullptr;
+  mapped_ = &kUnmapped;
 }
 
 // ---- allocation ---------------------------------------------------------------
@@ -626,12 +640,10 @@ void Heap::publish(Offset block) { detail::publish(need(state_), block, true); }
 void Heap::unpublish(Offset block) { detail::publish(need(state_), block, false); }
 Owner Heap::owner(Offset block) const { return detail::owner_of(need(state_), block); }
 
-void* Heap::ptr(Offset off) const {
+void* Heap::ptr_slow(Offset off) const {
   HeapState& st = need(state_);
   if (off == 0) return nullptr;
-  // Acquire: P1.
-  if (off >= st.mapped.load(std::memory_order_acquire)) [[unlikely]]
-    ensure_mapped(st, off + 1);
+  ensure_mapped(st, off + 1);  // throws if beyond the committed size
   return st.base + off;
 }
 

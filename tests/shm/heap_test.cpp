@@ -9,6 +9,8 @@
 #include <set>
 #include <troupe/shm/heap.hpp>
 
+#include "shm_test_util.hpp"
+
 using troupe::Errc;
 using troupe::Error;
 using troupe::shm::CreateOptions;
@@ -137,10 +139,10 @@ TEST(ShmHeap, RootsByName) {
 TEST(ShmHeap, GrowsAndASecondMappingAtAnotherAddressFollows) {
   CreateOptions o = small_heap();
   o.initial_size = 64 << 10;
-  o.address_hint = reinterpret_cast<void*>(0x4d0000000000);
+  o.address_hint = shm_test::test_hint(1);
   Heap a = Heap::create(o);
   // The same heap, mapped a second time in this process, somewhere else.
-  Heap b = Heap::open(a.name(), {.address_hint = reinterpret_cast<void*>(0x4e0000000000)});
+  Heap b = Heap::open(a.name(), {.address_hint = shm_test::test_hint(2)});
   ASSERT_NE(a.base(), b.base());
   std::size_t before = b.committed_bytes();
   std::vector<Offset> blocks;

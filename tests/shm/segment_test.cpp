@@ -43,7 +43,7 @@ bool wait_root(Heap& h, const char* name, int ms = 5000) {
 
 TEST(ShmSegment, UnrelatedProcessOpensByNameAtAnotherAddress) {
   CreateOptions o = small_heap();
-  o.address_hint = reinterpret_cast<void*>(0x4c0000000000);
+  o.address_hint = test_hint(0);
   Heap h = Heap::create(o);
   Offset msg = h.allocate(64);
   std::strcpy(h.ptr<char>(msg), "hello from the creator");

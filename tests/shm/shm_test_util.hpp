@@ -30,6 +30,16 @@ inline constexpr unsigned kWorkers = 4;
 inline constexpr unsigned kThreads = 2;
 inline constexpr unsigned kEntries = 48;
 
+// Address hints for mapping a heap at deliberately different places. Under
+// ThreadSanitizer only its application ranges may be mapped (0x55..-0x568..).
+inline void* test_hint(unsigned n) {
+#if defined(__SANITIZE_THREAD__)
+  return reinterpret_cast<void*>(0x562000000000ull + n * 0x800000000ull);
+#else
+  return reinterpret_cast<void*>(0x4c0000000000ull + n * 0x10000000000ull);
+#endif
+}
+
 enum EntryState : std::uint64_t { kEmpty = 0, kAllocating = 1, kLive = 2, kFreeing = 3 };
 
 struct Entry {

@@ -82,7 +82,7 @@ int stress(const std::string& name, unsigned w, unsigned long seed) {
 
 int open_check(const std::string& name) {
   // Map somewhere else than the parent on purpose.
-  Heap heap = Heap::open(name, {.address_hint = reinterpret_cast<void*>(0x5a0000000000)});
+  Heap heap = Heap::open(name, {.address_hint = test_hint(3)});
   Offset msg = heap.root("msg");
   if (!msg || std::strcmp(heap.ptr<char>(msg), "hello from the creator") != 0) return 4;
   Offset reply = heap.allocate(64);

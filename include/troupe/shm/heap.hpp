@@ -134,7 +134,14 @@ class Heap {
   void unpublish(Offset block);  // take it back: freed if we die before free()
   Owner owner(Offset block) const;
 
-  void* ptr(Offset off) const;
+  // Translates an offset into this process's mapping (null for null_offset);
+  // maps growth made by other processes on first use.
+  void* ptr(Offset off) const {
+    // Acquire: pairs with the release that published the new mapping size.
+    if (off < mapped_->load(std::memory_order_acquire) && off != 0) [[likely]]
+      return base_ + off;
+    return ptr_slow(off);
+  }
   template <class T>
   T* ptr(Offset off) const {
     return static_cast<T*>(ptr(off));
@@ -184,7 +191,13 @@ class Heap {
 
  private:
   explicit Heap(std::unique_ptr<detail::HeapState> s);
+  void* ptr_slow(Offset off) const;
   std::unique_ptr<detail::HeapState> state_;
+  // Copies of state_->base and &state_->mapped for the inline ptr(); a closed
+  // heap points mapped_ at a zero, so ptr() goes to ptr_slow() and throws.
+  char* base_ = nullptr;
+  const std::atomic<std::size_t>* mapped_ = &kUnmapped;
+  static inline const std::atomic<std::size_t> kUnmapped{0};
 };
 
 }  // namespace troupe::shm

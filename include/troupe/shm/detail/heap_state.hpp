@@ -68,7 +68,7 @@ struct ThreadBinding {
   std::uint64_t serial;
   unsigned slot;
 };
-extern thread_local ThreadBinding tls_binding;
+[[gnu::tls_model("initial-exec")]] extern thread_local ThreadBinding tls_binding;
 inline unsigned thread_slot(HeapState& st) {
   if (tls_binding.serial == st.serial) [[likely]]
     return tls_binding.slot;

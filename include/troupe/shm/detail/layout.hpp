@@ -77,6 +77,12 @@ constexpr std::uint32_t cache_cap(unsigned cls) {
   return c > 32 ? 32 : (c < 4 ? 4 : c);
 }
 inline constexpr std::uint32_t kCacheMax = 32;
+constexpr std::array<std::uint32_t, kClasses> make_cache_caps() {
+  std::array<std::uint32_t, kClasses> c{};
+  for (unsigned i = 0; i < kClasses; ++i) c[i] = cache_cap(i);
+  return c;
+}
+inline constexpr std::array<std::uint32_t, kClasses> kCacheCap = make_cache_caps();
 
 // ---- page map words ---------------------------------------------------------
 // bits 0-1 kind, bits 8-15 tag (kPending, large heads), bits 16-23 class (SB
