@@ -7,7 +7,11 @@
 //      shards and a length histogram -> sink), checked against a sequential run;
 //   3. fork-join fib(27) on TaskGroup;
 //   4. an epoll loop that the program owns driving actors on a LoopScheduler,
-//      fed from pool actors.
+//      fed from pool actors;
+//   5. worker processes: word counting as isolated calls through the
+//      Executor, a remote actor fed by them, a pipe handed to a worker, and a
+//      worker that crashes without taking the program down.
+#include <fcntl.h>
 #include <sys/epoll.h>
 #include <unistd.h>
 
@@ -22,6 +26,8 @@
 
 #include <fmt/core.h>
 
+#include "troupe/exec/executor.hpp"
+#include "troupe/proc/process.hpp"
 #include "troupe/troupe.hpp"
 
 using namespace troupe;
@@ -257,15 +263,108 @@ void event_loop() {
   check(thread == std::this_thread::get_id(), "loop actors ran on the loop's own thread");
 }
 
+// ---------------------------------------------------------------- 5. processes
+std::map<std::string, long> count_chunk(std::vector<std::string> lines) {
+  std::map<std::string, long> counts;
+  for (auto& l : lines) {
+    std::size_t start = 0;
+    while (start < l.size()) {
+      std::size_t end = l.find(' ', start);
+      if (end == std::string::npos) end = l.size();
+      counts[l.substr(start, end - start)]++;
+      start = end + 1;
+    }
+  }
+  return counts;
+}
+
+struct Tally {  // lives in a worker process
+  std::map<std::string, long> total;
+  long chunks = 0;
+  long merge(std::map<std::string, long> part) {
+    for (auto& [w, c] : part) total[w] += c;
+    return ++chunks;
+  }
+  std::map<std::string, long> result() const { return total; }
+};
+
+long count_lines_from(proc::Fd fd) {
+  long lines = 0;
+  char buf[4096];
+  ssize_t n;
+  while ((n = ::read(fd.get(), buf, sizeof buf)) > 0)
+    for (ssize_t i = 0; i < n; ++i) lines += buf[i] == '\n';
+  return lines;
+}
+
+int crash(int) {
+  volatile int* p = nullptr;
+  return *p;
+}
+
+void processes() {
+  constexpr int kLines = 100000, kChunk = 5000;
+  fmt::print("\n## 5. worker processes: {} lines counted in {} isolated calls, merged by a remote actor\n",
+             kLines, kLines / kChunk);
+  std::mt19937 rng(5);
+  std::vector<std::string> lines;
+  for (int i = 0; i < kLines; ++i) lines.push_back(make_line(rng));
+  std::map<std::string, long> ref;
+  for (auto& [w, c] : count_chunk(lines)) ref[w] = c;
+
+  auto t0 = Clock::now();
+  exec::Executor ex;
+  auto tally = proc::spawn<Tally>().get();
+  std::vector<Promise<long>> merged;
+  for (int i = 0; i < kLines; i += kChunk) {
+    std::vector<std::string> chunk(lines.begin() + i, lines.begin() + i + kChunk);
+    // Counted in some worker, merged in the worker that holds the Tally.
+    merged.push_back(ex.submit(exec::isolated<&count_chunk>, std::move(chunk))
+                         .then([tally](const std::map<std::string, long>& part) {
+                           return tally.call<&Tally::merge>(part);
+                         }));
+  }
+  when_all(std::move(merged)).get();
+  auto total = tally.call<&Tally::result>().get();
+  double dt = secs(t0);
+  auto st = proc::stats();
+  fmt::print("  {} chunks in {:.3f} s over {} worker processes (budget-limited, max {} at once)\n",
+             kLines / kChunk, dt, st.started, st.max_alive);
+  check(total == ref, "word counts from workers equal the in-process count");
+
+  int p[2];
+  if (::pipe2(p, O_CLOEXEC) != 0) throw std::runtime_error("pipe");
+  proc::Fd rd(p[0]), wr(p[1]);
+  auto counted = proc::call<&count_lines_from>(std::move(rd));
+  for (int i = 0; i < 1000; ++i) {
+    std::string l = lines[static_cast<std::size_t>(i)] + "\n";
+    if (::write(wr.get(), l.data(), l.size()) < 0) break;
+  }
+  wr.reset();
+  check(counted.get() == 1000, "a pipe handed to a worker carried 1000 lines");
+
+  try {
+    proc::call<&crash>(0).get();
+    check(false, "a crashing worker reported");
+  } catch (const Error& e) {
+    fmt::print("  a crash is an error, not the end: {}\n", e.what());
+    check(e.code() == Errc::worker_lost, "the crash came back as Errc::worker_lost");
+  }
+  check(ex.submit(exec::isolated<&count_chunk>, std::vector<std::string>{"a b a"}).get().at("a") == 2,
+        "the budget replaced the dead worker");
+}
+
 }  // namespace
 
-int main() {
+int main(int argc, char** argv) {
+  proc::init(argc, argv);  // a worker process serves here and never returns
   fmt::print("# troupe showcase: {} worker threads\n", sched::default_scheduler().concurrency());
   auto t0 = Clock::now();
   bank();
   pipeline();
   fork_join();
   event_loop();
+  processes();
   troupe::shutdown();
   fmt::print("\nall done in {:.2f} s: {}\n", secs(t0), failures ? "FAILURES" : "every check passed");
   return failures ? 1 : 0;
