@@ -368,29 +368,36 @@ struct Located {
 };
 
 [[gnu::always_inline]] inline Located locate(HeapState& st, Offset off) {
-  if (off == 0) bad_block(st, off, "null offset");
-  if ((off & 15) != 0) bad_block(st, off, "not 16-byte aligned");
-  if (off < st.data_off) bad_block(st, off, "inside the heap's header");
-  std::uint64_t rel = off - st.data_off;
-  std::uint64_t page = rel >> kPageShift;
-  if (page >= committed_pages(st)) bad_block(st, off, "beyond the committed size");
-  if (off >= st.mapped.load(std::memory_order_acquire)) ensure_mapped(st, off + 1);
-  // Acquire: A2 / the run's head was written before it was handed out.
-  std::uint64_t w = st.pagemap[page].load(std::memory_order_acquire);
-  if (pm_is_large(w)) {
-    if ((rel & (kPageSize - 1)) != 0) bad_block(st, off, "inside a large block");
-    return {true, page, nullptr, 0};
+  // Mapped bytes are committed (committed only grows, P1), so one compare with
+  // this process's mapped size bounds the offset; past it, map or reject.
+  if (off - st.data_off >= st.mapped.load(std::memory_order_acquire) - st.data_off) [[unlikely]] {
+    if (off == 0) bad_block(st, off, "null offset");
+    if (off < st.data_off) bad_block(st, off, "inside the heap's header");
+    if ((off - st.data_off) >> kPageShift >= committed_pages(st))
+      bad_block(st, off, "beyond the committed size");
+    ensure_mapped(st, off + 1);
   }
-  std::uint64_t p = page & ~std::uint64_t{kSbPages - 1};
-  std::uint64_t h = p == page ? w : st.pagemap[p].load(std::memory_order_acquire);
-  if (!pm_is_sb(h))
-    bad_block(st, off, pm_kind(w) == kTail ? "inside a large block" : "its page is not allocated");
+  if ((off & 15) != 0) [[unlikely]]
+    bad_block(st, off, "not 16-byte aligned");
+  const std::uint64_t rel = off - st.data_off;
+  const std::uint64_t page = rel >> kPageShift;
+  const std::uint64_t p = page & ~std::uint64_t{kSbPages - 1};
+  // Acquire: A2 / a run's head was written before the run was handed out.
+  const std::uint64_t h = st.pagemap[p].load(std::memory_order_acquire);
+  if (!pm_is_sb(h)) [[unlikely]] {
+    // Only page-aligned offsets can start a large run.
+    std::uint64_t w = p == page ? h : st.pagemap[page].load(std::memory_order_acquire);
+    if (pm_is_large(w) && (rel & (kPageSize - 1)) == 0) return {true, page, nullptr, 0};
+    bad_block(st, off, pm_kind(w) == kTail || pm_is_large(w) ? "inside a large block"
+                                                            : "its page is not allocated");
+  }
   Superblock* sb = st.sb_at(p);
   std::uint64_t d = rel - p * kPageSize;
-  if (d < sb->first) bad_block(st, off, "inside a superblock header");
+  if (d < sb->first) [[unlikely]]
+    bad_block(st, off, "inside a superblock header");
   d -= sb->first;
   std::uint32_t idx = static_cast<std::uint32_t>((d * sb->reciprocal) >> 32);
-  if (idx >= sb->nblocks || std::uint64_t{idx} * sb->block_size != d)
+  if (idx >= sb->nblocks || std::uint64_t{idx} * sb->block_size != d) [[unlikely]]
     bad_block(st, off, "not at the start of a block");
   return {false, p, sb, idx};
 }
