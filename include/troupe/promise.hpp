@@ -43,6 +43,7 @@
 #include <vector>
 
 #include "troupe/detail/platform.hpp"
+#include "troupe/detail/small_alloc.hpp"
 #include "troupe/error.hpp"
 #include "troupe/sched/scheduler.hpp"
 
@@ -503,7 +504,7 @@ auto Promise<T>::then_plain(F f) const {
 
 namespace detail {
 template <class F>
-struct TaskWork final : sched::Work {
+struct TaskWork final : sched::Work, SmallObject {
   explicit TaskWork(F f) : sched::Work(&TaskWork::run_fn), fn(std::move(f)) {}
   static void run_fn(sched::Work* w) {
     auto* self = static_cast<TaskWork*>(w);

@@ -23,7 +23,8 @@
 //
 // Invariants:
 //   I1. One allocation per behaviour: slots (for a fixed number of cowns), the
-//       arguments, the block and the result promise share one object.
+//       arguments, the block and the result promise share one object, taken
+//       from the calling thread's small-object heap (detail/small_alloc.hpp).
 //   I2. The block's captures and the arguments are destroyed right after the
 //       block ran and the cowns were released, even if the promise lives on;
 //       the memory goes when the last Promise handle does.
@@ -44,6 +45,7 @@
 #include <vector>
 
 #include "troupe/actor.hpp"
+#include "troupe/detail/small_alloc.hpp"
 #include "troupe/promise.hpp"
 
 namespace troupe {
@@ -108,7 +110,7 @@ constexpr std::size_t static_cown_count(std::initializer_list<std::size_t> count
 }
 
 template <std::size_t N, class R, class F, class... Ws>
-struct Behaviour final : BehaviourBase, PromiseState<R> {
+struct Behaviour final : BehaviourBase, PromiseState<R>, SmallObject {
   using Closure = std::tuple<F, Ws...>;
   static constexpr std::size_t kInline = (N == kDynamicCowns || N == 0) ? 1 : N;
 

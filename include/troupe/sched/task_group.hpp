@@ -21,6 +21,7 @@
 #include <utility>
 
 #include "troupe/detail/platform.hpp"
+#include "troupe/detail/small_alloc.hpp"
 #include "troupe/sched/scheduler.hpp"
 
 namespace troupe {
@@ -52,7 +53,7 @@ class TaskGroup {
   static constexpr std::uint32_t kWaiting = 1;
 
   template <class F>
-  struct Task final : sched::Work {
+  struct Task final : sched::Work, detail::SmallObject {
     Task(TaskGroup* g, F f) : sched::Work(&Task::run_fn), group(g), fn(std::move(f)) {}
     static void run_fn(sched::Work* w) {
       auto* t = static_cast<Task*>(w);
