@@ -96,8 +96,8 @@ double troupe_one(troupe::shm::Heap& heap, Work w, std::size_t pairs) {
 // ---- Boost.Interprocess, as its documentation uses it ----
 double boost_one(bip::managed_shared_memory& seg, Work w, std::size_t pairs) {
   return seconds_for(
-      w, pairs, [&](std::size_t n) { return seg.allocate(n); },
-      [&](void* p) { seg.deallocate(p); }, [](void* p) { *static_cast<volatile char*>(p) = 1; });
+      w, pairs, [&](std::size_t n) { return seg.allocate(n); }, [&](void* p) { seg.deallocate(p); },
+      [](void* p) { *static_cast<volatile char*>(p) = 1; });
 }
 
 double malloc_one(Work w, std::size_t pairs) {
@@ -177,8 +177,8 @@ int main(int argc, char** argv) {
     double m = measure([&] { return malloc_one(w, g_pairs); });
     double b = measure([&] { return boost_one(seg, w, g_pairs); });
     rows.push_back({fmt::format("1 process, {}", wname), "malloc/free", g_pairs / t, g_pairs / m});
-    rows.push_back({fmt::format("1 process, {}", wname), "Boost.Interprocess", g_pairs / t,
-                    g_pairs / b});
+    rows.push_back(
+        {fmt::format("1 process, {}", wname), "Boost.Interprocess", g_pairs / t, g_pairs / b});
     auto troupe2 = [&] {
       return in_processes(2, [&](auto wait_start) {
         troupe::shm::Heap mine = troupe::shm::Heap::open(heap.name());

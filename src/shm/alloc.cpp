@@ -70,9 +70,8 @@ std::string describe_tag(std::uint8_t v) {
 }
 [[noreturn, gnu::cold, gnu::noinline]] void bad_tag(const HeapState& st, Offset off,
                                                     const char* what, std::uint8_t v) {
-  throw Error(Errc::invalid_argument,
-              fmt::format("offset {:#x} of heap '{}': {}: it is {}", off, st.name, what,
-                          describe_tag(v)));
+  throw Error(Errc::invalid_argument, fmt::format("offset {:#x} of heap '{}': {}: it is {}", off,
+                                                  st.name, what, describe_tag(v)));
 }
 
 std::uint64_t committed_pages(const HeapState& st) {
@@ -300,8 +299,8 @@ unsigned claim_blocks(HeapState& st, std::uint64_t p, Slot& slot, unsigned cls, 
                                               std::memory_order_relaxed))
         continue;  // reread the same word
       for (unsigned m = 0; m < k; ++m)
-        out[got++] = static_cast<std::uint32_t>(
-            (block0 + std::uint64_t{picked[m]} * sb->block_size) >> 4);
+        out[got++] =
+            static_cast<std::uint32_t>((block0 + std::uint64_t{picked[m]} * sb->block_size) >> 4);
     }
     ++scanned;
     if (++i == nw) i = 0;
@@ -346,8 +345,8 @@ void flush_half(HeapState& st, Slot& slot, unsigned cls, bool all) {
     std::uint64_t rel = (std::uint64_t{c.e[m]} << 4) - st.data_off;
     std::uint64_t p = (rel >> kPageShift) & ~std::uint64_t{kSbPages - 1};
     Superblock* sb = st.sb_at(p);
-    std::uint32_t idx = static_cast<std::uint32_t>(
-        ((rel - p * kPageSize - sb->first) * sb->reciprocal) >> 32);
+    std::uint32_t idx =
+        static_cast<std::uint32_t>(((rel - p * kPageSize - sb->first) * sb->reciprocal) >> 32);
     // nfree first: after the tag is 0 the superblock may be retired and its
     // memory reused, so we must not touch it any more (I3). Relaxed: a hint.
     sb->nfree.fetch_add(1, std::memory_order_relaxed);
@@ -388,8 +387,9 @@ struct Located {
     // Only page-aligned offsets can start a large run.
     std::uint64_t w = p == page ? h : st.pagemap[page].load(std::memory_order_acquire);
     if (pm_is_large(w) && (rel & (kPageSize - 1)) == 0) return {true, page, nullptr, 0};
-    bad_block(st, off, pm_kind(w) == kTail || pm_is_large(w) ? "inside a large block"
-                                                            : "its page is not allocated");
+    bad_block(st, off,
+              pm_kind(w) == kTail || pm_is_large(w) ? "inside a large block"
+                                                    : "its page is not allocated");
   }
   Superblock* sb = st.sb_at(p);
   std::uint64_t d = rel - p * kPageSize;
@@ -413,7 +413,8 @@ bool retag(std::atomic<std::uint64_t>& word, unsigned b, std::uint8_t from, std:
   std::uint64_t w = word.load(std::memory_order_relaxed);
   for (;;) {
     if (byte_at(w, b) != from) return false;
-    std::uint64_t desired = (w & ~(std::uint64_t{0xff} << (8 * b))) | (std::uint64_t{to} << (8 * b));
+    std::uint64_t desired =
+        (w & ~(std::uint64_t{0xff} << (8 * b))) | (std::uint64_t{to} << (8 * b));
     // acq_rel: the block changes hands; its contents written by the previous
     // party happen before the new party's use, and ours before theirs.
     if (word.compare_exchange_weak(w, desired, std::memory_order_acq_rel,
@@ -555,7 +556,8 @@ std::size_t retire_empty(HeapState& st, std::uint8_t tag, bool exact) {
     Superblock* sb = st.sb_at(p);
     // Relaxed: hints; the CASes decide.
     if (sb->holder.load(std::memory_order_relaxed) != 0) continue;
-    if (!exact && sb->nfree.load(std::memory_order_relaxed) < static_cast<std::int32_t>(sb->nblocks))
+    if (!exact &&
+        sb->nfree.load(std::memory_order_relaxed) < static_cast<std::int32_t>(sb->nblocks))
       continue;
     std::uint32_t zero = 0;
     // Acquire: pairs with the last holder's release detach (I3).
@@ -730,7 +732,8 @@ std::vector<std::string> verify_heap(HeapState& st) {
   ensure_mapped(st, st.page_offset(end));
   TagSet attached;
   for (unsigned s = 0; s < st.slot_count; ++s)
-    if (st.slots[s].state.load(std::memory_order_acquire) == kSlotAttached) attached[tag_of(s)] = true;
+    if (st.slots[s].state.load(std::memory_order_acquire) == kSlotAttached)
+      attached[tag_of(s)] = true;
   auto tag_ok = [&](std::uint8_t v) { return v == 0 || v == kPublished || attached[v]; };
   std::unordered_map<std::uint64_t, std::uint8_t> small_tags;  // block -> tag
   for (std::uint64_t i = 0; i < end;) {
@@ -792,8 +795,7 @@ std::vector<std::string> verify_heap(HeapState& st) {
           report(fmt::format("slot {} caches {:#x}, which is not a block", s, off));
         else if (it->second != tag_of(s))
           report(fmt::format("slot {} caches {:#x}, tagged {}", s, off, it->second));
-        if (!seen.insert(off).second)
-          report(fmt::format("block {:#x} is cached twice", off));
+        if (!seen.insert(off).second) report(fmt::format("block {:#x} is cached twice", off));
       }
     }
   }

@@ -1,12 +1,12 @@
 // src/shm/fault.cpp: reads TROUPE_SHM_FAULT once, before main (F1), and kills
 // the process at the chosen fault point.
+#include "troupe/shm/detail/fault.hpp"
+
 #include <signal.h>
 #include <unistd.h>
 
 #include <cstdlib>
 #include <string>
-
-#include "troupe/shm/detail/fault.hpp"
 
 namespace troupe::shm::detail {
 namespace {

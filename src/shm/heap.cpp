@@ -120,9 +120,10 @@ void validate_header(const unsigned char* buf, std::uint64_t file_size, const st
   }
   auto version = TROUPE_FIELD(buf, std::uint32_t, layout_version);
   if (version != kLayoutVersion)
-    throw Error(Errc::version_mismatch,
-                fmt::format("heap '{}' has layout version {}, this build of troupe reads version {}",
-                            name, version, kLayoutVersion));
+    throw Error(
+        Errc::version_mismatch,
+        fmt::format("heap '{}' has layout version {}, this build of troupe reads version {}", name,
+                    version, kLayoutVersion));
   auto abi = TROUPE_FIELD(buf, std::uint64_t, abi);
   auto hbytes = TROUPE_FIELD(buf, std::uint32_t, header_bytes);
   if (abi != abi_fingerprint() || hbytes != sizeof(Header))
@@ -148,9 +149,10 @@ void validate_header(const unsigned char* buf, std::uint64_t file_size, const st
                             name, slots, max_size));
   auto committed = TROUPE_FIELD(buf, std::uint64_t, committed_pages);
   if (committed > g.max_pages)
-    throw Error(Errc::bad_segment, fmt::format("heap '{}' has a corrupt header: {} pages committed, "
-                                               "at most {} allowed",
-                                               name, committed, g.max_pages));
+    throw Error(Errc::bad_segment,
+                fmt::format("heap '{}' has a corrupt header: {} pages committed, "
+                            "at most {} allowed",
+                            name, committed, g.max_pages));
   std::uint64_t need = g.data_off + committed * kPageSize;
   if (file_size < need)
     throw Error(Errc::bad_segment,
@@ -189,11 +191,13 @@ void map_segment(HeapState& st, const unsigned char* buf, void* hint) {
   void* r = MAP_FAILED;
   if (hint) r = ::mmap(hint, st.reserved, PROT_NONE, flags | MAP_FIXED_NOREPLACE, -1, 0);
   if (r == MAP_FAILED) r = ::mmap(nullptr, st.reserved, PROT_NONE, flags, -1, 0);
-  if (r == MAP_FAILED) throw_errno(Errc::out_of_memory, "cannot reserve address space for heap", errno);
+  if (r == MAP_FAILED)
+    throw_errno(Errc::out_of_memory, "cannot reserve address space for heap", errno);
   st.base = static_cast<char*>(r);
   std::uint64_t committed = TROUPE_FIELD(buf, std::uint64_t, committed_pages);
   std::uint64_t len = g.data_off + committed * kPageSize;
-  if (::mmap(st.base, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, st.fd, 0) == MAP_FAILED) {
+  if (::mmap(st.base, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, st.fd, 0) ==
+      MAP_FAILED) {
     int e = errno;
     ::munmap(st.base, st.reserved);
     st.base = nullptr;
@@ -414,8 +418,7 @@ using namespace detail;
 
 Heap::Heap(std::unique_ptr<detail::HeapState> s)
     : state_(std::move(s)), base_(state_->base), mapped_(&state_->mapped) {}
-Heap::Heap(Heap&& o) noexcept
-    : state_(std::move(o.state_)), base_(o.base_), mapped_(o.mapped_) {
+Heap::Heap(Heap&& o) noexcept : state_(std::move(o.state_)), base_(o.base_), mapped_(o.mapped_) {
   o.base_ = nullptr;
   o.mapped_ = &kUnmapped;
   if (state_) state_->hook_heap = this;
@@ -441,9 +444,8 @@ Heap Heap::create(const CreateOptions& o) {
   std::uint64_t max_size = round_up(o.max_size, kSbSize);
   if (max_size > (std::uint64_t{32} << 30))
     throw Error(Errc::invalid_argument, fmt::format("max_size {} is above 32 GiB", o.max_size));
-  std::uint64_t initial = std::min<std::uint64_t>(round_up(std::max<std::size_t>(o.initial_size, 1),
-                                                           kSbSize),
-                                                  max_size);
+  std::uint64_t initial = std::min<std::uint64_t>(
+      round_up(std::max<std::size_t>(o.initial_size, 1), kSbSize), max_size);
   std::string name;
   bool is_path = false;
   int fd = -1;
@@ -474,13 +476,14 @@ Heap Heap::create(const CreateOptions& o) {
   };
   std::unique_ptr<HeapState> st;
   try {
-    ::fchmod(fd, 0600);  // exactly 0600, whatever the umask did
+    ::fchmod(fd, 0600);         // exactly 0600, whatever the umask did
     lock_wait(fd, 0, F_WRLCK);  // I5: openers wait until the magic is written
     Geometry g = geometry(o.slots, max_size);
     int r = ::posix_fallocate(fd, 0, static_cast<off_t>(g.data_off + initial));
     if (r != 0)
-      throw Error(errc_for(r), fmt::format("cannot reserve {} bytes for heap '{}': posix_fallocate: {}",
-                                           g.data_off + initial, name, std::strerror(r)));
+      throw Error(errc_for(r),
+                  fmt::format("cannot reserve {} bytes for heap '{}': posix_fallocate: {}",
+                              g.data_off + initial, name, std::strerror(r)));
     st = map_heap(fd, name, is_path, o.anonymous);
     std::vector<unsigned char> buf(sizeof(Header), 0);
     auto put = [&buf](std::size_t off, auto v) { std::memcpy(buf.data() + off, &v, sizeof v); };
@@ -527,8 +530,7 @@ Heap Heap::open(std::string_view name_in, const OpenOptions& o) {
   if (name.empty()) throw Error(Errc::invalid_argument, "empty heap name");
   bool is_path = is_path_name(name);
   if (!is_path && name.front() != '/') name.insert(name.begin(), '/');
-  int fd = is_path ? ::open(name.c_str(), O_RDWR | O_CLOEXEC)
-                   : ::shm_open(name.c_str(), O_RDWR, 0);
+  int fd = is_path ? ::open(name.c_str(), O_RDWR | O_CLOEXEC) : ::shm_open(name.c_str(), O_RDWR, 0);
   if (fd < 0) {
     int e = errno;
     if (e == EACCES)
@@ -652,7 +654,8 @@ Offset Heap::offset_of(const void* p) const {
   if (p == nullptr) return 0;
   auto c = static_cast<const char*>(p);
   if (c < st.base || c >= st.base + st.reserved)
-    throw Error(Errc::invalid_argument, fmt::format("pointer {} is not inside heap '{}'", p, st.name));
+    throw Error(Errc::invalid_argument,
+                fmt::format("pointer {} is not inside heap '{}'", p, st.name));
   return static_cast<Offset>(c - st.base);
 }
 
@@ -824,7 +827,8 @@ unsigned Heap::slot_index() { return thread_slot(need(state_)); }
 int Heap::fd() const { return need(state_).fd; }
 const std::string& Heap::name() const { return need(state_).name; }
 std::size_t Heap::committed_bytes() const {
-  return need(state_).hdr->committed_pages.load(std::memory_order_relaxed) * kPageSize;  // a snapshot
+  return need(state_).hdr->committed_pages.load(std::memory_order_relaxed) *
+         kPageSize;  // a snapshot
 }
 std::size_t Heap::max_size() const { return need(state_).max_pages * kPageSize; }
 void* Heap::base() const { return need(state_).base; }
@@ -872,15 +876,15 @@ std::vector<StaleHeap> scan_stale(std::string_view directory, bool remove) {
     }
     unsigned char buf[sizeof(Header)] = {};
     ssize_t got = ::pread(fd, buf, sizeof buf, 0);
-    bool has_magic = got == static_cast<ssize_t>(sizeof buf) &&
-                     std::memcmp(buf, kMagic, sizeof kMagic) == 0;
+    bool has_magic =
+        got == static_cast<ssize_t>(sizeof buf) && std::memcmp(buf, kMagic, sizeof kMagic) == 0;
     std::uint32_t attached = has_magic ? TROUPE_FIELD(buf, std::uint32_t, attached) : 0;
     std::uint32_t flags = has_magic ? TROUPE_FIELD(buf, std::uint32_t, flags) : 0;
     bool old = ::time(nullptr) - sb.st_mtime > 2;  // not a creator mid-way
-    bool stale = has_magic ? (attached > 0 || (flags & kFlagUnlinked))
-                           : (old && (got <= 8 || std::all_of(buf, buf + 8, [](unsigned char c) {
-                                        return c == 0;
-                                      })));
+    bool stale = has_magic
+                     ? (attached > 0 || (flags & kFlagUnlinked))
+                     : (old && (got <= 8 ||
+                                std::all_of(buf, buf + 8, [](unsigned char c) { return c == 0; })));
     if (stale) {
       out.push_back({path, static_cast<std::uint64_t>(sb.st_size), attached});
       if (remove) {

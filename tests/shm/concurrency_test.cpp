@@ -41,6 +41,21 @@ TEST(ShmConcurrency, ThreadsHandBlocksToEachOther) {
     std::vector<std::pair<Offset, std::uint64_t>> items;
   } box[kT];
   std::atomic<int> bad{0};
+  std::atomic<int> finished{0};
+  auto drain = [&](int t, std::vector<std::pair<Offset, std::uint64_t>>& mine) {
+    {
+      std::lock_guard<std::mutex> lk(box[t].mu);
+      mine.insert(mine.end(), box[t].items.begin(), box[t].items.end());
+      box[t].items.clear();
+    }
+    for (auto [b, want] : mine) {
+      std::uint64_t got;
+      std::memcpy(&got, h.ptr(b), 8);
+      if (got != want) ++bad;
+      h.free(b);  // blocks of another thread's slot, or published
+    }
+    mine.clear();
+  };
   auto body = [&](int t) {
     std::mt19937 rng(static_cast<unsigned>(t));
     std::vector<std::pair<Offset, std::uint64_t>> mine;
@@ -56,21 +71,15 @@ TEST(ShmConcurrency, ThreadsHandBlocksToEachOther) {
       } else {
         mine.emplace_back(o, tag);
       }
-      if (mine.size() > 64 || i == kRounds - 1) {
-        std::vector<std::pair<Offset, std::uint64_t>> in;
-        {
-          std::lock_guard<std::mutex> lk(box[t].mu);
-          in.swap(box[t].items);
-        }
-        mine.insert(mine.end(), in.begin(), in.end());
-        for (auto [b, want] : mine) {
-          std::uint64_t got;
-          std::memcpy(&got, h.ptr(b), 8);
-          if (got != want) ++bad;
-          h.free(b);  // blocks of another thread's slot, or published
-        }
-        mine.clear();
-      }
+      if (mine.size() > 64) drain(t, mine);
+    }
+    // Keep emptying our mailbox until every sender is done: the live set
+    // stays bounded whatever the schedule.
+    drain(t, mine);
+    finished.fetch_add(1);
+    while (finished.load() < kT) {
+      drain(t, mine);
+      std::this_thread::yield();
     }
   };
   std::vector<std::thread> threads;

@@ -41,9 +41,12 @@ int stress(const std::string& name, unsigned w, unsigned long seed) {
         std::uint64_t word = e.word.load(std::memory_order_relaxed);
         if ((word & 3) == kEmpty) {
           unsigned r = rng() % 100;
-          std::size_t size = r < 90 ? 8 + rng() % 505 : r < 98 ? 513 + rng() % 7680 : 8193 + rng() % 30000;
+          std::size_t size = r < 90   ? 8 + rng() % 505
+                             : r < 98 ? 513 + rng() % 7680
+                                      : 8193 + rng() % 30000;
           Offset off = heap.allocate(size);
-          std::uint64_t id = (std::uint64_t(::getpid()) << 24) ^ (std::uint64_t(t) << 60) ^ ++counter;
+          std::uint64_t id =
+              (std::uint64_t(::getpid()) << 24) ^ (std::uint64_t(t) << 60) ^ ++counter;
           auto* p = heap.ptr<unsigned char>(off);
           std::memcpy(p, &id, 8);
           if (size >= 16) std::memcpy(p + size - 8, &id, 8);  // the far end is ours too
@@ -129,7 +132,9 @@ int churn(const std::string& name, double seconds) {
   for (long i = 0; std::chrono::steady_clock::now() < until; ++i) {
     if (live.size() < 400 && rng() % 3 != 0) {
       unsigned r = rng() % 100;
-      std::size_t size = r < 85 ? 16 + rng() % 400 : r < 95 ? 600 + rng() % 7000 : 9000 + rng() % 40000;
+      std::size_t size = r < 85   ? 16 + rng() % 400
+                         : r < 95 ? 600 + rng() % 7000
+                                  : 9000 + rng() % 40000;
       Offset off = heap.allocate(size);
       std::memset(heap.ptr(off), 0x5a, std::min<std::size_t>(size, 64));
       if (rng() % 2) heap.publish(off);

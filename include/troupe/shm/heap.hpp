@@ -58,7 +58,7 @@ struct CreateOptions {
   bool keep = false;
   std::size_t initial_size = std::size_t{1} << 20;  // data bytes backed at create
   std::size_t max_size = std::size_t{1} << 30;      // data bytes it may grow to
-  unsigned slots = 128;  // process slots (threads attached at once), <= 254
+  unsigned slots = 128;          // process slots (threads attached at once), <= 254
   void* address_hint = nullptr;  // map here if free (tests: different addresses)
 };
 
@@ -74,10 +74,10 @@ struct Owner {
 
 struct SlotInfo {
   unsigned index;
-  bool attached;      // its state word says attached
-  bool alive;         // a process holds its kernel lock (or it is ours)
-  bool ours;          // held by this Heap object
-  int pid;            // informational: PIDs are reused
+  bool attached;  // its state word says attached
+  bool alive;     // a process holds its kernel lock (or it is ours)
+  bool ours;      // held by this Heap object
+  int pid;        // informational: PIDs are reused
   std::uint64_t generation;
 };
 
@@ -90,22 +90,22 @@ struct RecoveryReport {
 // Byte accounting of the data area. Exact only while no thread allocates or
 // frees (the test harness calls it at quiescence).
 struct Stats {
-  std::size_t committed = 0;     // data bytes backed by the file
-  std::size_t free_pages = 0;    // bytes in free pages
-  std::size_t free_blocks = 0;   // bytes in tag-0 small blocks
-  std::size_t cached = 0;        // bytes in slot caches (free, reserved by a slot)
-  std::size_t published = 0;     // bytes in published blocks and runs
-  std::size_t unpublished = 0;   // bytes allocated by a slot and not published
-  std::size_t overhead = 0;      // superblock headers and tails
+  std::size_t committed = 0;    // data bytes backed by the file
+  std::size_t free_pages = 0;   // bytes in free pages
+  std::size_t free_blocks = 0;  // bytes in tag-0 small blocks
+  std::size_t cached = 0;       // bytes in slot caches (free, reserved by a slot)
+  std::size_t published = 0;    // bytes in published blocks and runs
+  std::size_t unpublished = 0;  // bytes allocated by a slot and not published
+  std::size_t overhead = 0;     // superblock headers and tails
   std::size_t superblocks = 0;
   std::size_t free_bytes() const { return free_pages + free_blocks + cached; }
   std::size_t live_bytes() const { return published + unpublished; }
 };
 
 struct StaleHeap {
-  std::string name;       // path of the segment file
-  std::uint64_t bytes;    // file size
-  std::uint32_t attached; // processes that were attached when they died
+  std::string name;        // path of the segment file
+  std::uint64_t bytes;     // file size
+  std::uint32_t attached;  // processes that were attached when they died
 };
 
 class Heap {
@@ -165,8 +165,8 @@ class Heap {
   std::vector<std::string> verify() const;
   // Called by the survivor for each dead slot before its blocks are freed,
   // with the slot's user words (for layers above: transaction logs, epochs).
-  using RecoveryHook = std::function<void(Heap&, unsigned slot,
-                                          std::span<std::atomic<std::uint64_t>> user_words)>;
+  using RecoveryHook =
+      std::function<void(Heap&, unsigned slot, std::span<std::atomic<std::uint64_t>> user_words)>;
   void set_recovery_hook(RecoveryHook hook);
   // The user words of the calling thread's slot (takes a slot if needed).
   std::span<std::atomic<std::uint64_t>> slot_words();

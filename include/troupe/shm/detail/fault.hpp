@@ -17,19 +17,19 @@ namespace troupe::shm::detail {
 
 // Every name a fault point uses, for tests that pick one at random.
 inline constexpr std::string_view kFaultPoints[] = {
-    "alloc.after_pop",          // popped from the slot cache, not yet returned
+    "alloc.after_pop",           // popped from the slot cache, not yet returned
     "alloc.refill.after_claim",  // claimed blocks (tagged), not yet in the cache
-    "alloc.sb.after_pages",     // claimed a superblock's pages, header not written
-    "alloc.sb.after_init",      // superblock written, page-map head still large
-    "alloc.large.after_claim",  // pages kPending, head not written
-    "alloc.large.after_head",   // head written, tails still kPending
-    "free.after_take",          // took responsibility for a published block
-    "free.flush.mid",           // flushing the cache: some blocks released
-    "free.large.mid",           // dismantling a run: some tails back to kPending
-    "publish.after",            // block published
-    "grow.after_fallocate",     // file grown, committed size not yet raised
-    "retire.after_claim",       // retiring a superblock: all blocks claimed
-    "recover.mid",              // recovering a dead slot, half done
+    "alloc.sb.after_pages",      // claimed a superblock's pages, header not written
+    "alloc.sb.after_init",       // superblock written, page-map head still large
+    "alloc.large.after_claim",   // pages kPending, head not written
+    "alloc.large.after_head",    // head written, tails still kPending
+    "free.after_take",           // took responsibility for a published block
+    "free.flush.mid",            // flushing the cache: some blocks released
+    "free.large.mid",            // dismantling a run: some tails back to kPending
+    "publish.after",             // block published
+    "grow.after_fallocate",      // file grown, committed size not yet raised
+    "retire.after_claim",        // retiring a superblock: all blocks claimed
+    "recover.mid",               // recovering a dead slot, half done
 };
 
 extern std::atomic<bool> g_fault_armed;  // F1

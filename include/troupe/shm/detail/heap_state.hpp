@@ -31,8 +31,8 @@ using TagSet = std::bitset<256>;  // a set of tags (slot + 1)
 
 struct HeapState {
   int fd = -1;
-  std::string name;        // shm name or path; "" for memfd
-  bool is_path = false;    // name is a file path (open/unlink), not shm_open
+  std::string name;      // shm name or path; "" for memfd
+  bool is_path = false;  // name is a file path (open/unlink), not shm_open
   bool anonymous = false;
   char* base = nullptr;
   std::size_t reserved = 0;

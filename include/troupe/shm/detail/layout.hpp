@@ -33,8 +33,8 @@
 #pragma once
 
 #include <array>
-#include <bit>
 #include <atomic>
+#include <bit>
 #include <cstddef>
 #include <cstdint>
 
@@ -96,7 +96,9 @@ constexpr bool pm_is_large(std::uint64_t w) { return pm_kind(w) == kHead && !(w 
 constexpr std::uint8_t pm_tag(std::uint64_t w) { return static_cast<std::uint8_t>(w >> 8); }
 constexpr unsigned pm_class(std::uint64_t w) { return static_cast<unsigned>((w >> 16) & 0xff); }
 constexpr std::uint64_t pm_len(std::uint64_t w) { return w >> 32; }
-constexpr std::uint64_t pm_pending(std::uint8_t tag) { return kPending | (std::uint64_t{tag} << 8); }
+constexpr std::uint64_t pm_pending(std::uint8_t tag) {
+  return kPending | (std::uint64_t{tag} << 8);
+}
 constexpr std::uint64_t pm_large(std::uint8_t tag, std::uint64_t len) {
   return kHead | (std::uint64_t{tag} << 8) | (len << 32);
 }
@@ -113,7 +115,7 @@ struct Superblock {
   std::uint32_t cls;
   std::uint32_t block_size;
   std::uint32_t nblocks;
-  std::uint32_t first;      // byte offset of block 0 inside the superblock
+  std::uint32_t first;       // byte offset of block 0 inside the superblock
   std::uint64_t reciprocal;  // ceil(2^32 / block_size): index = (d * r) >> 32
   // Holder: 0 or s+1 (I3). Written by CAS 0 -> s+1 (adopt), by the holder
   // (detach, store 0) or by the recoverer of a dead holder.
@@ -148,8 +150,8 @@ constexpr std::uint32_t sb_first(std::uint32_t n) {
 enum SlotState : std::uint32_t { kSlotFree = 0, kSlotAttached = 1 };
 
 struct SlotCache {
-  std::uint32_t n;                  // entries in use
-  std::uint32_t e[kCacheMax];       // block offsets >> 4 (tag == slot + 1)
+  std::uint32_t n;             // entries in use
+  std::uint32_t e[kCacheMax];  // block offsets >> 4 (tag == slot + 1)
 };
 
 // One per attached thread. Liveness is the kernel's: slot i is alive while
@@ -157,14 +159,14 @@ struct SlotCache {
 // segment file. Fields are written only by the thread owning the slot (which
 // holds that lock), or by a survivor that took the lock after the owner died.
 struct Slot {
-  std::atomic<std::uint32_t> state;     // SlotState
-  std::atomic<std::int32_t> pid;        // informational only: never trusted
+  std::atomic<std::uint32_t> state;       // SlotState
+  std::atomic<std::int32_t> pid;          // informational only: never trusted
   std::atomic<std::uint64_t> generation;  // bumped each time the slot is taken
   // Words for layers above (transactions, epochs): read by the recovery hook
   // of the survivor before the slot's blocks are freed.
   std::atomic<std::uint64_t> user[kSlotUserWords];
-  std::uint32_t cur_sb[kClasses];   // page index + 1 of the held superblock
-  std::uint32_t cursor[kClasses];   // next owner word to scan in cur_sb
+  std::uint32_t cur_sb[kClasses];  // page index + 1 of the held superblock
+  std::uint32_t cursor[kClasses];  // next owner word to scan in cur_sb
   SlotCache cache[kClasses];
 };
 
@@ -196,8 +198,8 @@ struct Header {
   // Processes attached; a clean detach decrements. Non-zero with nobody
   // holding lock byte 0 means a process died attached (a stale heap).
   std::atomic<std::uint32_t> attached;
-  std::atomic<std::uint32_t> flags;  // HeaderFlags
-  std::atomic<std::uint64_t> page_hint;  // where page searches start (hint)
+  std::atomic<std::uint32_t> flags;                   // HeaderFlags
+  std::atomic<std::uint64_t> page_hint;               // where page searches start (hint)
   std::atomic<std::uint64_t> class_cursor[kClasses];  // adoption scan start (hint)
   // Tiny lock for creating/removing roots: 0 or slot+1; recovery releases a
   // dead holder's. Not used by the allocator.
