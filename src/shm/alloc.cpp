@@ -19,7 +19,7 @@
 // Invariants (besides layout.hpp's I1-I5):
 //   A1. A slot's cache holds only blocks tagged with that slot, at most
 //       cache_cap(cls) of them, all of class cls.
-//   A2. Superblock fields other than holder/nfree/owner are read only after an
+//   A2. Superblock fields other than nfree/owner are read only after an
 //       acquire load of the page-map head that says SB.
 #include <fcntl.h>
 #include <fmt/format.h>
@@ -225,13 +225,14 @@ std::uint64_t new_superblock(HeapState& st, unsigned cls, std::uint8_t tag) {
   sb->nblocks = n;
   sb->first = sb_first(n);
   sb->reciprocal = ((std::uint64_t{1} << 32) + size - 1) / size;
+  sb->unused = 0;
   // Relaxed: published by the release store of the SB head below (A2).
-  sb->holder.store(tag, std::memory_order_relaxed);
   sb->nfree.store(static_cast<std::int32_t>(n), std::memory_order_relaxed);
   for (std::uint32_t w = 0; w < (n + 7) / 8; ++w) sb->owner[w].store(0, std::memory_order_relaxed);
   fault_point("alloc.sb.after_init");
   // Release: the fields above are visible to whoever reads the SB head (A2).
-  st.pagemap[p].store(pm_sb(cls), std::memory_order_release);
+  // We are its holder from the start (I3).
+  st.pagemap[p].store(pm_sb(cls, tag), std::memory_order_release);
   return p;
 }
 
@@ -247,20 +248,20 @@ std::uint64_t adopt_superblock(HeapState& st, unsigned cls, std::uint8_t tag) {
   if (start >= end) start = 0;
   std::uint64_t i = start;
   do {
-    // Acquire: A2.
-    std::uint64_t w = st.pagemap[i].load(std::memory_order_acquire);
-    if (pm_is_sb(w) && pm_class(w) == cls) {
-      Superblock* sb = st.sb_at(i);
-      // Relaxed reads: hints; the CAS decides.
-      if (sb->holder.load(std::memory_order_relaxed) == 0 &&
-          sb->nfree.load(std::memory_order_relaxed) > 0) {
-        std::uint32_t zero = 0;
-        // Acquire: pairs with the last holder's release detach.
-        if (sb->holder.compare_exchange_strong(zero, tag, std::memory_order_acquire,
-                                               std::memory_order_relaxed)) {
-          st.hdr->class_cursor[cls].store(i, std::memory_order_relaxed);
+    // Relaxed: the CAS below decides; A2's acquire is on the CAS.
+    std::uint64_t w = st.pagemap[i].load(std::memory_order_relaxed);
+    if (w == pm_sb(cls)) {
+      // Acquire: pairs with the last holder's release detach and with the
+      // creator's release of the head (A2).
+      if (st.pagemap[i].compare_exchange_strong(w, pm_sb(cls, tag), std::memory_order_acquire,
+                                                std::memory_order_relaxed)) {
+        // Ours now, so the superblock cannot be retired under us (I3).
+        // Relaxed: nfree is a hint.
+        if (st.sb_at(i)->nfree.load(std::memory_order_relaxed) > 0) {
+          st.hdr->class_cursor[cls].store(i, std::memory_order_relaxed);  // hint
           return i;
         }
+        st.pagemap[i].store(pm_sb(cls), std::memory_order_release);  // detach again
       }
     }
     i += kSbPages;
@@ -327,7 +328,7 @@ void refill(HeapState& st, unsigned s, unsigned cls) {
         return;
       }
       // Exhausted: detach. Release: pairs with the next holder's acquire.
-      st.sb_at(p)->holder.store(0, std::memory_order_release);
+      st.pagemap[p].store(pm_sb(cls), std::memory_order_release);
       slot.cur_sb[cls] = 0;
     }
     std::uint64_t p = adopt_superblock(st, cls, tag);
@@ -540,7 +541,7 @@ void flush_slot_caches(HeapState& st, unsigned s) {
     if (slot.cache[cls].n) flush_half(st, slot, cls, true);
     if (slot.cur_sb[cls]) {
       // Release: pairs with the next holder's acquire CAS.
-      st.sb_at(slot.cur_sb[cls] - 1)->holder.store(0, std::memory_order_release);
+      st.pagemap[slot.cur_sb[cls] - 1].store(pm_sb(cls), std::memory_order_release);
       slot.cur_sb[cls] = 0;
     }
   }
@@ -551,19 +552,21 @@ std::size_t retire_empty(HeapState& st, std::uint8_t tag, bool exact) {
   ensure_mapped(st, st.page_offset(end));
   std::size_t freed = 0;
   for (std::uint64_t p = 0; p < end; p += kSbPages) {
-    std::uint64_t h = st.pagemap[p].load(std::memory_order_acquire);  // A2
-    if (!pm_is_sb(h)) continue;
+    // Relaxed: the CAS below decides.
+    std::uint64_t h = st.pagemap[p].load(std::memory_order_relaxed);
+    if (!pm_is_sb(h) || pm_tag(h) != 0) continue;
+    const unsigned cls = pm_class(h);
+    // Acquire: pairs with the last holder's release detach (I3) and A2.
+    if (!st.pagemap[p].compare_exchange_strong(h, pm_sb(cls, tag), std::memory_order_acquire,
+                                               std::memory_order_relaxed))
+      continue;
     Superblock* sb = st.sb_at(p);
-    // Relaxed: hints; the CASes decide.
-    if (sb->holder.load(std::memory_order_relaxed) != 0) continue;
+    // Relaxed: a hint, read while we hold the superblock.
     if (!exact &&
-        sb->nfree.load(std::memory_order_relaxed) < static_cast<std::int32_t>(sb->nblocks))
+        sb->nfree.load(std::memory_order_relaxed) < static_cast<std::int32_t>(sb->nblocks)) {
+      st.pagemap[p].store(pm_sb(cls), std::memory_order_release);
       continue;
-    std::uint32_t zero = 0;
-    // Acquire: pairs with the last holder's release detach (I3).
-    if (!sb->holder.compare_exchange_strong(zero, tag, std::memory_order_acquire,
-                                            std::memory_order_relaxed))
-      continue;
+    }
     const std::uint32_t n = sb->nblocks, nw = (n + 7) / 8;
     std::uint32_t w = 0;
     for (; w < nw; ++w) {
@@ -585,7 +588,7 @@ std::size_t retire_empty(HeapState& st, std::uint8_t tag, bool exact) {
         }
         sb->nfree.store(z, std::memory_order_relaxed);  // re-sync the hint
       }
-      sb->holder.store(0, std::memory_order_release);
+      st.pagemap[p].store(pm_sb(cls), std::memory_order_release);  // detach
       continue;
     }
     fault_point("retire.after_claim");
@@ -644,10 +647,10 @@ void recover_tags(HeapState& st, const TagSet& dead, RecoveryReport& rep) {
             sb->owner[u].fetch_and(~mask, std::memory_order_release);
             rep.blocks_freed += static_cast<std::size_t>(cnt);
           }
-          std::uint32_t h = sb->holder.load(std::memory_order_relaxed);
-          if (h != 0 && dead[h])
-            sb->holder.compare_exchange_strong(h, 0, std::memory_order_release,
-                                               std::memory_order_relaxed);
+          std::uint8_t h = pm_tag(w);
+          if (h != 0 && dead[h])  // a dead holder: nobody else writes this word now (I3)
+            pm[i].compare_exchange_strong(w, pm_sb(pm_class(w)), std::memory_order_release,
+                                          std::memory_order_relaxed);
           if (!faulted) {
             faulted = true;
             fault_point("recover.mid");
@@ -755,7 +758,7 @@ std::vector<std::string> verify_heap(HeapState& st) {
             sb->block_size != kClassSize[cls] || sb->nblocks != sb_nblocks(kClassSize[cls])) {
           report(fmt::format("page {}: superblock header does not match class {}", i, cls));
         } else {
-          std::uint32_t h = sb->holder.load(std::memory_order_relaxed);
+          std::uint8_t h = pm_tag(w);
           if (h != 0 && !attached[h])
             report(fmt::format("superblock at page {} held by unattached slot {}", i, h - 1));
           std::uint64_t block0 = st.page_offset(i) + sb->first;

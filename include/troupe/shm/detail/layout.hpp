@@ -20,9 +20,13 @@
 //       instructions leaves every block with exactly one responsible party.
 //   I2. Recovery of dead slot s sets every tag s+1 to 0. Nothing else is
 //       needed: caches and half-done operations are described by the tags.
-//   I3. Only the holder of a superblock (Superblock::holder == s+1) claims
-//       blocks from it; a superblock with holder 0 may be retired, and only by
-//       a slot that first becomes its holder and then claims every block.
+//   I3. Only the holder of a superblock (tag s+1 in the holder byte of its
+//       page-map head) claims blocks from it; a superblock with holder 0 may
+//       be retired, and only by a slot that first becomes its holder and then
+//       claims every block. The holder lives in the page-map word, not in the
+//       superblock, so adopting is a CAS on a word that is never reused for
+//       anything else: a superblock retired and reused under a slow adopter
+//       makes the adopter's CAS fail instead of writing into user data.
 //   I4. A page-map word leaves 0 only by compare-exchange (kPending, tagged);
 //       a run's head is written before its tails become kTail, and a run is
 //       dismantled tails-first back to kPending, so a page is never a tail of a
@@ -85,8 +89,8 @@ constexpr std::array<std::uint32_t, kClasses> make_cache_caps() {
 inline constexpr std::array<std::uint32_t, kClasses> kCacheCap = make_cache_caps();
 
 // ---- page map words ---------------------------------------------------------
-// bits 0-1 kind, bits 8-15 tag (kPending, large heads), bits 16-23 class (SB
-// heads), bits 32-63 run length in pages (heads).
+// bits 0-1 kind, bits 8-15 tag (kPending, large heads; the holder for SB
+// heads), bits 16-23 class (SB heads), bits 32-63 run length in pages (heads).
 enum PageKind : std::uint64_t { kFree = 0, kPending = 1, kHead = 2, kTail = 3 };
 inline constexpr std::uint64_t kSbFlag = 1u << 2;
 
@@ -102,8 +106,9 @@ constexpr std::uint64_t pm_pending(std::uint8_t tag) {
 constexpr std::uint64_t pm_large(std::uint8_t tag, std::uint64_t len) {
   return kHead | (std::uint64_t{tag} << 8) | (len << 32);
 }
-constexpr std::uint64_t pm_sb(unsigned cls) {
-  return kHead | kSbFlag | (std::uint64_t{cls} << 16) | (std::uint64_t{kSbPages} << 32);
+constexpr std::uint64_t pm_sb(unsigned cls, std::uint8_t holder = 0) {
+  return kHead | kSbFlag | (std::uint64_t{holder} << 8) | (std::uint64_t{cls} << 16) |
+         (std::uint64_t{kSbPages} << 32);
 }
 
 // ---- superblock ---------------------------------------------------------------
@@ -117,9 +122,7 @@ struct Superblock {
   std::uint32_t nblocks;
   std::uint32_t first;       // byte offset of block 0 inside the superblock
   std::uint64_t reciprocal;  // ceil(2^32 / block_size): index = (d * r) >> 32
-  // Holder: 0 or s+1 (I3). Written by CAS 0 -> s+1 (adopt), by the holder
-  // (detach, store 0) or by the recoverer of a dead holder.
-  std::atomic<std::uint32_t> holder;
+  std::uint32_t unused;      // (the holder is in the page-map head, I3)
   // Approximate count of tag-0 blocks: a hint for adoption and retiring, never
   // trusted for correctness (a crash between a tag change and this update
   // leaves it off by the batch). Everyone updates it with relaxed RMWs.
