@@ -1,0 +1,530 @@
+// bench/proc/bench_proc.cpp: bench_proc, worker processes against what a
+// systems programmer would write by hand, both sides in one run. Owns the
+// cases, their baselines, the run loop and the table.
+//
+//   bench_proc [--runs N] [--quick] [--case rt,pipe,tasks,cold,idle]
+//
+// Cases (ratio = troupe / baseline, whatever the unit):
+//   rt     call round trip to a remote actor's empty method, one at a time,
+//          vs a 1-byte round trip over a SOCK_SEQPACKET socketpair with a
+//          fork'd child echoing it (blocking read/write on both ends).
+//   pipe   the same calls with 1000 in flight (a ring of 1000 promises, the
+//          oldest awaited and replaced), vs 1-byte requests on a SOCK_STREAM
+//          socketpair with 1000 in flight: one write per request, as one
+//          sendmsg per call; the echo child and the reader take whatever is
+//          there in one read (the natural echo server).
+//   tasks  Executor::submit(isolated<&inc>, x) with 1000 in flight, vs a pool
+//          of `budget` fork'd workers reading 4-byte tasks from a pipe each
+//          and writing results back on another (one write per task from the
+//          parent, poll over the result pipes, batched reads).
+//   cold   a fresh process's first spawn<T>() to its handle (no worker yet,
+//          no runtime threads yet), vs posix_spawn of this same binary that
+//          writes one byte back over a socketpair from main and exits.
+//   idle   CPU ticks (/proc/<pid>/stat utime+stime, 1 tick = 1/CLK_TCK s)
+//          that the idle workers burn in 1 s after the runs, vs an idle
+//          fork/pipe pool measured in the same second; and the root process.
+//
+// Invariants:
+//   I1. proc::init is the first thing in main: this binary, re-executed as a
+//       worker, serves calls there and never returns.
+//   I2. Each side of a case runs once untimed (warm-up), then N timed runs,
+//       troupe and baseline alternating run by run, so that load from other
+//       processes falls on both alike; 50 ms between runs. Medians shown.
+//   I3. fork'd baseline children (forked while this process has threads) call
+//       only read, write, close and _exit.
+//   I4. Every result is checked; a wrong one aborts the bench.
+//   I5. The budget lock file is private to this process (by pid), so other
+//       troupe programs on the machine neither take our slots nor we theirs.
+#include <fcntl.h>
+#include <poll.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <functional>
+#include <sstream>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include <fmt/core.h>
+
+#include "troupe/exec/executor.hpp"
+#include "troupe/proc/process.hpp"
+
+extern char** environ;
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using namespace std::chrono_literals;
+namespace proc = troupe::proc;
+
+constexpr int kWindow = 1000;  // calls / tasks in flight
+
+struct Noop {
+  void noop() {}
+};
+int inc(int x) { return x + 1; }
+
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+[[noreturn]] void die(const char* what) {
+  std::fprintf(stderr, "bench_proc: %s: %s\n", what, std::strerror(errno));
+  std::exit(1);
+}
+void check(bool ok, const std::string& what) {  // I4
+  if (ok) return;
+  std::fprintf(stderr, "bench_proc: WRONG RESULT: %s\n", what.c_str());
+  std::abort();
+}
+
+void write_all(int fd, const void* p, std::size_t n) {
+  auto* c = static_cast<const char*>(p);
+  while (n > 0) {
+    ssize_t w = ::write(fd, c, n);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) die("write");
+    c += w;
+    n -= static_cast<std::size_t>(w);
+  }
+}
+std::size_t read_some(int fd, void* p, std::size_t n) {
+  for (;;) {
+    ssize_t r = ::read(fd, p, n);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) die("read");
+    return static_cast<std::size_t>(r);
+  }
+}
+
+// ------------------------------------------------------------ raw sockets (I3)
+struct Echo {
+  pid_t pid = -1;
+  int fd = -1;
+  ~Echo() {
+    ::close(fd);
+    ::waitpid(pid, nullptr, 0);
+  }
+};
+
+// A fork'd child echoing whatever it reads, one read then one write.
+std::unique_ptr<Echo> fork_echo(int type) {
+  int sv[2];
+  if (::socketpair(AF_UNIX, type | SOCK_CLOEXEC, 0, sv) != 0) die("socketpair");
+  pid_t pid = ::fork();
+  if (pid < 0) die("fork");
+  if (pid == 0) {
+    ::close(sv[0]);
+    char buf[4096];
+    for (;;) {
+      ssize_t r = ::read(sv[1], buf, sizeof buf);
+      if (r <= 0) ::_exit(0);
+      for (ssize_t off = 0; off < r;) {
+        ssize_t w = ::write(sv[1], buf + off, static_cast<std::size_t>(r - off));
+        if (w <= 0) ::_exit(0);
+        off += w;
+      }
+    }
+  }
+  ::close(sv[1]);
+  auto e = std::make_unique<Echo>();
+  e->pid = pid;
+  e->fd = sv[0];
+  return e;
+}
+
+double raw_round_trip_us(long n) {
+  auto e = fork_echo(SOCK_SEQPACKET);
+  char b = 1;
+  for (int i = 0; i < 1000; ++i) {
+    write_all(e->fd, &b, 1);
+    read_some(e->fd, &b, 1);
+  }
+  auto t0 = Clock::now();
+  for (long i = 0; i < n; ++i) {
+    write_all(e->fd, &b, 1);
+    check(read_some(e->fd, &b, 1) == 1, "echo of one byte");
+  }
+  return seconds_since(t0) / static_cast<double>(n) * 1e6;
+}
+
+double raw_pipelined_per_s(long n) {
+  auto e = fork_echo(SOCK_STREAM);
+  char one = 1, buf[4096];
+  long sent = 0, done = 0;
+  auto t0 = Clock::now();
+  for (; sent < kWindow && sent < n; ++sent) write_all(e->fd, &one, 1);
+  while (done < n) {
+    std::size_t r = read_some(e->fd, buf, sizeof buf);
+    done += static_cast<long>(r);
+    for (std::size_t k = 0; k < r && sent < n; ++k, ++sent) write_all(e->fd, &one, 1);
+  }
+  double dt = seconds_since(t0);
+  check(done == n, "every request echoed once");
+  return static_cast<double>(n) / dt;
+}
+
+// ------------------------------------------------------------ fork/pipe pool (I3)
+struct PipePool {
+  std::vector<pid_t> pids;
+  std::vector<int> req, resp;  // the parent's ends
+  ~PipePool() {
+    for (int fd : req) ::close(fd);
+    for (int fd : resp) ::close(fd);
+    for (pid_t p : pids) ::waitpid(p, nullptr, 0);
+  }
+};
+
+std::unique_ptr<PipePool> fork_pool(std::size_t n) {
+  auto pool = std::make_unique<PipePool>();
+  for (std::size_t i = 0; i < n; ++i) {
+    int rq[2], rs[2];
+    if (::pipe2(rq, O_CLOEXEC) != 0 || ::pipe2(rs, O_CLOEXEC) != 0) die("pipe2");
+    pid_t pid = ::fork();
+    if (pid < 0) die("fork");
+    if (pid == 0) {
+      for (int fd : pool->req) ::close(fd);  // other workers' ends: EOF must reach them
+      for (int fd : pool->resp) ::close(fd);
+      ::close(rq[1]);
+      ::close(rs[0]);
+      int buf[1024];  // 4096 bytes: whole tasks, since every write is 4 bytes
+      for (;;) {
+        ssize_t r = ::read(rq[0], buf, sizeof buf);
+        if (r <= 0) ::_exit(0);
+        for (ssize_t k = 0; k < r / 4; ++k) buf[k] = inc(buf[k]);
+        for (ssize_t off = 0; off < r;) {
+          ssize_t w = ::write(rs[1], reinterpret_cast<char*>(buf) + off,
+                              static_cast<std::size_t>(r - off));
+          if (w <= 0) ::_exit(0);
+          off += w;
+        }
+      }
+    }
+    ::close(rq[0]);
+    ::close(rs[1]);
+    pool->pids.push_back(pid);
+    pool->req.push_back(rq[1]);
+    pool->resp.push_back(rs[0]);
+  }
+  return pool;
+}
+
+double pool_tasks_per_s(std::size_t workers, long n) {
+  auto pool = fork_pool(workers);
+  auto run = [&](long count) {
+    std::size_t nw = pool->pids.size();
+    std::vector<pollfd> pfd(nw);
+    for (std::size_t k = 0; k < nw; ++k) pfd[k] = {pool->resp[k], POLLIN, 0};
+    long sent = 0, done = 0, sum = 0, expect = 0;
+    auto send_to = [&](std::size_t k) {
+      int x = static_cast<int>(sent++);
+      expect += x + 1;
+      write_all(pool->req[k], &x, sizeof x);  // one write per task
+    };
+    for (long i = 0; i < kWindow && sent < count; ++i) send_to(static_cast<std::size_t>(i) % nw);
+    int buf[1024];
+    while (done < count) {
+      if (::poll(pfd.data(), nw, -1) < 0 && errno != EINTR) die("poll");
+      for (std::size_t k = 0; k < nw; ++k) {
+        if (!(pfd[k].revents & POLLIN)) continue;
+        std::size_t r = read_some(pool->resp[k], buf, sizeof buf);
+        check(r % 4 == 0, "whole results");
+        for (std::size_t j = 0; j < r / 4; ++j) {
+          sum += buf[j];
+          ++done;
+          if (sent < count) send_to(k);  // refill the worker that freed a slot
+        }
+      }
+    }
+    check(sum == expect, "sum of x + 1 over every task");
+  };
+  run(kWindow);  // warm-up
+  auto t0 = Clock::now();
+  run(n);
+  return static_cast<double>(n) / seconds_since(t0);
+}
+
+// ------------------------------------------------------------ troupe
+double troupe_round_trip_us(long n) {
+  auto a = proc::spawn<Noop>().get();
+  for (int i = 0; i < 1000; ++i) a.call<&Noop::noop>().get();
+  auto t0 = Clock::now();
+  for (long i = 0; i < n; ++i) a.call<&Noop::noop>().get();
+  return seconds_since(t0) / static_cast<double>(n) * 1e6;
+}
+
+double troupe_pipelined_per_s(long n) {
+  auto a = proc::spawn<Noop>().get();
+  std::vector<troupe::Promise<void>> ring(kWindow);
+  auto run = [&](long count) {
+    for (long i = 0; i < count; ++i) {
+      auto& p = ring[static_cast<std::size_t>(i % kWindow)];
+      if (p.valid()) p.get();
+      p = a.call<&Noop::noop>();
+    }
+    for (auto& p : ring)
+      if (p.valid()) std::exchange(p, troupe::Promise<void>()).get();
+  };
+  run(kWindow);  // warm-up
+  auto t0 = Clock::now();
+  run(n);
+  return static_cast<double>(n) / seconds_since(t0);
+}
+
+double troupe_tasks_per_s(long n) {
+  troupe::exec::Executor ex;
+  std::vector<troupe::Promise<int>> ring(kWindow);
+  auto run = [&](long count) {
+    long sum = 0, expect = 0;
+    for (long i = 0; i < count; ++i) {
+      auto& p = ring[static_cast<std::size_t>(i % kWindow)];
+      if (p.valid()) sum += p.get();
+      expect += i + 1;
+      p = ex.submit(troupe::exec::isolated<&inc>, static_cast<int>(i));
+    }
+    for (auto& p : ring)
+      if (p.valid()) sum += std::exchange(p, troupe::Promise<int>()).get();
+    check(sum == expect, "sum of x + 1 over every isolated task");
+  };
+  run(kWindow);  // warm-up
+  auto t0 = Clock::now();
+  run(n);
+  return static_cast<double>(n) / seconds_since(t0);
+}
+
+// ------------------------------------------------------------ cold start
+pid_t spawn_self(std::vector<std::string> args, posix_spawn_file_actions_t* fa) {
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  pid_t pid;
+  int rc = ::posix_spawn(&pid, "/proc/self/exe", fa, nullptr, argv.data(), environ);
+  if (rc != 0) {
+    errno = rc;
+    die("posix_spawn");
+  }
+  return pid;
+}
+
+// The child (--cold-child) times its own first spawn and prints microseconds.
+double troupe_cold_ms(const std::string& exe) {
+  int p[2];
+  if (::pipe2(p, O_CLOEXEC) != 0) die("pipe2");
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_adddup2(&fa, p[1], 1);
+  pid_t pid = spawn_self({exe, "--cold-child"}, &fa);
+  posix_spawn_file_actions_destroy(&fa);
+  ::close(p[1]);
+  std::string out;
+  char buf[256];
+  ssize_t r;
+  while ((r = ::read(p[0], buf, sizeof buf)) > 0) out.append(buf, static_cast<std::size_t>(r));
+  ::close(p[0]);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  check(WIFEXITED(status) && WEXITSTATUS(status) == 0 && !out.empty(), "cold child exits cleanly");
+  return std::stod(out) / 1000.0;
+}
+
+int cold_child_main() {
+  auto t0 = Clock::now();
+  auto a = proc::spawn<Noop>().get();
+  double us = seconds_since(t0) * 1e6;
+  check(a.worker() != 0, "a handle from the first spawn");
+  std::printf("%.1f\n", us);
+  std::fflush(stdout);
+  return 0;
+}
+
+// posix_spawn of this binary, which answers one byte from main (--reply-once).
+double raw_cold_ms(const std::string& exe) {
+  int sv[2];
+  if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) die("socketpair");
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_adddup2(&fa, sv[1], sv[1]);  // clears close-on-exec in the child
+  auto t0 = Clock::now();
+  pid_t pid = spawn_self({exe, "--reply-once", std::to_string(sv[1])}, &fa);
+  posix_spawn_file_actions_destroy(&fa);
+  ::close(sv[1]);
+  char b = 0;
+  check(read_some(sv[0], &b, 1) == 1 && b == 42, "one byte from the spawned child");
+  double ms = seconds_since(t0) * 1e3;
+  ::close(sv[0]);
+  ::waitpid(pid, nullptr, 0);
+  return ms;
+}
+
+// ------------------------------------------------------------ idle CPU
+long cpu_ticks(pid_t pid) {
+  std::ifstream f(fmt::format("/proc/{}/stat", pid));
+  std::string s((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  auto close_paren = s.rfind(')');
+  if (close_paren == std::string::npos) return -1;
+  std::istringstream in(s.substr(close_paren + 2));  // from field 3, the state
+  std::string tok;
+  long utime = 0, stime = 0;
+  for (int field = 3; in >> tok; ++field) {
+    if (field == 14) utime = std::stol(tok);
+    if (field == 15) {
+      stime = std::stol(tok);
+      break;
+    }
+  }
+  return utime + stime;
+}
+long sum_ticks(const std::vector<pid_t>& pids) {
+  long t = 0;
+  for (pid_t p : pids) t += cpu_ticks(p);
+  return t;
+}
+
+// ------------------------------------------------------------ run loop, table
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  std::size_t n = v.size();
+  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+struct Row {
+  std::string name;
+  double ours, base;  // base < 0: no baseline
+  int precision;
+};
+
+void print_row(const Row& r) {
+  std::string ratio = r.base > 0 ? fmt::format("{:.2f}", r.ours / r.base) : "-";
+  std::string base = r.base >= 0 ? fmt::format("{:.{}f}", r.base, r.precision) : "-";
+  std::printf("| %s | %s | %s | %s |\n", r.name.c_str(),
+              fmt::format("{:.{}f}", r.ours, r.precision).c_str(), base.c_str(), ratio.c_str());
+  std::fflush(stdout);
+}
+
+// I2
+Row measure(std::string name, int runs, int precision, const std::function<double()>& ours,
+            const std::function<double()>& base) {
+  std::vector<double> a, b;
+  ours();
+  base();
+  for (int i = 0; i < runs; ++i) {
+    std::this_thread::sleep_for(50ms);
+    a.push_back(ours());
+    std::this_thread::sleep_for(50ms);
+    b.push_back(base());
+  }
+  return {std::move(name), median(a), median(b), precision};
+}
+
+[[noreturn]] void usage(const char* why) {
+  std::fprintf(stderr,
+               "bench_proc: %s\nusage: bench_proc [--runs N] [--quick] "
+               "[--case rt,pipe,tasks,cold,idle]\n",
+               why);
+  std::exit(2);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  proc::Options opts;
+  opts.budget = std::max(1u, std::thread::hardware_concurrency());
+  opts.idle_timeout = 60s;  // workers stay for the idle case; the bench retires them at the end
+  opts.budget_file = fmt::format("/tmp/troupe-bench-budget-{}-{}", getuid(), getpid());  // I5
+  proc::init(argc, argv, opts);  // I1
+
+  std::vector<std::string_view> args(argv + 1, argv + argc);
+  if (!args.empty() && args[0] == "--reply-once") {
+    if (args.size() != 2) usage("--reply-once FD");
+    char b = 42;
+    write_all(std::atoi(argv[2]), &b, 1);
+    ::_exit(0);
+  }
+  if (!args.empty() && args[0] == "--cold-child") {
+    int rc = cold_child_main();
+    ::unlink(opts.budget_file.c_str());
+    return rc;
+  }
+
+  int runs = 5;
+  bool quick = false, runs_given = false;
+  std::string cases = "rt,pipe,tasks,cold,idle";
+  for (std::size_t i = 0; i < args.size(); ++i) {
+    if (args[i] == "--runs" && i + 1 < args.size()) {
+      runs = std::atoi(std::string(args[++i]).c_str());
+      runs_given = true;
+      if (runs < 1) usage("--runs needs a positive count");
+    } else if (args[i] == "--quick") {
+      quick = true;
+    } else if (args[i] == "--case" && i + 1 < args.size()) {
+      cases = std::string(args[++i]);
+    } else {
+      usage("unknown argument");
+    }
+  }
+  if (quick && !runs_given) runs = 3;
+  cases = "," + cases + ",";
+  auto want = [&](const char* c) { return cases.find(fmt::format(",{},", c)) != std::string::npos; };
+  const std::string exe = argv[0];
+  const long rt_n = quick ? 1000 : 20000;
+  const long pipe_n = quick ? 10000 : 100000;
+  const long task_n = quick ? 10000 : 100000;
+  const std::size_t budget = opts.budget;
+
+  std::fprintf(stderr,
+               "bench_proc: %d runs per side, medians; ratio = troupe / baseline; budget %zu "
+               "workers; %s sizes\n",
+               runs, budget, quick ? "quick" : "full");
+  std::printf("| case | troupe | baseline | ratio |\n|---|---|---|---|\n");
+  std::fflush(stdout);
+
+  if (want("rt"))
+    print_row(measure("call round trip, empty method, vs SOCK_SEQPACKET 1-byte echo (µs)", runs, 2,
+                      [&] { return troupe_round_trip_us(rt_n); },
+                      [&] { return raw_round_trip_us(rt_n); }));
+  if (want("pipe"))
+    print_row(measure(fmt::format("pipelined calls/s, {} in flight, vs SOCK_STREAM 1-byte echo",
+                                  kWindow),
+                      runs, 0, [&] { return troupe_pipelined_per_s(pipe_n); },
+                      [&] { return raw_pipelined_per_s(pipe_n); }));
+  if (want("tasks"))
+    print_row(measure(fmt::format("isolated tasks/s, {} in flight, {} workers, vs fork/pipe pool",
+                                  kWindow, budget),
+                      runs, 0, [&] { return troupe_tasks_per_s(task_n); },
+                      [&] { return pool_tasks_per_s(budget, task_n); }));
+  if (want("cold"))
+    print_row(measure("cold start: first spawn to its result, vs posix_spawn of this binary "
+                      "replying 1 byte (ms)",
+                      runs, 2, [&] { return troupe_cold_ms(exe); },
+                      [&] { return raw_cold_ms(exe); }));
+  if (want("idle")) {
+    std::vector<pid_t> workers = proc::worker_pids();
+    if (workers.empty()) {  // only --case idle: make some workers first
+      troupe_tasks_per_s(kWindow);
+      workers = proc::worker_pids();
+    }
+    auto pool = fork_pool(workers.size());
+    long w0 = sum_ticks(workers), p0 = sum_ticks(pool->pids), r0 = cpu_ticks(getpid());
+    std::this_thread::sleep_for(1s);
+    long w1 = sum_ticks(workers), p1 = sum_ticks(pool->pids), r1 = cpu_ticks(getpid());
+    print_row({fmt::format("idle CPU of {} workers in 1 s, vs idle fork/pipe pool (ticks of 1/{} s)",
+                           workers.size(), sysconf(_SC_CLK_TCK)),
+               static_cast<double>(w1 - w0), static_cast<double>(p1 - p0), 0});
+    print_row({"idle CPU of the root process in 1 s (ticks)", static_cast<double>(r1 - r0), -1, 0});
+  }
+  proc::retire_idle_workers();
+  ::unlink(opts.budget_file.c_str());
+  return 0;
+}
