@@ -164,6 +164,7 @@ bool grow(HeapState& st, std::uint64_t need) {
 // Claims a run, growing or recovering when the heap is full.
 std::uint64_t alloc_pages(HeapState& st, std::uint64_t n, std::uint64_t align, std::uint8_t tag) {
   bool retired = false, recovered = false;
+  std::string grow_error;
   for (;;) {
     std::uint64_t p = claim_pages(st, n, align, tag);
     if (p != kNone) {
@@ -174,13 +175,21 @@ std::uint64_t alloc_pages(HeapState& st, std::uint64_t n, std::uint64_t align, s
       retired = true;
       if (retire_empty(st, tag, false) > 0) continue;
     }
-    if (grow(st, n + align - 1)) continue;
+    bool grew = false;
+    try {
+      grew = grow(st, n + align - 1);
+    } catch (const Error& e) {
+      if (recovered) throw;  // the file system is full even after recovery
+      grow_error = e.what();
+    }
+    if (grew) continue;
     if (!recovered) {
       recovered = true;
       RecoveryReport rep = recover_dead(st);
       if (!rep.slots.empty()) continue;
       if (retire_empty(st, tag, true) > 0) continue;
     }
+    if (!grow_error.empty()) throw Error(Errc::out_of_memory, grow_error);
     throw Error(Errc::out_of_memory,
                 fmt::format("heap '{}' is full: no run of {} free pages in {} bytes (max {} bytes)",
                             st.name, n, committed_pages(st) * kPageSize, st.max_pages * kPageSize));

@@ -86,7 +86,7 @@ struct ThreadSlots {
     for (auto& e : entries) {
       auto it = g_registry.find(e.serial);
       if (it == g_registry.end()) continue;
-      std::lock_guard<std::mutex> lk(it->second->mu);
+      std::lock_guard<std::recursive_mutex> lk(it->second->mu);
       it->second->idle_slots.push_back(e.slot);
     }
   }
@@ -326,7 +326,7 @@ namespace {
 unsigned acquire_slot(HeapState& st) {
   for (int round = 0; round < 2; ++round) {
     {
-      std::lock_guard<std::mutex> lk(st.mu);  // P3
+      std::lock_guard<std::recursive_mutex> lk(st.mu);  // P3
       if (!st.idle_slots.empty()) {
         unsigned s = st.idle_slots.back();
         st.idle_slots.pop_back();
@@ -381,7 +381,7 @@ unsigned thread_slot_slow(HeapState& st) {
 
 RecoveryReport recover_dead(HeapState& st) {
   RecoveryReport rep;
-  std::lock_guard<std::mutex> lk(st.mu);  // P3
+  std::lock_guard<std::recursive_mutex> lk(st.mu);  // P3
   TagSet dead;
   for (unsigned i = 0; i < st.slot_count; ++i) {
     if (st.own[i].load(std::memory_order_relaxed)) continue;
@@ -582,7 +582,7 @@ void Heap::close() {
   if (st.base) {
     // Leaving is dying politely: everything our slots hold unpublished is
     // freed, and the slots are released (H3: no other thread uses us now).
-    std::lock_guard<std::mutex> lk(st.mu);
+    std::lock_guard<std::recursive_mutex> lk(st.mu);
     TagSet mine;
     std::vector<unsigned> ours;
     for (unsigned i = 0; i < st.slot_count; ++i)
@@ -775,7 +775,7 @@ void Heap::release_thread_slot() {
     flush_slot_caches(st, s);
     v.erase(it);
     if (tls_binding.serial == st.serial) tls_binding = {0, 0};
-    std::lock_guard<std::mutex> lk(st.mu);
+    std::lock_guard<std::recursive_mutex> lk(st.mu);
     st.idle_slots.push_back(s);
     return;
   }
@@ -813,7 +813,7 @@ std::vector<std::string> Heap::verify() const { return verify_heap(need(state_))
 
 void Heap::set_recovery_hook(RecoveryHook hook) {
   HeapState& st = need(state_);
-  std::lock_guard<std::mutex> lk(st.mu);
+  std::lock_guard<std::recursive_mutex> lk(st.mu);
   st.hook = std::move(hook);
   st.hook_heap = this;
 }

@@ -228,7 +228,7 @@ TEST(ShmHeap, StatsAddUpAndTrimReturnsSuperblocks) {
   expect_sound(h);
 }
 
-TEST(ShmHeap, RecoveryHookSeesUserWordsOfADeadSlot) {
+TEST(ShmHeap, ClosingFreesUnpublishedKeepsPublished) {
   // Within one process a second Heap object is a separate holder of slots;
   // closing it frees what it held unpublished (leaving is dying politely).
   Heap a = Heap::create(small_heap());

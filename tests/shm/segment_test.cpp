@@ -166,6 +166,11 @@ TEST(ShmSegment, KilledProcessIsRecovered) {
   ASSERT_TRUE(wait_root(h, "ready"));
   auto during = h.stats();
   EXPECT_GT(during.unpublished, live0 + 300 * 16);
+  std::vector<std::uint64_t> hook_saw;
+  h.set_recovery_hook([&](Heap& heap, unsigned, std::span<std::atomic<std::uint64_t>> words) {
+    hook_saw.push_back(words[0].load());
+    heap.free(heap.allocate(100));  // a hook may use the heap
+  });
   ::kill(pid, SIGKILL);
   wait_status(pid);
   auto slots = h.slots();
@@ -174,6 +179,8 @@ TEST(ShmSegment, KilledProcessIsRecovered) {
   EXPECT_TRUE(dead_seen) << "the killed worker's slot should look dead";
   auto rep = h.recover();
   EXPECT_EQ(rep.slots.size(), 1u);
+  ASSERT_EQ(hook_saw.size(), 1u);
+  EXPECT_EQ(hook_saw[0], 0xfeedu);
   EXPECT_GE(rep.blocks_freed, 270u);
   EXPECT_GE(rep.pages_freed, 30u * 5);
   auto after = h.stats();

@@ -165,6 +165,9 @@ class Heap {
   std::vector<std::string> verify() const;
   // Called by the survivor for each dead slot before its blocks are freed,
   // with the slot's user words (for layers above: transaction logs, epochs).
+  // It runs on the recovering thread under this Heap's process-local recovery
+  // lock (recursive): it may allocate, free and publish; the dead slot's
+  // unpublished blocks are still tagged when it runs and freed right after.
   using RecoveryHook =
       std::function<void(Heap&, unsigned slot, std::span<std::atomic<std::uint64_t>> user_words)>;
   void set_recovery_hook(RecoveryHook hook);

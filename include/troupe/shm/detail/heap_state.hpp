@@ -45,7 +45,9 @@ struct HeapState {
   std::uint32_t slot_count = 0;
   std::uint64_t serial = 0;  // unique per HeapState in this process, never reused
 
-  std::mutex mu;      // P3
+  // P3. Recursive: a recovery hook runs under it and may allocate, which can
+  // take a slot for its thread.
+  std::recursive_mutex mu;
   std::mutex map_mu;  // P1
   // P2. Relaxed atomics: read by free()/publish() on any thread to decide
   // whether a tag names one of our slots; a slot is ours before any block
