@@ -129,6 +129,13 @@ TEST(ShmSegment, FullTmpfsFailsAtAllocationNotWithSigbus) {
     ::rmdir(dir);
     GTEST_SKIP() << "cannot mount a tmpfs here: " << std::strerror(errno);
   }
+  struct Unmount {
+    const char* dir;
+    ~Unmount() {
+      ::umount2(dir, MNT_DETACH);
+      ::rmdir(dir);
+    }
+  } unmount{dir};  // also when an assertion returns early
   {
     CreateOptions o;
     o.directory = dir;
@@ -154,8 +161,6 @@ TEST(ShmSegment, FullTmpfsFailsAtAllocationNotWithSigbus) {
     for (Offset b : blocks) h.free(b);  // and the heap still works
     EXPECT_NE(h.allocate(3000), 0u);
   }
-  ::umount2(dir, MNT_DETACH);
-  ::rmdir(dir);
 }
 
 TEST(ShmSegment, KilledProcessIsRecovered) {
