@@ -3,6 +3,7 @@
 // cases, their baselines, the run loop and the table.
 //
 //   bench_proc [--runs N] [--quick] [--case rt,pipe,tasks,cold,idle]
+//              [--side troupe|baseline]   (one side only: for perf and strace)
 //
 // Cases (ratio = troupe / baseline, whatever the unit):
 //   rt     call round trip to a remote actor's empty method, one at a time,
@@ -401,37 +402,40 @@ double median(std::vector<double> v) {
 
 struct Row {
   std::string name;
-  double ours, base;  // base < 0: no baseline
+  double ours, base;  // < 0: not measured
   int precision;
 };
 
 void print_row(const Row& r) {
-  std::string ratio = r.base > 0 ? fmt::format("{:.2f}", r.ours / r.base) : "-";
-  std::string base = r.base >= 0 ? fmt::format("{:.{}f}", r.base, r.precision) : "-";
-  std::printf("| %s | %s | %s | %s |\n", r.name.c_str(),
-              fmt::format("{:.{}f}", r.ours, r.precision).c_str(), base.c_str(), ratio.c_str());
+  std::string ratio = r.base > 0 && r.ours >= 0 ? fmt::format("{:.2f}", r.ours / r.base) : "-";
+  auto cell = [&](double v) { return v >= 0 ? fmt::format("{:.{}f}", v, r.precision) : "-"; };
+  std::printf("| %s | %s | %s | %s |\n", r.name.c_str(), cell(r.ours).c_str(),
+              cell(r.base).c_str(), ratio.c_str());
   std::fflush(stdout);
 }
 
 // I2
+std::string g_side;  // "": both; "troupe" or "baseline": that one only
+
 Row measure(std::string name, int runs, int precision, const std::function<double()>& ours,
             const std::function<double()>& base) {
   std::vector<double> a, b;
-  ours();
-  base();
+  const bool run_ours = g_side != "baseline", run_base = g_side != "troupe";
+  if (run_ours) ours();
+  if (run_base) base();
   for (int i = 0; i < runs; ++i) {
     std::this_thread::sleep_for(50ms);
-    a.push_back(ours());
+    if (run_ours) a.push_back(ours());
     std::this_thread::sleep_for(50ms);
-    b.push_back(base());
+    if (run_base) b.push_back(base());
   }
-  return {std::move(name), median(a), median(b), precision};
+  return {std::move(name), run_ours ? median(a) : -1, run_base ? median(b) : -1, precision};
 }
 
 [[noreturn]] void usage(const char* why) {
   std::fprintf(stderr,
                "bench_proc: %s\nusage: bench_proc [--runs N] [--quick] "
-               "[--case rt,pipe,tasks,cold,idle]\n",
+               "[--case rt,pipe,tasks,cold,idle] [--side troupe|baseline]\n",
                why);
   std::exit(2);
 }
@@ -468,6 +472,9 @@ int main(int argc, char** argv) {
       if (runs < 1) usage("--runs needs a positive count");
     } else if (args[i] == "--quick") {
       quick = true;
+    } else if (args[i] == "--side" && i + 1 < args.size()) {
+      g_side = std::string(args[++i]);
+      if (g_side != "troupe" && g_side != "baseline") usage("--side troupe or --side baseline");
     } else if (args[i] == "--case" && i + 1 < args.size()) {
       cases = std::string(args[++i]);
     } else {
