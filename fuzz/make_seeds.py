@@ -66,6 +66,9 @@ seeds = {
     # body in a memfd (the target attaches the bytes after the header as one),
     # with one more descriptor that the argument refers to by index
     "call_fd_body_in_memfd": header(CALL, len(call_fd), 9, nfds=2, flags=BODY_IN_FD) + call_fd,
+    # K1 (wire_fuzz.cpp): a 5-byte body announcing an array of 2^32 - 1
+    # elements; msgpack::unpack asks for 128 GiB before it sees the end
+    "k1_array32_huge": msg(CALL, bytes([0xDD, 0xFF, 0xFF, 0xFF, 0xFF])),
 }
 os.makedirs("fuzz/corpus", exist_ok=True)
 for name, data in seeds.items():

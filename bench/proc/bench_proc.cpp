@@ -24,6 +24,8 @@
 //   idle   CPU ticks (/proc/<pid>/stat utime+stime, 1 tick = 1/CLK_TCK s)
 //          that the idle workers burn in 1 s after the runs, vs an idle
 //          fork/pipe pool measured in the same second; and the root process.
+//          Ticks are coarse (10 ms), so the wake-ups (context switches of all
+//          threads, /proc/<pid>/task/*/status) in that second are shown too.
 //
 // Invariants:
 //   I1. proc::init is the first thing in main: this binary, re-executed as a
@@ -36,6 +38,7 @@
 //   I4. Every result is checked; a wrong one aborts the bench.
 //   I5. The budget lock file is private to this process (by pid), so other
 //       troupe programs on the machine neither take our slots nor we theirs.
+#include <dirent.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <spawn.h>
@@ -387,6 +390,29 @@ long cpu_ticks(pid_t pid) {
   }
   return utime + stime;
 }
+// Context switches of every thread of pid: each wake-up of an idle thread is one.
+long wakeups(pid_t pid) {
+  long n = 0;
+  std::string dir = fmt::format("/proc/{}/task", pid);
+  if (DIR* d = ::opendir(dir.c_str())) {
+    while (dirent* e = ::readdir(d)) {
+      if (e->d_name[0] == '.') continue;
+      std::ifstream f(dir + "/" + e->d_name + "/status");
+      std::string line;
+      while (std::getline(f, line))
+        if (line.rfind("voluntary_ctxt_switches:", 0) == 0 ||
+            line.rfind("nonvoluntary_ctxt_switches:", 0) == 0)
+          n += std::stol(line.substr(line.find(':') + 1));
+    }
+    ::closedir(d);
+  }
+  return n;
+}
+long sum_wakeups(const std::vector<pid_t>& pids) {
+  long n = 0;
+  for (pid_t p : pids) n += wakeups(p);
+  return n;
+}
 long sum_ticks(const std::vector<pid_t>& pids) {
   long t = 0;
   for (pid_t p : pids) t += cpu_ticks(p);
@@ -523,13 +549,23 @@ int main(int argc, char** argv) {
       workers = proc::worker_pids();
     }
     auto pool = fork_pool(workers.size());
-    long w0 = sum_ticks(workers), p0 = sum_ticks(pool->pids), r0 = cpu_ticks(getpid());
+    std::this_thread::sleep_for(10ms);  // the pool's workers reach their first read
+    const pid_t self = getpid();
+    long w0 = sum_ticks(workers), p0 = sum_ticks(pool->pids), r0 = cpu_ticks(self);
+    long ws0 = sum_wakeups(workers), ps0 = sum_wakeups(pool->pids), rs0 = wakeups(self);
     std::this_thread::sleep_for(1s);
-    long w1 = sum_ticks(workers), p1 = sum_ticks(pool->pids), r1 = cpu_ticks(getpid());
+    long w1 = sum_ticks(workers), p1 = sum_ticks(pool->pids), r1 = cpu_ticks(self);
+    long ws1 = sum_wakeups(workers), ps1 = sum_wakeups(pool->pids), rs1 = wakeups(self);
+    auto d = [](long a, long b) { return static_cast<double>(b - a); };
     print_row({fmt::format("idle CPU of {} workers in 1 s, vs idle fork/pipe pool (ticks of 1/{} s)",
                            workers.size(), sysconf(_SC_CLK_TCK)),
-               static_cast<double>(w1 - w0), static_cast<double>(p1 - p0), 0});
-    print_row({"idle CPU of the root process in 1 s (ticks)", static_cast<double>(r1 - r0), -1, 0});
+               d(w0, w1), d(p0, p1), 0});
+    print_row({"idle wake-ups of those workers in 1 s (context switches, all threads)", d(ws0, ws1),
+               d(ps0, ps1), 0});
+    print_row({"idle CPU of the root process in 1 s (ticks)", d(r0, r1), -1, 0});
+    // The main thread sleeping here switches once; the rest are the runtime's.
+    print_row({"idle wake-ups of the root process in 1 s (all threads, this one's sleep included)",
+               d(rs0, rs1), -1, 0});
   }
   proc::retire_idle_workers();
   ::unlink(opts.budget_file.c_str());
