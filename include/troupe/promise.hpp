@@ -86,6 +86,11 @@ class PromiseBase {
   bool ready() const noexcept { return (state_.load(std::memory_order_acquire) & kDone) != 0; }
   bool failed() const noexcept { return (state_.load(std::memory_order_acquire) & kDone) == kError; }
 
+  // True if the caller holds the only reference: no handle exists and none
+  // can appear, so nobody will ever observe the result. acquire: pairs with
+  // the release of the handles that were dropped.
+  bool unobserved() const noexcept { return refs_.load(std::memory_order_acquire) == 1; }
+
   // relaxed: taking a reference needs no ordering, we already hold one (I3).
   void add_ref() noexcept { refs_.fetch_add(1, std::memory_order_relaxed); }
   // acq_rel: the last releaser must see every other holder's writes.

@@ -32,6 +32,9 @@
 //       that wakes and schedules again on the same actors queues behind no-one.
 //   I4. A block that returns Promise<U> gives Promise<U>, fulfilled when that
 //       promise is (flattened); its cowns are released as soon as it returns.
+//   I5. If every Promise handle to a behaviour's result was dropped before it
+//       ran, nobody can observe the result and it is not published (no wake,
+//       no continuation list): the common fire-and-forget message is cheaper.
 #pragma once
 
 #include <concepts>
@@ -224,7 +227,8 @@ struct Behaviour final : BehaviourBase, PromiseState<R>, SmallObject {
       std::uint32_t how = capture_result<R>(*this, [&]() -> R { return invoke_block(); });
       BehaviourBase::release();  // I3
       closure_.~Closure();       // I2
-      this->publish(how);
+      // I5: a fire-and-forget behaviour (its Promise dropped) skips publishing.
+      if (!this->unobserved()) this->publish(how);
       this->PromiseBase::release();  // the runtime's reference
     }
   }
