@@ -296,6 +296,7 @@ class Node {
           w->outstanding--;
         }
       }
+      forget_deadline_locked(it->second);
       pending_.erase(it);
     }
     try {
@@ -314,6 +315,7 @@ class Node {
       if (it == pending_.end()) return;  // timed out or cancelled: drop the late reply
       p = std::move(it->second.p);
       if (!worker_mode_) note_reply_locked(it->second, m);
+      forget_deadline_locked(it->second);
       pending_.erase(it);
     }
     p->complete(m);  // N1: outside the lock
@@ -330,9 +332,15 @@ class Node {
         auto wit = workers_.find(it->second.worker);
         if (wit != workers_.end()) wit->second->outstanding--;
       }
+      forget_deadline_locked(it->second);
       pending_.erase(it);
     }
     p->fail(std::move(e));
+  }
+
+  // Bookkeeping for a pending entry about to be erased (mu_ held).
+  void forget_deadline_locked(const PendingEntry& e) {
+    if (e.deadline != Clock::time_point::max() && deadlines_ > 0) deadlines_--;
   }
 
   // ---------------------------------------------------------------- root side
@@ -602,6 +610,7 @@ class Node {
       for (auto it = pending_.begin(); it != pending_.end();) {
         if (it->second.worker == w->id) {
           lost.push_back(std::move(it->second.p));
+          forget_deadline_locked(it->second);
           it = pending_.erase(it);
         } else {
           ++it;
@@ -639,10 +648,6 @@ class Node {
       retire_all_ = false;
     }
     for (auto& [id, name] : expired) {
-      {
-        std::lock_guard lock(mu_);
-        deadlines_--;
-      }
       std::shared_ptr<WorkerRec> w;
       {
         std::lock_guard lock(mu_);
@@ -729,7 +734,7 @@ class Node {
   std::unordered_map<std::uint64_t, std::pair<std::string, std::shared_ptr<void>>> objects_;
   std::uint64_t next_call_ = 1, next_object_ = 1;
   std::uint32_t next_worker_ = 1;
-  std::size_t deadlines_ = 0;
+  std::size_t deadlines_ = 0;  // pending entries with a deadline (scan only if > 0)
   bool retire_all_ = false;
   Stats stats_;
   Fd parent_;  // worker mode

@@ -103,7 +103,9 @@ class CancelToken {
 };
 
 struct CallOptions {
-  std::chrono::milliseconds timeout{0};  // 0: none
+  // 0: none. Enforced by the root process's IO thread; a call made from inside
+  // a worker does not time out (its CancelToken still works).
+  std::chrono::milliseconds timeout{0};
   const CancelToken* cancel = nullptr;
 };
 
