@@ -156,7 +156,7 @@ class Node {
   void serve_call(Message& m) {
     std::string name = "(unreadable call)";
     try {
-      auto oh = msgpack::unpack(m.body.data(), m.body.size());
+      auto oh = detail::unpack_body(m.body);
       const msgpack::object& o = oh.get();
       if (o.type != msgpack::type::ARRAY || o.via.array.size != 4) throw msgpack::type_error();
       auto object = o.via.array.ptr[1].as<std::uint64_t>();
@@ -191,7 +191,7 @@ class Node {
 
   void release_local(Message& m) {
     try {
-      auto oh = msgpack::unpack(m.body.data(), m.body.size());
+      auto oh = detail::unpack_body(m.body);
       auto t = oh.get().as<std::tuple<std::uint32_t, std::uint64_t>>();
       if (std::get<0>(t) == self_id_) {
         std::lock_guard lock(mu_);
@@ -532,7 +532,7 @@ class Node {
           route(w, m);
         } else if (m.kind == Kind::release) {
           try {
-            auto oh = msgpack::unpack(m.body.data(), m.body.size());
+            auto oh = detail::unpack_body(m.body);
             auto t = oh.get().as<std::tuple<std::uint32_t, std::uint64_t>>();
             release_remote(std::get<0>(t), std::get<1>(t));
           } catch (const std::exception&) {
@@ -585,7 +585,7 @@ class Node {
   void route(const std::shared_ptr<WorkerRec>& from, Message& m) {
     detail::OutCall call;
     try {
-      auto oh = msgpack::unpack(m.body.data(), m.body.size());
+      auto oh = detail::unpack_body(m.body);
       const msgpack::object& o = oh.get();
       if (o.type != msgpack::type::ARRAY || o.via.array.size != 4) throw msgpack::type_error();
       call.worker = o.via.array.ptr[0].as<std::uint32_t>();

@@ -170,6 +170,12 @@ bool recv_message(int sock, Message& out) {
   return true;
 }
 
+msgpack::object_handle unpack_body(std::string_view body) {
+  const std::size_t n = body.size();
+  return msgpack::unpack(body.data(), n, nullptr, nullptr,
+                         msgpack::unpack_limit(n, n, n, n, n, 64));
+}
+
 std::string pack_error(Errc code, const std::string& message) {
   msgpack::sbuffer b;
   msgpack::packer<msgpack::sbuffer> pk(b);

@@ -160,3 +160,17 @@ TEST(Wire, PeerGoneIsEndOfStreamOrWorkerLost) {
   Message m;
   EXPECT_FALSE(recv_message(q.b.get(), m));
 }
+
+TEST(Wire, ForgedContainerLengthsCannotExhaustMemory) {
+  // array32 claiming 4 294 967 295 elements, then nothing: without limits the
+  // decoder would try to reserve ~100 GB for them.
+  std::string body("\xdd\xff\xff\xff\xff", 5);
+  EXPECT_THROW(unpack_body(body), std::exception);
+  std::string map_body("\xdf\x7f\xff\xff\xff\x01\x02", 7);  // map32 likewise
+  EXPECT_THROW(unpack_body(map_body), std::exception);
+  std::string deep(100, '\x91');  // 100 nested one-element arrays
+  deep += '\x01';
+  EXPECT_THROW(unpack_body(deep), std::exception);
+  std::string ok("\x93\x01\x02\x03", 4);  // [1, 2, 3] passes
+  EXPECT_EQ(unpack_body(ok).get().via.array.size, 3u);
+}

@@ -259,7 +259,7 @@ template <class R>
 void PendingCall<R>::complete(Message& m) {
   std::exception_ptr err;
   try {
-    auto oh = msgpack::unpack(m.body.data(), m.body.size());
+    auto oh = unpack_body(m.body);
     const msgpack::object* payload = open_reply(oh, name, err);
     if (!payload) return res.set_exception(std::move(err));
     if constexpr (std::is_void_v<R>) {

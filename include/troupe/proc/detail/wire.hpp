@@ -69,6 +69,14 @@ void send_message(int sock, Kind kind, std::uint64_t id, std::string_view body,
 // Error(Errc::bad_message) for anything malformed (I1, I2).
 bool recv_message(int sock, Message& out);
 
+// Unpacks a message body with limits derived from its size: no container may
+// claim more elements, and no string more bytes, than the body holds, and
+// nesting stops at 64 levels. A forged length therefore cannot make the
+// decoder allocate more than a small multiple of what was received; anything
+// over a limit throws (msgpack's size_overflow / depth errors), which callers
+// report as Errc::bad_message.
+msgpack::object_handle unpack_body(std::string_view body);
+
 // Pack/unpack helpers for reply bodies.
 std::string pack_error(Errc code, const std::string& message);
 std::string pack_exception(const std::string& type, const std::string& what);
