@@ -1,0 +1,99 @@
+// troupe/shm/detail/tx_layout.hpp: the shared bytes of the transaction layer,
+// as every process that maps the heap sees them. Offsets only, no pointers.
+//
+// One TxTable per heap (a published page run; header_words()[kTableWord]
+// holds its offset, set once by compare-exchange). It holds the global version
+// clock, the irrevocable token, one SlotRecord per heap process slot (the slot
+// a thread holds names the record it uses) and the stripe lock table of TL2
+// (Dice, Shalev, Shavit, "Transactional Locking II", DISC 2006): every 8-byte
+// word of the heap is guarded by the versioned lock stripes[stripe_of(word)].
+//
+// Lock word: unlocked = version << 1; locked = ((slot + 1) << 1) | 1.
+// Redo log (one published block per SlotRecord, rec.log; capacity rec.log_cap
+// entries), sections of log_cap entries each:
+//   writes[log_cap]  {word offset, new value}   (2 words)
+//   locks[log_cap]   {stripe, version before}   (2 words)
+//   allocs[log_cap]  offset of a block this transaction allocated
+//   frees[log_cap]   offset of a block it unlinked (0 once freed)
+// Invariants:
+//   X1. Only the thread holding heap slot s writes SlotRecord s and its log,
+//       except that a recoverer of dead slot s (holding s's kernel lock, inside
+//       the heap's recovery hook) finishes or discards s's transaction.
+//   X2. A stripe is locked only by compare-exchange from an unlocked value,
+//       after locks[n_locks] = {stripe, that value} and n_locks+1 are stored;
+//       so every lock a slot holds is in its log, and recovery releases exactly
+//       the listed stripes whose word still says "locked by s".
+//   X3. state == kCommitted is the commit point: it is stored (release) only
+//       after every write-set stripe is locked, the read set is validated and
+//       the whole redo log is written. Before it, recovery discards the log;
+//       after it, recovery rolls the log forward.
+//   X4. Every write is applied before the first lock is released, so a write
+//       whose stripe is still locked by s has not been overwritten by anyone:
+//       re-applying it (recovery) is idempotent; one whose stripe was released
+//       was applied already.
+//   X5. A block in frees[] is freed only once every slot's epoch is 0 or at
+//       least the transaction's write version (no reader can still reach it).
+//   X6. Blocks a transaction allocates stay unpublished (the heap frees them
+//       if the process dies) until the commit point; after it they are
+//       published by the committer or, on its death, by the recovery hook
+//       (which runs while they are still tagged with the dead slot).
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+
+namespace troupe::shm::detail {
+
+inline constexpr std::uint64_t kTxMagic = 0x5452'4f55'5045'5458ull;  // "TROUPETX"
+inline constexpr unsigned kTableWord = 0;  // header_words() index of the table
+inline constexpr unsigned kTxSlots = 256;
+inline constexpr std::uint64_t kStripeBits = 16;
+inline constexpr std::uint64_t kStripes = std::uint64_t{1} << kStripeBits;
+
+enum TxState : std::uint64_t {
+  kTxIdle = 0,
+  kTxLocking = 1,    // taking commit locks (X2): recovery discards
+  kTxCommitted = 2,  // X3: recovery rolls forward
+  kTxFreeing = 3,    // applied and unlocked; frees[] waiting for grace (X5)
+  kTxAtomicOp = 4,   // a single-word atomic op holds op_stripe
+};
+
+// One per heap slot. Written only by its slot's thread (X1).
+struct alignas(128) SlotRecord {
+  // Epoch announcement: 0, or a clock value not above the snapshot of the
+  // transaction this slot is running (X5). Seq_cst (see Tx::begin).
+  std::atomic<std::uint64_t> epoch;
+  std::atomic<std::uint64_t> state;  // TxState
+  std::atomic<std::uint64_t> wv;     // write version of the committed transaction
+  std::atomic<std::uint64_t> log;    // offset of the redo log block (published)
+  std::atomic<std::uint64_t> log_cap;
+  std::atomic<std::uint64_t> n_writes;
+  std::atomic<std::uint64_t> n_locks;
+  std::atomic<std::uint64_t> n_allocs;
+  std::atomic<std::uint64_t> n_frees;
+  std::atomic<std::uint64_t> op_stripe;  // kTxAtomicOp: the stripe held
+  std::atomic<std::uint64_t> op_old;     // kTxAtomicOp: its word before locking
+};
+
+struct TxTable {
+  std::uint64_t magic;  // written before the table's offset is published
+  std::uint64_t stripe_count;
+  alignas(128) std::atomic<std::uint64_t> clock;        // TL2 global version clock
+  alignas(128) std::atomic<std::uint64_t> irrevocable;  // 0 or slot + 1
+  alignas(128) SlotRecord slots[kTxSlots];
+  alignas(128) std::atomic<std::uint64_t> stripes[kStripes];
+};
+
+inline std::uint64_t stripe_of(std::uint64_t word_offset) {
+  // Consecutive words map to consecutive stripes (no false conflicts inside a
+  // 512 KiB window); the high bits fold in so distant objects spread.
+  std::uint64_t w = word_offset >> 3;
+  return (w ^ (w >> kStripeBits) * 0x9E37u) & (kStripes - 1);
+}
+inline constexpr std::uint64_t locked_word(unsigned slot) {
+  return (std::uint64_t{slot + 1} << 1) | 1;
+}
+inline constexpr bool is_locked(std::uint64_t w) { return w & 1; }
+inline constexpr std::uint64_t version_of(std::uint64_t w) { return w >> 1; }
+
+}  // namespace troupe::shm::detail

@@ -1,0 +1,185 @@
+// troupe/shm/objects.hpp: shared objects (values, strings, bytes, tuples,
+// lists, dicts, records) stored in a shared heap and changed by transactions.
+//
+// Owns: troupe::shm::Value (a dynamic value held by this process), the
+// handles List, Dict and Record (an Offset naming a shared container; used
+// only inside a transaction), and named roots holding a Value.
+//
+// Encoding of a value in shared memory: a *slot* of two words {tag, payload}.
+//   tag = kind | (inline length + 1) << 8   (inline strings/bytes of <= 8 bytes)
+//   payload = the bool/int64/double bits, the inline bytes, or the Offset of
+//   the value's block: blob {len, bytes} for strings/bytes, {n, n slots} for
+//   tuples, and the container blocks below.
+//   list   {len, cap, items}   items = cap slots
+//   dict   {count, nbuckets, buckets}   buckets = nbuckets entry offsets;
+//          entry {next, hash, key slot, value slot}   (chained hashing)
+//   record {schema, nfields, nfields slots}   schema = tuple of field names
+// Invariants:
+//   V1. Every mutable word (container fields, slots, links) is read and
+//       written only through Tx (T1 of tx.hpp); blobs and tuples are
+//       immutable after their transaction commits and are read directly.
+//   V2. Ownership is a tree: each block has exactly one owner (a slot, a
+//       container or a root). Storing a value copies strings, bytes and
+//       tuples; a list/dict/record can be stored only once, in the
+//       transaction that created it. Overwriting or removing a value retires
+//       its whole subtree (freed after the grace period, X5 of tx_layout.hpp).
+//       (Reference counts are therefore always one and are not stored.)
+//   V3. Dict keys are int, bool, string, bytes or tuples of those; the hash of
+//       a key depends only on its value, so every process finds it.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <initializer_list>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "troupe/shm/tx.hpp"
+
+namespace troupe::shm {
+
+enum class Kind : std::uint8_t {
+  none = 0,
+  boolean,
+  integer,
+  real,
+  string,
+  bytes,
+  tuple,
+  list,
+  dict,
+  record,
+};
+std::string_view to_string(Kind k);
+
+class List;
+class Dict;
+class Record;
+
+class Value {
+ public:
+  Value() = default;
+  Value(std::nullptr_t) {}
+  Value(bool b) : kind_(Kind::boolean), i_(b) {}
+  Value(int v) : kind_(Kind::integer), i_(v) {}
+  Value(long v) : kind_(Kind::integer), i_(v) {}
+  Value(long long v) : kind_(Kind::integer), i_(v) {}
+  Value(double d) : kind_(Kind::real), d_(d) {}
+  Value(const char* s) : kind_(Kind::string), s_(s) {}
+  Value(std::string_view s) : kind_(Kind::string), s_(s) {}
+  Value(std::string s) : kind_(Kind::string), s_(std::move(s)) {}
+  Value(const List& l);
+  Value(const Dict& d);
+  Value(const Record& r);
+  static Value bytes(std::string_view b);
+  static Value tuple(std::vector<Value> items);
+  static Value ref(Kind k, Offset off);  // list, dict or record
+
+  Kind kind() const { return kind_; }
+  bool is_none() const { return kind_ == Kind::none; }
+  bool as_bool() const;
+  std::int64_t as_int() const;
+  double as_double() const;
+  const std::string& as_string() const;
+  const std::string& as_bytes() const;
+  const std::vector<Value>& as_tuple() const;
+  List as_list() const;
+  Dict as_dict() const;
+  Record as_record() const;
+  Offset ref() const;  // list/dict/record block, else null_offset
+
+  bool hashable() const;
+  std::uint64_t hash() const;  // V3; throws Error for unhashable kinds
+  bool operator==(const Value& o) const;
+  std::string repr() const;
+
+ private:
+  void need(Kind k) const;
+  Kind kind_ = Kind::none;
+  union {
+    std::int64_t i_ = 0;
+    double d_;
+    Offset off_;
+  };
+  std::string s_;
+  std::shared_ptr<const std::vector<Value>> t_;
+};
+
+// ---- handles (inside a transaction) ----
+
+class List {
+ public:
+  List() = default;
+  explicit List(Offset off) : off_(off) {}
+  Offset offset() const { return off_; }
+  std::size_t size(Tx& tx) const;
+  Value get(Tx& tx, std::size_t i) const;  // throws Error(invalid_argument) out of range
+  void set(Tx& tx, std::size_t i, const Value& v) const;
+  void append(Tx& tx, const Value& v) const;
+  Value pop(Tx& tx) const;  // the last item; throws when empty
+  void clear(Tx& tx) const;
+  std::vector<Value> items(Tx& tx) const;
+  // Offset of item i's payload word (for TxHeap::fetch_add on an int item).
+  Offset payload_word(Tx& tx, std::size_t i) const;
+
+ private:
+  Offset off_ = null_offset;
+};
+
+class Dict {
+ public:
+  Dict() = default;
+  explicit Dict(Offset off) : off_(off) {}
+  Offset offset() const { return off_; }
+  std::size_t size(Tx& tx) const;
+  std::optional<Value> get(Tx& tx, const Value& key) const;
+  bool contains(Tx& tx, const Value& key) const;
+  std::int64_t get_int(Tx& tx, const Value& key, std::int64_t otherwise = 0) const;
+  void set(Tx& tx, const Value& key, const Value& v) const;
+  bool erase(Tx& tx, const Value& key) const;
+  // Adds delta to an int value (absent counts as 0); returns the new value.
+  std::int64_t add(Tx& tx, const Value& key, std::int64_t delta) const;
+  void for_each(Tx& tx, const std::function<void(const Value& key, const Value& value)>& f) const;
+  std::vector<Value> keys(Tx& tx) const;
+  // Offset of key's payload word (for TxHeap::fetch_add); null if absent.
+  // Valid while the key is not erased.
+  Offset payload_word(Tx& tx, const Value& key) const;
+
+ private:
+  Offset find(Tx& tx, const Value& key, std::uint64_t h, Offset* link) const;
+  Offset off_ = null_offset;
+};
+
+class Record {
+ public:
+  Record() = default;
+  explicit Record(Offset off) : off_(off) {}
+  Offset offset() const { return off_; }
+  std::vector<std::string> fields(Tx& tx) const;
+  Value get(Tx& tx, std::string_view field) const;  // throws Error(not_found)
+  void set(Tx& tx, std::string_view field, const Value& v) const;
+  Offset payload_word(Tx& tx, std::string_view field) const;  // stable while the record lives
+
+ private:
+  std::size_t index(Tx& tx, std::string_view field) const;
+  Offset off_ = null_offset;
+};
+
+// ---- creating containers and roots ----
+
+List new_list(Tx& tx, std::size_t capacity = 4);
+Dict new_dict(Tx& tx, std::size_t buckets = 16);
+Record new_record(Tx& tx, std::initializer_list<std::string_view> fields);
+Record new_record(Tx& tx, const std::vector<std::string>& fields);
+
+// Named roots: the heap's root `name` names a published cell holding a Value
+// slot (created on first use, never freed). Reading an absent root gives none.
+Value get_root(Tx& tx, std::string_view name);
+void set_root(Tx& tx, std::string_view name, const Value& v);
+// The dict at root `name`, created (with `buckets`) if the root is none.
+Dict root_dict(TxHeap& layer, std::string_view name, std::size_t buckets = 16);
+
+}  // namespace troupe::shm

@@ -1,0 +1,220 @@
+// troupe/shm/tx.hpp: transactions over words of a shared heap, from many
+// threads and processes, that survive any of them being killed.
+//
+// Owns: troupe::shm::TxHeap (the transaction layer attached to a Heap in this
+// process), troupe::shm::Tx (one running transaction), atomically(), and the
+// single-word atomic operations that need no transaction.
+//
+// Algorithm: TL2 (Dice, Shalev, Shavit, DISC 2006) with a redo log in shared
+// memory. A transaction samples the global clock (rv), reads words validating
+// each against its stripe's versioned lock (locked or newer than rv: abort),
+// buffers writes locally, and at commit try-locks the write stripes in order
+// (never waiting while holding one: a busy lock aborts), takes a write version
+// wv from the clock, validates the read set, writes its redo log, marks it
+// committed (the commit point), applies it and releases the stripes with wv.
+// Conflicts retry with randomised exponential backoff; after kIrrevocableAfter
+// aborts a transaction takes the irrevocable token, which stops every other
+// transaction from starting or committing until it is done (no livelock).
+// Reclamation: blocks unlinked by a committed transaction are freed once every
+// slot's epoch word is 0 or at least wv (grace period, X5 of tx_layout.hpp).
+// Crash safety: see tx_layout.hpp (X1-X6) and TxHeap's recovery hook.
+//
+// Invariants:
+//   T1. Opacity: every value Tx::read returns belongs to the snapshot at rv
+//       (or to the transaction's own writes); a read that cannot be placed
+//       there throws TxConflict before returning, so user code never sees a
+//       half-applied state of another transaction.
+//   T2. A read-only transaction writes no shared word but its own slot's
+//       epoch announcement (begin and end).
+//   T3. Only the words a transaction touches are recorded (read set: stripes;
+//       write set: words).
+//   T4. Unsynchronised access (Heap::ptr and plain loads/stores) bypasses all
+//       of this: it may see torn, half-applied states and its writes are
+//       invisible to validation. Use it only on data no transaction changes
+//       concurrently (e.g. before other processes attach).
+//
+// Every process that changes objects must attach the layer (TxHeap::attach)
+// right after opening the heap: attaching installs the recovery hook that
+// finishes a dead slot's transaction. Heap::open recovers dead slots before a
+// hook can be installed, so a process that reaps a dead worker should call
+// heap.recover() (with the layer attached) before other processes open the
+// heap (see the report of issue 4: OpenOptions should carry the hook).
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "troupe/shm/detail/tx_layout.hpp"
+#include "troupe/shm/heap.hpp"
+
+namespace troupe::shm {
+
+// Thrown inside a transaction when it must abort and retry; atomically()
+// catches it. User code must let it pass (or rethrow it).
+struct TxConflict {};
+
+struct TxStats {
+  std::uint64_t commits = 0;
+  std::uint64_t aborts = 0;
+  std::uint64_t irrevocable = 0;
+};
+
+class Tx;
+
+class TxHeap {
+ public:
+  // The layer for this heap in this process (created and its hook installed on
+  // first call; the shared table is created by the first process).
+  static TxHeap& attach(Heap& heap);
+  // Forget the layer of this heap (call before closing the Heap).
+  static void detach(Heap& heap);
+
+  Heap& heap() const { return *heap_; }
+  detail::TxTable& table() const { return *table_; }
+
+  // Single-word atomic operations, no transaction (linearizable with
+  // transactions: they lock the word's stripe and publish a new version).
+  // The word must stay allocated while they run (e.g. a record field).
+  std::int64_t fetch_add(Offset word, std::int64_t delta);
+  std::uint64_t exchange(Offset word, std::uint64_t value);
+  std::uint64_t load(Offset word);  // a consistent single-word read
+
+  TxStats stats() const;  // this process's counters
+
+  // For tests: stripes still locked and slot records not idle (after every
+  // process is quiescent and recovered, both must be 0).
+  std::size_t stuck_locks() const;
+  std::size_t busy_records() const;
+
+  TxHeap(Heap& heap);
+  TxHeap(const TxHeap&) = delete;
+  TxHeap& operator=(const TxHeap&) = delete;
+
+  // ---- internals used by Tx and the hook ----
+  void recover_slot(unsigned slot, bool in_hook);
+  void grace(std::uint64_t wv, unsigned self, bool in_hook);
+  std::atomic<std::uint64_t> commits_{0}, aborts_{0}, irrevocable_{0};
+
+ private:
+  friend class Tx;
+  Heap* heap_;
+  void* base_;
+  std::string name_;
+  detail::TxTable* table_;
+};
+
+class Tx {
+ public:
+  // Reads a word (T1). Throws TxConflict when it cannot be placed at rv.
+  std::uint64_t read(Offset word);
+  void write(Offset word, std::uint64_t value);
+
+  template <class T>
+  T read_as(Offset word) {
+    static_assert(sizeof(T) == 8 && std::is_trivially_copyable_v<T>);
+    std::uint64_t w = read(word);
+    T t;
+    std::memcpy(&t, &w, 8);
+    return t;
+  }
+
+  // A fresh block, private to this transaction until it commits (initialise
+  // it through heap().ptr(); it is freed if the transaction aborts).
+  Offset allocate(std::size_t bytes);
+  // Frees `block` after this transaction commits and no reader can still
+  // reach it (X5). The caller has unlinked it in this transaction.
+  void retire(Offset block);
+  bool allocated_here(Offset block) const;
+
+  Heap& heap() const { return *heap_; }
+  TxHeap& layer() const { return *layer_; }
+  std::uint64_t read_version() const { return rv_; }
+  bool read_only() const { return writes_.empty(); }
+  unsigned attempt() const { return attempt_; }
+
+  // ---- driven by atomically() ----
+  explicit Tx(TxHeap& layer);
+  void begin();
+  void commit();
+  void rollback();  // after an abort or a user exception
+  void backoff();
+  ~Tx();
+
+ private:
+  struct WriteEntry {
+    Offset word;
+    std::uint64_t value;
+  };
+  [[noreturn]] void conflict(std::uint64_t seen_version);
+  WriteEntry* find_write(Offset word);
+  void release_locks(std::size_t n, std::uint64_t version_word, bool restore);
+  void take_irrevocable();
+
+  TxHeap* layer_;
+  Heap* heap_;
+  detail::TxTable* table_;
+  detail::SlotRecord* rec_ = nullptr;
+  unsigned slot_ = 0;
+  std::uint64_t rv_ = 0;
+  unsigned attempt_ = 0;
+  bool irrevocable_ = false;
+  std::uint64_t rng_;
+  std::vector<std::uint32_t> reads_;  // stripes (T3)
+  std::vector<WriteEntry> writes_;
+  std::vector<std::uint32_t> write_index_;  // open addressing over writes_, when large
+  std::vector<Offset> allocs_;
+  std::vector<Offset> frees_;
+  std::vector<std::uint32_t> lock_order_;
+};
+
+namespace detail {
+Tx*& current_tx();
+}
+
+// Runs f(tx) as one transaction: all of its writes become visible at once or
+// none does. Retries f on conflict (f must have no effects outside tx but
+// idempotent local ones); a user exception aborts and propagates. Nested
+// calls on the same thread join the outer transaction.
+template <class F>
+auto atomically(TxHeap& layer, F&& f) -> decltype(f(std::declval<Tx&>())) {
+  using R = decltype(f(std::declval<Tx&>()));
+  if (Tx* outer = detail::current_tx()) return f(*outer);
+  Tx tx(layer);
+  for (;;) {
+    tx.begin();
+    detail::current_tx() = &tx;
+    try {
+      if constexpr (std::is_void_v<R>) {
+        f(tx);
+        tx.commit();
+        detail::current_tx() = nullptr;
+        return;
+      } else {
+        R r = f(tx);
+        tx.commit();
+        detail::current_tx() = nullptr;
+        return r;
+      }
+    } catch (const TxConflict&) {
+      detail::current_tx() = nullptr;
+      tx.rollback();
+      tx.backoff();
+    } catch (...) {
+      detail::current_tx() = nullptr;
+      tx.rollback();
+      throw;
+    }
+  }
+}
+
+template <class F>
+auto atomically(Heap& heap, F&& f) -> decltype(f(std::declval<Tx&>())) {
+  return atomically(TxHeap::attach(heap), std::forward<F>(f));
+}
+
+}  // namespace troupe::shm

@@ -1,0 +1,772 @@
+// src/shm_objects/objects.cpp: Value, the encoding of values in shared slots,
+// and the List/Dict/Record containers over Tx. Keeps V1-V3 (objects.hpp).
+#include "troupe/shm/objects.hpp"
+
+#include <fmt/format.h>
+
+#include <bit>
+#include <cstring>
+#include <map>
+#include <mutex>
+
+namespace troupe::shm {
+
+namespace {
+
+struct Slot {
+  std::uint64_t tag = 0;
+  std::uint64_t payload = 0;
+};
+
+constexpr std::uint64_t make_tag(Kind k, unsigned inline_plus1 = 0) {
+  return static_cast<std::uint64_t>(k) | std::uint64_t{inline_plus1} << 8;
+}
+Kind kind_of(std::uint64_t tag) { return static_cast<Kind>(tag & 0xff); }
+unsigned inline_len_plus1(std::uint64_t tag) { return static_cast<unsigned>(tag >> 8 & 0xff); }
+
+Slot read_slot(Tx& tx, Offset at) { return {tx.read(at), tx.read(at + 8)}; }
+void write_slot(Tx& tx, Offset at, Slot s) {
+  tx.write(at, s.tag);
+  tx.write(at + 8, s.payload);
+}
+
+std::uint64_t mix(std::uint64_t x) {  // splitmix64 finaliser
+  x += 0x9E3779B97F4A7C15ull;
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+  return x ^ (x >> 31);
+}
+std::uint64_t fnv(std::string_view s, std::uint64_t seed) {
+  std::uint64_t h = 0xcbf29ce484222325ull ^ seed;
+  for (unsigned char c : s) h = (h ^ c) * 0x100000001b3ull;
+  return mix(h);
+}
+
+// Inline encoding of values that need no block (for writing and for
+// comparing keys without allocating).
+std::optional<Slot> encode_inline(const Value& v) {
+  switch (v.kind()) {
+    case Kind::none:
+      return Slot{make_tag(Kind::none), 0};
+    case Kind::boolean:
+      return Slot{make_tag(Kind::boolean), v.as_bool() ? 1u : 0u};
+    case Kind::integer:
+      return Slot{make_tag(Kind::integer), static_cast<std::uint64_t>(v.as_int())};
+    case Kind::real:
+      return Slot{make_tag(Kind::real), std::bit_cast<std::uint64_t>(v.as_double())};
+    case Kind::string:
+    case Kind::bytes: {
+      const std::string& s = v.kind() == Kind::string ? v.as_string() : v.as_bytes();
+      if (s.size() > 8) return std::nullopt;
+      Slot r{make_tag(v.kind(), static_cast<unsigned>(s.size()) + 1), 0};
+      std::memcpy(&r.payload, s.data(), s.size());
+      return r;
+    }
+    default:
+      return std::nullopt;
+  }
+}
+
+Slot encode(Tx& tx, const Value& v);
+
+void encode_into(Tx& tx, std::uint64_t* dst, const Value& v) {
+  Slot s = encode(tx, v);
+  dst[0] = s.tag;
+  dst[1] = s.payload;
+}
+
+// V2: strings, bytes and tuples are copied into fresh blocks; containers must
+// be fresh from this transaction.
+Slot encode(Tx& tx, const Value& v) {
+  if (auto s = encode_inline(v)) return *s;
+  Heap& h = tx.heap();
+  switch (v.kind()) {
+    case Kind::string:
+    case Kind::bytes: {
+      const std::string& s = v.kind() == Kind::string ? v.as_string() : v.as_bytes();
+      Offset b = tx.allocate(8 + s.size());
+      auto* p = h.ptr<std::uint64_t>(b);  // private until commit (X6)
+      p[0] = s.size();
+      std::memcpy(p + 1, s.data(), s.size());
+      return {make_tag(v.kind()), b};
+    }
+    case Kind::tuple: {
+      const auto& items = v.as_tuple();
+      Offset b = tx.allocate(8 + 16 * items.size());
+      h.ptr<std::uint64_t>(b)[0] = items.size();
+      for (std::size_t i = 0; i < items.size(); ++i)
+        encode_into(tx, h.ptr<std::uint64_t>(b) + 1 + 2 * i, items[i]);
+      return {make_tag(Kind::tuple), b};
+    }
+    case Kind::list:
+    case Kind::dict:
+    case Kind::record:
+      if (!tx.allocated_here(v.ref()))
+        throw Error(Errc::invalid_argument,
+                    fmt::format("a shared {} (block {:#x}) already has an owner: a container can "
+                                "be stored once, in the transaction that created it",
+                                to_string(v.kind()), v.ref()));
+      return {make_tag(v.kind()), v.ref()};
+    default:
+      break;
+  }
+  throw Error(Errc::invalid_argument, "cannot encode value");
+}
+
+Value decode_block(Heap& h, Kind k, Offset b);
+
+Value decode(Tx& tx, Slot s) {
+  Kind k = kind_of(s.tag);
+  switch (k) {
+    case Kind::none:
+      return Value();
+    case Kind::boolean:
+      return Value(s.payload != 0);
+    case Kind::integer:
+      return Value(static_cast<long long>(s.payload));
+    case Kind::real:
+      return Value(std::bit_cast<double>(s.payload));
+    case Kind::string:
+    case Kind::bytes:
+      if (unsigned n = inline_len_plus1(s.tag)) {
+        std::string str(n - 1, '\0');
+        std::memcpy(str.data(), &s.payload, n - 1);
+        return k == Kind::string ? Value(std::move(str)) : Value::bytes(str);
+      }
+      return decode_block(tx.heap(), k, s.payload);
+    case Kind::tuple:
+      return decode_block(tx.heap(), k, s.payload);
+    case Kind::list:
+    case Kind::dict:
+    case Kind::record:
+      return Value::ref(k, s.payload);
+  }
+  throw Error(Errc::bad_segment, fmt::format("corrupt value tag {:#x}", s.tag));
+}
+
+// V1: blobs and tuples are immutable once reachable; the validated read of
+// the slot that named them (T1) happens after their initialisation.
+Value decode_block(Heap& h, Kind k, Offset b) {
+  const auto* p = h.ptr<const std::uint64_t>(b);
+  if (k == Kind::tuple) {
+    std::vector<Value> items;
+    items.reserve(p[0]);
+    for (std::uint64_t i = 0; i < p[0]; ++i) {
+      Slot s{p[1 + 2 * i], p[2 + 2 * i]};
+      Kind ik = kind_of(s.tag);
+      if (ik == Kind::tuple ||
+          ((ik == Kind::string || ik == Kind::bytes) && inline_len_plus1(s.tag) == 0))
+        items.push_back(decode_block(h, ik, s.payload));
+      else if (auto n = inline_len_plus1(s.tag)) {
+        std::string str(n - 1, '\0');
+        std::memcpy(str.data(), &s.payload, n - 1);
+        items.push_back(ik == Kind::string ? Value(std::move(str)) : Value::bytes(str));
+      } else if (ik == Kind::integer) {
+        items.push_back(Value(static_cast<long long>(s.payload)));
+      } else if (ik == Kind::boolean) {
+        items.push_back(Value(s.payload != 0));
+      } else if (ik == Kind::real) {
+        items.push_back(Value(std::bit_cast<double>(s.payload)));
+      } else {
+        items.push_back(Value());
+      }
+    }
+    return Value::tuple(std::move(items));
+  }
+  std::string str(reinterpret_cast<const char*>(p + 1), p[0]);
+  return k == Kind::string ? Value(std::move(str)) : Value::bytes(str);
+}
+
+void retire_block_tree(Tx& tx, Kind k, Offset b);
+
+// V2: retires everything the slot owns.
+void retire_slot(Tx& tx, Slot s) {
+  Kind k = kind_of(s.tag);
+  if ((k == Kind::string || k == Kind::bytes) && inline_len_plus1(s.tag) == 0)
+    tx.retire(s.payload);
+  else if (k == Kind::tuple || k == Kind::list || k == Kind::dict || k == Kind::record)
+    retire_block_tree(tx, k, s.payload);
+}
+
+void retire_block_tree(Tx& tx, Kind k, Offset b) {
+  Heap& h = tx.heap();
+  switch (k) {
+    case Kind::tuple: {
+      const auto* p = h.ptr<const std::uint64_t>(b);
+      for (std::uint64_t i = 0; i < p[0]; ++i) retire_slot(tx, {p[1 + 2 * i], p[2 + 2 * i]});
+      break;
+    }
+    case Kind::list: {
+      std::uint64_t len = tx.read(b);
+      Offset items = tx.read(b + 16);
+      for (std::uint64_t i = 0; i < len; ++i) retire_slot(tx, read_slot(tx, items + 16 * i));
+      tx.retire(items);
+      break;
+    }
+    case Kind::dict: {
+      std::uint64_t nb = tx.read(b + 8);
+      Offset buckets = tx.read(b + 16);
+      for (std::uint64_t i = 0; i < nb; ++i)
+        for (Offset e = tx.read(buckets + 8 * i); e;) {
+          Offset next = tx.read(e);
+          retire_slot(tx, read_slot(tx, e + 16));
+          retire_slot(tx, read_slot(tx, e + 32));
+          tx.retire(e);
+          e = next;
+        }
+      tx.retire(buckets);
+      break;
+    }
+    case Kind::record: {
+      const auto* p = h.ptr<const std::uint64_t>(b);  // schema, nfields: immutable
+      retire_block_tree(tx, Kind::tuple, p[0]);
+      for (std::uint64_t i = 0; i < p[1]; ++i) retire_slot(tx, read_slot(tx, b + 16 + 16 * i));
+      break;
+    }
+    default:
+      return;
+  }
+  tx.retire(b);
+}
+
+bool key_equals(Tx& tx, Offset slot_at, const Value& key) {
+  if (auto s = encode_inline(key))
+    return tx.read(slot_at) == s->tag && tx.read(slot_at + 8) == s->payload;
+  Slot s = read_slot(tx, slot_at);
+  if (kind_of(s.tag) != key.kind() || inline_len_plus1(s.tag) != 0) return false;
+  return decode(tx, s) == key;
+}
+
+[[noreturn]] void out_of_range(std::size_t i, std::size_t n) {
+  throw Error(Errc::invalid_argument, fmt::format("list index {} out of range (size {})", i, n));
+}
+
+}  // namespace
+
+std::string_view to_string(Kind k) {
+  switch (k) {
+    case Kind::none:
+      return "none";
+    case Kind::boolean:
+      return "bool";
+    case Kind::integer:
+      return "int";
+    case Kind::real:
+      return "double";
+    case Kind::string:
+      return "string";
+    case Kind::bytes:
+      return "bytes";
+    case Kind::tuple:
+      return "tuple";
+    case Kind::list:
+      return "list";
+    case Kind::dict:
+      return "dict";
+    case Kind::record:
+      return "record";
+  }
+  return "?";
+}
+
+// ---- Value --------------------------------------------------------------------
+
+Value::Value(const List& l) : kind_(Kind::list), off_(l.offset()) {}
+Value::Value(const Dict& d) : kind_(Kind::dict), off_(d.offset()) {}
+Value::Value(const Record& r) : kind_(Kind::record), off_(r.offset()) {}
+
+Value Value::bytes(std::string_view b) {
+  Value v;
+  v.kind_ = Kind::bytes;
+  v.s_ = std::string(b);
+  return v;
+}
+Value Value::tuple(std::vector<Value> items) {
+  Value v;
+  v.kind_ = Kind::tuple;
+  v.t_ = std::make_shared<const std::vector<Value>>(std::move(items));
+  return v;
+}
+Value Value::ref(Kind k, Offset off) {
+  if (k != Kind::list && k != Kind::dict && k != Kind::record)
+    throw Error(Errc::invalid_argument, "Value::ref needs list, dict or record");
+  Value v;
+  v.kind_ = k;
+  v.off_ = off;
+  return v;
+}
+
+void Value::need(Kind k) const {
+  if (kind_ != k)
+    throw Error(Errc::invalid_argument,
+                fmt::format("value is a {}, not a {}", to_string(kind_), to_string(k)));
+}
+bool Value::as_bool() const {
+  need(Kind::boolean);
+  return i_ != 0;
+}
+std::int64_t Value::as_int() const {
+  need(Kind::integer);
+  return i_;
+}
+double Value::as_double() const {
+  if (kind_ == Kind::integer) return static_cast<double>(i_);
+  need(Kind::real);
+  return d_;
+}
+const std::string& Value::as_string() const {
+  need(Kind::string);
+  return s_;
+}
+const std::string& Value::as_bytes() const {
+  need(Kind::bytes);
+  return s_;
+}
+const std::vector<Value>& Value::as_tuple() const {
+  need(Kind::tuple);
+  return *t_;
+}
+List Value::as_list() const {
+  need(Kind::list);
+  return List(off_);
+}
+Dict Value::as_dict() const {
+  need(Kind::dict);
+  return Dict(off_);
+}
+Record Value::as_record() const {
+  need(Kind::record);
+  return Record(off_);
+}
+Offset Value::ref() const {
+  return kind_ == Kind::list || kind_ == Kind::dict || kind_ == Kind::record ? off_ : null_offset;
+}
+
+bool Value::hashable() const {
+  switch (kind_) {
+    case Kind::integer:
+    case Kind::boolean:
+    case Kind::string:
+    case Kind::bytes:
+      return true;
+    case Kind::tuple:
+      for (auto& v : *t_)
+        if (!v.hashable()) return false;
+      return true;
+    default:
+      return false;
+  }
+}
+
+std::uint64_t Value::hash() const {
+  switch (kind_) {
+    case Kind::integer:
+      return mix(static_cast<std::uint64_t>(i_));
+    case Kind::boolean:
+      return mix(static_cast<std::uint64_t>(i_) ^ 0xB001);
+    case Kind::string:
+      return fnv(s_, 1);
+    case Kind::bytes:
+      return fnv(s_, 2);
+    case Kind::tuple: {
+      std::uint64_t h = 0x7475706C65ull;
+      for (auto& v : *t_) h = mix(h ^ v.hash());
+      return h;
+    }
+    default:
+      break;
+  }
+  throw Error(
+      Errc::invalid_argument,
+      fmt::format("a {} cannot be a dict key (int, bool, string, bytes, tuple)", to_string(kind_)));
+}
+
+bool Value::operator==(const Value& o) const {
+  if (kind_ != o.kind_) return false;
+  switch (kind_) {
+    case Kind::none:
+      return true;
+    case Kind::boolean:
+    case Kind::integer:
+      return i_ == o.i_;
+    case Kind::real:
+      return d_ == o.d_;
+    case Kind::string:
+    case Kind::bytes:
+      return s_ == o.s_;
+    case Kind::tuple:
+      return *t_ == *o.t_;
+    default:
+      return off_ == o.off_;
+  }
+}
+
+std::string Value::repr() const {
+  switch (kind_) {
+    case Kind::none:
+      return "None";
+    case Kind::boolean:
+      return i_ ? "True" : "False";
+    case Kind::integer:
+      return std::to_string(i_);
+    case Kind::real:
+      return fmt::format("{}", d_);
+    case Kind::string:
+      return fmt::format("'{}'", s_);
+    case Kind::bytes:
+      return fmt::format("b'{}'", s_);
+    case Kind::tuple: {
+      std::string r = "(";
+      for (std::size_t i = 0; i < t_->size(); ++i) r += (i ? ", " : "") + (*t_)[i].repr();
+      return r + (t_->size() == 1 ? ",)" : ")");
+    }
+    default:
+      return fmt::format("<{} {:#x}>", to_string(kind_), off_);
+  }
+}
+
+// ---- List: {len, cap, items} ----------------------------------------------------
+
+List new_list(Tx& tx, std::size_t capacity) {
+  capacity = std::max<std::size_t>(capacity, 1);
+  Offset b = tx.allocate(24);
+  Offset items = tx.allocate(16 * capacity);
+  std::memset(tx.heap().ptr(items), 0, 16 * capacity);  // none slots; private (X6)
+  auto* p = tx.heap().ptr<std::uint64_t>(b);
+  p[0] = 0;
+  p[1] = capacity;
+  p[2] = items;
+  return List(b);
+}
+
+std::size_t List::size(Tx& tx) const { return tx.read(off_); }
+
+Value List::get(Tx& tx, std::size_t i) const {
+  std::size_t n = tx.read(off_);
+  if (i >= n) out_of_range(i, n);
+  return decode(tx, read_slot(tx, tx.read(off_ + 16) + 16 * i));
+}
+
+Offset List::payload_word(Tx& tx, std::size_t i) const {
+  std::size_t n = tx.read(off_);
+  if (i >= n) out_of_range(i, n);
+  return tx.read(off_ + 16) + 16 * i + 8;
+}
+
+void List::set(Tx& tx, std::size_t i, const Value& v) const {
+  std::size_t n = tx.read(off_);
+  if (i >= n) out_of_range(i, n);
+  Offset at = tx.read(off_ + 16) + 16 * i;
+  Slot fresh = encode(tx, v);
+  retire_slot(tx, read_slot(tx, at));  // V2
+  write_slot(tx, at, fresh);
+}
+
+void List::append(Tx& tx, const Value& v) const {
+  std::uint64_t len = tx.read(off_), cap = tx.read(off_ + 8);
+  Offset items = tx.read(off_ + 16);
+  if (len == cap) {
+    std::uint64_t ncap = cap * 2;
+    Offset fresh = tx.allocate(16 * ncap);
+    auto* p = tx.heap().ptr<std::uint64_t>(fresh);  // private until commit (X6)
+    std::memset(p, 0, 16 * ncap);
+    for (std::uint64_t i = 0; i < len; ++i) {
+      Slot s = read_slot(tx, items + 16 * i);
+      p[2 * i] = s.tag;
+      p[2 * i + 1] = s.payload;
+    }
+    tx.write(off_ + 8, ncap);
+    tx.write(off_ + 16, fresh);
+    tx.retire(items);
+    items = fresh;
+  }
+  write_slot(tx, items + 16 * len, encode(tx, v));
+  tx.write(off_, len + 1);
+}
+
+Value List::pop(Tx& tx) const {
+  std::uint64_t len = tx.read(off_);
+  if (len == 0) throw Error(Errc::invalid_argument, "pop from an empty list");
+  Offset at = tx.read(off_ + 16) + 16 * (len - 1);
+  Slot s = read_slot(tx, at);
+  Value v = decode(tx, s);
+  retire_slot(tx, s);  // a popped container is freed: its handle dies with commit
+  write_slot(tx, at, Slot{});
+  tx.write(off_, len - 1);
+  return v;
+}
+
+void List::clear(Tx& tx) const {
+  std::uint64_t len = tx.read(off_);
+  Offset items = tx.read(off_ + 16);
+  for (std::uint64_t i = 0; i < len; ++i) {
+    retire_slot(tx, read_slot(tx, items + 16 * i));
+    write_slot(tx, items + 16 * i, Slot{});
+  }
+  tx.write(off_, 0);
+}
+
+std::vector<Value> List::items(Tx& tx) const {
+  std::uint64_t len = tx.read(off_);
+  Offset items = tx.read(off_ + 16);
+  std::vector<Value> out;
+  out.reserve(len);
+  for (std::uint64_t i = 0; i < len; ++i) out.push_back(decode(tx, read_slot(tx, items + 16 * i)));
+  return out;
+}
+
+// ---- Dict: {count, nbuckets, buckets}, entry {next, hash, key, value} ------------
+
+Dict new_dict(Tx& tx, std::size_t buckets) {
+  std::size_t nb = 1;
+  while (nb < buckets) nb *= 2;
+  Offset b = tx.allocate(24);
+  Offset bk = tx.allocate(8 * nb);
+  std::memset(tx.heap().ptr(bk), 0, 8 * nb);  // private (X6)
+  auto* p = tx.heap().ptr<std::uint64_t>(b);
+  p[0] = 0;
+  p[1] = nb;
+  p[2] = bk;
+  return Dict(b);
+}
+
+std::size_t Dict::size(Tx& tx) const { return tx.read(off_); }
+
+Offset Dict::find(Tx& tx, const Value& key, std::uint64_t h, Offset* link) const {
+  std::uint64_t nb = tx.read(off_ + 8);
+  Offset at = tx.read(off_ + 16) + 8 * (h & (nb - 1));
+  for (Offset e = tx.read(at); e; e = tx.read(at)) {
+    if (tx.read(e + 8) == h && key_equals(tx, e + 16, key)) {
+      if (link) *link = at;
+      return e;
+    }
+    at = e;  // the entry's next word
+  }
+  if (link) *link = at;
+  return null_offset;
+}
+
+std::optional<Value> Dict::get(Tx& tx, const Value& key) const {
+  Offset e = find(tx, key, key.hash(), nullptr);
+  if (!e) return std::nullopt;
+  return decode(tx, read_slot(tx, e + 32));
+}
+
+bool Dict::contains(Tx& tx, const Value& key) const {
+  return find(tx, key, key.hash(), nullptr) != null_offset;
+}
+
+std::int64_t Dict::get_int(Tx& tx, const Value& key, std::int64_t otherwise) const {
+  Offset e = find(tx, key, key.hash(), nullptr);
+  if (!e) return otherwise;
+  return decode(tx, read_slot(tx, e + 32)).as_int();
+}
+
+Offset Dict::payload_word(Tx& tx, const Value& key) const {
+  Offset e = find(tx, key, key.hash(), nullptr);
+  return e ? e + 40 : null_offset;
+}
+
+void Dict::set(Tx& tx, const Value& key, const Value& v) const {
+  std::uint64_t h = key.hash();
+  Offset link = 0;
+  if (Offset e = find(tx, key, h, &link)) {
+    Slot fresh = encode(tx, v);
+    retire_slot(tx, read_slot(tx, e + 32));  // V2
+    write_slot(tx, e + 32, fresh);
+    return;
+  }
+  Offset e = tx.allocate(48);
+  auto* p = tx.heap().ptr<std::uint64_t>(e);  // private until commit (X6)
+  p[0] = 0;
+  p[1] = h;
+  encode_into(tx, p + 2, key);
+  encode_into(tx, p + 4, v);
+  tx.write(link, e);
+  std::uint64_t count = tx.read(off_) + 1;
+  tx.write(off_, count);
+  std::uint64_t nb = tx.read(off_ + 8);
+  if (count > 2 * nb) {  // grow: rechain every entry into 4x the buckets
+    std::uint64_t nb2 = nb * 4;
+    Offset old = tx.read(off_ + 16);
+    std::vector<Offset> heads(nb2, 0);
+    for (std::uint64_t i = 0; i < nb; ++i)
+      for (Offset x = tx.read(old + 8 * i); x;) {
+        Offset next = tx.read(x);
+        std::uint64_t b = tx.read(x + 8) & (nb2 - 1);
+        tx.write(x, heads[b]);
+        heads[b] = x;
+        x = next;
+      }
+    Offset fresh = tx.allocate(8 * nb2);
+    std::memcpy(tx.heap().ptr(fresh), heads.data(), 8 * nb2);  // private (X6)
+    tx.write(off_ + 8, nb2);
+    tx.write(off_ + 16, fresh);
+    tx.retire(old);
+  }
+}
+
+std::int64_t Dict::add(Tx& tx, const Value& key, std::int64_t delta) const {
+  Offset e = find(tx, key, key.hash(), nullptr);
+  if (!e) {
+    set(tx, key, Value(static_cast<long long>(delta)));
+    return delta;
+  }
+  if (kind_of(tx.read(e + 32)) != Kind::integer)
+    throw Error(Errc::invalid_argument, fmt::format("dict value of {} is not an int", key.repr()));
+  auto v = static_cast<std::int64_t>(tx.read(e + 40)) + delta;
+  tx.write(e + 40, static_cast<std::uint64_t>(v));
+  return v;
+}
+
+bool Dict::erase(Tx& tx, const Value& key) const {
+  Offset link = 0;
+  Offset e = find(tx, key, key.hash(), &link);
+  if (!e) return false;
+  tx.write(link, tx.read(e));
+  retire_slot(tx, read_slot(tx, e + 16));
+  retire_slot(tx, read_slot(tx, e + 32));
+  tx.retire(e);
+  tx.write(off_, tx.read(off_) - 1);
+  return true;
+}
+
+void Dict::for_each(Tx& tx,
+                    const std::function<void(const Value& key, const Value& value)>& f) const {
+  std::uint64_t nb = tx.read(off_ + 8);
+  Offset buckets = tx.read(off_ + 16);
+  for (std::uint64_t i = 0; i < nb; ++i)
+    for (Offset e = tx.read(buckets + 8 * i); e; e = tx.read(e))
+      f(decode(tx, read_slot(tx, e + 16)), decode(tx, read_slot(tx, e + 32)));
+}
+
+std::vector<Value> Dict::keys(Tx& tx) const {
+  std::vector<Value> out;
+  for_each(tx, [&](const Value& k, const Value&) { out.push_back(k); });
+  return out;
+}
+
+// ---- Record: {schema, nfields, slots} ---------------------------------------------
+
+Record new_record(Tx& tx, const std::vector<std::string>& fields) {
+  std::vector<Value> names;
+  for (auto& f : fields) names.emplace_back(f);
+  Slot schema = encode(tx, Value::tuple(std::move(names)));
+  Offset b = tx.allocate(16 + 16 * fields.size());
+  auto* p = tx.heap().ptr<std::uint64_t>(b);  // private (X6); schema and nfields never change
+  p[0] = schema.payload;
+  p[1] = fields.size();
+  std::memset(p + 2, 0, 16 * fields.size());
+  return Record(b);
+}
+
+Record new_record(Tx& tx, std::initializer_list<std::string_view> fields) {
+  std::vector<std::string> f;
+  for (auto s : fields) f.emplace_back(s);
+  return new_record(tx, f);
+}
+
+std::vector<std::string> Record::fields(Tx& tx) const {
+  const auto* p = tx.heap().ptr<const std::uint64_t>(off_);  // immutable (V1)
+  std::vector<std::string> out;
+  Value schema = decode_block(tx.heap(), Kind::tuple, p[0]);
+  for (auto& v : schema.as_tuple()) out.push_back(v.as_string());
+  return out;
+}
+
+std::size_t Record::index(Tx& tx, std::string_view field) const {
+  const auto* p = tx.heap().ptr<const std::uint64_t>(off_);
+  const auto* schema = tx.heap().ptr<const std::uint64_t>(p[0]);
+  for (std::uint64_t i = 0; i < schema[0]; ++i) {
+    std::uint64_t tag = schema[1 + 2 * i], pay = schema[2 + 2 * i];
+    std::string_view name;
+    if (unsigned n = inline_len_plus1(tag))
+      name = std::string_view(reinterpret_cast<const char*>(&schema[2 + 2 * i]), n - 1);
+    else {
+      const auto* b = tx.heap().ptr<const std::uint64_t>(pay);
+      name = std::string_view(reinterpret_cast<const char*>(b + 1), b[0]);
+    }
+    if (name == field) return i;
+  }
+  throw Error(Errc::not_found, fmt::format("record has no field '{}'", field));
+}
+
+Value Record::get(Tx& tx, std::string_view field) const {
+  return decode(tx, read_slot(tx, off_ + 16 + 16 * index(tx, field)));
+}
+
+void Record::set(Tx& tx, std::string_view field, const Value& v) const {
+  Offset at = off_ + 16 + 16 * index(tx, field);
+  Slot fresh = encode(tx, v);
+  retire_slot(tx, read_slot(tx, at));  // V2
+  write_slot(tx, at, fresh);
+}
+
+Offset Record::payload_word(Tx& tx, std::string_view field) const {
+  return off_ + 16 + 16 * index(tx, field) + 8;
+}
+
+// ---- roots ------------------------------------------------------------------------
+
+namespace {
+
+std::mutex g_cells_mu;
+std::map<std::pair<const void*, std::string>, Offset> g_cells;  // per mapping
+
+// The cell behind root `name`: a published 16-byte block holding one slot,
+// created by the first process that asks (compare_exchange_root), never freed.
+Offset root_cell(Heap& h, std::string_view name, bool create) {
+  std::pair<const void*, std::string> key{h.base(), h.name() + '\0' + std::string(name)};
+  {
+    std::lock_guard<std::mutex> lk(g_cells_mu);
+    if (auto it = g_cells.find(key); it != g_cells.end()) return it->second;
+  }
+  Offset cell = h.root(name);
+  if (!cell) {
+    if (!create) return null_offset;
+    Offset mine = h.allocate(16);
+    std::memset(h.ptr(mine), 0, 16);  // none
+    h.publish(mine);
+    Offset expected = null_offset;
+    if (h.compare_exchange_root(name, expected, mine)) {
+      cell = mine;
+    } else {
+      h.free(mine);
+      cell = expected;
+    }
+  }
+  std::lock_guard<std::mutex> lk(g_cells_mu);
+  g_cells[key] = cell;
+  return cell;
+}
+
+}  // namespace
+
+Value get_root(Tx& tx, std::string_view name) {
+  Offset cell = root_cell(tx.heap(), name, false);
+  if (!cell) return Value();
+  return decode(tx, read_slot(tx, cell));
+}
+
+void set_root(Tx& tx, std::string_view name, const Value& v) {
+  Offset cell = root_cell(tx.heap(), name, true);
+  Slot fresh = encode(tx, v);
+  retire_slot(tx, read_slot(tx, cell));  // V2
+  write_slot(tx, cell, fresh);
+}
+
+Dict root_dict(TxHeap& layer, std::string_view name, std::size_t buckets) {
+  root_cell(layer.heap(), name, true);  // outside the transaction: no retries
+  return atomically(layer, [&](Tx& tx) {
+    Value v = get_root(tx, name);
+    if (v.kind() == Kind::dict) return v.as_dict();
+    if (!v.is_none())
+      throw Error(Errc::invalid_argument,
+                  fmt::format("root '{}' holds a {}, not a dict", name, to_string(v.kind())));
+    Dict d = new_dict(tx, buckets);
+    set_root(tx, name, d);
+    return d;
+  });
+}
+
+}  // namespace troupe::shm

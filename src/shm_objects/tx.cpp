@@ -1,0 +1,615 @@
+// src/shm_objects/tx.cpp: TL2 transactions with a shared redo log, the
+// single-word atomic operations and the recovery hook that finishes or
+// discards a dead slot's transaction. Invariants T1-T4 (tx.hpp) and X1-X6
+// (detail/tx_layout.hpp) are cited where they are kept.
+#include "troupe/shm/tx.hpp"
+
+#include <fmt/format.h>
+#include <sched.h>
+
+#include <algorithm>
+#include <bit>
+#include <chrono>
+#include <map>
+#include <mutex>
+#include <thread>
+
+#include "troupe/shm/detail/fault.hpp"
+
+namespace troupe::shm {
+
+using namespace detail;
+
+namespace {
+
+constexpr unsigned kIrrevocableAfter = 24;  // aborts before taking the token
+constexpr std::size_t kLinearWrites = 16;   // write-set lookups scan up to here
+
+std::mutex g_layers_mu;
+std::map<const Heap*, std::unique_ptr<TxHeap>> g_layers;
+
+std::uint64_t* log_words(Heap& h, const SlotRecord& r) {
+  // Acquire: pairs with the release store of rec.log by its owner (X1).
+  return h.ptr<std::uint64_t>(r.log.load(std::memory_order_acquire));
+}
+
+// Log sections (tx_layout.hpp).
+struct LogView {
+  std::uint64_t* base;
+  std::uint64_t cap;
+  std::atomic_ref<std::uint64_t> w(std::uint64_t i) const { return std::atomic_ref(base[i]); }
+  std::atomic_ref<std::uint64_t> write_addr(std::uint64_t i) const { return w(2 * i); }
+  std::atomic_ref<std::uint64_t> write_val(std::uint64_t i) const { return w(2 * i + 1); }
+  std::atomic_ref<std::uint64_t> lock_stripe(std::uint64_t i) const { return w(2 * cap + 2 * i); }
+  std::atomic_ref<std::uint64_t> lock_old(std::uint64_t i) const { return w(2 * cap + 2 * i + 1); }
+  std::atomic_ref<std::uint64_t> alloc(std::uint64_t i) const { return w(4 * cap + i); }
+  std::atomic_ref<std::uint64_t> free_(std::uint64_t i) const { return w(5 * cap + i); }
+};
+
+LogView view(Heap& h, const SlotRecord& r) {
+  // Relaxed: log_cap is read by the record's owner or its recoverer (X1),
+  // ordered by the acquire of rec.log.
+  std::uint64_t* b = log_words(h, r);
+  return {b, r.log_cap.load(std::memory_order_relaxed)};
+}
+
+void clock_catch_up(TxTable& t, std::uint64_t v) {
+  std::uint64_t c = t.clock.load();
+  while (c < v && !t.clock.compare_exchange_weak(c, v)) {
+  }
+}
+
+void relax(unsigned n) {
+  if (n < 8) {
+    for (unsigned i = 0; i < (1u << n); ++i) __builtin_ia32_pause();
+  } else {
+    std::this_thread::yield();
+  }
+}
+
+}  // namespace
+
+Tx*& detail::current_tx() {
+  static thread_local Tx* t = nullptr;
+  return t;
+}
+
+// ---- TxHeap ---------------------------------------------------------------------
+
+TxHeap& TxHeap::attach(Heap& heap) {
+  std::lock_guard<std::mutex> lk(g_layers_mu);
+  auto& slot = g_layers[&heap];
+  // A Heap object reused for another segment (or moved into) needs a new layer.
+  if (!slot || slot->base_ != heap.base() || slot->name_ != heap.name())
+    slot = std::make_unique<TxHeap>(heap);
+  return *slot;
+}
+
+void TxHeap::detach(Heap& heap) {
+  std::lock_guard<std::mutex> lk(g_layers_mu);
+  g_layers.erase(&heap);
+  if (heap) heap.set_recovery_hook(nullptr);
+}
+
+TxHeap::TxHeap(Heap& heap) : heap_(&heap), base_(heap.base()), name_(heap.name()) {
+  auto& word = heap.header_words()[kTableWord];
+  // Acquire: pairs with the release CAS below (the table is initialised).
+  Offset off = word.load(std::memory_order_acquire);
+  if (off == null_offset) {
+    Offset mine = heap.allocate(sizeof(TxTable));
+    auto* t = heap.ptr<TxTable>(mine);
+    std::memset(static_cast<void*>(t), 0, sizeof(TxTable));
+    t->magic = kTxMagic;
+    t->stripe_count = kStripes;
+    t->clock.store(1, std::memory_order_relaxed);  // epoch 0 means idle (X5)
+    heap.publish(mine);
+    Offset expected = null_offset;
+    // Release: the table's contents before its offset; acquire on failure:
+    // see the load above.
+    if (word.compare_exchange_strong(expected, mine, std::memory_order_acq_rel,
+                                     std::memory_order_acquire)) {
+      off = mine;
+    } else {
+      heap.free(mine);
+      off = expected;
+    }
+  }
+  table_ = heap.ptr<TxTable>(off);
+  if (table_->magic != kTxMagic || table_->stripe_count != kStripes)
+    throw Error(Errc::version_mismatch,
+                fmt::format("heap '{}' holds a transaction table of another layout", heap.name()));
+  heap.set_recovery_hook([this](Heap&, unsigned slot, std::span<std::atomic<std::uint64_t>>) {
+    recover_slot(slot, true);
+  });
+}
+
+TxStats TxHeap::stats() const {
+  // Relaxed: statistics only.
+  return {commits_.load(std::memory_order_relaxed), aborts_.load(std::memory_order_relaxed),
+          irrevocable_.load(std::memory_order_relaxed)};
+}
+
+std::size_t TxHeap::stuck_locks() const {
+  std::size_t n = 0;
+  for (auto& s : table_->stripes) n += is_locked(s.load());
+  return n;
+}
+
+std::size_t TxHeap::busy_records() const {
+  std::size_t n = 0;
+  for (auto& r : table_->slots) n += r.state.load() != kTxIdle || r.epoch.load() != 0;
+  return n + (table_->irrevocable.load() != 0);
+}
+
+// X5. Waits until no slot but `self` announces an epoch below wv. Outside the
+// hook, a slot that stays behind may be dead: recover (our epoch is 0 here,
+// so a hook in this process never waits on us). Inside the hook we must not
+// recurse into recovery: slots whose process is gone are skipped instead.
+void TxHeap::grace(std::uint64_t wv, unsigned self, bool in_hook) {
+  for (unsigned i = 0; i < kTxSlots; ++i) {
+    if (i == self) continue;
+    auto& e = table_->slots[i].epoch;
+    for (unsigned n = 0;; ++n) {
+      std::uint64_t v = e.load();  // seq_cst: see Tx::begin
+      if (v == 0 || v >= wv) break;
+      relax(n);
+      if (n % 4096 == 4095) {
+        if (!in_hook) {
+          heap_->recover();
+        } else {
+          bool alive = false;
+          for (auto& s : heap_->slots())
+            if (s.index == i) alive = s.alive;
+          if (!alive) break;
+        }
+      }
+    }
+  }
+}
+
+// Finishes (committed) or discards (before the commit point) slot's
+// transaction. Caller: the heap's recovery hook for a dead slot (holding its
+// kernel lock), or the slot's new owner finding a record the hook never saw
+// (X1: either way, no one else writes the record now).
+void TxHeap::recover_slot(unsigned slot, bool in_hook) {
+  if (slot >= kTxSlots) return;
+  SlotRecord& r = table_->slots[slot];
+  auto& stripes = table_->stripes;
+  const std::uint64_t mine = locked_word(slot);
+  // Acquire: pairs with the owner's release stores of state (X3).
+  std::uint64_t state = r.state.load(std::memory_order_acquire);
+  r.epoch.store(0);
+  if (state == kTxLocking || state == kTxCommitted) {
+    LogView L = view(*heap_, r);
+    // Relaxed: written by the dead owner before its release store of state.
+    std::uint64_t nl = std::min(r.n_locks.load(std::memory_order_relaxed), L.cap);
+    if (state == kTxLocking) {
+      // Discard (X3). Blocks published before the commit point are ours to
+      // free; those still tagged with the slot the heap frees after us (X6).
+      // Without the hook (a record found later) their tags are gone: leave them.
+      std::uint64_t na = std::min(r.n_allocs.load(std::memory_order_relaxed), L.cap);
+      if (in_hook)
+        for (std::uint64_t i = 0; i < na; ++i) {
+          Offset a = L.alloc(i).load(std::memory_order_relaxed);
+          if (a && heap_->owner(a).kind == Owner::published) heap_->free(a);
+        }
+      for (std::uint64_t i = 0; i < nl; ++i) {  // X2
+        std::uint64_t s = L.lock_stripe(i).load(std::memory_order_relaxed) & (kStripes - 1);
+        std::uint64_t expect = mine;
+        // Release: nothing was written under the lock; pairs with readers' acquire.
+        stripes[s].compare_exchange_strong(expect, L.lock_old(i).load(std::memory_order_relaxed),
+                                           std::memory_order_release, std::memory_order_relaxed);
+      }
+    } else {
+      // Roll forward (X4): re-apply the writes whose stripe we still hold.
+      std::uint64_t nw = std::min(r.n_writes.load(std::memory_order_relaxed), L.cap);
+      for (std::uint64_t i = 0; i < nw; ++i) {
+        Offset a = L.write_addr(i).load(std::memory_order_relaxed);
+        // Relaxed: we hold the stripe (no one else writes the word, X4).
+        if (stripes[stripe_of(a)].load(std::memory_order_relaxed) == mine)
+          std::atomic_ref(*heap_->ptr<std::uint64_t>(a))
+              .store(L.write_val(i).load(std::memory_order_relaxed), std::memory_order_relaxed);
+      }
+      std::uint64_t wv = r.wv.load(std::memory_order_relaxed);
+      clock_catch_up(*table_, wv);
+      for (std::uint64_t i = 0; i < nl; ++i) {
+        std::uint64_t s = L.lock_stripe(i).load(std::memory_order_relaxed) & (kStripes - 1);
+        std::uint64_t expect = mine;
+        // Release: the writes above before the new version (readers acquire).
+        stripes[s].compare_exchange_strong(expect, wv << 1, std::memory_order_release,
+                                           std::memory_order_relaxed);
+      }
+      // Release: the log is applied before the state says so.
+      r.state.store(kTxFreeing, std::memory_order_release);
+      state = kTxFreeing;
+    }
+  }
+  if (state == kTxFreeing) {
+    LogView L = view(*heap_, r);
+    grace(r.wv.load(std::memory_order_relaxed), slot, in_hook);  // X5
+    std::uint64_t nf = std::min(r.n_frees.load(std::memory_order_relaxed), L.cap);
+    for (std::uint64_t i = 0; i < nf; ++i) {
+      // Mark, then free: dying in between leaks a block instead of freeing it twice.
+      Offset f = L.free_(i).exchange(0, std::memory_order_relaxed);
+      if (f) heap_->free(f);
+    }
+  } else if (state == kTxAtomicOp) {
+    std::uint64_t s = r.op_stripe.load(std::memory_order_relaxed) & (kStripes - 1);
+    std::uint64_t old = r.op_old.load(std::memory_order_relaxed);
+    std::uint64_t expect = mine;
+    // The word holds its old or its new value, each a whole state: publish a
+    // fresh version so readers of either revalidate. Release: after the word.
+    std::uint64_t v = std::max(version_of(old) + 1, table_->clock.load() + 1);
+    clock_catch_up(*table_, v);
+    stripes[s].compare_exchange_strong(expect, v << 1, std::memory_order_release,
+                                       std::memory_order_relaxed);
+  }
+  // Relaxed counters: the release store of the state below orders them.
+  r.n_locks.store(0, std::memory_order_relaxed);
+  r.n_writes.store(0, std::memory_order_relaxed);
+  r.n_allocs.store(0, std::memory_order_relaxed);
+  r.n_frees.store(0, std::memory_order_relaxed);
+  r.state.store(kTxIdle, std::memory_order_release);
+  std::uint64_t tok = slot + 1;
+  table_->irrevocable.compare_exchange_strong(tok, 0);
+}
+
+// Single-word atomic operations: lock the stripe (try, back off), change the
+// word, release with a version above every snapshot that may have read it.
+namespace {
+template <class F>
+std::uint64_t atomic_op(TxHeap& l, Offset word, F f) {
+  Heap& h = l.heap();
+  TxTable& t = l.table();
+  unsigned slot = h.slot_index();
+  SlotRecord& r = t.slots[slot];
+  // Acquire: see recover_slot.
+  if (r.state.load(std::memory_order_acquire) != kTxIdle) l.recover_slot(slot, false);
+  std::uint64_t s = stripe_of(word);
+  auto& lk = t.stripes[s];
+  auto* p = h.ptr<std::uint64_t>(word);
+  for (unsigned n = 0;; ++n) {
+    std::uint64_t cur = lk.load(std::memory_order_relaxed);
+    if (!is_locked(cur)) {
+      // Relaxed: our own record, ordered for a recoverer by the release below.
+      r.op_stripe.store(s, std::memory_order_relaxed);
+      r.op_old.store(cur, std::memory_order_relaxed);
+      r.state.store(kTxAtomicOp, std::memory_order_release);  // X2 for one stripe
+      // Acquire: the word's last writer released the stripe.
+      if (lk.compare_exchange_weak(cur, locked_word(slot), std::memory_order_acquire,
+                                   std::memory_order_relaxed)) {
+        std::atomic_ref<std::uint64_t> w(*p);
+        // Relaxed: we hold the stripe; the release below publishes.
+        std::uint64_t old = w.load(std::memory_order_relaxed);
+        w.store(f(old), std::memory_order_relaxed);
+        // A version above every current snapshot (GV5 of TL2: no clock
+        // increment; a reader that meets it catches the clock up).
+        std::uint64_t v = std::max(version_of(cur) + 1, t.clock.load() + 1);
+        // Release: the word before its new version.
+        lk.store(v << 1, std::memory_order_release);
+        r.state.store(kTxIdle, std::memory_order_release);
+        return old;
+      }
+      r.state.store(kTxIdle, std::memory_order_release);
+    }
+    relax(n < 12 ? n : 12);
+    if (n % 8192 == 8191) h.recover();
+  }
+}
+}  // namespace
+
+std::int64_t TxHeap::fetch_add(Offset word, std::int64_t delta) {
+  return static_cast<std::int64_t>(atomic_op(
+      *this, word, [delta](std::uint64_t v) { return v + static_cast<std::uint64_t>(delta); }));
+}
+std::uint64_t TxHeap::exchange(Offset word, std::uint64_t value) {
+  return atomic_op(*this, word, [value](std::uint64_t) { return value; });
+}
+std::uint64_t TxHeap::load(Offset word) {
+  return atomically(*this, [&](Tx& tx) { return tx.read(word); });
+}
+
+// ---- Tx -----------------------------------------------------------------------
+
+Tx::Tx(TxHeap& layer)
+    : layer_(&layer),
+      heap_(&layer.heap()),
+      table_(&layer.table()),
+      rng_(reinterpret_cast<std::uintptr_t>(this) * 0x9E3779B97F4A7C15ull + 1) {}
+
+Tx::~Tx() {
+  if (irrevocable_) {
+    std::uint64_t tok = slot_ + 1;
+    table_->irrevocable.compare_exchange_strong(tok, 0);
+  }
+}
+
+void Tx::take_irrevocable() {
+  for (unsigned n = 0;; ++n) {
+    std::uint64_t z = 0;
+    if (table_->irrevocable.compare_exchange_weak(z, slot_ + 1)) break;
+    relax(n < 10 ? n : 10);
+    if (n % 4096 == 4095) heap_->recover();  // a dead holder (the hook frees it)
+  }
+  irrevocable_ = true;
+  layer_->irrevocable_.fetch_add(1, std::memory_order_relaxed);  // statistics
+}
+
+void Tx::begin() {
+  slot_ = heap_->slot_index();  // may recover dead slots; our epoch is 0 here
+  if (slot_ >= kTxSlots) throw Error(Errc::invalid_argument, "heap slot beyond the tx table");
+  rec_ = &table_->slots[slot_];
+  // Acquire: see recover_slot. A record left by a previous owner of our slot
+  // that no hook saw (the slot was recovered by Heap::open): finish it (X1).
+  if (rec_->state.load(std::memory_order_acquire) != kTxIdle) layer_->recover_slot(slot_, false);
+  if (attempt_ >= kIrrevocableAfter && !irrevocable_) take_irrevocable();
+  if (!irrevocable_)
+    for (unsigned n = 0;; ++n) {
+      std::uint64_t tok = table_->irrevocable.load();
+      if (tok == 0 || tok == slot_ + 1) break;
+      relax(n < 10 ? n : 10);
+      if (n % 4096 == 4095) heap_->recover();
+    }
+  // X5. Announce a clock value, then take the snapshot at or above it
+  // (seq_cst: a freer that scans after our store sees it; one that scans
+  // before has already advanced the clock past its wv, which rv then covers).
+  rec_->epoch.store(table_->clock.load());
+  rv_ = table_->clock.load();
+  reads_.clear();
+  writes_.clear();
+  write_index_.clear();
+  allocs_.clear();
+  frees_.clear();
+}
+
+void Tx::conflict(std::uint64_t seen_version) {
+  if (seen_version) clock_catch_up(*table_, seen_version);
+  throw TxConflict{};
+}
+
+std::uint64_t Tx::read(Offset word) {
+  if (!writes_.empty())
+    if (WriteEntry* w = find_write(word)) return w->value;
+  const std::uint64_t s = stripe_of(word);
+  auto& lk = table_->stripes[s];
+  auto* p = heap_->ptr<std::uint64_t>(word);
+  // Seqlock read (T1): acquire pairs with the writer's release of the stripe,
+  // so the word is at least as new as v1; the fence keeps the word's load
+  // before the second stripe load, so v1 == v2 means no writer came between.
+  std::uint64_t v1 = lk.load(std::memory_order_acquire);
+  std::uint64_t val = std::atomic_ref(*p).load(std::memory_order_relaxed);
+  std::atomic_thread_fence(std::memory_order_acquire);
+  std::uint64_t v2 = lk.load(std::memory_order_relaxed);
+  if (is_locked(v1) || v1 != v2 || version_of(v1) > rv_) [[unlikely]]
+    conflict(is_locked(v1) ? 0 : version_of(v1));
+  reads_.push_back(static_cast<std::uint32_t>(s));  // T3
+  return val;
+}
+
+Tx::WriteEntry* Tx::find_write(Offset word) {
+  if (write_index_.empty()) {
+    for (auto& w : writes_)
+      if (w.word == word) return &w;
+    return nullptr;
+  }
+  std::size_t mask = write_index_.size() - 1;
+  for (std::size_t i = (word >> 3) * 0x9E3779B97F4A7C15ull >> 20 & mask;; i = (i + 1) & mask) {
+    std::uint32_t e = write_index_[i];
+    if (e == 0) return nullptr;
+    if (writes_[e - 1].word == word) return &writes_[e - 1];
+  }
+}
+
+void Tx::write(Offset word, std::uint64_t value) {
+  if (WriteEntry* w = find_write(word)) {
+    w->value = value;
+    return;
+  }
+  writes_.push_back({word, value});
+  if (writes_.size() <= kLinearWrites) return;
+  if (write_index_.size() < writes_.size() * 2) {
+    write_index_.assign(std::bit_ceil(std::max<std::size_t>(64, writes_.size() * 4)), 0);
+    std::size_t mask = write_index_.size() - 1;
+    for (std::size_t k = 0; k < writes_.size(); ++k) {
+      std::size_t i = (writes_[k].word >> 3) * 0x9E3779B97F4A7C15ull >> 20 & mask;
+      while (write_index_[i]) i = (i + 1) & mask;
+      write_index_[i] = static_cast<std::uint32_t>(k + 1);
+    }
+    return;
+  }
+  std::size_t mask = write_index_.size() - 1;
+  std::size_t i = (word >> 3) * 0x9E3779B97F4A7C15ull >> 20 & mask;
+  while (write_index_[i]) i = (i + 1) & mask;
+  write_index_[i] = static_cast<std::uint32_t>(writes_.size());
+}
+
+Offset Tx::allocate(std::size_t bytes) {
+  Offset o = heap_->allocate(bytes);  // X6: unpublished until the commit point
+  allocs_.push_back(o);
+  return o;
+}
+
+bool Tx::allocated_here(Offset block) const {
+  return std::find(allocs_.begin(), allocs_.end(), block) != allocs_.end();
+}
+
+void Tx::retire(Offset block) {
+  auto it = std::find(allocs_.begin(), allocs_.end(), block);
+  if (it != allocs_.end()) {  // never published: free it now
+    allocs_.erase(it);
+    heap_->free(block);
+    return;
+  }
+  frees_.push_back(block);
+}
+
+void Tx::release_locks(std::size_t n, std::uint64_t version_word, bool restore) {
+  LogView L = view(*heap_, *rec_);
+  for (std::size_t i = 0; i < n; ++i) {
+    auto& lk = table_->stripes[lock_order_[i]];
+    // Release: the applied words (or nothing, when restoring) before the
+    // stripe is free again; pairs with readers' acquire.
+    lk.store(restore ? L.lock_old(i).load(std::memory_order_relaxed) : version_word,
+             std::memory_order_release);
+  }
+}
+
+void Tx::rollback() {
+  // Relaxed/any: our own record (X1); the state store is a release.
+  if (rec_ && rec_->state.load(std::memory_order_relaxed) != kTxIdle)
+    rec_->state.store(kTxIdle, std::memory_order_release);
+  for (Offset a : allocs_) heap_->free(a);
+  allocs_.clear();
+  if (rec_) rec_->epoch.store(0);
+  ++attempt_;
+  layer_->aborts_.fetch_add(1, std::memory_order_relaxed);  // statistics
+}
+
+void Tx::backoff() {
+  rng_ ^= rng_ << 13;
+  rng_ ^= rng_ >> 7;
+  rng_ ^= rng_ << 17;
+  unsigned e = std::min(attempt_, 10u);
+  std::uint64_t spins = rng_ % (std::uint64_t{16} << e);
+  for (std::uint64_t i = 0; i < spins; ++i) __builtin_ia32_pause();
+  if (attempt_ > 4) std::this_thread::yield();
+  if (attempt_ % 16 == 15) heap_->recover();  // a lock may belong to the dead
+}
+
+void Tx::commit() {
+  SlotRecord& r = *rec_;
+  if (writes_.empty()) {                      // read-only (T2): every read was validated at rv
+    for (Offset a : allocs_) heap_->free(a);  // allocated but never linked
+    allocs_.clear();
+    r.epoch.store(0);
+    if (irrevocable_) {
+      table_->irrevocable.store(0);
+      irrevocable_ = false;
+    }
+    attempt_ = 0;
+    layer_->commits_.fetch_add(1, std::memory_order_relaxed);  // statistics
+    return;
+  }
+  lock_order_.clear();
+  for (auto& w : writes_) lock_order_.push_back(static_cast<std::uint32_t>(stripe_of(w.word)));
+  std::sort(lock_order_.begin(), lock_order_.end());
+  lock_order_.erase(std::unique(lock_order_.begin(), lock_order_.end()), lock_order_.end());
+
+  // The log must hold every section: grow it while we hold nothing.
+  std::size_t need = std::max({writes_.size(), lock_order_.size(), allocs_.size(), frees_.size()});
+  // Relaxed: our own record (X1).
+  if (r.log_cap.load(std::memory_order_relaxed) < need) {
+    std::uint64_t cap = 64;
+    while (cap < need) cap *= 2;
+    Offset old = r.log.load(std::memory_order_relaxed);
+    r.log.store(0, std::memory_order_release);
+    r.log_cap.store(0, std::memory_order_relaxed);
+    if (old) heap_->free(old);
+    Offset fresh = heap_->allocate(cap * 6 * sizeof(std::uint64_t));
+    heap_->publish(fresh);  // owned by the record from now on
+    r.log_cap.store(cap, std::memory_order_relaxed);
+    r.log.store(fresh, std::memory_order_release);
+  }
+  LogView L = view(*heap_, r);
+
+  // Relaxed stores into our log: the release store of the state (or of
+  // n_locks) orders them before any recoverer reads them.
+  for (std::size_t i = 0; i < allocs_.size(); ++i)
+    L.alloc(i).store(allocs_[i], std::memory_order_relaxed);
+  r.n_allocs.store(allocs_.size(), std::memory_order_relaxed);
+  r.n_writes.store(0, std::memory_order_relaxed);
+  r.n_frees.store(0, std::memory_order_relaxed);
+  r.n_locks.store(0, std::memory_order_relaxed);
+  r.state.store(kTxLocking, std::memory_order_release);
+
+  // All-or-none try-locks in stripe order; never wait while holding one.
+  const std::uint64_t mine = locked_word(slot_);
+  std::size_t held = 0;
+  auto fail = [&](std::uint64_t seen) {
+    release_locks(held, 0, true);
+    r.state.store(kTxIdle, std::memory_order_release);
+    conflict(seen);
+  };
+  for (std::size_t i = 0; i < lock_order_.size(); ++i) {
+    auto& lk = table_->stripes[lock_order_[i]];
+    std::uint64_t cur = lk.load(std::memory_order_relaxed);
+    if (is_locked(cur)) fail(0);
+    L.lock_stripe(i).store(lock_order_[i], std::memory_order_relaxed);
+    L.lock_old(i).store(cur, std::memory_order_relaxed);
+    r.n_locks.store(i + 1, std::memory_order_release);  // X2: logged before taken
+    // Acquire: the previous holder's writes happen before ours.
+    if (!lk.compare_exchange_strong(cur, mine, std::memory_order_acquire,
+                                    std::memory_order_relaxed))
+      fail(0);
+    held = i + 1;
+    fault_point("tx.after_some_locks");
+  }
+
+  const std::uint64_t wv = table_->clock.fetch_add(1) + 1;
+  // Validate the read set (always: GV5-style atomic ops may have published
+  // versions without advancing the clock, so rv + 1 == wv proves nothing).
+  for (std::uint32_t s : reads_) {
+    std::uint64_t w = table_->stripes[s].load(std::memory_order_acquire);
+    if (w == mine) {
+      auto it = std::lower_bound(lock_order_.begin(), lock_order_.end(), s);
+      std::uint64_t before = L.lock_old(it - lock_order_.begin()).load(std::memory_order_relaxed);
+      if (version_of(before) > rv_) fail(version_of(before));
+    } else if (is_locked(w) || version_of(w) > rv_) {
+      fail(is_locked(w) ? 0 : version_of(w));
+    }
+  }
+  if (!irrevocable_) {
+    std::uint64_t tok = table_->irrevocable.load();
+    if (tok != 0 && tok != slot_ + 1u) fail(0);
+  }
+
+  // Past here nothing aborts. X6: publish before the commit point; a death
+  // before it makes recovery free them (they are listed in allocs[]).
+  for (Offset a : allocs_) heap_->publish(a);
+  for (std::size_t i = 0; i < writes_.size(); ++i) {
+    L.write_addr(i).store(writes_[i].word, std::memory_order_relaxed);
+    L.write_val(i).store(writes_[i].value, std::memory_order_relaxed);
+  }
+  for (std::size_t i = 0; i < frees_.size(); ++i)
+    L.free_(i).store(frees_[i], std::memory_order_relaxed);
+  r.n_writes.store(writes_.size(), std::memory_order_relaxed);
+  r.n_frees.store(frees_.size(), std::memory_order_relaxed);
+  r.wv.store(wv, std::memory_order_relaxed);
+  fault_point("tx.before_commit");
+  r.state.store(kTxCommitted, std::memory_order_release);  // X3: the commit point
+
+  for (std::size_t i = 0; i < writes_.size(); ++i) {
+    // Relaxed: we hold the stripe; its release store publishes the word (X4).
+    std::atomic_ref(*heap_->ptr<std::uint64_t>(writes_[i].word))
+        .store(writes_[i].value, std::memory_order_relaxed);
+    if (i == writes_.size() / 2) fault_point("tx.mid_apply");
+  }
+  release_locks(lock_order_.size(), wv << 1, false);
+
+  if (!frees_.empty()) {
+    r.state.store(kTxFreeing, std::memory_order_release);
+    r.epoch.store(0);
+    if (irrevocable_) {  // others may run while we wait
+      table_->irrevocable.store(0);
+      irrevocable_ = false;
+    }
+    layer_->grace(wv, slot_, false);  // X5
+    for (std::size_t i = 0; i < frees_.size(); ++i) {
+      // Mark, then free (see recover_slot). Relaxed: our own log (X1).
+      L.free_(i).store(0, std::memory_order_relaxed);
+      heap_->free(frees_[i]);
+    }
+  }
+  r.state.store(kTxIdle, std::memory_order_release);
+  r.epoch.store(0);
+  if (irrevocable_) {
+    table_->irrevocable.store(0);
+    irrevocable_ = false;
+  }
+  allocs_.clear();
+  frees_.clear();
+  attempt_ = 0;
+  layer_->commits_.fetch_add(1, std::memory_order_relaxed);  // statistics
+}
+
+}  // namespace troupe::shm
