@@ -135,6 +135,27 @@ std::size_t TxHeap::stuck_locks() const {
   return n;
 }
 
+std::size_t TxHeap::recover_orphans() {
+  std::size_t n = 0;
+  for (auto& info : heap_->slots()) {
+    if (info.index >= kTxSlots || info.alive || info.attached) continue;
+    // Acquire: see recover_slot.
+    if (table_->slots[info.index].state.load(std::memory_order_acquire) == kTxIdle &&
+        table_->slots[info.index].epoch.load() == 0)
+      continue;
+    recover_slot(info.index, false);
+    ++n;
+  }
+  return n;
+}
+
+std::size_t TxHeap::layer_bytes() const {
+  std::size_t n = heap_->usable_size(heap_->offset_of(table_));
+  for (auto& r : table_->slots)
+    if (Offset log = r.log.load()) n += heap_->usable_size(log);
+  return n;
+}
+
 std::size_t TxHeap::busy_records() const {
   std::size_t n = 0;
   for (auto& r : table_->slots) n += r.state.load() != kTxIdle || r.epoch.load() != 0;
@@ -144,7 +165,7 @@ std::size_t TxHeap::busy_records() const {
 // X5. Waits until no slot but `self` announces an epoch below wv. Outside the
 // hook, a slot that stays behind may be dead: recover (our epoch is 0 here,
 // so a hook in this process never waits on us). Inside the hook we must not
-// recurse into recovery: slots whose process is gone are skipped instead.
+// recurse into recovery: slots no live process holds are skipped instead.
 void TxHeap::grace(std::uint64_t wv, unsigned self, bool in_hook) {
   for (unsigned i = 0; i < kTxSlots; ++i) {
     if (i == self) continue;
@@ -154,14 +175,14 @@ void TxHeap::grace(std::uint64_t wv, unsigned self, bool in_hook) {
       if (v == 0 || v >= wv) break;
       relax(n);
       if (n % 4096 == 4095) {
-        if (!in_hook) {
-          heap_->recover();
-        } else {
-          bool alive = false;
-          for (auto& s : heap_->slots())
-            if (s.index == i) alive = s.alive;
-          if (!alive) break;
-        }
+        if (!in_hook) heap_->recover();
+        // A slot no process holds announces nothing (a stale word left by a
+        // recovery without the hook); one claimed after our commit announces
+        // at least wv.
+        bool alive = false;
+        for (auto& s : heap_->slots())
+          if (s.index == i) alive = s.alive;
+        if (!alive) break;
       }
     }
   }

@@ -90,6 +90,15 @@ class TxHeap {
   // process is quiescent and recovered, both must be 0).
   std::size_t stuck_locks() const;
   std::size_t busy_records() const;
+  // Finishes the records of slots that no process holds any more (their
+  // slot was recovered by a process without the hook, e.g. in Heap::open).
+  // Only at quiescence: no thread may claim those slots meanwhile. Returns
+  // how many it finished. (A thread that claims such a slot finishes its
+  // record itself, in Tx::begin.)
+  std::size_t recover_orphans();
+  // Published bytes the layer itself holds (its table and the slots' redo
+  // logs), for leak accounting at quiescence.
+  std::size_t layer_bytes() const;
 
   TxHeap(Heap& heap);
   TxHeap(const TxHeap&) = delete;

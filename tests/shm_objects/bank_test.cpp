@@ -1,0 +1,171 @@
+// tests/shm_objects/bank_test.cpp: the bank invariant (B1 of bank_util.hpp)
+// under transfers from many threads and processes, kill -9 at the named fault
+// points of the transaction layer and at random moments. After the run:
+// 0 violations, 0 stuck locks, no busy slot record, a sound heap and no leaked
+// bytes (published bytes besides the layer's own are what the bank had).
+// Built twice: shm_bank_test (the fast set) and, with BANK_STRESS,
+// shm_bank_stress_test (>= 1000 kills).
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <chrono>
+#include <cstdio>
+#include <thread>
+
+#include "bank_util.hpp"
+
+using namespace troupe::shm;
+using namespace bank;
+
+namespace {
+
+#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
+constexpr bool kSanitized = true;
+#else
+constexpr bool kSanitized = false;
+#endif
+
+CreateOptions bank_heap() {
+  CreateOptions o;
+  o.initial_size = 4 << 20;
+  o.max_size = 256 << 20;
+  o.slots = 64;
+  return o;
+}
+
+constexpr std::string_view kTxFaults[] = {"tx.after_some_locks", "tx.before_commit",
+                                          "tx.mid_apply"};
+
+std::size_t user_bytes(Heap& h) {
+  h.flush_thread_cache();
+  return h.stats().published - TxHeap::attach(h).layer_bytes();
+}
+
+// At quiescence, after recovery.
+void expect_sound(Heap& h, std::uint64_t accounts, std::size_t bytes_before) {
+  TxHeap& l = TxHeap::attach(h);
+  h.recover();
+  std::size_t orphans = l.recover_orphans();
+  if (orphans) std::printf("  %zu records finished after a recovery without the hook\n", orphans);
+  EXPECT_EQ(total(h), kAccountStart * static_cast<std::int64_t>(accounts));
+  EXPECT_EQ(ctl(h).violations.load(), 0u);
+  EXPECT_EQ(l.stuck_locks(), 0u);
+  EXPECT_EQ(l.busy_records(), 0u);
+  for (auto& p : h.verify()) ADD_FAILURE() << p;
+  EXPECT_EQ(user_bytes(h), bytes_before) << "leaked bytes";
+  h.flush_thread_cache();
+  EXPECT_EQ(h.stats().unpublished, 0u);
+}
+
+#ifndef BANK_STRESS
+void threads_run(std::uint64_t accounts, unsigned threads, std::uint64_t ops) {
+  Heap h = Heap::create(bank_heap());
+  init_bank(h, accounts);
+  std::size_t before = user_bytes(h);
+  std::vector<std::thread> ts;
+  for (unsigned t = 0; t < threads; ++t) ts.emplace_back([&, t] { run_bank(h, 7 + t, ops); });
+  for (auto& t : ts) t.join();
+  EXPECT_GT(ctl(h).transfers.load(), 0u);
+  expect_sound(h, accounts, before);
+  auto st = TxHeap::attach(h).stats();
+  std::printf(
+      "  %llu accounts: %llu commits, %llu aborts, %llu irrevocable\n",
+      static_cast<unsigned long long>(accounts), static_cast<unsigned long long>(st.commits),
+      static_cast<unsigned long long>(st.aborts), static_cast<unsigned long long>(st.irrevocable));
+  TxHeap::detach(h);
+}
+
+TEST(ShmBank, ThreadsKeepTheInvariant8) { threads_run(8, 4, kSanitized ? 1500 : 6000); }
+TEST(ShmBank, ThreadsKeepTheInvariant4096) { threads_run(4096, 4, kSanitized ? 1500 : 6000); }
+
+// Each named fault point, several times: the process dies there, the parent's
+// recovery leaves every transfer whole or absent.
+
+TEST(ShmBank, EveryFaultPointIsAllOrNothing) {
+  Heap h = Heap::create(bank_heap());
+  init_bank(h, 8);
+  TxHeap::attach(h);
+  std::size_t before = user_bytes(h);
+  std::mt19937 rng(5);
+  for (auto point : kTxFaults)
+    for (int round = 0; round < 4; ++round) {
+      SCOPED_TRACE(std::string(point));
+      pid_t pid = spawn({h.name(), "2", std::to_string(round), "100000"},
+                        std::string(point) + "@" + std::to_string(1 + rng() % 200));
+      ASSERT_GT(pid, 0);
+      int st = wait_status(pid);
+      EXPECT_TRUE(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL) << "status " << st;
+      h.recover();
+      EXPECT_EQ(total(h), kAccountStart * 8);
+      EXPECT_EQ(TxHeap::attach(h).stuck_locks(), 0u);
+    }
+  expect_sound(h, 8, before);
+  TxHeap::detach(h);
+}
+
+#endif
+
+// Workers x threads transfer while the parent kills them at random (a quarter
+// of them also carry a fault point); each dead one is recovered and replaced.
+void kill_run(std::uint64_t accounts, int kills, unsigned workers, unsigned threads) {
+  Heap h = Heap::create(bank_heap());
+  init_bank(h, accounts);
+  TxHeap::attach(h);
+  std::size_t before = user_bytes(h);
+  std::mt19937 rng(static_cast<unsigned>(accounts) + 17);
+  unsigned seed = 0;
+  auto start = [&]() {
+    std::string fault;
+    if (rng() % 4 == 0)
+      fault = std::string(kTxFaults[rng() % 3]) + "@" + std::to_string(1 + rng() % 400);
+    return spawn({h.name(), std::to_string(threads), std::to_string(++seed)}, fault);
+  };
+  std::vector<pid_t> pids(workers);
+  for (auto& p : pids) p = start();
+  int deaths = 0, self = 0;
+  auto t0 = std::chrono::steady_clock::now();
+  while (deaths < kills) {
+    std::this_thread::sleep_for(std::chrono::microseconds(500 + rng() % 6000));
+    for (auto& p : pids) {  // those that killed themselves at a fault point
+      int st = 0;
+      if (waitpid(p, &st, WNOHANG) == p) {
+        h.recover();
+        p = start();
+        ++deaths;
+        ++self;
+      }
+    }
+    pid_t& victim = pids[rng() % workers];
+    ::kill(victim, SIGKILL);
+    wait_status(victim);
+    h.recover();  // before anyone opens the heap (tx.hpp)
+    victim = start();
+    ++deaths;
+  }
+  ctl(h).stop.store(1);
+  for (auto p : pids) wait_status(p);
+  auto ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0)
+          .count();
+  std::printf(
+      "  %llu accounts: %d deaths (%d at fault points) in %lld ms, %llu transfers, "
+      "%llu audits\n",
+      static_cast<unsigned long long>(accounts), deaths, self, static_cast<long long>(ms),
+      static_cast<unsigned long long>(ctl(h).transfers.load()),
+      static_cast<unsigned long long>(ctl(h).audits.load()));
+  EXPECT_GT(ctl(h).transfers.load(), 0u);
+  expect_sound(h, accounts, before);
+  TxHeap::detach(h);
+}
+
+#ifndef BANK_STRESS
+// The fast set: 50 kills over both banks (20 under sanitizers).
+TEST(ShmBankKill, Fast8) { kill_run(8, kSanitized ? 10 : 25, 3, 2); }
+TEST(ShmBankKill, Fast4096) { kill_run(4096, kSanitized ? 10 : 25, 3, 2); }
+#else
+// The stress run: >= 1000 kills over both banks (240 under sanitizers).
+TEST(ShmBankStress, Kills8) { kill_run(8, kSanitized ? 120 : 600, 4, 2); }
+TEST(ShmBankStress, Kills4096) { kill_run(4096, kSanitized ? 120 : 500, 4, 2); }
+#endif
+
+}  // namespace

@@ -1,0 +1,127 @@
+// tests/shm_objects/bank_util.hpp: what the bank tests and their worker
+// program share: the control block (raw heap root "bank.ctl"), the accounts
+// dict (root "accounts") and the transfer/audit loop.
+// Invariants:
+//   B1. The sum of all balances is kAccountStart * accounts at every
+//       transaction boundary; audits (read-only transactions) check it from
+//       inside the block, so a half-applied transfer would be counted.
+#pragma once
+
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdint>
+#include <random>
+#include <string>
+#include <troupe/shm/objects.hpp>
+#include <vector>
+
+extern char** environ;
+
+namespace bank {
+
+using namespace troupe::shm;
+
+inline constexpr std::int64_t kAccountStart = 1000;
+
+struct Ctl {
+  std::atomic<std::uint64_t> stop;        // parent: 1 = workers finish
+  std::atomic<std::uint64_t> violations;  // anyone: B1 broken
+  std::atomic<std::uint64_t> transfers;   // statistics
+  std::atomic<std::uint64_t> audits;
+  std::atomic<std::uint64_t> accounts;  // parent, before any worker
+};
+
+inline Ctl& ctl(Heap& h) { return *h.ptr<Ctl>(h.root("bank.ctl")); }
+
+// Parent: a heap with `accounts` accounts of kAccountStart each.
+inline void init_bank(Heap& h, std::uint64_t accounts) {
+  Offset c = h.allocate(sizeof(Ctl));
+  auto* p = h.ptr<Ctl>(c);
+  new (p) Ctl{};
+  p->accounts.store(accounts);
+  h.publish(c);
+  h.set_root("bank.ctl", c);
+  TxHeap& l = TxHeap::attach(h);
+  Dict d = root_dict(l, "accounts", accounts);
+  for (std::uint64_t i = 0; i < accounts; i += 512)
+    atomically(l, [&](Tx& tx) {
+      for (std::uint64_t k = i; k < std::min(accounts, i + 512); ++k)
+        d.set(tx, static_cast<long long>(k), kAccountStart);
+    });
+}
+
+inline std::int64_t total(Heap& h) {
+  TxHeap& l = TxHeap::attach(h);
+  return atomically(l, [&](Tx& tx) {
+    Dict d = get_root(tx, "accounts").as_dict();
+    std::int64_t sum = 0;
+    d.for_each(tx, [&](const Value&, const Value& v) { sum += v.as_int(); });
+    return sum;
+  });
+}
+
+// One thread's loop: transfers, and every 10th operation an audit (B1).
+inline void run_bank(Heap& h, std::uint64_t seed, std::uint64_t max_ops = ~0ull) {
+  TxHeap& l = TxHeap::attach(h);
+  Ctl& c = ctl(h);
+  const auto n = static_cast<long long>(c.accounts.load());
+  const std::int64_t expect = kAccountStart * n;
+  Dict d = atomically(l, [&](Tx& tx) { return get_root(tx, "accounts").as_dict(); });
+  std::mt19937_64 rng(seed);
+  const std::uint64_t audit_every = n <= 64 ? 10 : 200;  // big audits read every account
+  for (std::uint64_t op = 0; op < max_ops && !c.stop.load(std::memory_order_relaxed); ++op) {
+    if (op % audit_every == audit_every - 1) {
+      // Read-only audit of every account; B1 must hold inside the block.
+      atomically(l, [&](Tx& tx) {
+        std::int64_t sum = 0;
+        d.for_each(tx, [&](const Value&, const Value& v) { sum += v.as_int(); });
+        if (sum != expect) c.violations.fetch_add(1);
+      });
+      c.audits.fetch_add(1, std::memory_order_relaxed);
+      continue;
+    }
+    long long a = static_cast<long long>(rng() % n), b = static_cast<long long>(rng() % n);
+    std::int64_t amt = static_cast<std::int64_t>(rng() % 50);
+    atomically(l, [&](Tx& tx) {
+      d.add(tx, a, -amt);
+      d.add(tx, b, amt);
+    });
+    c.transfers.fetch_add(1, std::memory_order_relaxed);
+  }
+}
+
+#ifdef BANK_WORKER_PATH
+inline pid_t spawn(const std::vector<std::string>& args, const std::string& fault = "") {
+  std::vector<char*> argv;
+  std::string path = BANK_WORKER_PATH;
+  argv.push_back(path.data());
+  std::vector<std::string> a = args;
+  for (auto& s : a) argv.push_back(s.data());
+  argv.push_back(nullptr);
+  std::vector<std::string> env;
+  for (char** e = environ; *e; ++e) {
+    std::string s(*e);
+    if (s.rfind("TROUPE_SHM_FAULT=", 0) == 0) continue;
+    env.push_back(s);
+  }
+  if (!fault.empty()) env.push_back("TROUPE_SHM_FAULT=" + fault);
+  std::vector<char*> envp;
+  for (auto& s : env) envp.push_back(s.data());
+  envp.push_back(nullptr);
+  pid_t pid = -1;
+  int r = posix_spawn(&pid, path.c_str(), nullptr, nullptr, argv.data(), envp.data());
+  return r == 0 ? pid : -1;
+}
+#endif
+
+inline int wait_status(pid_t pid) {
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0) {
+  }
+  return status;
+}
+
+}  // namespace bank

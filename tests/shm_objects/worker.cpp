@@ -1,0 +1,24 @@
+// tests/shm_objects/worker.cpp: the process the bank tests spawn (and kill).
+//   bank_worker <heap> <threads> <seed> [max_ops]
+// Opens the heap, attaches the transaction layer (its recovery hook) and runs
+// run_bank on each thread until the parent sets stop (or max_ops each).
+#include <thread>
+
+#include "bank_util.hpp"
+
+int main(int argc, char** argv) {
+  if (argc < 4) return 2;
+  using namespace troupe::shm;
+  Heap h = Heap::open(argv[1]);
+  TxHeap::attach(h);
+  unsigned threads = static_cast<unsigned>(std::stoul(argv[2]));
+  std::uint64_t seed = std::stoull(argv[3]);
+  std::uint64_t max_ops = argc > 4 ? std::stoull(argv[4]) : ~0ull;
+  std::vector<std::thread> ts;
+  for (unsigned t = 0; t < threads; ++t)
+    ts.emplace_back([&, t] { bank::run_bank(h, seed * 64 + t, max_ops); });
+  for (auto& t : ts) t.join();
+  TxHeap::detach(h);
+  h.close();
+  return 0;
+}
