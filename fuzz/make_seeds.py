@@ -67,7 +67,7 @@ seeds = {
     # with one more descriptor that the argument refers to by index
     "call_fd_body_in_memfd": header(CALL, len(call_fd), 9, nfds=2, flags=BODY_IN_FD) + call_fd,
     # K1 (wire_fuzz.cpp): a 5-byte body announcing an array of 2^32 - 1
-    # elements; msgpack::unpack asks for 128 GiB before it sees the end
+    # elements; unlimited msgpack::unpack asked for 128 GiB (regression seed)
     "k1_array32_huge": msg(CALL, bytes([0xDD, 0xFF, 0xFF, 0xFF, 0xFF])),
 }
 os.makedirs("fuzz/corpus", exist_ok=True)
