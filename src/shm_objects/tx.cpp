@@ -74,6 +74,20 @@ Tx*& detail::current_tx() {
   return t;
 }
 
+Tx& detail::thread_tx(TxHeap& layer) {
+  static thread_local std::unique_ptr<Tx> cached;
+  static thread_local std::uint64_t serial = 0;
+  if (!cached || serial != layer.serial()) {
+    cached = std::make_unique<Tx>(layer);
+    serial = layer.serial();
+  }
+  return *cached;
+}
+
+namespace {
+std::atomic<std::uint64_t> g_next_serial{1};
+}
+
 // ---- TxHeap ---------------------------------------------------------------------
 
 TxHeap& TxHeap::attach(Heap& heap) {
@@ -91,7 +105,11 @@ void TxHeap::detach(Heap& heap) {
   if (heap) heap.set_recovery_hook(nullptr);
 }
 
-TxHeap::TxHeap(Heap& heap) : heap_(&heap), base_(heap.base()), name_(heap.name()) {
+TxHeap::TxHeap(Heap& heap)
+    : serial_(g_next_serial.fetch_add(1, std::memory_order_relaxed)),  // uniqueness only
+      heap_(&heap),
+      base_(heap.base()),
+      name_(heap.name()) {
   auto& word = heap.header_words()[kTableWord];
   // Acquire: pairs with the release CAS below (the table is initialised).
   Offset off = word.load(std::memory_order_acquire);
@@ -338,11 +356,15 @@ Tx::Tx(TxHeap& layer)
       table_(&layer.table()),
       rng_(reinterpret_cast<std::uintptr_t>(this) * 0x9E3779B97F4A7C15ull + 1) {}
 
-Tx::~Tx() {
+Tx::~Tx() { finish(); }
+
+void Tx::finish() {
   if (irrevocable_) {
     std::uint64_t tok = slot_ + 1;
     table_->irrevocable.compare_exchange_strong(tok, 0);
+    irrevocable_ = false;
   }
+  attempt_ = 0;
 }
 
 void Tx::take_irrevocable() {
@@ -481,7 +503,7 @@ void Tx::rollback() {
     rec_->state.store(kTxIdle, std::memory_order_release);
   for (Offset a : allocs_) heap_->free(a);
   allocs_.clear();
-  if (rec_) rec_->epoch.store(0);
+  if (rec_) rec_->epoch.store(0, std::memory_order_release);  // X5: our reads before a freer sees 0
   ++attempt_;
   layer_->aborts_.fetch_add(1, std::memory_order_relaxed);  // statistics
 }
@@ -502,7 +524,7 @@ void Tx::commit() {
   if (writes_.empty()) {                      // read-only (T2): every read was validated at rv
     for (Offset a : allocs_) heap_->free(a);  // allocated but never linked
     allocs_.clear();
-    r.epoch.store(0);
+    r.epoch.store(0, std::memory_order_release);  // X5: our reads before a freer sees 0
     if (irrevocable_) {
       table_->irrevocable.store(0);
       irrevocable_ = false;
@@ -609,8 +631,8 @@ void Tx::commit() {
 
   if (!frees_.empty()) {
     r.state.store(kTxFreeing, std::memory_order_release);
-    r.epoch.store(0);
-    if (irrevocable_) {  // others may run while we wait
+    r.epoch.store(0, std::memory_order_release);  // X5: our reads before a freer sees 0
+    if (irrevocable_) {                           // others may run while we wait
       table_->irrevocable.store(0);
       irrevocable_ = false;
     }
@@ -622,7 +644,7 @@ void Tx::commit() {
     }
   }
   r.state.store(kTxIdle, std::memory_order_release);
-  r.epoch.store(0);
+  r.epoch.store(0, std::memory_order_release);  // X5: our reads before a freer sees 0
   if (irrevocable_) {
     table_->irrevocable.store(0);
     irrevocable_ = false;

@@ -100,7 +100,8 @@ class TxHeap {
   // logs), for leak accounting at quiescence.
   std::size_t layer_bytes() const;
 
-  TxHeap(Heap& heap);
+  explicit TxHeap(Heap& heap);
+  std::uint64_t serial() const { return serial_; }
   TxHeap(const TxHeap&) = delete;
   TxHeap& operator=(const TxHeap&) = delete;
 
@@ -111,6 +112,7 @@ class TxHeap {
 
  private:
   friend class Tx;
+  std::uint64_t serial_;  // unique per TxHeap in this process, never reused
   Heap* heap_;
   void* base_;
   std::string name_;
@@ -152,6 +154,7 @@ class Tx {
   void commit();
   void rollback();  // after an abort or a user exception
   void backoff();
+  void finish();  // gives up the transaction for good (user exception)
   ~Tx();
 
  private:
@@ -183,7 +186,8 @@ class Tx {
 
 namespace detail {
 Tx*& current_tx();
-}
+Tx& thread_tx(TxHeap& layer);  // this thread's Tx for layer (reset for a new transaction)
+}  // namespace detail
 
 // Runs f(tx) as one transaction: all of its writes become visible at once or
 // none does. Retries f on conflict (f must have no effects outside tx but
@@ -193,7 +197,7 @@ template <class F>
 auto atomically(TxHeap& layer, F&& f) -> decltype(f(std::declval<Tx&>())) {
   using R = decltype(f(std::declval<Tx&>()));
   if (Tx* outer = detail::current_tx()) return f(*outer);
-  Tx tx(layer);
+  Tx& tx = detail::thread_tx(layer);  // reused: its buffers keep their capacity
   for (;;) {
     tx.begin();
     detail::current_tx() = &tx;
@@ -216,6 +220,7 @@ auto atomically(TxHeap& layer, F&& f) -> decltype(f(std::declval<Tx&>())) {
     } catch (...) {
       detail::current_tx() = nullptr;
       tx.rollback();
+      tx.finish();
       throw;
     }
   }
