@@ -21,7 +21,9 @@
 #include <spawn.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <poll.h>
 #include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -377,8 +379,15 @@ class Node {
         w = it->second;
       } else {
         w = pick_locked();
-        if (!w || w->outstanding > 0) {
-          if (auto fresh = spawn_locked()) w = std::move(fresh);
+        // A new worker only if this program is under its budget and the
+        // machine-wide file did not just say no (retried after a back-off or
+        // when one of ours exits), so a busy program does not hammer the file.
+        if ((!w || w->outstanding > 0) && workers_.size() < opts_.budget &&
+            Clock::now() >= next_spawn_try_) {
+          if (auto fresh = spawn_locked())
+            w = std::move(fresh);
+          else
+            next_spawn_try_ = Clock::now() + std::chrono::milliseconds(20);
         }
         if (!w) {  // the machine-wide budget is taken by other programs: wait for a slot
           lock.unlock();
@@ -499,7 +508,19 @@ class Node {
   void io_loop() {
     while (!stop_.load(std::memory_order_acquire)) {
       epoll_event evs[16];
-      int n = ::epoll_wait(epfd_.get(), evs, 16, 50);
+      // Sleep until a message, a wake (new deadline), or the next check that
+      // time needs: deadlines (10 ms grain) or idle retirement. With no
+      // worker and no deadline the root process makes no wake-ups at all.
+      int timeout_ms = -1;
+      {
+        std::lock_guard lock(mu_);
+        if (deadlines_ > 0)
+          timeout_ms = 10;
+        else if (!workers_.empty())
+          timeout_ms = static_cast<int>(std::clamp<long>(opts_.idle_timeout.count() / 4, 10, 1000));
+        if (retire_all_) timeout_ms = 0;
+      }
+      int n = ::epoll_wait(epfd_.get(), evs, 16, timeout_ms);
       for (int i = 0; i < n; ++i) {
         std::uint32_t wid = evs[i].data.u32;
         if (wid == 0) {
@@ -619,6 +640,7 @@ class Node {
       ::epoll_ctl(epfd_.get(), EPOLL_CTL_DEL, w->sock.get(), nullptr);
       workers_.erase(w->id);
       dead_[w->id] = fmt::format("(pid {}) {}", w->pid, how);
+      next_spawn_try_ = {};  // its budget slot is free again
       stats_.alive = workers_.size();
       if (!lost.empty() || w->objects > 0 || !w->retiring) stats_.lost++;
     }
@@ -700,8 +722,15 @@ class Node {
     for (auto& w : ws) {
       w->sock.reset();  // the worker sees end of stream even if it missed shutdown
       int status;
-      for (int i = 0; i < 200 && ::waitpid(w->pid, &status, WNOHANG) == 0; ++i)
-        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      // Wait up to 1 s for it to leave; a pidfd wakes us the moment it does.
+      Fd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, w->pid, 0)));
+      if (pidfd) {
+        pollfd pf{pidfd.get(), POLLIN, 0};
+        ::poll(&pf, 1, 1000);
+      } else {
+        for (int i = 0; i < 1000 && ::waitpid(w->pid, &status, WNOHANG) == 0; ++i)
+          std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      }
       if (::waitpid(w->pid, &status, WNOHANG) == 0) {
         ::kill(w->pid, SIGKILL);
         ::waitpid(w->pid, &status, 0);
@@ -736,6 +765,7 @@ class Node {
   std::uint32_t next_worker_ = 1;
   std::size_t deadlines_ = 0;  // pending entries with a deadline (scan only if > 0)
   bool retire_all_ = false;
+  Clock::time_point next_spawn_try_{};  // back-off after the budget file said no
   Stats stats_;
   Fd parent_;  // worker mode
   Fd epfd_, wake_;
