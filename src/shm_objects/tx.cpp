@@ -137,7 +137,7 @@ TxHeap::TxHeap(Heap& heap)
     throw Error(Errc::version_mismatch,
                 fmt::format("heap '{}' holds a transaction table of another layout", heap.name()));
   heap.set_recovery_hook([this](Heap&, unsigned slot, std::span<std::atomic<std::uint64_t>>) {
-    recover_slot(slot, true);
+    recover_slot(slot, true, false);
   });
 }
 
@@ -157,11 +157,10 @@ std::size_t TxHeap::recover_orphans() {
   std::size_t n = 0;
   for (auto& info : heap_->slots()) {
     if (info.index >= kTxSlots || info.alive || info.attached) continue;
-    // Acquire: see recover_slot.
-    if (table_->slots[info.index].state.load(std::memory_order_acquire) == kTxIdle &&
+    if (is_idle(table_->slots[info.index].state.load()) &&
         table_->slots[info.index].epoch.load() == 0)
       continue;
-    recover_slot(info.index, false);
+    recover_slot(info.index, false, true);
     ++n;
   }
   return n;
@@ -176,7 +175,16 @@ std::size_t TxHeap::layer_bytes() const {
 
 std::size_t TxHeap::busy_records() const {
   std::size_t n = 0;
-  for (auto& r : table_->slots) n += r.state.load() != kTxIdle || r.epoch.load() != 0;
+  std::vector<bool> alive(kTxSlots, false);
+  for (auto& info : heap_->slots())
+    if (info.index < kTxSlots) alive[info.index] = info.alive;
+  // A dead slot's stale epoch (left by a recovery without the hook) is no
+  // obstacle: grace() skips slots no process holds, and the next owner
+  // overwrites it.
+  for (unsigned i = 0; i < kTxSlots; ++i) {
+    auto& r = table_->slots[i];
+    n += !is_idle(r.state.load()) || (alive[i] && r.epoch.load() != 0);
+  }
   return n + (table_->irrevocable.load() != 0);
 }
 
@@ -206,33 +214,96 @@ void TxHeap::grace(std::uint64_t wv, unsigned self, bool in_hook) {
   }
 }
 
+// X6. Frees the published block of a log entry so that a death at any step
+// leaves it to exactly one party: kFreeing and unpublish() hand it to our heap
+// slot (the heap frees it if we die), the cleared entry tells a later
+// recoverer there is nothing left, and only then is it freed.
+void TxHeap::free_entry(std::atomic_ref<std::uint64_t> entry, Offset block) {
+  // Relaxed: a log entry of the record we finish (X1/X7); the recoverer
+  // reads it after acquiring the state.
+  entry.store(block | kEntryFreeing, std::memory_order_relaxed);
+  heap_->unpublish(block);
+  entry.store(0, std::memory_order_relaxed);
+  heap_->free(block);
+}
+
+// Finishes a log entry left by a dead party (allocs[] when discarding,
+// frees[] when freeing). The block is ours to free only if it is surely still
+// published: flagged kPublished, or flagged kPublishing/kFreeing and still
+// published; the latter we can tell only in the hook (the dead slot's blocks
+// are still tagged, so a published one was not freed and reused). Otherwise
+// the heap frees it (tagged with a dead slot) or, without the hook, it may
+// leak (never freed twice).
+void TxHeap::finish_entry(std::atomic_ref<std::uint64_t> entry, bool in_hook) {
+  std::uint64_t e = entry.load(std::memory_order_relaxed);
+  Offset b = e & ~kEntryFlags;
+  if (!b) return;
+  bool ours = (e & kEntryPublished) || ((e & (kEntryPublishing | kEntryFreeing)) && in_hook &&
+                                        heap_->owner(b).kind == Owner::published);
+  if (ours)
+    free_entry(entry, b);
+  else
+    entry.store(0, std::memory_order_relaxed);
+}
+
+bool TxHeap::slot_alive(unsigned slot) const {
+  for (auto& s : heap_->slots())
+    if (s.index == slot) return s.alive;
+  return false;
+}
+
+// X7. Takes the right to finish `slot`'s record for the calling thread; false
+// when it is idle, or a live party (its owner, or a live recoverer) has it.
+// `orphan`: the caller is not the hook and not the slot's owner, so the
+// owner's slot must be seen dead after the state was read.
+bool TxHeap::claim(unsigned slot, bool orphan, std::uint64_t& phase) {
+  auto& st = table_->slots[slot].state;
+  const unsigned me = heap_->slot_index();
+  for (;;) {
+    std::uint64_t s = st.load();  // seq_cst: ordered before the liveness checks
+    if (is_idle(s)) return false;
+    if (s & kRecovering) {
+      unsigned r = recoverer_of(s);
+      if (r == me) {
+        phase = phase_of(s);
+        return true;
+      }
+      if (slot_alive(r)) return false;
+    } else if (orphan && slot_alive(slot)) {
+      return false;
+    }
+    std::uint64_t want =
+        (s & ~std::uint64_t{0xffff}) | phase_of(s) | kRecovering | std::uint64_t{me + 1} << 8;
+    if (st.compare_exchange_strong(s, want)) {
+      phase = phase_of(s);
+      return true;
+    }
+  }
+}
+
 // Finishes (committed) or discards (before the commit point) slot's
-// transaction. Caller: the heap's recovery hook for a dead slot (holding its
-// kernel lock), or the slot's new owner finding a record the hook never saw
-// (X1: either way, no one else writes the record now).
-void TxHeap::recover_slot(unsigned slot, bool in_hook) {
+// transaction. Callers: the heap's recovery hook for a dead slot (holding its
+// kernel lock), the slot's new owner finding a record no hook saw, or
+// recover_orphans; X7 makes one of them do it.
+void TxHeap::recover_slot(unsigned slot, bool in_hook, bool orphan) {
   if (slot >= kTxSlots) return;
   SlotRecord& r = table_->slots[slot];
   auto& stripes = table_->stripes;
   const std::uint64_t mine = locked_word(slot);
-  // Acquire: pairs with the owner's release stores of state (X3).
-  std::uint64_t state = r.state.load(std::memory_order_acquire);
+  std::uint64_t state = 0;
+  if (in_hook) r.epoch.store(0);  // the dead owner's announcement (we hold its slot)
+  if (!claim(slot, orphan && !in_hook, state)) return;
+  const std::uint64_t keep = r.state.load(std::memory_order_relaxed) & ~std::uint64_t{0x7f};
   r.epoch.store(0);
   if (state == kTxLocking || state == kTxCommitted) {
     LogView L = view(*heap_, r);
     // Relaxed: written by the dead owner before its release store of state.
     std::uint64_t nl = std::min(r.n_locks.load(std::memory_order_relaxed), L.cap);
     if (state == kTxLocking) {
-      // Discard (X3). Blocks published before the commit point are ours to
-      // free; those still tagged with the slot the heap frees after us (X6).
-      // Without the hook (a record found later) their tags are gone: leave them.
+      // Discard (X3).
       std::uint64_t na = std::min(r.n_allocs.load(std::memory_order_relaxed), L.cap);
-      if (in_hook)
-        for (std::uint64_t i = 0; i < na; ++i) {
-          Offset a = L.alloc(i).load(std::memory_order_relaxed);
-          if (a && heap_->owner(a).kind == Owner::published) heap_->free(a);
-        }
-      for (std::uint64_t i = 0; i < nl; ++i) {  // X2
+      for (std::uint64_t i = 0; i < na; ++i) finish_entry(L.alloc(i), in_hook);  // X6
+      for (std::uint64_t i = 0; i < nl; ++i) {                                   // X2
         std::uint64_t s = L.lock_stripe(i).load(std::memory_order_relaxed) & (kStripes - 1);
         std::uint64_t expect = mine;
         // Release: nothing was written under the lock; pairs with readers' acquire.
@@ -259,7 +330,7 @@ void TxHeap::recover_slot(unsigned slot, bool in_hook) {
                                            std::memory_order_relaxed);
       }
       // Release: the log is applied before the state says so.
-      r.state.store(kTxFreeing, std::memory_order_release);
+      r.state.store(keep | kTxFreeing, std::memory_order_release);
       state = kTxFreeing;
     }
   }
@@ -268,9 +339,11 @@ void TxHeap::recover_slot(unsigned slot, bool in_hook) {
     grace(r.wv.load(std::memory_order_relaxed), slot, in_hook);  // X5
     std::uint64_t nf = std::min(r.n_frees.load(std::memory_order_relaxed), L.cap);
     for (std::uint64_t i = 0; i < nf; ++i) {
-      // Mark, then free: dying in between leaks a block instead of freeing it twice.
-      Offset f = L.free_(i).exchange(0, std::memory_order_relaxed);
-      if (f) heap_->free(f);
+      // Entries the owner never started on are published blocks: kPublished
+      // marks them so finish_entry frees them.
+      std::uint64_t e = L.free_(i).load(std::memory_order_relaxed);
+      if (e && !(e & kEntryFlags)) L.free_(i).store(e | kEntryPublished, std::memory_order_relaxed);
+      finish_entry(L.free_(i), in_hook);
     }
   } else if (state == kTxAtomicOp) {
     std::uint64_t s = r.op_stripe.load(std::memory_order_relaxed) & (kStripes - 1);
@@ -288,9 +361,23 @@ void TxHeap::recover_slot(unsigned slot, bool in_hook) {
   r.n_writes.store(0, std::memory_order_relaxed);
   r.n_allocs.store(0, std::memory_order_relaxed);
   r.n_frees.store(0, std::memory_order_relaxed);
-  r.state.store(kTxIdle, std::memory_order_release);
+  r.state.store(keep & ~std::uint64_t{0xffff}, std::memory_order_release);  // idle, same seq
   std::uint64_t tok = slot + 1;
   table_->irrevocable.compare_exchange_strong(tok, 0);
+}
+
+// The record of `slot` (the caller's own) made idle: a transaction left by a
+// previous owner that no hook finished is finished now, or waited for while a
+// live recoverer does (X7). Returns the record's seq.
+std::uint64_t TxHeap::settle(unsigned slot) {
+  auto& st = table_->slots[slot].state;
+  for (unsigned n = 0;; ++n) {
+    // Acquire: pairs with the release store that made it idle.
+    std::uint64_t s = st.load(std::memory_order_acquire);
+    if (is_idle(s)) return seq_of(s);
+    recover_slot(slot, false, false);
+    if (!is_idle(st.load(std::memory_order_acquire))) relax(n < 10 ? n : 10);
+  }
 }
 
 // Single-word atomic operations: lock the stripe (try, back off), change the
@@ -302,8 +389,7 @@ std::uint64_t atomic_op(TxHeap& l, Offset word, F f) {
   TxTable& t = l.table();
   unsigned slot = h.slot_index();
   SlotRecord& r = t.slots[slot];
-  // Acquire: see recover_slot.
-  if (r.state.load(std::memory_order_acquire) != kTxIdle) l.recover_slot(slot, false);
+  std::uint64_t seq = l.settle(slot);
   std::uint64_t s = stripe_of(word);
   auto& lk = t.stripes[s];
   auto* p = h.ptr<std::uint64_t>(word);
@@ -313,7 +399,8 @@ std::uint64_t atomic_op(TxHeap& l, Offset word, F f) {
       // Relaxed: our own record, ordered for a recoverer by the release below.
       r.op_stripe.store(s, std::memory_order_relaxed);
       r.op_old.store(cur, std::memory_order_relaxed);
-      r.state.store(kTxAtomicOp, std::memory_order_release);  // X2 for one stripe
+      ++seq;                                                              // X7
+      r.state.store(seq << 32 | kTxAtomicOp, std::memory_order_release);  // X2 for one stripe
       // Acquire: the word's last writer released the stripe.
       if (lk.compare_exchange_weak(cur, locked_word(slot), std::memory_order_acquire,
                                    std::memory_order_relaxed)) {
@@ -326,10 +413,10 @@ std::uint64_t atomic_op(TxHeap& l, Offset word, F f) {
         std::uint64_t v = std::max(version_of(cur) + 1, t.clock.load() + 1);
         // Release: the word before its new version.
         lk.store(v << 1, std::memory_order_release);
-        r.state.store(kTxIdle, std::memory_order_release);
+        r.state.store(seq << 32, std::memory_order_release);
         return old;
       }
-      r.state.store(kTxIdle, std::memory_order_release);
+      r.state.store(seq << 32, std::memory_order_release);
     }
     relax(n < 12 ? n : 12);
     if (n % 8192 == 8191) h.recover();
@@ -382,9 +469,7 @@ void Tx::begin() {
   slot_ = heap_->slot_index();  // may recover dead slots; our epoch is 0 here
   if (slot_ >= kTxSlots) throw Error(Errc::invalid_argument, "heap slot beyond the tx table");
   rec_ = &table_->slots[slot_];
-  // Acquire: see recover_slot. A record left by a previous owner of our slot
-  // that no hook saw (the slot was recovered by Heap::open): finish it (X1).
-  if (rec_->state.load(std::memory_order_acquire) != kTxIdle) layer_->recover_slot(slot_, false);
+  seq_ = layer_->settle(slot_);
   if (attempt_ >= kIrrevocableAfter && !irrevocable_) take_irrevocable();
   if (!irrevocable_)
     for (unsigned n = 0;; ++n) {
@@ -499,8 +584,8 @@ void Tx::release_locks(std::size_t n, std::uint64_t version_word, bool restore) 
 
 void Tx::rollback() {
   // Relaxed/any: our own record (X1); the state store is a release.
-  if (rec_ && rec_->state.load(std::memory_order_relaxed) != kTxIdle)
-    rec_->state.store(kTxIdle, std::memory_order_release);
+  if (rec_ && !is_idle(rec_->state.load(std::memory_order_relaxed)))
+    rec_->state.store(seq_ << 32, std::memory_order_release);
   for (Offset a : allocs_) heap_->free(a);
   allocs_.clear();
   if (rec_) rec_->epoch.store(0, std::memory_order_release);  // X5: our reads before a freer sees 0
@@ -516,7 +601,8 @@ void Tx::backoff() {
   std::uint64_t spins = rng_ % (std::uint64_t{16} << e);
   for (std::uint64_t i = 0; i < spins; ++i) __builtin_ia32_pause();
   if (attempt_ > 4) std::this_thread::yield();
-  if (attempt_ % 16 == 15) heap_->recover();  // a lock may belong to the dead
+  if (attempt_ % 16 == 15) heap_->recover();           // a lock may belong to the dead
+  if (attempt_ % 64 == 63) layer_->recover_orphans();  // ... or to a record no hook saw
 }
 
 void Tx::commit() {
@@ -563,14 +649,15 @@ void Tx::commit() {
   r.n_writes.store(0, std::memory_order_relaxed);
   r.n_frees.store(0, std::memory_order_relaxed);
   r.n_locks.store(0, std::memory_order_relaxed);
-  r.state.store(kTxLocking, std::memory_order_release);
+  ++seq_;  // X7: a new transaction in the record
+  r.state.store(seq_ << 32 | kTxLocking, std::memory_order_release);
 
   // All-or-none try-locks in stripe order; never wait while holding one.
   const std::uint64_t mine = locked_word(slot_);
   std::size_t held = 0;
   auto fail = [&](std::uint64_t seen) {
     release_locks(held, 0, true);
-    r.state.store(kTxIdle, std::memory_order_release);
+    r.state.store(seq_ << 32, std::memory_order_release);
     conflict(seen);
   };
   for (std::size_t i = 0; i < lock_order_.size(); ++i) {
@@ -608,7 +695,11 @@ void Tx::commit() {
 
   // Past here nothing aborts. X6: publish before the commit point; a death
   // before it makes recovery free them (they are listed in allocs[]).
-  for (Offset a : allocs_) heap_->publish(a);
+  for (std::size_t i = 0; i < allocs_.size(); ++i) {  // X6. Relaxed: our own log (X1)
+    L.alloc(i).store(allocs_[i] | kEntryPublishing, std::memory_order_relaxed);
+    heap_->publish(allocs_[i]);
+    L.alloc(i).store(allocs_[i] | kEntryPublished, std::memory_order_relaxed);
+  }
   for (std::size_t i = 0; i < writes_.size(); ++i) {
     L.write_addr(i).store(writes_[i].word, std::memory_order_relaxed);
     L.write_val(i).store(writes_[i].value, std::memory_order_relaxed);
@@ -619,7 +710,7 @@ void Tx::commit() {
   r.n_frees.store(frees_.size(), std::memory_order_relaxed);
   r.wv.store(wv, std::memory_order_relaxed);
   fault_point("tx.before_commit");
-  r.state.store(kTxCommitted, std::memory_order_release);  // X3: the commit point
+  r.state.store(seq_ << 32 | kTxCommitted, std::memory_order_release);  // X3: the commit point
 
   for (std::size_t i = 0; i < writes_.size(); ++i) {
     // Relaxed: we hold the stripe; its release store publishes the word (X4).
@@ -630,20 +721,16 @@ void Tx::commit() {
   release_locks(lock_order_.size(), wv << 1, false);
 
   if (!frees_.empty()) {
-    r.state.store(kTxFreeing, std::memory_order_release);
+    r.state.store(seq_ << 32 | kTxFreeing, std::memory_order_release);
     r.epoch.store(0, std::memory_order_release);  // X5: our reads before a freer sees 0
     if (irrevocable_) {                           // others may run while we wait
       table_->irrevocable.store(0);
       irrevocable_ = false;
     }
     layer_->grace(wv, slot_, false);  // X5
-    for (std::size_t i = 0; i < frees_.size(); ++i) {
-      // Mark, then free (see recover_slot). Relaxed: our own log (X1).
-      L.free_(i).store(0, std::memory_order_relaxed);
-      heap_->free(frees_[i]);
-    }
+    for (std::size_t i = 0; i < frees_.size(); ++i) layer_->free_entry(L.free_(i), frees_[i]);
   }
-  r.state.store(kTxIdle, std::memory_order_release);
+  r.state.store(seq_ << 32, std::memory_order_release);
   r.epoch.store(0, std::memory_order_release);  // X5: our reads before a freer sees 0
   if (irrevocable_) {
     table_->irrevocable.store(0);

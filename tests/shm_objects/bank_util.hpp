@@ -93,6 +93,72 @@ inline void run_bank(Heap& h, std::uint64_t seed, std::uint64_t max_ops = ~0ull)
   }
 }
 
+// Churn (allocation and reclamation under kills): root "churn" is a dict of
+// kChurnKeys int keys whose values are long strings made of one letter,
+// 'a' + key % 26 (C1); transactions replace, erase and re-insert them, and
+// read-only ones check C1 for every value from inside the block.
+inline constexpr long kChurnKeys = 64;
+
+inline void init_churn(Heap& h) {
+  Offset c = h.allocate(sizeof(Ctl));
+  new (h.ptr<Ctl>(c)) Ctl{};
+  h.publish(c);
+  h.set_root("bank.ctl", c);
+  root_dict(TxHeap::attach(h), "churn", 16);
+}
+
+inline void run_churn(Heap& h, std::uint64_t seed, std::uint64_t max_ops = ~0ull) {
+  TxHeap& l = TxHeap::attach(h);
+  Ctl& c = ctl(h);
+  Dict d = atomically(l, [&](Tx& tx) { return get_root(tx, "churn").as_dict(); });
+  std::mt19937_64 rng(seed);
+  for (std::uint64_t op = 0; op < max_ops && !c.stop.load(std::memory_order_relaxed); ++op) {
+    long k = static_cast<long>(rng() % kChurnKeys);
+    std::size_t len = 9 + rng() % 300;
+    if (op % 10 == 9) {
+      atomically(l, [&](Tx& tx) {
+        d.for_each(tx, [&](const Value& key, const Value& v) {
+          char want = static_cast<char>('a' + key.as_int() % 26);
+          for (char ch : v.as_string())
+            if (ch != want) {
+              c.violations.fetch_add(1);
+              break;
+            }
+        });
+      });
+      c.audits.fetch_add(1, std::memory_order_relaxed);
+    } else if (op % 7 == 3) {
+      atomically(l, [&](Tx& tx) { d.erase(tx, k); });
+    } else {
+      atomically(l, [&](Tx& tx) {
+        d.set(tx, k, std::string(len, static_cast<char>('a' + k % 26)));
+        if (op % 5 == 0)
+          d.set(tx, (k + 1) % kChurnKeys,
+                std::string(len / 2 + 9, static_cast<char>('a' + (k + 1) % kChurnKeys % 26)));
+      });
+      c.transfers.fetch_add(1, std::memory_order_relaxed);
+    }
+  }
+}
+
+// Bytes reachable from the churn root (quiescent): cell, dict, buckets,
+// entries and value blobs.
+inline std::size_t churn_bytes(Heap& h) {
+  TxHeap& l = TxHeap::attach(h);
+  std::size_t n = h.usable_size(h.root("churn")) + h.usable_size(h.root("bank.ctl"));
+  return n + atomically(l, [&](Tx& tx) {
+           Dict d = get_root(tx, "churn").as_dict();
+           std::size_t b = h.usable_size(d.offset()) + h.usable_size(tx.read(d.offset() + 16));
+           std::uint64_t nb = tx.read(d.offset() + 8);
+           for (std::uint64_t i = 0; i < nb; ++i)
+             for (Offset e = tx.read(tx.read(d.offset() + 16) + 8 * i); e; e = tx.read(e)) {
+               b += h.usable_size(e);
+               if ((tx.read(e + 32) >> 8 & 0xff) == 0) b += h.usable_size(tx.read(e + 40));
+             }
+           return b;
+         });
+}
+
 #ifdef BANK_WORKER_PATH
 inline pid_t spawn(const std::vector<std::string>& args, const std::string& fault = "") {
   std::vector<char*> argv;

@@ -86,15 +86,16 @@ class TxHeap {
 
   TxStats stats() const;  // this process's counters
 
-  // For tests: stripes still locked and slot records not idle (after every
-  // process is quiescent and recovered, both must be 0).
+  // For tests: stripes still locked, and slot records not idle or live slots
+  // announcing an epoch (after every process is quiescent and recovered,
+  // both must be 0).
   std::size_t stuck_locks() const;
   std::size_t busy_records() const;
   // Finishes the records of slots that no process holds any more (their
   // slot was recovered by a process without the hook, e.g. in Heap::open).
-  // Only at quiescence: no thread may claim those slots meanwhile. Returns
-  // how many it finished. (A thread that claims such a slot finishes its
-  // record itself, in Tx::begin.)
+  // Safe at any time (X7 of tx_layout.hpp); transactions call it after many
+  // aborts, and a thread that claims such a slot finishes its record itself.
+  // Returns how many records it looked at.
   std::size_t recover_orphans();
   // Published bytes the layer itself holds (its table and the slots' redo
   // logs), for leak accounting at quiescence.
@@ -106,7 +107,12 @@ class TxHeap {
   TxHeap& operator=(const TxHeap&) = delete;
 
   // ---- internals used by Tx and the hook ----
-  void recover_slot(unsigned slot, bool in_hook);
+  void recover_slot(unsigned slot, bool in_hook, bool orphan);
+  bool claim(unsigned slot, bool orphan, std::uint64_t& phase);
+  bool slot_alive(unsigned slot) const;
+  std::uint64_t settle(unsigned slot);
+  void free_entry(std::atomic_ref<std::uint64_t> entry, Offset block);
+  void finish_entry(std::atomic_ref<std::uint64_t> entry, bool in_hook);
   void grace(std::uint64_t wv, unsigned self, bool in_hook);
   std::atomic<std::uint64_t> commits_{0}, aborts_{0}, irrevocable_{0};
 
@@ -173,6 +179,7 @@ class Tx {
   detail::SlotRecord* rec_ = nullptr;
   unsigned slot_ = 0;
   std::uint64_t rv_ = 0;
+  std::uint64_t seq_ = 0;  // the record's transaction count (X7)
   unsigned attempt_ = 0;
   bool irrevocable_ = false;
   std::uint64_t rng_;

@@ -33,10 +33,18 @@
 //       was applied already.
 //   X5. A block in frees[] is freed only once every slot's epoch is 0 or at
 //       least the transaction's write version (no reader can still reach it).
-//   X6. Blocks a transaction allocates stay unpublished (the heap frees them
-//       if the process dies) until the commit point; after it they are
-//       published by the committer or, on its death, by the recovery hook
-//       (which runs while they are still tagged with the dead slot).
+//   X6. allocs[] and frees[] entries carry flags in their low bits (blocks are
+//       16-byte aligned): kEntryPublishing before publish(), kEntryPublished
+//       after it (both before the commit point), kEntryFreeing before a
+//       published block is unpublished to be freed; an entry is cleared before
+//       its block is freed. So a block is freed by exactly one party whatever
+//       step a death interrupts (TxHeap::free_entry / finish_entry).
+//   X7. One party at a time finishes a record: its owner, or a recoverer that
+//       won the compare-exchange of state to kRecovering | itself from the
+//       value it saw (same seq) after seeing the owner's slot dead. Steps are
+//       idempotent (lock words compared with "locked by s", frees[] and
+//       allocs[] entries cleared by exchange before use), so a recoverer that
+//       dies is replaced by another that starts over.
 #pragma once
 
 #include <atomic>
@@ -57,6 +65,18 @@ enum TxState : std::uint64_t {
   kTxFreeing = 3,    // applied and unlocked; frees[] waiting for grace (X5)
   kTxAtomicOp = 4,   // a single-word atomic op holds op_stripe
 };
+
+// SlotRecord::state = seq << 32 | recoverer + 1 << 8 | kRecovering? | phase.
+// seq counts the owner's transactions (so a recoverer's compare-exchange
+// cannot mistake a new transaction for the dead one it looked at: X7);
+// kRecovering marks a record some slot `recoverer` is finishing.
+inline constexpr std::uint64_t kRecovering = 0x80;
+inline constexpr std::uint64_t phase_of(std::uint64_t s) { return s & 0x7f; }
+inline constexpr bool is_idle(std::uint64_t s) { return (s & 0xff) == kTxIdle; }
+inline constexpr unsigned recoverer_of(std::uint64_t s) {
+  return static_cast<unsigned>((s >> 8) & 0xff) - 1;
+}
+inline constexpr std::uint64_t seq_of(std::uint64_t s) { return s >> 32; }
 
 // One per heap slot. Written only by its slot's thread (X1).
 struct alignas(128) SlotRecord {
@@ -83,6 +103,11 @@ struct TxTable {
   alignas(128) SlotRecord slots[kTxSlots];
   alignas(128) std::atomic<std::uint64_t> stripes[kStripes];
 };
+
+inline constexpr std::uint64_t kEntryPublishing = 1;
+inline constexpr std::uint64_t kEntryPublished = 2;
+inline constexpr std::uint64_t kEntryFreeing = 4;
+inline constexpr std::uint64_t kEntryFlags = 15;
 
 inline std::uint64_t stripe_of(std::uint64_t word_offset) {
   // Consecutive words map to consecutive stripes (no false conflicts inside a
