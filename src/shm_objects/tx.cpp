@@ -246,6 +246,15 @@ void TxHeap::finish_entry(std::atomic_ref<std::uint64_t> entry, bool in_hook) {
     entry.store(0, std::memory_order_relaxed);
 }
 
+// The irrevocable token of a holder that died: its hook clears it; without
+// the hook (recovered by Heap::open) nobody would, so a waiter does.
+void TxHeap::clear_stale_token() {
+  heap_->recover();
+  std::uint64_t tok = table_->irrevocable.load();
+  if (tok != 0 && !slot_alive(static_cast<unsigned>(tok - 1)))
+    table_->irrevocable.compare_exchange_strong(tok, 0);
+}
+
 bool TxHeap::slot_alive(unsigned slot) const {
   for (auto& s : heap_->slots())
     if (s.index == slot) return s.alive;
@@ -459,7 +468,7 @@ void Tx::take_irrevocable() {
     std::uint64_t z = 0;
     if (table_->irrevocable.compare_exchange_weak(z, slot_ + 1)) break;
     relax(n < 10 ? n : 10);
-    if (n % 4096 == 4095) heap_->recover();  // a dead holder (the hook frees it)
+    if (n % 4096 == 4095) layer_->clear_stale_token();
   }
   irrevocable_ = true;
   layer_->irrevocable_.fetch_add(1, std::memory_order_relaxed);  // statistics
@@ -474,9 +483,13 @@ void Tx::begin() {
   if (!irrevocable_)
     for (unsigned n = 0;; ++n) {
       std::uint64_t tok = table_->irrevocable.load();
-      if (tok == 0 || tok == slot_ + 1) break;
+      if (tok == 0) break;
+      if (tok == slot_ + 1) {  // left by a dead previous owner of our slot
+        table_->irrevocable.compare_exchange_strong(tok, 0);
+        break;
+      }
       relax(n < 10 ? n : 10);
-      if (n % 4096 == 4095) heap_->recover();
+      if (n % 4096 == 4095) layer_->clear_stale_token();
     }
   // X5. Announce a clock value, then take the snapshot at or above it
   // (seq_cst: a freer that scans after our store sees it; one that scans

@@ -110,6 +110,7 @@ class TxHeap {
   void recover_slot(unsigned slot, bool in_hook, bool orphan);
   bool claim(unsigned slot, bool orphan, std::uint64_t& phase);
   bool slot_alive(unsigned slot) const;
+  void clear_stale_token();
   std::uint64_t settle(unsigned slot);
   void free_entry(std::atomic_ref<std::uint64_t> entry, Offset block);
   void finish_entry(std::atomic_ref<std::uint64_t> entry, bool in_hook);
