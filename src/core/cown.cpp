@@ -12,9 +12,10 @@ namespace {
 // Waits until `s`'s successor (which already swapped `last`) links itself (I2).
 Slot* wait_next(Slot* s) noexcept {
   Slot* n;
+  SpinWait spin;
   // acquire: pairs with the successor's release store; we then see its slot.
   while ((n = s->next.load(std::memory_order_acquire)) == nullptr) {
-    cpu_relax();
+    spin.once();
     TROUPE_YIELD();
   }
   return n;
@@ -124,8 +125,9 @@ void BehaviourBase::schedule() {
     // its phase 1. It cannot be freed meanwhile (I3): it cannot leave this
     // cown's queue before we link, and it cannot run before it is enqueued.
     // acquire: pairs with the predecessor's release store of `enqueued`.
+    SpinWait spin;
     while (!prev->behaviour->enqueued.load(std::memory_order_acquire)) {
-      cpu_relax();
+      spin.once();
       TROUPE_YIELD();
     }
     prev->next.store(s, std::memory_order_release);  // I2; pairs with wait_next

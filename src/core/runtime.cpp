@@ -7,6 +7,7 @@
 #include <linux/futex.h>
 #include <sys/syscall.h>
 #include <time.h>
+#include <sched.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -38,6 +39,8 @@ bool futex_wait_for(const std::atomic<std::uint32_t>* word, std::uint32_t expect
                    expected, &ts, nullptr, 0);
   return !(r == -1 && errno == ETIMEDOUT);
 }
+
+void SpinWait::yield_thread() noexcept { sched_yield(); }
 
 void futex_wake(const std::atomic<std::uint32_t>* word, int n) noexcept {
   syscall(SYS_futex, reinterpret_cast<const std::uint32_t*>(word), FUTEX_WAKE_PRIVATE, n, nullptr,

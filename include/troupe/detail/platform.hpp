@@ -24,6 +24,20 @@ inline void cpu_relax() noexcept {
 #endif
 }
 
+// Waiting for another thread to finish a step it has started (a link in a
+// queue): spin briefly, then yield, so that on an oversubscribed machine the
+// thread we wait for gets the CPU instead of us burning its time slice.
+struct SpinWait {
+  unsigned n = 0;
+  void once() noexcept {
+    if (++n < 64)
+      cpu_relax();
+    else
+      yield_thread();
+  }
+  static void yield_thread() noexcept;
+};
+
 // A full store-load barrier: a store before it is visible to other threads
 // before any load after it is performed. ThreadSanitizer does not model
 // stand-alone fences, so under it we use a locked RMW (a full barrier on the
