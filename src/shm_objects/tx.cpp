@@ -325,9 +325,10 @@ void TxHeap::recover_slot(unsigned slot, bool in_hook, bool orphan) {
       for (std::uint64_t i = 0; i < nw; ++i) {
         Offset a = L.write_addr(i).load(std::memory_order_relaxed);
         // Relaxed: we hold the stripe (no one else writes the word, X4).
+        // Release store of the word: see Tx::read.
         if (stripes[stripe_of(a)].load(std::memory_order_relaxed) == mine)
           std::atomic_ref(*heap_->ptr<std::uint64_t>(a))
-              .store(L.write_val(i).load(std::memory_order_relaxed), std::memory_order_relaxed);
+              .store(L.write_val(i).load(std::memory_order_relaxed), std::memory_order_release);
       }
       std::uint64_t wv = r.wv.load(std::memory_order_relaxed);
       clock_catch_up(*table_, wv);
@@ -414,9 +415,9 @@ std::uint64_t atomic_op(TxHeap& l, Offset word, F f) {
       if (lk.compare_exchange_weak(cur, locked_word(slot), std::memory_order_acquire,
                                    std::memory_order_relaxed)) {
         std::atomic_ref<std::uint64_t> w(*p);
-        // Relaxed: we hold the stripe; the release below publishes.
+        // Relaxed load: we hold the stripe. Release store: see Tx::read.
         std::uint64_t old = w.load(std::memory_order_relaxed);
-        w.store(f(old), std::memory_order_relaxed);
+        w.store(f(old), std::memory_order_release);
         // A version above every current snapshot (GV5 of TL2: no clock
         // increment; a reader that meets it catches the clock up).
         std::uint64_t v = std::max(version_of(cur) + 1, t.clock.load() + 1);
@@ -514,12 +515,14 @@ std::uint64_t Tx::read(Offset word) {
   const std::uint64_t s = stripe_of(word);
   auto& lk = table_->stripes[s];
   auto* p = heap_->ptr<std::uint64_t>(word);
-  // Seqlock read (T1): acquire pairs with the writer's release of the stripe,
-  // so the word is at least as new as v1; the fence keeps the word's load
-  // before the second stripe load, so v1 == v2 means no writer came between.
+  // Seqlock read (T1). v1 acquire: pairs with the writer's release of the
+  // stripe, so the word is at least as new as v1. The word's load is acquire
+  // and every writer stores words with release after locking the stripe: if
+  // we read a word a writer stored, we also see its lock (or later) in v2,
+  // and the acquire keeps v2's load after the word's. So v1 == v2, unlocked,
+  // means no writer came between (no fence: free on x86, understood by TSan).
   std::uint64_t v1 = lk.load(std::memory_order_acquire);
-  std::uint64_t val = std::atomic_ref(*p).load(std::memory_order_relaxed);
-  std::atomic_thread_fence(std::memory_order_acquire);
+  std::uint64_t val = std::atomic_ref(*p).load(std::memory_order_acquire);
   std::uint64_t v2 = lk.load(std::memory_order_relaxed);
   if (is_locked(v1) || v1 != v2 || version_of(v1) > rv_) [[unlikely]]
     conflict(is_locked(v1) ? 0 : version_of(v1));
@@ -726,9 +729,10 @@ void Tx::commit() {
   r.state.store(seq_ << 32 | kTxCommitted, std::memory_order_release);  // X3: the commit point
 
   for (std::size_t i = 0; i < writes_.size(); ++i) {
-    // Relaxed: we hold the stripe; its release store publishes the word (X4).
+    // Release: we hold the stripe, and a reader that sees this value must
+    // also see our lock (Tx::read); the stripe's release store publishes it (X4).
     std::atomic_ref(*heap_->ptr<std::uint64_t>(writes_[i].word))
-        .store(writes_[i].value, std::memory_order_relaxed);
+        .store(writes_[i].value, std::memory_order_release);
     if (i == writes_.size() / 2) fault_point("tx.mid_apply");
   }
   release_locks(lock_order_.size(), wv << 1, false);

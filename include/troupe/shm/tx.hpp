@@ -36,9 +36,12 @@
 // Every process that changes objects must attach the layer (TxHeap::attach)
 // right after opening the heap: attaching installs the recovery hook that
 // finishes a dead slot's transaction. Heap::open recovers dead slots before a
-// hook can be installed, so a process that reaps a dead worker should call
-// heap.recover() (with the layer attached) before other processes open the
-// heap (see the report of issue 4: OpenOptions should carry the hook).
+// hook can be installed; a record such a recovery skipped is finished later
+// (X7 of tx_layout.hpp: by the slot's next owner, by a transaction that keeps
+// aborting, or by recover_orphans()), exactly for the state of its shared
+// words, but a block caught between publish() and the log's next word may
+// then leak. A process that reaps a dead worker should therefore call
+// heap.recover() (with the layer attached) before starting the next one.
 #pragma once
 
 #include <atomic>
