@@ -90,13 +90,7 @@ template <class W>
 using args_of = decltype(std::declval<W&>().when_args(std::declval<const WhenKey&>()));
 
 template <class T>
-struct is_promise : std::false_type {
-  using inner = T;
-};
-template <class U>
-struct is_promise<Promise<U>> : std::true_type {
-  using inner = U;
-};
+using is_promise = is_promise_t<T>;  // promise.hpp
 
 template <class F, class... Ws>
 using when_result_t =

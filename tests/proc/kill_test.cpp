@@ -12,39 +12,14 @@
 #include <thread>
 
 #include "troupe/proc/process.hpp"
+#include "util/proc_fs.hpp"
 
 using namespace troupe;
 using namespace std::chrono_literals;
+using troupe::test::children;
+using troupe::test::open_fds;
 
 namespace {
-int open_fds() {
-  int n = 0;
-  if (DIR* d = opendir("/proc/self/fd")) {
-    while (dirent* e = readdir(d))
-      if (e->d_name[0] != '.') ++n;
-    closedir(d);
-  }
-  return n - 1;
-}
-int children() {
-  int n = 0;
-  std::string me = std::to_string(getpid());
-  if (DIR* d = opendir("/proc")) {
-    while (dirent* e = readdir(d)) {
-      if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
-      std::ifstream f(std::string("/proc/") + e->d_name + "/stat");
-      std::string s((std::istreambuf_iterator<char>(f)), {});
-      auto close = s.rfind(')');
-      if (close == std::string::npos) continue;
-      std::istringstream in(s.substr(close + 2));
-      std::string state, ppid;
-      in >> state >> ppid;
-      if (ppid == me) ++n;
-    }
-    closedir(d);
-  }
-  return n;
-}
 int busy(int ms) {
   std::this_thread::sleep_for(std::chrono::milliseconds(ms));
   return ms;

@@ -18,24 +18,17 @@
 
 #include "troupe/exec/executor.hpp"
 #include "troupe/proc/process.hpp"
+#include "util/proc_fs.hpp"
 
 using namespace troupe;
 using namespace std::chrono_literals;
+using troupe::test::open_fds;
 
 namespace {
 
 // Descriptors of this process, measured with no worker alive (each live
 // worker holds one socket here, and workers come and go on their own).
 int quiet_fds();
-int open_fds() {
-  int n = 0;
-  if (DIR* d = opendir("/proc/self/fd")) {
-    while (dirent* e = readdir(d))
-      if (e->d_name[0] != '.') ++n;
-    closedir(d);
-  }
-  return n - 1;  // the DIR's own descriptor
-}
 
 int add(int a, int b) { return a + b; }
 

@@ -12,21 +12,14 @@
 #include <vector>
 
 #include "troupe/proc/detail/wire.hpp"
+#include "util/proc_fs.hpp"
 
 using namespace troupe;
 using namespace troupe::proc;
 using namespace troupe::proc::detail;
+using troupe::test::open_fds;
 
 namespace {
-int open_fds() {
-  int n = 0;
-  if (DIR* d = opendir("/proc/self/fd")) {
-    while (dirent* e = readdir(d))
-      if (e->d_name[0] != '.') ++n;
-    closedir(d);
-  }
-  return n - 1;
-}
 std::string header_bytes(Header h) { return std::string(reinterpret_cast<const char*>(&h), sizeof h); }
 void expect_bad(const std::string& bytes, std::vector<Fd> fds = {}) {
   try {

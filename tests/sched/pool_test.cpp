@@ -11,21 +11,14 @@
 #include <vector>
 
 #include "troupe/troupe.hpp"
+#include "util/proc_fs.hpp"
 
 using namespace troupe;
 using namespace std::chrono_literals;
+using troupe::test::thread_count;
 
 namespace {
 
-int thread_count() {
-  int n = 0;
-  if (DIR* d = opendir("/proc/self/task")) {
-    while (dirent* e = readdir(d))
-      if (e->d_name[0] != '.') ++n;
-    closedir(d);
-  }
-  return n;
-}
 
 double cpu_seconds() {
   timespec ts;
