@@ -14,6 +14,8 @@
 //       is held, except spawning a worker and sending `shutdown`.
 //   N2. A WorkerRec's socket is closed only when the last shared_ptr to the
 //       record goes, so a sender holding one never writes to a reused fd.
+//   W1. A worker with one thread (the default) runs every call, and every
+//       behaviour of the actors it hosts, on the thread that receives them.
 //   N3. Budget: a worker holds an OFD write lock on one byte of the budget
 //       file, through a descriptor only it has; the kernel drops the lock when
 //       the worker dies, however it dies.
@@ -43,6 +45,7 @@
 #include <fmt/core.h>
 
 #include "troupe/proc/process.hpp"
+#include "troupe/detail/mpsc_queue.hpp"
 #include "troupe/runtime.hpp"
 
 extern char** environ;
@@ -124,36 +127,125 @@ class Node {
   }
 
   // ---------------------------------------------------------------- worker side
+  // Receives one message from the parent and acts on it. False: stop serving
+  // (the parent is gone, or it asked this worker to retire).
+  bool serve_one() {
+    Message m;
+    try {
+      if (!detail::recv_message(parent_.get(), m)) return false;  // the parent is gone
+    } catch (const Error& e) {
+      std::fprintf(stderr, "troupe worker %u: %s\n", self_id_, e.what());
+      return true;  // bad input: reject it and keep serving
+    }
+    if (m.kind == Kind::call) {
+      serve_call(m);
+    } else if (m.kind == Kind::reply) {
+      complete(m);
+    } else if (m.kind == Kind::cancel) {
+      std::lock_guard lock(mu_);
+      cancelled_.insert(m.id);
+    } else if (m.kind == Kind::release) {
+      release_local(m);
+    } else if (m.kind == Kind::shutdown) {
+      return false;
+    }
+    return true;
+  }
+
   [[noreturn]] void serve(int sock, std::uint32_t id, std::size_t threads) {
     worker_mode_ = true;
     self_id_ = id;
     parent_ = Fd(sock);
-    troupe::init({.threads = threads});
-    for (;;) {
-      Message m;
-      try {
-        if (!detail::recv_message(parent_.get(), m)) break;  // the parent is gone
-      } catch (const Error& e) {
-        std::fprintf(stderr, "troupe worker %u: %s\n", self_id_, e.what());
-        continue;  // bad input: reject it and keep serving
+    if (threads <= 1) {
+      // W1: one thread receives and runs everything, no hand-off.
+      WorkerLoop loop(*this);
+      sched::set_default_scheduler(&loop);
+      loop.run();
+      sched::set_default_scheduler(nullptr);
+    } else {
+      troupe::init({.threads = threads});
+      while (serve_one()) {
       }
-      if (m.kind == Kind::call) {
-        serve_call(m);
-      } else if (m.kind == Kind::reply) {
-        complete(m);
-      } else if (m.kind == Kind::cancel) {
-        std::lock_guard lock(mu_);
-        cancelled_.insert(m.id);
-      } else if (m.kind == Kind::release) {
-        release_local(m);
-      } else if (m.kind == Kind::shutdown) {
-        break;
-      }
+      troupe::shutdown();  // drain this worker's pool
     }
-    troupe::shutdown();  // drain this worker's pool
     std::fflush(nullptr);
     _exit(0);
   }
+
+  // W1: the scheduler of a single-threaded worker. Its one thread waits on the
+  // parent's socket and on a wake eventfd, receives calls and runs them (and
+  // the behaviours of the actors it hosts) itself: a call costs no thread
+  // hand-off and nothing spins. A wait inside a call (a nested call's get())
+  // keeps receiving and running work until the value is there.
+  class WorkerLoop final : public sched::Scheduler {
+   public:
+    explicit WorkerLoop(Node& n) : node_(n), wake_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
+      if (!wake_) throw Error(Errc::system, fmt::format("eventfd: {}", std::strerror(errno)));
+    }
+    void schedule(sched::Work* w) override {
+      q_.push(w);
+      // Only another thread must wake the loop: the loop thread drains the
+      // queue before it waits again.
+      if (sched::current() != this) wake_helpers();
+    }
+    void wake_helpers() override {
+      std::uint64_t one = 1;
+      [[maybe_unused]] auto r = ::write(wake_.get(), &one, sizeof one);
+    }
+    void help_until(sched::Waiter& w) override {
+      bool armed = false;
+      while (!w.ready()) {
+        if (drain() > 0) continue;
+        if (!armed) {
+          w.arm(this);
+          armed = true;
+          continue;
+        }
+        if (!wait_and_receive()) {
+          // The parent is gone while a call waits on it: nothing can finish.
+          std::fflush(nullptr);
+          _exit(0);
+        }
+      }
+    }
+    void wait_idle() override { drain(); }
+
+    void run() {
+      sched::Scheduler* prev = sched::set_current(this);
+      while (true) {
+        drain();
+        if (!wait_and_receive()) break;
+      }
+      drain();
+      sched::set_current(prev);
+    }
+
+   private:
+    std::size_t drain() {
+      std::size_t n = 0;
+      while (sched::Work* w = q_.try_pop()) {
+        w->run();
+        ++n;
+      }
+      return n;
+    }
+    // Waits for the socket or a wake; handles one message. False: stop.
+    bool wait_and_receive() {
+      if (q_.size_hint() > 0) return true;  // work arrived meanwhile
+      pollfd fds[2] = {{node_.parent_.get(), POLLIN, 0}, {wake_.get(), POLLIN, 0}};
+      int r = ::poll(fds, 2, -1);
+      if (r < 0) return errno == EINTR;
+      if (fds[1].revents & POLLIN) {
+        std::uint64_t v;
+        [[maybe_unused]] auto rr = ::read(wake_.get(), &v, sizeof v);
+      }
+      if (fds[0].revents & (POLLIN | POLLHUP | POLLERR)) return node_.serve_one();
+      return true;
+    }
+    Node& node_;
+    Fd wake_;
+    troupe::detail::MpscQueue<sched::Work> q_;
+  };
 
   void serve_call(Message& m) {
     std::string name = "(unreadable call)";
