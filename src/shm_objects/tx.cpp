@@ -240,10 +240,13 @@ void TxHeap::finish_entry(std::atomic_ref<std::uint64_t> entry, bool in_hook) {
   if (!b) return;
   bool ours = (e & kEntryPublished) || ((e & (kEntryPublishing | kEntryFreeing)) && in_hook &&
                                         heap_->owner(b).kind == Owner::published);
-  if (ours)
+  if (ours) {
     free_entry(entry, b);
-  else
-    entry.store(0, std::memory_order_relaxed);
+    return;
+  }
+  if ((e & (kEntryPublishing | kEntryFreeing)) && !in_hook)
+    table_->unsettled.fetch_add(1, std::memory_order_relaxed);  // statistics
+  entry.store(0, std::memory_order_relaxed);
 }
 
 // The irrevocable token of a holder that died: its hook clears it; without

@@ -100,6 +100,9 @@ class TxHeap {
   // aborts, and a thread that claims such a slot finishes its record itself.
   // Returns how many records it looked at.
   std::size_t recover_orphans();
+  // Log entries recoveries without the hook left unsettled (each may be one
+  // leaked block; see X6 of tx_layout.hpp).
+  std::uint64_t unsettled() const { return table_->unsettled.load(); }
   // Published bytes the layer itself holds (its table and the slots' redo
   // logs), for leak accounting at quiescence.
   std::size_t layer_bytes() const;

@@ -100,6 +100,9 @@ struct TxTable {
   std::uint64_t stripe_count;
   alignas(128) std::atomic<std::uint64_t> clock;        // TL2 global version clock
   alignas(128) std::atomic<std::uint64_t> irrevocable;  // 0 or slot + 1
+  // Log entries a recovery without the hook could not settle (X6): each may
+  // be one leaked block. Any recoverer adds; statistics and tests read.
+  std::atomic<std::uint64_t> unsettled;
   alignas(128) SlotRecord slots[kTxSlots];
   alignas(128) std::atomic<std::uint64_t> stripes[kStripes];
 };
