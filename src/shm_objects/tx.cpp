@@ -228,25 +228,29 @@ void TxHeap::free_entry(std::atomic_ref<std::uint64_t> entry, Offset block) {
 }
 
 // Finishes a log entry left by a dead party (allocs[] when discarding,
-// frees[] when freeing). The block is ours to free only if it is surely still
-// published: flagged kPublished, or flagged kPublishing/kFreeing and still
-// published; the latter we can tell only in the hook (the dead slot's blocks
-// are still tagged, so a published one was not freed and reused). Otherwise
-// the heap frees it (tagged with a dead slot) or, without the hook, it may
-// leak (never freed twice).
-void TxHeap::finish_entry(std::atomic_ref<std::uint64_t> entry, bool in_hook) {
+// frees[] when freeing); true when the hook left it for a slotted thread. The block is ours to free
+// only if it is surely still published: flagged kPublished, or flagged kPublishing/kFreeing and
+// still published; the latter we can tell only in the hook (the dead slot's blocks are still
+// tagged, so a published one was not freed and reused). Otherwise the heap frees it (tagged with a
+// dead slot) or, without the hook, it may leak (never freed twice).
+bool TxHeap::finish_entry(std::atomic_ref<std::uint64_t> entry, bool in_hook) {
   std::uint64_t e = entry.load(std::memory_order_relaxed);
   Offset b = e & ~kEntryFlags;
-  if (!b) return;
+  if (!b) return false;
   bool ours = (e & kEntryPublished) || ((e & (kEntryPublishing | kEntryFreeing)) && in_hook &&
                                         heap_->owner(b).kind == Owner::published);
   if (ours) {
+    if (in_hook) {  // no heap call that needs a slot: leave it, surely ours
+      entry.store(b | kEntryPublished, std::memory_order_relaxed);
+      return true;
+    }
     free_entry(entry, b);
-    return;
+    return false;
   }
   if ((e & (kEntryPublishing | kEntryFreeing)) && !in_hook)
     table_->unsettled.fetch_add(1, std::memory_order_relaxed);  // statistics
   entry.store(0, std::memory_order_relaxed);
+  return false;
 }
 
 // The irrevocable token of a holder that died: its hook clears it; without
@@ -268,9 +272,13 @@ bool TxHeap::slot_alive(unsigned slot) const {
 // when it is idle, or a live party (its owner, or a live recoverer) has it.
 // `orphan`: the caller is not the hook and not the slot's owner, so the
 // owner's slot must be seen dead after the state was read.
-bool TxHeap::claim(unsigned slot, bool orphan, std::uint64_t& phase) {
+//   `me`: the claimant's identity, whose liveness others check: the caller's
+// own slot, or in the hook the dead slot itself (we hold its kernel lock
+// while the hook runs; and the hook must not take a slot: the heap would
+// recover the slot under recovery again, recursively).
+bool TxHeap::claim(unsigned slot, bool orphan, unsigned me, std::uint64_t& phase,
+                   std::uint64_t& prev) {
   auto& st = table_->slots[slot].state;
-  const unsigned me = heap_->slot_index();
   for (;;) {
     std::uint64_t s = st.load();  // seq_cst: ordered before the liveness checks
     if (is_idle(s)) return false;
@@ -278,6 +286,7 @@ bool TxHeap::claim(unsigned slot, bool orphan, std::uint64_t& phase) {
       unsigned r = recoverer_of(s);
       if (r == me) {
         phase = phase_of(s);
+        prev = s;
         return true;
       }
       if (slot_alive(r)) return false;
@@ -288,6 +297,7 @@ bool TxHeap::claim(unsigned slot, bool orphan, std::uint64_t& phase) {
         (s & ~std::uint64_t{0xffff}) | phase_of(s) | kRecovering | std::uint64_t{me + 1} << 8;
     if (st.compare_exchange_strong(s, want)) {
       phase = phase_of(s);
+      prev = s;
       return true;
     }
   }
@@ -302,11 +312,13 @@ void TxHeap::recover_slot(unsigned slot, bool in_hook, bool orphan) {
   SlotRecord& r = table_->slots[slot];
   auto& stripes = table_->stripes;
   const std::uint64_t mine = locked_word(slot);
-  std::uint64_t state = 0;
+  std::uint64_t state = 0, prev = 0;
   if (in_hook) r.epoch.store(0);  // the dead owner's announcement (we hold its slot)
-  if (!claim(slot, orphan && !in_hook, state)) return;
+  if (!claim(slot, orphan && !in_hook, in_hook ? slot : heap_->slot_index(), state, prev)) return;
+  if ((prev & kDeferred) && !in_hook) table_->deferred.fetch_sub(1);  // we finish it
   const std::uint64_t keep = r.state.load(std::memory_order_relaxed) & ~std::uint64_t{0x7f};
   r.epoch.store(0);
+  bool pending = false;  // in the hook: entries left for a slotted thread
   if (state == kTxLocking || state == kTxCommitted) {
     LogView L = view(*heap_, r);
     // Relaxed: written by the dead owner before its release store of state.
@@ -314,13 +326,19 @@ void TxHeap::recover_slot(unsigned slot, bool in_hook, bool orphan) {
     if (state == kTxLocking) {
       // Discard (X3).
       std::uint64_t na = std::min(r.n_allocs.load(std::memory_order_relaxed), L.cap);
-      for (std::uint64_t i = 0; i < na; ++i) finish_entry(L.alloc(i), in_hook);  // X6
-      for (std::uint64_t i = 0; i < nl; ++i) {                                   // X2
+      for (std::uint64_t i = 0; i < na; ++i) pending |= finish_entry(L.alloc(i), in_hook);  // X6
+      for (std::uint64_t i = 0; i < nl; ++i) {                                              // X2
         std::uint64_t s = L.lock_stripe(i).load(std::memory_order_relaxed) & (kStripes - 1);
         std::uint64_t expect = mine;
         // Release: nothing was written under the lock; pairs with readers' acquire.
         stripes[s].compare_exchange_strong(expect, L.lock_old(i).load(std::memory_order_relaxed),
                                            std::memory_order_release, std::memory_order_relaxed);
+      }
+      if (pending) {
+        table_->deferred.fetch_add(1);
+        // Release: the entries' flags before the state (a finisher acquires).
+        r.state.store(keep | kDeferred | kTxLocking, std::memory_order_release);
+        return;
       }
     } else {
       // Roll forward (X4): re-apply the writes whose stripe we still hold.
@@ -349,14 +367,21 @@ void TxHeap::recover_slot(unsigned slot, bool in_hook, bool orphan) {
   }
   if (state == kTxFreeing) {
     LogView L = view(*heap_, r);
-    grace(r.wv.load(std::memory_order_relaxed), slot, in_hook);  // X5
+    // The hook neither waits (it holds the heap's recovery lock) nor frees:
+    // it settles the entries and defers the rest to a slotted thread.
+    if (!in_hook) grace(r.wv.load(std::memory_order_relaxed), slot, false);  // X5
     std::uint64_t nf = std::min(r.n_frees.load(std::memory_order_relaxed), L.cap);
     for (std::uint64_t i = 0; i < nf; ++i) {
       // Entries the owner never started on are published blocks: kPublished
       // marks them so finish_entry frees them.
       std::uint64_t e = L.free_(i).load(std::memory_order_relaxed);
       if (e && !(e & kEntryFlags)) L.free_(i).store(e | kEntryPublished, std::memory_order_relaxed);
-      finish_entry(L.free_(i), in_hook);
+      pending |= finish_entry(L.free_(i), in_hook);
+    }
+    if (pending) {
+      table_->deferred.fetch_add(1);
+      r.state.store(keep | kDeferred | kTxFreeing, std::memory_order_release);  // see above
+      return;
     }
   } else if (state == kTxAtomicOp) {
     std::uint64_t s = r.op_stripe.load(std::memory_order_relaxed) & (kStripes - 1);
@@ -483,6 +508,9 @@ void Tx::begin() {
   if (slot_ >= kTxSlots) throw Error(Errc::invalid_argument, "heap slot beyond the tx table");
   rec_ = &table_->slots[slot_];
   seq_ = layer_->settle(slot_);
+  // Relaxed: a hint; recover_orphans synchronises through the records.
+  if (table_->deferred.load(std::memory_order_relaxed) != 0 && ++deferred_tick_ % 64 == 0)
+    layer_->recover_orphans();
   if (attempt_ >= kIrrevocableAfter && !irrevocable_) take_irrevocable();
   if (!irrevocable_)
     for (unsigned n = 0;; ++n) {

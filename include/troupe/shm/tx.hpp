@@ -114,12 +114,12 @@ class TxHeap {
 
   // ---- internals used by Tx and the hook ----
   void recover_slot(unsigned slot, bool in_hook, bool orphan);
-  bool claim(unsigned slot, bool orphan, std::uint64_t& phase);
+  bool claim(unsigned slot, bool orphan, unsigned me, std::uint64_t& phase, std::uint64_t& prev);
   bool slot_alive(unsigned slot) const;
   void clear_stale_token();
   std::uint64_t settle(unsigned slot);
   void free_entry(std::atomic_ref<std::uint64_t> entry, Offset block);
-  void finish_entry(std::atomic_ref<std::uint64_t> entry, bool in_hook);
+  bool finish_entry(std::atomic_ref<std::uint64_t> entry, bool in_hook);
   void grace(std::uint64_t wv, unsigned self, bool in_hook);
   std::atomic<std::uint64_t> commits_{0}, aborts_{0}, irrevocable_{0};
 
@@ -187,6 +187,7 @@ class Tx {
   unsigned slot_ = 0;
   std::uint64_t rv_ = 0;
   std::uint64_t seq_ = 0;  // the record's transaction count (X7)
+  std::uint64_t deferred_tick_ = 0;
   unsigned attempt_ = 0;
   bool irrevocable_ = false;
   std::uint64_t rng_;

@@ -70,8 +70,13 @@ enum TxState : std::uint64_t {
 // seq counts the owner's transactions (so a recoverer's compare-exchange
 // cannot mistake a new transaction for the dead one it looked at: X7);
 // kRecovering marks a record some slot `recoverer` is finishing.
+// kDeferred: the hook finished everything but heap calls (frees), which need
+// a slot of the caller's own (a hook must not take one); any slotted thread
+// completes it later (recover_orphans, called by Tx::begin while the table's
+// `deferred` count is not 0).
 inline constexpr std::uint64_t kRecovering = 0x80;
-inline constexpr std::uint64_t phase_of(std::uint64_t s) { return s & 0x7f; }
+inline constexpr std::uint64_t kDeferred = 0x40;
+inline constexpr std::uint64_t phase_of(std::uint64_t s) { return s & 0x3f; }
 inline constexpr bool is_idle(std::uint64_t s) { return (s & 0xff) == kTxIdle; }
 inline constexpr unsigned recoverer_of(std::uint64_t s) {
   return static_cast<unsigned>((s >> 8) & 0xff) - 1;
@@ -103,6 +108,7 @@ struct TxTable {
   // Log entries a recovery without the hook could not settle (X6): each may
   // be one leaked block. Any recoverer adds; statistics and tests read.
   std::atomic<std::uint64_t> unsettled;
+  std::atomic<std::uint64_t> deferred;  // records marked kDeferred (hooks add, finishers remove)
   alignas(128) SlotRecord slots[kTxSlots];
   alignas(128) std::atomic<std::uint64_t> stripes[kStripes];
 };
