@@ -546,6 +546,14 @@ class Node {
     if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0)
       throw Error(Errc::system, fmt::format("socketpair: {}", std::strerror(errno)));
     Fd mine(sv[0]), theirs(sv[1]);
+    // Room for many messages in flight each way, so that the IO thread's
+    // blocking sends (routing, forwarded replies) practically never wait on a
+    // busy worker. FORCE needs CAP_NET_ADMIN; otherwise the system maximum.
+    for (int fd : {mine.get(), theirs.get()}) {
+      int bytes = 8 << 20;
+      if (::setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &bytes, sizeof bytes) != 0)
+        ::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &bytes, sizeof bytes);
+    }
     auto w = std::make_shared<WorkerRec>();
     w->id = next_worker_++;
     std::string env_value = fmt::format("TROUPE_WORKER={}:{}:{}:{}", theirs.get(), w->id,
