@@ -63,15 +63,16 @@ void Pool::schedule(Work* w) {
     // this thread, and a thief's null was written by an exchange we read.
     Work* displaced = self->next.exchange(w, std::memory_order_acq_rel);
     if (displaced) self->deque.push(displaced);  // I1
+    // Orders the push (a plain release store) before the loads below.
+    detail::store_load_fence();
   } else {
+    // The queue's seq_cst fetch_add on its size is the same full barrier.
     injection_.push(w);
   }
   TROUPE_YIELD();
   // I3: wake a sleeper unless a worker is already searching (it will find w;
-  // a searcher that gives up re-checks every queue before it sleeps). The
-  // fence orders our push before the loads of searching_ and of the waiters.
-  detail::store_load_fence();
-  if (searching_.load(std::memory_order_relaxed) == 0) sleep_.notify_one(/*fenced=*/true);
+  // a searcher that gives up re-checks every queue before it sleeps).
+  if (searching_.load(std::memory_order_seq_cst) == 0) sleep_.notify_one(/*fenced=*/true);
 }
 
 Work* Pool::find_local(Worker* self) {
