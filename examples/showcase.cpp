@@ -14,12 +14,16 @@
 //   6. a shared-memory heap handed to worker processes by descriptor: they
 //      allocate and fill blocks that this process reads at its own mapping
 //      address, and a worker killed in the middle of allocating leaks nothing
-//      once the survivors recover its slot.
+//      once the survivors recover its slot;
+//   7. shared objects: a dict of accounts in shared memory changed by
+//      transactions from several worker processes at once, audited here while
+//      they run, one worker killed in the middle of its transfers.
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/epoll.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <map>
@@ -34,6 +38,8 @@
 #include "troupe/exec/executor.hpp"
 #include "troupe/proc/process.hpp"
 #include "troupe/shm/heap.hpp"
+#include "troupe/shm/objects.hpp"
+#include "troupe/shm/tx.hpp"
 #include "troupe/troupe.hpp"
 
 using namespace troupe;
@@ -426,6 +432,84 @@ void shared_heap() {
   check(heap.stats().live_bytes() == live_before, "no byte leaked: live bytes are back where they started");
 }
 
+// ---------------------------------------------------------------- 7. shared objects
+constexpr int kBankAccounts = 256;
+constexpr long kBankStart = 1000;
+
+// In a worker: `count` random transfers between accounts of the shared dict,
+// each one transaction; with `die`, kill -9 itself half way.
+long bank_transfers(proc::Fd heap_fd, int count, int seed, bool die) {
+  shm::Heap heap = shm::Heap::open_fd(heap_fd.get());
+  shm::TxHeap& layer = shm::TxHeap::attach(heap);
+  shm::Dict accounts =
+      shm::atomically(layer, [](shm::Tx& tx) { return shm::get_root(tx, "accounts").as_dict(); });
+  std::mt19937 rng(static_cast<unsigned>(seed));
+  for (int i = 0; i < count; ++i) {
+    if (die && i == count / 2) ::kill(::getpid(), SIGKILL);
+    long a = static_cast<long>(rng() % kBankAccounts), b = static_cast<long>(rng() % kBankAccounts);
+    long amount = static_cast<long>(rng() % 100);
+    shm::atomically(layer, [&](shm::Tx& tx) {
+      accounts.add(tx, a, -amount);
+      accounts.add(tx, b, amount);
+    });
+  }
+  shm::TxHeap::detach(heap);
+  return count;
+}
+
+void shared_objects() {
+  constexpr int kWorkers = 3, kTransfers = 20000;
+  fmt::print("\n## 7. shared objects: {} accounts in a shared dict, {} worker processes x {} transfer "
+             "transactions, audited meanwhile, one more worker killed half way\n",
+             kBankAccounts, kWorkers, kTransfers);
+  shm::CreateOptions opt;
+  opt.anonymous = true;
+  opt.max_size = std::size_t{256} << 20;
+  shm::Heap heap = shm::Heap::create(opt);
+  shm::TxHeap& layer = shm::TxHeap::attach(heap);
+  shm::atomically(layer, [](shm::Tx& tx) {
+    shm::Dict d = shm::new_dict(tx, 64);
+    for (long k = 0; k < kBankAccounts; ++k) d.set(tx, k, kBankStart);
+    shm::set_root(tx, "accounts", d);
+  });
+  auto total = [&] {
+    return shm::atomically(layer, [](shm::Tx& tx) {  // read-only: writes no shared memory
+      long sum = 0;
+      shm::get_root(tx, "accounts").as_dict().for_each(tx, [&](const shm::Value&, const shm::Value& v) {
+        sum += v.as_int();
+      });
+      return sum;
+    });
+  };
+  auto dup = [&] { return proc::Fd(::fcntl(heap.fd(), F_DUPFD_CLOEXEC, 0)); };
+  auto t0 = Clock::now();
+  std::vector<Promise<long>> runs;
+  for (int w = 0; w < kWorkers; ++w) runs.push_back(proc::call<&bank_transfers>(dup(), kTransfers, w + 1, false));
+  auto doomed = proc::call<&bank_transfers>(dup(), kTransfers, 99, true);
+  int audits = 0, bad_audits = 0;
+  while (!std::all_of(runs.begin(), runs.end(), [](auto& p) { return p.ready(); })) {
+    ++audits;
+    bad_audits += total() != kBankStart * kBankAccounts;
+  }
+  long done = 0;
+  for (auto& p : runs) done += p.get();
+  double dt = secs(t0);
+  bool killed = false;
+  try {
+    doomed.get();
+  } catch (const Error& e) {
+    killed = e.code() == Errc::worker_lost;
+  }
+  heap.recover();  // the dead worker's slot: its transaction wholly applied or wholly absent
+  fmt::print("  {} transfers committed by {} workers in {:.3f} s ({:.0f} k transactions/s), {} audits meanwhile\n",
+             done, kWorkers, dt, done / dt / 1e3, audits);
+  check(killed, "the killed worker was reported lost");
+  check(bad_audits == 0, fmt::format("every audit during the run saw the total conserved ({} audits)", audits));
+  check(total() == kBankStart * kBankAccounts, "total conserved after recovering the killed worker");
+  check(layer.stuck_locks() == 0, "no lock left held by the dead process");
+  shm::TxHeap::detach(heap);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -438,6 +522,7 @@ int main(int argc, char** argv) {
   event_loop();
   processes();
   shared_heap();
+  shared_objects();
   troupe::shutdown();
   fmt::print("\nall done in {:.2f} s: {}\n", secs(t0), failures ? "FAILURES" : "every check passed");
   return failures ? 1 : 0;
