@@ -1,6 +1,6 @@
 // src/shm_objects/tx.cpp: TL2 transactions with a shared redo log, the
 // single-word atomic operations and the recovery hook that finishes or
-// discards a dead slot's transaction. Invariants T1-T4 (tx.hpp) and X1-X6
+// discards a dead slot's transaction. Invariants T1-T5 (tx.hpp) and X1-X7
 // (detail/tx_layout.hpp) are cited where they are kept.
 #include "troupe/shm/tx.hpp"
 
@@ -582,20 +582,23 @@ void Tx::write(Offset word, std::uint64_t value) {
   }
   writes_.push_back({word, value});
   if (writes_.size() <= kLinearWrites) return;
-  if (write_index_.size() < writes_.size() * 2) {
-    write_index_.assign(std::bit_ceil(std::max<std::size_t>(64, writes_.size() * 4)), 0);
-    std::size_t mask = write_index_.size() - 1;
-    for (std::size_t k = 0; k < writes_.size(); ++k) {
-      std::size_t i = (writes_[k].word >> 3) * 0x9E3779B97F4A7C15ull >> 20 & mask;
-      while (write_index_[i]) i = (i + 1) & mask;
-      write_index_[i] = static_cast<std::uint32_t>(k + 1);
-    }
-    return;
-  }
+  if (write_index_.size() < writes_.size() * 2) return reindex();
   std::size_t mask = write_index_.size() - 1;
   std::size_t i = (word >> 3) * 0x9E3779B97F4A7C15ull >> 20 & mask;
   while (write_index_[i]) i = (i + 1) & mask;
   write_index_[i] = static_cast<std::uint32_t>(writes_.size());
+}
+
+void Tx::reindex() {
+  write_index_.clear();
+  if (writes_.size() <= kLinearWrites) return;  // find_write scans
+  write_index_.assign(std::bit_ceil(std::max<std::size_t>(64, writes_.size() * 4)), 0);
+  std::size_t mask = write_index_.size() - 1;
+  for (std::size_t k = 0; k < writes_.size(); ++k) {
+    std::size_t i = (writes_[k].word >> 3) * 0x9E3779B97F4A7C15ull >> 20 & mask;
+    while (write_index_[i]) i = (i + 1) & mask;
+    write_index_[i] = static_cast<std::uint32_t>(k + 1);
+  }
 }
 
 Offset Tx::allocate(std::size_t bytes) {
@@ -612,6 +615,12 @@ void Tx::retire(Offset block) {
   auto it = std::find(allocs_.begin(), allocs_.end(), block);
   if (it != allocs_.end()) {  // never published: free it now
     allocs_.erase(it);
+    // T5: the block's next owner (maybe an allocation of ours) must not
+    // receive the writes we buffered for it.
+    const Offset end = block + heap_->usable_size(block);
+    if (std::erase_if(writes_,
+                      [&](const WriteEntry& w) { return w.word >= block && w.word < end; }))
+      reindex();
     heap_->free(block);
     return;
   }

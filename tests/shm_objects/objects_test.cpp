@@ -217,4 +217,51 @@ TEST(ShmTx, ReadYourWritesAndNesting) {
   EXPECT_EQ(atomically(h, [&](Tx& tx) { return d.get_int(tx, 1); }), 11);
 }
 
+// A block created and dropped in one transaction (a list's items array after
+// two grows, a fresh dict's bucket array after a resize) is freed at once and
+// may be reused by the next allocation of its size class in the same
+// transaction: no write buffered for the dropped block may land at commit.
+TEST(ShmObjects, BlocksDroppedInTheirTransactionTakeNoStaleWrites) {
+  Heap h = make_heap();
+  TxHeap& l = TxHeap::attach(h);
+  const std::string s48(48, 's');  // a 56-byte blob: the 64-byte class of the old items
+  atomically(l, [&](Tx& tx) {
+    List lst = new_list(tx);  // capacity 4: a 64-byte items array
+    for (int i = 0; i < 4; ++i) lst.append(tx, i);
+    lst.append(tx, s48);  // grows (frees the fresh array), then allocates the blob
+    set_root(tx, "list", lst);
+  });
+  atomically(l, [&](Tx& tx) {
+    EXPECT_EQ(get_root(tx, "list").as_list().items(tx),
+              (std::vector<Value>{0, 1, 2, 3, Value(s48)}));
+  });
+  // Many grows of a fresh list and of a fresh dict in one transaction, with
+  // blobs of every size class in between.
+  auto text = [](int i) { return std::string(9 + i % 120, static_cast<char>('a' + i % 26)); };
+  atomically(l, [&](Tx& tx) {
+    List lst = new_list(tx, 1);
+    Dict d = new_dict(tx, 1);
+    for (int i = 0; i < 300; ++i) {
+      lst.append(tx, text(i));
+      d.set(tx, i, text(i + 1));
+    }
+    set_root(tx, "many", lst);
+    set_root(tx, "dict", d);
+  });
+  // And of a published dict (its bucket array grows twice here).
+  atomically(l, [&](Tx& tx) {
+    Dict d = get_root(tx, "dict").as_dict();
+    for (int i = 300; i < 3000; ++i) d.set(tx, i, text(i + 1));
+  });
+  atomically(l, [&](Tx& tx) {
+    List lst = get_root(tx, "many").as_list();
+    Dict d = get_root(tx, "dict").as_dict();
+    ASSERT_EQ(lst.size(tx), 300u);
+    ASSERT_EQ(d.size(tx), 3000u);
+    for (int i = 0; i < 300; ++i) ASSERT_EQ(lst.get(tx, i).as_string(), text(i)) << i;
+    for (int i = 0; i < 3000; ++i) ASSERT_EQ(d.get(tx, i)->as_string(), text(i + 1)) << i;
+  });
+  EXPECT_TRUE(h.verify().empty());
+}
+
 }  // namespace

@@ -32,6 +32,10 @@
 //       of this: it may see torn, half-applied states and its writes are
 //       invisible to validation. Use it only on data no transaction changes
 //       concurrently (e.g. before other processes attach).
+//   T5. The write set names no word of a block freed during the transaction:
+//       retire() of a block the transaction allocated frees it at once (it
+//       was never published) and drops the writes buffered for it, so commit
+//       never applies them to the block's next owner.
 //
 // Every process that changes objects must attach the layer (TxHeap::attach)
 // right after opening the heap: attaching installs the recovery hook that
@@ -151,7 +155,8 @@ class Tx {
   // it through heap().ptr(); it is freed if the transaction aborts).
   Offset allocate(std::size_t bytes);
   // Frees `block` after this transaction commits and no reader can still
-  // reach it (X5). The caller has unlinked it in this transaction.
+  // reach it (X5). The caller has unlinked it in this transaction. A block
+  // allocated by this transaction is freed now, with its buffered writes (T5).
   void retire(Offset block);
   bool allocated_here(Offset block) const;
 
@@ -177,6 +182,7 @@ class Tx {
   };
   [[noreturn]] void conflict(std::uint64_t seen_version);
   WriteEntry* find_write(Offset word);
+  void reindex();  // rebuilds write_index_ from writes_
   void release_locks(std::size_t n, std::uint64_t version_word, bool restore);
   void take_irrevocable();
 
