@@ -4,6 +4,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <bit>
 #include <cstring>
 #include <map>
@@ -67,17 +68,39 @@ std::optional<Slot> encode_inline(const Value& v) {
   }
 }
 
-Slot encode(Tx& tx, const Value& v);
-
-void encode_into(Tx& tx, std::uint64_t* dst, const Value& v) {
-  Slot s = encode(tx, v);
-  dst[0] = s.tag;
-  dst[1] = s.payload;
+// V2: a list/dict/record may be stored only if this transaction created it
+// and has not stored it yet (nor elsewhere in the value being stored). Checked
+// before anything is allocated or changed, so a refused store leaves the
+// transaction as it was.
+void check_storable(Tx& tx, const Value& v, std::vector<Offset>& seen) {
+  switch (v.kind()) {
+    case Kind::tuple:
+      for (const Value& item : v.as_tuple()) check_storable(tx, item, seen);
+      return;
+    case Kind::list:
+    case Kind::dict:
+    case Kind::record: {
+      const Offset b = v.ref();
+      const bool again = tx.adopted(b) || std::find(seen.begin(), seen.end(), b) != seen.end();
+      if (again || !tx.allocated_here(b))
+        throw Error(Errc::invalid_argument,
+                    fmt::format("a shared {} (block {:#x}) already has an owner{}: a container can "
+                                "be stored once, in the transaction that created it",
+                                to_string(v.kind()), b,
+                                again ? " (stored earlier in this transaction)" : ""));
+      seen.push_back(b);
+      return;
+    }
+    default:
+      return;
+  }
 }
 
-// V2: strings, bytes and tuples are copied into fresh blocks; containers must
-// be fresh from this transaction.
-Slot encode(Tx& tx, const Value& v) {
+void encode_into(Tx& tx, std::uint64_t* dst, const Value& v);
+
+// V2: strings, bytes and tuples are copied into fresh blocks; containers are
+// adopted (check_storable has cleared them).
+Slot encode_checked(Tx& tx, const Value& v) {
   if (auto s = encode_inline(v)) return *s;
   Heap& h = tx.heap();
   switch (v.kind()) {
@@ -101,16 +124,27 @@ Slot encode(Tx& tx, const Value& v) {
     case Kind::list:
     case Kind::dict:
     case Kind::record:
-      if (!tx.allocated_here(v.ref()))
-        throw Error(Errc::invalid_argument,
-                    fmt::format("a shared {} (block {:#x}) already has an owner: a container can "
-                                "be stored once, in the transaction that created it",
-                                to_string(v.kind()), v.ref()));
+      tx.adopt(v.ref());  // V2: its one owner is the slot we return
       return {make_tag(v.kind()), v.ref()};
     default:
       break;
   }
   throw Error(Errc::invalid_argument, "cannot encode value");
+}
+
+void encode_into(Tx& tx, std::uint64_t* dst, const Value& v) {
+  Slot s = encode_checked(tx, v);
+  dst[0] = s.tag;
+  dst[1] = s.payload;
+}
+
+// The slot encoding of v, to be stored in one place (V2).
+Slot encode(Tx& tx, const Value& v) {
+  if (v.kind() >= Kind::tuple) {
+    std::vector<Offset> seen;
+    check_storable(tx, v, seen);
+  }
+  return encode_checked(tx, v);
 }
 
 Value decode_block(Heap& h, Kind k, Offset b);
@@ -227,6 +261,16 @@ void retire_block_tree(Tx& tx, Kind k, Offset b) {
       return;
   }
   tx.retire(b);
+}
+
+// Replaces the value in the slot at `at` (V2: the old one's tree is retired).
+// Storing the container the slot already holds changes nothing.
+void store_slot(Tx& tx, Offset at, const Value& v) {
+  Slot old = read_slot(tx, at);
+  if (v.ref() != null_offset && old.tag == make_tag(v.kind()) && old.payload == v.ref()) return;
+  Slot fresh = encode(tx, v);
+  retire_slot(tx, old);
+  write_slot(tx, at, fresh);
 }
 
 bool key_equals(Tx& tx, Offset slot_at, const Value& key) {
@@ -456,13 +500,11 @@ Offset List::payload_word(Tx& tx, std::size_t i) const {
 void List::set(Tx& tx, std::size_t i, const Value& v) const {
   std::size_t n = tx.read(off_);
   if (i >= n) out_of_range(i, n);
-  Offset at = tx.read(off_ + 16) + 16 * i;
-  Slot fresh = encode(tx, v);
-  retire_slot(tx, read_slot(tx, at));  // V2
-  write_slot(tx, at, fresh);
+  store_slot(tx, tx.read(off_ + 16) + 16 * i, v);  // V2
 }
 
 void List::append(Tx& tx, const Value& v) const {
+  Slot fresh = encode(tx, v);  // V2: a refused value changes nothing
   std::uint64_t len = tx.read(off_), cap = tx.read(off_ + 8);
   Offset items = tx.read(off_ + 16);
   if (len == cap) {
@@ -480,7 +522,7 @@ void List::append(Tx& tx, const Value& v) const {
     tx.retire(items);
     items = fresh;
   }
-  write_slot(tx, items + 16 * len, encode(tx, v));
+  write_slot(tx, items + 16 * len, fresh);
   tx.write(off_, len + 1);
 }
 
@@ -571,17 +613,17 @@ void Dict::set(Tx& tx, const Value& key, const Value& v) const {
   std::uint64_t h = key.hash();
   Offset link = 0;
   if (Offset e = find(tx, key, h, &link)) {
-    Slot fresh = encode(tx, v);
-    retire_slot(tx, read_slot(tx, e + 32));  // V2
-    write_slot(tx, e + 32, fresh);
+    store_slot(tx, e + 32, v);  // V2
     return;
   }
+  Slot fresh = encode(tx, v);  // V2: a refused value changes nothing
   Offset e = tx.allocate(48);
   auto* p = tx.heap().ptr<std::uint64_t>(e);  // private until commit (X6)
   p[0] = 0;
   p[1] = h;
-  encode_into(tx, p + 2, key);
-  encode_into(tx, p + 4, v);
+  encode_into(tx, p + 2, key);  // V3: hashable, so no container to check
+  p[4] = fresh.tag;
+  p[5] = fresh.payload;
   tx.write(link, e);
   std::uint64_t count = tx.read(off_) + 1;
   tx.write(off_, count);
@@ -696,10 +738,7 @@ Value Record::get(Tx& tx, std::string_view field) const {
 }
 
 void Record::set(Tx& tx, std::string_view field, const Value& v) const {
-  Offset at = off_ + 16 + 16 * index(tx, field);
-  Slot fresh = encode(tx, v);
-  retire_slot(tx, read_slot(tx, at));  // V2
-  write_slot(tx, at, fresh);
+  store_slot(tx, off_ + 16 + 16 * index(tx, field), v);  // V2
 }
 
 Offset Record::payload_word(Tx& tx, std::string_view field) const {
@@ -749,10 +788,7 @@ Value get_root(Tx& tx, std::string_view name) {
 }
 
 void set_root(Tx& tx, std::string_view name, const Value& v) {
-  Offset cell = root_cell(tx.heap(), name, true);
-  Slot fresh = encode(tx, v);
-  retire_slot(tx, read_slot(tx, cell));  // V2
-  write_slot(tx, cell, fresh);
+  store_slot(tx, root_cell(tx.heap(), name, true), v);  // V2
 }
 
 Dict root_dict(TxHeap& layer, std::string_view name, std::size_t buckets) {

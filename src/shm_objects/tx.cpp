@@ -533,6 +533,8 @@ void Tx::begin() {
   write_index_.clear();
   allocs_.clear();
   frees_.clear();
+  adopted_.clear();
+  committed_ = false;
 }
 
 void Tx::conflict(std::uint64_t seen_version) {
@@ -611,10 +613,18 @@ bool Tx::allocated_here(Offset block) const {
   return std::find(allocs_.begin(), allocs_.end(), block) != allocs_.end();
 }
 
+void Tx::adopt(Offset block) { adopted_.push_back(block); }
+
+bool Tx::adopted(Offset block) const {
+  return std::find(adopted_.begin(), adopted_.end(), block) != adopted_.end();
+}
+
 void Tx::retire(Offset block) {
   auto it = std::find(allocs_.begin(), allocs_.end(), block);
   if (it != allocs_.end()) {  // never published: free it now
     allocs_.erase(it);
+    if (auto a = std::find(adopted_.begin(), adopted_.end(), block); a != adopted_.end())
+      adopted_.erase(a);  // its offset may come back from allocate()
     // T5: the block's next owner (maybe an allocation of ours) must not
     // receive the writes we buffered for it.
     const Offset end = block + heap_->usable_size(block);
@@ -639,6 +649,10 @@ void Tx::release_locks(std::size_t n, std::uint64_t version_word, bool restore) 
 }
 
 void Tx::rollback() {
+  if (committed_) {  // T6: an exception after the commit point (nothing to undo)
+    if (rec_) rec_->epoch.store(0, std::memory_order_release);  // X5, as below
+    return;
+  }
   // Relaxed/any: our own record (X1); the state store is a release.
   if (rec_ && !is_idle(rec_->state.load(std::memory_order_relaxed)))
     rec_->state.store(seq_ << 32, std::memory_order_release);
@@ -711,9 +725,12 @@ void Tx::commit() {
   // All-or-none try-locks in stripe order; never wait while holding one.
   const std::uint64_t mine = locked_word(slot_);
   std::size_t held = 0;
-  auto fail = [&](std::uint64_t seen) {
+  auto unlock = [&] {
     release_locks(held, 0, true);
     r.state.store(seq_ << 32, std::memory_order_release);
+  };
+  auto fail = [&](std::uint64_t seen) {
+    unlock();
     conflict(seen);
   };
   for (std::size_t i = 0; i < lock_order_.size(); ++i) {
@@ -748,6 +765,20 @@ void Tx::commit() {
     std::uint64_t tok = table_->irrevocable.load();
     if (tok != 0 && tok != slot_ + 1u) fail(0);
   }
+  // T6: the frees must not fail after the commit point. Each block must be
+  // published (the snapshot is validated, so a block we unlinked is still
+  // linked) and listed once (a second owner would free it twice).
+  std::sort(frees_.begin(), frees_.end());
+  for (std::size_t i = 0; i < frees_.size(); ++i) {
+    const bool twice = i > 0 && frees_[i] == frees_[i - 1];
+    if (twice || heap_->owner(frees_[i]).kind != Owner::published) {
+      unlock();
+      throw Error(Errc::invalid_argument,
+                  fmt::format("a transaction retired block {:#x} {} (does it have two owners?); "
+                              "it was aborted before its commit point",
+                              frees_[i], twice ? "twice" : "that is not published"));
+    }
+  }
 
   // Past here nothing aborts. X6: publish before the commit point; a death
   // before it makes recovery free them (they are listed in allocs[]).
@@ -767,6 +798,8 @@ void Tx::commit() {
   r.wv.store(wv, std::memory_order_relaxed);
   fault_point("tx.before_commit");
   r.state.store(seq_ << 32 | kTxCommitted, std::memory_order_release);  // X3: the commit point
+  committed_ = true;                                                    // T6
+  allocs_.clear();  // published: shared data owns them now
 
   for (std::size_t i = 0; i < writes_.size(); ++i) {
     // Release: we hold the stripe, and a reader that sees this value must

@@ -264,4 +264,109 @@ TEST(ShmObjects, BlocksDroppedInTheirTransactionTakeNoStaleWrites) {
   EXPECT_TRUE(h.verify().empty());
 }
 
+// V2 inside the creating transaction: a fresh container has one owner.
+TEST(ShmObjects, FreshContainerIsStoredOnce) {
+  Heap h = make_heap();
+  TxHeap& l = TxHeap::attach(h);
+  Dict d = root_dict(l, "d");
+  // Storing it again where it already is changes nothing.
+  atomically(l, [&](Tx& tx) {
+    List x = new_list(tx);
+    x.append(tx, 1);
+    d.set(tx, "k", x);
+    d.set(tx, "k", x);
+    Record r = new_record(tx, {"f"});
+    r.set(tx, "f", x.size(tx) == 1 ? Value(7) : Value());
+    d.set(tx, "r", r);
+    d.set(tx, "r", r);
+    set_root(tx, "x", Value());
+  });
+  atomically(l, [&](Tx& tx) {
+    List x = d.get(tx, "k")->as_list();
+    x.append(tx, std::string(40, 'z'));  // x must still be alive
+  });
+  atomically(l, [&](Tx& tx) {
+    EXPECT_EQ(d.get(tx, "k")->as_list().items(tx), (std::vector<Value>{1, std::string(40, 'z')}));
+    EXPECT_EQ(d.get(tx, "r")->as_record().get(tx, "f").as_int(), 7);
+  });
+  // A second owner is refused with a typed error, before anything changes.
+  auto second_owner = [&](auto&& store_twice) {
+    try {
+      atomically(l, [&](Tx& tx) {
+        List a = new_list(tx);
+        a.append(tx, 0);
+        a.append(tx, 0);
+        d.set(tx, "a", a);
+        List x = new_list(tx);
+        store_twice(tx, a, x);
+      });
+      ADD_FAILURE() << "a container stored twice was accepted";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), troupe::Errc::invalid_argument);
+      EXPECT_NE(std::string(e.what()).find("already has an owner"), std::string::npos) << e.what();
+    }
+  };
+  second_owner([](Tx& tx, List a, List x) {
+    a.set(tx, 0, x);
+    a.set(tx, 1, x);
+  });
+  second_owner([&](Tx& tx, List a, List x) {
+    d.set(tx, "x", x);
+    a.append(tx, x);
+  });
+  second_owner([](Tx& tx, List a, List x) { a.append(tx, Value::tuple({x, x})); });
+  second_owner([&](Tx& tx, List, List x) {
+    set_root(tx, "x", x);
+    d.set(tx, "y", Value::tuple({1, x}));
+  });
+  atomically(l, [&](Tx& tx) {
+    EXPECT_FALSE(d.contains(tx, "a"));
+    EXPECT_TRUE(get_root(tx, "x").is_none());
+  });
+  // The error leaves the transaction usable: caught inside, it still commits.
+  atomically(l, [&](Tx& tx) {
+    List x = new_list(tx);
+    d.set(tx, "x", x);
+    EXPECT_THROW(d.set(tx, "y", x), Error);
+    x.append(tx, 3);
+  });
+  atomically(l, [&](Tx& tx) {
+    EXPECT_EQ(d.get(tx, "x")->as_list().items(tx), (std::vector<Value>{3}));
+    EXPECT_FALSE(d.contains(tx, "y"));
+    d.erase(tx, "x");
+    d.erase(tx, "k");
+    d.erase(tx, "r");
+  });
+  EXPECT_EQ(l.stuck_locks(), 0u);
+  EXPECT_EQ(l.busy_records(), 0u);
+  EXPECT_TRUE(h.verify().empty());
+}
+
+// A block retired twice would be freed twice after the commit point: it is
+// refused before it, and nothing of the transaction is applied.
+TEST(ShmTx, DoubleRetireIsRefusedBeforeTheCommitPoint) {
+  Heap h = make_heap();
+  TxHeap& l = TxHeap::attach(h);
+  Dict d = root_dict(l, "d");
+  atomically(l, [&](Tx& tx) { d.set(tx, "s", std::string(100, 's')); });
+  EXPECT_THROW(atomically(l,
+                          [&](Tx& tx) {
+                            d.set(tx, "new", std::string(200, 'n'));  // a fresh block
+                            Offset blob = tx.read(d.payload_word(tx, "s"));
+                            tx.retire(blob);
+                            tx.retire(blob);
+                          }),
+               Error);
+  atomically(l, [&](Tx& tx) {
+    EXPECT_FALSE(d.contains(tx, "new"));
+    EXPECT_EQ(d.get(tx, "s")->as_string(), std::string(100, 's'));
+    d.set(tx, "new", std::string(200, 'n'));
+  });
+  EXPECT_EQ(atomically(l, [&](Tx& tx) { return d.get(tx, "new")->as_string(); }),
+            std::string(200, 'n'));
+  EXPECT_EQ(l.stuck_locks(), 0u);
+  EXPECT_EQ(l.busy_records(), 0u);
+  EXPECT_TRUE(h.verify().empty());
+}
+
 }  // namespace

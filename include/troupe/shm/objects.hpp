@@ -21,8 +21,11 @@
 //   V2. Ownership is a tree: each block has exactly one owner (a slot, a
 //       container or a root). Storing a value copies strings, bytes and
 //       tuples; a list/dict/record can be stored only once, in the
-//       transaction that created it. Overwriting or removing a value retires
-//       its whole subtree (freed after the grace period, X5 of tx_layout.hpp).
+//       transaction that created it: storing it a second time throws Error
+//       (invalid_argument) before anything changes, and storing it again in
+//       the slot that holds it changes nothing. Overwriting or removing a
+//       value retires its whole subtree (freed after the grace period, X5 of
+//       tx_layout.hpp).
 //       (Reference counts are therefore always one and are not stored.)
 //   V3. Dict keys are int, bool, string, bytes or tuples of those; the hash of
 //       a key depends only on its value, so every process finds it.

@@ -36,6 +36,10 @@
 //       retire() of a block the transaction allocated frees it at once (it
 //       was never published) and drops the writes buffered for it, so commit
 //       never applies them to the block's next owner.
+//   T6. Nothing that can fail runs after the commit point: the frees are
+//       checked before it (each retired block published and retired once),
+//       and should an exception still escape after it, rollback() undoes
+//       nothing (the record keeps the rest of the work for settle()).
 //
 // Every process that changes objects must attach the layer (TxHeap::attach)
 // right after opening the heap: attaching installs the recovery hook that
@@ -159,6 +163,11 @@ class Tx {
   // allocated by this transaction is freed now, with its buffered writes (T5).
   void retire(Offset block);
   bool allocated_here(Offset block) const;
+  // Marks a block allocated here as linked into shared data by this
+  // transaction (objects.hpp, V2: a fresh container gets one owner); retire()
+  // of the block forgets it.
+  void adopt(Offset block);
+  bool adopted(Offset block) const;
 
   Heap& heap() const { return *heap_; }
   TxHeap& layer() const { return *layer_; }
@@ -196,12 +205,14 @@ class Tx {
   std::uint64_t deferred_tick_ = 0;
   unsigned attempt_ = 0;
   bool irrevocable_ = false;
+  bool committed_ = false;  // past the commit point (T6)
   std::uint64_t rng_;
   std::vector<std::uint32_t> reads_;  // stripes (T3)
   std::vector<WriteEntry> writes_;
   std::vector<std::uint32_t> write_index_;  // open addressing over writes_, when large
   std::vector<Offset> allocs_;
   std::vector<Offset> frees_;
+  std::vector<Offset> adopted_;
   std::vector<std::uint32_t> lock_order_;
 };
 
