@@ -194,16 +194,20 @@ void map_segment(HeapState& st, const unsigned char* buf, void* hint) {
   if (r == MAP_FAILED)
     throw_errno(Errc::out_of_memory, "cannot reserve address space for heap", errno);
   st.base = static_cast<char*>(r);
-  std::uint64_t committed = TROUPE_FIELD(buf, std::uint64_t, committed_pages);
-  std::uint64_t len = g.data_off + committed * kPageSize;
-  if (::mmap(st.base, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, st.fd, 0) ==
+  // P1: the file over the whole reservation, so growth needs no remap and a
+  // run that starts below what we knew was committed is mapped to its end.
+  // Pages past the end of the file are never touched: offsets handed out lie
+  // in committed pages, which posix_fallocate backed first (grow).
+  if (::mmap(st.base, st.reserved, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, st.fd, 0) ==
       MAP_FAILED) {
     int e = errno;
     ::munmap(st.base, st.reserved);
     st.base = nullptr;
     throw_errno(Errc::system, "cannot map heap", e);
   }
-  st.mapped.store(len, std::memory_order_release);  // P1
+  std::uint64_t committed = TROUPE_FIELD(buf, std::uint64_t, committed_pages);
+  // Relaxed: nobody else sees st yet.
+  st.mapped.store(g.data_off + committed * kPageSize, std::memory_order_relaxed);  // P1
   st.hdr = reinterpret_cast<Header*>(st.base);
   st.slots = reinterpret_cast<Slot*>(st.base + g.slots_off);
   st.pagemap = reinterpret_cast<std::atomic<std::uint64_t>*>(st.base + g.pagemap_off);
@@ -301,10 +305,9 @@ void unlock_byte(int fd, std::uint64_t byte) {
 }
 
 void ensure_mapped(HeapState& st, std::uint64_t end) {
-  // Acquire: pairs with the release store below (P1).
-  if (end <= st.mapped.load(std::memory_order_acquire)) return;
-  std::lock_guard<std::mutex> lk(st.map_mu);
-  std::uint64_t cur = st.mapped.load(std::memory_order_relaxed);  // under map_mu
+  // Acquire: pairs with the release CAS below: the pages under the bound
+  // were seen committed (backed by the file) by whoever raised it.
+  std::uint64_t cur = st.mapped.load(std::memory_order_acquire);
   if (end <= cur) return;
   // Acquire: pairs with the grower's release CAS: the pages are backed.
   std::uint64_t want =
@@ -313,10 +316,11 @@ void ensure_mapped(HeapState& st, std::uint64_t end) {
     throw Error(Errc::invalid_argument,
                 fmt::format("offset {:#x} is beyond the committed size {} of heap '{}'", end - 1,
                             want, st.name));
-  if (::mmap(st.base + cur, want - cur, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, st.fd,
-             static_cast<off_t>(cur)) == MAP_FAILED)
-    throw_errno(Errc::system, "cannot map the grown part of heap", errno);
-  st.mapped.store(want, std::memory_order_release);
+  // P1: raise the bound, never lower it (committed_pages only grows, and the
+  // whole reservation is already mapped, so there is nothing to map).
+  while (cur < want && !st.mapped.compare_exchange_weak(cur, want, std::memory_order_release,
+                                                        std::memory_order_relaxed)) {
+  }
 }
 
 namespace {

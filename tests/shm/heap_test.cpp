@@ -162,6 +162,31 @@ TEST(ShmHeap, GrowsAndASecondMappingAtAnotherAddressFollows) {
   expect_sound(a);
 }
 
+// A run that starts below another mapping's old end and runs into pages
+// grown since: that mapping must read all of it (first fit puts the run at
+// page 8 of 16 old pages and grows the heap for the rest).
+TEST(ShmHeap, RunStraddlingAnotherMappingsOldEndIsReadable) {
+  CreateOptions o = small_heap();
+  o.initial_size = 64 << 10;  // 16 pages
+  o.address_hint = shm_test::test_hint(3);
+  Heap a = Heap::create(o);
+  Heap b = Heap::open(a.name(), {.address_hint = shm_test::test_hint(4)});
+  ASSERT_EQ(b.committed_bytes(), std::size_t{64} << 10);
+  Offset first = a.allocate(8 * 4096);
+  Offset run = a.allocate(16 * 4096);
+  ASSERT_EQ(run, first + 8 * 4096) << "first fit should start the run in the old pages";
+  ASSERT_GT(a.committed_bytes(), std::size_t{64} << 10);
+  std::memset(a.ptr(run), 0x3c, 16 * 4096);
+  auto* p = b.ptr<unsigned char>(run);  // its start is inside b's first mapping
+  for (std::size_t i = 0; i < 16 * 4096; i += 4096) EXPECT_EQ(p[i], 0x3c) << "page " << i / 4096;
+  EXPECT_EQ(p[16 * 4096 - 1], 0x3c);
+  p[16 * 4096 - 1] = 0x5d;  // and write it
+  EXPECT_EQ(a.ptr<unsigned char>(run)[16 * 4096 - 1], 0x5d);
+  a.free(run);
+  a.free(first);
+  expect_sound(a);
+}
+
 TEST(ShmHeap, LastCloseRemovesTheNameUnlessKept) {
   std::string name;
   {

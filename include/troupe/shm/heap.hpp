@@ -135,9 +135,11 @@ class Heap {
   Owner owner(Offset block) const;
 
   // Translates an offset into this process's mapping (null for null_offset);
-  // maps growth made by other processes on first use.
+  // the whole reservation is mapped, so growth by other processes is seen
+  // without remapping; an offset past the committed size throws.
   void* ptr(Offset off) const {
-    // Acquire: pairs with the release that published the new mapping size.
+    // Acquire: pairs with the release that raised the bound after its raiser
+    // saw the pages committed (backed by the file).
     if (off < mapped_->load(std::memory_order_acquire) && off != 0) [[likely]]
       return base_ + off;
     return ptr_slow(off);

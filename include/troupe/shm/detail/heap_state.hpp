@@ -4,9 +4,11 @@
 // Owns: HeapState (the fd, the mapping, which slots this object holds) and the
 // process-local binding of threads to slots.
 // Invariants:
-//   P1. `base` reserves data_off + max_size bytes for the whole life of the
-//       HeapState; [0, mapped) of it maps the segment file. mapped only grows,
-//       under map_mu, after the mmap returned.
+//   P1. `base` maps the segment file over data_off + max_size bytes (the
+//       whole reservation, MAP_SHARED) for the whole life of the HeapState;
+//       pages past the file's end are never touched. [0, mapped) is known to
+//       be committed (backed by posix_fallocate); mapped only grows (CAS),
+//       up to what committed_pages said, and is only a fast-path bound.
 //   P2. own[i] is true exactly while this object holds slot i's kernel lock.
 //       Slot i's non-atomic fields are touched only by the one thread bound to
 //       it (or by the thread holding `mu` while no thread is bound to it).
@@ -48,7 +50,6 @@ struct HeapState {
   // P3. Recursive: a recovery hook runs under it and may allocate, which can
   // take a slot for its thread.
   std::recursive_mutex mu;
-  std::mutex map_mu;  // P1
   // P2. Relaxed atomics: read by free()/publish() on any thread to decide
   // whether a tag names one of our slots; a slot is ours before any block
   // carries its tag in this process (the claim happens-before the thread's use).
