@@ -201,6 +201,8 @@ Value decode_block(Heap& h, Kind k, Offset b) {
         items.push_back(Value(s.payload != 0));
       } else if (ik == Kind::real) {
         items.push_back(Value(std::bit_cast<double>(s.payload)));
+      } else if (ik == Kind::list || ik == Kind::dict || ik == Kind::record) {
+        items.push_back(Value::ref(ik, s.payload));  // owned by the tuple (V2)
       } else {
         items.push_back(Value());
       }

@@ -369,4 +369,43 @@ TEST(ShmTx, DoubleRetireIsRefusedBeforeTheCommitPoint) {
   EXPECT_TRUE(h.verify().empty());
 }
 
+// A tuple may hold containers: they come back as handles, live on, and are
+// freed with the tuple.
+TEST(ShmObjects, ContainersInsideTuples) {
+  Heap h = make_heap();
+  TxHeap& l = TxHeap::attach(h);
+  Dict d = root_dict(l, "d");
+  atomically(l, [&](Tx& tx) { d.set(tx, 0, 0); });
+  std::size_t base = published(h);
+  atomically(l, [&](Tx& tx) {
+    List lst = new_list(tx);
+    lst.append(tx, "item");
+    Record r = new_record(tx, {"n"});
+    r.set(tx, "n", 5);
+    d.set(tx, "t", Value::tuple({lst, "mid", Value::tuple({r, new_dict(tx)})}));
+  });
+  atomically(l, [&](Tx& tx) {
+    Value t = *d.get(tx, "t");
+    ASSERT_EQ(t.kind(), Kind::tuple);
+    ASSERT_EQ(t.as_tuple().size(), 3u);
+    List lst = t.as_tuple()[0].as_list();
+    EXPECT_EQ(lst.items(tx), (std::vector<Value>{"item"}));
+    lst.append(tx, std::string(30, 'x'));
+    EXPECT_EQ(t.as_tuple()[1].as_string(), "mid");
+    const auto& inner = t.as_tuple()[2].as_tuple();
+    EXPECT_EQ(inner[0].as_record().get(tx, "n").as_int(), 5);
+    inner[1].as_dict().set(tx, "k", "v");
+    // Stored already (in the tuple): a copy of the tuple would be a second owner.
+    EXPECT_THROW(d.set(tx, "copy", t), Error);
+  });
+  atomically(l, [&](Tx& tx) {
+    Value t = *d.get(tx, "t");
+    EXPECT_EQ(t.as_tuple()[0].as_list().size(tx), 2u);
+    EXPECT_EQ(t.as_tuple()[2].as_tuple()[1].as_dict().get(tx, "k")->as_string(), "v");
+    d.erase(tx, "t");
+  });
+  EXPECT_EQ(published(h), base);
+  EXPECT_TRUE(h.verify().empty());
+}
+
 }  // namespace

@@ -9,7 +9,8 @@
 //   tag = kind | (inline length + 1) << 8   (inline strings/bytes of <= 8 bytes)
 //   payload = the bool/int64/double bits, the inline bytes, or the Offset of
 //   the value's block: blob {len, bytes} for strings/bytes, {n, n slots} for
-//   tuples, and the container blocks below.
+//   tuples (whose items may be containers: the tuple owns them), and the
+//   container blocks below.
 //   list   {len, cap, items}   items = cap slots
 //   dict   {count, nbuckets, buckets}   buckets = nbuckets entry offsets;
 //          entry {next, hash, key slot, value slot}   (chained hashing)
@@ -17,7 +18,8 @@
 // Invariants:
 //   V1. Every mutable word (container fields, slots, links) is read and
 //       written only through Tx (T1 of tx.hpp); blobs and tuples are
-//       immutable after their transaction commits and are read directly.
+//       immutable after their transaction commits and are read directly
+//       (a container a tuple holds is not: only its offset in the tuple is).
 //   V2. Ownership is a tree: each block has exactly one owner (a slot, a
 //       container or a root). Storing a value copies strings, bytes and
 //       tuples; a list/dict/record can be stored only once, in the
