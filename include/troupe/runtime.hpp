@@ -22,6 +22,7 @@ bool init(const Options& options = {});
 void wait_idle();
 
 // Drains and stops the default pool (I2). Later use starts a fresh pool.
+// Throws troupe::Error (invalid_argument) when called from a pool thread.
 void shutdown();
 
 }  // namespace troupe

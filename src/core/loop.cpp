@@ -62,6 +62,10 @@ void LoopScheduler::help_until(Waiter& w) {
       armed = true;
       continue;
     }
+    // run_pending() reset the eventfd before finding nothing; a wake_helpers()
+    // that came before that reset was consumed by it, so re-check readiness
+    // after the reset and only then sleep (a later wake leaves fd readable).
+    if (w.ready()) break;
     pollfd p{fd_, POLLIN, 0};
     ::poll(&p, 1, -1);  // new work or wake_helpers() makes fd readable
   }

@@ -3,6 +3,8 @@
 #include "troupe/sched/pool.hpp"
 
 #include <climits>
+#include <cstdio>
+#include <cstdlib>
 
 #include "troupe/detail/platform.hpp"
 #include "troupe/detail/systematic.hpp"
@@ -36,20 +38,21 @@ Pool::Pool(std::size_t threads) {
   for (auto& w : workers_) {
     Worker* raw = w.get();
     w->thread = std::thread([this, raw] { worker_main(raw); });
-    started_.fetch_add(1, std::memory_order_relaxed);  // a statistic only
   }
 }
 
 Pool::~Pool() {
-  if (this_worker() == nullptr) wait_idle();  // I5: drain first
+  if (this_worker() != nullptr) {
+    // I5: a worker cannot join itself, and once this returns it would go on
+    // running worker_main on freed memory. A program error, reported loudly
+    // (troupe::shutdown() turns the same mistake into a troupe::Error).
+    std::fprintf(stderr, "troupe: a sched::Pool was destroyed from one of its own threads\n");
+    std::abort();
+  }
+  wait_idle();  // I5: drain first
   stop_.store(true, std::memory_order_seq_cst);
   sleep_.notify_all();
-  for (auto& w : workers_) {
-    if (w->thread.get_id() == std::this_thread::get_id())
-      w->thread.detach();  // destroyed from its own worker: cannot join itself
-    else
-      w->thread.join();
-  }
+  for (auto& w : workers_) w->thread.join();
 }
 
 Pool::Worker* Pool::this_worker() const noexcept {
@@ -159,8 +162,7 @@ void Pool::worker_main(Worker* self) {
       break;
     }
     // I4: count ourselves idle before sleeping; the last one in tells wait_idle.
-    if (idle_.fetch_add(1, std::memory_order_seq_cst) + 1 == workers_.size())
-      note_idle_change();
+    if (idle_.fetch_add(1, std::memory_order_seq_cst) + 1 == workers_.size()) note_idle_change();
     sleep_.wait(key);
     idle_.fetch_sub(1, std::memory_order_seq_cst);
   }
@@ -176,7 +178,10 @@ void Pool::help_until(Waiter& waiter) {
     return;
   }
   const bool may_steal = tl_help_depth < kMaxHelpDepth;  // I7
-  bool armed = false;
+  // I8: a waiter that may not steal sleeps apart, so schedule()'s single
+  // wake-up always reaches a thread that can take the new work.
+  detail::EventCount& sleep = may_steal ? sleep_ : deep_sleep_;
+  bool armed = false, slept = false;
   unsigned spins = 0;
   while (!waiter.ready()) {
     // I7: our own newest items first (they are deeper than the waiter); no
@@ -205,17 +210,25 @@ void Pool::help_until(Waiter& waiter) {
       armed = true;
       continue;
     }
-    std::uint32_t key = sleep_.prepare();
+    std::uint32_t key = sleep.prepare();
     if (waiter.ready() || (may_steal && any_work_visible())) {
-      sleep_.cancel();
+      sleep.cancel();
       continue;
     }
-    sleep_.wait(key);  // not idle (I4): we are inside a task
+    sleep.wait(key);  // not idle (I4): we are inside a task
+    slept = true;
     spins = 0;
   }
+  // I8: the wake-up that ended our sleep may have been schedule()'s one
+  // notify for work we are not taking now (our own result came first): pass
+  // it on, or that work would wait for a worker that nobody woke.
+  if (slept && any_work_visible()) sleep_.notify_one();
 }
 
-void Pool::wake_helpers() { sleep_.notify_all(); }
+void Pool::wake_helpers() {
+  sleep_.notify_all();
+  deep_sleep_.notify_all();
+}
 
 void Pool::wait_idle() {
   for (;;) {

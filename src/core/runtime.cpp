@@ -4,10 +4,12 @@
 // Invariants:
 //   I1. g_pool is created and destroyed under g_pool_mutex (never on a hot
 //       path: default_scheduler() reads g_pool_ptr, an atomic, first).
+#include "troupe/runtime.hpp"
+
 #include <linux/futex.h>
+#include <sched.h>
 #include <sys/syscall.h>
 #include <time.h>
-#include <sched.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -19,7 +21,7 @@
 
 #include "troupe/detail/platform.hpp"
 #include "troupe/detail/systematic.hpp"
-#include "troupe/runtime.hpp"
+#include "troupe/error.hpp"
 #include "troupe/sched/pool.hpp"
 
 namespace troupe {
@@ -86,13 +88,20 @@ namespace sched {
 namespace {
 thread_local Scheduler* tl_current = nullptr;  // I3 of scheduler.hpp; thread-owned
 std::atomic<Scheduler*> g_override{nullptr};
-std::mutex g_pool_mutex;                       // I1
-std::unique_ptr<Pool> g_pool;                  // guarded by g_pool_mutex
-std::atomic<Pool*> g_pool_ptr{nullptr};        // published copy of g_pool.get()
-Options g_options;                             // guarded by g_pool_mutex
+std::mutex g_pool_mutex;                 // I1
+std::unique_ptr<Pool> g_pool;            // guarded by g_pool_mutex
+std::atomic<Pool*> g_pool_ptr{nullptr};  // published copy of g_pool.get()
+Options g_options;                       // guarded by g_pool_mutex
 
 struct PoolReaper {
-  ~PoolReaper() { troupe::shutdown(); }
+  ~PoolReaper() {
+    // exit() called on a pool thread cannot join that pool: leave it to the
+    // process's end rather than throw from a destructor.
+    try {
+      troupe::shutdown();
+    } catch (const Error&) {
+    }
+  }
 } g_reaper;
 }  // namespace
 
@@ -138,8 +147,13 @@ void wait_idle() { sched::default_scheduler().wait_idle(); }
 void shutdown() {
   // Drain while the pool is still the default, so work that is still running
   // keeps scheduling onto it rather than starting a second pool.
-  if (sched::Pool* p = sched::g_pool_ptr.load(std::memory_order_acquire))
-    if (sched::current() != p) p->wait_idle();
+  if (sched::Pool* p = sched::g_pool_ptr.load(std::memory_order_acquire)) {
+    if (sched::current() == p)  // Pool I5: a pool cannot join its own thread
+      throw Error(Errc::invalid_argument,
+                  "troupe::shutdown() called from a thread of the pool it would stop; call it "
+                  "from main (or any thread outside the pool)");
+    p->wait_idle();
+  }
   std::unique_ptr<sched::Pool> pool;
   {
     std::lock_guard lock(sched::g_pool_mutex);

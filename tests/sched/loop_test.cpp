@@ -86,3 +86,20 @@ TEST(LoopScheduler, MixesWithPoolActors) {
   EXPECT_EQ(when(on_loop, [](Log& l) { return l.seen.size(); }).get(), 1u);
   sched::set_current(prev);
 }
+
+// A get() on the loop thread for a promise the pool fulfils: the pool's
+// wake_helpers() may land just before help_until's drain resets the eventfd,
+// which used to leave the loop thread in poll() forever with the value there.
+TEST(LoopScheduler, GetOnTheLoopThreadSeesAPoolFulfilment) {
+  sched::LoopScheduler loop;
+  auto on_pool = make_actor<Log>();
+  sched::Scheduler* prev = sched::set_current(&loop);
+#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
+  constexpr int kRounds = 300;
+#else
+  constexpr int kRounds = 3000;
+#endif
+  for (int i = 0; i < kRounds; ++i)
+    EXPECT_EQ(when(on_pool, [i](Log&) { return i; }).get(), i);
+  sched::set_current(prev);
+}

@@ -29,6 +29,10 @@
 //       (newest, i.e. deeper than the waiter) and steals only while fewer than
 //       kMaxHelpDepth helping frames are on the thread's stack, so nested
 //       waits cannot grow the stack without bound (oneTBB bounds it likewise).
+//   I8. Wake-ups for new work are never swallowed by a thread that will not
+//       take it: helpers too deep to steal (I7) sleep on deep_sleep_, which
+//       only wake_helpers() notifies; a helper woken on sleep_ that returns to
+//       its task while work is visible passes the wake-up on.
 #pragma once
 
 #include <atomic>
@@ -58,11 +62,6 @@ class Pool final : public Scheduler {
   void wait_idle() override;
   std::size_t concurrency() const noexcept override { return workers_.size(); }
 
-  // Threads started by this pool (for tests: nesting must not add threads).
-  std::size_t threads_started() const noexcept {
-    return started_.load(std::memory_order_relaxed);
-  }
-
   static constexpr unsigned kFairnessInterval = 61;  // I2
   static constexpr unsigned kSpinRounds = 64;        // steal rounds before sleeping
   static constexpr unsigned kStealNextAfter = 32;    // rounds before taking `next` slots (I6)
@@ -74,8 +73,8 @@ class Pool final : public Scheduler {
     std::atomic<Work*> next{nullptr};    // I6: owner exchanges in; owner or thief exchanges out
     std::thread thread;
     unsigned index = 0;
-    unsigned tick = 0;         // owner only: items run since the last fair pick (I2)
-    std::uint64_t rng = 0;     // owner only: victim selection
+    unsigned tick = 0;      // owner only: items run since the last fair pick (I2)
+    std::uint64_t rng = 0;  // owner only: victim selection
   };
 
   void worker_main(Worker* self);
@@ -87,13 +86,13 @@ class Pool final : public Scheduler {
   void note_idle_change();
 
   std::vector<std::unique_ptr<Worker>> workers_;
-  detail::MpscQueue<Work> injection_;            // outside producers (I1)
-  detail::EventCount sleep_;                     // I3
+  detail::MpscQueue<Work> injection_;                             // outside producers (I1)
+  detail::EventCount sleep_;                                      // I3
+  detail::EventCount deep_sleep_;                                 // I8: helpers that may not steal
   alignas(detail::kCacheLine) std::atomic<std::size_t> idle_{0};  // I4
-  std::atomic<std::uint32_t> idle_gen_{0};       // bumped when idle_ reaches threads
-  std::atomic<std::size_t> searching_{0};        // workers spinning for work
-  std::atomic<bool> stop_{false};                // set once by the destructor
-  std::atomic<std::size_t> started_{0};
+  std::atomic<std::uint32_t> idle_gen_{0};  // bumped when idle_ reaches threads
+  std::atomic<std::size_t> searching_{0};   // workers spinning for work
+  std::atomic<bool> stop_{false};           // set once by the destructor
 };
 
 }  // namespace troupe::sched
