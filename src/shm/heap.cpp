@@ -338,6 +338,7 @@ unsigned acquire_slot(HeapState& st) {
       }
       for (unsigned i = 0; i < st.slot_count; ++i) {
         if (st.own[i].load(std::memory_order_relaxed)) continue;  // under mu
+        if (st.recovering[i]) continue;                           // P4: an outer frame recovers it
         if (!try_lock_byte(st.fd, 1 + i, F_WRLCK)) continue;
         Slot& slot = st.slots[i];
         // Acquire: pairs with the release store of the state by the last
@@ -346,11 +347,19 @@ unsigned acquire_slot(HeapState& st) {
           TagSet dead;
           dead[i + 1] = true;
           RecoveryReport rep;
-          if (st.hook) {
-            std::span<std::atomic<std::uint64_t>> words(slot.user, kSlotUserWords);
-            st.hook(*st.hook_heap, i, words);
+          st.recovering[i] = true;  // P4: the hook may allocate
+          try {
+            if (st.hook) {
+              std::span<std::atomic<std::uint64_t>> words(slot.user, kSlotUserWords);
+              st.hook(*st.hook_heap, i, words);
+            }
+            recover_tags(st, dead, rep);
+          } catch (...) {
+            st.recovering[i] = false;
+            unlock_byte(st.fd, 1 + i);  // still attached: recovered later (S1)
+            throw;
           }
-          recover_tags(st, dead, rep);
+          st.recovering[i] = false;
         }
         for (auto& w : slot.user) w.store(0, std::memory_order_relaxed);  // ours now
         slot.pid.store(::getpid(), std::memory_order_relaxed);            // informational
@@ -378,6 +387,16 @@ unsigned thread_slot_slow(HeapState& st) {
     }
   }
   unsigned s = acquire_slot(st);
+  for (auto& e : tls_slots.entries) {
+    if (e.serial == st.serial) {
+      // A recovery hook run by acquire_slot allocated, which bound this
+      // thread to another slot (P4): keep that one, and s for later.
+      std::lock_guard<std::recursive_mutex> lk(st.mu);
+      st.idle_slots.push_back(s);
+      tls_binding = e;
+      return e.slot;
+    }
+  }
   tls_slots.entries.push_back({st.serial, s});
   tls_binding = {st.serial, s};
   return s;
@@ -389,6 +408,7 @@ RecoveryReport recover_dead(HeapState& st) {
   TagSet dead;
   for (unsigned i = 0; i < st.slot_count; ++i) {
     if (st.own[i].load(std::memory_order_relaxed)) continue;
+    if (st.recovering[i]) continue;  // P4: an outer frame recovers it
     // Acquire: see acquire_slot.
     if (st.slots[i].state.load(std::memory_order_acquire) != kSlotAttached) continue;
     if (!try_lock_byte(st.fd, 1 + i, F_WRLCK)) continue;  // alive
@@ -400,13 +420,25 @@ RecoveryReport recover_dead(HeapState& st) {
     rep.slots.push_back(i);
   }
   if (rep.slots.empty()) return rep;
-  for (unsigned i : rep.slots) {
-    if (!st.hook) break;
-    std::span<std::atomic<std::uint64_t>> words(st.slots[i].user, kSlotUserWords);
-    st.hook(*st.hook_heap, i, words);
+  // P4: the hook may allocate, and so claim a slot for this thread, or
+  // recover (out of memory): neither may take the slots we are recovering.
+  for (unsigned i : rep.slots) st.recovering[i] = true;
+  try {
+    for (unsigned i : rep.slots) {
+      if (!st.hook) break;
+      std::span<std::atomic<std::uint64_t>> words(st.slots[i].user, kSlotUserWords);
+      st.hook(*st.hook_heap, i, words);
+    }
+    recover_tags(st, dead, rep);
+  } catch (...) {
+    for (unsigned i : rep.slots) {
+      st.recovering[i] = false;
+      unlock_byte(st.fd, 1 + i);  // still attached: recovered later (S1)
+    }
+    throw;
   }
-  recover_tags(st, dead, rep);
   for (unsigned i : rep.slots) {
+    st.recovering[i] = false;
     // Release: the recovery's writes happen before the slot reads free (S1).
     st.slots[i].state.store(kSlotFree, std::memory_order_release);
     unlock_byte(st.fd, 1 + i);

@@ -168,7 +168,8 @@ class Heap {
   // Called by the survivor for each dead slot before its blocks are freed,
   // with the slot's user words (for layers above: transaction logs, epochs).
   // It runs on the recovering thread under this Heap's process-local recovery
-  // lock (recursive): it may allocate, free and publish; the dead slot's
+  // lock (recursive): it may allocate, free and publish (a thread with no
+  // slot yet takes another slot than those being recovered); the dead slot's
   // unpublished blocks are still tagged when it runs and freed right after.
   using RecoveryHook =
       std::function<void(Heap&, unsigned slot, std::span<std::atomic<std::uint64_t>> user_words)>;

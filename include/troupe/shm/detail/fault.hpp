@@ -4,9 +4,14 @@
 // n-th time (default: first) it reaches the fault point <name>. Fault points
 // are compiled in always; when the variable is unset a fault point costs one
 // relaxed load of a process-local flag and a predicted branch.
+// A test can also watch fault points (set_fault_observer): its observer is
+// called at each one, e.g. to hold a thread there while the test makes
+// another thread interleave (no kill unless TROUPE_SHM_FAULT also names it).
 // Invariants:
-//   F1. g_fault_armed is written once, during static initialisation of the
-//       library (before main), and only read afterwards.
+//   F1. g_fault_armed is written during static initialisation of the library
+//       (before main), and otherwise only by set_fault_observer, which a test
+//       calls before it starts the threads whose fault points it watches
+//       (thread creation orders the store before their loads).
 #pragma once
 
 #include <atomic>
@@ -30,10 +35,16 @@ inline constexpr std::string_view kFaultPoints[] = {
     "grow.after_fallocate",      // file grown, committed size not yet raised
     "retire.after_claim",        // retiring a superblock: all blocks claimed
     "recover.mid",               // recovering a dead slot, half done
+    "recover.sb.after_head",     // recovering: read a superblock's head, not its words
 };
 
 extern std::atomic<bool> g_fault_armed;  // F1
 void fault_hit(std::string_view name);
+
+// Tests only: `observer` (or nullptr) is called at every fault point reached
+// from now on, on the thread that reaches it. Arms the fault points (F1).
+using FaultObserver = void (*)(std::string_view name);
+void set_fault_observer(FaultObserver observer);
 
 // Relaxed suffices: the flag is set before main and never changes (F1).
 inline void fault_point(std::string_view name) {

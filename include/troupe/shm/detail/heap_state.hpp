@@ -14,6 +14,10 @@
 //       it (or by the thread holding `mu` while no thread is bound to it).
 //   P3. `mu` serialises slot claiming and recovery inside this process; the
 //       kernel lock on each slot serialises them across processes.
+//   P4. recovering[i] is set (under mu) while this process holds dead slot
+//       i's kernel lock to recover it and runs the hook: a claim or recovery
+//       nested in the hook (which may allocate) skips slot i, since our own
+//       open file description would win its lock byte again.
 #pragma once
 
 #include <array>
@@ -54,8 +58,9 @@ struct HeapState {
   // whether a tag names one of our slots; a slot is ours before any block
   // carries its tag in this process (the claim happens-before the thread's use).
   std::array<std::atomic<bool>, kMaxSlots> own{};
-  std::vector<unsigned> idle_slots;  // ours, not bound to a thread (under mu)
-  Heap::RecoveryHook hook;           // under mu
+  std::bitset<kMaxSlots> recovering;  // P4 (under mu)
+  std::vector<unsigned> idle_slots;   // ours, not bound to a thread (under mu)
+  Heap::RecoveryHook hook;            // under mu
   Heap* hook_heap = nullptr;
 
   Superblock* sb_at(std::uint64_t page) const {
