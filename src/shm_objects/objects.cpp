@@ -22,10 +22,12 @@ struct Slot {
 constexpr std::uint64_t make_tag(Kind k, unsigned inline_plus1 = 0) {
   return static_cast<std::uint64_t>(k) | std::uint64_t{inline_plus1} << 8;
 }
+static_assert(make_tag(Kind::integer) == detail::kIntSlotTag);  // V4
 Kind kind_of(std::uint64_t tag) { return static_cast<Kind>(tag & 0xff); }
 unsigned inline_len_plus1(std::uint64_t tag) { return static_cast<unsigned>(tag >> 8 & 0xff); }
 
 Slot read_slot(Tx& tx, Offset at) { return {tx.read(at), tx.read(at + 8)}; }
+// V4: the only writer of a slot's tag, always with its payload.
 void write_slot(Tx& tx, Offset at, Slot s) {
   tx.write(at, s.tag);
   tx.write(at + 8, s.payload);

@@ -418,11 +418,33 @@ std::uint64_t TxHeap::settle(unsigned slot) {
   }
 }
 
-// Single-word atomic operations: lock the stripe (try, back off), change the
-// word, release with a version above every snapshot that may have read it.
+// Single-word atomic operations: lock the stripe (try, back off), check that
+// the word is an int value's payload, change it, release with a version
+// above every snapshot that may have read it. Inside a transaction of the
+// same layer they are made of its reads and writes instead (so they commit,
+// roll back and retry with it, and leave its record alone: X7).
 namespace {
+
+[[noreturn]] void not_an_int(const char* op, Offset word, std::uint64_t tag) {
+  throw Error(Errc::invalid_argument,
+              fmt::format("TxHeap::{} on word {:#x}: the value there is not an int (its slot "
+                          "tag is {:#x}); atomic operations change int values only",
+                          op, word, tag));
+}
+
 template <class F>
-std::uint64_t atomic_op(TxHeap& l, Offset word, F f) {
+std::uint64_t atomic_op(TxHeap& l, const char* op, Offset word, F f) {
+  if (Tx* tx = current_tx()) {
+    if (&tx->layer() != &l)
+      throw Error(Errc::invalid_argument,
+                  fmt::format("TxHeap::{} on heap '{}' inside a transaction of heap '{}': it "
+                              "could not commit or roll back with it",
+                              op, l.heap().name(), tx->heap().name()));
+    if (std::uint64_t tag = tx->read(word - 8); tag != kIntSlotTag) not_an_int(op, word, tag);
+    std::uint64_t old = tx->read(word);
+    tx->write(word, f(old));
+    return old;
+  }
   Heap& h = l.heap();
   TxTable& t = l.table();
   unsigned slot = h.slot_index();
@@ -442,6 +464,15 @@ std::uint64_t atomic_op(TxHeap& l, Offset word, F f) {
       // Acquire: the word's last writer released the stripe.
       if (lk.compare_exchange_weak(cur, locked_word(slot), std::memory_order_acquire,
                                    std::memory_order_relaxed)) {
+        // The slot's kind cannot change while we hold its payload's stripe
+        // (V4 of objects.hpp: the tag is written only with the payload);
+        // the acquire above ordered its last write before this load.
+        std::uint64_t tag = std::atomic_ref(p[-1]).load(std::memory_order_relaxed);
+        if (tag != kIntSlotTag) {
+          lk.store(cur, std::memory_order_release);  // unchanged: the old version stands
+          r.state.store(seq << 32, std::memory_order_release);
+          not_an_int(op, word, tag);
+        }
         std::atomic_ref<std::uint64_t> w(*p);
         // Relaxed load: we hold the stripe. Release store: see Tx::read.
         std::uint64_t old = w.load(std::memory_order_relaxed);
@@ -463,11 +494,12 @@ std::uint64_t atomic_op(TxHeap& l, Offset word, F f) {
 }  // namespace
 
 std::int64_t TxHeap::fetch_add(Offset word, std::int64_t delta) {
-  return static_cast<std::int64_t>(atomic_op(
-      *this, word, [delta](std::uint64_t v) { return v + static_cast<std::uint64_t>(delta); }));
+  return static_cast<std::int64_t>(atomic_op(*this, "fetch_add", word, [delta](std::uint64_t v) {
+    return v + static_cast<std::uint64_t>(delta);
+  }));
 }
 std::uint64_t TxHeap::exchange(Offset word, std::uint64_t value) {
-  return atomic_op(*this, word, [value](std::uint64_t) { return value; });
+  return atomic_op(*this, "exchange", word, [value](std::uint64_t) { return value; });
 }
 std::uint64_t TxHeap::load(Offset word) {
   return atomically(*this, [&](Tx& tx) { return tx.read(word); });

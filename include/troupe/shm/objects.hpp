@@ -31,6 +31,9 @@
 //       (Reference counts are therefore always one and are not stored.)
 //   V3. Dict keys are int, bool, string, bytes or tuples of those; the hash of
 //       a key depends only on its value, so every process finds it.
+//   V4. A slot's tag word is written only together with its payload word, in
+//       the same transaction: whoever holds the payload word's stripe (a
+//       single-word atomic operation, tx.hpp) sees the slot's kind fixed.
 #pragma once
 
 #include <cstdint>

@@ -88,9 +88,13 @@ class TxHeap {
   Heap& heap() const { return *heap_; }
   detail::TxTable& table() const { return *table_; }
 
-  // Single-word atomic operations, no transaction (linearizable with
-  // transactions: they lock the word's stripe and publish a new version).
-  // The word must stay allocated while they run (e.g. a record field).
+  // Single-word atomic operations on an int value (`word` is its slot's
+  // payload word: payload_word() in objects.hpp), no transaction needed
+  // (linearizable with transactions: they lock the word's stripe and publish
+  // a new version). The word must stay allocated while they run (e.g. a
+  // record field). Anything but an int value there: Error(invalid_argument).
+  // Called inside a transaction on this layer they are part of it (commit,
+  // roll back and retry with it); inside one on another layer they throw.
   std::int64_t fetch_add(Offset word, std::int64_t delta);
   std::uint64_t exchange(Offset word, std::uint64_t value);
   std::uint64_t load(Offset word);  // a consistent single-word read
@@ -224,11 +228,19 @@ Tx& thread_tx(TxHeap& layer);  // this thread's Tx for layer (reset for a new tr
 // Runs f(tx) as one transaction: all of its writes become visible at once or
 // none does. Retries f on conflict (f must have no effects outside tx but
 // idempotent local ones); a user exception aborts and propagates. Nested
-// calls on the same thread join the outer transaction.
+// calls on the same thread join the outer transaction; a nested call on
+// another heap's layer throws Error (it could not commit with the outer one).
 template <class F>
 auto atomically(TxHeap& layer, F&& f) -> decltype(f(std::declval<Tx&>())) {
   using R = decltype(f(std::declval<Tx&>()));
-  if (Tx* outer = detail::current_tx()) return f(*outer);
+  if (Tx* outer = detail::current_tx()) {
+    if (&outer->layer() != &layer)
+      throw Error(Errc::invalid_argument, "atomically() on heap '" + layer.heap().name() +
+                                              "' inside a transaction of heap '" +
+                                              outer->heap().name() +
+                                              "': transactions cannot span heaps");
+    return f(*outer);
+  }
   Tx& tx = detail::thread_tx(layer);  // reused: its buffers keep their capacity
   for (;;) {
     tx.begin();
