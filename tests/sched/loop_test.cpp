@@ -99,7 +99,6 @@ TEST(LoopScheduler, GetOnTheLoopThreadSeesAPoolFulfilment) {
 #else
   constexpr int kRounds = 3000;
 #endif
-  for (int i = 0; i < kRounds; ++i)
-    EXPECT_EQ(when(on_pool, [i](Log&) { return i; }).get(), i);
+  for (int i = 0; i < kRounds; ++i) EXPECT_EQ(when(on_pool, [i](Log&) { return i; }).get(), i);
   sched::set_current(prev);
 }

@@ -1,12 +1,12 @@
 // Tests of scheduling: the work-stealing pool (drain, quiescence, idle CPU,
 // help-while-wait nesting without new threads, shutdown), a user-written
 // scheduler plugged in, the deterministic manual scheduler, TaskGroup.
+#include <dirent.h>
 #include <gtest/gtest.h>
 #include <time.h>
 
 #include <atomic>
 #include <chrono>
-#include <dirent.h>
 #include <thread>
 #include <vector>
 
@@ -18,7 +18,6 @@ using namespace std::chrono_literals;
 using troupe::test::thread_count;
 
 namespace {
-
 
 double cpu_seconds() {
   timespec ts;
@@ -92,10 +91,12 @@ TEST(Pool, NestedWaitsTenDeepOnTwoThreadsNoNewThreads) {
   std::vector<Promise<long>> roots;
   std::vector<Actor<Counter>> root_actors;
   for (int r = 0; r < kRoots; ++r) {
-    for (int i = 0; i < 10; ++i) chains[static_cast<std::size_t>(r)].push_back(make_actor_on<Counter>(pool));
+    for (int i = 0; i < 10; ++i)
+      chains[static_cast<std::size_t>(r)].push_back(make_actor_on<Counter>(pool));
     root_actors.push_back(make_actor_on<Counter>(pool));
     auto* chain = &chains[static_cast<std::size_t>(r)];
-    roots.push_back(when(root_actors.back(), [&pool, chain](Counter&) { return nested(pool, *chain, 0); }));
+    roots.push_back(
+        when(root_actors.back(), [&pool, chain](Counter&) { return nested(pool, *chain, 0); }));
   }
   for (auto& r : roots) EXPECT_EQ(r.get(), 10);
   EXPECT_EQ(thread_count(), before);
@@ -129,9 +130,9 @@ namespace {
 // `bottom`.
 long nest_then_wait(std::vector<Actor<Counter>>& as, std::size_t depth, Promise<long> bottom) {
   if (depth == as.size()) return bottom.get();
-  return when(as[depth], [&as, depth, bottom](Counter&) {
-           return nest_then_wait(as, depth + 1, bottom);
-         }).get();
+  return when(as[depth],
+              [&as, depth, bottom](Counter&) { return nest_then_wait(as, depth + 1, bottom); })
+      .get();
 }
 }  // namespace
 
@@ -149,7 +150,8 @@ TEST(Pool, DeepHelperDoesNotSwallowTheWakeUpForNewWork) {
     for (std::size_t i = 0; i < kDepth; ++i) as.push_back(make_actor_on<Counter>(pool));
     auto [bottom, resolver] = make_promise<long>();
     auto top = make_actor_on<Counter>(pool);
-    auto done = when(top, [&as, bottom = bottom](Counter&) { return nest_then_wait(as, 0, bottom); });
+    auto done =
+        when(top, [&as, bottom = bottom](Counter&) { return nest_then_wait(as, 0, bottom); });
     std::this_thread::sleep_for(20ms);  // both workers asleep: one deep, one idle
     when(outside, [r = std::move(resolver), round](Counter&) mutable { r.set_value(round); });
     EXPECT_EQ(done.get(), round);
@@ -273,7 +275,8 @@ TEST(ManualScheduler, FifoWithoutSeedAndReplayableWithSeed) {
     std::vector<int> order;
     std::vector<Actor<Counter>> as;
     for (int i = 0; i < 8; ++i) as.push_back(make_actor_on<Counter>(m));
-    for (int i = 0; i < 8; ++i) when(as[static_cast<std::size_t>(i)], [&order, i](Counter&) { order.push_back(i); });
+    for (int i = 0; i < 8; ++i)
+      when(as[static_cast<std::size_t>(i)], [&order, i](Counter&) { order.push_back(i); });
     EXPECT_EQ(m.pending(), 8u);
     m.run_all();
     return order;
@@ -281,7 +284,8 @@ TEST(ManualScheduler, FifoWithoutSeedAndReplayableWithSeed) {
   EXPECT_EQ(order_for(0), (std::vector<int>{0, 1, 2, 3, 4, 5, 6, 7}));
   EXPECT_EQ(order_for(42), order_for(42));
   bool some_differs = false;
-  for (std::uint64_t s = 1; s < 20 && !some_differs; ++s) some_differs = order_for(s) != order_for(0);
+  for (std::uint64_t s = 1; s < 20 && !some_differs; ++s)
+    some_differs = order_for(s) != order_for(0);
   EXPECT_TRUE(some_differs);
 }
 
