@@ -703,13 +703,33 @@ struct RootLock {
   HeapState& st;
   explicit RootLock(HeapState& s) : st(s) {
     const std::uint32_t tag = thread_slot(st) + 1;
+    std::uint32_t stuck = 0;  // checks in a row that saw an impossible holder
     for (int spins = 0;; ++spins) {
-      std::uint32_t zero = 0;
+      std::uint32_t seen = 0;
       // Acquire/release: a lock; recovery releases a dead holder's (I2).
-      if (st.hdr->root_lock.compare_exchange_weak(zero, tag, std::memory_order_acquire,
+      if (st.hdr->root_lock.compare_exchange_weak(seen, tag, std::memory_order_acquire,
                                                   std::memory_order_relaxed))
         return;
-      if (spins % 64 == 63) recover_dead(st);
+      if (spins % 64 == 63) {
+        recover_dead(st);
+        // A holder is a slot that stays attached until it lets go (or its
+        // recovery does). Anything else is corruption, or this thread again
+        // (a recovery hook using roots): fail instead of spinning forever.
+        // Relaxed/acquire: a diagnosis, repeated before it is trusted.
+        seen = st.hdr->root_lock.load(std::memory_order_relaxed);
+        bool impossible = seen == tag || seen > st.slot_count ||
+                          (seen != 0 && st.slots[seen - 1].state.load(std::memory_order_acquire) !=
+                                            kSlotAttached);
+        stuck = impossible ? stuck + 1 : 0;
+        if (stuck >= 16 || seen == tag || seen > st.slot_count)
+          throw Error(Errc::bad_segment,
+                      seen == tag ? fmt::format("heap '{}': this thread (slot {}) already holds "
+                                                "the root lock",
+                                                st.name, tag - 1)
+                                  : fmt::format("heap '{}' is corrupt: its root lock names slot "
+                                                "{}, which is not attached",
+                                                st.name, seen - 1));
+      }
       std::this_thread::yield();
     }
   }
