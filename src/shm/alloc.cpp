@@ -377,8 +377,8 @@ struct Located {
 };
 
 [[gnu::always_inline]] inline Located locate(HeapState& st, Offset off) {
-  // Mapped bytes are committed (committed only grows, P1), so one compare with
-  // this process's mapped size bounds the offset; past it, map or reject.
+  // Bytes under `mapped` are committed (committed only grows, P1), so one
+  // compare bounds the offset; past it, learn the committed size or reject.
   if (off - st.data_off >= st.mapped.load(std::memory_order_acquire) - st.data_off) [[unlikely]] {
     if (off == 0) bad_block(st, off, "null offset");
     if (off < st.data_off) bad_block(st, off, "inside the heap's header");
@@ -603,6 +603,11 @@ std::size_t retire_empty(HeapState& st, std::uint8_t tag, bool exact) {
     fault_point("retire.after_claim");
     // Every block is ours: the superblock becomes a plain run of ours (I4).
     st.pagemap[p].store(pm_large(tag, kSbPages), std::memory_order_release);
+    // I6: after the head stops saying SB, before the pages can be reused.
+    // Release: a recoverer whose acquire load sees the new epoch sees the
+    // head above. A crash right here leaks nothing (the run is ours, I2) and
+    // a missed increment is harmless: the pages are not freed yet.
+    st.hdr->retire_epoch.fetch_add(1, std::memory_order_release);
     free_run(st, p, tag);
     freed += kSbSize;
   }
@@ -615,7 +620,8 @@ void recover_tags(HeapState& st, const TagSet& dead, RecoveryReport& rep) {
   auto* pm = st.pagemap;
   bool faulted = false;
   for (std::uint64_t i = 0; i < end;) {
-    // Acquire: A2.
+    // Acquire: I6, the epoch before the head; the head: A2.
+    const std::uint32_t epoch = st.hdr->retire_epoch.load(std::memory_order_acquire);
     std::uint64_t w = pm[i].load(std::memory_order_acquire);
     switch (pm_kind(w)) {
       case kPending:
@@ -634,16 +640,37 @@ void recover_tags(HeapState& st, const TagSet& dead, RecoveryReport& rep) {
           }
           i += n;
         } else {
+          // We do not hold this superblock (its holder may be live, and we
+          // may have no slot): another slot may retire it (I3) and its pages
+          // become someone's data while we read it. So the size comes from
+          // the head, not the superblock, and each owner word with a dead
+          // tag is checked against the epoch before we write it (I6). If the
+          // epoch is unchanged, the word was read while the pages were a
+          // superblock, and then its dead bytes are real; a superblock with
+          // a dead-tagged block cannot be retired (a retire claims every
+          // word from 0, and only we change a dead tag, I1), so it is still
+          // one when the fetch_and below lands. (A value the word took after
+          // the pages were freed would be later than the increment, which
+          // the acquire load of the word orders before our second epoch
+          // load: multi-copy atomicity, as on x86 and ARMv8.)
+          fault_point("recover.sb.after_head");
+          const unsigned cls = pm_class(w);
+          if (cls >= kClasses) {  // corrupt: verify() reports it
+            i += kSbPages;
+            break;
+          }
           Superblock* sb = st.sb_at(i);
-          const std::uint32_t n = sb->nblocks, nw = (n + 7) / 8;
-          for (std::uint32_t u = 0; u < nw; ++u) {
-            // Relaxed load: the dead slot's bytes cannot change under us (I1);
-            // others' bytes are kept by the masked fetch_and.
-            std::uint64_t x = sb->owner[u].load(std::memory_order_relaxed);
+          const std::uint32_t n = sb_nblocks(kClassSize[cls]), nw = (n + 7) / 8;
+          bool retired = false;
+          for (std::uint32_t u = 0; u < nw && !retired; ++u) {
+            // Acquire: orders the epoch load below after this one (I6). The
+            // dead slot's bytes cannot change under us (I1); others' bytes
+            // are kept by the masked fetch_and.
+            std::uint64_t x = sb->owner[u].load(std::memory_order_acquire);
             if (x == 0) continue;
             std::uint64_t mask = 0;
             std::int32_t cnt = 0;
-            for (unsigned b = 0; b < 8; ++b) {
+            for (unsigned b = 0; b < 8 && u * 8 + b < n; ++b) {
               std::uint8_t v = byte_at(x, b);
               if (v != 0 && v != kPublished && dead[v]) {
                 mask |= std::uint64_t{0xff} << (8 * b);
@@ -651,11 +678,17 @@ void recover_tags(HeapState& st, const TagSet& dead, RecoveryReport& rep) {
               }
             }
             if (!mask) continue;
+            // Acquire: I6, pairs with the retirer's release increment.
+            if (st.hdr->retire_epoch.load(std::memory_order_acquire) != epoch) {
+              retired = true;  // maybe retired: look at page i again
+              break;
+            }
             sb->nfree.fetch_add(cnt, std::memory_order_relaxed);  // hint, before the release
             // Release: the blocks are free for the next claimer (acquire).
             sb->owner[u].fetch_and(~mask, std::memory_order_release);
             rep.blocks_freed += static_cast<std::size_t>(cnt);
           }
+          if (retired) continue;  // the for loop: page i, fresh epoch and head
           std::uint8_t h = pm_tag(w);
           if (h != 0 && dead[h])  // a dead holder: nobody else writes this word now (I3)
             pm[i].compare_exchange_strong(w, pm_sb(pm_class(w)), std::memory_order_release,

@@ -34,6 +34,11 @@
 //   I5. The header's layout fields are written once, before the magic, by the
 //       creator while it holds the write lock on lock byte 0; readers check the
 //       magic, version and ABI fingerprint before trusting any other field.
+//   I6. Header::retire_epoch is incremented by every retire of a superblock
+//       after its head stops saying SB and before its pages are freed, so a
+//       reader that does not hold a superblock (recovery) and reads the epoch,
+//       then the head, then a word, then the epoch again unchanged, read the
+//       word while the pages were still that superblock (or a later one).
 #pragma once
 
 #include <array>
@@ -45,7 +50,7 @@
 namespace troupe::shm::detail {
 
 inline constexpr char kMagic[8] = {'T', 'R', 'O', 'U', 'P', 'E', 'S', 'H'};
-inline constexpr std::uint32_t kLayoutVersion = 1;
+inline constexpr std::uint32_t kLayoutVersion = 2;  // 2: retire_epoch (I6)
 
 inline constexpr std::size_t kPageSize = 4096;
 inline constexpr std::size_t kPageShift = 12;
@@ -207,7 +212,10 @@ struct Header {
   // Tiny lock for creating/removing roots: 0 or slot+1; recovery releases a
   // dead holder's. Not used by the allocator.
   std::atomic<std::uint32_t> root_lock;
-  std::uint32_t pad0;
+  // I6. Incremented (release RMW) by whoever retires a superblock; read by
+  // recovery to notice a retire under it. Wraps: 2^32 retires do not fit in
+  // one recovery's look at one owner word.
+  std::atomic<std::uint32_t> retire_epoch;
   std::atomic<std::uint64_t> reserved_words[32];  // for layers above (epochs); zero at create
   RootEntry roots[kRoots];
 };
