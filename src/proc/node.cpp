@@ -20,13 +20,14 @@
 //       file, through a descriptor only it has; the kernel drops the lock when
 //       the worker dies, however it dies.
 #include <fcntl.h>
+#include <fmt/core.h>
+#include <poll.h>
 #include <spawn.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
-#include <poll.h>
 #include <sys/prctl.h>
-#include <sys/syscall.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -42,10 +43,8 @@
 #include <unordered_map>
 #include <unordered_set>
 
-#include <fmt/core.h>
-
-#include "troupe/proc/process.hpp"
 #include "troupe/detail/mpsc_queue.hpp"
+#include "troupe/proc/process.hpp"
 #include "troupe/runtime.hpp"
 
 extern char** environ;
@@ -65,7 +64,8 @@ const msgpack::object* open_reply(const msgpack::object_handle& oh, const std::s
   int status = o.via.array.ptr[0].as<int>();
   const msgpack::object& payload = o.via.array.ptr[1];
   if (status == static_cast<int>(Status::ok)) return &payload;
-  if (payload.type != msgpack::type::ARRAY || payload.via.array.size != 2) throw msgpack::type_error();
+  if (payload.type != msgpack::type::ARRAY || payload.via.array.size != 2)
+    throw msgpack::type_error();
   if (status == static_cast<int>(Status::exception)) {
     auto type = payload.via.array.ptr[0].as<std::string>();
     auto what = payload.via.array.ptr[1].as<std::string>();
@@ -123,7 +123,8 @@ class Node {
     std::lock_guard lock(mu_);
     opts_ = o;
     if (opts_.budget == 0) opts_.budget = std::max(1u, std::thread::hardware_concurrency());
-    if (opts_.budget_file.empty()) opts_.budget_file = fmt::format("/dev/shm/troupe-budget-{}", getuid());
+    if (opts_.budget_file.empty())
+      opts_.budget_file = fmt::format("/dev/shm/troupe-budget-{}", getuid());
   }
 
   // ---------------------------------------------------------------- worker side
@@ -345,10 +346,12 @@ class Node {
     auto it = objects_.find(id);
     if (it == objects_.end())
       throw Error(Errc::bad_message,
-                  fmt::format("bad message: no object #{} on worker {} (forged or released handle)", id, self_id_));
+                  fmt::format("bad message: no object #{} on worker {} (forged or released handle)",
+                              id, self_id_));
     if (it->second.first != type)
-      throw Error(Errc::bad_message, fmt::format("bad message: object #{} on worker {} is a {}, not a {}",
-                                                 id, self_id_, it->second.first, type));
+      throw Error(Errc::bad_message,
+                  fmt::format("bad message: object #{} on worker {} is a {}, not a {}", id,
+                              self_id_, it->second.first, type));
     return it->second.second;
   }
 
@@ -446,7 +449,8 @@ class Node {
     w.last_used = Clock::now();
     if (e.spawns_object) {
       // body is [status, payload]: the object exists only if status is ok.
-      bool ok = m.body.size() >= 2 && static_cast<unsigned char>(m.body[0]) == 0x92 && m.body[1] == 0;
+      bool ok =
+          m.body.size() >= 2 && static_cast<unsigned char>(m.body[0]) == 0x92 && m.body[1] == 0;
       if (!ok && w.objects > 0) w.objects--;
     }
   }
@@ -527,7 +531,9 @@ class Node {
   // N3: one byte lock per worker, on a descriptor of its own.
   Fd take_budget_slot() {
     Fd fd(::open(opts_.budget_file.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
-    if (!fd) throw Error(Errc::system, fmt::format("budget file {}: {}", opts_.budget_file, std::strerror(errno)));
+    if (!fd)
+      throw Error(Errc::system,
+                  fmt::format("budget file {}: {}", opts_.budget_file, std::strerror(errno)));
     for (std::size_t slot = 0; slot < opts_.budget; ++slot) {
       struct flock fl {};
       fl.l_type = F_WRLCK;
@@ -574,7 +580,8 @@ class Node {
     pid_t pid;
     int rc = ::posix_spawn(&pid, "/proc/self/exe", &fa, nullptr, argv.data(), envp.data());
     posix_spawn_file_actions_destroy(&fa);
-    if (rc != 0) throw Error(Errc::system, fmt::format("posix_spawn of a worker: {}", std::strerror(rc)));
+    if (rc != 0)
+      throw Error(Errc::system, fmt::format("posix_spawn of a worker: {}", std::strerror(rc)));
     w->pid = pid;
     w->sock = std::move(mine);
     epoll_event ev{};
@@ -602,7 +609,8 @@ class Node {
 
   void wake_io() {
     std::uint64_t one = 1;
-    if (wake_) [[maybe_unused]] auto r = ::write(wake_.get(), &one, sizeof one);
+    if (wake_) [[maybe_unused]]
+      auto r = ::write(wake_.get(), &one, sizeof one);
   }
 
   void io_loop() {
@@ -713,7 +721,8 @@ class Node {
       call.name = o.via.array.ptr[2].as<std::string>();
     } catch (const std::exception&) {
       send_to(from->id, Kind::reply, m.id,
-              detail::pack_error(Errc::bad_message, "bad message: a call the root cannot route"), {});
+              detail::pack_error(Errc::bad_message, "bad message: a call the root cannot route"),
+              {});
       return;
     }
     call.body = std::move(m.body);
@@ -785,7 +794,8 @@ class Node {
         } catch (const std::exception&) {
         }
       }
-      fail_pending(id, std::make_exception_ptr(Error(Errc::timeout, fmt::format("{} timed out", name))));
+      fail_pending(
+          id, std::make_exception_ptr(Error(Errc::timeout, fmt::format("{} timed out", name))));
     }
     for (auto& w : retire) {
       try {
@@ -894,7 +904,7 @@ void init(int argc, char** argv, const Options& options) {
     std::fprintf(stderr, "troupe: malformed TROUPE_WORKER=%s\n", w);
     _exit(2);
   }
-  ::unsetenv("TROUPE_WORKER");  // the worker's own children are not workers
+  ::unsetenv("TROUPE_WORKER");         // the worker's own children are not workers
   ::prctl(PR_SET_PDEATHSIG, SIGKILL);  // never outlive the program
   if (::getppid() == 1) _exit(0);      // the parent died before prctl
   ::fcntl(static_cast<int>(sock), F_SETFD, FD_CLOEXEC);
@@ -923,7 +933,9 @@ std::uint64_t add_object(std::string_view type, std::shared_ptr<void> actor) {
 std::shared_ptr<void> find_object(std::uint64_t id, std::string_view type) {
   return node().find_object(id, type);
 }
-void release_object(std::uint32_t worker, std::uint64_t object) { node().release_remote(worker, object); }
+void release_object(std::uint32_t worker, std::uint64_t object) {
+  node().release_remote(worker, object);
+}
 }  // namespace detail
 
 }  // namespace troupe::proc

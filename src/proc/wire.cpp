@@ -3,6 +3,7 @@
 
 #include <cxxabi.h>
 #include <fcntl.h>
+#include <fmt/core.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -11,8 +12,6 @@
 #include <cstring>
 #include <memory>
 #include <typeinfo>
-
-#include <fmt/core.h>
 
 #include "troupe/error.hpp"
 
@@ -37,7 +36,9 @@ FdContext& fd_context() noexcept {
 }
 
 namespace {
-[[noreturn]] void bad(const std::string& why) { throw Error(Errc::bad_message, "bad message: " + why); }
+[[noreturn]] void bad(const std::string& why) {
+  throw Error(Errc::bad_message, "bad message: " + why);
+}
 }  // namespace
 
 Message decode(const char* data, std::size_t len, std::vector<Fd> fds) {
@@ -77,12 +78,17 @@ Message decode(const char* data, std::size_t len, std::vector<Fd> fds) {
 void send_message(int sock, Kind kind, std::uint64_t id, std::string_view body,
                   std::span<const int> fds) {
   if (fds.size() + 1 > kMaxFds)
-    throw Error(Errc::invalid_argument, fmt::format("{} descriptors in one call: at most {}",
-                                                    fds.size(), kMaxFds - 1));
+    throw Error(Errc::invalid_argument,
+                fmt::format("{} descriptors in one call: at most {}", fds.size(), kMaxFds - 1));
   if (body.size() > kMaxBody)
-    throw Error(Errc::invalid_argument, fmt::format("message of {} bytes: at most {}", body.size(), kMaxBody));
-  Header h{kMagic, static_cast<std::uint8_t>(kind), 0, static_cast<std::uint16_t>(fds.size()),
-           static_cast<std::uint32_t>(body.size()), id};
+    throw Error(Errc::invalid_argument,
+                fmt::format("message of {} bytes: at most {}", body.size(), kMaxBody));
+  Header h{kMagic,
+           static_cast<std::uint8_t>(kind),
+           0,
+           static_cast<std::uint16_t>(fds.size()),
+           static_cast<std::uint32_t>(body.size()),
+           id};
   Fd body_fd;
   iovec iov[2];
   iov[0] = {&h, sizeof h};
@@ -96,7 +102,9 @@ void send_message(int sock, Kind kind, std::uint64_t id, std::string_view body,
     std::size_t left = body.size();
     while (left > 0) {
       ssize_t w = ::write(body_fd.get(), p, left);
-      if (w <= 0) throw Error(Errc::out_of_memory, fmt::format("writing a {} byte body: {}", body.size(), std::strerror(errno)));
+      if (w <= 0)
+        throw Error(Errc::out_of_memory,
+                    fmt::format("writing a {} byte body: {}", body.size(), std::strerror(errno)));
       p += w;
       left -= static_cast<std::size_t>(w);
     }
@@ -162,7 +170,8 @@ bool recv_message(int sock, Message& out) {
     }
   }
   if (msg.msg_flags & MSG_CTRUNC)
-    bad(fmt::format("descriptors were truncated (MSG_CTRUNC): the receiver is at its fd limit or "
+    bad(
+        fmt::format("descriptors were truncated (MSG_CTRUNC): the receiver is at its fd limit or "
                     "more than {} were sent",
                     kMaxFds));
   if (msg.msg_flags & MSG_TRUNC) bad("datagram truncated (larger than any valid message)");
@@ -202,8 +211,8 @@ std::string current_exception_type() {
   std::type_info* t = abi::__cxa_current_exception_type();
   if (!t) return "unknown";
   int status = 0;
-  std::unique_ptr<char, void (*)(void*)> d(abi::__cxa_demangle(t->name(), nullptr, nullptr, &status),
-                                           std::free);
+  std::unique_ptr<char, void (*)(void*)> d(
+      abi::__cxa_demangle(t->name(), nullptr, nullptr, &status), std::free);
   return status == 0 && d ? d.get() : t->name();
 }
 

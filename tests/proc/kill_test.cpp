@@ -1,8 +1,8 @@
 // Fault injection for worker processes: 200+ kill -9 of busy workers in a
 // loop. Every pending call fails with worker_lost naming signal 9 and the
 // function; no hang, no leaked process, no leaked descriptor.
-#include <gtest/gtest.h>
 #include <dirent.h>
+#include <gtest/gtest.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -43,7 +43,8 @@ TEST(Kill, TwoHundredKillsNoHangNoLeak) {
     auto p = proc::call<&busy>(10000);
     // Wait until it runs somewhere, then kill that worker.
     std::vector<pid_t> pids;
-    for (int t = 0; t < 2000 && (pids = proc::worker_pids()).empty(); ++t) std::this_thread::sleep_for(1ms);
+    for (int t = 0; t < 2000 && (pids = proc::worker_pids()).empty(); ++t)
+      std::this_thread::sleep_for(1ms);
     ASSERT_FALSE(pids.empty());
     std::this_thread::sleep_for(std::chrono::milliseconds(i % 3));  // also before it started
     for (pid_t pid : pids) kill(pid, SIGKILL);

@@ -1,9 +1,11 @@
 // The message decoder and transport against bad input: short, forged,
 // mis-sized datagrams, descriptor-count lies, truncated control data. Each is
 // a typed bad_message error; no descriptor leaks on any path.
-#include <gtest/gtest.h>
+#include "troupe/proc/detail/wire.hpp"
+
 #include <dirent.h>
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -11,7 +13,6 @@
 #include <cstring>
 #include <vector>
 
-#include "troupe/proc/detail/wire.hpp"
 #include "util/proc_fs.hpp"
 
 using namespace troupe;
@@ -20,7 +21,9 @@ using namespace troupe::proc::detail;
 using troupe::test::open_fds;
 
 namespace {
-std::string header_bytes(Header h) { return std::string(reinterpret_cast<const char*>(&h), sizeof h); }
+std::string header_bytes(Header h) {
+  return std::string(reinterpret_cast<const char*>(&h), sizeof h);
+}
 void expect_bad(const std::string& bytes, std::vector<Fd> fds = {}) {
   try {
     decode(bytes.data(), bytes.size(), std::move(fds));
@@ -73,7 +76,7 @@ TEST(Wire, DecoderRejectsForgeries) {
   EXPECT_NO_THROW(decode((header_bytes(good) + "abc").data(), sizeof good + 3, {}));
   expect_bad("");
   expect_bad("short");
-  expect_bad(header_bytes(good));  // body shorter than announced
+  expect_bad(header_bytes(good));           // body shorter than announced
   expect_bad(header_bytes(good) + "abcd");  // longer
   Header magic = good;
   magic.magic = 0xdeadbeef;

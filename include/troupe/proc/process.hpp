@@ -30,6 +30,8 @@
 //       process is dropped (handles inside workers do not keep it alive).
 #pragma once
 
+#include <sys/types.h>
+
 #include <chrono>
 #include <cstdint>
 #include <memory>
@@ -40,13 +42,11 @@
 #include <utility>
 #include <vector>
 
-#include <sys/types.h>
-
 #include "troupe/actor.hpp"
-#include "troupe/promise.hpp"
 #include "troupe/proc/detail/node.hpp"
 #include "troupe/proc/detail/registry.hpp"
 #include "troupe/proc/fd.hpp"
+#include "troupe/promise.hpp"
 #include "troupe/when.hpp"
 
 namespace troupe::proc {
@@ -178,7 +178,8 @@ std::shared_ptr<Tuple> decode_args(const msgpack::object& args) {
   auto t = std::make_shared<Tuple>();
   [&]<std::size_t... I>(std::index_sequence<I...>) {
     (args.via.array.ptr[I].convert(std::get<I>(*t)), ...);
-  }(std::make_index_sequence<std::tuple_size_v<Tuple>>{});
+  }
+  (std::make_index_sequence<std::tuple_size_v<Tuple>>{});
   return t;
 }
 
@@ -213,8 +214,10 @@ void invoke_new(const msgpack::object& args, std::uint64_t, std::uint64_t id) {
   auto t = decode_args<std::tuple<A...>>(args);
   troupe::detail::run_task([t, id] {
     reply_with(id, [&] {
-      auto actor = std::apply([](auto&&... a) { return make_actor<T>(std::move(a)...); }, std::move(*t));
-      std::uint64_t object = add_object(type_name<T>(), std::make_shared<Actor<T>>(std::move(actor)));
+      auto actor =
+          std::apply([](auto&&... a) { return make_actor<T>(std::move(a)...); }, std::move(*t));
+      std::uint64_t object =
+          add_object(type_name<T>(), std::make_shared<Actor<T>>(std::move(actor)));
       return std::make_tuple(self_worker_id(), object);
     });
   });
@@ -281,8 +284,8 @@ void PendingCall<R>::complete(Message& m) {
     err = std::make_exception_ptr(
         Error(Errc::bad_message, "bad message: the result of " + name + " has the wrong type"));
   } catch (const std::exception& e) {
-    err = std::make_exception_ptr(
-        Error(Errc::bad_message, "bad message: the reply to " + name + " is malformed: " + e.what()));
+    err = std::make_exception_ptr(Error(
+        Errc::bad_message, "bad message: the reply to " + name + " is malformed: " + e.what()));
   }
   res.set_exception(std::move(err));
 }
@@ -316,7 +319,8 @@ Promise<R> send_call(std::uint32_t worker, std::uint64_t object, std::string nam
     call.body.assign(b.data(), b.size());
   }
   if (opt.cancel && opt.cancel->state_->cancelled.load()) {
-    resolver.set_exception(std::make_exception_ptr(Error(Errc::cancelled, name + " was cancelled")));
+    resolver.set_exception(
+        std::make_exception_ptr(Error(Errc::cancelled, name + " was cancelled")));
     return std::move(promise);
   }
   auto p = std::make_unique<PendingCall<R>>(std::move(resolver));
@@ -404,7 +408,8 @@ auto call_with(const CallOptions& opt, A&&... args) {
   using Tr = detail::fn_traits<decltype(F)>;
   (void)detail::FunctionEntry<F>::registered;  // I1
   using R = std::decay_t<typename Tr::result>;
-  return detail::send_call<R>(0, 0, detail::FunctionEntry<F>::name(), opt, std::forward<A>(args)...);
+  return detail::send_call<R>(0, 0, detail::FunctionEntry<F>::name(), opt,
+                              std::forward<A>(args)...);
 }
 template <auto F, class... A>
 auto call(A&&... args) {
