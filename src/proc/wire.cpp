@@ -1,4 +1,5 @@
-// src/proc/wire.cpp: message checks and the socket transport (wire.hpp I1, I2).
+// src/proc/wire.cpp: message checks and the socket transport (wire.hpp I1, I2,
+// I3).
 #include "troupe/proc/detail/wire.hpp"
 
 #include <cxxabi.h>
@@ -39,6 +40,16 @@ namespace {
 [[noreturn]] void bad(const std::string& why) {
   throw Error(Errc::bad_message, "bad message: " + why);
 }
+// I3: the header is readable, so the rejection names the message it rejects.
+[[noreturn]] void bad(const Header& h, const std::string& why, std::string body = {}) {
+  throw BadMessage(static_cast<Kind>(h.kind), h.id, std::move(body), "bad message: " + why);
+}
+// The header of a datagram if its magic and kind are right (I3).
+bool readable_header(const char* data, std::size_t len, Header& h) {
+  if (len < sizeof h) return false;
+  std::memcpy(&h, data, sizeof h);
+  return h.magic == kMagic && h.kind >= 1 && h.kind <= 5;
+}
 }  // namespace
 
 Message decode(const char* data, std::size_t len, std::vector<Fd> fds) {
@@ -47,28 +58,31 @@ Message decode(const char* data, std::size_t len, std::vector<Fd> fds) {
   std::memcpy(&h, data, sizeof h);
   if (h.magic != kMagic) bad(fmt::format("wrong magic 0x{:08x}", h.magic));
   if (h.kind < 1 || h.kind > 5) bad(fmt::format("unknown kind {}", h.kind));
+  // From here on every rejection names the message (I3).
   if (h.nfds != fds.size())
-    bad(fmt::format("header announces {} descriptors, {} arrived", h.nfds, fds.size()));
-  if (h.flags & ~kBodyInFd) bad(fmt::format("unknown flags 0x{:x}", h.flags));
+    bad(h, fmt::format("header announces {} descriptors, {} arrived", h.nfds, fds.size()));
+  if (h.flags & ~kBodyInFd) bad(h, fmt::format("unknown flags 0x{:x}", h.flags));
   Message m;
   m.kind = static_cast<Kind>(h.kind);
   m.id = h.id;
   if (h.flags & kBodyInFd) {
-    if (len != sizeof h) bad("a body in a memfd and inline bytes as well");
-    if (fds.empty()) bad("body announced in a memfd but no descriptor came");
-    if (h.body_len > kMaxBody) bad(fmt::format("body of {} bytes is over the limit", h.body_len));
+    if (len != sizeof h) bad(h, "a body in a memfd and inline bytes as well");
+    if (fds.empty()) bad(h, "body announced in a memfd but no descriptor came");
+    if (h.body_len > kMaxBody)
+      bad(h, fmt::format("body of {} bytes is over the limit", h.body_len));
     Fd body_fd = std::move(fds.back());
     fds.pop_back();
     off_t size = ::lseek(body_fd.get(), 0, SEEK_END);
     if (size != static_cast<off_t>(h.body_len))
-      bad(fmt::format("memfd body holds {} bytes, header says {}", size, h.body_len));
+      bad(h, fmt::format("memfd body holds {} bytes, header says {}", size, h.body_len));
     m.body.resize(h.body_len);
     if (h.body_len > 0 &&
         ::pread(body_fd.get(), m.body.data(), h.body_len, 0) != static_cast<ssize_t>(h.body_len))
-      bad("could not read the memfd body");
+      bad(h, "could not read the memfd body");
   } else {
     if (h.body_len != len - sizeof h)
-      bad(fmt::format("header says {} body bytes, datagram holds {}", h.body_len, len - sizeof h));
+      bad(h,
+          fmt::format("header says {} body bytes, datagram holds {}", h.body_len, len - sizeof h));
     m.body.assign(data + sizeof h, h.body_len);
   }
   m.fds = std::move(fds);
@@ -169,13 +183,28 @@ bool recv_message(int sock, Message& out) {
       }
     }
   }
-  if (msg.msg_flags & MSG_CTRUNC)
-    bad(
-        fmt::format("descriptors were truncated (MSG_CTRUNC): the receiver is at its fd limit or "
-                    "more than {} were sent",
-                    kMaxFds));
-  if (msg.msg_flags & MSG_TRUNC) bad("datagram truncated (larger than any valid message)");
-  out = decode(buf.get(), static_cast<std::size_t>(r), std::move(fds));
+  const auto len = static_cast<std::size_t>(r);
+  Header h{};
+  const bool named = readable_header(buf.get(), len, h);
+  if (msg.msg_flags & MSG_CTRUNC) {
+    // I2: the descriptors that did arrive close with `fds`. I3: the bytes did
+    // arrive whole, so the rejection names the message and keeps an inline
+    // body, for the receiver to tell the caller which call lost its fds.
+    std::string why = fmt::format(
+        "descriptors were truncated (MSG_CTRUNC): the receiving process is at its fd limit or "
+        "more than {} were sent; {} of {} arrived",
+        kMaxFds, fds.size(), named ? h.nfds : 0);
+    if (!named) bad(why);
+    std::string body;
+    if (!(msg.msg_flags & MSG_TRUNC) && !(h.flags & kBodyInFd) && h.body_len == len - sizeof h)
+      body.assign(buf.get() + sizeof h, h.body_len);
+    bad(h, why, std::move(body));
+  }
+  if (msg.msg_flags & MSG_TRUNC) {
+    if (named) bad(h, "datagram truncated (larger than any valid message)");
+    bad("datagram truncated (larger than any valid message)");
+  }
+  out = decode(buf.get(), len, std::move(fds));
   return true;
 }
 

@@ -135,9 +135,12 @@ TEST(Wire, TruncatedControlDataIsAnErrorAndLeaksNothing) {
     try {
       recv_message(p.b.get(), m);
       FAIL();
-    } catch (const Error& e) {
+    } catch (const BadMessage& e) {
+      // I3: the rejection names the call, so the receiver can answer it.
       EXPECT_EQ(e.code(), Errc::bad_message);
       EXPECT_NE(std::string(e.what()).find("MSG_CTRUNC"), std::string::npos);
+      EXPECT_EQ(e.kind(), Kind::call);
+      EXPECT_EQ(e.id(), 1u);
     }
     // The channel still works afterwards.
     send_message(p.a.get(), Kind::cancel, 3, "");
@@ -145,6 +148,27 @@ TEST(Wire, TruncatedControlDataIsAnErrorAndLeaksNothing) {
     EXPECT_EQ(m.id, 3u);
   }
   EXPECT_EQ(open_fds(), before);
+}
+
+TEST(Wire, RejectionsWithAReadableHeaderNameTheMessage) {
+  Header h{kMagic, 2, 0, 2, 3, 41};  // a reply announcing fds that did not come
+  try {
+    decode((header_bytes(h) + "abc").data(), sizeof h + 3, {});
+    FAIL();
+  } catch (const BadMessage& e) {
+    EXPECT_EQ(e.kind(), Kind::reply);
+    EXPECT_EQ(e.id(), 41u);
+  }
+  Header forged = h;
+  forged.magic = 0;  // no header to trust: a plain Error
+  try {
+    decode((header_bytes(forged) + "abc").data(), sizeof h + 3, {});
+    FAIL();
+  } catch (const BadMessage&) {
+    FAIL() << "named a message whose header is not ours";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), Errc::bad_message);
+  }
 }
 
 TEST(Wire, PeerGoneIsEndOfStreamOrWorkerLost) {

@@ -19,6 +19,12 @@
 //       reason, and every descriptor that came with it is closed.
 //   I2. recv_message never leaks a descriptor, on any path (truncated control
 //       data, truncated datagram, bad header).
+//   I3. A rejection whose header was readable (right magic, known kind) is a
+//       BadMessage carrying that kind and id, so the receiver can answer the
+//       caller (a call) or fail its own pending call (a reply) instead of
+//       dropping it silently. Truncated control data (MSG_CTRUNC: the
+//       receiver at its fd limit) is such a rejection; the datagram's bytes
+//       are still read, the descriptors that did arrive are closed.
 #pragma once
 
 #include <cstdint>
@@ -50,6 +56,23 @@ inline constexpr std::uint8_t kBodyInFd = 1;
 inline constexpr std::size_t kMaxInline = 64 * 1024;         // larger bodies go by memfd
 inline constexpr std::size_t kMaxBody = 256u * 1024 * 1024;  // refuse anything larger
 
+// I3: Error(Errc::bad_message) for a message whose header could be read.
+class BadMessage : public Error {
+ public:
+  BadMessage(Kind kind, std::uint64_t id, std::string body, const std::string& message)
+      : Error(Errc::bad_message, message), kind_(kind), id_(id), body_(std::move(body)) {}
+  Kind kind() const noexcept { return kind_; }
+  std::uint64_t id() const noexcept { return id_; }
+  // The inline body when only the control data was lost (MSG_CTRUNC), else
+  // empty: unchecked bytes, for naming the call in the error at most.
+  const std::string& body() const noexcept { return body_; }
+
+ private:
+  Kind kind_;
+  std::uint64_t id_;
+  std::string body_;
+};
+
 struct Message {
   Kind kind{};
   std::uint64_t id = 0;
@@ -57,7 +80,7 @@ struct Message {
   std::vector<Fd> fds;  // the attached descriptors, the body's memfd removed
 };
 
-// Checks one received datagram (I1).
+// Checks one received datagram (I1, I3).
 Message decode(const char* data, std::size_t len, std::vector<Fd> fds);
 
 // Sends one message. Thread-safe: one sendmsg per message.
@@ -66,7 +89,8 @@ void send_message(int sock, Kind kind, std::uint64_t id, std::string_view body,
                   std::span<const int> fds = {});
 
 // Receives one message into out. Returns false on end of stream. Throws
-// Error(Errc::bad_message) for anything malformed (I1, I2).
+// Error(Errc::bad_message) for anything malformed, a BadMessage when its
+// header was readable (I1, I2, I3).
 bool recv_message(int sock, Message& out);
 
 // Unpacks a message body with limits derived from its size: no container may
