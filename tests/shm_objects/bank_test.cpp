@@ -105,6 +105,15 @@ TEST(ShmBank, EveryFaultPointIsAllOrNothing) {
 
 #endif
 
+// Sanitized workers take 0.1-0.4 s to start on a loaded machine, longer than
+// one lives between random kills: the first ones get going before the first
+// kill, or the run would check nothing.
+void await_progress(Heap& h) {
+  auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (ctl(h).transfers.load() == 0 && std::chrono::steady_clock::now() < until)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+}
+
 // Workers x threads transfer while the parent kills them at random (a quarter
 // of them also carry a fault point); each dead one is recovered and replaced.
 void kill_run(std::uint64_t accounts, int kills, unsigned workers, unsigned threads) {
@@ -122,6 +131,7 @@ void kill_run(std::uint64_t accounts, int kills, unsigned workers, unsigned thre
   };
   std::vector<pid_t> pids(workers);
   for (auto& p : pids) p = start();
+  await_progress(h);
   int deaths = 0, self = 0;
   auto t0 = std::chrono::steady_clock::now();
   while (deaths < kills) {
@@ -177,6 +187,7 @@ void churn_run(int kills) {
   std::vector<pid_t> pids(3);
   for (auto& p : pids) p = start();
   int deaths = 0;
+  await_progress(h);
   if (kills == 0) std::this_thread::sleep_for(std::chrono::milliseconds(300));
   while (deaths < kills) {
     std::this_thread::sleep_for(std::chrono::microseconds(500 + rng() % 6000));
@@ -202,6 +213,7 @@ void churn_run(int kills) {
   std::printf("  churn: %d deaths, %llu writes, %llu audits\n", deaths,
               static_cast<unsigned long long>(ctl(h).transfers.load()),
               static_cast<unsigned long long>(ctl(h).audits.load()));
+  EXPECT_GT(ctl(h).transfers.load(), 0u);
   EXPECT_EQ(ctl(h).violations.load(), 0u);
   EXPECT_EQ(l.stuck_locks(), 0u);
   EXPECT_EQ(l.busy_records(), 0u);
