@@ -37,6 +37,7 @@
 #include <memory>
 #include <new>
 #include <optional>
+#include <string>
 #include <tuple>
 #include <type_traits>
 #include <utility>
@@ -58,7 +59,7 @@ namespace detail {
 
 // A continuation waiting on a promise. fire() runs it and frees it.
 struct ContNode {
-  ContNode* next = nullptr;   // owned by the promise's list until fired (I2)
+  ContNode* next = nullptr;  // owned by the promise's list until fired (I2)
   void (*fire)(ContNode*) = nullptr;
 };
 
@@ -84,7 +85,9 @@ class PromiseBase {
 
   // acquire: pairs with publish's release (I1).
   bool ready() const noexcept { return (state_.load(std::memory_order_acquire) & kDone) != 0; }
-  bool failed() const noexcept { return (state_.load(std::memory_order_acquire) & kDone) == kError; }
+  bool failed() const noexcept {
+    return (state_.load(std::memory_order_acquire) & kDone) == kError;
+  }
 
   // True if the caller holds the only reference: no handle exists and none
   // can appear, so nobody will ever observe the result. acquire: pairs with
@@ -182,16 +185,18 @@ class PromiseBase {
  private:
   static ContNode* closed() noexcept { return reinterpret_cast<ContNode*>(std::uintptr_t{1}); }
 
-  std::atomic<std::uint32_t> refs_{1};        // I3
+  std::atomic<std::uint32_t> refs_{1};          // I3
   std::atomic<std::uint32_t> state_{kPending};  // I1; kSleeper set by blocked waiters
-  std::atomic<ContNode*> conts_{nullptr};      // I2: Treiber stack, then kClosed
-  std::exception_ptr error_;                   // written once before publish(kError)
+  std::atomic<ContNode*> conts_{nullptr};       // I2: Treiber stack, then kClosed
+  std::exception_ptr error_;                    // written once before publish(kError)
 };
 
 template <class T>
 class PromiseState : public PromiseBase {
  public:
-  PromiseState() { destroy_ = [](PromiseBase* p) { delete static_cast<PromiseState*>(p); }; }
+  PromiseState() {
+    destroy_ = [](PromiseBase* p) { delete static_cast<PromiseState*>(p); };
+  }
   ~PromiseState() {
     if (has_value_) value_.~T();
   }
@@ -222,7 +227,9 @@ class PromiseState : public PromiseBase {
 template <>
 class PromiseState<void> : public PromiseBase {
  public:
-  PromiseState() { destroy_ = [](PromiseBase* p) { delete static_cast<PromiseState*>(p); }; }
+  PromiseState() {
+    destroy_ = [](PromiseBase* p) { delete static_cast<PromiseState*>(p); };
+  }
   void emplace() noexcept {}
   void set_value() { publish(kValue); }
 
@@ -275,20 +282,22 @@ class Promise {
   }
 
   bool valid() const noexcept { return st_ != nullptr; }
-  bool ready() const noexcept { return st_->ready(); }
-  bool failed() const noexcept { return st_->failed(); }
-  void wait() const { st_->wait(); }
+  // An empty Promise (default-constructed or moved from) is never ready;
+  // waiting on it, or using it in when/then, throws Errc::invalid_argument.
+  bool ready() const noexcept { return st_ && st_->ready(); }
+  bool failed() const noexcept { return st_ && st_->failed(); }
+  void wait() const { state("wait()")->wait(); }
 
   // Waits, then returns the value or rethrows the error.
   decltype(auto) get() const& {
-    st_->wait();
+    state("get()")->wait();
     st_->rethrow_if_error();
     if constexpr (!std::is_void_v<T>) return static_cast<const T&>(st_->value());
   }
   // On a temporary: a copy; for a move-only T (an Fd, a unique_ptr) the value
   // is moved out, and other handles to the same promise see it moved-from.
   T get() && {
-    st_->wait();
+    state("get()")->wait();
     st_->rethrow_if_error();
     if constexpr (std::is_void_v<T>) {
       return;
@@ -299,7 +308,7 @@ class Promise {
     }
   }
   std::exception_ptr error() const {
-    st_->wait();
+    state("error()")->wait();
     return st_->failed() ? st_->error() : nullptr;
   }
 
@@ -315,7 +324,9 @@ class Promise {
   // for the value and receives it as `const T&` (nothing for void) ---
   static constexpr std::size_t when_cown_count = 0;
   template <class Sink>
-  void when_cowns(Sink&) const noexcept {}
+  void when_cowns(Sink&) const {
+    state("when()");  // checked here, before anything is enqueued
+  }
   template <class K>
   void when_await(K k) const {
     st_->then_do(std::move(k));  // the behaviour holds this promise (I3)
@@ -341,6 +352,12 @@ class Promise {
   template <class U>
   friend Promise<U> adopt_promise(detail::PromiseState<U>* st) noexcept;
   explicit Promise(detail::PromiseState<T>* st) noexcept : st_(st) {}
+  detail::PromiseState<T>* state(const char* use) const {
+    if (!st_)
+      throw Error(Errc::invalid_argument,
+                  std::string(use) + " on an empty Promise (default-constructed or moved from)");
+    return st_;
+  }
   detail::PromiseState<T>* st_ = nullptr;
 };
 
@@ -476,7 +493,7 @@ auto Promise<T>::then_plain(F f) const {
   using R = std::decay_t<typename detail::then_result<F, T>::type>;
   auto [out, res] = make_promise<R>();
   Promise self = *this;
-  st_->then_do([self, f = std::move(f), res = std::move(res)]() mutable {
+  state("then()")->then_do([self, f = std::move(f), res = std::move(res)]() mutable {
     if (self.failed()) {
       res.set_exception(self.error());
       return;
@@ -566,8 +583,8 @@ auto when_all(std::vector<Promise<T>> ps) {
 
 // Variadic form: Promise<std::tuple<Ts...>> (non-void Ts).
 template <class... Ts>
-  requires(sizeof...(Ts) > 1 && (!std::is_void_v<Ts> && ...))
-Promise<std::tuple<Ts...>> when_all(Promise<Ts>... ps) {
+requires(sizeof...(Ts) > 1 &&
+         (!std::is_void_v<Ts> && ...)) Promise<std::tuple<Ts...>> when_all(Promise<Ts>... ps) {
   auto [out, res] = make_promise<std::tuple<Ts...>>();
   struct Join {
     std::tuple<Promise<Ts>...> ps;

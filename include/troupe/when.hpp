@@ -53,10 +53,19 @@
 
 namespace troupe {
 
+namespace detail {
+// Stands for the continuation `when` passes to when_await, so the concept
+// checks that member too (a type without it fails here, not deep inside).
+struct AwaitProbe {
+  void operator()() const noexcept {}
+};
+}  // namespace detail
+
 template <class W>
 concept Whenable = requires(W& w, const WhenKey& k, detail::CownSink& s) {
   { W::when_cown_count } -> std::convertible_to<std::size_t>;
   w.when_cowns(s);
+  w.when_await(detail::AwaitProbe{});
   w.when_enter(k);
   w.when_args(k);
   w.when_exit(k);
@@ -93,9 +102,8 @@ template <class T>
 using is_promise = is_promise_t<T>;  // promise.hpp
 
 template <class F, class... Ws>
-using when_result_t =
-    std::decay_t<decltype(std::apply(std::declval<F&>(),
-                                     std::tuple_cat(std::declval<args_of<Ws>>()...)))>;
+using when_result_t = std::decay_t<decltype(std::apply(
+    std::declval<F&>(), std::tuple_cat(std::declval<args_of<Ws>>()...)))>;
 
 constexpr std::size_t static_cown_count(std::initializer_list<std::size_t> counts) {
   std::size_t n = 0;
@@ -198,9 +206,10 @@ struct Behaviour final : BehaviourBase, PromiseState<R>, SmallObject {
       BehaviourBase::release();  // I3
       closure_.~Closure();       // I2
       if (err || !inner->valid()) {
-        this->set_error_deferred(err ? err
-                                     : std::make_exception_ptr(Error(
-                                           Errc::broken_promise, "when: the block returned an empty Promise")));
+        this->set_error_deferred(
+            err ? err
+                : std::make_exception_ptr(
+                      Error(Errc::broken_promise, "when: the block returned an empty Promise")));
         this->publish(PromiseBase::kError);
         this->PromiseBase::release();
         return;
@@ -241,8 +250,7 @@ struct Behaviour final : BehaviourBase, PromiseState<R>, SmallObject {
 // when(w1, ..., wn, f): see the file comment. Returns Promise<R>, R being
 // what f returns.
 template <class... Args>
-  requires(sizeof...(Args) >= 2)
-auto when(Args&&... args) {
+requires(sizeof...(Args) >= 2) auto when(Args&&... args) {
   auto all = std::forward_as_tuple(std::forward<Args>(args)...);
   constexpr std::size_t n = sizeof...(Args) - 1;
   return [&]<std::size_t... I>(std::index_sequence<I...>) {
@@ -256,14 +264,15 @@ auto when(Args&&... args) {
     constexpr std::size_t N = detail::static_cown_count(
         {detail::whenable_t<std::tuple_element_t<I, Tup>>::when_cown_count...});
     using B = detail::Behaviour<N, R, F, detail::whenable_t<std::tuple_element_t<I, Tup>>...>;
-    auto* b = new B(std::forward<std::tuple_element_t<n, Tup>>(std::get<n>(all)),
-                    detail::as_whenable(std::forward<std::tuple_element_t<I, Tup>>(
-                        std::get<I>(all)))...);
+    auto* b =
+        new B(std::forward<std::tuple_element_t<n, Tup>>(std::get<n>(all)),
+              detail::as_whenable(std::forward<std::tuple_element_t<I, Tup>>(std::get<I>(all)))...);
     b->add_ref();  // one reference for the returned handle, one for the runtime
     Promise<R> result = adopt_promise<R>(b);
     b->start();
     return result;
-  }(std::make_index_sequence<n>{});
+  }
+  (std::make_index_sequence<n>{});
 }
 
 }  // namespace troupe

@@ -44,7 +44,9 @@ TEST(Promise, ResolverUsedTwiceIsAnError) {
 
 TEST(Promise, ThenChainsAndPassesErrors) {
   auto [p, r] = make_promise<int>();
-  auto q = p.then([](const int& v) { return v * 2; }).then([](const int& v) { return std::to_string(v); });
+  auto q = p.then([](const int& v) { return v * 2; }).then([](const int& v) {
+    return std::to_string(v);
+  });
   r.set_value(21);
   EXPECT_EQ(q.get(), "42");
 
@@ -101,7 +103,8 @@ TEST(Promise, WhenAllAndWhenAny) {
   EXPECT_EQ(all.get(), (std::vector<int>{0, 1, 2, 3, 4}));
 
   auto a = make_actor<int>(1);
-  auto t = when_all(when(a, [](int& x) { return x; }), when(a, [](int& x) { return std::to_string(x); }));
+  auto t = when_all(when(a, [](int& x) { return x; }),
+                    when(a, [](int& x) { return std::to_string(x); }));
   EXPECT_EQ(t.get(), std::make_tuple(1, std::string("1")));
 
   auto [e, er] = make_promise<int>();
@@ -142,9 +145,8 @@ TEST(Promise, FlattensPromisesReturnedByBlocksAndThen) {
   v.get();
   EXPECT_EQ(when(b, [](int& y) { return y; }).get(), 3);
   auto [gate, open] = make_promise<int>();
-  Promise<int> chained = ready_promise(5).then([gate = gate](const int& v) {
-    return gate.then([v](const int& g) { return v * g; });
-  });
+  Promise<int> chained = ready_promise(5).then(
+      [gate = gate](const int& v) { return gate.then([v](const int& g) { return v * g; }); });
   open.set_value(7);
   EXPECT_EQ(chained.get(), 35);
   Promise<int> failed = when(a, [](int&) -> Promise<int> { throw std::runtime_error("before"); });
@@ -153,4 +155,30 @@ TEST(Promise, FlattensPromisesReturnedByBlocksAndThen) {
   Promise<int> inner_failed = when(a, [e = e](int&) { return e; });
   er.set_exception(std::make_exception_ptr(std::runtime_error("inner")));
   EXPECT_THROW(inner_failed.get(), std::runtime_error);
+}
+
+TEST(Promise, EmptyPromiseIsATypedErrorNotACrash) {
+  Promise<int> empty;
+  EXPECT_FALSE(empty.valid());
+  EXPECT_FALSE(empty.ready());
+  EXPECT_FALSE(empty.failed());
+  auto code_of = [](auto&& f) {
+    try {
+      f();
+    } catch (const Error& e) {
+      return e.code();
+    }
+    return Errc::system;
+  };
+  EXPECT_EQ(code_of([&] { (void)empty.get(); }), Errc::invalid_argument);
+  EXPECT_EQ(code_of([&] { empty.wait(); }), Errc::invalid_argument);
+  EXPECT_EQ(code_of([&] { (void)empty.then([](int v) { return v; }); }), Errc::invalid_argument);
+  EXPECT_EQ(code_of([&] { (void)when(empty, [](const int& v) { return v; }); }),
+            Errc::invalid_argument);
+  auto [p, r] = make_promise<int>();
+  Promise<int> moved = std::move(p);
+  EXPECT_EQ(code_of([&] { (void)p.get(); }),
+            Errc::invalid_argument);  // NOLINT(bugprone-use-after-move)
+  r.set_value(3);
+  EXPECT_EQ(moved.get(), 3);
 }
