@@ -1,6 +1,6 @@
 // src/shm_objects/tx.cpp: TL2 transactions with a shared redo log, the
 // single-word atomic operations and the recovery hook that finishes or
-// discards a dead slot's transaction. Invariants T1-T5 (tx.hpp) and X1-X7
+// discards a dead slot's transaction. Invariants T1-T6 (tx.hpp) and X1-X7
 // (detail/tx_layout.hpp) are cited where they are kept.
 #include "troupe/shm/tx.hpp"
 
@@ -800,10 +800,17 @@ void Tx::commit() {
   // T6: the frees must not fail after the commit point. Each block must be
   // published (the snapshot is validated, so a block we unlinked is still
   // linked) and listed once (a second owner would free it twice).
+  auto published = [&](Offset b) {
+    try {
+      return heap_->owner(b).kind == Owner::published;
+    } catch (const Error&) {  // not a block (H1): refused below, locks released
+      return false;
+    }
+  };
   std::sort(frees_.begin(), frees_.end());
   for (std::size_t i = 0; i < frees_.size(); ++i) {
     const bool twice = i > 0 && frees_[i] == frees_[i - 1];
-    if (twice || heap_->owner(frees_[i]).kind != Owner::published) {
+    if (twice || !published(frees_[i])) {
       unlock();
       throw Error(Errc::invalid_argument,
                   fmt::format("a transaction retired block {:#x} {} (does it have two owners?); "
@@ -830,8 +837,10 @@ void Tx::commit() {
   r.wv.store(wv, std::memory_order_relaxed);
   fault_point("tx.before_commit");
   r.state.store(seq_ << 32 | kTxCommitted, std::memory_order_release);  // X3: the commit point
-  committed_ = true;                                                    // T6
-  allocs_.clear();  // published: shared data owns them now
+  // T6: from here an exception must undo nothing; the blocks we allocated
+  // are published, owned by shared data now.
+  committed_ = true;
+  allocs_.clear();
 
   for (std::size_t i = 0; i < writes_.size(); ++i) {
     // Release: we hold the stripe, and a reader that sees this value must

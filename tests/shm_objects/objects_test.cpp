@@ -357,6 +357,15 @@ TEST(ShmTx, DoubleRetireIsRefusedBeforeTheCommitPoint) {
                             tx.retire(blob);
                           }),
                Error);
+  // Likewise a block that is not published, or no block at all.
+  for (Offset bad : {Offset{8}, Offset{1} << 40})
+    EXPECT_THROW(atomically(l,
+                            [&](Tx& tx) {
+                              d.set(tx, "new", std::string(200, 'n'));
+                              tx.retire(bad);
+                            }),
+                 Error);
+  EXPECT_EQ(l.stuck_locks(), 0u);
   atomically(l, [&](Tx& tx) {
     EXPECT_FALSE(d.contains(tx, "new"));
     EXPECT_EQ(d.get(tx, "s")->as_string(), std::string(100, 's'));

@@ -17,7 +17,7 @@
 // transaction from starting or committing until it is done (no livelock).
 // Reclamation: blocks unlinked by a committed transaction are freed once every
 // slot's epoch word is 0 or at least wv (grace period, X5 of tx_layout.hpp).
-// Crash safety: see tx_layout.hpp (X1-X6) and TxHeap's recovery hook.
+// Crash safety: see tx_layout.hpp (X1-X7) and TxHeap's recovery hook.
 //
 // Invariants:
 //   T1. Opacity: every value Tx::read returns belongs to the snapshot at rv
