@@ -2,23 +2,39 @@
 // I2; process.hpp I1, I2).
 //
 // Root: one IO thread waits (epoll) on every worker socket and on a wake
-// eventfd; it completes replies, routes workers' own calls, fails the calls of
-// a worker that died, times calls out and retires idle workers. Callers send
-// directly from their own thread.
+// eventfd; it starts workers, sends the calls that waited for one, completes
+// replies, routes workers' own calls, fails the calls of a worker that died,
+// times calls out and retires idle workers. Callers send directly from their
+// own thread when a worker is ready for them.
 // Worker: the main thread receives from the parent; calls run on the worker's
 // pool (or on their actor), replies are sent from wherever they finish.
 //
 // Invariants (in addition to node.hpp's):
-//   N1. mu_ guards workers_, pending_, dead_, objects_, cancelled_, stats_ and
-//       the id counters. No message is sent and no promise completed while it
-//       is held, except spawning a worker and sending `shutdown`.
+//   N1. mu_ guards workers_, pending_, waiting_, dead_, objects_, unstarted_,
+//       stats_ and the id counters. No message is sent and no promise
+//       completed while it is held, except spawning a worker and sending
+//       `shutdown`.
 //   N2. A WorkerRec's socket is closed only when the last shared_ptr to the
 //       record goes, so a sender holding one never writes to a reused fd.
-//   W1. A worker with one thread (the default) runs every call, and every
-//       behaviour of the actors it hosts, on the thread that receives them.
 //   N3. Budget: a worker holds an OFD write lock on one byte of the budget
 //       file, through a descriptor only it has; the kernel drops the lock when
 //       the worker dies, however it dies.
+//   N4. Only the IO thread starts workers, and it ends only after they have
+//       gone. A worker's PR_SET_PDEATHSIG follows the *thread* that started
+//       it, so it fires when the program ends, never when a caller's
+//       short-lived thread does.
+//   N5. No thread ever waits for a worker slot. A call that cannot go to a
+//       ready worker (one must be started, or none is usable) waits in
+//       waiting_ with its pending entry at worker 0, holding its own
+//       descriptors; the IO thread sends it when a worker starts, replies or
+//       exits (drain_waiting), and fails it with the cause if none can start.
+//   N6. Bookkeeping is bounded by live work: dead_ keeps the last kDeadKept
+//       workers that hosted objects (only a handle names a worker later);
+//       a worker's unstarted_ holds only calls received and not yet started.
+//   W1. A worker with one thread (the default) runs every call, and every
+//       behaviour of the actors it hosts, on the thread that receives them.
+//   W2. A cancel marks a call in unstarted_ only if it has not started; the
+//       entry goes when the call starts (take_cancelled) or is rejected.
 #include <fcntl.h>
 #include <fmt/core.h>
 #include <poll.h>
@@ -37,11 +53,11 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <map>
 #include <mutex>
 #include <thread>
 #include <unordered_map>
-#include <unordered_set>
 
 #include "troupe/detail/mpsc_queue.hpp"
 #include "troupe/proc/process.hpp"
@@ -108,6 +124,13 @@ struct WorkerRec {
   Clock::time_point last_used = Clock::now();
 };
 
+// A call waiting for a worker (N5): its pending entry has worker 0.
+struct Waiting {
+  std::uint64_t id = 0;
+  std::string body;
+  std::vector<Fd> fds;  // dups, owned: the caller's were borrowed (node.hpp I2)
+};
+
 struct PendingEntry {
   std::unique_ptr<PendingBase> p;
   std::uint32_t worker = 0;
@@ -134,6 +157,11 @@ class Node {
     Message m;
     try {
       if (!detail::recv_message(parent_.get(), m)) return false;  // the parent is gone
+    } catch (const detail::BadMessage& e) {
+      if (!answer_rejected(
+              e, [this](std::uint64_t id, const std::string& body) { send_reply(id, body); }))
+        std::fprintf(stderr, "troupe worker %u: %s\n", self_id_, e.what());
+      return true;  // bad input: rejected, the caller told (wire.hpp I3), keep serving
     } catch (const Error& e) {
       std::fprintf(stderr, "troupe worker %u: %s\n", self_id_, e.what());
       return true;  // bad input: reject it and keep serving
@@ -144,13 +172,54 @@ class Node {
       complete(m);
     } else if (m.kind == Kind::cancel) {
       std::lock_guard lock(mu_);
-      cancelled_.insert(m.id);
+      // W2: only a call that has not started yet can still be skipped.
+      auto it = unstarted_.find(m.id);
+      if (it != unstarted_.end()) it->second = true;
     } else if (m.kind == Kind::release) {
       release_local(m);
     } else if (m.kind == Kind::shutdown) {
       return false;
     }
     return true;
+  }
+
+  // A message rejected with its header readable (wire.hpp I3), on either
+  // side: a call is answered with the error (through `reply`), a reply fails
+  // the call it answers; either way the caller learns why instead of waiting.
+  template <class Reply>
+  bool answer_rejected(const detail::BadMessage& e, Reply&& reply) {
+    std::string what = e.what();
+    if (e.kind() == Kind::call) {
+      std::string name = call_name(e.body());
+      if (!name.empty()) what = fmt::format("{}: {}", name, what);
+      if (worker_mode_) what = fmt::format("worker {}: {}", self_id_, what);
+      reply(e.id(), detail::pack_error(Errc::bad_message, what));
+    } else if (e.kind() == Kind::reply) {
+      std::string name;
+      {
+        std::lock_guard lock(mu_);
+        auto it = pending_.find(e.id());
+        if (it != pending_.end()) name = it->second.p->name;
+      }
+      fail_pending(e.id(), std::make_exception_ptr(
+                               Error(Errc::bad_message,
+                                     fmt::format("the reply to {} was rejected: {}", name, what))));
+    } else {
+      return false;  // nobody waits on it: the receiver only logs it
+    }
+    return true;
+  }
+
+  // The registered name a call body names, or "" if it cannot be read.
+  static std::string call_name(std::string_view body) {
+    try {
+      auto oh = detail::unpack_body(body);
+      const msgpack::object& o = oh.get();
+      if (o.type == msgpack::type::ARRAY && o.via.array.size == 4)
+        return o.via.array.ptr[2].as<std::string>();
+    } catch (const std::exception&) {
+    }
+    return {};
   }
 
   [[noreturn]] void serve(int sock, std::uint32_t id, std::size_t threads) {
@@ -262,6 +331,10 @@ class Node {
         throw Error(Errc::bad_message, fmt::format("bad message: no function or method named '{}' "
                                                    "is registered in this program",
                                                    name));
+      {
+        std::lock_guard lock(mu_);
+        unstarted_.emplace(m.id, false);  // W2: until the invoker's take_cancelled
+      }
       detail::FdContext saved = detail::fd_context();
       detail::fd_context().in = &m.fds;
       try {
@@ -272,13 +345,16 @@ class Node {
       }
       detail::fd_context() = saved;
     } catch (const msgpack::type_error&) {
+      take_cancelled(m.id);  // W2: it never starts
       send_reply(m.id, detail::pack_error(Errc::bad_message,
                                           fmt::format("bad message: the arguments of {} do not "
                                                       "match its parameters",
                                                       name)));
     } catch (const Error& e) {
+      take_cancelled(m.id);
       send_reply(m.id, detail::pack_error(e.code(), e.what()));
     } catch (const std::exception& e) {
+      take_cancelled(m.id);
       send_reply(m.id, detail::pack_error(Errc::bad_message,
                                           fmt::format("bad message: {} ({})", e.what(), name)));
     }
@@ -329,9 +405,15 @@ class Node {
     }
   }
 
+  // W2: the call starts now (or never): forget it, and say whether it was
+  // cancelled meanwhile.
   bool take_cancelled(std::uint64_t id) {
     std::lock_guard lock(mu_);
-    return cancelled_.erase(id) > 0;
+    auto it = unstarted_.find(id);
+    if (it == unstarted_.end()) return false;
+    bool cancelled = it->second;
+    unstarted_.erase(it);
+    return cancelled;
   }
 
   std::uint64_t add_object(std::string_view type, std::shared_ptr<void> actor) {
@@ -390,10 +472,11 @@ class Node {
         auto wit = workers_.find(it->second.worker);
         if (wit != workers_.end()) {
           w = wit->second;
-          w->outstanding--;
+          unassign_locked(it->second, *w);
         }
       }
       forget_deadline_locked(it->second);
+      forget_waiting_locked(it->first, it->second);
       pending_.erase(it);
     }
     try {
@@ -413,6 +496,7 @@ class Node {
       p = std::move(it->second.p);
       if (!worker_mode_) note_reply_locked(it->second, m);
       forget_deadline_locked(it->second);
+      forget_waiting_locked(it->first, it->second);
       pending_.erase(it);
     }
     p->complete(m);  // N1: outside the lock
@@ -427,17 +511,35 @@ class Node {
       p = std::move(it->second.p);
       if (!worker_mode_) {
         auto wit = workers_.find(it->second.worker);
-        if (wit != workers_.end()) wit->second->outstanding--;
+        if (wit != workers_.end()) unassign_locked(it->second, *wit->second);
       }
       forget_deadline_locked(it->second);
+      forget_waiting_locked(it->first, it->second);
       pending_.erase(it);
     }
     p->fail(std::move(e));
   }
 
+  // A call on `w` ends without a reply (cancelled, timed out, rejected): no
+  // handle will ever own the object a spawn may have made, so it no longer
+  // keeps the worker from retiring (mu_ held).
+  void unassign_locked(const PendingEntry& e, WorkerRec& w) {
+    if (w.outstanding > 0) w.outstanding--;
+    if (e.spawns_object && w.objects > 0) w.objects--;
+  }
+
   // Bookkeeping for a pending entry about to be erased (mu_ held).
   void forget_deadline_locked(const PendingEntry& e) {
     if (e.deadline != Clock::time_point::max() && deadlines_ > 0) deadlines_--;
+  }
+
+  // N5: a queued call that ends before it was sent (cancelled, timed out)
+  // leaves the queue, closing the descriptors it held (mu_ held).
+  void forget_waiting_locked(std::uint64_t id, const PendingEntry& e) {
+    if (e.worker != 0 || waiting_.empty()) return;
+    auto it = std::find_if(waiting_.begin(), waiting_.end(),
+                           [id](const Waiting& q) { return q.id == id; });
+    if (it != waiting_.end()) waiting_.erase(it);
   }
 
   // ---------------------------------------------------------------- root side
@@ -455,59 +557,94 @@ class Node {
     }
   }
 
+  // Sends the call to a worker now, or queues it for the IO thread (N4, N5).
   std::uint64_t dispatch(detail::OutCall&& call, std::unique_ptr<PendingBase> p) {
     ensure_io();
+    std::unique_lock lock(mu_);
     std::shared_ptr<WorkerRec> w;
-    std::uint64_t id = 0;
-    for (;;) {
-      std::unique_lock lock(mu_);
-      if (call.worker != 0) {
-        auto it = workers_.find(call.worker);
-        if (it == workers_.end() || it->second->retiring) {
-          auto dit = dead_.find(call.worker);
-          std::string why = dit != dead_.end() ? dit->second : "it does not exist";
+    if (call.worker != 0) {
+      auto it = workers_.find(call.worker);
+      if (it == workers_.end() || it->second->retiring) {
+        std::string why = lost_worker_locked(call.worker);
+        lock.unlock();
+        p->fail(std::make_exception_ptr(Error(
+            Errc::worker_lost,
+            fmt::format("{}: its actor is lost: worker {} {}", call.name, call.worker, why))));
+        return 0;
+      }
+      w = it->second;
+    } else if (waiting_.empty()) {  // N5: first come, first served
+      w = ready_worker_locked();
+    }
+    Waiting q;
+    if (!w) {
+      // node.hpp I2: the caller's descriptors are borrowed only until we
+      // return; a queued call holds its own.
+      for (int fd : call.fds) {
+        int d = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);
+        if (d < 0) {
+          std::string why = std::strerror(errno);
           lock.unlock();
-          p->fail(std::make_exception_ptr(Error(
-              Errc::worker_lost,
-              fmt::format("{}: its actor is lost: worker {} {}", call.name, call.worker, why))));
+          p->fail(std::make_exception_ptr(
+              Error(Errc::system,
+                    fmt::format("{}: cannot keep its descriptors while it waits for a worker: {}",
+                                call.name, why))));
           return 0;
         }
-        w = it->second;
-      } else {
-        w = pick_locked();
-        // A new worker only if this program is under its budget and the
-        // machine-wide file did not just say no (retried after a back-off or
-        // when one of ours exits), so a busy program does not hammer the file.
-        if ((!w || w->outstanding > 0) && workers_.size() < opts_.budget &&
-            Clock::now() >= next_spawn_try_) {
-          if (auto fresh = spawn_locked())
-            w = std::move(fresh);
-          else
-            next_spawn_try_ = Clock::now() + std::chrono::milliseconds(20);
-        }
-        if (!w) {  // the machine-wide budget is taken by other programs: wait for a slot
-          lock.unlock();
-          std::this_thread::sleep_for(std::chrono::milliseconds(2));
-          continue;
-        }
+        q.fds.emplace_back(d);
       }
-      id = next_call_++;
-      PendingEntry e;
-      e.p = std::move(p);
-      e.worker = w->id;
-      e.spawns_object = call.name.rfind("new ", 0) == 0;
-      if (e.spawns_object) w->objects++;
-      if (call.timeout.count() > 0) {
-        e.deadline = Clock::now() + call.timeout;
-        deadlines_++;
-      }
-      pending_.emplace(id, std::move(e));
-      w->outstanding++;
-      w->last_used = Clock::now();
-      break;
     }
+    std::uint64_t id = next_call_++;
+    PendingEntry e;
+    e.p = std::move(p);
+    e.spawns_object = call.name.rfind("new ", 0) == 0;
+    if (call.timeout.count() > 0) {
+      e.deadline = Clock::now() + call.timeout;
+      deadlines_++;
+    }
+    if (w) assign_locked(e, *w);
+    pending_.emplace(id, std::move(e));
+    if (!w) {
+      q.id = id;
+      q.body = std::move(call.body);
+      waiting_.push_back(std::move(q));
+      lock.unlock();
+      wake_io();  // N4: it starts a worker, or sends when one is free
+      return id;
+    }
+    lock.unlock();
+    send_call(*w, id, call.body, call.fds);
+    if (call.timeout.count() > 0) wake_io();
+    return id;
+  }
+
+  // The worker a call for "any worker" goes to now, or null: the IO thread
+  // must start one first (the program is under its budget and every worker is
+  // busy), or none is usable yet (N5).
+  std::shared_ptr<WorkerRec> ready_worker_locked() {
+    std::shared_ptr<WorkerRec> w = pick_locked();
+    if (w && w->outstanding > 0 && may_spawn_locked()) return nullptr;
+    return w;
+  }
+
+  // A new worker only if this program is under its budget and the
+  // machine-wide file did not just say no (retried after a back-off or when
+  // one of ours exits), so a busy program does not hammer the file.
+  bool may_spawn_locked() const {
+    return workers_.size() < opts_.budget && Clock::now() >= next_spawn_try_;
+  }
+
+  void assign_locked(PendingEntry& e, WorkerRec& w) {
+    e.worker = w.id;
+    if (e.spawns_object) w.objects++;
+    w.outstanding++;
+    w.last_used = Clock::now();
+  }
+
+  void send_call(const WorkerRec& w, std::uint64_t id, std::string_view body,
+                 std::span<const int> fds) {
     try {
-      detail::send_message(w->sock.get(), Kind::call, id, call.body, call.fds);
+      detail::send_message(w.sock.get(), Kind::call, id, body, fds);
     } catch (const Error& e) {
       // A dead peer: the IO thread sees its end of stream and fails this call
       // with the cause (the signal), so leave it pending. Anything else: now.
@@ -515,8 +652,70 @@ class Node {
     } catch (...) {
       fail_pending(id, std::current_exception());
     }
-    if (call.timeout.count() > 0) wake_io();
-    return id;
+  }
+
+  // IO thread: sends the queued calls as workers become available, starting
+  // workers within the budget (N4, N5). Never waits: what cannot go now stays
+  // queued until a worker exits or the budget back-off ends.
+  void drain_waiting() {
+    for (;;) {
+      std::unique_lock lock(mu_);
+      if (waiting_.empty()) return;
+      std::shared_ptr<WorkerRec> w = pick_locked();
+      if ((!w || w->outstanding > 0) && may_spawn_locked()) {
+        try {
+          if (auto fresh = spawn_locked())
+            w = std::move(fresh);
+          else
+            next_spawn_try_ = Clock::now() + std::chrono::milliseconds(20);
+        } catch (const Error& err) {
+          next_spawn_try_ = Clock::now() + std::chrono::milliseconds(20);
+          if (!w) {
+            // No worker to fall back on: every queued call fails with the
+            // cause rather than wait for a start that keeps failing.
+            fail_waiting_locked(lock, err);
+            continue;
+          }
+        }
+      }
+      if (!w) return;
+      Waiting q = std::move(waiting_.front());
+      waiting_.pop_front();
+      auto it = pending_.find(q.id);
+      if (it == pending_.end()) continue;  // cancelled or timed out while it waited
+      assign_locked(it->second, *w);
+      lock.unlock();
+      std::vector<int> fds;
+      for (auto& f : q.fds) fds.push_back(f.get());
+      send_call(*w, q.id, q.body, fds);
+    }
+  }
+
+  // Fails every queued call with `err` (a worker could not be started);
+  // unlocks `lock` to complete them (N1) and locks it again.
+  void fail_waiting_locked(std::unique_lock<std::mutex>& lock, const Error& err) {
+    std::vector<std::unique_ptr<PendingBase>> failed;
+    for (auto& q : waiting_) {
+      auto it = pending_.find(q.id);
+      if (it == pending_.end()) continue;
+      failed.push_back(std::move(it->second.p));
+      forget_deadline_locked(it->second);
+      pending_.erase(it);
+    }
+    waiting_.clear();
+    lock.unlock();
+    for (auto& p : failed)
+      p->fail(std::make_exception_ptr(
+          Error(err.code(), fmt::format("cannot start a worker for {}: {}", p->name, err.what()))));
+    lock.lock();
+  }
+
+  // Why a call to an actor on `worker` cannot go there (mu_ held).
+  std::string lost_worker_locked(std::uint32_t worker) const {
+    auto dit = dead_.find(worker);
+    if (dit != dead_.end()) return dit->second;
+    if (worker > 0 && worker < next_worker_) return "is gone";
+    return "does not exist";
   }
 
   std::shared_ptr<WorkerRec> pick_locked() {
@@ -545,6 +744,8 @@ class Node {
     return Fd();
   }
 
+  // N4: the IO thread only. Throws Error naming the cause if a worker cannot
+  // be started; null if the budget file has no free slot.
   std::shared_ptr<WorkerRec> spawn_locked() {
     Fd slot = take_budget_slot();
     if (!slot) return nullptr;
@@ -562,8 +763,8 @@ class Node {
     }
     auto w = std::make_shared<WorkerRec>();
     w->id = next_worker_++;
-    std::string env_value = fmt::format("TROUPE_WORKER={}:{}:{}:{}", theirs.get(), w->id,
-                                        opts_.worker_threads, slot.get());
+    std::string env_value = fmt::format("TROUPE_WORKER={}:{}:{}:{}:{}", theirs.get(), w->id,
+                                        opts_.worker_threads, slot.get(), ::getpid());
     std::vector<char*> envp;
     for (char** e = environ; *e; ++e)
       if (std::strncmp(*e, "TROUPE_WORKER=", 14) != 0) envp.push_back(*e);
@@ -587,7 +788,12 @@ class Node {
     epoll_event ev{};
     ev.events = EPOLLIN;
     ev.data.u32 = w->id;
-    ::epoll_ctl(epfd_.get(), EPOLL_CTL_ADD, w->sock.get(), &ev);
+    if (::epoll_ctl(epfd_.get(), EPOLL_CTL_ADD, w->sock.get(), &ev) != 0) {
+      int err = errno;  // unwatched, it could never be reaped or its calls failed: end it now
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, nullptr, 0);
+      throw Error(Errc::system, fmt::format("epoll_ctl for a new worker: {}", std::strerror(err)));
+    }
     workers_.emplace(w->id, w);
     stats_.started++;
     stats_.alive = workers_.size();
@@ -622,7 +828,7 @@ class Node {
       int timeout_ms = -1;
       {
         std::lock_guard lock(mu_);
-        if (deadlines_ > 0)
+        if (deadlines_ > 0 || !waiting_.empty())  // N5: queued calls retry the budget
           timeout_ms = 10;
         else if (!workers_.empty())
           timeout_ms = static_cast<int>(std::clamp<long>(opts_.idle_timeout.count() / 4, 10, 1000));
@@ -647,6 +853,13 @@ class Node {
         bool alive = true;
         try {
           alive = detail::recv_message(w->sock.get(), m);
+        } catch (const detail::BadMessage& e) {
+          // wire.hpp I3: the worker's call is answered, its reply fails our call.
+          if (!answer_rejected(e, [&](std::uint64_t id, const std::string& body) {
+                send_to(wid, Kind::reply, id, body, {});
+              }))
+            std::fprintf(stderr, "troupe: from worker %u: %s\n", wid, e.what());
+          continue;
         } catch (const Error& e) {
           std::fprintf(stderr, "troupe: from worker %u: %s\n", wid, e.what());
           continue;  // bad input: rejected, the worker keeps its place
@@ -668,8 +881,10 @@ class Node {
           }
         }
       }
+      drain_waiting();  // N5: a worker may have exited or replied
       expire_and_retire();
     }
+    shut_down_workers();  // N4: before this thread, their PDEATHSIG parent, ends
   }
 
   // A worker's own call: dispatch it like ours, then send the reply back.
@@ -748,7 +963,10 @@ class Node {
       }
       ::epoll_ctl(epfd_.get(), EPOLL_CTL_DEL, w->sock.get(), nullptr);
       workers_.erase(w->id);
-      dead_[w->id] = fmt::format("(pid {}) {}", w->pid, how);
+      if (w->objects > 0) {  // N6: only handles name a worker later
+        dead_[w->id] = fmt::format("(pid {}) {}", w->pid, how);
+        if (dead_.size() > kDeadKept) dead_.erase(dead_.begin());  // the oldest
+      }
       next_spawn_try_ = {};  // its budget slot is free again
       stats_.alive = workers_.size();
       if (!lost.empty() || w->objects > 0 || !w->retiring) stats_.lost++;
@@ -815,9 +1033,21 @@ class Node {
 
   void stop() {
     if (worker_mode_ || !io_.joinable()) return;
+    stop_.store(true, std::memory_order_release);
+    wake_io();
+    io_.join();
+  }
+
+  // IO thread, on leaving: asks every worker to exit, waits up to 1 s for
+  // each, kills the rest. It runs here because the workers' PDEATHSIG fires
+  // when this thread ends (N4): they get their second to leave first.
+  void shut_down_workers() {
     std::vector<std::shared_ptr<WorkerRec>> ws;
     {
-      std::lock_guard lock(mu_);
+      std::unique_lock lock(mu_);
+      // N5: no worker will take the queued calls any more.
+      if (!waiting_.empty())
+        fail_waiting_locked(lock, Error(Errc::shutdown, "the program is shutting down"));
       for (auto& [id, w] : workers_) ws.push_back(w);
     }
     for (auto& w : ws) {
@@ -826,9 +1056,6 @@ class Node {
       } catch (const std::exception&) {
       }
     }
-    stop_.store(true, std::memory_order_release);
-    wake_io();
-    io_.join();
     for (auto& w : ws) {
       w->sock.reset();  // the worker sees end of stream even if it missed shutdown
       int status;
@@ -852,6 +1079,10 @@ class Node {
     std::lock_guard lock(mu_);
     return stats_;
   }
+  detail::TableSizes table_sizes() {
+    std::lock_guard lock(mu_);
+    return {pending_.size(), waiting_.size(), dead_.size(), unstarted_.size()};
+  }
   std::vector<pid_t> pids() {
     std::lock_guard lock(mu_);
     std::vector<pid_t> v;
@@ -868,8 +1099,10 @@ class Node {
   Options opts_;
   std::map<std::uint32_t, std::shared_ptr<WorkerRec>> workers_;
   std::unordered_map<std::uint64_t, PendingEntry> pending_;
-  std::unordered_map<std::uint32_t, std::string> dead_;
-  std::unordered_set<std::uint64_t> cancelled_;
+  std::map<std::uint32_t, std::string> dead_;  // N6: the last kDeadKept, by worker id
+  static constexpr std::size_t kDeadKept = 256;
+  std::deque<Waiting> waiting_;                        // N5
+  std::unordered_map<std::uint64_t, bool> unstarted_;  // W2: call id -> cancelled
   std::unordered_map<std::uint64_t, std::pair<std::string, std::shared_ptr<void>>> objects_;
   std::uint64_t next_call_ = 1, next_object_ = 1;
   std::uint32_t next_worker_ = 1;
@@ -900,13 +1133,17 @@ void init(int argc, char** argv, const Options& options) {
   if (!w) return;
   unsigned sock = 0, id = 0, lockfd = 0;
   std::size_t threads = 1;
-  if (std::sscanf(w, "%u:%u:%zu:%u", &sock, &id, &threads, &lockfd) != 4) {
+  long parent = 0;
+  if (std::sscanf(w, "%u:%u:%zu:%u:%ld", &sock, &id, &threads, &lockfd, &parent) != 5) {
     std::fprintf(stderr, "troupe: malformed TROUPE_WORKER=%s\n", w);
     _exit(2);
   }
-  ::unsetenv("TROUPE_WORKER");         // the worker's own children are not workers
-  ::prctl(PR_SET_PDEATHSIG, SIGKILL);  // never outlive the program
-  if (::getppid() == 1) _exit(0);      // the parent died before prctl
+  ::unsetenv("TROUPE_WORKER");  // the worker's own children are not workers
+  // Never outlive the program: the root starts workers from its IO thread
+  // only, which lives as long as the runtime (N4), so this fires when the
+  // program ends, not when some short-lived thread of it does.
+  ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (::getppid() != static_cast<pid_t>(parent)) _exit(0);  // it died before prctl
   ::fcntl(static_cast<int>(sock), F_SETFD, FD_CLOEXEC);
   ::fcntl(static_cast<int>(lockfd), F_SETFD, FD_CLOEXEC);  // held for life (N3)
   n.serve(static_cast<int>(sock), id, threads);
@@ -936,6 +1173,7 @@ std::shared_ptr<void> find_object(std::uint64_t id, std::string_view type) {
 void release_object(std::uint32_t worker, std::uint64_t object) {
   node().release_remote(worker, object);
 }
+TableSizes table_sizes() { return node().table_sizes(); }
 }  // namespace detail
 
 }  // namespace troupe::proc

@@ -25,6 +25,11 @@ int busy(int ms) {
   return ms;
 }
 int quick(int x) { return x + 1; }
+struct Counter {
+  explicit Counter(long start) : n(start) {}
+  long add(long d) { return n += d; }
+  long n;
+};
 }  // namespace
 
 TEST(Kill, TwoHundredKillsNoHangNoLeak) {
@@ -66,4 +71,37 @@ TEST(Kill, TwoHundredKillsNoHangNoLeak) {
   EXPECT_EQ(proc::stats().alive, 0u);
   EXPECT_EQ(children(), 0) << "leaked worker processes";
   EXPECT_EQ(open_fds(), fds_before) << "leaked descriptors";
+  // Workers that hosted no actor are not remembered: no handle names them.
+  EXPECT_EQ(proc::detail::table_sizes().dead, 0u);
+  EXPECT_EQ(proc::detail::table_sizes().pending, 0u);
+}
+
+// Workers that hosted actors are remembered, for the handles' errors, but
+// only the latest few hundred of them.
+TEST(Kill, KilledActorsAreRememberedBoundedly) {
+#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
+  constexpr int kKills = 80;
+#else
+  constexpr int kKills = 300;
+#endif
+  for (int i = 0; i < kKills; ++i) {
+    auto c = proc::spawn<Counter>(1L).get();
+    for (pid_t pid : proc::worker_pids()) kill(pid, SIGKILL);
+    try {
+      c.call<&Counter::add>(1L).get();
+      // The call may have raced ahead of the kill.
+    } catch (const Error& e) {
+      ASSERT_EQ(e.code(), Errc::worker_lost) << e.what();
+    }
+    for (int t = 0; t < 2000 && proc::stats().alive > 0; ++t) std::this_thread::sleep_for(1ms);
+    try {
+      c.call<&Counter::add>(1L).get();
+      FAIL() << "an actor outlived its worker";
+    } catch (const Error& e) {
+      ASSERT_EQ(e.code(), Errc::worker_lost) << e.what();
+      ASSERT_NE(std::string(e.what()).find("signal 9"), std::string::npos) << e.what();
+    }
+  }
+  EXPECT_GT(proc::detail::table_sizes().dead, 0u);
+  EXPECT_LE(proc::detail::table_sizes().dead, 256u);
 }

@@ -213,6 +213,8 @@ template <class T, class... A>
 void invoke_new(const msgpack::object& args, std::uint64_t, std::uint64_t id) {
   auto t = decode_args<std::tuple<A...>>(args);
   troupe::detail::run_task([t, id] {
+    if (take_cancelled(id))  // also ends the worker's record of the call
+      return send_reply(id, pack_error(Errc::cancelled, "cancelled before it started"));
     reply_with(id, [&] {
       auto actor =
           std::apply([](auto&&... a) { return make_actor<T>(std::move(a)...); }, std::move(*t));

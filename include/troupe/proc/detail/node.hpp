@@ -46,11 +46,22 @@ struct OutCall {
 std::uint64_t submit_call(OutCall&& call, std::unique_ptr<PendingBase> p);
 void cancel_call(std::uint64_t id);
 void send_reply(std::uint64_t id, std::string_view body, std::span<const int> fds = {});
+// A worker calls this as call `id` starts (or is skipped): true if it was
+// cancelled before it started. Every invoker calls it exactly once.
 bool take_cancelled(std::uint64_t id);
 std::uint32_t self_worker_id() noexcept;
 
 std::uint64_t add_object(std::string_view type, std::shared_ptr<void> actor);
 std::shared_ptr<void> find_object(std::uint64_t id, std::string_view type);
 void release_object(std::uint32_t worker, std::uint64_t object);
+
+// Sizes of this node's tables, for tests that check they stay bounded.
+struct TableSizes {
+  std::size_t pending = 0;    // calls awaiting a reply
+  std::size_t waiting = 0;    // root: calls waiting for a worker
+  std::size_t dead = 0;       // root: dead workers remembered for their handles
+  std::size_t unstarted = 0;  // worker: calls received, not started
+};
+TableSizes table_sizes();
 
 }  // namespace troupe::proc::detail
