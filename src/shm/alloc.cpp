@@ -16,7 +16,7 @@
 // then writes the head and the tails (I4). There is no allocator-wide lock:
 // superblocks are held by one slot at a time (I3), pages and blocks are
 // claimed by CAS.
-// Invariants (besides layout.hpp's I1-I5):
+// Invariants (besides layout.hpp's I1-I6):
 //   A1. A slot's cache holds only blocks tagged with that slot, at most
 //       cache_cap(cls) of them, all of class cls.
 //   A2. Superblock fields other than nfree/owner are read only after an
