@@ -163,8 +163,11 @@ TEST(ShmCrash, RandomKillsKeepTheHeapExact) {
     unsigned victim = rng() % kWorkers;
     // Mostly kill workers inside their loop (so fault points get their
     // chance too); sometimes one still starting up (opening, recovering).
+    // A worker armed with a fault point is spared three times in four, so
+    // it usually reaches its point even where it runs slowly (sanitizers).
     bool started = table->ops[victim].load() > ops_at_spawn[victim];
-    if (!killed[victim] && (started || rng() % 5 == 0)) {
+    bool spare = !fault[victim].empty() && rng() % 4 != 0;
+    if (!killed[victim] && !spare && (started || rng() % 5 == 0)) {
       killed[victim] = true;
       ::kill(pids[victim], SIGKILL);
     }
