@@ -8,10 +8,15 @@
 //   pairs 64 B     allocate one 64-byte block, free it, repeat
 //   batch 16-512 B allocate 32 blocks of mixed sizes (16..512), free them all
 // Two processes: fork()ed children open the segment by name (troupe:
-// Heap::open, Boost: open_only), wait on a pipe for the start, and report the
-// time they took; throughput = all pairs / the slower child's time.
+// Heap::open, Boost: open_only), warm up, wait on a pipe for the start, and
+// report the time they took; throughput = all pairs / the slower child's time.
 //
-// Usage: bench_shm_alloc [--runs N] [--pairs N]
+// Rules (as bench/README.md): one untimed warm-up per side, then the sides
+// alternate run by run; after every run each side is checked (troupe: no live
+// bytes left and verify() clean; Boost: free memory back to where it was and
+// check_sanity()), a wrong state aborts the program.
+//
+// Usage: bench_shm_alloc [--runs N] [--pairs N] [--quick]
 #include <fmt/format.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -19,8 +24,10 @@
 #include <algorithm>
 #include <boost/interprocess/managed_shared_memory.hpp>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <random>
 #include <string>
 #include <troupe/shm/heap.hpp>
@@ -148,13 +155,43 @@ struct Row {
   double troupe, other;  // pairs per second
 };
 
+[[noreturn]] void wrong(const std::string& what) {
+  std::fprintf(stderr, "bench_shm_alloc: WRONG RESULT: %s\n", what.c_str());
+  std::abort();
+}
+
+void check_troupe(troupe::shm::Heap& heap) {
+  heap.flush_thread_cache();
+  auto st = heap.stats();
+  if (st.live_bytes() != 0)
+    wrong(
+        fmt::format("troupe heap has {} live bytes after every block was freed", st.live_bytes()));
+  if (auto problems = heap.verify(); !problems.empty()) wrong("troupe heap: " + problems.front());
+}
+
+void check_boost(bip::managed_shared_memory& seg, std::size_t free_at_start) {
+  if (seg.get_free_memory() != free_at_start)
+    wrong(fmt::format("Boost segment has {} free bytes, {} at start", seg.get_free_memory(),
+                      free_at_start));
+  if (!seg.check_sanity()) wrong("Boost segment failed check_sanity()");
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  for (int i = 1; i + 1 < argc; i += 2) {
+  for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
-    if (a == "--runs") g_runs = std::max(1, std::atoi(argv[i + 1]));
-    if (a == "--pairs") g_pairs = std::strtoull(argv[i + 1], nullptr, 10);
+    if (a == "--quick") {
+      g_runs = 1;
+      g_pairs = 200'000;
+    } else if (a == "--runs" && i + 1 < argc) {
+      g_runs = std::max(1, std::atoi(argv[++i]));
+    } else if (a == "--pairs" && i + 1 < argc) {
+      g_pairs = std::max<std::size_t>(kBatch, std::strtoull(argv[++i], nullptr, 10));
+    } else {
+      std::fprintf(stderr, "usage: bench_shm_alloc [--runs N] [--pairs N] [--quick]\n");
+      return 2;
+    }
   }
   troupe::shm::CreateOptions opt;
   opt.max_size = std::size_t{256} << 20;
@@ -163,48 +200,71 @@ int main(int argc, char** argv) {
   const std::string bname = fmt::format("troupe_bench_bip_{}", ::getpid());
   bip::shared_memory_object::remove(bname.c_str());
   bip::managed_shared_memory seg(bip::create_only, bname.c_str(), std::size_t{256} << 20);
+  const std::size_t boost_free = seg.get_free_memory();
+
+  // Sides of one comparison: warmed up once each, then run alternately.
+  auto alternate = [&](std::vector<std::function<double()>> sides) {
+    std::vector<std::vector<double>> secs(sides.size());
+    for (auto& side : sides) side();  // warm-up
+    for (int r = 0; r < g_runs; ++r)
+      for (std::size_t i = 0; i < sides.size(); ++i) secs[i].push_back(sides[i]());
+    std::vector<double> med;
+    for (auto& v : secs) med.push_back(median(v));
+    return med;
+  };
 
   std::vector<Row> rows;
-  auto measure = [&](auto fn) {
-    std::vector<double> v;
-    fn();  // warm-up
-    for (int r = 0; r < g_runs; ++r) v.push_back(fn());
-    return median(v);
-  };
   for (Work w : {Work::pairs, Work::batch}) {
     const char* wname = w == Work::pairs ? "pairs 64 B" : "batch 16-512 B";
-    double t = measure([&] { return troupe_one(heap, w, g_pairs); });
-    double m = measure([&] { return malloc_one(w, g_pairs); });
-    double b = measure([&] { return boost_one(seg, w, g_pairs); });
-    rows.push_back({fmt::format("1 process, {}", wname), "malloc/free", g_pairs / t, g_pairs / m});
-    rows.push_back(
-        {fmt::format("1 process, {}", wname), "Boost.Interprocess", g_pairs / t, g_pairs / b});
+    auto troupe1 = [&] {
+      double s = troupe_one(heap, w, g_pairs);
+      check_troupe(heap);
+      return s;
+    };
+    auto malloc1 = [&] { return malloc_one(w, g_pairs); };
+    auto boost1 = [&] {
+      double s = boost_one(seg, w, g_pairs);
+      check_boost(seg, boost_free);
+      return s;
+    };
     auto troupe2 = [&] {
-      return in_processes(2, [&](auto wait_start) {
+      double s = in_processes(2, [&](auto wait_start) {
         troupe::shm::Heap mine = troupe::shm::Heap::open(heap.name());
         troupe_one(mine, w, g_pairs / 8);  // warm the slot's cache
         wait_start();
-        double s = troupe_one(mine, w, g_pairs);
+        double secs = troupe_one(mine, w, g_pairs);
+        mine.flush_thread_cache();
         mine.close();
-        return s;
+        return secs;
       });
+      check_troupe(heap);
+      return s;
     };
     auto boost2 = [&] {
-      return in_processes(2, [&](auto wait_start) {
+      double s = in_processes(2, [&](auto wait_start) {
         bip::managed_shared_memory mine(bip::open_only, bname.c_str());
+        boost_one(mine, w, g_pairs / 8);  // the same warm-up as troupe's children
         wait_start();
         return boost_one(mine, w, g_pairs);
       });
+      check_boost(seg, boost_free);
+      return s;
     };
-    double t2 = measure(troupe2);
-    double b2 = measure(boost2);
-    rows.push_back({fmt::format("2 processes, {}", wname), "Boost.Interprocess", 2 * g_pairs / t2,
-                    2 * g_pairs / b2});
+    auto one = alternate({troupe1, malloc1, boost1});
+    auto two = alternate({troupe2, boost2});
+    const auto n = static_cast<double>(g_pairs);
+    rows.push_back({fmt::format("1 process, {}", wname), "malloc/free", n / one[0], n / one[1]});
+    rows.push_back(
+        {fmt::format("1 process, {}", wname), "Boost.Interprocess", n / one[0], n / one[2]});
+    rows.push_back({fmt::format("2 processes, {}", wname), "Boost.Interprocess", 2 * n / two[0],
+                    2 * n / two[1]});
   }
   bip::shared_memory_object::remove(bname.c_str());
 
-  fmt::print("alloc+free pairs per second, median of {} runs, {} pairs per process per run\n\n",
-             g_runs, g_pairs);
+  fmt::print(
+      "alloc+free pairs per second, median of {} runs (sides alternating), {} pairs per "
+      "process per run\n\n",
+      g_runs, g_pairs);
   fmt::print("| case | troupe (M pairs/s) | peer | peer (M pairs/s) | ratio troupe/peer |\n");
   fmt::print("|---|---:|---|---:|---:|\n");
   for (auto& r : rows)
