@@ -187,13 +187,16 @@ bool recv_message(int sock, Message& out) {
   Header h{};
   const bool named = readable_header(buf.get(), len, h);
   if (msg.msg_flags & MSG_CTRUNC) {
-    // I2: the descriptors that did arrive close with `fds`. I3: the bytes did
-    // arrive whole, so the rejection names the message and keeps an inline
-    // body, for the receiver to tell the caller which call lost its fds.
+    // I2: the descriptors that did arrive are closed first: a receiver at
+    // its fd limit needs them back to report the error at all. I3: the bytes
+    // did arrive whole, so the rejection names the message and keeps an
+    // inline body, for the receiver to tell the caller which call lost its fds.
+    const std::size_t arrived = fds.size();
+    fds.clear();
     std::string why = fmt::format(
         "descriptors were truncated (MSG_CTRUNC): the receiving process is at its fd limit or "
         "more than {} were sent; {} of {} arrived",
-        kMaxFds, fds.size(), named ? h.nfds : 0);
+        kMaxFds, arrived, named ? h.nfds : 0);
     if (!named) bad(why);
     std::string body;
     if (!(msg.msg_flags & MSG_TRUNC) && !(h.flags & kBodyInFd) && h.body_len == len - sizeof h)

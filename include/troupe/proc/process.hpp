@@ -20,8 +20,10 @@
 //
 // Errors (troupe::Error): Errc::worker_lost ("worker 3 (pid 812) exited with
 // signal 9 (Killed) while running &Counter::add"), Errc::remote_exception
-// (user code threw; RemoteException carries the type name), Errc::bad_message,
-// Errc::timeout, Errc::cancelled.
+// (user code threw; RemoteException carries the type name), Errc::bad_message
+// (also: the worker was at its fd limit and the call's descriptors were
+// truncated), Errc::timeout, Errc::cancelled, Errc::system (no worker could be
+// started: "cannot start a worker for fn add: budget file ...: ...").
 //
 // Invariants:
 //   I1. Everything callable across processes is registered by name at static

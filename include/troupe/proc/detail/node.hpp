@@ -9,8 +9,9 @@
 //
 // Invariants:
 //   I1. Every submitted call completes exactly once: by its reply, or by
-//       fail() (worker died, timeout, cancel, send error). The pending table
-//       entry is erased by whoever completes it, under the node's mutex.
+//       fail() (worker died, timeout, cancel, send error, its message or its
+//       reply rejected, no worker could be started). The pending table entry
+//       is erased by whoever completes it, under the node's mutex.
 //   I2. Descriptors passed in a call are borrowed until submit_call returns
 //       (sendmsg dups them into the receiver).
 #pragma once
