@@ -70,39 +70,44 @@ std::optional<Slot> encode_inline(const Value& v) {
   }
 }
 
-// V2: a list/dict/record may be stored only if this transaction created it
-// and has not stored it yet (nor elsewhere in the value being stored). Checked
-// before anything is allocated or changed, so a refused store leaves the
-// transaction as it was.
-void check_storable(Tx& tx, const Value& v, std::vector<Offset>& seen) {
-  switch (v.kind()) {
-    case Kind::tuple:
-      for (const Value& item : v.as_tuple()) check_storable(tx, item, seen);
-      return;
-    case Kind::list:
-    case Kind::dict:
-    case Kind::record: {
-      const Offset b = v.ref();
-      const bool again = tx.adopted(b) || std::find(seen.begin(), seen.end(), b) != seen.end();
-      if (again || !tx.allocated_here(b))
-        throw Error(Errc::invalid_argument,
-                    fmt::format("a shared {} (block {:#x}) already has an owner{}: a container can "
-                                "be stored once, in the transaction that created it",
-                                to_string(v.kind()), b,
-                                again ? " (stored earlier in this transaction)" : ""));
-      seen.push_back(b);
-      return;
-    }
-    default:
-      return;
-  }
+bool is_container(Kind k) { return k == Kind::list || k == Kind::dict || k == Kind::record; }
+
+// V2: word 3 of every container block is its reference count.
+constexpr Offset kRefsWord = 24;
+constexpr Offset kRecordSlots = 32;  // record {schema, nfields, 0, refs, slots}
+
+void retire_block_tree(Tx& tx, Kind k, Offset b);
+
+// T7 of tx.hpp: at commit, a container still counted zero is retired (its
+// slots drop their references, which may offer more containers).
+bool collect_container(Tx& tx, Offset b, std::uint64_t kind) {
+  if (tx.read(b + kRefsWord) != 0) return false;
+  retire_block_tree(tx, static_cast<Kind>(kind), b);
+  return true;
+}
+
+// V2: a fresh container is counted zero and offered for collection, so one
+// that is never stored is freed when its transaction commits.
+void fresh_container(Tx& tx, Kind k, Offset b) {
+  tx.collect_at_commit(b, static_cast<std::uint64_t>(k), collect_container);
+}
+
+void add_ref(Tx& tx, Offset b) { tx.write(b + kRefsWord, tx.read(b + kRefsWord) + 1); }
+
+void drop_ref(Tx& tx, Kind k, Offset b) {
+  std::uint64_t n = tx.read(b + kRefsWord);
+  if (n == 0)
+    throw Error(Errc::bad_segment,
+                fmt::format("the reference count of {} {:#x} is already zero", to_string(k), b));
+  tx.write(b + kRefsWord, n - 1);
+  if (n == 1) tx.collect_at_commit(b, static_cast<std::uint64_t>(k), collect_container);
 }
 
 void encode_into(Tx& tx, std::uint64_t* dst, const Value& v);
 
-// V2: strings, bytes and tuples are copied into fresh blocks; containers are
-// adopted (check_storable has cleared them).
-Slot encode_checked(Tx& tx, const Value& v) {
+// V2: strings, bytes and tuples are copied into fresh blocks; a container
+// gains a reference (the slot or tuple item the encoding is stored in).
+Slot encode(Tx& tx, const Value& v) {
   if (auto s = encode_inline(v)) return *s;
   Heap& h = tx.heap();
   switch (v.kind()) {
@@ -126,7 +131,7 @@ Slot encode_checked(Tx& tx, const Value& v) {
     case Kind::list:
     case Kind::dict:
     case Kind::record:
-      tx.adopt(v.ref());  // V2: its one owner is the slot we return
+      add_ref(tx, v.ref());  // V2: for the slot we return
       return {make_tag(v.kind()), v.ref()};
     default:
       break;
@@ -135,18 +140,9 @@ Slot encode_checked(Tx& tx, const Value& v) {
 }
 
 void encode_into(Tx& tx, std::uint64_t* dst, const Value& v) {
-  Slot s = encode_checked(tx, v);
+  Slot s = encode(tx, v);
   dst[0] = s.tag;
   dst[1] = s.payload;
-}
-
-// The slot encoding of v, to be stored in one place (V2).
-Slot encode(Tx& tx, const Value& v) {
-  if (v.kind() >= Kind::tuple) {
-    std::vector<Offset> seen;
-    check_storable(tx, v, seen);
-  }
-  return encode_checked(tx, v);
 }
 
 Value decode_block(Heap& h, Kind k, Offset b);
@@ -204,7 +200,7 @@ Value decode_block(Heap& h, Kind k, Offset b) {
       } else if (ik == Kind::real) {
         items.push_back(Value(std::bit_cast<double>(s.payload)));
       } else if (ik == Kind::list || ik == Kind::dict || ik == Kind::record) {
-        items.push_back(Value::ref(ik, s.payload));  // owned by the tuple (V2)
+        items.push_back(Value::ref(ik, s.payload));  // counted by the tuple (V2)
       } else {
         items.push_back(Value());
       }
@@ -215,16 +211,20 @@ Value decode_block(Heap& h, Kind k, Offset b) {
   return k == Kind::string ? Value(std::move(str)) : Value::bytes(str);
 }
 
-void retire_block_tree(Tx& tx, Kind k, Offset b);
-
-// V2: retires everything the slot owns.
+// V2: retires the blob or tuple the slot owns; a container loses the
+// slot's reference.
 void retire_slot(Tx& tx, Slot s) {
   Kind k = kind_of(s.tag);
   if ((k == Kind::string || k == Kind::bytes) && inline_len_plus1(s.tag) == 0)
     tx.retire(s.payload);
-  else if (k == Kind::tuple || k == Kind::list || k == Kind::dict || k == Kind::record)
+  else if (k == Kind::tuple)
     retire_block_tree(tx, k, s.payload);
+  else if (is_container(k))
+    drop_ref(tx, k, s.payload);
 }
+
+// Retires a tuple with what it owns, or a container no longer counted (V2)
+// with its own blocks; the containers its slots name lose a reference.
 
 void retire_block_tree(Tx& tx, Kind k, Offset b) {
   Heap& h = tx.heap();
@@ -258,7 +258,8 @@ void retire_block_tree(Tx& tx, Kind k, Offset b) {
     case Kind::record: {
       const auto* p = h.ptr<const std::uint64_t>(b);  // schema, nfields: immutable
       retire_block_tree(tx, Kind::tuple, p[0]);
-      for (std::uint64_t i = 0; i < p[1]; ++i) retire_slot(tx, read_slot(tx, b + 16 + 16 * i));
+      for (std::uint64_t i = 0; i < p[1]; ++i)
+        retire_slot(tx, read_slot(tx, b + kRecordSlots + 16 * i));
       break;
     }
     default:
@@ -267,8 +268,9 @@ void retire_block_tree(Tx& tx, Kind k, Offset b) {
   tx.retire(b);
 }
 
-// Replaces the value in the slot at `at` (V2: the old one's tree is retired).
-// Storing the container the slot already holds changes nothing.
+// Replaces the value in the slot at `at` (V2: the new value is counted before
+// the old one is dropped). Storing the container the slot already holds
+// changes nothing.
 void store_slot(Tx& tx, Offset at, const Value& v) {
   Slot old = read_slot(tx, at);
   if (v.ref() != null_offset && old.tag == make_tag(v.kind()) && old.payload == v.ref()) return;
@@ -473,17 +475,19 @@ std::string Value::repr() const {
   }
 }
 
-// ---- List: {len, cap, items} ----------------------------------------------------
+// ---- List: {len, cap, items, refs} ----------------------------------------------
 
 List new_list(Tx& tx, std::size_t capacity) {
   capacity = std::max<std::size_t>(capacity, 1);
-  Offset b = tx.allocate(24);
+  Offset b = tx.allocate(32);
   Offset items = tx.allocate(16 * capacity);
   std::memset(tx.heap().ptr(items), 0, 16 * capacity);  // none slots; private (X6)
   auto* p = tx.heap().ptr<std::uint64_t>(b);
   p[0] = 0;
   p[1] = capacity;
   p[2] = items;
+  p[3] = 0;  // V2: counted zero until stored
+  fresh_container(tx, Kind::list, b);
   return List(b);
 }
 
@@ -508,7 +512,7 @@ void List::set(Tx& tx, std::size_t i, const Value& v) const {
 }
 
 void List::append(Tx& tx, const Value& v) const {
-  Slot fresh = encode(tx, v);  // V2: a refused value changes nothing
+  Slot fresh = encode(tx, v);  // V2
   std::uint64_t len = tx.read(off_), cap = tx.read(off_ + 8);
   Offset items = tx.read(off_ + 16);
   if (len == cap) {
@@ -536,7 +540,7 @@ Value List::pop(Tx& tx) const {
   Offset at = tx.read(off_ + 16) + 16 * (len - 1);
   Slot s = read_slot(tx, at);
   Value v = decode(tx, s);
-  retire_slot(tx, s);  // a popped container is freed: its handle dies with commit
+  retire_slot(tx, s);  // V2: a popped container not stored again is freed at commit
   write_slot(tx, at, Slot{});
   tx.write(off_, len - 1);
   return v;
@@ -561,18 +565,20 @@ std::vector<Value> List::items(Tx& tx) const {
   return out;
 }
 
-// ---- Dict: {count, nbuckets, buckets}, entry {next, hash, key, value} ------------
+// ---- Dict: {count, nbuckets, buckets, refs}, entry {next, hash, key, value} ------
 
 Dict new_dict(Tx& tx, std::size_t buckets) {
   std::size_t nb = 1;
   while (nb < buckets) nb *= 2;
-  Offset b = tx.allocate(24);
+  Offset b = tx.allocate(32);
   Offset bk = tx.allocate(8 * nb);
   std::memset(tx.heap().ptr(bk), 0, 8 * nb);  // private (X6)
   auto* p = tx.heap().ptr<std::uint64_t>(b);
   p[0] = 0;
   p[1] = nb;
   p[2] = bk;
+  p[3] = 0;  // V2: counted zero until stored
+  fresh_container(tx, Kind::dict, b);
   return Dict(b);
 }
 
@@ -620,12 +626,12 @@ void Dict::set(Tx& tx, const Value& key, const Value& v) const {
     store_slot(tx, e + 32, v);  // V2
     return;
   }
-  Slot fresh = encode(tx, v);  // V2: a refused value changes nothing
+  Slot fresh = encode(tx, v);  // V2
   Offset e = tx.allocate(48);
   auto* p = tx.heap().ptr<std::uint64_t>(e);  // private until commit (X6)
   p[0] = 0;
   p[1] = h;
-  encode_into(tx, p + 2, key);  // V3: hashable, so no container to check
+  encode_into(tx, p + 2, key);  // V3: hashable, so no container to count
   p[4] = fresh.tag;
   p[5] = fresh.payload;
   tx.write(link, e);
@@ -692,17 +698,20 @@ std::vector<Value> Dict::keys(Tx& tx) const {
   return out;
 }
 
-// ---- Record: {schema, nfields, slots} ---------------------------------------------
+// ---- Record: {schema, nfields, 0, refs, slots} -----------------------------------
 
 Record new_record(Tx& tx, const std::vector<std::string>& fields) {
   std::vector<Value> names;
   for (auto& f : fields) names.emplace_back(f);
   Slot schema = encode(tx, Value::tuple(std::move(names)));
-  Offset b = tx.allocate(16 + 16 * fields.size());
+  Offset b = tx.allocate(kRecordSlots + 16 * fields.size());
   auto* p = tx.heap().ptr<std::uint64_t>(b);  // private (X6); schema and nfields never change
   p[0] = schema.payload;
   p[1] = fields.size();
-  std::memset(p + 2, 0, 16 * fields.size());
+  p[2] = 0;
+  p[3] = 0;  // V2: counted zero until stored
+  std::memset(p + 4, 0, 16 * fields.size());
+  fresh_container(tx, Kind::record, b);
   return Record(b);
 }
 
@@ -738,15 +747,15 @@ std::size_t Record::index(Tx& tx, std::string_view field) const {
 }
 
 Value Record::get(Tx& tx, std::string_view field) const {
-  return decode(tx, read_slot(tx, off_ + 16 + 16 * index(tx, field)));
+  return decode(tx, read_slot(tx, off_ + kRecordSlots + 16 * index(tx, field)));
 }
 
 void Record::set(Tx& tx, std::string_view field, const Value& v) const {
-  store_slot(tx, off_ + 16 + 16 * index(tx, field), v);  // V2
+  store_slot(tx, off_ + kRecordSlots + 16 * index(tx, field), v);  // V2
 }
 
 Offset Record::payload_word(Tx& tx, std::string_view field) const {
-  return off_ + 16 + 16 * index(tx, field) + 8;
+  return off_ + kRecordSlots + 16 * index(tx, field) + 8;
 }
 
 // ---- roots ------------------------------------------------------------------------

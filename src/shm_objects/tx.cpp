@@ -565,7 +565,8 @@ void Tx::begin() {
   write_index_.clear();
   allocs_.clear();
   frees_.clear();
-  adopted_.clear();
+  candidates_.clear();
+  collected_.clear();
   committed_ = false;
 }
 
@@ -645,18 +646,25 @@ bool Tx::allocated_here(Offset block) const {
   return std::find(allocs_.begin(), allocs_.end(), block) != allocs_.end();
 }
 
-void Tx::adopt(Offset block) { adopted_.push_back(block); }
+void Tx::collect_at_commit(Offset block, std::uint64_t arg, Collector collect) {
+  candidates_.push_back({block, arg, collect});
+}
 
-bool Tx::adopted(Offset block) const {
-  return std::find(adopted_.begin(), adopted_.end(), block) != adopted_.end();
+// T7. Runs before anything is locked, so a collector's reads, writes and
+// retirements are ordinary parts of the transaction (validated, logged).
+void Tx::collect() {
+  while (!candidates_.empty()) {
+    Candidate c = candidates_.back();
+    candidates_.pop_back();
+    if (collected_.contains(c.block)) continue;  // retired (maybe freed) already
+    if (c.collect(*this, c.block, c.arg)) collected_.insert(c.block);
+  }
 }
 
 void Tx::retire(Offset block) {
   auto it = std::find(allocs_.begin(), allocs_.end(), block);
   if (it != allocs_.end()) {  // never published: free it now
     allocs_.erase(it);
-    if (auto a = std::find(adopted_.begin(), adopted_.end(), block); a != adopted_.end())
-      adopted_.erase(a);  // its offset may come back from allocate()
     // T5: the block's next owner (maybe an allocation of ours) must not
     // receive the writes we buffered for it.
     const Offset end = block + heap_->usable_size(block);
@@ -708,6 +716,7 @@ void Tx::backoff() {
 }
 
 void Tx::commit() {
+  collect();  // T7: may extend the write set, or throw TxConflict
   SlotRecord& r = *rec_;
   if (writes_.empty()) {                      // read-only (T2): every read was validated at rv
     for (Offset a : allocs_) heap_->free(a);  // allocated but never linked

@@ -3,32 +3,50 @@
 //
 // Owns: troupe::shm::Value (a dynamic value held by this process), the
 // handles List, Dict and Record (an Offset naming a shared container; used
-// only inside a transaction), and named roots holding a Value.
+// only inside a transaction), named roots holding a Value, and the reference
+// counts of containers (V2).
 //
 // Encoding of a value in shared memory: a *slot* of two words {tag, payload}.
 //   tag = kind | (inline length + 1) << 8   (inline strings/bytes of <= 8 bytes)
 //   payload = the bool/int64/double bits, the inline bytes, or the Offset of
 //   the value's block: blob {len, bytes} for strings/bytes, {n, n slots} for
-//   tuples (whose items may be containers: the tuple owns them), and the
-//   container blocks below.
-//   list   {len, cap, items}   items = cap slots
-//   dict   {count, nbuckets, buckets}   buckets = nbuckets entry offsets;
-//          entry {next, hash, key slot, value slot}   (chained hashing)
-//   record {schema, nfields, nfields slots}   schema = tuple of field names
+//   tuples (whose items may be containers: each such item is a reference),
+//   and the container blocks below, whose word 3 is the reference count.
+//   list   {len, cap, items, refs}   items = cap slots
+//   dict   {count, nbuckets, buckets, refs}   buckets = nbuckets entry
+//          offsets; entry {next, hash, key slot, value slot} (chained hashing)
+//   record {schema, nfields, 0, refs, nfields slots}   schema = tuple of
+//          field names
 // Invariants:
 //   V1. Every mutable word (container fields, slots, links) is read and
 //       written only through Tx (T1 of tx.hpp); blobs and tuples are
 //       immutable after their transaction commits and are read directly
 //       (a container a tuple holds is not: only its offset in the tuple is).
-//   V2. Ownership is a tree: each block has exactly one owner (a slot, a
-//       container or a root). Storing a value copies strings, bytes and
-//       tuples; a list/dict/record can be stored only once, in the
-//       transaction that created it: storing it a second time throws Error
-//       (invalid_argument) before anything changes, and storing it again in
-//       the slot that holds it changes nothing. Overwriting or removing a
-//       value retires its whole subtree (freed after the grace period, X5 of
-//       tx_layout.hpp).
-//       (Reference counts are therefore always one and are not stored.)
+//   V2. Blobs and tuples have exactly one owner (the slot or tuple item
+//       that holds them): storing a value copies strings, bytes and tuples,
+//       and overwriting or removing it retires its copy. Lists, dicts and
+//       records are shared and reference-counted: a container's refs word
+//       counts the slots, tuple items and roots in shared memory that name
+//       it. Storing it anywhere adds one; overwriting, erasing, popping or
+//       clearing a slot, or retiring a tuple that names it, drops one. The
+//       count is an ordinary word of the transaction's write set, so an
+//       abort or retry rolls it back and a killed process's transaction
+//       changes it wholly or not at all (X3 of tx_layout.hpp). A container
+//       whose count is zero when its transaction commits (dropped to zero,
+//       or created and never stored) is retired then (T7 of tx.hpp): its
+//       slots drop their references in turn, and its blocks are freed after
+//       the grace period (X5), once no process can still be reading it.
+//       Within the transaction a count may pass through zero: a container
+//       dropped and stored again survives.
+//       Handles (List, Dict, Record, Value) are plain offsets: they hold no
+//       reference and never write a count. A handle is valid in the
+//       transaction that read it from shared data (or created it), and in
+//       later ones only while the container is still stored somewhere; read
+//       it again from a root when in doubt.
+//       Cycles (a.append(b); b.append(a), or a.append(a)) keep their counts
+//       above zero and are never freed once unreachable, as in Python
+//       without its cycle collector: break them (clear a slot) before
+//       dropping the last outside reference.
 //   V3. Dict keys are int, bool, string, bytes or tuples of those; the hash of
 //       a key depends only on its value, so every process finds it.
 //   V4. A slot's tag word is written only together with its payload word, in

@@ -17,6 +17,10 @@
 // transaction from starting or committing until it is done (no livelock).
 // Reclamation: blocks unlinked by a committed transaction are freed once every
 // slot's epoch word is 0 or at least wv (grace period, X5 of tx_layout.hpp).
+// Reference counts live in the objects' own words (objects.hpp, V2), so they
+// commit, abort and recover with the rest of the write set; the blocks whose
+// count reached zero are collected just before the commit point (T7, deferred
+// reference counting with a zero-count table: Deutsch and Bobrow, CACM 1976).
 // Crash safety: see tx_layout.hpp (X1-X7) and TxHeap's recovery hook.
 //
 // Invariants:
@@ -40,6 +44,11 @@
 //       checked before it (each retired block published and retired once),
 //       and should an exception still escape after it, rollback() undoes
 //       nothing (the record keeps the rest of the work for settle()).
+//   T7. Blocks named by collect_at_commit() are offered to their collector
+//       at commit, before the write set is locked, until none is left (a
+//       collector may name more); one that a collector retired is never
+//       offered again in the transaction. A retry or abort forgets them all
+//       (begin() starts afresh), so only the attempt that commits collects.
 //
 // Every process that changes objects must attach the layer (TxHeap::attach)
 // right after opening the heap: attaching installs the recovery hook that
@@ -57,6 +66,7 @@
 #include <cstring>
 #include <string>
 #include <type_traits>
+#include <unordered_set>
 #include <utility>
 #include <vector>
 
@@ -167,11 +177,13 @@ class Tx {
   // allocated by this transaction is freed now, with its buffered writes (T5).
   void retire(Offset block);
   bool allocated_here(Offset block) const;
-  // Marks a block allocated here as linked into shared data by this
-  // transaction (objects.hpp, V2: a fresh container gets one owner); retire()
-  // of the block forgets it.
-  void adopt(Offset block);
-  bool adopted(Offset block) const;
+  // Deferred reference counting (T7; objects.hpp V2): `block`'s count may be
+  // zero when this transaction ends. At commit, before the commit point,
+  // collect(tx, block, arg) runs for it inside the transaction (it may read,
+  // write, retire and name more blocks, and throw TxConflict); it returns
+  // true when it retired the block, which is then never offered again.
+  using Collector = bool (*)(Tx& tx, Offset block, std::uint64_t arg);
+  void collect_at_commit(Offset block, std::uint64_t arg, Collector collect);
 
   Heap& heap() const { return *heap_; }
   TxHeap& layer() const { return *layer_; }
@@ -216,7 +228,14 @@ class Tx {
   std::vector<std::uint32_t> write_index_;  // open addressing over writes_, when large
   std::vector<Offset> allocs_;
   std::vector<Offset> frees_;
-  std::vector<Offset> adopted_;
+  struct Candidate {
+    Offset block;
+    std::uint64_t arg;
+    Collector collect;
+  };
+  void collect();  // T7
+  std::vector<Candidate> candidates_;
+  std::unordered_set<Offset> collected_;
   std::vector<std::uint32_t> lock_order_;
 };
 
