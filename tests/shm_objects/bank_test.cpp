@@ -170,8 +170,10 @@ void kill_run(std::uint64_t accounts, int kills, unsigned workers, unsigned thre
 
 // Allocation and reclamation under kills: workers replace, erase and insert
 // long strings (blocks allocated before the commit point, freed after the
-// grace period) while the parent kills them; afterwards every published byte
-// is reachable from the churn root or the layer's own (no leak, no double free).
+// grace period) and share, drop and replace records (reference counts,
+// objects.hpp V2) while the parent kills them; afterwards every count is
+// exact and every published byte is reachable from the churn roots or the
+// layer's own (no leak, no double free).
 void churn_run(int kills) {
   Heap h = Heap::create(bank_heap());
   init_churn(h);
@@ -217,6 +219,12 @@ void churn_run(int kills) {
   EXPECT_EQ(ctl(h).violations.load(), 0u);
   EXPECT_EQ(l.stuck_locks(), 0u);
   EXPECT_EQ(l.busy_records(), 0u);
+  EXPECT_EQ(atomically(l,
+                       [&](Tx& tx) {
+                         return churn_audit(tx, get_root(tx, "churn").as_dict(),
+                                            get_root(tx, "churn.pool").as_dict());
+                       }),
+            0u);
   for (auto& p : h.verify()) ADD_FAILURE() << p;
   // A block can leak only where a recovery without the hook met an entry it
   // could not settle (X6); the layer counts those.

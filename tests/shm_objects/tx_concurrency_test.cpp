@@ -1,10 +1,13 @@
 // tests/shm_objects/tx_concurrency_test.cpp: threads of one process racing on
 // the same words: single-word atomic ops beside transactions (no lost update),
 // opacity (no transaction ever sees another's half-applied writes, checked
-// inside the block), and progress under heavy conflict (irrevocable mode).
+// inside the block), progress under heavy conflict (irrevocable mode), and
+// reference counts of shared records under racing stores and drops.
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <map>
+#include <random>
 #include <thread>
 #include <troupe/shm/objects.hpp>
 #include <vector>
@@ -135,6 +138,82 @@ TEST(ShmTxConcurrency, HeavyConflictStillFinishes) {
               static_cast<unsigned long long>(st.commits),
               static_cast<unsigned long long>(st.aborts),
               static_cast<unsigned long long>(st.irrevocable));
+  TxHeap::detach(h);
+}
+
+// Records shared between a pool and a holders dict, stored, dropped and
+// replaced by racing threads: inside every audit transaction each record's
+// count equals the references to it (V2: counts are transactional), and once
+// everything is dropped no byte is left.
+TEST(ShmTxConcurrency, SharedRecordCountsStayExact) {
+  Heap h = make_heap();
+  TxHeap& l = TxHeap::attach(h);
+  Dict pool = root_dict(l, "pool");
+  Dict holders = root_dict(l, "holders", 64);
+  constexpr int kPool = 8, kHolders = 32;
+  h.flush_thread_cache();
+  const std::size_t base = h.stats().published - l.layer_bytes();
+  auto make = [](Tx& tx, int n) {
+    Record r = new_record(tx, {"name", "hits"});
+    r.set(tx, "name", std::string(24 + n % 40, static_cast<char>('a' + n % 26)));
+    r.set(tx, "hits", 0);
+    return r;
+  };
+  atomically(l, [&](Tx& tx) {
+    for (int k = 0; k < kPool; ++k) pool.set(tx, k, make(tx, k));
+  });
+  std::atomic<std::uint64_t> bad{0}, audits{0};
+  auto audit = [&](Tx& tx) {
+    std::map<Offset, std::uint64_t> want;
+    auto count = [&](const Value&, const Value& v) {
+      if (v.kind() == Kind::record) ++want[v.ref()];
+    };
+    pool.for_each(tx, count);
+    holders.for_each(tx, count);
+    std::uint64_t wrong = 0;
+    for (auto [off, n] : want) wrong += tx.read(off + 24) != n;  // word 3: refs
+    return wrong;
+  };
+  std::vector<std::thread> ts;
+  for (int t = 0; t < 4; ++t)
+    ts.emplace_back([&, t] {
+      std::mt19937 rng(t + 1);
+      for (int i = 0; i < kOps / 10; ++i) {
+        int k = static_cast<int>(rng() % kPool), j = static_cast<int>(rng() % kHolders);
+        switch (rng() % 8) {
+          case 0:
+            atomically(l, [&](Tx& tx) { pool.set(tx, k, make(tx, i)); });
+            break;
+          case 1:
+          case 2:
+            atomically(l, [&](Tx& tx) { holders.erase(tx, j); });
+            break;
+          case 3:
+            bad += atomically(l, [&](Tx& tx) { return audit(tx); });
+            ++audits;
+            break;
+          default:
+            atomically(l, [&](Tx& tx) {
+              Record r = pool.get(tx, k)->as_record();
+              holders.set(tx, j, r);
+              r.set(tx, "hits", r.get(tx, "hits").as_int() + 1);
+            });
+        }
+      }
+    });
+  for (auto& t : ts) t.join();
+  EXPECT_GT(audits.load(), 0u);
+  EXPECT_EQ(bad.load(), 0u);
+  EXPECT_EQ(atomically(l, [&](Tx& tx) { return audit(tx); }), 0u);
+  atomically(l, [&](Tx& tx) {
+    for (int k = 0; k < kPool; ++k) pool.erase(tx, k);
+    for (int j = 0; j < kHolders; ++j) holders.erase(tx, j);
+  });
+  h.flush_thread_cache();
+  EXPECT_EQ(h.stats().published - l.layer_bytes(), base) << "leaked bytes";
+  EXPECT_EQ(l.stuck_locks(), 0u);
+  EXPECT_EQ(l.busy_records(), 0u);
+  for (auto& p : h.verify()) ADD_FAILURE() << p;
   TxHeap::detach(h);
 }
 
