@@ -12,6 +12,11 @@
 //      nfds - 1 descriptors (/dev/null) and, last, a memfd holding the bytes
 //      after the header, which is how a body too large for a datagram travels
 //      (kBodyInFd). This reaches the memfd path and lets Fd arguments convert.
+// and then read as the contents of a shared-memory ring (ring.hpp) that a
+// forging peer filled: 3. the input is the ring's data area (4 KiB), its
+// first 8 bytes the published tail; every frame the consumer accepts is
+// decoded as in 1. ASan checks the consumer never reads outside the ring
+// (ring.hpp R3).
 //
 // Invariants the target checks (a violation is a crash libFuzzer reports):
 //   F1. Every rejection is a troupe::Error (from decode) or a msgpack
@@ -19,6 +24,8 @@
 //       escapes and aborts. ASan/UBSan catch memory errors and UB.
 //   F2. No descriptor leaks: after each input, every descriptor the target
 //       opened is closed again (checked with fcntl F_GETFD).
+//   F4. The ring consumer rejects a forged ring only with troupe::Error, and
+//       returns no frame longer than the bytes published.
 //   F3. decode() that accepts returns a kind in 1..5 and exactly the
 //       descriptors that were attached, less the body's memfd.
 //
@@ -44,6 +51,7 @@
 #include <vector>
 
 #include "troupe/proc/detail/msgpack.hpp"
+#include "troupe/proc/detail/ring.hpp"
 #include "troupe/proc/detail/wire.hpp"
 #include "troupe/proc/process.hpp"
 
@@ -137,10 +145,17 @@ void accept(Message& m, std::size_t fds_in, bool body_in_fd) {
   if (m.fds.size() != fds_in - (body_in_fd ? 1 : 0)) violated("descriptor count");  // F3
   try {
     switch (m.kind) {
-      case Kind::call: parse_call(m); break;
-      case Kind::reply: parse_reply(m); break;
-      case Kind::release: parse_release(m); break;
-      default: break;
+      case Kind::call:
+        parse_call(m);
+        break;
+      case Kind::reply:
+        parse_reply(m);
+        break;
+      case Kind::release:
+        parse_release(m);
+        break;
+      default:
+        break;
     }
   } catch (const msgpack::unpack_error&) {  // F1: parse_error, insufficient_bytes, *_overflow
   } catch (const msgpack::type_error&) {
@@ -183,10 +198,35 @@ void decode_with_memfd(const std::uint8_t* data, std::size_t size) {
     if (::fcntl(fd, F_GETFD) != -1 || errno != EBADF) violated("a descriptor leaked");
 }
 
+void decode_ring(const std::uint8_t* data, std::size_t size) {
+  constexpr std::size_t kCap = 4096;
+  if (size < 8) return;
+  alignas(64) static char mem[Ring::bytes(kCap)];
+  std::memset(mem, 0, sizeof mem);
+  Ring::init(mem);
+  std::uint64_t tail;
+  std::memcpy(&tail, data, sizeof tail);
+  std::memcpy(mem + sizeof(RingControl), data + 8, std::min(size - 8, kCap));
+  static_cast<RingControl*>(static_cast<void*>(mem))->tail.store(tail);
+  Ring ring(mem, kCap);
+  std::string frame;
+  for (int i = 0; i < 64; ++i) {  // frames are at least 8 bytes: 4096 / 8 at most, fewer here
+    try {
+      if (!ring.peek(frame)) return;
+    } catch (const troupe::Error&) {  // F4
+      return;
+    }
+    if (frame.size() > tail) violated("a ring frame longer than what was published");  // F4
+    ring.pop();
+    decode_plain(reinterpret_cast<const std::uint8_t*>(frame.data()), frame.size());
+  }
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   decode_plain(data, size);
   decode_with_memfd(data, size);
+  decode_ring(data, size);
   return 0;
 }

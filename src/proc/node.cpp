@@ -1,21 +1,25 @@
 // src/proc/node.cpp: the root supervisor and the worker server (node.hpp I1,
 // I2; process.hpp I1, I2).
 //
-// Root: one IO thread waits (epoll) on every worker socket and on a wake
-// eventfd; it starts workers, sends the calls that waited for one, completes
-// replies, routes workers' own calls, fails the calls of a worker that died,
-// times calls out and retires idle workers. Callers send directly from their
-// own thread when a worker is ready for them.
+// Root: one IO thread waits (epoll) on every worker's channel (its socket and
+// its wake eventfd, channel.hpp) and on a wake eventfd of its own; it starts
+// workers, sends the calls that waited for one, completes replies, routes
+// workers' own calls, fails the calls of a worker that died, times calls out
+// and retires idle workers. Callers send directly from their own thread when
+// a worker is ready for them. While calls are outstanding, the IO thread
+// spins briefly on the rings before it sleeps (kSpin).
 // Worker: the main thread receives from the parent; calls run on the worker's
-// pool (or on their actor), replies are sent from wherever they finish.
+// pool (or on their actor), replies are sent from wherever they finish. After
+// each batch of messages it spins briefly on its ring before it sleeps.
 //
 // Invariants (in addition to node.hpp's):
 //   N1. mu_ guards workers_, pending_, waiting_, dead_, objects_, unstarted_,
 //       stats_ and the id counters. No message is sent and no promise
 //       completed while it is held, except spawning a worker and sending
 //       `shutdown`.
-//   N2. A WorkerRec's socket is closed only when the last shared_ptr to the
-//       record goes, so a sender holding one never writes to a reused fd.
+//   N2. A WorkerRec's channel (socket, eventfds, rings) is closed only when
+//       the last shared_ptr to the record goes, so a sender holding one never
+//       writes to a reused fd or an unmapped ring.
 //   N3. Budget: a worker holds an OFD write lock on one byte of the budget
 //       file, through a descriptor only it has; the kernel drops the lock when
 //       the worker dies, however it dies.
@@ -33,6 +37,10 @@
 //       a worker's unstarted_ holds only calls received and not yet started.
 //   W1. A worker with one thread (the default) runs every call, and every
 //       behaviour of the actors it hosts, on the thread that receives them.
+//   N7. Every message between root and worker goes through the worker's
+//       Channel (channel.hpp C1-C6), which keeps one sender's order across
+//       its ring and its socket. Only the IO thread receives (root); only the
+//       worker's main thread receives (worker).
 //   W2. A cancel marks a call in unstarted_ only if it has not started; the
 //       entry goes when the call starts (take_cancelled) or is rejected.
 #include <fcntl.h>
@@ -60,6 +68,7 @@
 #include <unordered_map>
 
 #include "troupe/detail/mpsc_queue.hpp"
+#include "troupe/proc/detail/channel.hpp"
 #include "troupe/proc/process.hpp"
 #include "troupe/runtime.hpp"
 
@@ -103,6 +112,10 @@ const msgpack::object* open_reply(const msgpack::object_handle& oh, const std::s
 namespace {
 
 using Clock = std::chrono::steady_clock;
+// How long a receiver that expects traffic spins on its ring before sleeping.
+constexpr std::chrono::microseconds kSpin{50};
+// epoll data: a worker's id, with this bit for its channel's wake eventfd.
+constexpr std::uint64_t kWakeEvent = std::uint64_t{1} << 32;
 using detail::Kind;
 using detail::Message;
 using detail::PendingBase;
@@ -117,7 +130,7 @@ std::string describe_status(int status) {
 struct WorkerRec {
   std::uint32_t id = 0;
   pid_t pid = -1;
-  Fd sock;  // N2
+  std::unique_ptr<detail::Channel> chan;  // N2, N7
   bool retiring = false;
   std::size_t outstanding = 0;
   std::size_t objects = 0;
@@ -151,21 +164,51 @@ class Node {
   }
 
   // ---------------------------------------------------------------- worker side
-  // Receives one message from the parent and acts on it. False: stop serving
-  // (the parent is gone, or it asked this worker to retire).
-  bool serve_one() {
-    Message m;
-    try {
-      if (!detail::recv_message(parent_.get(), m)) return false;  // the parent is gone
-    } catch (const detail::BadMessage& e) {
-      if (!answer_rejected(
-              e, [this](std::uint64_t id, const std::string& body) { send_reply(id, body); }))
+  // Receives every message the parent's channel can deliver now and acts on
+  // each (N7). False: stop serving (the parent is gone, or it asked this
+  // worker to retire).
+  bool serve_available(bool socket_ready) {
+    for (;;) {
+      Message m;
+      try {
+        auto got = parent_->receive(m, socket_ready);
+        if (got == detail::Channel::Got::none) return true;
+        if (got == detail::Channel::Got::closed) return false;  // the parent is gone
+      } catch (const detail::BadMessage& e) {
+        if (!answer_rejected(
+                e, [this](std::uint64_t id, const std::string& body) { send_reply(id, body); }))
+          std::fprintf(stderr, "troupe worker %u: %s\n", self_id_, e.what());
+        continue;  // bad input: rejected, the caller told (wire.hpp I3), keep serving
+      } catch (const Error& e) {
         std::fprintf(stderr, "troupe worker %u: %s\n", self_id_, e.what());
-      return true;  // bad input: rejected, the caller told (wire.hpp I3), keep serving
-    } catch (const Error& e) {
-      std::fprintf(stderr, "troupe worker %u: %s\n", self_id_, e.what());
-      return true;  // bad input: reject it and keep serving
+        continue;  // bad input: reject it and keep serving
+      }
+      if (!handle(m)) return false;
     }
+  }
+
+  // Waits until the parent's channel has something (or `extra`, if >= 0, is
+  // readable), spinning on the ring first (C4); then serves what is there.
+  // False: stop serving.
+  template <class Busy>
+  bool wait_and_serve(int extra, Busy&& busy) {
+    if (parent_->spin(kSpin)) return serve_available(false);
+    if (busy()) return true;
+    if (!parent_->prepare_sleep()) return serve_available(false);
+    pollfd fds[3] = {
+        {parent_->socket(), POLLIN, 0}, {parent_->wake_fd(), POLLIN, 0}, {extra, POLLIN, 0}};
+    int r = busy() ? 0 : ::poll(fds, extra >= 0 ? 3 : 2, -1);
+    parent_->woke(r > 0 && (fds[1].revents & POLLIN));
+    if (r < 0 && errno != EINTR) return false;
+    if (extra >= 0 && (fds[2].revents & POLLIN)) {
+      std::uint64_t v;
+      [[maybe_unused]] auto rr = ::read(extra, &v, sizeof v);
+    }
+    return serve_available(r > 0 && (fds[0].revents & (POLLIN | POLLHUP | POLLERR)));
+  }
+
+  // Acts on one message from the parent. False: stop serving.
+  bool handle(Message& m) {
     if (m.kind == Kind::call) {
       serve_call(m);
     } else if (m.kind == Kind::reply) {
@@ -222,10 +265,11 @@ class Node {
     return {};
   }
 
-  [[noreturn]] void serve(int sock, std::uint32_t id, std::size_t threads) {
+  [[noreturn]] void serve(std::unique_ptr<detail::Channel> chan, std::uint32_t id,
+                          std::size_t threads) {
     worker_mode_ = true;
     self_id_ = id;
-    parent_ = Fd(sock);
+    parent_ = std::move(chan);
     if (threads <= 1) {
       // W1: one thread receives and runs everything, no hand-off.
       WorkerLoop loop(*this);
@@ -234,7 +278,7 @@ class Node {
       sched::set_default_scheduler(nullptr);
     } else {
       troupe::init({.threads = threads});
-      while (serve_one()) {
+      while (wait_and_serve(-1, [] { return false; })) {
       }
       troupe::shutdown();  // drain this worker's pool
     }
@@ -299,18 +343,10 @@ class Node {
       }
       return n;
     }
-    // Waits for the socket or a wake; handles one message. False: stop.
+    // Waits for the parent's channel or a wake; handles what came. False: stop.
     bool wait_and_receive() {
       if (q_.size_hint() > 0) return true;  // work arrived meanwhile
-      pollfd fds[2] = {{node_.parent_.get(), POLLIN, 0}, {wake_.get(), POLLIN, 0}};
-      int r = ::poll(fds, 2, -1);
-      if (r < 0) return errno == EINTR;
-      if (fds[1].revents & POLLIN) {
-        std::uint64_t v;
-        [[maybe_unused]] auto rr = ::read(wake_.get(), &v, sizeof v);
-      }
-      if (fds[0].revents & (POLLIN | POLLHUP | POLLERR)) return node_.serve_one();
-      return true;
+      return node_.wait_and_serve(wake_.get(), [this] { return q_.size_hint() > 0; });
     }
     Node& node_;
     Fd wake_;
@@ -368,7 +404,7 @@ class Node {
         std::lock_guard lock(mu_);
         objects_.erase(std::get<1>(t));
       } else {  // a handle dropped here for an object elsewhere: the root routes it
-        detail::send_message(parent_.get(), Kind::release, 0, m.body);
+        parent_->send(Kind::release, 0, m.body);
       }
     } catch (const std::exception&) {
     }
@@ -390,7 +426,7 @@ class Node {
       pending_.emplace(id, std::move(e));
     }
     try {
-      detail::send_message(parent_.get(), Kind::call, id, call.body, call.fds);
+      parent_->send(Kind::call, id, call.body, call.fds);
     } catch (...) {
       fail_pending(id, std::current_exception());
     }
@@ -399,7 +435,7 @@ class Node {
 
   void send_reply(std::uint64_t id, std::string_view body, std::span<const int> fds = {}) {
     try {
-      detail::send_message(parent_.get(), Kind::reply, id, body, fds);
+      parent_->send(Kind::reply, id, body, fds);
     } catch (const Error& e) {
       std::fprintf(stderr, "troupe worker %u: cannot reply: %s\n", self_id_, e.what());
     }
@@ -442,7 +478,7 @@ class Node {
     msgpack::pack(b, std::make_tuple(worker, object));
     try {
       if (worker_mode_) {
-        detail::send_message(parent_.get(), Kind::release, 0, std::string_view(b.data(), b.size()));
+        parent_->send(Kind::release, 0, std::string_view(b.data(), b.size()));
         return;
       }
       std::shared_ptr<WorkerRec> w;
@@ -454,7 +490,7 @@ class Node {
         if (w->objects > 0) w->objects--;
         w->last_used = Clock::now();
       }
-      detail::send_message(w->sock.get(), Kind::release, 0, std::string_view(b.data(), b.size()));
+      w->chan->send(Kind::release, 0, std::string_view(b.data(), b.size()));
     } catch (const std::exception&) {
       // The worker is gone: so is the object.
     }
@@ -480,8 +516,8 @@ class Node {
       pending_.erase(it);
     }
     try {
-      int sock = worker_mode_ ? parent_.get() : (w ? w->sock.get() : -1);
-      if (sock >= 0) detail::send_message(sock, Kind::cancel, id, {});
+      detail::Channel* chan = worker_mode_ ? parent_.get() : (w ? w->chan.get() : nullptr);
+      if (chan) chan->send(Kind::cancel, id, {});
     } catch (const std::exception&) {
     }
     p->fail(std::make_exception_ptr(Error(Errc::cancelled, p->name + " was cancelled")));
@@ -644,7 +680,7 @@ class Node {
   void send_call(const WorkerRec& w, std::uint64_t id, std::string_view body,
                  std::span<const int> fds) {
     try {
-      detail::send_message(w.sock.get(), Kind::call, id, body, fds);
+      w.chan->send(Kind::call, id, body, fds);
     } catch (const Error& e) {
       // A dead peer: the IO thread sees its end of stream and fails this call
       // with the cause (the signal), so leave it pending. Anything else: now.
@@ -763,8 +799,11 @@ class Node {
     }
     auto w = std::make_shared<WorkerRec>();
     w->id = next_worker_++;
-    std::string env_value = fmt::format("TROUPE_WORKER={}:{}:{}:{}:{}", theirs.get(), w->id,
-                                        opts_.worker_threads, slot.get(), ::getpid());
+    detail::ChannelFds peer;  // N7: the worker's end of its rings; closed here after the spawn
+    w->chan = detail::Channel::create(std::move(mine), peer);
+    std::string env_value = fmt::format("TROUPE_WORKER={}:{}:{}:{}:{}:{}:{}:{}", theirs.get(),
+                                        w->id, opts_.worker_threads, slot.get(), ::getpid(),
+                                        peer.memfd.get(), peer.to_worker.get(), peer.to_root.get());
     std::vector<char*> envp;
     for (char** e = environ; *e; ++e)
       if (std::strncmp(*e, "TROUPE_WORKER=", 14) != 0) envp.push_back(*e);
@@ -775,6 +814,8 @@ class Node {
     // dup2 onto itself clears close-on-exec for the child only (glibc >= 2.29).
     posix_spawn_file_actions_adddup2(&fa, theirs.get(), theirs.get());
     posix_spawn_file_actions_adddup2(&fa, slot.get(), slot.get());
+    for (const Fd* f : {&peer.memfd, &peer.to_worker, &peer.to_root})
+      posix_spawn_file_actions_adddup2(&fa, f->get(), f->get());
     std::vector<char*> argv;
     for (auto& a : argv_) argv.push_back(a.data());
     argv.push_back(nullptr);
@@ -784,11 +825,14 @@ class Node {
     if (rc != 0)
       throw Error(Errc::system, fmt::format("posix_spawn of a worker: {}", std::strerror(rc)));
     w->pid = pid;
-    w->sock = std::move(mine);
     epoll_event ev{};
     ev.events = EPOLLIN;
-    ev.data.u32 = w->id;
-    if (::epoll_ctl(epfd_.get(), EPOLL_CTL_ADD, w->sock.get(), &ev) != 0) {
+    ev.data.u64 = w->id;
+    epoll_event wake{};
+    wake.events = EPOLLIN;
+    wake.data.u64 = w->id | kWakeEvent;
+    if (::epoll_ctl(epfd_.get(), EPOLL_CTL_ADD, w->chan->socket(), &ev) != 0 ||
+        ::epoll_ctl(epfd_.get(), EPOLL_CTL_ADD, w->chan->wake_fd(), &wake) != 0) {
       int err = errno;  // unwatched, it could never be reaped or its calls failed: end it now
       ::kill(pid, SIGKILL);
       ::waitpid(pid, nullptr, 0);
@@ -798,7 +842,7 @@ class Node {
     stats_.started++;
     stats_.alive = workers_.size();
     stats_.max_alive = std::max(stats_.max_alive, stats_.alive);
-    return w;  // `theirs` and `slot` close here: only the worker holds them now (N3)
+    return w;  // `theirs`, `slot`, `peer` close here: only the worker holds them now (N3)
   }
 
   void ensure_io() {
@@ -807,7 +851,7 @@ class Node {
       wake_ = Fd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
       epoll_event ev{};
       ev.events = EPOLLIN;
-      ev.data.u32 = 0;
+      ev.data.u64 = 0;
       ::epoll_ctl(epfd_.get(), EPOLL_CTL_ADD, wake_.get(), &ev);
       io_ = std::thread([this] { io_loop(); });
     });
@@ -826,6 +870,7 @@ class Node {
       // time needs: deadlines (10 ms grain) or idle retirement. With no
       // worker and no deadline the root process makes no wake-ups at all.
       int timeout_ms = -1;
+      bool expecting = false;  // a reply is due: spin on the rings before sleeping
       {
         std::lock_guard lock(mu_);
         if (deadlines_ > 0 || !waiting_.empty())  // N5: queued calls retry the budget
@@ -833,58 +878,89 @@ class Node {
         else if (!workers_.empty())
           timeout_ms = static_cast<int>(std::clamp<long>(opts_.idle_timeout.count() / 4, 10, 1000));
         if (retire_all_) timeout_ms = 0;
+        polled_.clear();
+        for (auto& [id, w] : workers_) {
+          polled_.push_back(w);
+          expecting = expecting || w->outstanding > 0;
+        }
       }
-      int n = ::epoll_wait(epfd_.get(), evs, 16, timeout_ms);
+      bool ready = false;
+      for (auto& w : polled_) ready = ready || w->chan->ready();
+      if (!ready && expecting && timeout_ms != 0) {
+        ready = detail::spin_until(kSpin, [this] {
+          for (auto& w : polled_)
+            if (w->chan->ready()) return true;
+          return false;
+        });
+      }
+      bool slept = false;
+      if (!ready && timeout_ms != 0) {
+        slept = true;
+        for (auto& w : polled_) ready = !w->chan->prepare_sleep() || ready;  // C4
+      }
+      int n = ::epoll_wait(epfd_.get(), evs, 16, ready ? 0 : timeout_ms);
       for (int i = 0; i < n; ++i) {
-        std::uint32_t wid = evs[i].data.u32;
-        if (wid == 0) {
+        if (evs[i].data.u64 == 0) {
           std::uint64_t v;
           [[maybe_unused]] auto r = ::read(wake_.get(), &v, sizeof v);
-          continue;
         }
-        std::shared_ptr<WorkerRec> w;
-        {
-          std::lock_guard lock(mu_);
-          auto it = workers_.find(wid);
-          if (it == workers_.end()) continue;
-          w = it->second;
+      }
+      for (auto& w : polled_) {
+        bool socket_ready = false, woken = false;
+        for (int i = 0; i < n; ++i) {
+          if (static_cast<std::uint32_t>(evs[i].data.u64) != w->id) continue;
+          if (evs[i].data.u64 & kWakeEvent)
+            woken = true;
+          else
+            socket_ready = true;
         }
-        Message m;
-        bool alive = true;
-        try {
-          alive = detail::recv_message(w->sock.get(), m);
-        } catch (const detail::BadMessage& e) {
-          // wire.hpp I3: the worker's call is answered, its reply fails our call.
-          if (!answer_rejected(e, [&](std::uint64_t id, const std::string& body) {
-                send_to(wid, Kind::reply, id, body, {});
-              }))
-            std::fprintf(stderr, "troupe: from worker %u: %s\n", wid, e.what());
-          continue;
-        } catch (const Error& e) {
-          std::fprintf(stderr, "troupe: from worker %u: %s\n", wid, e.what());
-          continue;  // bad input: rejected, the worker keeps its place
-        }
-        if (!alive) {
-          on_exit(w);
-          continue;
-        }
-        if (m.kind == Kind::reply) {
-          complete(m);
-        } else if (m.kind == Kind::call) {
-          route(w, m);
-        } else if (m.kind == Kind::release) {
-          try {
-            auto oh = detail::unpack_body(m.body);
-            auto t = oh.get().as<std::tuple<std::uint32_t, std::uint64_t>>();
-            release_remote(std::get<0>(t), std::get<1>(t));
-          } catch (const std::exception&) {
-          }
-        }
+        if (slept || woken) w->chan->woke(woken);
+        receive_from(w, socket_ready);
       }
       drain_waiting();  // N5: a worker may have exited or replied
       expire_and_retire();
     }
+    polled_.clear();
     shut_down_workers();  // N4: before this thread, their PDEATHSIG parent, ends
+  }
+
+  // IO thread: everything worker `w` has sent that can be delivered now (N7).
+  void receive_from(const std::shared_ptr<WorkerRec>& w, bool socket_ready) {
+    const std::uint32_t wid = w->id;
+    for (;;) {
+      Message m;
+      try {
+        auto got = w->chan->receive(m, socket_ready);
+        if (got == detail::Channel::Got::none) return;
+        if (got == detail::Channel::Got::closed) {
+          on_exit(w);
+          return;
+        }
+      } catch (const detail::BadMessage& e) {
+        // wire.hpp I3: the worker's call is answered, its reply fails our call.
+        if (!answer_rejected(e, [&](std::uint64_t id, const std::string& body) {
+              send_to(wid, Kind::reply, id, body, {});
+            }))
+          std::fprintf(stderr, "troupe: from worker %u: %s\n", wid, e.what());
+        continue;
+      } catch (const Error& e) {
+        std::fprintf(stderr, "troupe: from worker %u: %s\n", wid, e.what());
+        if (e.code() == Errc::bad_message) continue;  // rejected, the worker keeps its place
+        return;                                       // a failing socket: epoll tells us again
+      }
+      if (m.kind == Kind::reply) {
+        complete(m);
+      } else if (m.kind == Kind::call) {
+        route(w, m);
+      } else if (m.kind == Kind::release) {
+        try {
+          auto oh = detail::unpack_body(m.body);
+          auto t = oh.get().as<std::tuple<std::uint32_t, std::uint64_t>>();
+          release_remote(std::get<0>(t), std::get<1>(t));
+        } catch (const std::exception&) {
+        }
+      }
+    }
   }
 
   // A worker's own call: dispatch it like ours, then send the reply back.
@@ -921,7 +997,7 @@ class Node {
       w = it->second;
     }
     try {
-      detail::send_message(w->sock.get(), kind, id, body, fds);
+      w->chan->send(kind, id, body, fds);
     } catch (const std::exception&) {
     }
   }
@@ -961,7 +1037,8 @@ class Node {
           ++it;
         }
       }
-      ::epoll_ctl(epfd_.get(), EPOLL_CTL_DEL, w->sock.get(), nullptr);
+      ::epoll_ctl(epfd_.get(), EPOLL_CTL_DEL, w->chan->socket(), nullptr);
+      ::epoll_ctl(epfd_.get(), EPOLL_CTL_DEL, w->chan->wake_fd(), nullptr);
       workers_.erase(w->id);
       if (w->objects > 0) {  // N6: only handles name a worker later
         dead_[w->id] = fmt::format("(pid {}) {}", w->pid, how);
@@ -1008,7 +1085,7 @@ class Node {
       }
       if (w) {
         try {
-          detail::send_message(w->sock.get(), Kind::cancel, id, {});
+          w->chan->send(Kind::cancel, id, {});
         } catch (const std::exception&) {
         }
       }
@@ -1017,7 +1094,7 @@ class Node {
     }
     for (auto& w : retire) {
       try {
-        detail::send_message(w->sock.get(), Kind::shutdown, 0, {});
+        w->chan->send(Kind::shutdown, 0, {});
       } catch (const std::exception&) {
       }
     }
@@ -1052,12 +1129,12 @@ class Node {
     }
     for (auto& w : ws) {
       try {
-        detail::send_message(w->sock.get(), Kind::shutdown, 0, {});
+        w->chan->send(Kind::shutdown, 0, {});
       } catch (const std::exception&) {
       }
     }
     for (auto& w : ws) {
-      w->sock.reset();  // the worker sees end of stream even if it missed shutdown
+      w->chan->shutdown_socket();  // the worker sees end of stream even if it missed shutdown
       int status;
       // Wait up to 1 s for it to leave; a pidfd wakes us the moment it does.
       Fd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, w->pid, 0)));
@@ -1110,7 +1187,8 @@ class Node {
   bool retire_all_ = false;
   Clock::time_point next_spawn_try_{};  // back-off after the budget file said no
   Stats stats_;
-  Fd parent_;  // worker mode
+  std::unique_ptr<detail::Channel> parent_;         // worker mode (N7)
+  std::vector<std::shared_ptr<WorkerRec>> polled_;  // IO thread only: io_loop's snapshot
   Fd epfd_, wake_;
   std::once_flag io_once_;
   std::thread io_;
@@ -1131,10 +1209,11 @@ void init(int argc, char** argv, const Options& options) {
   n.configure(options);
   const char* w = std::getenv("TROUPE_WORKER");
   if (!w) return;
-  unsigned sock = 0, id = 0, lockfd = 0;
+  unsigned sock = 0, id = 0, lockfd = 0, memfd = 0, to_worker = 0, to_root = 0;
   std::size_t threads = 1;
   long parent = 0;
-  if (std::sscanf(w, "%u:%u:%zu:%u:%ld", &sock, &id, &threads, &lockfd, &parent) != 5) {
+  if (std::sscanf(w, "%u:%u:%zu:%u:%ld:%u:%u:%u", &sock, &id, &threads, &lockfd, &parent, &memfd,
+                  &to_worker, &to_root) != 8) {
     std::fprintf(stderr, "troupe: malformed TROUPE_WORKER=%s\n", w);
     _exit(2);
   }
@@ -1146,7 +1225,18 @@ void init(int argc, char** argv, const Options& options) {
   if (::getppid() != static_cast<pid_t>(parent)) _exit(0);  // it died before prctl
   ::fcntl(static_cast<int>(sock), F_SETFD, FD_CLOEXEC);
   ::fcntl(static_cast<int>(lockfd), F_SETFD, FD_CLOEXEC);  // held for life (N3)
-  n.serve(static_cast<int>(sock), id, threads);
+  for (unsigned fd : {memfd, to_worker, to_root})
+    ::fcntl(static_cast<int>(fd), F_SETFD, FD_CLOEXEC);
+  std::unique_ptr<detail::Channel> chan;
+  try {
+    chan = detail::Channel::attach(Fd(static_cast<int>(sock)),
+                                   {Fd(static_cast<int>(memfd)), Fd(static_cast<int>(to_worker)),
+                                    Fd(static_cast<int>(to_root))});
+  } catch (const Error& e) {
+    std::fprintf(stderr, "troupe worker %u: %s\n", id, e.what());
+    _exit(2);
+  }
+  n.serve(std::move(chan), id, threads);
 }
 
 bool is_worker() noexcept { return node().worker_mode_; }

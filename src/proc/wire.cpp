@@ -1,5 +1,5 @@
 // src/proc/wire.cpp: message checks and the socket transport (wire.hpp I1, I2,
-// I3).
+// I3, I4).
 #include "troupe/proc/detail/wire.hpp"
 
 #include <cxxabi.h>
@@ -40,9 +40,17 @@ namespace {
 [[noreturn]] void bad(const std::string& why) {
   throw Error(Errc::bad_message, "bad message: " + why);
 }
+// The sequence number after a header, or 0 (I4).
+std::uint64_t seq_of(const char* data, std::size_t len, const Header& h) {
+  std::uint64_t seq = 0;
+  if ((h.flags & kSeq) && len >= sizeof h + sizeof seq)
+    std::memcpy(&seq, data + sizeof h, sizeof seq);
+  return seq;
+}
 // I3: the header is readable, so the rejection names the message it rejects.
-[[noreturn]] void bad(const Header& h, const std::string& why, std::string body = {}) {
-  throw BadMessage(static_cast<Kind>(h.kind), h.id, std::move(body), "bad message: " + why);
+[[noreturn]] void bad(const Header& h, std::uint64_t seq, const std::string& why,
+                      std::string body = {}) {
+  throw BadMessage(static_cast<Kind>(h.kind), h.id, std::move(body), "bad message: " + why, seq);
 }
 // The header of a datagram if its magic and kind are right (I3).
 bool readable_header(const char* data, std::size_t len, Header& h) {
@@ -52,45 +60,63 @@ bool readable_header(const char* data, std::size_t len, Header& h) {
 }
 }  // namespace
 
+std::size_t encode_prefix(char (&out)[sizeof(Header) + 8], Kind kind, std::uint64_t id,
+                          std::size_t body_len, std::uint64_t seq) {
+  Header h{};
+  h.magic = kMagic;
+  h.kind = static_cast<std::uint8_t>(kind);
+  h.flags = seq != 0 ? kSeq : 0;
+  h.body_len = static_cast<std::uint32_t>(body_len);
+  h.id = id;
+  std::memcpy(out, &h, sizeof h);
+  if (seq == 0) return sizeof h;
+  std::memcpy(out + sizeof h, &seq, sizeof seq);
+  return sizeof h + sizeof seq;
+}
+
 Message decode(const char* data, std::size_t len, std::vector<Fd> fds) {
   if (len < sizeof(Header)) bad(fmt::format("{} bytes is shorter than a header", len));
   Header h;
   std::memcpy(&h, data, sizeof h);
   if (h.magic != kMagic) bad(fmt::format("wrong magic 0x{:08x}", h.magic));
   if (h.kind < 1 || h.kind > 5) bad(fmt::format("unknown kind {}", h.kind));
-  // From here on every rejection names the message (I3).
+  // From here on every rejection names the message (I3) and its number (I4).
+  const std::uint64_t seq = seq_of(data, len, h);
   if (h.nfds != fds.size())
-    bad(h, fmt::format("header announces {} descriptors, {} arrived", h.nfds, fds.size()));
-  if (h.flags & ~kBodyInFd) bad(h, fmt::format("unknown flags 0x{:x}", h.flags));
+    bad(h, seq, fmt::format("header announces {} descriptors, {} arrived", h.nfds, fds.size()));
+  if (h.flags & ~(kBodyInFd | kSeq)) bad(h, seq, fmt::format("unknown flags 0x{:x}", h.flags));
+  const std::size_t start = sizeof h + ((h.flags & kSeq) ? sizeof seq : 0);
+  if (len < start) bad(h, seq, "the sequence number is cut short");
   Message m;
   m.kind = static_cast<Kind>(h.kind);
   m.id = h.id;
+  m.seq = seq;
   if (h.flags & kBodyInFd) {
-    if (len != sizeof h) bad(h, "a body in a memfd and inline bytes as well");
-    if (fds.empty()) bad(h, "body announced in a memfd but no descriptor came");
+    if (len != start) bad(h, seq, "a body in a memfd and inline bytes as well");
+    if (fds.empty()) bad(h, seq, "body announced in a memfd but no descriptor came");
     if (h.body_len > kMaxBody)
-      bad(h, fmt::format("body of {} bytes is over the limit", h.body_len));
+      bad(h, seq, fmt::format("body of {} bytes is over the limit", h.body_len));
     Fd body_fd = std::move(fds.back());
     fds.pop_back();
     off_t size = ::lseek(body_fd.get(), 0, SEEK_END);
     if (size != static_cast<off_t>(h.body_len))
-      bad(h, fmt::format("memfd body holds {} bytes, header says {}", size, h.body_len));
+      bad(h, seq, fmt::format("memfd body holds {} bytes, header says {}", size, h.body_len));
     m.body.resize(h.body_len);
     if (h.body_len > 0 &&
         ::pread(body_fd.get(), m.body.data(), h.body_len, 0) != static_cast<ssize_t>(h.body_len))
-      bad(h, "could not read the memfd body");
+      bad(h, seq, "could not read the memfd body");
   } else {
-    if (h.body_len != len - sizeof h)
-      bad(h,
-          fmt::format("header says {} body bytes, datagram holds {}", h.body_len, len - sizeof h));
-    m.body.assign(data + sizeof h, h.body_len);
+    if (h.body_len != len - start)
+      bad(h, seq,
+          fmt::format("header says {} body bytes, datagram holds {}", h.body_len, len - start));
+    m.body.assign(data + start, h.body_len);
   }
   m.fds = std::move(fds);
   return m;
 }
 
 void send_message(int sock, Kind kind, std::uint64_t id, std::string_view body,
-                  std::span<const int> fds) {
+                  std::span<const int> fds, std::uint64_t seq) {
   if (fds.size() + 1 > kMaxFds)
     throw Error(Errc::invalid_argument,
                 fmt::format("{} descriptors in one call: at most {}", fds.size(), kMaxFds - 1));
@@ -99,15 +125,16 @@ void send_message(int sock, Kind kind, std::uint64_t id, std::string_view body,
                 fmt::format("message of {} bytes: at most {}", body.size(), kMaxBody));
   Header h{kMagic,
            static_cast<std::uint8_t>(kind),
-           0,
+           static_cast<std::uint8_t>(seq != 0 ? kSeq : 0),
            static_cast<std::uint16_t>(fds.size()),
            static_cast<std::uint32_t>(body.size()),
            id};
   Fd body_fd;
-  iovec iov[2];
+  iovec iov[3];
   iov[0] = {&h, sizeof h};
-  int niov = 2;
-  iov[1] = {const_cast<char*>(body.data()), body.size()};
+  int niov = 1;
+  if (seq != 0) iov[niov++] = {&seq, sizeof seq};
+  iov[niov++] = {const_cast<char*>(body.data()), body.size()};
   std::vector<int> all(fds.begin(), fds.end());
   if (body.size() > kMaxInline) {
     body_fd = Fd(::memfd_create("troupe-msg", MFD_CLOEXEC | MFD_ALLOW_SEALING));
@@ -123,10 +150,10 @@ void send_message(int sock, Kind kind, std::uint64_t id, std::string_view body,
       left -= static_cast<std::size_t>(w);
     }
     ::fcntl(body_fd.get(), F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL);
-    h.flags = kBodyInFd;
+    h.flags |= kBodyInFd;
     h.nfds = static_cast<std::uint16_t>(fds.size() + 1);
     all.push_back(body_fd.get());
-    niov = 1;
+    niov--;  // the body goes in the memfd
   }
   msghdr msg{};
   msg.msg_iov = iov;
@@ -152,10 +179,11 @@ void send_message(int sock, Kind kind, std::uint64_t id, std::string_view body,
   }
 }
 
-bool recv_message(int sock, Message& out) {
+bool recv_message(int sock, Message& out, bool dontwait, bool* empty) {
+  if (empty) *empty = false;
   // The largest datagram we send inline, plus slack to detect truncation.
   thread_local std::unique_ptr<char[]> buf(new char[kMaxInline + sizeof(Header) + 64]);
-  const std::size_t cap = kMaxInline + sizeof(Header) + 64;
+  const std::size_t cap = kMaxInline + sizeof(Header) + 64;  // the slack holds a seq too
   iovec iov{buf.get(), cap};
   alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxFds)];
   msghdr msg{};
@@ -165,11 +193,15 @@ bool recv_message(int sock, Message& out) {
   msg.msg_controllen = sizeof control;
   ssize_t r;
   do {
-    r = ::recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
+    r = ::recvmsg(sock, &msg, MSG_CMSG_CLOEXEC | (dontwait ? MSG_DONTWAIT : 0));
   } while (r < 0 && errno == EINTR);
   if (r == 0) return false;
   if (r < 0) {
     if (errno == ECONNRESET) return false;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      if (empty) *empty = true;
+      return false;
+    }
     throw Error(Errc::system, fmt::format("recvmsg: {}", std::strerror(errno)));
   }
   std::vector<Fd> fds;  // I2: owned from here on, closed on every error path
@@ -199,12 +231,16 @@ bool recv_message(int sock, Message& out) {
         kMaxFds, arrived, named ? h.nfds : 0);
     if (!named) bad(why);
     std::string body;
-    if (!(msg.msg_flags & MSG_TRUNC) && !(h.flags & kBodyInFd) && h.body_len == len - sizeof h)
-      body.assign(buf.get() + sizeof h, h.body_len);
-    bad(h, why, std::move(body));
+    const std::uint64_t seq = seq_of(buf.get(), len, h);
+    const std::size_t start = sizeof h + ((h.flags & kSeq) ? sizeof seq : 0);
+    if (!(msg.msg_flags & MSG_TRUNC) && !(h.flags & kBodyInFd) && len >= start &&
+        h.body_len == len - start)
+      body.assign(buf.get() + start, h.body_len);
+    bad(h, seq, why, std::move(body));
   }
   if (msg.msg_flags & MSG_TRUNC) {
-    if (named) bad(h, "datagram truncated (larger than any valid message)");
+    if (named)
+      bad(h, seq_of(buf.get(), len, h), "datagram truncated (larger than any valid message)");
     bad("datagram truncated (larger than any valid message)");
   }
   out = decode(buf.get(), len, std::move(fds));

@@ -194,3 +194,29 @@ TEST(Wire, ForgedContainerLengthsCannotExhaustMemory) {
   std::string ok("\x93\x01\x02\x03", 4);  // [1, 2, 3] passes
   EXPECT_EQ(unpack_body(ok).get().via.array.size, 3u);
 }
+
+TEST(Wire, SequenceNumberTravelsAndIsChecked) {
+  Pair p;
+  send_message(p.a.get(), Kind::call, 5, "numbered", {}, 42);
+  Message m;
+  ASSERT_TRUE(recv_message(p.b.get(), m));
+  EXPECT_EQ(m.seq, 42u);
+  EXPECT_EQ(m.body, "numbered");
+  // Nothing waiting: a non-blocking receive says so.
+  bool empty = false;
+  EXPECT_FALSE(recv_message(p.b.get(), m, true, &empty));
+  EXPECT_TRUE(empty);
+  // A numbered header cut short before its number.
+  Header h{kMagic, static_cast<std::uint8_t>(Kind::reply), kSeq, 0, 0, 1};
+  expect_bad(header_bytes(h) + "abc");
+  // A rejection carries the number when it was readable (wire.hpp I4).
+  Header lie{kMagic, static_cast<std::uint8_t>(Kind::call), kSeq, 2, 0, 1};
+  std::uint64_t seq = 7;
+  std::string bytes = header_bytes(lie) + std::string(reinterpret_cast<const char*>(&seq), 8);
+  try {
+    decode(bytes.data(), bytes.size(), {});
+    FAIL() << "accepted a descriptor-count lie";
+  } catch (const BadMessage& e) {
+    EXPECT_EQ(e.seq(), 7u);
+  }
+}

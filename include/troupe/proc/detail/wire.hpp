@@ -1,9 +1,12 @@
 // troupe/proc/detail/wire.hpp: the messages between a program and its worker
 // processes, and their transport over a Unix SOCK_SEQPACKET socket.
 //
-// A message is one datagram: a fixed Header, then a msgpack body, with up to
-// kMaxFds descriptors attached (SCM_RIGHTS). A body too large for one datagram
-// travels in a sealed memfd attached as the last descriptor (flag kBodyInFd).
+// A message is one datagram: a fixed Header, then (flag kSeq) its 8-byte
+// sequence number, then a msgpack body, with up to kMaxFds descriptors
+// attached (SCM_RIGHTS). A body too large for one datagram travels in a sealed
+// memfd attached as the last descriptor (flag kBodyInFd). The same datagrams
+// travel framed in a shared-memory ring (ring.hpp, channel.hpp), without
+// descriptors; the sequence number orders the two paths (channel.hpp C2).
 //
 //   call     id = caller's call id   body [worker, object, name, args]
 //   reply    id = that call id       body [status, payload]
@@ -25,6 +28,9 @@
 //       dropping it silently. Truncated control data (MSG_CTRUNC: the
 //       receiver at its fd limit) is such a rejection; the datagram's bytes
 //       are still read, the descriptors that did arrive are closed.
+//   I4. A BadMessage carries the sequence number of the message it rejects
+//       when that could be read (0 otherwise), so a channel keeps its order
+//       (channel.hpp C2) past a rejected message.
 #pragma once
 
 #include <cstdint>
@@ -53,16 +59,23 @@ static_assert(sizeof(Header) == 24);
 inline constexpr std::uint32_t kMagic = 0x31505254;  // "TRP1"
 inline constexpr std::size_t kMaxFds = 32;
 inline constexpr std::uint8_t kBodyInFd = 1;
-inline constexpr std::size_t kMaxInline = 64 * 1024;         // larger bodies go by memfd
+inline constexpr std::uint8_t kSeq = 2;               // a u64 sequence number follows the header
+inline constexpr std::size_t kMaxInline = 64 * 1024;  // larger bodies go by memfd
 inline constexpr std::size_t kMaxBody = 256u * 1024 * 1024;  // refuse anything larger
 
 // I3: Error(Errc::bad_message) for a message whose header could be read.
 class BadMessage : public Error {
  public:
-  BadMessage(Kind kind, std::uint64_t id, std::string body, const std::string& message)
-      : Error(Errc::bad_message, message), kind_(kind), id_(id), body_(std::move(body)) {}
+  BadMessage(Kind kind, std::uint64_t id, std::string body, const std::string& message,
+             std::uint64_t seq = 0)
+      : Error(Errc::bad_message, message),
+        kind_(kind),
+        id_(id),
+        seq_(seq),
+        body_(std::move(body)) {}
   Kind kind() const noexcept { return kind_; }
   std::uint64_t id() const noexcept { return id_; }
+  std::uint64_t seq() const noexcept { return seq_; }  // I4
   // The inline body when only the control data was lost (MSG_CTRUNC), else
   // empty: unchecked bytes, for naming the call in the error at most.
   const std::string& body() const noexcept { return body_; }
@@ -70,12 +83,14 @@ class BadMessage : public Error {
  private:
   Kind kind_;
   std::uint64_t id_;
+  std::uint64_t seq_;
   std::string body_;
 };
 
 struct Message {
   Kind kind{};
   std::uint64_t id = 0;
+  std::uint64_t seq = 0;  // 0: none (flag kSeq not set)
   std::string body;
   std::vector<Fd> fds;  // the attached descriptors, the body's memfd removed
 };
@@ -83,15 +98,22 @@ struct Message {
 // Checks one received datagram (I1, I3).
 Message decode(const char* data, std::size_t len, std::vector<Fd> fds);
 
-// Sends one message. Thread-safe: one sendmsg per message.
-// Throws Error(Errc::worker_lost) if the peer is gone, Errc::system otherwise.
+// The header (and sequence number, if seq != 0) of an inline datagram with a
+// body of body_len bytes, written into `out`; returns the bytes used.
+std::size_t encode_prefix(char (&out)[sizeof(Header) + 8], Kind kind, std::uint64_t id,
+                          std::size_t body_len, std::uint64_t seq);
+
+// Sends one message, numbered `seq` if not 0. Thread-safe: one sendmsg per
+// message. Throws Error(Errc::worker_lost) if the peer is gone, Errc::system
+// otherwise.
 void send_message(int sock, Kind kind, std::uint64_t id, std::string_view body,
-                  std::span<const int> fds = {});
+                  std::span<const int> fds = {}, std::uint64_t seq = 0);
 
 // Receives one message into out. Returns false on end of stream. Throws
 // Error(Errc::bad_message) for anything malformed, a BadMessage when its
 // header was readable (I1, I2, I3).
-bool recv_message(int sock, Message& out);
+// With `dontwait`, returns false at once if nothing is there (`*empty`).
+bool recv_message(int sock, Message& out, bool dontwait = false, bool* empty = nullptr);
 
 // Unpacks a message body with limits derived from its size: no container may
 // claim more elements, and no string more bytes, than the body holds, and
