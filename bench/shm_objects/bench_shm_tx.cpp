@@ -9,12 +9,19 @@
 //   read-mostly    90 % read a random key's value, 10 % increment one
 //   atomic add     add 1 to one shared int (troupe: TxHeap::fetch_add)
 // Processes are fork()ed; the troupe children open the heap by name (H2 of
-// heap.hpp), the Boost ones open_only the segment. The children wait on a
-// pipe for the start; throughput = all ops / the parent's wall time from the
-// start to the last child's "done".
-// The troupe side checks the dict's sum afterwards (no lost increments).
+// heap.hpp) and attach the transaction layer, the Boost ones open_only the
+// segment; each reports "ready" and waits on a pipe for the start, so that
+// setup is outside the timed region. Throughput = all ops / the parent's wall
+// time from the start to the last child's "done".
 //
-// Usage: bench_shm_tx [--runs N] [--ops N] [--quick]
+// Rules (as bench/README.md): for each case and process count, one untimed
+// warm-up per side, then the sides alternate run by run. Every run checks its
+// result: the sum of the values (or the shared int) equals the number of
+// increments (no lost update), else the program aborts.
+//
+// Usage: bench_shm_tx [--runs N] [--ops N] [--quick] [--case increment|read|atomic]
+//                     [--procs N] [--side troupe|map|unordered|atomic]
+// (--case, --procs and --side select a subset, e.g. for perf.)
 #include <fmt/format.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -44,6 +51,8 @@ namespace {
 constexpr long kKeys = 10'000;
 std::size_t g_ops = 1'000'000;  // per process per run
 int g_runs = 5;
+std::string g_case, g_side;  // empty: all
+int g_procs = 0;             // 0: 1 and 2
 
 enum class Work { increment, read_mostly, atomic_add };
 
@@ -57,9 +66,13 @@ struct Rng {
   }
 };
 
-// Runs body(child_index) in `procs` fork()ed children started together;
-// returns ops/s over all of them (ops each).
-double in_processes(int procs, const std::function<void(int)>& body) {
+// Runs `procs` fork()ed children: each calls body(child_index, start), and
+// body calls start() once its setup is done; start() reports ready and
+// returns when every child is ready and the parent gives the signal. Returns
+// ops/s over all of them (g_ops each), timed from the signal to the last
+// child's "done".
+using Start = std::function<void()>;
+double in_processes(int procs, const std::function<void(int, const Start&)>& body) {
   int go[2], back[2];
   if (::pipe(go) != 0 || ::pipe(back) != 0) std::abort();
   std::vector<pid_t> pids;
@@ -67,23 +80,33 @@ double in_processes(int procs, const std::function<void(int)>& body) {
     pid_t pid = ::fork();
     if (pid == 0) {
       ::close(go[1]);
-      char b;
-      if (::read(go[0], &b, 1) != 1) ::_exit(3);
-      body(c);
+      ::close(back[0]);
+      auto start = [&] {
+        char ready = 1, b;
+        if (::write(back[1], &ready, 1) != 1) ::_exit(4);
+        if (::read(go[0], &b, 1) != 1) ::_exit(3);
+      };
+      body(c, start);
       char done = 1;
       if (::write(back[1], &done, 1) != 1) ::_exit(4);
       ::_exit(0);
     }
     pids.push_back(pid);
   }
-  ::usleep(20000);  // children set up (open the segment) before the start
+  auto wait_all = [&] {
+    for (int c = 0; c < procs; ++c) {
+      char b = 0;
+      if (::read(back[0], &b, 1) != 1) {
+        std::fprintf(stderr, "a benchmark child exited early\n");
+        std::exit(1);
+      }
+    }
+  };
+  wait_all();  // ready: heaps opened, layers attached
   char start[8] = {};
   auto t0 = Clock::now();
   if (::write(go[1], start, static_cast<std::size_t>(procs)) != procs) std::abort();
-  for (int c = 0; c < procs; ++c) {
-    char done = 0;
-    if (::read(back[0], &done, 1) != 1) std::abort();
-  }
+  wait_all();  // done
   double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
   for (pid_t p : pids) {
     int st = 0;
@@ -95,6 +118,14 @@ double in_processes(int procs, const std::function<void(int)>& body) {
   }
   for (int f : {go[0], go[1], back[0], back[1]}) ::close(f);
   return static_cast<double>(g_ops) * procs / seconds;
+}
+
+void check_sum(const char* side, long long sum, int procs) {
+  long long want = static_cast<long long>(g_ops) * procs;
+  if (sum != want) {
+    std::fprintf(stderr, "%s: sum %lld, expected %lld (lost updates)\n", side, sum, want);
+    std::exit(1);
+  }
 }
 
 double median(std::vector<double> v) {
@@ -117,9 +148,10 @@ double troupe_run(Work w, int procs) {
     });
   Offset counter = atomically(l, [&](Tx& tx) { return d.payload_word(tx, 0L); });
   std::string name = h.name();
-  double r = in_processes(procs, [&](int c) {
+  double r = in_processes(procs, [&](int c, const Start& start) {
     Heap mine = Heap::open(name);
     TxHeap& lm = TxHeap::attach(mine);
+    start();
     Rng rng{0x9E3779B97F4A7C15ull * static_cast<std::uint64_t>(c + 1)};
     std::int64_t sink = 0;
     for (std::size_t i = 0; i < g_ops; ++i) {
@@ -136,17 +168,14 @@ double troupe_run(Work w, int procs) {
     TxHeap::detach(mine);
     mine.close();
   });
-  // No lost update: the sum of the values is the number of increments.
+  // No lost update: the sum of the values (or the counter) is the number of
+  // increments.
   std::int64_t sum = atomically(l, [&](Tx& tx) {
     std::int64_t s = 0;
     d.for_each(tx, [&](const Value&, const Value& v) { s += v.as_int(); });
     return s;
   });
-  if (w != Work::read_mostly && sum != static_cast<std::int64_t>(g_ops) * procs) {
-    std::fprintf(stderr, "troupe: sum %lld, expected %lld\n", static_cast<long long>(sum),
-                 static_cast<long long>(g_ops) * procs);
-    std::exit(1);
-  }
+  if (w != Work::read_mostly) check_sum("troupe", sum, procs);
   TxHeap::detach(h);
   return r;
 }
@@ -174,11 +203,12 @@ double boost_run(Work w, int procs) {
     seg.construct<bip::interprocess_mutex>("mu")();
     seg.construct<std::atomic<long>>("ceiling")(0);
   }
-  double r = in_processes(procs, [&](int c) {
+  double r = in_processes(procs, [&](int c, const Start& start) {
     Segment seg(bip::open_only, name.c_str());
     M* m = seg.find<M>("m").first;
     auto* mu = seg.find<bip::interprocess_mutex>("mu").first;
     auto* ceiling = seg.find<std::atomic<long>>("ceiling").first;
+    start();
     Rng rng{0x9E3779B97F4A7C15ull * static_cast<std::uint64_t>(c + 1)};
     long sink = 0;
     for (std::size_t i = 0; i < g_ops; ++i) {
@@ -195,15 +225,39 @@ double boost_run(Work w, int procs) {
     }
     if (sink == -1) std::puts("");
   });
+  {
+    Segment seg(bip::open_only, name.c_str());
+    long long sum = 0;
+    if (w == Work::atomic_add) {
+      sum = seg.find<std::atomic<long>>("ceiling").first->load();
+    } else {
+      for (auto& kv : *seg.find<M>("m").first) sum += kv.second;
+    }
+    if (w != Work::read_mostly)
+      check_sum(w == Work::atomic_add ? "std::atomic" : "Boost", sum, procs);
+  }
   bip::shared_memory_object::remove(name.c_str());
   return r;
 }
 
-template <class F>
-double med(F f) {
-  std::vector<double> v;
-  for (int i = 0; i < g_runs; ++i) v.push_back(f());
-  return median(v);
+// One comparison: each side warmed up once (untimed), then the sides run
+// alternately, --runs times; returns each side's median.
+std::vector<double> alternate(const std::vector<std::function<double()>>& sides) {
+  for (auto& side : sides) side();  // warm-up
+  std::vector<std::vector<double>> r(sides.size());
+  for (int i = 0; i < g_runs; ++i)
+    for (std::size_t k = 0; k < sides.size(); ++k) r[k].push_back(sides[k]());
+  std::vector<double> out;
+  for (auto& v : r) out.push_back(median(v));
+  return out;
+}
+
+bool want_side(const char* name) { return g_side.empty() || g_side == name; }
+bool want_procs(int p) { return g_procs == 0 || g_procs == p; }
+
+std::string cell(double v) { return v > 0 ? fmt::format("{:.2f}", v / 1e6) : "-"; }
+std::string ratio(double a, double b) {
+  return a > 0 && b > 0 ? fmt::format("{:.2f}x", a / b) : "-";
 }
 
 }  // namespace
@@ -213,39 +267,68 @@ int main(int argc, char** argv) {
     std::string a = argv[i];
     if (a == "--quick") {
       g_ops = 200'000;
+      g_runs = 3;
     } else if (a == "--runs" && i + 1 < argc) {
       g_runs = std::max(1, std::atoi(argv[++i]));
     } else if (a == "--ops" && i + 1 < argc) {
       g_ops = static_cast<std::size_t>(std::atoll(argv[++i]));
+    } else if (a == "--case" && i + 1 < argc) {
+      g_case = argv[++i];
+    } else if (a == "--procs" && i + 1 < argc) {
+      g_procs = std::atoi(argv[++i]);
+    } else if (a == "--side" && i + 1 < argc) {
+      g_side = argv[++i];
     } else {
-      std::fprintf(stderr, "usage: bench_shm_tx [--runs N] [--ops N] [--quick]\n");
+      std::fprintf(stderr,
+                   "usage: bench_shm_tx [--runs N] [--ops N] [--quick] "
+                   "[--case increment|read|atomic] [--procs N] "
+                   "[--side troupe|map|unordered|atomic]\n");
       return 2;
     }
   }
-  std::printf("bench_shm_tx: %zu ops per process, median of %d runs, Mop/s (all processes)\n\n",
-              g_ops, g_runs);
+  std::printf(
+      "bench_shm_tx: %zu ops per process, median of %d runs (sides alternating after one "
+      "warm-up each), Mop/s (all processes)\n\n",
+      g_ops, g_runs);
   std::printf(
       "| case | procs | troupe | Boost map+mutex | Boost unordered_map+mutex | "
       "std::atomic | troupe / peer |\n");
   std::printf("| --- | --- | --- | --- | --- | --- | --- |\n");
+  std::vector<int> procs;
+  for (int p : {1, 2})
+    if (want_procs(p)) procs.push_back(p);
+  if (g_procs > 2) procs.push_back(g_procs);
+  auto none = [] { return 0.0; };
   for (Work w : {Work::increment, Work::read_mostly}) {
-    for (int p : {1, 2}) {
-      double t = med([&] { return troupe_run(w, p); });
-      double m = med([&] { return boost_run<BMap>(w, p); });
-      double u = med([&] { return boost_run<BUMap>(w, p); });
-      std::printf(
-          "| %s (10 000 keys) | %d | %.2f | %.2f | %.2f | - | %.2fx map, %.2fx unordered |\n",
-          w == Work::increment ? "increment" : "read-mostly 90 %", p, t / 1e6, m / 1e6, u / 1e6,
-          t / m, t / u);
+    const char* cname = w == Work::increment ? "increment" : "read";
+    if (!g_case.empty() && g_case != cname) continue;
+    for (int p : procs) {
+      auto res = alternate({
+          want_side("troupe") ? std::function<double()>([&] { return troupe_run(w, p); }) : none,
+          want_side("map") ? std::function<double()>([&] { return boost_run<BMap>(w, p); }) : none,
+          want_side("unordered") ? std::function<double()>([&] { return boost_run<BUMap>(w, p); })
+                                 : none,
+      });
+      double t = res[0], m = res[1], u = res[2];
+      std::printf("| %s (10 000 keys) | %d | %s | %s | %s | - | %s map, %s unordered |\n",
+                  w == Work::increment ? "increment" : "read-mostly 90 %", p, cell(t).c_str(),
+                  cell(m).c_str(), cell(u).c_str(), ratio(t, m).c_str(), ratio(t, u).c_str());
       std::fflush(stdout);
     }
   }
-  for (int p : {1, 2}) {
-    double t = med([&] { return troupe_run(Work::atomic_add, p); });
-    double a = med([&] { return boost_run<BMap>(Work::atomic_add, p); });
-    std::printf("| atomic add (one int) | %d | %.2f | - | - | %.2f | %.2fx |\n", p, t / 1e6,
-                a / 1e6, t / a);
-    std::fflush(stdout);
-  }
+  if (g_case.empty() || g_case == "atomic")
+    for (int p : procs) {
+      auto res = alternate({
+          want_side("troupe")
+              ? std::function<double()>([&] { return troupe_run(Work::atomic_add, p); })
+              : none,
+          want_side("atomic")
+              ? std::function<double()>([&] { return boost_run<BMap>(Work::atomic_add, p); })
+              : none,
+      });
+      std::printf("| atomic add (one int) | %d | %s | - | - | %s | %s |\n", p, cell(res[0]).c_str(),
+                  cell(res[1]).c_str(), ratio(res[0], res[1]).c_str());
+      std::fflush(stdout);
+    }
   return 0;
 }

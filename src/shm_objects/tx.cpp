@@ -1,6 +1,6 @@
 // src/shm_objects/tx.cpp: TL2 transactions with a shared redo log, the
 // single-word atomic operations and the recovery hook that finishes or
-// discards a dead slot's transaction. Invariants T1-T6 (tx.hpp) and X1-X7
+// discards a dead slot's transaction. Invariants T1-T7 (tx.hpp) and X1-X8
 // (detail/tx_layout.hpp) are cited where they are kept.
 #include "troupe/shm/tx.hpp"
 
@@ -24,6 +24,7 @@ namespace {
 
 constexpr unsigned kIrrevocableAfter = 24;  // aborts before taking the token
 constexpr std::size_t kLinearWrites = 16;   // write-set lookups scan up to here
+constexpr unsigned kMaxExtensions = 4;      // snapshot extensions per read (X8)
 
 std::mutex g_layers_mu;
 std::map<const Heap*, std::unique_ptr<TxHeap>> g_layers;
@@ -142,9 +143,23 @@ TxHeap::TxHeap(Heap& heap)
 }
 
 TxStats TxHeap::stats() const {
-  // Relaxed: statistics only.
-  return {commits_.load(std::memory_order_relaxed), aborts_.load(std::memory_order_relaxed),
-          irrevocable_.load(std::memory_order_relaxed)};
+  std::lock_guard<std::mutex> lk(counters_mu_);
+  TxStats s;
+  for (auto& [id, c] : counters_) {  // relaxed: statistics only
+    s.commits += c->commits.load(std::memory_order_relaxed);
+    s.aborts += c->aborts.load(std::memory_order_relaxed);
+    s.irrevocable += c->irrevocable.load(std::memory_order_relaxed);
+  }
+  return s;
+}
+
+// One set per thread (a thread that alternates layers makes a new Tx at each
+// switch, and reuses its counters; a thread id reused later adds to them).
+std::shared_ptr<TxCounters> TxHeap::new_counters() {
+  std::lock_guard<std::mutex> lk(counters_mu_);
+  auto& c = counters_[std::this_thread::get_id()];
+  if (!c) c = std::make_shared<TxCounters>();
+  return c;
 }
 
 std::size_t TxHeap::stuck_locks() const {
@@ -369,7 +384,10 @@ void TxHeap::recover_slot(unsigned slot, bool in_hook, bool orphan) {
     LogView L = view(*heap_, r);
     // The hook neither waits (it holds the heap's recovery lock) nor frees:
     // it settles the entries and defers the rest to a slotted thread.
-    if (!in_hook) grace(r.wv.load(std::memory_order_relaxed), slot, false);  // X5
+    if (!in_hook) {  // X5; X8 (d) as in Tx::commit
+      clock_catch_up(*table_, r.wv.load(std::memory_order_relaxed));
+      grace(r.wv.load(std::memory_order_relaxed), slot, false);
+    }
     std::uint64_t nf = std::min(r.n_frees.load(std::memory_order_relaxed), L.cap);
     for (std::uint64_t i = 0; i < nf; ++i) {
       // Entries the owner never started on are published blocks: kPublished
@@ -461,8 +479,9 @@ std::uint64_t atomic_op(TxHeap& l, const char* op, Offset word, F f) {
       r.op_old.store(cur, std::memory_order_relaxed);
       ++seq;                                                              // X7
       r.state.store(seq << 32 | kTxAtomicOp, std::memory_order_release);  // X2 for one stripe
-      // Acquire: the word's last writer released the stripe.
-      if (lk.compare_exchange_weak(cur, locked_word(slot), std::memory_order_acquire,
+      // Seq_cst: before our clock load below (X8 c); acquires the word's
+      // last writer's release of the stripe.
+      if (lk.compare_exchange_weak(cur, locked_word(slot), std::memory_order_seq_cst,
                                    std::memory_order_relaxed)) {
         // The slot's kind cannot change while we hold its payload's stripe
         // (V4 of objects.hpp: the tag is written only with the payload);
@@ -477,8 +496,8 @@ std::uint64_t atomic_op(TxHeap& l, const char* op, Offset word, F f) {
         // Relaxed load: we hold the stripe. Release store: see Tx::read.
         std::uint64_t old = w.load(std::memory_order_relaxed);
         w.store(f(old), std::memory_order_release);
-        // A version above every current snapshot (GV5 of TL2: no clock
-        // increment; a reader that meets it catches the clock up).
+        // A version above every current snapshot (X8: no clock increment;
+        // a reader that meets it catches the clock up).
         std::uint64_t v = std::max(version_of(cur) + 1, t.clock.load() + 1);
         // Release: the word before its new version.
         lk.store(v << 1, std::memory_order_release);
@@ -511,6 +530,7 @@ Tx::Tx(TxHeap& layer)
     : layer_(&layer),
       heap_(&layer.heap()),
       table_(&layer.table()),
+      counters_(layer.new_counters()),
       rng_(reinterpret_cast<std::uintptr_t>(this) * 0x9E3779B97F4A7C15ull + 1) {}
 
 Tx::~Tx() { finish(); }
@@ -532,7 +552,7 @@ void Tx::take_irrevocable() {
     if (n % 4096 == 4095) layer_->clear_stale_token();
   }
   irrevocable_ = true;
-  layer_->irrevocable_.fetch_add(1, std::memory_order_relaxed);  // statistics
+  counters_->bump(counters_->irrevocable);
 }
 
 void Tx::begin() {
@@ -556,8 +576,9 @@ void Tx::begin() {
       if (n % 4096 == 4095) layer_->clear_stale_token();
     }
   // X5. Announce a clock value, then take the snapshot at or above it
-  // (seq_cst: a freer that scans after our store sees it; one that scans
-  // before has already advanced the clock past its wv, which rv then covers).
+  // (seq_cst: a freer that scans after our store sees it and waits; one that
+  // scanned before had locked and released its stripes earlier in the total
+  // order, so by X8 (c) our reads see its unlinking writes or its locks).
   rec_->epoch.store(table_->clock.load());
   rv_ = table_->clock.load();
   reads_.clear();
@@ -566,7 +587,7 @@ void Tx::begin() {
   allocs_.clear();
   frees_.clear();
   candidates_.clear();
-  collected_.clear();
+  if (!collected_.empty()) collected_.clear();  // clear() sweeps every bucket
   committed_ = false;
 }
 
@@ -587,13 +608,37 @@ std::uint64_t Tx::read(Offset word) {
   // we read a word a writer stored, we also see its lock (or later) in v2,
   // and the acquire keeps v2's load after the word's. So v1 == v2, unlocked,
   // means no writer came between (no fence: free on x86, understood by TSan).
-  std::uint64_t v1 = lk.load(std::memory_order_acquire);
-  std::uint64_t val = std::atomic_ref(*p).load(std::memory_order_acquire);
-  std::uint64_t v2 = lk.load(std::memory_order_relaxed);
-  if (is_locked(v1) || v1 != v2 || version_of(v1) > rv_) [[unlikely]]
-    conflict(is_locked(v1) ? 0 : version_of(v1));
-  reads_.push_back(static_cast<std::uint32_t>(s));  // T3
-  return val;
+  //   v1 is seq_cst, not just acquire, for X8 (c): it must follow our clock
+  // load in the single total order (the same plain load on x86).
+  for (unsigned tries = 0;; ++tries) {
+    std::uint64_t v1 = lk.load();
+    std::uint64_t val = std::atomic_ref(*p).load(std::memory_order_acquire);
+    std::uint64_t v2 = lk.load(std::memory_order_relaxed);
+    if (!is_locked(v1) && v1 == v2 && version_of(v1) <= rv_) [[likely]] {
+      reads_.push_back(static_cast<std::uint32_t>(s));  // T3
+      return val;
+    }
+    // Newer than the snapshot but settled: move the snapshot forward (X8)
+    // and read again; a lock, a torn read or a failed extension aborts.
+    if (is_locked(v1) || v1 != v2 || tries >= kMaxExtensions || !extend(version_of(v1)))
+      conflict(is_locked(v1) ? 0 : version_of(v1));
+  }
+}
+
+// X8 (snapshot extension, LSA). Catches the clock up to `seen`, takes it as
+// the new snapshot and keeps it only if every stripe read so far is still
+// unlocked at a version within the old one: by X8 (b) none of them changed
+// since it was read, by X8 (c) every commit with a version up to the new
+// snapshot is visible to these loads, so all our reads belong to it (T1).
+bool Tx::extend(std::uint64_t seen) {
+  clock_catch_up(*table_, seen);
+  const std::uint64_t now = table_->clock.load();  // seq_cst: X8 (c)
+  for (std::uint32_t s : reads_) {
+    std::uint64_t w = table_->stripes[s].load();  // seq_cst: X8 (c)
+    if (is_locked(w) || version_of(w) > rv_) return false;
+  }
+  rv_ = now;
+  return true;
 }
 
 Tx::WriteEntry* Tx::find_write(Offset word) {
@@ -700,7 +745,7 @@ void Tx::rollback() {
   allocs_.clear();
   if (rec_) rec_->epoch.store(0, std::memory_order_release);  // X5: our reads before a freer sees 0
   ++attempt_;
-  layer_->aborts_.fetch_add(1, std::memory_order_relaxed);  // statistics
+  counters_->bump(counters_->aborts);
 }
 
 void Tx::backoff() {
@@ -727,12 +772,20 @@ void Tx::commit() {
       irrevocable_ = false;
     }
     attempt_ = 0;
-    layer_->commits_.fetch_add(1, std::memory_order_relaxed);  // statistics
+    counters_->bump(counters_->commits);
     return;
   }
   lock_order_.clear();
-  for (auto& w : writes_) lock_order_.push_back(static_cast<std::uint32_t>(stripe_of(w.word)));
-  std::sort(lock_order_.begin(), lock_order_.end());
+  for (auto& w : writes_) {
+    const std::uint64_t s = stripe_of(w.word);
+    lock_order_.push_back(static_cast<std::uint32_t>(s));
+    // Ask for the lines we are about to lock and store to now, so that
+    // their transfers from other cores overlap with the log writes below
+    // instead of stalling the lock and the apply one after the other.
+    __builtin_prefetch(&table_->stripes[s], 1);
+    __builtin_prefetch(heap_->ptr<std::uint64_t>(w.word), 1);
+  }
+  if (lock_order_.size() > 1) std::sort(lock_order_.begin(), lock_order_.end());
   lock_order_.erase(std::unique(lock_order_.begin(), lock_order_.end()), lock_order_.end());
 
   // The log must hold every section: grow it while we hold nothing.
@@ -781,19 +834,23 @@ void Tx::commit() {
     L.lock_stripe(i).store(lock_order_[i], std::memory_order_relaxed);
     L.lock_old(i).store(cur, std::memory_order_relaxed);
     r.n_locks.store(i + 1, std::memory_order_release);  // X2: logged before taken
-    // Acquire: the previous holder's writes happen before ours.
-    if (!lk.compare_exchange_strong(cur, mine, std::memory_order_acquire,
+    // Seq_cst (the same lock cmpxchg as acquire on x86): our locks precede
+    // our clock load in the single total order (X8 c); it also acquires the
+    // previous holder's writes.
+    if (!lk.compare_exchange_strong(cur, mine, std::memory_order_seq_cst,
                                     std::memory_order_relaxed))
       fail(0);
     held = i + 1;
     fault_point("tx.after_some_locks");
   }
 
-  const std::uint64_t wv = table_->clock.fetch_add(1) + 1;
-  // Validate the read set (always: GV5-style atomic ops may have published
-  // versions without advancing the clock, so rv + 1 == wv proves nothing).
+  // X8: a load, not an increment (GV5 of TL2): no shared write per commit.
+  // Seq_cst: after our locks in the single total order (X8 c).
+  const std::uint64_t wv = table_->clock.load() + 1;
+  // Validate the read set (always: under X8 rv + 1 == wv proves nothing).
+  // Seq_cst loads (plain loads on x86): X8 (b, c).
   for (std::uint32_t s : reads_) {
-    std::uint64_t w = table_->stripes[s].load(std::memory_order_acquire);
+    std::uint64_t w = table_->stripes[s].load();
     if (w == mine) {
       auto it = std::lower_bound(lock_order_.begin(), lock_order_.end(), s);
       std::uint64_t before = L.lock_old(it - lock_order_.begin()).load(std::memory_order_relaxed);
@@ -867,6 +924,9 @@ void Tx::commit() {
       table_->irrevocable.store(0);
       irrevocable_ = false;
     }
+    // X8 (d): transactions that begin from now on announce at least wv, so
+    // the grace period ends without waiting for them to go idle.
+    clock_catch_up(*table_, wv);
     layer_->grace(wv, slot_, false);  // X5
     for (std::size_t i = 0; i < frees_.size(); ++i) layer_->free_entry(L.free_(i), frees_[i]);
   }
@@ -879,7 +939,7 @@ void Tx::commit() {
   allocs_.clear();
   frees_.clear();
   attempt_ = 0;
-  layer_->commits_.fetch_add(1, std::memory_order_relaxed);  // statistics
+  counters_->bump(counters_->commits);
 }
 
 }  // namespace troupe::shm

@@ -1,7 +1,7 @@
 // tests/shm_objects/tx_concurrency_test.cpp: threads of one process racing on
 // the same words: single-word atomic ops beside transactions (no lost update),
 // opacity (no transaction ever sees another's half-applied writes, checked
-// inside the block), progress under heavy conflict (irrevocable mode), and
+// inside the block), snapshot extension (X8), progress under heavy conflict (irrevocable mode), and
 // reference counts of shared records under racing stores and drops.
 #include <gtest/gtest.h>
 
@@ -49,6 +49,49 @@ TEST(ShmTxConcurrency, AtomicOpsAndTransactionsOnOneWord) {
   EXPECT_EQ(l.stuck_locks(), 0u);
   EXPECT_EQ(l.exchange(word, 7), static_cast<std::uint64_t>(4 * kOps));
   EXPECT_EQ(l.load(word), 7u);
+  TxHeap::detach(h);
+}
+
+// X8: a read that meets a version above the snapshot, committed by another
+// thread after the transaction began, extends the snapshot when nothing read
+// so far changed (no retry, the new value is returned), and aborts when
+// something did (the retry sees both new values).
+TEST(ShmTxConcurrency, SnapshotExtendsOnlyOverUnchangedReads) {
+  Heap h = make_heap();
+  TxHeap& l = TxHeap::attach(h);
+  Dict d = root_dict(l, "d");
+  atomically(l, [&](Tx& tx) {
+    d.set(tx, "x", 0);
+    d.set(tx, "y", 0);
+  });
+  auto commit_elsewhere = [&](std::vector<const char*> keys) {
+    std::thread([&] {
+      atomically(l, [&](Tx& tx) {
+        for (auto k : keys) d.add(tx, k, 1);
+      });
+    }).join();
+  };
+  unsigned attempts = 0;
+  auto [x, y] = atomically(l, [&](Tx& tx) {
+    ++attempts;
+    std::int64_t a = d.get_int(tx, "x");
+    if (tx.attempt() == 0) commit_elsewhere({"y"});  // y is newer than rv now
+    return std::pair{a, d.get_int(tx, "y")};
+  });
+  EXPECT_EQ(attempts, 1u) << "an unchanged read set extends the snapshot";
+  EXPECT_EQ(x, 0);
+  EXPECT_EQ(y, 1);
+  attempts = 0;
+  auto [x2, y2] = atomically(l, [&](Tx& tx) {
+    ++attempts;
+    std::int64_t a = d.get_int(tx, "x");
+    if (tx.attempt() == 0) commit_elsewhere({"x", "y"});  // x, already read, changed
+    return std::pair{a, d.get_int(tx, "y")};
+  });
+  EXPECT_EQ(attempts, 2u) << "a changed read set must abort, not extend";
+  EXPECT_EQ(x2, 1);
+  EXPECT_EQ(y2, 2);
+  EXPECT_EQ(l.stuck_locks(), 0u);
   TxHeap::detach(h);
 }
 

@@ -7,11 +7,15 @@
 //
 // Algorithm: TL2 (Dice, Shalev, Shavit, DISC 2006) with a redo log in shared
 // memory. A transaction samples the global clock (rv), reads words validating
-// each against its stripe's versioned lock (locked or newer than rv: abort),
-// buffers writes locally, and at commit try-locks the write stripes in order
-// (never waiting while holding one: a busy lock aborts), takes a write version
-// wv from the clock, validates the read set, writes its redo log, marks it
-// committed (the commit point), applies it and releases the stripes with wv.
+// each against its stripe's versioned lock (locked: abort; newer than rv: the
+// snapshot is extended, as in LSA (Riegel, Felber, Fetzer, DISC 2006), or the
+// transaction aborts), buffers writes locally, and at commit try-locks the
+// write stripes in order (never waiting while holding one: a busy lock
+// aborts), takes a write version wv = clock + 1 without advancing the clock
+// (GV5 of TL2; X8 of tx_layout.hpp), validates the read set, writes its redo
+// log, marks it committed (the commit point), applies it and releases the
+// stripes with wv. A commit writes no shared word but its own record, its
+// log, its stripes and its words.
 // Conflicts retry with randomised exponential backoff; after kIrrevocableAfter
 // aborts a transaction takes the irrevocable token, which stops every other
 // transaction from starting or committing until it is done (no livelock).
@@ -21,15 +25,17 @@
 // commit, abort and recover with the rest of the write set; the blocks whose
 // count reached zero are collected just before the commit point (T7, deferred
 // reference counting with a zero-count table: Deutsch and Bobrow, CACM 1976).
-// Crash safety: see tx_layout.hpp (X1-X7) and TxHeap's recovery hook.
+// Crash safety: see tx_layout.hpp (X1-X8) and TxHeap's recovery hook.
 //
 // Invariants:
-//   T1. Opacity: every value Tx::read returns belongs to the snapshot at rv
-//       (or to the transaction's own writes); a read that cannot be placed
-//       there throws TxConflict before returning, so user code never sees a
-//       half-applied state of another transaction.
+//   T1. Opacity: every value Tx::read has returned belongs to the snapshot
+//       at the current rv (or to the transaction's own writes); rv only moves
+//       forward by an extension that revalidates every earlier read (X8). A
+//       read that cannot be placed there throws TxConflict before returning,
+//       so user code never sees a half-applied state of another transaction.
 //   T2. A read-only transaction writes no shared word but its own slot's
-//       epoch announcement (begin and end).
+//       epoch announcement (begin and end), and the clock when it meets a
+//       version above its snapshot (one catch-up per newer version: X8).
 //   T3. Only the words a transaction touches are recorded (read set: stripes;
 //       write set: words).
 //   T4. Unsynchronised access (Heap::ptr and plain loads/stores) bypasses all
@@ -64,8 +70,12 @@
 #include <atomic>
 #include <cstdint>
 #include <cstring>
+#include <memory>
+#include <mutex>
 #include <string>
+#include <thread>
 #include <type_traits>
+#include <unordered_map>
 #include <unordered_set>
 #include <utility>
 #include <vector>
@@ -86,6 +96,17 @@ struct TxStats {
 };
 
 class Tx;
+
+// One thread's statistics for one layer: written only by that thread (a
+// load and a store, no shared read-modify-write per transaction), summed by
+// TxHeap::stats().
+struct TxCounters {
+  std::atomic<std::uint64_t> commits{0}, aborts{0}, irrevocable{0};
+  static void bump(std::atomic<std::uint64_t>& c) {
+    // Relaxed: statistics; the owning thread is the only writer.
+    c.store(c.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+  }
+};
 
 class TxHeap {
  public:
@@ -143,7 +164,7 @@ class TxHeap {
   void free_entry(std::atomic_ref<std::uint64_t> entry, Offset block);
   bool finish_entry(std::atomic_ref<std::uint64_t> entry, bool in_hook);
   void grace(std::uint64_t wv, unsigned self, bool in_hook);
-  std::atomic<std::uint64_t> commits_{0}, aborts_{0}, irrevocable_{0};
+  std::shared_ptr<TxCounters> new_counters();  // registers a Tx's counters
 
  private:
   friend class Tx;
@@ -152,6 +173,9 @@ class TxHeap {
   void* base_;
   std::string name_;
   detail::TxTable* table_;
+  mutable std::mutex counters_mu_;
+  // Every thread's counters (kept after it ends), under counters_mu_.
+  std::unordered_map<std::thread::id, std::shared_ptr<TxCounters>> counters_;
 };
 
 class Tx {
@@ -206,6 +230,7 @@ class Tx {
     std::uint64_t value;
   };
   [[noreturn]] void conflict(std::uint64_t seen_version);
+  bool extend(std::uint64_t seen_version);  // X8: moves rv_ forward or fails
   WriteEntry* find_write(Offset word);
   void reindex();  // rebuilds write_index_ from writes_
   void release_locks(std::size_t n, std::uint64_t version_word, bool restore);
@@ -214,6 +239,7 @@ class Tx {
   TxHeap* layer_;
   Heap* heap_;
   detail::TxTable* table_;
+  std::shared_ptr<TxCounters> counters_;  // this thread's (statistics)
   detail::SlotRecord* rec_ = nullptr;
   unsigned slot_ = 0;
   std::uint64_t rv_ = 0;

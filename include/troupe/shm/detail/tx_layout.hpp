@@ -45,6 +45,40 @@
 //       idempotent (lock words compared with "locked by s", frees[] and
 //       allocs[] entries cleared by exchange before use), so a recoverer that
 //       dies is replaced by another that starts over.
+//   X8. The clock (GV5 of TL2, with LSA snapshot extension). A commit takes
+//       wv = clock + 1 from a load after its last lock, and a single-word
+//       atomic op max(old version + 1, clock + 1); neither advances the
+//       clock. It advances only by catch-up (compare-exchange to a larger
+//       value, never down): a transaction that meets a version above its
+//       snapshot, a commit with frees before its grace period, recovery.
+//       Stripe lock compare-exchanges, clock operations and the stripe loads
+//       of reads and validations are seq_cst, so they lie in one total
+//       order S. Why validation stays correct:
+//       (a) Versions of a stripe never decrease: a locker's clock load
+//           follows the previous release in S (via the lock's acquire), and
+//           the clock never goes down.
+//       (b) A commit (or op) that locks stripe s after transaction T loaded
+//           rv releases s with a version > rv: its clock load follows its
+//           lock, which follows T's clock load in S, so it reads >= rv. So a
+//           stripe of T's read set still unlocked at a version <= rv has not
+//           changed since T read it.
+//       (c) If T's snapshot rv >= wv of commit W, T sees each of W's locks or
+//           a later value of the stripe: W's locks precede W's clock load
+//           (which read wv - 1), that precedes the catch-up that made the
+//           clock >= wv (it read an older value), which precedes T's clock
+//           load and T's stripe loads in S. So T never reads a word W wrote
+//           with its value before W; with (b), every read accepted at a
+//           version <= rv is the word's value at snapshot rv (T1).
+//       Extension: T, meeting an unlocked version v > rv, catches the clock
+//       up to v, loads it as rv' and revalidates its read set at <= rv: by
+//       (b) nothing it read changed, by (c) nothing committed at <= rv'
+//       is hidden, so all its reads belong to snapshot rv'.
+//       (d) Grace (X5): a freeing commit catches the clock up to wv before it
+//       waits, so transactions that begin later announce >= wv and it never
+//       waits for a slot that only keeps starting transactions. Safety does
+//       not depend on it: a reader that announces after the freer's scan
+//       reads after the freer's locks in S and so meets them or the
+//       unlinking writes (c).
 #pragma once
 
 #include <atomic>
@@ -103,7 +137,9 @@ struct alignas(128) SlotRecord {
 struct TxTable {
   std::uint64_t magic;  // written before the table's offset is published
   std::uint64_t stripe_count;
-  alignas(128) std::atomic<std::uint64_t> clock;        // TL2 global version clock
+  // TL2 global version clock: written only by catch-up (X8), read by every
+  // transaction at begin and at commit; on a line of its own.
+  alignas(128) std::atomic<std::uint64_t> clock;
   alignas(128) std::atomic<std::uint64_t> irrevocable;  // 0 or slot + 1
   // Log entries a recovery without the hook could not settle (X6): each may
   // be one leaked block. Any recoverer adds; statistics and tests read.
