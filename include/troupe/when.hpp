@@ -195,6 +195,7 @@ struct Behaviour final : BehaviourBase, PromiseState<R>, SmallObject {
   }
 
   void run() {
+    BehaviourBase::prefetch_successors();
     if constexpr (is_promise<Raw>::value) {
       std::optional<Raw> inner;
       std::exception_ptr err;
@@ -238,8 +239,11 @@ struct Behaviour final : BehaviourBase, PromiseState<R>, SmallObject {
 
   ~Behaviour() {}  // closure_ was destroyed by run() (I2)
 
+  struct NoSlots {};
   Slot inline_slots_[kInline];
-  std::unique_ptr<Slot[]> dynamic_slots_;
+  // Only a run-time set of actors may need more slots than kInline.
+  [[no_unique_address]] std::conditional_t<N == kDynamicCowns, std::unique_ptr<Slot[]>, NoSlots>
+      dynamic_slots_;
   union {
     Closure closure_;  // alive from construction until run() ends (I2)
   };

@@ -1,5 +1,5 @@
 // src/core/cown.cpp: Behaviour-Oriented Concurrency scheduling and release.
-// The invariants I1-I5 cited here are those of troupe/detail/cown.hpp.
+// The invariants I1-I6 cited here are those of troupe/detail/cown.hpp.
 #include "troupe/detail/cown.hpp"
 
 #include "troupe/detail/platform.hpp"
@@ -38,7 +38,9 @@ Slot* pass_on(Slot* s) noexcept {
 
 // `s` has just received its cown: apply reader/writer rules (I4) and, for a
 // reader, pass the cown straight on. Iterative over a run of readers.
-void grant(Slot* s) noexcept {
+// `from_writer`: a writer passed the cown on, so no reader holds it (I6) and
+// a writer `s` need not read rstate, whose line the enqueuers keep taking.
+void grant(Slot* s, bool from_writer) noexcept {
   while (s) {
     Cown* c = s->cown;
     TROUPE_YIELD();
@@ -49,10 +51,11 @@ void grant(Slot* s) noexcept {
       Slot* n = pass_on(s);
       s->behaviour->resolve_one();  // may run and free s's behaviour: s is dead now
       s = n;
+      from_writer = false;
       continue;
     }
     // acquire: pairs with the release of the last reader's sign-out (I4).
-    if (c->rstate.load(std::memory_order_acquire) != 0) {
+    if (!from_writer && c->rstate.load(std::memory_order_acquire) != 0) {
       c->waiting_writer = s;
       // acq_rel: release publishes waiting_writer; acquire sees readers' writes.
       std::uint64_t old = c->rstate.fetch_or(1, std::memory_order_acq_rel);
@@ -138,8 +141,9 @@ void BehaviourBase::schedule() {
   // because a reader passes its cown on at once and must not wait for a
   // successor that is waiting for our phase 1.
   for (std::uint32_t i = 0; i < nslots; ++i)
-    if (slots[i].free_at_enqueue) grant(&slots[i]);
-  resolve_one();  // the end of phase 1
+    if (slots[i].free_at_enqueue) grant(&slots[i], /*from_writer=*/false);  // readers may be left
+  // The end of phase 1.
+  resolve_one();
 }
 
 void BehaviourBase::release() {
@@ -154,13 +158,14 @@ void BehaviourBase::release() {
       if (old == 3) {  // last reader, a writer is parked
         Slot* w = c->waiting_writer;
         c->waiting_writer = nullptr;
-        c->rstate.store(0, std::memory_order_relaxed);  // only the parked writer could race, and it is parked
+        // relaxed: only the parked writer could race, and it is parked.
+        c->rstate.store(0, std::memory_order_relaxed);
         w->behaviour->resolve_one();
       }
       continue;
     }
     TROUPE_YIELD();
-    if (Slot* n = pass_on(s)) grant(n);
+    if (Slot* n = pass_on(s)) grant(n, /*from_writer=*/true);  // I6
   }
 }
 

@@ -1,7 +1,8 @@
 // src/core/small_alloc.cpp: per-thread size-classed heaps with remote frees
-// (small_alloc.hpp, invariants I1-I4 there).
+// (small_alloc.hpp, invariants I1-I5 there).
 #include "troupe/detail/small_alloc.hpp"
 
+#include <array>
 #include <atomic>
 #include <cstdint>
 #include <cstdlib>
@@ -16,45 +17,60 @@ namespace troupe::detail {
 #if defined(__SANITIZE_ADDRESS__)
 
 void* small_alloc(std::size_t size) { return ::operator new(size); }  // I4
-void small_free(void* p) noexcept { ::operator delete(p); }
+void small_free(void* p, std::size_t) noexcept { ::operator delete(p); }
 
 #else
 
 namespace {
 
-constexpr std::size_t kHeader = 16;
-constexpr std::size_t kClasses = 5;  // 64, 128, 256, 512, 1024
-constexpr std::size_t kMinShift = 6;
 constexpr std::size_t kChunk = 64 * 1024;
+constexpr std::size_t kGrain = 64;  // I5: every class is a multiple of a cache line
+constexpr std::array<std::uint32_t, 8> kClassSize = {64, 128, 192, 256, 384, 512, 768, 1024};
+constexpr std::size_t kClasses = kClassSize.size();
+constexpr std::size_t kMaxSmall = kClassSize[kClasses - 1];
+
+// kClassOf[(size + kGrain - 1) / kGrain]: the smallest class that holds size.
+constexpr auto kClassOf = [] {
+  std::array<std::uint8_t, kMaxSmall / kGrain + 1> t{};
+  std::size_t cls = 0;
+  for (std::size_t g = 0; g < t.size(); ++g) {
+    while (kClassSize[cls] < g * kGrain) ++cls;
+    t[g] = static_cast<std::uint8_t>(cls);
+  }
+  return t;
+}();
 
 struct Block {
   Block* next;
 };
 
 struct Heap;
-struct Header {  // I1
+struct alignas(kCacheLine) ChunkHeader {  // I1: written once, before any block is handed out
   Heap* owner;
   std::uint32_t cls;
-  std::uint32_t unused;
 };
-static_assert(sizeof(Header) == kHeader);
+static_assert(sizeof(ChunkHeader) == kCacheLine);
 
 struct alignas(kCacheLine) Heap {
-  Block* local[kClasses] = {};                           // owner only (I2)
+  Block* local[kClasses] = {};                                    // owner only (I2)
   alignas(kCacheLine) std::atomic<Block*> remote[kClasses] = {};  // any thread (I2)
-  std::vector<void*> chunks;                             // owner only
-  Heap* next_orphan = nullptr;                           // under g_mutex
+  std::vector<void*> chunks;                                      // owner only
+  Heap* next_orphan = nullptr;                                    // under g_mutex
 
   Block* refill(std::size_t cls) {
     // acquire: see the contents freeing threads wrote before their release push.
     if (Block* b = remote[cls].exchange(nullptr, std::memory_order_acquire)) return b;
-    std::size_t size = std::size_t{1} << (cls + kMinShift);
-    char* chunk = static_cast<char*>(std::malloc(kChunk));
+    std::size_t size = kClassSize[cls];
+    char* chunk = static_cast<char*>(std::aligned_alloc(kChunk, kChunk));  // I1
     if (!chunk) throw std::bad_alloc();
     chunks.push_back(chunk);
+    // Another thread reads the header only after it got one of these blocks,
+    // through a release/acquire chain (a queue, a promise): plain writes do.
+    ::new (chunk) ChunkHeader{this, static_cast<std::uint32_t>(cls)};
     Block* head = nullptr;
-    for (std::size_t off = kChunk; off >= size; off -= size) {
-      auto* b = reinterpret_cast<Block*>(chunk + off - size);
+    std::size_t n = (kChunk - sizeof(ChunkHeader)) / size;
+    for (std::size_t i = n; i-- > 0;) {  // first block at the head: sequential use
+      auto* b = reinterpret_cast<Block*>(chunk + sizeof(ChunkHeader) + i * size);
       b->next = head;
       head = b;
     }
@@ -62,8 +78,8 @@ struct alignas(kCacheLine) Heap {
   }
 };
 
-std::mutex g_mutex;              // guards g_orphans and g_all
-Heap* g_orphans = nullptr;       // heaps of exited threads (I3)
+std::mutex g_mutex;                   // guards g_orphans and g_all
+Heap* g_orphans = nullptr;            // heaps of exited threads (I3)
 std::vector<Heap*>* g_all = nullptr;  // every heap ever made, kept reachable (I3)
 
 Heap* adopt() {
@@ -92,43 +108,28 @@ Heap* my_heap() {
   return th.heap;
 }
 
-inline std::size_t class_of(std::size_t total) {
-  std::size_t cls = 0;
-  while ((std::size_t{1} << (cls + kMinShift)) < total) ++cls;
-  return cls;
-}
-
 }  // namespace
 
 void* small_alloc(std::size_t size) {
-  std::size_t total = size + kHeader;
-  if (total > (std::size_t{1} << (kClasses - 1 + kMinShift))) {
-    auto* h = static_cast<Header*>(::operator new(total));
-    h->owner = nullptr;
-    h->cls = 0;
-    return reinterpret_cast<char*>(h) + kHeader;
-  }
-  std::size_t cls = class_of(total);
+  if (size > kMaxSmall) return ::operator new(size);  // I1
+  std::size_t cls = kClassOf[(size + kGrain - 1) / kGrain];
   Heap* heap = my_heap();
   Block* b = heap->local[cls];
   if (!b) b = heap->refill(cls);
   heap->local[cls] = b->next;
-  auto* h = reinterpret_cast<Header*>(b);
-  h->owner = heap;
-  h->cls = static_cast<std::uint32_t>(cls);
-  return reinterpret_cast<char*>(h) + kHeader;
+  return b;
 }
 
-void small_free(void* p) noexcept {
+void small_free(void* p, std::size_t size) noexcept {
   if (!p) return;
-  auto* h = reinterpret_cast<Header*>(static_cast<char*>(p) - kHeader);
-  Heap* owner = h->owner;
-  if (!owner) {
-    ::operator delete(h);
+  if (size > kMaxSmall) {  // I1
+    ::operator delete(p);
     return;
   }
-  std::uint32_t cls = h->cls;
-  auto* b = reinterpret_cast<Block*>(h);
+  auto* chunk = reinterpret_cast<ChunkHeader*>(reinterpret_cast<std::uintptr_t>(p) & ~(kChunk - 1));
+  Heap* owner = chunk->owner;
+  std::uint32_t cls = chunk->cls;
+  auto* b = static_cast<Block*>(p);
   if (owner == my_heap()) {
     b->next = owner->local[cls];
     owner->local[cls] = b;

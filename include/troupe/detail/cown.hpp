@@ -33,6 +33,10 @@
 //       with bit 0 set grants it.
 //   I5. Two behaviours scheduled by one thread on the same cown run in the
 //       order they were scheduled (the swap on `last` is the queue order).
+//   I6. While a writer holds a cown, rstate == 0: it ran only at count 0
+//       (I4), and a reader registers only once it holds the cown, which comes
+//       after the writer passed it on. So a writer handed the cown by a
+//       writer skips the rstate check.
 #pragma once
 
 #include <atomic>
@@ -52,10 +56,10 @@ struct Cown {
 
   std::atomic<Slot*> last{nullptr};  // queue tail; swapped by enqueuers, CAS'd to null by leavers
   std::atomic<std::uint64_t> rstate{0};  // I4: (readers << 1) | writer-waiting
-  Slot* waiting_writer = nullptr;  // I4: written by the parked writer before it sets bit 0
-  std::atomic<std::uint32_t> refs{1};  // handles + behaviours holding it
-  sched::Scheduler* sched;            // where its behaviours run (nullptr: default); immutable
-  Destroy destroy;                    // immutable
+  Slot* waiting_writer = nullptr;        // I4: written by the parked writer before it sets bit 0
+  std::atomic<std::uint32_t> refs{1};    // handles + behaviours holding it
+  sched::Scheduler* sched;               // where its behaviours run (nullptr: default); immutable
+  Destroy destroy;                       // immutable
 
   // relaxed: a new reference is taken from an existing one.
   void add_ref() noexcept { refs.fetch_add(1, std::memory_order_relaxed); }
@@ -75,12 +79,14 @@ struct Slot {
 
 struct BehaviourBase {
   explicit BehaviourBase(sched::Work::Fn run) noexcept : work(run) {}
-  sched::Work work;  // what the scheduler runs once every cown is held
-  std::atomic<std::size_t> pending{0};  // cowns still to receive + 1 for phase 1
-  std::atomic<bool> enqueued{false};    // phase 1 done (I1); set once, by the scheduling thread
-  Slot* slots = nullptr;                // nslots slots, sorted by cown, no duplicates
-  std::uint32_t nslots = 0;
-  sched::Scheduler* sched = nullptr;    // where to run
+  // Packed into 48 bytes so that a one-actor behaviour with its slot, promise
+  // and an empty block fits two cache lines (troupe/when.hpp).
+  sched::Work work;                       // what the scheduler runs once every cown is held
+  std::atomic<std::uint32_t> pending{0};  // cowns still to receive + 1 for phase 1
+  std::uint32_t nslots = 0;               // written by the scheduling thread before phase 1
+  Slot* slots = nullptr;                  // nslots slots, sorted by cown, no duplicates
+  sched::Scheduler* sched = nullptr;      // where to run
+  std::atomic<bool> enqueued{false};      // phase 1 done (I1); set once, by the scheduling thread
 
   // Runs phase 1 and 2 (I1). Slots must be filled (cown, read) by the caller;
   // sorting and de-duplication happen here.
@@ -90,6 +96,13 @@ struct BehaviourBase {
   void release();
   // One cown (or the end of phase 1) arrived; at zero the behaviour runs.
   void resolve_one();
+  // A hint, before the body runs: start loading the successors already
+  // linked behind our slots, which release() hands the cowns to.
+  void prefetch_successors() const noexcept {
+    for (std::uint32_t i = 0; i < nslots; ++i)
+      // relaxed: the pointer is never dereferenced here; release() reloads it.
+      if (Slot* n = slots[i].next.load(std::memory_order_relaxed)) __builtin_prefetch(n);
+  }
 };
 
 // Sorts slots by cown address and merges duplicates (a write wins over a
