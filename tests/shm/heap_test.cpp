@@ -20,21 +20,13 @@ using troupe::shm::Owner;
 
 namespace {
 
-CreateOptions small_heap() {
-  CreateOptions o;
-  o.max_size = 64 << 20;
-  o.initial_size = 256 << 10;
-  o.slots = 16;
-  return o;
-}
-
 void expect_sound(const Heap& h) {
   auto problems = h.verify();
   for (auto& p : problems) ADD_FAILURE() << p;
 }
 
 TEST(ShmHeap, AllocateWriteFree) {
-  Heap h = Heap::create(small_heap());
+  Heap h = Heap::create(shm_test::small_heap());
   std::vector<std::pair<Offset, std::size_t>> blocks;
   std::set<Offset> seen;
   for (std::size_t size : {1, 8, 16, 17, 48, 100, 1000, 4096, 8192, 8193, 20000, 300000}) {
@@ -59,7 +51,7 @@ TEST(ShmHeap, AllocateWriteFree) {
 }
 
 TEST(ShmHeap, SizeClassesAreTightAndAligned) {
-  Heap h = Heap::create(small_heap());
+  Heap h = Heap::create(shm_test::small_heap());
   for (std::size_t size = 1; size <= 8192; size += 7) {
     Offset o = h.allocate(size);
     std::size_t u = h.usable_size(o);
@@ -72,7 +64,7 @@ TEST(ShmHeap, SizeClassesAreTightAndAligned) {
 }
 
 TEST(ShmHeap, PublishTransfersResponsibility) {
-  Heap h = Heap::create(small_heap());
+  Heap h = Heap::create(shm_test::small_heap());
   Offset o = h.allocate(64);
   EXPECT_EQ(h.owner(o).kind, Owner::slot);
   EXPECT_EQ(h.owner(o).slot_index, h.slot_index());
@@ -91,7 +83,7 @@ TEST(ShmHeap, PublishTransfersResponsibility) {
 }
 
 TEST(ShmHeap, BadOffsetsAreRejectedWithClearErrors) {
-  Heap h = Heap::create(small_heap());
+  Heap h = Heap::create(shm_test::small_heap());
   Offset o = h.allocate(100);
   auto expect_invalid = [&](Offset bad, const char* words) {
     try {
@@ -118,7 +110,7 @@ TEST(ShmHeap, BadOffsetsAreRejectedWithClearErrors) {
 }
 
 TEST(ShmHeap, RootsByName) {
-  Heap h = Heap::create(small_heap());
+  Heap h = Heap::create(shm_test::small_heap());
   EXPECT_EQ(h.root("nothing"), 0u);
   Offset o = h.allocate(32);
   h.publish(o);
@@ -137,7 +129,7 @@ TEST(ShmHeap, RootsByName) {
 }
 
 TEST(ShmHeap, GrowsAndASecondMappingAtAnotherAddressFollows) {
-  CreateOptions o = small_heap();
+  CreateOptions o = shm_test::small_heap();
   o.initial_size = 64 << 10;
   o.address_hint = shm_test::test_hint(1);
   Heap a = Heap::create(o);
@@ -166,7 +158,7 @@ TEST(ShmHeap, GrowsAndASecondMappingAtAnotherAddressFollows) {
 // grown since: that mapping must read all of it (first fit puts the run at
 // page 8 of 16 old pages and grows the heap for the rest).
 TEST(ShmHeap, RunStraddlingAnotherMappingsOldEndIsReadable) {
-  CreateOptions o = small_heap();
+  CreateOptions o = shm_test::small_heap();
   o.initial_size = 64 << 10;  // 16 pages
   o.address_hint = shm_test::test_hint(3);
   Heap a = Heap::create(o);
@@ -190,7 +182,7 @@ TEST(ShmHeap, RunStraddlingAnotherMappingsOldEndIsReadable) {
 TEST(ShmHeap, LastCloseRemovesTheNameUnlessKept) {
   std::string name;
   {
-    Heap a = Heap::create(small_heap());
+    Heap a = Heap::create(shm_test::small_heap());
     name = a.name();
     Heap b = Heap::open(name);
     a.close();
@@ -202,7 +194,7 @@ TEST(ShmHeap, LastCloseRemovesTheNameUnlessKept) {
   } catch (const Error& e) {
     EXPECT_EQ(e.code(), Errc::not_found) << e.what();
   }
-  CreateOptions k = small_heap();
+  CreateOptions k = shm_test::small_heap();
   k.keep = true;
   {
     Heap a = Heap::create(k);
@@ -221,7 +213,7 @@ TEST(ShmHeap, LastCloseRemovesTheNameUnlessKept) {
 }
 
 TEST(ShmHeap, MemfdHeapOpensFromItsFd) {
-  CreateOptions o = small_heap();
+  CreateOptions o = shm_test::small_heap();
   o.anonymous = true;
   Heap a = Heap::create(o);
   Offset x = a.allocate(16);
@@ -234,7 +226,7 @@ TEST(ShmHeap, MemfdHeapOpensFromItsFd) {
 }
 
 TEST(ShmHeap, StatsAddUpAndTrimReturnsSuperblocks) {
-  Heap h = Heap::create(small_heap());
+  Heap h = Heap::create(shm_test::small_heap());
   std::mt19937 rng(1);
   std::vector<Offset> v;
   for (int i = 0; i < 5000; ++i) v.push_back(h.allocate(1 + rng() % 3000));
@@ -256,7 +248,7 @@ TEST(ShmHeap, StatsAddUpAndTrimReturnsSuperblocks) {
 TEST(ShmHeap, ClosingFreesUnpublishedKeepsPublished) {
   // Within one process a second Heap object is a separate holder of slots;
   // closing it frees what it held unpublished (leaving is dying politely).
-  Heap a = Heap::create(small_heap());
+  Heap a = Heap::create(shm_test::small_heap());
   std::size_t base_live = a.stats().live_bytes();
   {
     Heap b = Heap::open(a.name());

@@ -24,14 +24,6 @@ using namespace shm_test;
 
 namespace {
 
-CreateOptions small_heap() {
-  CreateOptions o;
-  o.max_size = 64 << 20;
-  o.initial_size = 256 << 10;
-  o.slots = 16;
-  return o;
-}
-
 // Spawns a worker that allocates and waits, then kills it: its slot is left
 // attached and dead. Returns the dead slot's index.
 unsigned make_dead_slot(Heap& h, const char* unpublished) {

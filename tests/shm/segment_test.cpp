@@ -25,14 +25,6 @@ using namespace shm_test;
 
 namespace {
 
-CreateOptions small_heap() {
-  CreateOptions o;
-  o.max_size = 64 << 20;
-  o.initial_size = 128 << 10;
-  o.slots = 16;
-  return o;
-}
-
 bool wait_root(Heap& h, const char* name, int ms = 5000) {
   for (int i = 0; i < ms; ++i) {
     if (h.root(name)) return true;
@@ -42,7 +34,7 @@ bool wait_root(Heap& h, const char* name, int ms = 5000) {
 }
 
 TEST(ShmSegment, UnrelatedProcessOpensByNameAtAnotherAddress) {
-  CreateOptions o = small_heap();
+  CreateOptions o = small_heap(128 << 10);
   o.address_hint = test_hint(0);
   Heap h = Heap::create(o);
   Offset msg = h.allocate(64);
@@ -61,7 +53,7 @@ TEST(ShmSegment, UnrelatedProcessOpensByNameAtAnotherAddress) {
 }
 
 TEST(ShmSegment, FdHandedToAnotherProcess) {
-  CreateOptions o = small_heap();
+  CreateOptions o = small_heap(128 << 10);
   o.anonymous = true;  // memfd: reachable only through the fd
   Heap h = Heap::create(o);
   pid_t pid = spawn_worker({"open-fd", "100"}, {}, h.fd(), 100);
@@ -73,7 +65,7 @@ TEST(ShmSegment, FdHandedToAnotherProcess) {
 }
 
 TEST(ShmSegment, GrowthByAnotherProcessIsSeen) {
-  CreateOptions o = small_heap();
+  CreateOptions o = small_heap(128 << 10);
   o.initial_size = 64 << 10;
   Heap h = Heap::create(o);
   std::size_t before = h.committed_bytes();
@@ -93,7 +85,7 @@ TEST(ShmSegment, GrowthByAnotherProcessIsSeen) {
 
 TEST(ShmSegment, AnotherUserCannotOpen) {
   if (::geteuid() != 0) GTEST_SKIP() << "needs root to switch to user nobody";
-  Heap h = Heap::create(small_heap());
+  Heap h = Heap::create(small_heap(128 << 10));
   struct stat sb {};
   ASSERT_EQ(::fstat(h.fd(), &sb), 0);
   EXPECT_EQ(sb.st_mode & 0777, 0600u);
@@ -164,7 +156,7 @@ TEST(ShmSegment, FullTmpfsFailsAtAllocationNotWithSigbus) {
 }
 
 TEST(ShmSegment, KilledProcessIsRecovered) {
-  Heap h = Heap::create(small_heap());
+  Heap h = Heap::create(small_heap(128 << 10));
   std::size_t live0 = h.stats().live_bytes();
   pid_t pid = spawn_worker({"hold", h.name(), "300", "20"});
   ASSERT_GT(pid, 0);
@@ -202,7 +194,7 @@ TEST(ShmSegment, KilledProcessIsRecovered) {
 TEST(ShmSegment, StaleHeapsAreListedAndRemoved) {
   char dir[] = "/dev/shm/troupe-stale-test-XXXXXX";
   ASSERT_NE(::mkdtemp(dir), nullptr);
-  CreateOptions o = small_heap();
+  CreateOptions o = small_heap(128 << 10);
   o.directory = dir;
   std::string stale_name, kept_name;
   {

@@ -20,6 +20,7 @@
 #include <atomic>
 #include <cstdint>
 #include <string>
+#include <troupe/shm/heap.hpp>
 #include <vector>
 
 extern char** environ;
@@ -29,6 +30,15 @@ namespace shm_test {
 inline constexpr unsigned kWorkers = 4;
 inline constexpr unsigned kThreads = 2;
 inline constexpr unsigned kEntries = 48;
+
+// A small heap for unit tests: 64 MiB reserved, `initial` committed, 16 slots.
+inline troupe::shm::CreateOptions small_heap(std::size_t initial = 256 << 10) {
+  troupe::shm::CreateOptions o;
+  o.max_size = 64 << 20;
+  o.initial_size = initial;
+  o.slots = 16;
+  return o;
+}
 
 // Address hints for mapping a heap at deliberately different places. Under
 // ThreadSanitizer only its application ranges may be mapped (0x55..-0x568..).
