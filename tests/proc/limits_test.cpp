@@ -16,6 +16,7 @@
 #include <thread>
 #include <vector>
 
+#include "proc/fd_util.hpp"
 #include "troupe/proc/process.hpp"
 #include "util/proc_fs.hpp"
 
@@ -27,13 +28,7 @@ namespace {
 
 int add(int a, int b) { return a + b; }
 
-std::string read_all(proc::Fd fd) {
-  std::string s;
-  char buf[256];
-  ssize_t n;
-  while ((n = read(fd.get(), buf, sizeof buf)) > 0) s.append(buf, static_cast<std::size_t>(n));
-  return s;
-}
+using proc_test::read_all;
 
 // Lives in a worker; can use up that worker's descriptors and give them back.
 struct FdHog {

@@ -2,9 +2,11 @@
 // forming graphs across processes), exceptions, descriptors and shared bytes,
 // faults with typed errors, nested submissions under the budget, bad input
 // from a caller, timeouts, cancellation, idle retirement, the Executor.
-#include <gtest/gtest.h>
+#include "troupe/proc/process.hpp"
+
 #include <dirent.h>
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -16,8 +18,8 @@
 #include <sstream>
 #include <thread>
 
+#include "proc/fd_util.hpp"
 #include "troupe/exec/executor.hpp"
-#include "troupe/proc/process.hpp"
 #include "util/proc_fs.hpp"
 
 using namespace troupe;
@@ -64,16 +66,11 @@ int sleep_ms(int ms) {
   return ms;
 }
 pid_t my_pid() { return getpid(); }
-std::string read_all(proc::Fd fd) {
-  std::string s;
-  char buf[256];
-  ssize_t n;
-  while ((n = read(fd.get(), buf, sizeof buf)) > 0) s.append(buf, static_cast<std::size_t>(n));
-  return s;
-}
+using proc_test::read_all;
 proc::Fd make_memfd(std::string content) {
   proc::Fd fd(memfd_create("reply", MFD_CLOEXEC));
-  if (write(fd.get(), content.data(), content.size()) != static_cast<ssize_t>(content.size())) throw std::runtime_error("write");
+  if (write(fd.get(), content.data(), content.size()) != static_cast<ssize_t>(content.size()))
+    throw std::runtime_error("write");
   lseek(fd.get(), 0, SEEK_SET);
   return fd;
 }

@@ -6,17 +6,14 @@
 
 #include <troupe/shm/objects.hpp>
 
+#include "test_heap.hpp"
+
 using namespace troupe::shm;
 using troupe::Error;
 
-namespace {
+using shm_objects_test::make_heap;
 
-Heap make_heap() {
-  CreateOptions o;
-  o.initial_size = 4 << 20;
-  o.max_size = 64 << 20;
-  return Heap::create(o);
-}
+namespace {
 
 // Published bytes besides the layer's own (table, logs, root cells).
 std::size_t published(Heap& h) {

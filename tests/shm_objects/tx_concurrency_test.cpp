@@ -12,7 +12,11 @@
 #include <troupe/shm/objects.hpp>
 #include <vector>
 
+#include "test_heap.hpp"
+
 using namespace troupe::shm;
+
+using shm_objects_test::make_heap;
 
 namespace {
 
@@ -21,13 +25,6 @@ constexpr int kOps = 2000;
 #else
 constexpr int kOps = 20000;
 #endif
-
-Heap make_heap() {
-  CreateOptions o;
-  o.initial_size = 4 << 20;
-  o.max_size = 64 << 20;
-  return Heap::create(o);
-}
 
 TEST(ShmTxConcurrency, AtomicOpsAndTransactionsOnOneWord) {
   Heap h = make_heap();
