@@ -253,8 +253,11 @@ struct Behaviour final : BehaviourBase, PromiseState<R>, SmallObject {
 
 // when(w1, ..., wn, f): see the file comment. Returns Promise<R>, R being
 // what f returns.
+// (clang-format 14 mangles a requires-clause and an immediately invoked lambda)
+// clang-format off
 template <class... Args>
-requires(sizeof...(Args) >= 2) auto when(Args&&... args) {
+  requires(sizeof...(Args) >= 2)
+auto when(Args&&... args) {
   auto all = std::forward_as_tuple(std::forward<Args>(args)...);
   constexpr std::size_t n = sizeof...(Args) - 1;
   return [&]<std::size_t... I>(std::index_sequence<I...>) {
@@ -268,15 +271,15 @@ requires(sizeof...(Args) >= 2) auto when(Args&&... args) {
     constexpr std::size_t N = detail::static_cown_count(
         {detail::whenable_t<std::tuple_element_t<I, Tup>>::when_cown_count...});
     using B = detail::Behaviour<N, R, F, detail::whenable_t<std::tuple_element_t<I, Tup>>...>;
-    auto* b =
-        new B(std::forward<std::tuple_element_t<n, Tup>>(std::get<n>(all)),
-              detail::as_whenable(std::forward<std::tuple_element_t<I, Tup>>(std::get<I>(all)))...);
+    auto* b = new B(std::forward<std::tuple_element_t<n, Tup>>(std::get<n>(all)),
+                    detail::as_whenable(std::forward<std::tuple_element_t<I, Tup>>(
+                        std::get<I>(all)))...);
     b->add_ref();  // one reference for the returned handle, one for the runtime
     Promise<R> result = adopt_promise<R>(b);
     b->start();
     return result;
-  }
-  (std::make_index_sequence<n>{});
+  }(std::make_index_sequence<n>{});
 }
+// clang-format on
 
 }  // namespace troupe
