@@ -24,7 +24,9 @@
 // a block that needs A: that block could be helped in above it and never get A.
 // The same holds for any design without stackful coroutines (oneTBB's
 // isolation exists for this); prefer `when(promise, ...)` over get() inside
-// behaviours.
+// behaviours. On a thread of no scheduler, get() first lets the blocking
+// poller (scheduler.hpp I4) receive the value if one is installed (the worker
+// processes' rings: the reply is taken on the waiting thread), then sleeps.
 //
 //   I4. A Resolver destroyed unfulfilled breaks its promise (Errc::broken_promise):
 //       a waiter never hangs on a producer that is gone.
@@ -152,18 +154,19 @@ class PromiseBase {
   // Blocks until ready. On a scheduler's thread, runs its work meanwhile.
   void wait() {
     if (ready()) return;
+    struct W final : sched::Waiter {
+      explicit W(PromiseBase* p) : p(p) {}
+      bool ready() const noexcept override { return p->ready(); }
+      void arm(sched::Scheduler* sch) override {
+        p->then_do([sch] { sch->wake_helpers(); });
+      }
+      PromiseBase* p;
+    } waiter(this);
     if (sched::Scheduler* s = sched::current()) {
-      struct W final : sched::Waiter {
-        explicit W(PromiseBase* p) : p(p) {}
-        bool ready() const noexcept override { return p->ready(); }
-        void arm(sched::Scheduler* sch) override {
-          p->then_do([sch] { sch->wake_helpers(); });
-        }
-        PromiseBase* p;
-      } waiter(this);
       s->help_until(waiter);
       return;
     }
+    if (sched::BlockingPoller poll = sched::blocking_poller(); poll && poll(waiter)) return;  // scheduler.hpp I4
     std::uint32_t s = state_.load(std::memory_order_acquire);
     while (!(s & kDone)) {
       if (!(s & kSleeper)) {

@@ -107,6 +107,15 @@ struct PoolReaper {
 
 Scheduler* current() noexcept { return tl_current; }
 
+namespace {
+std::atomic<BlockingPoller> g_poller{nullptr};
+}
+// Release/acquire: a thread that sees the poller sees what its installer set up.
+void set_blocking_poller(BlockingPoller p) noexcept {
+  g_poller.store(p, std::memory_order_release);
+}
+BlockingPoller blocking_poller() noexcept { return g_poller.load(std::memory_order_acquire); }
+
 Scheduler* set_current(Scheduler* s) noexcept {
   Scheduler* prev = tl_current;
   tl_current = s;

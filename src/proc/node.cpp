@@ -7,7 +7,9 @@
 // workers' own calls, fails the calls of a worker that died, times calls out
 // and retires idle workers. Callers send directly from their own thread when
 // a worker is ready for them. While calls are outstanding, the IO thread
-// spins briefly on the rings before it sleeps (kSpin).
+// spins briefly on the rings before it sleeps (kSpin). A caller that waits
+// for a reply receives it itself for a while (N8): a round trip then needs
+// no thread hand-off and no system call when both sides are busy.
 // Worker: the main thread receives from the parent; calls run on the worker's
 // pool (or on their actor), replies are sent from wherever they finish. After
 // each batch of messages it spins briefly on its ring before it sleeps.
@@ -39,13 +41,34 @@
 //       behaviour of the actors it hosts, on the thread that receives them.
 //   N7. Every message between root and worker goes through the worker's
 //       Channel (channel.hpp C1-C6), which keeps one sender's order across
-//       its ring and its socket. Only the IO thread receives (root); only the
-//       worker's main thread receives (worker).
+//       its ring and its socket. In the root only the holder of a worker's
+//       claim (WorkerRec::claimed) receives from it, so messages are handled
+//       one at a time in order: the IO thread, or a caller waiting (N8); only
+//       the worker's main thread receives (worker).
+//   N8. Caller-side receive (root): a thread outside any scheduler that waits
+//       on a remote call's promise (the blocking poller, scheduler.hpp I4)
+//       claims the channel of the worker its last call went to, clears the
+//       ring's sleeping word (so the worker's reply costs no eventfd write),
+//       and handles what arrives, exactly as the IO thread would, for up to
+//       kSpin; then it leaves: if the IO thread sleeps (io_asleep_) it sets
+//       the sleeping word again through prepare_sleep (taking what that
+//       finds), and releases the claim. The IO thread sets io_asleep_ before
+//       it claims each channel to set its word and clears it after it wakes,
+//       so whichever of the two comes second sets the word: a message that
+//       arrives after a caller left always wakes the IO thread (or is seen by
+//       its next round). While a caller holds a claim the IO thread does not
+//       spin on that ring; it waits for the claim only to take an event
+//       (eventfd, socket) for that worker, first leaving socket_hint so the
+//       caller reads the socket too. Deaths (end of stream) are left to the
+//       IO thread. Continuations of a remote call's promise run on the thread
+//       that handled its reply and must not block on a remote call (as on the
+//       IO thread before: it holds the claim).
 //   W2. A cancel marks a call in unstarted_ only if it has not started; the
 //       entry goes when the call starts (take_cancelled) or is rejected.
 #include <fcntl.h>
 #include <fmt/core.h>
 #include <poll.h>
+#include <pthread.h>
 #include <spawn.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
@@ -135,7 +158,33 @@ struct WorkerRec {
   std::size_t outstanding = 0;
   std::size_t objects = 0;
   Clock::time_point last_used = Clock::now();
+  // N7, N8: the right to receive from chan. Acquire/release: the channel's
+  // receiving state passes from one holder to the next.
+  std::atomic<bool> claimed{false};
+  // N8: the IO thread saw the socket readable while a caller held the claim.
+  std::atomic<bool> socket_hint{false};
+
+  bool try_claim() noexcept {
+    return !claimed.load(std::memory_order_relaxed) &&
+           !claimed.exchange(true, std::memory_order_acquire);
+  }
+  // IO thread: a caller holds the claim for at most kSpin plus the messages
+  // it is handling.
+  void claim() noexcept {
+    detail::spin_until(std::chrono::hours(1), [this] { return try_claim(); });
+  }
+  void unclaim() noexcept { claimed.store(false, std::memory_order_release); }
 };
+
+// N8: the call this thread sent last to a worker, whose reply a wait on this
+// thread may receive itself; and whether this thread is receiving now (a
+// continuation run by a reply it handles must not start receiving again).
+struct Expect {
+  std::weak_ptr<WorkerRec> w;
+  std::uint64_t id = 0;
+};
+thread_local Expect tl_expect;
+thread_local bool tl_receiving = false;
 
 // A call waiting for a worker (N5): its pending entry has worker 0.
 struct Waiting {
@@ -151,9 +200,15 @@ struct PendingEntry {
   bool spawns_object = false;
 };
 
+class Node;
+Node& node();
+
 class Node {
  public:
-  ~Node() { stop(); }
+  ~Node() {
+    sched::set_blocking_poller(nullptr);  // N8: no wait may reach a node being destroyed
+    stop();
+  }
 
   void configure(const Options& o) {
     std::lock_guard lock(mu_);
@@ -413,7 +468,7 @@ class Node {
   // ---------------------------------------------------------------- both sides
   std::uint64_t submit(detail::OutCall&& call, std::unique_ptr<PendingBase> p) {
     if (worker_mode_) return submit_to_parent(std::move(call), std::move(p));
-    return dispatch(std::move(call), std::move(p));
+    return dispatch(std::move(call), std::move(p), true);
   }
 
   std::uint64_t submit_to_parent(detail::OutCall&& call, std::unique_ptr<PendingBase> p) {
@@ -523,12 +578,18 @@ class Node {
     p->fail(std::make_exception_ptr(Error(Errc::cancelled, p->name + " was cancelled")));
   }
 
-  void complete(Message& m) {
+  // Completes the call `m` answers. True if calls wait for a worker (N5):
+  // this reply may have freed one, and only the IO thread sends them.
+  // `waiter`: called by a waiting caller (N8).
+  bool complete(Message& m, bool waiter = false) {
     std::unique_ptr<PendingBase> p;
+    bool queued;
     {
       std::lock_guard lock(mu_);
+      queued = !waiting_.empty();
       auto it = pending_.find(m.id);
-      if (it == pending_.end()) return;  // timed out or cancelled: drop the late reply
+      if (it == pending_.end()) return queued;  // timed out or cancelled: drop the late reply
+      if (waiter) stats_.replies_to_waiters++;
       p = std::move(it->second.p);
       if (!worker_mode_) note_reply_locked(it->second, m);
       forget_deadline_locked(it->second);
@@ -536,6 +597,7 @@ class Node {
       pending_.erase(it);
     }
     p->complete(m);  // N1: outside the lock
+    return queued;
   }
 
   void fail_pending(std::uint64_t id, std::exception_ptr e) {
@@ -594,7 +656,8 @@ class Node {
   }
 
   // Sends the call to a worker now, or queues it for the IO thread (N4, N5).
-  std::uint64_t dispatch(detail::OutCall&& call, std::unique_ptr<PendingBase> p) {
+  std::uint64_t dispatch(detail::OutCall&& call, std::unique_ptr<PendingBase> p,
+                         bool expect = false) {
     ensure_io();
     std::unique_lock lock(mu_);
     std::shared_ptr<WorkerRec> w;
@@ -649,6 +712,7 @@ class Node {
       return id;
     }
     lock.unlock();
+    if (expect) tl_expect = {w, id};  // N8
     send_call(*w, id, call.body, call.fds);
     if (call.timeout.count() > 0) wake_io();
     return id;
@@ -854,6 +918,7 @@ class Node {
       ev.data.u64 = 0;
       ::epoll_ctl(epfd_.get(), EPOLL_CTL_ADD, wake_.get(), &ev);
       io_ = std::thread([this] { io_loop(); });
+      sched::set_blocking_poller([](sched::Waiter& w) { return node().help_wait(w); });  // N8
     });
   }
 
@@ -864,6 +929,7 @@ class Node {
   }
 
   void io_loop() {
+    ::pthread_setname_np(::pthread_self(), "troupe-io");
     while (!stop_.load(std::memory_order_acquire)) {
       epoll_event evs[16];
       // Sleep until a message, a wake (new deadline), or the next check that
@@ -884,21 +950,31 @@ class Node {
           expecting = expecting || w->outstanding > 0;
         }
       }
+      // A ring a caller receives from (N8) is the caller's to watch.
+      auto waiting_on = [](const std::shared_ptr<WorkerRec>& w) {
+        return !w->claimed.load(std::memory_order_relaxed) && w->chan->maybe_ready();
+      };
       bool ready = false;
-      for (auto& w : polled_) ready = ready || w->chan->ready();
+      for (auto& w : polled_) ready = ready || waiting_on(w);
       if (!ready && expecting && timeout_ms != 0) {
-        ready = detail::spin_until(kSpin, [this] {
+        ready = detail::spin_until(kSpin, [&] {
           for (auto& w : polled_)
-            if (w->chan->ready()) return true;
+            if (waiting_on(w)) return true;
           return false;
         });
       }
       bool slept = false;
       if (!ready && timeout_ms != 0) {
         slept = true;
-        for (auto& w : polled_) ready = !w->chan->prepare_sleep() || ready;  // C4
+        io_asleep_.store(true);  // N8: before the claims, seq_cst
+        for (auto& w : polled_) {
+          w->claim();
+          ready = !w->chan->prepare_sleep() || ready;  // C4
+          w->unclaim();
+        }
       }
       int n = ::epoll_wait(epfd_.get(), evs, 16, ready ? 0 : timeout_ms);
+      io_asleep_.store(false);  // N8
       for (int i = 0; i < n; ++i) {
         if (evs[i].data.u64 == 0) {
           std::uint64_t v;
@@ -914,8 +990,17 @@ class Node {
           else
             socket_ready = true;
         }
+        if (!w->try_claim()) {
+          // N8: a caller receives from it and has cleared the sleeping word;
+          // an event for it is taken once the caller leaves.
+          if (!socket_ready && !woken) continue;
+          if (socket_ready) w->socket_hint.store(true, std::memory_order_relaxed);
+          w->claim();
+        }
         if (slept || woken) w->chan->woke(woken);
-        receive_from(w, socket_ready);
+        bool closed = receive_from(w, socket_ready);
+        w->unclaim();
+        if (closed) on_exit(w);
       }
       drain_waiting();  // N5: a worker may have exited or replied
       expire_and_retire();
@@ -924,18 +1009,70 @@ class Node {
     shut_down_workers();  // N4: before this thread, their PDEATHSIG parent, ends
   }
 
-  // IO thread: everything worker `w` has sent that can be delivered now (N7).
-  void receive_from(const std::shared_ptr<WorkerRec>& w, bool socket_ready) {
+  // The blocking poller (N8): a caller outside any scheduler waiting on `wt`
+  // receives from the worker its last call went to. True once wt.ready().
+  bool help_wait(sched::Waiter& wt) {
+    if (tl_receiving || worker_mode_) return false;
+    std::shared_ptr<WorkerRec> w = tl_expect.w.lock();
+    if (!w) return false;
+    const std::uint64_t id = tl_expect.id;
+    {
+      std::lock_guard lock(mu_);
+      if (!pending_.count(id)) w.reset();  // answered already: wt waits for something else
+    }
+    if (!w) {
+      tl_expect = {};
+      return false;
+    }
+    bool claimed = false, watched = false, closed = false;
+    const auto until = Clock::now() + kSpin;
+    for (unsigned i = 1; !wt.ready(); ++i) {
+      if (watched || closed) break;  // our call is done (wt waits for something else), or gone
+      if (!claimed && w->try_claim()) {
+        claimed = true;
+        w->chan->woke(false);  // N8: the reply needs no wake-up while we watch the ring
+      }
+      if (claimed && (w->chan->ready() || w->socket_hint.load(std::memory_order_relaxed))) {
+        tl_receiving = true;
+        closed = receive_from(w, w->socket_hint.exchange(false, std::memory_order_relaxed), id,
+                              &watched, true);
+        tl_receiving = false;
+        continue;
+      }
+#if defined(__x86_64__) || defined(__i386__)
+      __builtin_ia32_pause();
+#endif
+      if (i % 64 == 0) {
+        if (Clock::now() >= until) break;
+        ::sched_yield();
+      }
+    }
+    if (claimed) {
+      tl_receiving = true;
+      // N8: leave the word set for a sleeping IO thread, taking what comes first.
+      while (!closed && io_asleep_.load() && !w->chan->prepare_sleep())
+        closed = receive_from(w, false, id, &watched, true);
+      tl_receiving = false;
+      w->unclaim();
+    }
+    if (watched) tl_expect = {};
+    return wt.ready();
+  }
+
+  // The claim's holder (N7, N8): handles everything worker `w` has sent that
+  // can be delivered now. True if the worker is gone and all it sent was
+  // handled (the IO thread then reaps it). `watch`: a call id; *watched is
+  // set if its reply was handled. `helper`: a waiting caller, not the IO
+  // thread (calls queued for a worker are then left to the IO thread).
+  bool receive_from(const std::shared_ptr<WorkerRec>& w, bool socket_ready, std::uint64_t watch = 0,
+                    bool* watched = nullptr, bool helper = false) {
     const std::uint32_t wid = w->id;
     for (;;) {
       Message m;
       try {
         auto got = w->chan->receive(m, socket_ready);
-        if (got == detail::Channel::Got::none) return;
-        if (got == detail::Channel::Got::closed) {
-          on_exit(w);
-          return;
-        }
+        if (got == detail::Channel::Got::none) return false;
+        if (got == detail::Channel::Got::closed) return true;
       } catch (const detail::BadMessage& e) {
         // wire.hpp I3: the worker's call is answered, its reply fails our call.
         if (!answer_rejected(e, [&](std::uint64_t id, const std::string& body) {
@@ -946,10 +1083,11 @@ class Node {
       } catch (const Error& e) {
         std::fprintf(stderr, "troupe: from worker %u: %s\n", wid, e.what());
         if (e.code() == Errc::bad_message) continue;  // rejected, the worker keeps its place
-        return;                                       // a failing socket: epoll tells us again
+        return false;                                 // a failing socket: epoll tells us again
       }
       if (m.kind == Kind::reply) {
-        complete(m);
+        if (watched && m.id == watch) *watched = true;
+        if (complete(m, helper) && helper) wake_io();  // N5: a worker may be free for them
       } else if (m.kind == Kind::call) {
         route(w, m);
       } else if (m.kind == Kind::release) {
@@ -1193,6 +1331,7 @@ class Node {
   std::once_flag io_once_;
   std::thread io_;
   std::atomic<bool> stop_{false};
+  std::atomic<bool> io_asleep_{false};  // N8
 };
 
 Node& node() {

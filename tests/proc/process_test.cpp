@@ -163,6 +163,61 @@ TEST(Process, DescriptorsAndSharedBytes) {
   EXPECT_EQ(quiet_fds(), before);
 }
 
+// node.cpp N8: a caller that waits receives its reply itself; callers on
+// several threads, the IO thread and replies nobody waits for yet share each
+// worker's channel without losing or reordering anything.
+TEST(Process, WaitingCallersTakeTheirReplies) {
+  auto c = proc::spawn<Counter>(0L).get();
+  const std::size_t before = proc::stats().replies_to_waiters;
+  long expect = 0;
+  for (long i = 1; i <= 2000; ++i) {
+    expect += i;
+    ASSERT_EQ(c.call<&Counter::add>(i).get(), expect);
+  }
+  // Old code: the IO thread handled every reply (0 here). Under a sanitizer
+  // or on a loaded machine some waits outlast the spin and sleep instead.
+  EXPECT_GT(proc::stats().replies_to_waiters, before);
+
+  // Threads calling the same actor at once: each sees its own adds in order
+  // and the total is exact; one thread keeps many calls in flight.
+  constexpr int kThreads = 4, kCalls = 300;
+  std::vector<std::thread> ts;
+  std::atomic<int> bad{0};
+  for (int t = 0; t < kThreads; ++t)
+    ts.emplace_back([&, t] {
+      long last = -1;
+      std::vector<Promise<long>> inflight;
+      for (int i = 0; i < kCalls; ++i) {
+        if (t == 0) {
+          inflight.push_back(c.call<&Counter::add>(1L));
+          if (inflight.size() == 50 || i == kCalls - 1) {
+            for (auto& p : inflight) {
+              long v = p.get();
+              if (v <= last) bad++;
+              last = v;
+            }
+            inflight.clear();
+          }
+        } else {
+          long v = c.call<&Counter::add>(1L).get();
+          if (v <= last) bad++;  // the actor's count only grows
+          last = v;
+        }
+      }
+    });
+  for (auto& t : ts) t.join();
+  EXPECT_EQ(bad.load(), 0);
+  EXPECT_EQ(c.call<&Counter::get>().get(), expect + kThreads * kCalls);
+
+  // Replies nobody waits for are taken by the IO thread; a call longer than
+  // the caller's spin is delivered after the caller went to sleep.
+  std::vector<Promise<long>> later;
+  for (int i = 0; i < 100; ++i) later.push_back(c.call<&Counter::add>(0L));
+  std::this_thread::sleep_for(50ms);
+  for (auto& p : later) EXPECT_TRUE(p.ready());
+  EXPECT_EQ(proc::call<&sleep_ms>(20).get(), 20);
+}
+
 TEST(Process, CrashesFailTheCallWithACause) {
   try {
     proc::call<&die_abort>(1).get();

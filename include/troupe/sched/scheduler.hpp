@@ -13,6 +13,10 @@
 //       touches it.
 //   I3. A thread "belongs" to at most one scheduler at a time (current()); a
 //       wait on that thread helps that scheduler instead of blocking it.
+//   I4. A wait on a thread that belongs to no scheduler polls through the
+//       blocking poller (if any) before it sleeps; the poller only makes
+//       progress that some other thread would otherwise make, so a wait
+//       never depends on it.
 #pragma once
 
 #include <atomic>
@@ -70,6 +74,17 @@ Scheduler* current() noexcept;
 // Marks the calling thread as belonging to s (nullptr: to none). Returns the
 // previous value. Scheduler implementations call this around running work.
 Scheduler* set_current(Scheduler* s) noexcept;
+
+// A thread that belongs to no scheduler (I3) and blocks on a promise first
+// offers the wait to the blocking poller, if one is installed (I4): a layer
+// whose results arrive by polling (the worker processes' shared-memory rings)
+// then receives them on the waiting thread itself, with no hand-off to
+// another thread and no wake-up system call. It returns true once w.ready(),
+// false to let the thread sleep (it must not wait long: a budget of tens of
+// microseconds). w.arm() is not called. Install once, before threads wait.
+using BlockingPoller = bool (*)(Waiter& w);
+void set_blocking_poller(BlockingPoller p) noexcept;
+BlockingPoller blocking_poller() noexcept;
 
 // The process-wide default scheduler: the work-stealing pool, created on first
 // use with threads = cores (troupe::init changes that), unless replaced.

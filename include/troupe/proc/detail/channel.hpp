@@ -109,6 +109,9 @@ class Channel {
 
   // Receiver: is there something in the ring?
   bool ready() const { return !in_.empty(); }
+  // Any thread (the receiver may be another one): does the ring seem to hold
+  // something? Reads only the shared indices.
+  bool maybe_ready() const { return in_.maybe_nonempty(); }
   // Receiver: spins (with a pause) up to `d` for the ring to fill; true if it did.
   bool spin(std::chrono::nanoseconds d) const;
   // Receiver, before blocking on socket() and wake_fd(): false if the ring
