@@ -9,7 +9,8 @@
 //   4. an epoll loop that the program owns driving actors on a LoopScheduler,
 //      fed from pool actors;
 //   5. worker processes: word counting as isolated calls through the
-//      Executor, a remote actor fed by them, a pipe handed to a worker, and a
+//      Executor, a remote actor fed by them and then called one call at a time
+//      (the round trip), a pipe handed to a worker, and a
 //      worker that crashes without taking the program down;
 //   6. a shared-memory heap handed to worker processes by descriptor: they
 //      allocate and fill blocks that this process reads at its own mapping
@@ -298,6 +299,7 @@ struct Tally {  // lives in a worker process
     return ++chunks;
   }
   std::map<std::string, long> result() const { return total; }
+  long merged() const { return chunks; }
 };
 
 long count_lines_from(proc::Fd fd) {
@@ -343,6 +345,17 @@ void processes() {
   fmt::print("  {} chunks in {:.3f} s over {} worker processes (budget-limited, max {} at once)\n",
              kLines / kChunk, dt, st.started, st.max_alive);
   check(total == ref, "word counts from workers equal the in-process count");
+  // One call at a time: the caller takes each reply from the shared-memory ring.
+  constexpr int kTrips = 5000;
+  bool same = true;
+  std::size_t before = proc::stats().replies_to_waiters;
+  auto t1 = Clock::now();
+  for (int i = 0; i < kTrips; ++i)
+    same = tally.call<&Tally::merged>().get() == kLines / kChunk && same;
+  fmt::print("  {} calls to the remote actor one after another: {:.1f} µs per round trip, "
+             "{} replies taken from the ring by the waiting caller itself\n",
+             kTrips, secs(t1) / kTrips * 1e6, proc::stats().replies_to_waiters - before);
+  check(same, "every round trip returned the actor's state");
 
   int p[2];
   if (::pipe2(p, O_CLOEXEC) != 0) throw std::runtime_error("pipe");
