@@ -5,10 +5,14 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <atomic>
 #include <bit>
 #include <cstring>
 #include <map>
 #include <mutex>
+#include <string>
+#include <utility>
+#include <vector>
 
 namespace troupe::shm {
 
@@ -31,6 +35,69 @@ Slot read_slot(Tx& tx, Offset at) { return {tx.read(at), tx.read(at + 8)}; }
 void write_slot(Tx& tx, Offset at, Slot s) {
   tx.write(at, s.tag);
   tx.write(at + 8, s.payload);
+}
+
+// T9 of tx.hpp: words of a fresh block are stored atomically (relaxed: the
+// publishing commit's release orders them), since a transaction holding a
+// stale offset to the block's previous incarnation may be peeking at them.
+void put(std::uint64_t* p, std::uint64_t v) {
+  std::atomic_ref(*p).store(v, std::memory_order_relaxed);
+}
+void put_zeros(std::uint64_t* p, std::size_t words) {
+  for (std::size_t i = 0; i < words; ++i) put(p + i, 0);
+}
+// Bytes packed into whole words, the last one padded with zeros (a block's
+// usable size is a multiple of 16, so the padding stays inside it).
+void put_bytes(std::uint64_t* p, std::string_view s) {
+  for (std::size_t i = 0; i < s.size(); i += 8) {
+    std::uint64_t w = 0;
+    std::memcpy(&w, s.data() + i, std::min<std::size_t>(8, s.size() - i));
+    put(p + i / 8, w);
+  }
+}
+
+// T8 of tx.hpp: immutable blocks are peeked, and what was peeked is used only
+// once settled() says the block still held it. A count or length is settled
+// before it sizes anything, so a block reused under us never makes a huge
+// allocation or a copy past the heap; a settled one that is still absurd is
+// corruption.
+[[noreturn]] void corrupt(const char* what, Offset b, std::uint64_t n) {
+  throw Error(Errc::bad_segment, fmt::format("corrupt {} at {:#x}: length {}", what, b, n));
+}
+std::uint64_t settled_count(Tx& tx, Offset b, std::uint64_t unit, const char* what) {
+  for (;;) {
+    std::uint64_t n = tx.peek(b);
+    if (!tx.settled(b)) continue;
+    if (n >= tx.heap().committed_bytes() / unit) corrupt(what, b, n);
+    return n;
+  }
+}
+// A blob {len, bytes}.
+std::string read_blob(Tx& tx, Offset b) {
+  std::string out;
+  std::vector<std::uint64_t> words;
+  do {
+    std::uint64_t n = settled_count(tx, b, 1, "blob");
+    words.resize((n + 7) / 8);
+    tx.peek_words(b + 8, words.data(), words.size());
+    out.assign(reinterpret_cast<const char*>(words.data()), n);
+  } while (!tx.settled(b));
+  return out;
+}
+// Whether blob b holds `s` (no copy).
+bool blob_equals(Tx& tx, Offset b, std::string_view s) {
+  for (;;) {
+    std::uint64_t n = settled_count(tx, b, 1, "blob");
+    if (n != s.size()) return false;
+    bool same = true;
+    for (std::size_t i = 0; i < s.size() && same; i += 8) {
+      std::uint64_t w = tx.peek(b + 8 + i), want = 0;
+      std::memcpy(&want, s.data() + i, std::min<std::size_t>(8, s.size() - i));
+      if (s.size() - i < 8) w &= (std::uint64_t{1} << 8 * (s.size() - i)) - 1;  // little-endian
+      same = w == want;
+    }
+    if (tx.settled(b)) return same;
+  }
 }
 
 std::uint64_t mix(std::uint64_t x) {  // splitmix64 finaliser
@@ -78,6 +145,17 @@ constexpr Offset kRecordSlots = 32;  // record {schema, nfields, 0, refs, slots}
 
 void retire_block_tree(Tx& tx, Kind k, Offset b);
 
+// A record's schema and field count: immutable words, peeked (T8).
+std::pair<Offset, std::uint64_t> record_header(Tx& tx, Offset r) {
+  for (;;) {
+    Offset schema = tx.peek(r);
+    std::uint64_t n = tx.peek(r + 8);
+    if (!tx.settled(r)) continue;
+    if (n >= tx.heap().committed_bytes() / 16) corrupt("record", r, n);
+    return {schema, n};
+  }
+}
+
 // T7 of tx.hpp: at commit, a container still counted zero is retired (its
 // slots drop their references, which may offer more containers).
 bool collect_container(Tx& tx, Offset b, std::uint64_t kind) {
@@ -115,15 +193,15 @@ Slot encode(Tx& tx, const Value& v) {
     case Kind::bytes: {
       const std::string& s = v.kind() == Kind::string ? v.as_string() : v.as_bytes();
       Offset b = tx.allocate(8 + s.size());
-      auto* p = h.ptr<std::uint64_t>(b);  // private until commit (X6)
-      p[0] = s.size();
-      std::memcpy(p + 1, s.data(), s.size());
+      auto* p = h.ptr<std::uint64_t>(b);  // private until commit (X6); T9
+      put(p, s.size());
+      put_bytes(p + 1, s);
       return {make_tag(v.kind()), b};
     }
     case Kind::tuple: {
       const auto& items = v.as_tuple();
       Offset b = tx.allocate(8 + 16 * items.size());
-      h.ptr<std::uint64_t>(b)[0] = items.size();
+      put(h.ptr<std::uint64_t>(b), items.size());  // T9
       for (std::size_t i = 0; i < items.size(); ++i)
         encode_into(tx, h.ptr<std::uint64_t>(b) + 1 + 2 * i, items[i]);
       return {make_tag(Kind::tuple), b};
@@ -141,11 +219,11 @@ Slot encode(Tx& tx, const Value& v) {
 
 void encode_into(Tx& tx, std::uint64_t* dst, const Value& v) {
   Slot s = encode(tx, v);
-  dst[0] = s.tag;
-  dst[1] = s.payload;
+  put(dst, s.tag);  // T9
+  put(dst + 1, s.payload);
 }
 
-Value decode_block(Heap& h, Kind k, Offset b);
+Value decode_block(Tx& tx, Kind k, Offset b);
 
 Value decode(Tx& tx, Slot s) {
   Kind k = kind_of(s.tag);
@@ -161,13 +239,13 @@ Value decode(Tx& tx, Slot s) {
     case Kind::string:
     case Kind::bytes:
       if (unsigned n = inline_len_plus1(s.tag)) {
-        std::string str(n - 1, '\0');
-        std::memcpy(str.data(), &s.payload, n - 1);
+        std::string str(std::min(n - 1, 8u), '\0');
+        std::memcpy(str.data(), &s.payload, str.size());
         return k == Kind::string ? Value(std::move(str)) : Value::bytes(str);
       }
-      return decode_block(tx.heap(), k, s.payload);
+      return decode_block(tx, k, s.payload);
     case Kind::tuple:
-      return decode_block(tx.heap(), k, s.payload);
+      return decode_block(tx, k, s.payload);
     case Kind::list:
     case Kind::dict:
     case Kind::record:
@@ -176,22 +254,31 @@ Value decode(Tx& tx, Slot s) {
   throw Error(Errc::bad_segment, fmt::format("corrupt value tag {:#x}", s.tag));
 }
 
+// A tuple's items {n, n slots} (T8: peeked, then settled).
+std::vector<Slot> read_tuple(Tx& tx, Offset b) {
+  static_assert(sizeof(Slot) == 16);
+  std::vector<Slot> items;
+  do {
+    items.resize(settled_count(tx, b, 16, "tuple"));
+    tx.peek_words(b + 8, reinterpret_cast<std::uint64_t*>(items.data()), 2 * items.size());
+  } while (!tx.settled(b));
+  return items;
+}
+
 // V1: blobs and tuples are immutable once reachable; the validated read of
-// the slot that named them (T1) happens after their initialisation.
-Value decode_block(Heap& h, Kind k, Offset b) {
-  const auto* p = h.ptr<const std::uint64_t>(b);
+// the slot that named them (T1) happens after their initialisation, and
+// they are read through T8 (they may be freed and reused under us).
+Value decode_block(Tx& tx, Kind k, Offset b) {
   if (k == Kind::tuple) {
     std::vector<Value> items;
-    items.reserve(p[0]);
-    for (std::uint64_t i = 0; i < p[0]; ++i) {
-      Slot s{p[1 + 2 * i], p[2 + 2 * i]};
+    for (Slot s : read_tuple(tx, b)) {
       Kind ik = kind_of(s.tag);
       if (ik == Kind::tuple ||
           ((ik == Kind::string || ik == Kind::bytes) && inline_len_plus1(s.tag) == 0))
-        items.push_back(decode_block(h, ik, s.payload));
+        items.push_back(decode_block(tx, ik, s.payload));
       else if (auto n = inline_len_plus1(s.tag)) {
-        std::string str(n - 1, '\0');
-        std::memcpy(str.data(), &s.payload, n - 1);
+        std::string str(std::min(n - 1, 8u), '\0');
+        std::memcpy(str.data(), &s.payload, str.size());
         items.push_back(ik == Kind::string ? Value(std::move(str)) : Value::bytes(str));
       } else if (ik == Kind::integer) {
         items.push_back(Value(static_cast<long long>(s.payload)));
@@ -207,7 +294,7 @@ Value decode_block(Heap& h, Kind k, Offset b) {
     }
     return Value::tuple(std::move(items));
   }
-  std::string str(reinterpret_cast<const char*>(p + 1), p[0]);
+  std::string str = read_blob(tx, b);
   return k == Kind::string ? Value(std::move(str)) : Value::bytes(str);
 }
 
@@ -227,13 +314,10 @@ void retire_slot(Tx& tx, Slot s) {
 // with its own blocks; the containers its slots name lose a reference.
 
 void retire_block_tree(Tx& tx, Kind k, Offset b) {
-  Heap& h = tx.heap();
   switch (k) {
-    case Kind::tuple: {
-      const auto* p = h.ptr<const std::uint64_t>(b);
-      for (std::uint64_t i = 0; i < p[0]; ++i) retire_slot(tx, {p[1 + 2 * i], p[2 + 2 * i]});
+    case Kind::tuple:
+      for (Slot s : read_tuple(tx, b)) retire_slot(tx, s);  // T8
       break;
-    }
     case Kind::list: {
       std::uint64_t len = tx.read(b);
       Offset items = tx.read(b + 16);
@@ -256,9 +340,9 @@ void retire_block_tree(Tx& tx, Kind k, Offset b) {
       break;
     }
     case Kind::record: {
-      const auto* p = h.ptr<const std::uint64_t>(b);  // schema, nfields: immutable
-      retire_block_tree(tx, Kind::tuple, p[0]);
-      for (std::uint64_t i = 0; i < p[1]; ++i)
+      auto [schema, n] = record_header(tx, b);
+      retire_block_tree(tx, Kind::tuple, schema);
+      for (std::uint64_t i = 0; i < n; ++i)
         retire_slot(tx, read_slot(tx, b + kRecordSlots + 16 * i));
       break;
     }
@@ -481,12 +565,12 @@ List new_list(Tx& tx, std::size_t capacity) {
   capacity = std::max<std::size_t>(capacity, 1);
   Offset b = tx.allocate(32);
   Offset items = tx.allocate(16 * capacity);
-  std::memset(tx.heap().ptr(items), 0, 16 * capacity);  // none slots; private (X6)
+  put_zeros(tx.heap().ptr<std::uint64_t>(items), 2 * capacity);  // none slots; private (X6), T9
   auto* p = tx.heap().ptr<std::uint64_t>(b);
-  p[0] = 0;
-  p[1] = capacity;
-  p[2] = items;
-  p[3] = 0;  // V2: counted zero until stored
+  put(p, 0);
+  put(p + 1, capacity);
+  put(p + 2, items);
+  put(p + 3, 0);  // V2: counted zero until stored
   fresh_container(tx, Kind::list, b);
   return List(b);
 }
@@ -518,13 +602,13 @@ void List::append(Tx& tx, const Value& v) const {
   if (len == cap) {
     std::uint64_t ncap = cap * 2;
     Offset fresh = tx.allocate(16 * ncap);
-    auto* p = tx.heap().ptr<std::uint64_t>(fresh);  // private until commit (X6)
-    std::memset(p, 0, 16 * ncap);
+    auto* p = tx.heap().ptr<std::uint64_t>(fresh);  // private until commit (X6), T9
     for (std::uint64_t i = 0; i < len; ++i) {
       Slot s = read_slot(tx, items + 16 * i);
-      p[2 * i] = s.tag;
-      p[2 * i + 1] = s.payload;
+      put(p + 2 * i, s.tag);
+      put(p + 2 * i + 1, s.payload);
     }
+    put_zeros(p + 2 * len, 2 * (ncap - len));
     tx.write(off_ + 8, ncap);
     tx.write(off_ + 16, fresh);
     tx.retire(items);
@@ -572,12 +656,12 @@ Dict new_dict(Tx& tx, std::size_t buckets) {
   while (nb < buckets) nb *= 2;
   Offset b = tx.allocate(32);
   Offset bk = tx.allocate(8 * nb);
-  std::memset(tx.heap().ptr(bk), 0, 8 * nb);  // private (X6)
+  put_zeros(tx.heap().ptr<std::uint64_t>(bk), nb);  // private (X6), T9
   auto* p = tx.heap().ptr<std::uint64_t>(b);
-  p[0] = 0;
-  p[1] = nb;
-  p[2] = bk;
-  p[3] = 0;  // V2: counted zero until stored
+  put(p, 0);
+  put(p + 1, nb);
+  put(p + 2, bk);
+  put(p + 3, 0);  // V2: counted zero until stored
   fresh_container(tx, Kind::dict, b);
   return Dict(b);
 }
@@ -628,12 +712,12 @@ void Dict::set(Tx& tx, const Value& key, const Value& v) const {
   }
   Slot fresh = encode(tx, v);  // V2
   Offset e = tx.allocate(48);
-  auto* p = tx.heap().ptr<std::uint64_t>(e);  // private until commit (X6)
-  p[0] = 0;
-  p[1] = h;
+  auto* p = tx.heap().ptr<std::uint64_t>(e);  // private until commit (X6), T9
+  put(p, 0);
+  put(p + 1, h);
   encode_into(tx, p + 2, key);  // V3: hashable, so no container to count
-  p[4] = fresh.tag;
-  p[5] = fresh.payload;
+  put(p + 4, fresh.tag);
+  put(p + 5, fresh.payload);
   tx.write(link, e);
   std::uint64_t count = tx.read(off_) + 1;
   tx.write(off_, count);
@@ -651,7 +735,8 @@ void Dict::set(Tx& tx, const Value& key, const Value& v) const {
         x = next;
       }
     Offset fresh = tx.allocate(8 * nb2);
-    std::memcpy(tx.heap().ptr(fresh), heads.data(), 8 * nb2);  // private (X6)
+    auto* q = tx.heap().ptr<std::uint64_t>(fresh);  // private (X6), T9
+    for (std::uint64_t i = 0; i < nb2; ++i) put(q + i, heads[i]);
     tx.write(off_ + 8, nb2);
     tx.write(off_ + 16, fresh);
     tx.retire(old);
@@ -705,12 +790,12 @@ Record new_record(Tx& tx, const std::vector<std::string>& fields) {
   for (auto& f : fields) names.emplace_back(f);
   Slot schema = encode(tx, Value::tuple(std::move(names)));
   Offset b = tx.allocate(kRecordSlots + 16 * fields.size());
-  auto* p = tx.heap().ptr<std::uint64_t>(b);  // private (X6); schema and nfields never change
-  p[0] = schema.payload;
-  p[1] = fields.size();
-  p[2] = 0;
-  p[3] = 0;  // V2: counted zero until stored
-  std::memset(p + 4, 0, 16 * fields.size());
+  auto* p = tx.heap().ptr<std::uint64_t>(b);  // private (X6), T9; schema and nfields never change
+  put(p, schema.payload);
+  put(p + 1, fields.size());
+  put(p + 2, 0);
+  put(p + 3, 0);  // V2: counted zero until stored
+  put_zeros(p + 4, 2 * fields.size());
   fresh_container(tx, Kind::record, b);
   return Record(b);
 }
@@ -722,26 +807,24 @@ Record new_record(Tx& tx, std::initializer_list<std::string_view> fields) {
 }
 
 std::vector<std::string> Record::fields(Tx& tx) const {
-  const auto* p = tx.heap().ptr<const std::uint64_t>(off_);  // immutable (V1)
   std::vector<std::string> out;
-  Value schema = decode_block(tx.heap(), Kind::tuple, p[0]);
+  Value schema = decode_block(tx, Kind::tuple, record_header(tx, off_).first);  // T8
   for (auto& v : schema.as_tuple()) out.push_back(v.as_string());
   return out;
 }
 
+// The schema's names are inline slots or blobs, all immutable (T8).
 std::size_t Record::index(Tx& tx, std::string_view field) const {
-  const auto* p = tx.heap().ptr<const std::uint64_t>(off_);
-  const auto* schema = tx.heap().ptr<const std::uint64_t>(p[0]);
-  for (std::uint64_t i = 0; i < schema[0]; ++i) {
-    std::uint64_t tag = schema[1 + 2 * i], pay = schema[2 + 2 * i];
-    std::string_view name;
-    if (unsigned n = inline_len_plus1(tag))
-      name = std::string_view(reinterpret_cast<const char*>(&schema[2 + 2 * i]), n - 1);
-    else {
-      const auto* b = tx.heap().ptr<const std::uint64_t>(pay);
-      name = std::string_view(reinterpret_cast<const char*>(b + 1), b[0]);
-    }
-    if (name == field) return i;
+  std::vector<Slot> names = read_tuple(tx, record_header(tx, off_).first);
+  for (std::size_t i = 0; i < names.size(); ++i) {
+    Slot s = names[i];
+    bool same;
+    if (unsigned n = inline_len_plus1(s.tag))
+      same = n - 1 == field.size() && n <= 9 &&
+             std::memcmp(&s.payload, field.data(), field.size()) == 0;
+    else
+      same = blob_equals(tx, s.payload, field);
+    if (same) return i;
   }
   throw Error(Errc::not_found, fmt::format("record has no field '{}'", field));
 }
@@ -777,7 +860,8 @@ Offset root_cell(Heap& h, std::string_view name, bool create) {
   if (!cell) {
     if (!create) return null_offset;
     Offset mine = h.allocate(16);
-    std::memset(h.ptr(mine), 0, 16);  // none
+    detail::fresh_block_fence();               // T9 of tx.hpp (as Tx::allocate), then atomic stores
+    put_zeros(h.ptr<std::uint64_t>(mine), 2);  // none
     h.publish(mine);
     Offset expected = null_offset;
     if (h.compare_exchange_root(name, expected, mine)) {

@@ -1,6 +1,6 @@
 // src/shm_objects/tx.cpp: TL2 transactions with a shared redo log, the
 // single-word atomic operations and the recovery hook that finishes or
-// discards a dead slot's transaction. Invariants T1-T7 (tx.hpp) and X1-X8
+// discards a dead slot's transaction. Invariants T1-T9 (tx.hpp) and X1-X8
 // (detail/tx_layout.hpp) are cited where they are kept.
 #include "troupe/shm/tx.hpp"
 
@@ -54,7 +54,10 @@ LogView view(Heap& h, const SlotRecord& r) {
   return {b, r.log_cap.load(std::memory_order_relaxed)};
 }
 
-void clock_catch_up(TxTable& t, std::uint64_t v) {
+// X8 P: makes the clock >= v before the caller releases a stripe with v.
+// Seq_cst load and compare-exchange: clock operations are in S (X8). Only
+// writers call it (commits, single-word ops, recovery), never readers (T2).
+void clock_advance(TxTable& t, std::uint64_t v) {
   std::uint64_t c = t.clock.load();
   while (c < v && !t.clock.compare_exchange_weak(c, v)) {
   }
@@ -120,7 +123,7 @@ TxHeap::TxHeap(Heap& heap)
     std::memset(static_cast<void*>(t), 0, sizeof(TxTable));
     t->magic = kTxMagic;
     t->stripe_count = kStripes;
-    t->clock.store(1, std::memory_order_relaxed);  // epoch 0 means idle (X5)
+    t->clock.store(1, std::memory_order_relaxed);  // above every stripe's version 0
     heap.publish(mine);
     Offset expected = null_offset;
     // Release: the table's contents before its offset; acquire on failure:
@@ -172,9 +175,7 @@ std::size_t TxHeap::recover_orphans() {
   std::size_t n = 0;
   for (auto& info : heap_->slots()) {
     if (info.index >= kTxSlots || info.alive || info.attached) continue;
-    if (is_idle(table_->slots[info.index].state.load()) &&
-        table_->slots[info.index].epoch.load() == 0)
-      continue;
+    if (is_idle(table_->slots[info.index].state.load())) continue;
     recover_slot(info.index, false, true);
     ++n;
   }
@@ -190,43 +191,8 @@ std::size_t TxHeap::layer_bytes() const {
 
 std::size_t TxHeap::busy_records() const {
   std::size_t n = 0;
-  std::vector<bool> alive(kTxSlots, false);
-  for (auto& info : heap_->slots())
-    if (info.index < kTxSlots) alive[info.index] = info.alive;
-  // A dead slot's stale epoch (left by a recovery without the hook) is no
-  // obstacle: grace() skips slots no process holds, and the next owner
-  // overwrites it.
-  for (unsigned i = 0; i < kTxSlots; ++i) {
-    auto& r = table_->slots[i];
-    n += !is_idle(r.state.load()) || (alive[i] && r.epoch.load() != 0);
-  }
+  for (auto& r : table_->slots) n += !is_idle(r.state.load());
   return n + (table_->irrevocable.load() != 0);
-}
-
-// X5. Waits until no slot but `self` announces an epoch below wv. Outside the
-// hook, a slot that stays behind may be dead: recover (our epoch is 0 here,
-// so a hook in this process never waits on us). Inside the hook we must not
-// recurse into recovery: slots no live process holds are skipped instead.
-void TxHeap::grace(std::uint64_t wv, unsigned self, bool in_hook) {
-  for (unsigned i = 0; i < kTxSlots; ++i) {
-    if (i == self) continue;
-    auto& e = table_->slots[i].epoch;
-    for (unsigned n = 0;; ++n) {
-      std::uint64_t v = e.load();  // seq_cst: see Tx::begin
-      if (v == 0 || v >= wv) break;
-      relax(n);
-      if (n % 4096 == 4095) {
-        if (!in_hook) heap_->recover();
-        // A slot no process holds announces nothing (a stale word left by a
-        // recovery without the hook); one claimed after our commit announces
-        // at least wv.
-        bool alive = false;
-        for (auto& s : heap_->slots())
-          if (s.index == i) alive = s.alive;
-        if (!alive) break;
-      }
-    }
-  }
 }
 
 // X6. Frees the published block of a log entry so that a death at any step
@@ -328,11 +294,9 @@ void TxHeap::recover_slot(unsigned slot, bool in_hook, bool orphan) {
   auto& stripes = table_->stripes;
   const std::uint64_t mine = locked_word(slot);
   std::uint64_t state = 0, prev = 0;
-  if (in_hook) r.epoch.store(0);  // the dead owner's announcement (we hold its slot)
   if (!claim(slot, orphan && !in_hook, in_hook ? slot : heap_->slot_index(), state, prev)) return;
   if ((prev & kDeferred) && !in_hook) table_->deferred.fetch_sub(1);  // we finish it
   const std::uint64_t keep = r.state.load(std::memory_order_relaxed) & ~std::uint64_t{0x7f};
-  r.epoch.store(0);
   bool pending = false;  // in the hook: entries left for a slotted thread
   if (state == kTxLocking || state == kTxCommitted) {
     LogView L = view(*heap_, r);
@@ -367,7 +331,7 @@ void TxHeap::recover_slot(unsigned slot, bool in_hook, bool orphan) {
               .store(L.write_val(i).load(std::memory_order_relaxed), std::memory_order_release);
       }
       std::uint64_t wv = r.wv.load(std::memory_order_relaxed);
-      clock_catch_up(*table_, wv);
+      clock_advance(*table_, wv);
       for (std::uint64_t i = 0; i < nl; ++i) {
         std::uint64_t s = L.lock_stripe(i).load(std::memory_order_relaxed) & (kStripes - 1);
         std::uint64_t expect = mine;
@@ -382,12 +346,10 @@ void TxHeap::recover_slot(unsigned slot, bool in_hook, bool orphan) {
   }
   if (state == kTxFreeing) {
     LogView L = view(*heap_, r);
-    // The hook neither waits (it holds the heap's recovery lock) nor frees:
-    // it settles the entries and defers the rest to a slotted thread.
-    if (!in_hook) {  // X5; X8 (d) as in Tx::commit
-      clock_catch_up(*table_, r.wv.load(std::memory_order_relaxed));
-      grace(r.wv.load(std::memory_order_relaxed), slot, false);
-    }
+    // X5: every stripe of these blocks was released with wv, so they may be
+    // freed now. The hook does not free (a free needs a slot of the
+    // caller's own): it settles the entries and defers the rest to a
+    // slotted thread.
     std::uint64_t nf = std::min(r.n_frees.load(std::memory_order_relaxed), L.cap);
     for (std::uint64_t i = 0; i < nf; ++i) {
       // Entries the owner never started on are published blocks: kPublished
@@ -406,9 +368,10 @@ void TxHeap::recover_slot(unsigned slot, bool in_hook, bool orphan) {
     std::uint64_t old = r.op_old.load(std::memory_order_relaxed);
     std::uint64_t expect = mine;
     // The word holds its old or its new value, each a whole state: publish a
-    // fresh version so readers of either revalidate. Release: after the word.
+    // fresh version so readers of either revalidate (X8 P: the clock first).
+    // Release: after the word.
     std::uint64_t v = std::max(version_of(old) + 1, table_->clock.load() + 1);
-    clock_catch_up(*table_, v);
+    clock_advance(*table_, v);
     stripes[s].compare_exchange_strong(expect, v << 1, std::memory_order_release,
                                        std::memory_order_relaxed);
   }
@@ -496,9 +459,18 @@ std::uint64_t atomic_op(TxHeap& l, const char* op, Offset word, F f) {
         // Relaxed load: we hold the stripe. Release store: see Tx::read.
         std::uint64_t old = w.load(std::memory_order_relaxed);
         w.store(f(old), std::memory_order_release);
-        // A version above every current snapshot (X8: no clock increment;
-        // a reader that meets it catches the clock up).
-        std::uint64_t v = std::max(version_of(cur) + 1, t.clock.load() + 1);
+        // A version above every current snapshot (X8 b), and the clock
+        // made >= it before anyone can see it (X8 P). Seq_cst clock
+        // operations: X8 (c). Under P the old version is <= the clock, so v
+        // is c + 1 and one compare-exchange from c suffices: a failure means
+        // another writer moved the clock past c.
+        std::uint64_t c = t.clock.load();
+        std::uint64_t v = std::max(version_of(cur) + 1, c + 1);
+        if (v == c + 1) {
+          t.clock.compare_exchange_strong(c, v);
+        } else {
+          clock_advance(t, v);
+        }
         // Release: the word before its new version.
         lk.store(v << 1, std::memory_order_release);
         r.state.store(seq << 32, std::memory_order_release);
@@ -556,7 +528,7 @@ void Tx::take_irrevocable() {
 }
 
 void Tx::begin() {
-  slot_ = heap_->slot_index();  // may recover dead slots; our epoch is 0 here
+  slot_ = heap_->slot_index();  // may recover dead slots
   if (slot_ >= kTxSlots) throw Error(Errc::invalid_argument, "heap slot beyond the tx table");
   rec_ = &table_->slots[slot_];
   seq_ = layer_->settle(slot_);
@@ -575,12 +547,9 @@ void Tx::begin() {
       relax(n < 10 ? n : 10);
       if (n % 4096 == 4095) layer_->clear_stale_token();
     }
-  // X5. Announce a clock value, then take the snapshot at or above it
-  // (seq_cst: a freer that scans after our store sees it and waits; one that
-  // scanned before had locked and released its stripes earlier in the total
-  // order, so by X8 (c) our reads see its unlinking writes or its locks).
-  rec_->epoch.store(table_->clock.load());
+  // The snapshot (T2: a load, nothing announced; X5). Seq_cst: X8 (b, c).
   rv_ = table_->clock.load();
+  settle_tries_ = 0;
   reads_.clear();
   writes_.clear();
   write_index_.clear();
@@ -591,10 +560,9 @@ void Tx::begin() {
   committed_ = false;
 }
 
-void Tx::conflict(std::uint64_t seen_version) {
-  if (seen_version) clock_catch_up(*table_, seen_version);
-  throw TxConflict{};
-}
+// T2: an abort writes nothing shared either; the retry's clock load is at
+// least any version it met (X8 P).
+void Tx::conflict() { throw TxConflict{}; }
 
 std::uint64_t Tx::read(Offset word) {
   if (!writes_.empty())
@@ -610,7 +578,7 @@ std::uint64_t Tx::read(Offset word) {
   // means no writer came between (no fence: free on x86, understood by TSan).
   //   v1 is seq_cst, not just acquire, for X8 (c): it must follow our clock
   // load in the single total order (the same plain load on x86).
-  for (unsigned tries = 0;; ++tries) {
+  for (unsigned tries = 0;;) {
     std::uint64_t v1 = lk.load();
     std::uint64_t val = std::atomic_ref(*p).load(std::memory_order_acquire);
     std::uint64_t v2 = lk.load(std::memory_order_relaxed);
@@ -618,27 +586,103 @@ std::uint64_t Tx::read(Offset word) {
       reads_.push_back(static_cast<std::uint32_t>(s));  // T3
       return val;
     }
-    // Newer than the snapshot but settled: move the snapshot forward (X8)
-    // and read again; a lock, a torn read or a failed extension aborts.
-    if (is_locked(v1) || v1 != v2 || tries >= kMaxExtensions || !extend(version_of(v1)))
-      conflict(is_locked(v1) ? 0 : version_of(v1));
+    if (is_locked(v1) || is_locked(v2)) {  // a commit in progress: wait for it
+      wait_unlocked(lk);
+      continue;
+    }
+    // A commit came between the loads (read again), or the word is newer than
+    // the snapshot but settled (move the snapshot forward, X8, and read
+    // again); a failed extension, or too many, aborts.
+    if (++tries > kMaxExtensions || (v1 == v2 && !extend(version_of(v1)))) conflict();
   }
 }
 
-// X8 (snapshot extension, LSA). Catches the clock up to `seen`, takes it as
-// the new snapshot and keeps it only if every stripe read so far is still
+// Waits until `lk` is unlocked instead of aborting: a transaction holds no
+// stripe before its commit (X2), so waiting here cannot close a cycle, and
+// the holder (a commit, a single-word op or a recoverer) never waits while it
+// holds stripes, so it releases them soon unless it is dead: a holder whose
+// slot is dead is left to recovery (backoff()) and we abort. Writes nothing.
+void Tx::wait_unlocked(const std::atomic<std::uint64_t>& lk) {
+  for (unsigned n = 0;; ++n) {
+    // Acquire is enough: the caller loads the stripe again (seq_cst).
+    std::uint64_t v = lk.load(std::memory_order_acquire);
+    if (!is_locked(v)) return;
+    if (n % 1024 == 1023 && !layer_->slot_alive(static_cast<unsigned>(v >> 1) - 1)) conflict();
+    relax(n < 10 ? n : 10);
+  }
+}
+
+// X8 (snapshot extension, LSA). Takes the clock, >= `seen` by X8 P, as the
+// new snapshot and keeps it only if every stripe read so far is still
 // unlocked at a version within the old one: by X8 (b) none of them changed
 // since it was read, by X8 (c) every commit with a version up to the new
 // snapshot is visible to these loads, so all our reads belong to it (T1).
+// Writes nothing (T2).
 bool Tx::extend(std::uint64_t seen) {
-  clock_catch_up(*table_, seen);
   const std::uint64_t now = table_->clock.load();  // seq_cst: X8 (c)
+  if (now < seen) return false;  // P broken (cannot happen): abort rather than accept
   for (std::uint32_t s : reads_) {
     std::uint64_t w = table_->stripes[s].load();  // seq_cst: X8 (c)
     if (is_locked(w) || version_of(w) > rv_) return false;
   }
   rv_ = now;
   return true;
+}
+
+void Tx::peek_words(Offset first, std::uint64_t* out, std::size_t n) const {
+  if (n == 0) return;
+  auto* p = heap_->ptr<std::uint64_t>(first);
+  heap_->ptr(first + 8 * (n - 1));  // the last word is in the heap too (throws if not)
+  // Acquire: as peek() (T8).
+  for (std::size_t i = 0; i < n; ++i)
+    out[i] = std::atomic_ref(p[i]).load(std::memory_order_acquire);
+}
+
+// T8. After the peeks of `block`: its first word's stripe unlocked at <= rv
+// means the block still held what it was published with when they ran (or
+// the snapshot is extended over a newer, unrelated version, and the caller
+// peeks again).
+bool Tx::settled(Offset block) {
+  // Seq_cst (a plain load on x86): after the peeks' acquire loads, and in S
+  // as every stripe load of a read (X8 c).
+  auto& lk = table_->stripes[stripe_of(block)];
+  std::uint64_t v = lk.load();
+  if (!is_locked(v) && version_of(v) <= rv_) [[likely]] {
+    settle_tries_ = 0;
+    return true;
+  }
+  if (is_locked(v)) {  // the block may be being freed: wait, then peek again
+    wait_unlocked(lk);
+    return false;
+  }
+  if (settle_tries_ >= kMaxExtensions || !extend(version_of(v))) conflict();
+  ++settle_tries_;
+  return false;
+}
+
+// X5. Adds to lock_order_ every stripe covering a word of each block this
+// transaction frees (every stripe, for a block with as many words as there
+// are stripes or more). The sizes are looked up before validation: should a
+// block have been freed (and reused) under us, its size may be another's or
+// no size at all, but then the word we unlinked it from changed and
+// validation fails before anything is applied; a block that is no block at
+// all locks nothing here and is refused after validation (T6).
+void Tx::lock_freed_blocks() {
+  for (Offset b : frees_) {
+    std::uint64_t words = 0;
+    try {
+      words = heap_->usable_size(b) / 8;
+    } catch (const Error&) {
+      continue;
+    }
+    if (words >= kStripes) {
+      lock_order_.resize(kStripes);
+      for (std::uint32_t s = 0; s < kStripes; ++s) lock_order_[s] = s;
+      return;
+    }
+    for (std::uint64_t w = 0; w < words; ++w)
+      lock_order_.push_back(static_cast<std::uint32_t>(stripe_of(b + 8 * w)));
+  }
 }
 
 Tx::WriteEntry* Tx::find_write(Offset word) {
@@ -683,6 +727,11 @@ void Tx::reindex() {
 
 Offset Tx::allocate(std::size_t bytes) {
   Offset o = heap_->allocate(bytes);  // X6: unpublished until the commit point
+  // T8, T9: the caller's (relaxed, atomic) initialising stores come after
+  // this fence, so a stale reader whose acquire peek returns one of them
+  // also sees, in its next stripe load, the release by which the block's
+  // last freer bumped the block's stripes (X5).
+  fresh_block_fence();
   allocs_.push_back(o);
   return o;
 }
@@ -734,16 +783,12 @@ void Tx::release_locks(std::size_t n, std::uint64_t version_word, bool restore) 
 }
 
 void Tx::rollback() {
-  if (committed_) {  // T6: an exception after the commit point (nothing to undo)
-    if (rec_) rec_->epoch.store(0, std::memory_order_release);  // X5, as below
-    return;
-  }
+  if (committed_) return;  // T6: an exception after the commit point (nothing to undo)
   // Relaxed/any: our own record (X1); the state store is a release.
   if (rec_ && !is_idle(rec_->state.load(std::memory_order_relaxed)))
     rec_->state.store(seq_ << 32, std::memory_order_release);
   for (Offset a : allocs_) heap_->free(a);
   allocs_.clear();
-  if (rec_) rec_->epoch.store(0, std::memory_order_release);  // X5: our reads before a freer sees 0
   ++attempt_;
   counters_->bump(counters_->aborts);
 }
@@ -763,10 +808,12 @@ void Tx::backoff() {
 void Tx::commit() {
   collect();  // T7: may extend the write set, or throw TxConflict
   SlotRecord& r = *rec_;
-  if (writes_.empty()) {                      // read-only (T2): every read was validated at rv
+  if (writes_.empty() && frees_.empty()) {
+    // Read-only (T2): every read was valid at rv when it returned, and rv
+    // only moved by extensions that kept them valid (T1), so there is
+    // nothing to validate and nothing shared to write.
     for (Offset a : allocs_) heap_->free(a);  // allocated but never linked
     allocs_.clear();
-    r.epoch.store(0, std::memory_order_release);  // X5: our reads before a freer sees 0
     if (irrevocable_) {
       table_->irrevocable.store(0);
       irrevocable_ = false;
@@ -785,6 +832,7 @@ void Tx::commit() {
     __builtin_prefetch(&table_->stripes[s], 1);
     __builtin_prefetch(heap_->ptr<std::uint64_t>(w.word), 1);
   }
+  if (!frees_.empty()) lock_freed_blocks();  // X5
   if (lock_order_.size() > 1) std::sort(lock_order_.begin(), lock_order_.end());
   lock_order_.erase(std::unique(lock_order_.begin(), lock_order_.end()), lock_order_.end());
 
@@ -799,6 +847,7 @@ void Tx::commit() {
     r.log_cap.store(0, std::memory_order_relaxed);
     if (old) heap_->free(old);
     Offset fresh = heap_->allocate(cap * 6 * sizeof(std::uint64_t));
+    fresh_block_fence();    // T9: its words are written with atomic stores after it
     heap_->publish(fresh);  // owned by the record from now on
     r.log_cap.store(cap, std::memory_order_relaxed);
     r.log.store(fresh, std::memory_order_release);
@@ -823,14 +872,14 @@ void Tx::commit() {
     release_locks(held, 0, true);
     r.state.store(seq_ << 32, std::memory_order_release);
   };
-  auto fail = [&](std::uint64_t seen) {
+  auto fail = [&] {
     unlock();
-    conflict(seen);
+    conflict();
   };
   for (std::size_t i = 0; i < lock_order_.size(); ++i) {
     auto& lk = table_->stripes[lock_order_[i]];
     std::uint64_t cur = lk.load(std::memory_order_relaxed);
-    if (is_locked(cur)) fail(0);
+    if (is_locked(cur)) fail();
     L.lock_stripe(i).store(lock_order_[i], std::memory_order_relaxed);
     L.lock_old(i).store(cur, std::memory_order_relaxed);
     r.n_locks.store(i + 1, std::memory_order_release);  // X2: logged before taken
@@ -839,12 +888,12 @@ void Tx::commit() {
     // previous holder's writes.
     if (!lk.compare_exchange_strong(cur, mine, std::memory_order_seq_cst,
                                     std::memory_order_relaxed))
-      fail(0);
+      fail();
     held = i + 1;
     fault_point("tx.after_some_locks");
   }
 
-  // X8: a load, not an increment (GV5 of TL2): no shared write per commit.
+  // X8: wv = the clock + 1, advanced only just before the release (below).
   // Seq_cst: after our locks in the single total order (X8 c).
   const std::uint64_t wv = table_->clock.load() + 1;
   // Validate the read set (always: under X8 rv + 1 == wv proves nothing).
@@ -854,14 +903,14 @@ void Tx::commit() {
     if (w == mine) {
       auto it = std::lower_bound(lock_order_.begin(), lock_order_.end(), s);
       std::uint64_t before = L.lock_old(it - lock_order_.begin()).load(std::memory_order_relaxed);
-      if (version_of(before) > rv_) fail(version_of(before));
+      if (version_of(before) > rv_) fail();
     } else if (is_locked(w) || version_of(w) > rv_) {
-      fail(is_locked(w) ? 0 : version_of(w));
+      fail();
     }
   }
   if (!irrevocable_) {
     std::uint64_t tok = table_->irrevocable.load();
-    if (tok != 0 && tok != slot_ + 1u) fail(0);
+    if (tok != 0 && tok != slot_ + 1u) fail();
   }
   // T6: the frees must not fail after the commit point. Each block must be
   // published (the snapshot is validated, so a block we unlinked is still
@@ -915,23 +964,21 @@ void Tx::commit() {
         .store(writes_[i].value, std::memory_order_release);
     if (i == writes_.size() / 2) fault_point("tx.mid_apply");
   }
+  // X8 P: the clock reaches wv before any stripe says wv. It is wv - 1 or
+  // more (we loaded wv - 1 and it never goes down), so one compare-exchange
+  // from wv - 1, only when a reload finds it still below, does it; a
+  // failure means another writer moved it past wv - 1 (commits may share a
+  // wv: GV4). Seq_cst: clock operations are in S (X8 c).
+  if (std::uint64_t c = table_->clock.load(); c < wv) table_->clock.compare_exchange_strong(c, wv);
   release_locks(lock_order_.size(), wv << 1, false);
 
   if (!frees_.empty()) {
+    // X5: every stripe of these blocks was just released with wv, so a
+    // transaction still reading one of them fails its next check; free now.
     r.state.store(seq_ << 32 | kTxFreeing, std::memory_order_release);
-    r.epoch.store(0, std::memory_order_release);  // X5: our reads before a freer sees 0
-    if (irrevocable_) {                           // others may run while we wait
-      table_->irrevocable.store(0);
-      irrevocable_ = false;
-    }
-    // X8 (d): transactions that begin from now on announce at least wv, so
-    // the grace period ends without waiting for them to go idle.
-    clock_catch_up(*table_, wv);
-    layer_->grace(wv, slot_, false);  // X5
     for (std::size_t i = 0; i < frees_.size(); ++i) layer_->free_entry(L.free_(i), frees_[i]);
   }
   r.state.store(seq_ << 32, std::memory_order_release);
-  r.epoch.store(0, std::memory_order_release);  // X5: our reads before a freer sees 0
   if (irrevocable_) {
     table_->irrevocable.store(0);
     irrevocable_ = false;

@@ -1,8 +1,9 @@
 // tests/shm_objects/tx_concurrency_test.cpp: threads of one process racing on
 // the same words: single-word atomic ops beside transactions (no lost update),
 // opacity (no transaction ever sees another's half-applied writes, checked
-// inside the block), snapshot extension (X8), progress under heavy conflict (irrevocable mode), and
-// reference counts of shared records under racing stores and drops.
+// inside the block), snapshot extension (X8), progress under heavy conflict (irrevocable mode),
+// reference counts of shared records under racing stores and drops, and
+// readers racing the immediate frees and reuse of what they read (X5, T8).
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -251,6 +252,148 @@ TEST(ShmTxConcurrency, SharedRecordCountsStayExact) {
   });
   h.flush_thread_cache();
   EXPECT_EQ(h.stats().published - l.layer_bytes(), base) << "leaked bytes";
+  EXPECT_EQ(l.stuck_locks(), 0u);
+  EXPECT_EQ(l.busy_records(), 0u);
+  for (auto& p : h.verify()) ADD_FAILURE() << p;
+  TxHeap::detach(h);
+}
+
+// X5, T8: blocks are freed as soon as the transaction that unlinked them
+// commits, with no grace period, while readers may still hold their offsets.
+// Writers replace strings of varying length, tuples holding strings, records
+// (with their schema and long field names) and whole lists, and shrink a
+// list by pops, in a loop, so blocks are freed and reused all the time;
+// readers read all of them in transactions and check, inside the block, that
+// each value is one that was ever written (never garbage from a reused
+// block), and that the list's items match its size.
+std::string racing_string(long k, std::size_t len) {
+  std::string s = std::to_string(k) + ":" + std::to_string(len) + ":";
+  s.resize(len, static_cast<char>('a' + k % 26));
+  return s;
+}
+bool is_racing_string(long k, const std::string& s) {
+  return s.size() >= 9 && s == racing_string(k, s.size());
+}
+std::string racing_item(std::size_t i) {
+  return std::string(9 + i % 40, static_cast<char>('A' + i % 26));
+}
+
+TEST(ShmTxConcurrency, ReadersRaceImmediateFreesAndReuse) {
+  Heap h = make_heap();
+  TxHeap& l = TxHeap::attach(h);
+  constexpr long kKeys = 8;
+  Dict d = root_dict(l, "d", 16);
+  h.flush_thread_cache();
+  const std::size_t base = h.stats().published - l.layer_bytes();
+  auto record = [](Tx& tx, long k, std::size_t len) {
+    Record r = new_record(tx, {"a long field name", "label"});
+    r.set(tx, "a long field name", static_cast<long long>(len));
+    r.set(tx, "label", racing_string(k, len));
+    return r;
+  };
+  atomically(l, [&](Tx& tx) {
+    for (long k = 0; k < kKeys; ++k) {
+      d.set(tx, k, racing_string(k, 9));
+      d.set(tx, k + 100, Value::tuple({Value(static_cast<long long>(k)), racing_string(k, 9)}));
+      d.set(tx, k + 200, record(tx, k, 9));
+    }
+    set_root(tx, "list", new_list(tx));
+  });
+  std::atomic<bool> stop{false};
+  std::atomic<std::uint64_t> bad{0}, reads{0};
+  std::vector<std::thread> ts;
+  for (int t = 0; t < 2; ++t)  // replace strings, tuples and records
+    ts.emplace_back([&, t] {
+      std::mt19937 rng(t + 7);
+      for (int i = 0; i < kOps; ++i) {
+        long k = static_cast<long>(rng() % kKeys);
+        std::size_t len = 9 + rng() % 400;
+        atomically(l, [&](Tx& tx) {
+          switch (i % 3) {
+            case 0:
+              d.set(tx, k, racing_string(k, len));
+              break;
+            case 1:
+              d.set(tx, k + 100,
+                    Value::tuple({Value(static_cast<long long>(k)), racing_string(k, len)}));
+              break;
+            default:
+              d.set(tx, k + 200, record(tx, k, len));
+          }
+        });
+      }
+    });
+  ts.emplace_back([&] {  // grow and shrink the list, and replace it whole
+    std::mt19937 rng(3);
+    for (int i = 0; i < kOps; ++i)
+      atomically(l, [&](Tx& tx) {
+        List lst = get_root(tx, "list").as_list();
+        std::size_t n = lst.size(tx);
+        if (rng() % 16 == 0) {
+          List fresh = new_list(tx, 1);
+          for (std::size_t j = 0; j < rng() % 20; ++j) fresh.append(tx, racing_item(j));
+          set_root(tx, "list", fresh);  // the old list, its items and strings are freed
+        } else if (n < 40 && rng() % 2 == 0) {
+          lst.append(tx, racing_item(n));
+        } else if (n > 0) {
+          lst.pop(tx);
+        }
+      });
+  });
+  for (int t = 0; t < 2; ++t)
+    ts.emplace_back([&] {
+      while (!stop.load(std::memory_order_relaxed)) {
+        // A settled length that is still absurd is an Error (corruption):
+        // here it can only be garbage accepted from a reused block.
+        std::uint64_t wrong = 0;
+        try {
+          wrong = atomically(l, [&](Tx& tx) {
+            std::uint64_t w = 0;
+            for (long k = 0; k < kKeys; ++k) {
+              w += !is_racing_string(k, d.get(tx, k)->as_string());
+              Value tuple = *d.get(tx, k + 100);
+              const auto& t = tuple.as_tuple();
+              w += t.size() != 2 || t[0].as_int() != k || !is_racing_string(k, t[1].as_string());
+              Record r = d.get(tx, k + 200)->as_record();
+              std::string label = r.get(tx, "label").as_string();
+              w += !is_racing_string(k, label) || r.get(tx, "a long field name").as_int() !=
+                                                      static_cast<std::int64_t>(label.size());
+            }
+            List lst = get_root(tx, "list").as_list();
+            std::vector<Value> items = lst.items(tx);
+            w += items.size() != lst.size(tx);
+            for (std::size_t i = 0; i < items.size(); ++i)
+              w += items[i].as_string() != racing_item(i);
+            return w;
+          });
+        } catch (const troupe::Error& e) {
+          ADD_FAILURE() << e.what();
+          wrong = 1;
+        }
+        bad.fetch_add(wrong);
+        reads.fetch_add(1);
+      }
+    });
+  for (int t = 0; t < 3; ++t) ts[t].join();
+  stop.store(true);
+  for (std::size_t t = 3; t < ts.size(); ++t) ts[t].join();
+  EXPECT_EQ(bad.load(), 0u) << "a reader accepted a value that was never written";
+  EXPECT_GT(reads.load(), 0u);
+  auto st = l.stats();
+  std::printf("  %llu reader transactions, %llu commits, %llu aborts\n",
+              static_cast<unsigned long long>(reads.load()),
+              static_cast<unsigned long long>(st.commits),
+              static_cast<unsigned long long>(st.aborts));
+  atomically(l, [&](Tx& tx) {
+    for (long k = 0; k < kKeys; ++k) {
+      d.erase(tx, k);
+      d.erase(tx, k + 100);
+      d.erase(tx, k + 200);
+    }
+    set_root(tx, "list", Value());
+  });
+  h.flush_thread_cache();
+  EXPECT_EQ(h.stats().published - l.layer_bytes(), base + 16) << "leaked bytes (the root cell: 16)";
   EXPECT_EQ(l.stuck_locks(), 0u);
   EXPECT_EQ(l.busy_records(), 0u);
   for (auto& p : h.verify()) ADD_FAILURE() << p;

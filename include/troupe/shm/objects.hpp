@@ -19,9 +19,12 @@
 //          field names
 // Invariants:
 //   V1. Every mutable word (container fields, slots, links) is read and
-//       written only through Tx (T1 of tx.hpp); blobs and tuples are
-//       immutable after their transaction commits and are read directly
-//       (a container a tuple holds is not: only its offset in the tuple is).
+//       written only through Tx (T1 of tx.hpp). Blobs, tuples and a record's
+//       schema and field count are immutable after their transaction
+//       commits: they are written with atomic stores before it (T9) and
+//       peeked afterwards, each use after Tx::settled() (T8), since their
+//       block may be freed and reused under a reader (a container a tuple
+//       holds is not immutable: only its offset in the tuple is).
 //   V2. Blobs and tuples have exactly one owner (the slot or tuple item
 //       that holds them): storing a value copies strings, bytes and tuples,
 //       and overwriting or removing it retires its copy. Lists, dicts and
@@ -34,8 +37,10 @@
 //       changes it wholly or not at all (X3 of tx_layout.hpp). A container
 //       whose count is zero when its transaction commits (dropped to zero,
 //       or created and never stored) is retired then (T7 of tx.hpp): its
-//       slots drop their references in turn, and its blocks are freed after
-//       the grace period (X5), once no process can still be reading it.
+//       slots drop their references in turn, and its blocks are freed when
+//       that transaction commits, after their stripes are bumped (X5 of
+//       tx_layout.hpp): a transaction still reading them fails its next
+//       check, so nobody waits for readers.
 //       Within the transaction a count may pass through zero: a container
 //       dropped and stored again survives.
 //       Handles (List, Dict, Record, Value) are plain offsets: they hold no

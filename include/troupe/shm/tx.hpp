@@ -7,20 +7,23 @@
 //
 // Algorithm: TL2 (Dice, Shalev, Shavit, DISC 2006) with a redo log in shared
 // memory. A transaction samples the global clock (rv), reads words validating
-// each against its stripe's versioned lock (locked: abort; newer than rv: the
-// snapshot is extended, as in LSA (Riegel, Felber, Fetzer, DISC 2006), or the
-// transaction aborts), buffers writes locally, and at commit try-locks the
-// write stripes in order (never waiting while holding one: a busy lock
-// aborts), takes a write version wv = clock + 1 without advancing the clock
-// (GV5 of TL2; X8 of tx_layout.hpp), validates the read set, writes its redo
-// log, marks it committed (the commit point), applies it and releases the
-// stripes with wv. A commit writes no shared word but its own record, its
-// log, its stripes and its words.
+// each against its stripe's versioned lock (locked: it waits for the release,
+// holding no lock itself; newer than rv: the snapshot is extended, as in LSA
+// (Riegel, Felber, Fetzer, DISC 2006), or the transaction aborts), buffers
+// writes locally, and at commit try-locks the write stripes (and those of
+// the blocks it frees) in order (never waiting while holding one: a busy
+// lock aborts), takes a write version wv = clock + 1, validates the read set,
+// writes its redo log, marks it committed (the commit point), applies it,
+// advances the clock to wv unless another commit already did (GV4 of TL2; X8
+// of tx_layout.hpp) and releases the stripes with wv.
 // Conflicts retry with randomised exponential backoff; after kIrrevocableAfter
 // aborts a transaction takes the irrevocable token, which stops every other
 // transaction from starting or committing until it is done (no livelock).
-// Reclamation: blocks unlinked by a committed transaction are freed once every
-// slot's epoch word is 0 or at least wv (grace period, X5 of tx_layout.hpp).
+// Reclamation without reader announcements: a commit that unlinks blocks also
+// locks every stripe covering them and frees them right after releasing those
+// stripes with wv (X5 of tx_layout.hpp); a transaction still reading such a
+// block fails its next check (T1, T8), and the heap never unmaps, so a stale
+// read cannot fault.
 // Reference counts live in the objects' own words (objects.hpp, V2), so they
 // commit, abort and recover with the rest of the write set; the blocks whose
 // count reached zero are collected just before the commit point (T7, deferred
@@ -33,9 +36,15 @@
 //       forward by an extension that revalidates every earlier read (X8). A
 //       read that cannot be placed there throws TxConflict before returning,
 //       so user code never sees a half-applied state of another transaction.
-//   T2. A read-only transaction writes no shared word but its own slot's
-//       epoch announcement (begin and end), and the clock when it meets a
-//       version above its snapshot (one catch-up per newer version: X8).
+//   T2. A read-only transaction writes no shared word: it announces nothing
+//       (X5), only loads the clock (X8), and its commit is local. Three
+//       exceptions, none of which happens while no process has died and the
+//       transaction commits within kIrrevocableAfter attempts: a thread's
+//       first transaction on a heap takes a heap slot; after
+//       kIrrevocableAfter aborts a transaction, read-only or not, takes the
+//       irrevocable token (no livelock needs a way to stop the writers that
+//       keep aborting it); and a transaction that keeps aborting helps
+//       recover dead slots (Heap::recover, recover_orphans).
 //   T3. Only the words a transaction touches are recorded (read set: stripes;
 //       write set: words).
 //   T4. Unsynchronised access (Heap::ptr and plain loads/stores) bypasses all
@@ -55,6 +64,26 @@
 //       collector may name more); one that a collector retired is never
 //       offered again in the transaction. A retry or abort forgets them all
 //       (begin() starts afresh), so only the attempt that commits collects.
+//   T8. Immutable words (objects.hpp V1: blobs, tuples, a record's schema
+//       and field count; written only before the commit that publishes their
+//       block, never after) are read without recording them: peek() is an
+//       unvalidated atomic load, and what was peeked from block b is used
+//       only after settled(b), called after the peeks, found the stripe of
+//       b's first word unlocked at a version <= rv (b's offset came from a
+//       read valid at rv, or from a settled peek of the tuple holding it).
+//       That one stripe suffices: while b is allocated its words do not
+//       change, and its freer bumps all of b's stripes before anyone can
+//       write b again (X5). A peek that returned a later owner's store is
+//       ordered, by that owner's release fence after allocating (T9) and the
+//       peek's acquire, before a stripe load that sees the freer's version
+//       (> rv: the freer unlinked b after snapshot rv) or a later one. A
+//       length or offset is peeked, settled, and only then used to size a
+//       copy or to be followed.
+//   T9. Fresh blocks are initialised with atomic stores (relaxed is enough:
+//       the publishing commit's release orders them), after the release fence
+//       Tx::allocate issues (detail::fresh_block_fence(), for a block taken
+//       from the heap directly): a transaction holding a stale offset to the
+//       block's previous incarnation may be peeking at the same words (T8).
 //
 // Every process that changes objects must attach the layer (TxHeap::attach)
 // right after opening the heap: attaching installs the recovery hook that
@@ -132,9 +161,8 @@ class TxHeap {
 
   TxStats stats() const;  // this process's counters
 
-  // For tests: stripes still locked, and slot records not idle or live slots
-  // announcing an epoch (after every process is quiescent and recovered,
-  // both must be 0).
+  // For tests: stripes still locked, and slot records not idle (after every
+  // process is quiescent and recovered, both must be 0).
   std::size_t stuck_locks() const;
   std::size_t busy_records() const;
   // Finishes the records of slots that no process holds any more (their
@@ -163,7 +191,6 @@ class TxHeap {
   std::uint64_t settle(unsigned slot);
   void free_entry(std::atomic_ref<std::uint64_t> entry, Offset block);
   bool finish_entry(std::atomic_ref<std::uint64_t> entry, bool in_hook);
-  void grace(std::uint64_t wv, unsigned self, bool in_hook);
   std::shared_ptr<TxCounters> new_counters();  // registers a Tx's counters
 
  private:
@@ -193,12 +220,26 @@ class Tx {
     return t;
   }
 
+  // T8: an unvalidated load of a word of an immutable block, and the check
+  // that makes the words peeked from `block` so far usable: true when they
+  // belong to the snapshot; false when the snapshot was extended or a lock
+  // waited for instead (peek them again, then call settled() again); throws
+  // TxConflict when the block may have been freed since its offset was read.
+  std::uint64_t peek(Offset word) const {
+    // Acquire: T8 (pairs with a later owner's release fence after allocating).
+    return std::atomic_ref(*heap_->ptr<std::uint64_t>(word)).load(std::memory_order_acquire);
+  }
+  void peek_words(Offset first, std::uint64_t* out, std::size_t n) const;  // n words from first
+  bool settled(Offset block);
+
   // A fresh block, private to this transaction until it commits (initialise
-  // it through heap().ptr(); it is freed if the transaction aborts).
+  // it through heap().ptr() with atomic stores, T9; it is freed if the
+  // transaction aborts).
   Offset allocate(std::size_t bytes);
-  // Frees `block` after this transaction commits and no reader can still
-  // reach it (X5). The caller has unlinked it in this transaction. A block
-  // allocated by this transaction is freed now, with its buffered writes (T5).
+  // Frees `block` when this transaction commits, after locking and releasing
+  // every stripe of it (X5). The caller has unlinked it in this transaction.
+  // A block allocated by this transaction is freed now, with its buffered
+  // writes (T5).
   void retire(Offset block);
   bool allocated_here(Offset block) const;
   // Deferred reference counting (T7; objects.hpp V2): `block`'s count may be
@@ -229,8 +270,10 @@ class Tx {
     Offset word;
     std::uint64_t value;
   };
-  [[noreturn]] void conflict(std::uint64_t seen_version);
+  [[noreturn]] void conflict();
   bool extend(std::uint64_t seen_version);  // X8: moves rv_ forward or fails
+  void wait_unlocked(const std::atomic<std::uint64_t>& lk);
+  void lock_freed_blocks();  // X5: adds the frees' stripes to lock_order_
   WriteEntry* find_write(Offset word);
   void reindex();  // rebuilds write_index_ from writes_
   void release_locks(std::size_t n, std::uint64_t version_word, bool restore);
@@ -246,6 +289,7 @@ class Tx {
   std::uint64_t seq_ = 0;  // the record's transaction count (X7)
   std::uint64_t deferred_tick_ = 0;
   unsigned attempt_ = 0;
+  unsigned settle_tries_ = 0;  // extensions by settled() since the last success
   bool irrevocable_ = false;
   bool committed_ = false;  // past the commit point (T6)
   std::uint64_t rng_;
@@ -267,6 +311,16 @@ class Tx {
 
 namespace detail {
 Tx*& current_tx();
+
+// T9: the release fence issued after a fresh block is allocated, before its
+// initialising stores. ThreadSanitizer does not model fences (GCC warns:
+// -Wtsan) and never reports a race between two atomic accesses, which are
+// all this fence orders, so its builds leave it out.
+inline void fresh_block_fence() {
+#if !defined(__SANITIZE_THREAD__)
+  std::atomic_thread_fence(std::memory_order_release);  // a compiler barrier on x86
+#endif
+}
 Tx& thread_tx(TxHeap& layer);  // this thread's Tx for layer (reset for a new transaction)
 }  // namespace detail
 

@@ -31,8 +31,20 @@
 //       whose stripe is still locked by s has not been overwritten by anyone:
 //       re-applying it (recovery) is idempotent; one whose stripe was released
 //       was applied already.
-//   X5. A block in frees[] is freed only once every slot's epoch is 0 or at
-//       least the transaction's write version (no reader can still reach it).
+//   X5. A commit that frees blocks (frees[]) locks, with its write set and
+//       by the same all-or-none try-locks (X2), every stripe that covers a
+//       word of each such block (all stripes, when a block has more words
+//       than there are stripes), releases them with its wv after applying,
+//       and only then frees the blocks, at once: no grace period, and no
+//       reader announces anything. A transaction whose snapshot precedes the
+//       free (wv > rv) and that loads a word of the block, even after the
+//       block was reused, meets at its check of that word's stripe (after
+//       the load: Tx::read, Tx::settled; T1, T8 of tx.hpp) the lock or a
+//       version above rv, so no value of the reused block is ever accepted.
+//       Reading a freed or reused block cannot fault: the heap maps its whole
+//       reservation at open and unmaps nothing before close (P1 of
+//       heap_state.hpp); lengths read from such blocks are used only once
+//       checked (T8).
 //   X6. allocs[] and frees[] entries carry flags in their low bits (blocks are
 //       16-byte aligned): kEntryPublishing before publish(), kEntryPublished
 //       after it (both before the commit point), kEntryFreeing before a
@@ -45,18 +57,25 @@
 //       idempotent (lock words compared with "locked by s", frees[] and
 //       allocs[] entries cleared by exchange before use), so a recoverer that
 //       dies is replaced by another that starts over.
-//   X8. The clock (GV5 of TL2, with LSA snapshot extension). A commit takes
-//       wv = clock + 1 from a load after its last lock, and a single-word
-//       atomic op max(old version + 1, clock + 1); neither advances the
-//       clock. It advances only by catch-up (compare-exchange to a larger
-//       value, never down): a transaction that meets a version above its
-//       snapshot, a commit with frees before its grace period, recovery.
+//   X8. The clock (GV4 of TL2, with LSA snapshot extension). A commit takes
+//       wv = c + 1 from a load c of the clock after its last lock; before
+//       releasing any stripe it makes the clock >= wv: it reloads it and,
+//       only if it is still below wv, compare-exchanges it from wv - 1 to wv
+//       (a failure means another commit moved it past wv - 1; commits may
+//       share a wv). A single-word atomic op takes v = max(old version + 1,
+//       c + 1) the same way; recovery catches the clock up to a version
+//       before releasing with it. So:
+//         P. A stripe released at version v is seen only after the clock is
+//            >= v (the advance precedes the release, which the reader's
+//            stripe load acquires).
+//       The clock never goes down. Transactions only load it: at begin (rv)
+//       and when they meet a version above rv, never writing it (T2).
 //       Stripe lock compare-exchanges, clock operations and the stripe loads
 //       of reads and validations are seq_cst, so they lie in one total
 //       order S. Why validation stays correct:
 //       (a) Versions of a stripe never decrease: a locker's clock load
-//           follows the previous release in S (via the lock's acquire), and
-//           the clock never goes down.
+//           follows the previous release of the stripe (via the lock's
+//           acquire), so by P it is >= that version.
 //       (b) A commit (or op) that locks stripe s after transaction T loaded
 //           rv releases s with a version > rv: its clock load follows its
 //           lock, which follows T's clock load in S, so it reads >= rv. So a
@@ -64,21 +83,18 @@
 //           changed since T read it.
 //       (c) If T's snapshot rv >= wv of commit W, T sees each of W's locks or
 //           a later value of the stripe: W's locks precede W's clock load
-//           (which read wv - 1), that precedes the catch-up that made the
-//           clock >= wv (it read an older value), which precedes T's clock
-//           load and T's stripe loads in S. So T never reads a word W wrote
-//           with its value before W; with (b), every read accepted at a
-//           version <= rv is the word's value at snapshot rv (T1).
-//       Extension: T, meeting an unlocked version v > rv, catches the clock
-//       up to v, loads it as rv' and revalidates its read set at <= rv: by
-//       (b) nothing it read changed, by (c) nothing committed at <= rv'
-//       is hidden, so all its reads belong to snapshot rv'.
-//       (d) Grace (X5): a freeing commit catches the clock up to wv before it
-//       waits, so transactions that begin later announce >= wv and it never
-//       waits for a slot that only keeps starting transactions. Safety does
-//       not depend on it: a reader that announces after the freer's scan
-//       reads after the freer's locks in S and so meets them or the
-//       unlinking writes (c).
+//           (which read wv - 1), that precedes the advance that made the
+//           clock >= wv (whoever made it), which precedes T's clock load and
+//           T's stripe loads in S. So T never reads a word W wrote with its
+//           value before W; with (b), every read accepted at a version <= rv
+//           is the word's value at snapshot rv (T1).
+//       Extension: T, meeting an unlocked version v > rv, loads the clock as
+//       rv' (>= v by P) and revalidates its read set at <= rv: by (b)
+//       nothing it read changed, by (c) nothing committed at <= rv' is
+//       hidden, so all its reads belong to snapshot rv'. Without P (GV5, a
+//       clock that commits do not advance) T would have to advance the clock
+//       itself, or a later commit could take a wv <= rv' and T would see
+//       half of it.
 #pragma once
 
 #include <atomic>
@@ -86,7 +102,10 @@
 
 namespace troupe::shm::detail {
 
-inline constexpr std::uint64_t kTxMagic = 0x5452'4f55'5045'5458ull;  // "TROUPETX"
+// The table's format and protocol: "TROUPTX2" since readers stopped announcing
+// epochs (X5) and commits advance the clock (X8); a heap whose table has
+// another magic is refused (mixing the protocols would be unsafe).
+inline constexpr std::uint64_t kTxMagic = 0x5452'4f55'5054'5832ull;  // "TROUPTX2"
 inline constexpr unsigned kTableWord = 0;  // header_words() index of the table
 inline constexpr unsigned kTxSlots = 256;
 inline constexpr std::uint64_t kStripeBits = 16;
@@ -96,7 +115,7 @@ enum TxState : std::uint64_t {
   kTxIdle = 0,
   kTxLocking = 1,    // taking commit locks (X2): recovery discards
   kTxCommitted = 2,  // X3: recovery rolls forward
-  kTxFreeing = 3,    // applied and unlocked; frees[] waiting for grace (X5)
+  kTxFreeing = 3,    // applied and unlocked with wv; frees[] being freed (X5)
   kTxAtomicOp = 4,   // a single-word atomic op holds op_stripe
 };
 
@@ -119,9 +138,6 @@ inline constexpr std::uint64_t seq_of(std::uint64_t s) { return s >> 32; }
 
 // One per heap slot. Written only by its slot's thread (X1).
 struct alignas(128) SlotRecord {
-  // Epoch announcement: 0, or a clock value not above the snapshot of the
-  // transaction this slot is running (X5). Seq_cst (see Tx::begin).
-  std::atomic<std::uint64_t> epoch;
   std::atomic<std::uint64_t> state;  // TxState
   std::atomic<std::uint64_t> wv;     // write version of the committed transaction
   std::atomic<std::uint64_t> log;    // offset of the redo log block (published)
@@ -137,8 +153,10 @@ struct alignas(128) SlotRecord {
 struct TxTable {
   std::uint64_t magic;  // written before the table's offset is published
   std::uint64_t stripe_count;
-  // TL2 global version clock: written only by catch-up (X8), read by every
-  // transaction at begin and at commit; on a line of its own.
+  // TL2 global version clock: advanced only by committers, single-word ops
+  // and recoverers, before they release a version above it (X8 P); loaded
+  // by every transaction at begin, on extension and at commit; on a line of
+  // its own.
   alignas(128) std::atomic<std::uint64_t> clock;
   alignas(128) std::atomic<std::uint64_t> irrevocable;  // 0 or slot + 1
   // Log entries a recovery without the hook could not settle (X6): each may
