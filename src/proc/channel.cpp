@@ -111,6 +111,10 @@ void Channel::send(Kind kind, std::uint64_t id, std::string_view body, std::span
 }
 
 Channel::Got Channel::receive(Message& out, bool socket_ready) {
+  struct Publish {  // maybe_ready(): what we consumed, however we leave (R3 included)
+    Channel& c;
+    ~Publish() { c.consumed_.store(c.in_.consumed(), std::memory_order_relaxed); }
+  } publish{*this};
   for (;;) {
     if (stash_ && stash_->seq <= next_recv_) {  // C2: its turn has come
       if (stash_->seq == next_recv_) next_recv_++;

@@ -46,23 +46,34 @@
 //       one at a time in order: the IO thread, or a caller waiting (N8); only
 //       the worker's main thread receives (worker).
 //   N8. Caller-side receive (root): a thread outside any scheduler that waits
-//       on a remote call's promise (the blocking poller, scheduler.hpp I4)
-//       claims the channel of the worker its last call went to, clears the
-//       ring's sleeping word (so the worker's reply costs no eventfd write),
-//       and handles what arrives, exactly as the IO thread would, for up to
-//       kSpin; then it leaves: if the IO thread sleeps (io_asleep_) it sets
-//       the sleeping word again through prepare_sleep (taking what that
-//       finds), and releases the claim. The IO thread sets io_asleep_ before
-//       it claims each channel to set its word and clears it after it wakes,
-//       so whichever of the two comes second sets the word: a message that
-//       arrives after a caller left always wakes the IO thread (or is seen by
-//       its next round). While a caller holds a claim the IO thread does not
-//       spin on that ring; it waits for the claim only to take an event
-//       (eventfd, socket) for that worker, first leaving socket_hint so the
-//       caller reads the socket too. Deaths (end of stream) are left to the
-//       IO thread. Continuations of a remote call's promise run on the thread
-//       that handled its reply and must not block on a remote call (as on the
-//       IO thread before: it holds the claim).
+//       on a promise while its last remote call is pending (the blocking
+//       poller, scheduler.hpp I4) claims the channel of the worker that call
+//       went to, clears the ring's sleeping word (so the worker's reply costs
+//       no eventfd write) and handles what arrives, exactly as the IO thread
+//       would, in batches of at most kHelperBatch, until its promise is ready,
+//       its call was answered, or kSpin has passed. Leaving, if the IO thread
+//       sleeps (io_asleep_) it sets the word again through prepare_sleep and,
+//       should that find a frame, wakes the IO thread; then it releases the
+//       claim. Why no message is left unseen: the IO thread stores io_asleep_
+//       = true before its round of claim + prepare_sleep over all channels
+//       and stores false after epoll_wait returns. If it claimed this channel
+//       in that round after the caller released it, it set the word itself;
+//       if before the caller claimed it, its release of the claim and the
+//       caller's acquire order its store before the caller's load, so the
+//       caller sees true and sets the word; if the IO thread is awake (false
+//       seen), it has not begun the round, or has woken and skipped this
+//       channel (no event for it), and its next round claims it and rechecks
+//       the ring before it sleeps. While a caller holds a claim the IO thread
+//       neither spins on that ring nor counts it as expecting a reply; it
+//       waits for the claim only to take an event (eventfd, socket) for that
+//       worker, first leaving socket_hint so the caller reads the socket too.
+//       Deaths (end of stream) are left to the IO thread. A claim is released
+//       on every path (an exception from a handler reaches the waiter). The
+//       IO thread's own waits never poll (tl_receiving). Continuations of a
+//       remote call's promise run on the thread that handled its reply (then
+//       and when hand them to the scheduler; a `then` callback that blocked on
+//       a remote call would keep the claim, as it kept the IO thread before).
+//       ~Node uninstalls the poller and waits for the threads inside it.
 //   W2. A cancel marks a call in unstarted_ only if it has not started; the
 //       entry goes when the call starts (take_cancelled) or is rejected.
 #include <fcntl.h>
@@ -137,6 +148,9 @@ namespace {
 using Clock = std::chrono::steady_clock;
 // How long a receiver that expects traffic spins on its ring before sleeping.
 constexpr std::chrono::microseconds kSpin{50};
+// N8: the most messages a waiting caller handles between two looks at its
+// own promise and the time.
+constexpr std::size_t kHelperBatch = 16;
 // epoll data: a worker's id, with this bit for its channel's wake eventfd.
 constexpr std::uint64_t kWakeEvent = std::uint64_t{1} << 32;
 using detail::Kind;
@@ -168,10 +182,15 @@ struct WorkerRec {
     return !claimed.load(std::memory_order_relaxed) &&
            !claimed.exchange(true, std::memory_order_acquire);
   }
-  // IO thread: a caller holds the claim for at most kSpin plus the messages
-  // it is handling.
+  // IO thread: a caller holds the claim for about kSpin plus one batch of
+  // messages it handles (kHelperBatch), so this does not wait long.
   void claim() noexcept {
-    detail::spin_until(std::chrono::hours(1), [this] { return try_claim(); });
+    for (unsigned i = 1; !try_claim(); ++i) {
+#if defined(__x86_64__) || defined(__i386__)
+      __builtin_ia32_pause();
+#endif
+      if (i % 64 == 0) ::sched_yield();
+    }
   }
   void unclaim() noexcept { claimed.store(false, std::memory_order_release); }
 };
@@ -207,6 +226,8 @@ class Node {
  public:
   ~Node() {
     sched::set_blocking_poller(nullptr);  // N8: no wait may reach a node being destroyed
+    closing_.store(true);                 // seq_cst, against help_wait's count and load
+    while (helpers_inside_.load() > 0) std::this_thread::yield();
     stop();
   }
 
@@ -930,6 +951,7 @@ class Node {
 
   void io_loop() {
     ::pthread_setname_np(::pthread_self(), "troupe-io");
+    tl_receiving = true;  // N8: a continuation run here must not start receiving
     while (!stop_.load(std::memory_order_acquire)) {
       epoll_event evs[16];
       // Sleep until a message, a wake (new deadline), or the next check that
@@ -947,7 +969,9 @@ class Node {
         polled_.clear();
         for (auto& [id, w] : workers_) {
           polled_.push_back(w);
-          expecting = expecting || w->outstanding > 0;
+          // N8: a ring a caller watches is the caller's to spin on.
+          expecting =
+              expecting || (w->outstanding > 0 && !w->claimed.load(std::memory_order_relaxed));
         }
       }
       // A ring a caller receives from (N8) is the caller's to watch.
@@ -997,6 +1021,7 @@ class Node {
           if (socket_ready) w->socket_hint.store(true, std::memory_order_relaxed);
           w->claim();
         }
+        w->socket_hint.store(false, std::memory_order_relaxed);  // we read the socket now
         if (slept || woken) w->chan->woke(woken);
         bool closed = receive_from(w, socket_ready);
         w->unclaim();
@@ -1015,6 +1040,13 @@ class Node {
     if (tl_receiving || worker_mode_) return false;
     std::shared_ptr<WorkerRec> w = tl_expect.w.lock();
     if (!w) return false;
+    // N8: ~Node waits for the threads in here; none enters once it closes.
+    struct Inside {
+      explicit Inside(std::atomic<int>& n) : n(n) { n.fetch_add(1); }
+      ~Inside() { n.fetch_sub(1); }
+      std::atomic<int>& n;
+    } inside(helpers_inside_);
+    if (closing_.load()) return false;
     const std::uint64_t id = tl_expect.id;
     {
       std::lock_guard lock(mu_);
@@ -1024,34 +1056,42 @@ class Node {
       tl_expect = {};
       return false;
     }
-    bool claimed = false, watched = false, closed = false;
+    // The claim and tl_receiving, released however we leave (an exception
+    // from a handler propagates to the waiter, the channel continues after it).
+    struct Held {
+      WorkerRec* w = nullptr;
+      ~Held() {
+        tl_receiving = false;
+        if (w) w->unclaim();
+      }
+    } held;
+    bool watched = false, closed = false;
     const auto until = Clock::now() + kSpin;
     for (unsigned i = 1; !wt.ready(); ++i) {
       if (watched || closed) break;  // our call is done (wt waits for something else), or gone
-      if (!claimed && w->try_claim()) {
-        claimed = true;
+      if (!held.w && w->try_claim()) {
+        held.w = w.get();
+        tl_receiving = true;
         w->chan->woke(false);  // N8: the reply needs no wake-up while we watch the ring
       }
-      if (claimed && (w->chan->ready() || w->socket_hint.load(std::memory_order_relaxed))) {
-        tl_receiving = true;
+      if (held.w && (w->chan->ready() || w->socket_hint.load(std::memory_order_relaxed))) {
         closed = receive_from(w, w->socket_hint.exchange(false, std::memory_order_relaxed), id,
-                              &watched, true);
-        tl_receiving = false;
-        continue;
-      }
+                              &watched, true, kHelperBatch);
+      } else {
 #if defined(__x86_64__) || defined(__i386__)
-      __builtin_ia32_pause();
+        __builtin_ia32_pause();
 #endif
+      }
       if (i % 64 == 0) {
         if (Clock::now() >= until) break;
         ::sched_yield();
       }
     }
-    if (claimed) {
-      tl_receiving = true;
-      // N8: leave the word set for a sleeping IO thread, taking what comes first.
-      while (!closed && io_asleep_.load() && !w->chan->prepare_sleep())
-        closed = receive_from(w, false, id, &watched, true);
+    if (held.w) {
+      // N8: leave the word set for a sleeping IO thread; if something came
+      // meanwhile, it is the IO thread's (woken) rather than ours to take.
+      if (!closed && io_asleep_.load() && !w->chan->prepare_sleep()) wake_io();
+      held.w = nullptr;
       tl_receiving = false;
       w->unclaim();
     }
@@ -1065,9 +1105,10 @@ class Node {
   // set if its reply was handled. `helper`: a waiting caller, not the IO
   // thread (calls queued for a worker are then left to the IO thread).
   bool receive_from(const std::shared_ptr<WorkerRec>& w, bool socket_ready, std::uint64_t watch = 0,
-                    bool* watched = nullptr, bool helper = false) {
+                    bool* watched = nullptr, bool helper = false,
+                    std::size_t limit = static_cast<std::size_t>(-1)) {
     const std::uint32_t wid = w->id;
-    for (;;) {
+    for (std::size_t n = 0; n < limit; ++n) {
       Message m;
       try {
         auto got = w->chan->receive(m, socket_ready);
@@ -1079,6 +1120,7 @@ class Node {
               send_to(wid, Kind::reply, id, body, {});
             }))
           std::fprintf(stderr, "troupe: from worker %u: %s\n", wid, e.what());
+        if (helper) wake_io();  // N5: a failed call may have freed a worker for queued ones
         continue;
       } catch (const Error& e) {
         std::fprintf(stderr, "troupe: from worker %u: %s\n", wid, e.what());
@@ -1098,7 +1140,9 @@ class Node {
         } catch (const std::exception&) {
         }
       }
+      if (helper && watched && *watched) break;  // N8: the caller's reply: back to it
     }
+    return false;
   }
 
   // A worker's own call: dispatch it like ours, then send the reply back.
@@ -1332,6 +1376,8 @@ class Node {
   std::thread io_;
   std::atomic<bool> stop_{false};
   std::atomic<bool> io_asleep_{false};  // N8
+  std::atomic<bool> closing_{false};    // N8: the node is being destroyed
+  std::atomic<int> helpers_inside_{0};  // N8: threads in help_wait
 };
 
 Node& node() {

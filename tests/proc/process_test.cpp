@@ -11,6 +11,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <csignal>
 #include <fstream>
@@ -164,23 +165,32 @@ TEST(Process, DescriptorsAndSharedBytes) {
 }
 
 // node.cpp N8: a caller that waits receives its reply itself; callers on
-// several threads, the IO thread and replies nobody waits for yet share each
-// worker's channel without losing or reordering anything.
+// several threads and workers, the IO thread and replies nobody waits for
+// share each worker's channel without losing or delaying anything.
 TEST(Process, WaitingCallersTakeTheirReplies) {
   auto c = proc::spawn<Counter>(0L).get();
   const std::size_t before = proc::stats().replies_to_waiters;
   long expect = 0;
+  auto slowest = std::chrono::steady_clock::duration::zero();
   for (long i = 1; i <= 2000; ++i) {
     expect += i;
+    auto t0 = std::chrono::steady_clock::now();
     ASSERT_EQ(c.call<&Counter::add>(i).get(), expect);
+    slowest = std::max(slowest, std::chrono::steady_clock::now() - t0);
   }
   // Old code: the IO thread handled every reply (0 here). Under a sanitizer
   // or on a loaded machine some waits outlast the spin and sleep instead.
   EXPECT_GT(proc::stats().replies_to_waiters, before);
+  // A wake-up lost between a caller and the IO thread would show as a call
+  // that waits for the IO thread's next timer tick (500 ms here).
+  EXPECT_LT(slowest, 300ms);
 
-  // Threads calling the same actor at once: each sees its own adds in order
-  // and the total is exact; one thread keeps many calls in flight.
-  constexpr int kThreads = 4, kCalls = 300;
+  // Threads calling actors on both workers and isolated functions at once:
+  // each sees its own adds in order, the totals are exact; one thread keeps
+  // many calls in flight; one gets descriptors and large bodies back (the
+  // socket path, taken while callers hold the channel).
+  auto d = proc::spawn<Counter>(0L).get();
+  constexpr int kThreads = 5, kCalls = 300;
   std::vector<std::thread> ts;
   std::atomic<int> bad{0};
   for (int t = 0; t < kThreads; ++t)
@@ -198,24 +208,50 @@ TEST(Process, WaitingCallersTakeTheirReplies) {
             }
             inflight.clear();
           }
+        } else if (t == 1) {
+          long v = d.call<&Counter::add>(1L).get();
+          if (v <= last) bad++;  // the actor's count only grows
+          last = v;
+        } else if (t == 2) {
+          if (i % 10 == 0) {
+            std::string text = "reply " + std::to_string(i);
+            if (read_all(proc::call<&make_memfd>(text).get()) != text) bad++;
+          } else if (i % 10 == 1) {
+            if (proc::call<&shout>(std::string(40000, 'a'), 2).get().size() != 80002) bad++;
+          } else if (proc::call<&add>(i, 1).get() != i + 1) {
+            bad++;
+          }
         } else {
           long v = c.call<&Counter::add>(1L).get();
-          if (v <= last) bad++;  // the actor's count only grows
+          if (v <= last) bad++;
           last = v;
         }
       }
     });
   for (auto& t : ts) t.join();
   EXPECT_EQ(bad.load(), 0);
-  EXPECT_EQ(c.call<&Counter::get>().get(), expect + kThreads * kCalls);
+  EXPECT_EQ(c.call<&Counter::get>().get(), expect + (kThreads - 2) * kCalls);
+  EXPECT_EQ(d.call<&Counter::get>().get(), kCalls);
 
-  // Replies nobody waits for are taken by the IO thread; a call longer than
-  // the caller's spin is delivered after the caller went to sleep.
+  // Replies nobody waits for are taken by the IO thread.
   std::vector<Promise<long>> later;
   for (int i = 0; i < 100; ++i) later.push_back(c.call<&Counter::add>(0L));
-  std::this_thread::sleep_for(50ms);
-  for (auto& p : later) EXPECT_TRUE(p.ready());
+  auto deadline = std::chrono::steady_clock::now() + 10s;
+  auto all_ready = [&] {
+    return std::all_of(later.begin(), later.end(), [](auto& p) { return p.ready(); });
+  };
+  while (!all_ready() && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(1ms);
+  EXPECT_TRUE(all_ready());
+  // A call longer than the caller's spin is delivered after it went to sleep;
+  // a timeout fires while a caller may be holding the channel.
   EXPECT_EQ(proc::call<&sleep_ms>(20).get(), 20);
+  try {
+    proc::call_with<&sleep_ms>({.timeout = 30ms}, 400).get();
+    ADD_FAILURE() << "no timeout";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), Errc::timeout);
+  }
 }
 
 TEST(Process, CrashesFailTheCallWithACause) {

@@ -15,8 +15,9 @@
 //       wait on that thread helps that scheduler instead of blocking it.
 //   I4. A wait on a thread that belongs to no scheduler polls through the
 //       blocking poller (if any) before it sleeps; the poller only makes
-//       progress that some other thread would otherwise make, so a wait
-//       never depends on it.
+//       progress that some other thread would otherwise make, so a waiter
+//       never depends on it (that other thread may wait for the poller to
+//       return, which it does within its budget).
 #pragma once
 
 #include <atomic>

@@ -38,6 +38,7 @@
 
 #include <sched.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -110,8 +111,9 @@ class Channel {
   // Receiver: is there something in the ring?
   bool ready() const { return !in_.empty(); }
   // Any thread (the receiver may be another one): does the ring seem to hold
-  // something? Reads only the shared indices.
-  bool maybe_ready() const { return in_.maybe_nonempty(); }
+  // something? Compares the peer's tail with what receive() last consumed,
+  // never with the head the peer could rewrite (ring.hpp R3).
+  bool maybe_ready() const { return in_.published() != consumed_.load(std::memory_order_relaxed); }
   // Receiver: spins (with a pause) up to `d` for the ring to fill; true if it did.
   bool spin(std::chrono::nanoseconds d) const;
   // Receiver, before blocking on socket() and wake_fd(): false if the ring
@@ -138,11 +140,14 @@ class Channel {
   std::mutex send_mu_;
   Ring out_;
   std::uint64_t next_send_ = 1;
-  // Receiving side: the one receiving thread only.
+  // Receiving side: one receiving thread at a time (in the root, the holder
+  // of the worker's claim, handed over with acquire/release: node.cpp N7).
   Ring in_;
   std::uint64_t next_recv_ = 1;
   std::optional<Message> stash_;  // C2: a socket message ahead of the ring
   std::string frame_;             // the ring frame being read
+  // in_.consumed() as receive() left it, for maybe_ready() on other threads.
+  std::atomic<std::uint64_t> consumed_{0};
 };
 
 }  // namespace troupe::proc::detail

@@ -138,11 +138,11 @@ class Ring {
   // R4: the consumer's load (also used without sleeping: then any order
   // would do, seq_cst costs nothing more for a load on the targets we run).
   bool empty() const { return ctl_->tail.load(std::memory_order_seq_cst) == mine_; }
-  // Any thread, not only the consumer: do the shared indices say a frame is
-  // unconsumed? (Reads no private state; a forged ring says yes.)
-  bool maybe_nonempty() const {
-    return ctl_->tail.load(std::memory_order_acquire) != ctl_->head.load(std::memory_order_acquire);
-  }
+  // Any thread: the producer's published tail (compare it with a copy of
+  // consumed() kept where other threads may read it).
+  std::uint64_t published() const { return ctl_->tail.load(std::memory_order_acquire); }
+  // Consumer: how far it has consumed (its private index, R1).
+  std::uint64_t consumed() const { return mine_; }
   // R4: the consumer's store, before its last empty() check.
   void set_sleeping(bool s) { ctl_->sleeping.store(s ? 1 : 0, std::memory_order_seq_cst); }
 
