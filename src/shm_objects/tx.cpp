@@ -428,12 +428,22 @@ std::uint64_t atomic_op(TxHeap& l, const char* op, Offset word, F f) {
   }
   Heap& h = l.heap();
   TxTable& t = l.table();
-  unsigned slot = h.slot_index();
-  SlotRecord& r = t.slots[slot];
-  std::uint64_t seq = l.settle(slot);
   std::uint64_t s = stripe_of(word);
   auto& lk = t.stripes[s];
   auto* p = h.ptr<std::uint64_t>(word);
+  // Ask for the stripe's, the word's and the clock's lines in exclusive
+  // state now (they are all written below), so that under contention each
+  // comes over once instead of shared for the load, then again for the
+  // write, and the transfers overlap with finding our slot.
+  __builtin_prefetch(&lk, 1);
+  __builtin_prefetch(p, 1);
+  __builtin_prefetch(&t.clock, 1);
+  unsigned slot = h.slot_index();
+  SlotRecord& r = t.slots[slot];
+  // settle() inline when the record is idle (always but after a death).
+  // Acquire: as in settle().
+  std::uint64_t seq = r.state.load(std::memory_order_acquire);
+  seq = is_idle(seq) ? seq_of(seq) : l.settle(slot);
   for (unsigned n = 0;; ++n) {
     std::uint64_t cur = lk.load(std::memory_order_relaxed);
     if (!is_locked(cur)) {
@@ -459,18 +469,14 @@ std::uint64_t atomic_op(TxHeap& l, const char* op, Offset word, F f) {
         // Relaxed load: we hold the stripe. Release store: see Tx::read.
         std::uint64_t old = w.load(std::memory_order_relaxed);
         w.store(f(old), std::memory_order_release);
-        // A version above every current snapshot (X8 b), and the clock
-        // made >= it before anyone can see it (X8 P). Seq_cst clock
-        // operations: X8 (c). Under P the old version is <= the clock, so v
-        // is c + 1 and one compare-exchange from c suffices: a failure means
-        // another writer moved the clock past c.
-        std::uint64_t c = t.clock.load();
+        // A version above every current snapshot (X8 b), the clock made
+        // >= it before anyone can see it (X8 P) by the same fetch_add that
+        // reads it (one read-modify-write, no separate load: one transfer
+        // of the clock's line). Under P the old version is <= the clock, so
+        // v is c + 1; the max only guards P itself. Seq_cst: X8 (c).
+        std::uint64_t c = t.clock.fetch_add(1);
         std::uint64_t v = std::max(version_of(cur) + 1, c + 1);
-        if (v == c + 1) {
-          t.clock.compare_exchange_strong(c, v);
-        } else {
-          clock_advance(t, v);
-        }
+        if (v != c + 1) clock_advance(t, v);
         // Release: the word before its new version.
         lk.store(v << 1, std::memory_order_release);
         r.state.store(seq << 32, std::memory_order_release);
@@ -893,10 +899,13 @@ void Tx::commit() {
     fault_point("tx.after_some_locks");
   }
 
-  // X8: wv = the clock + 1, advanced only just before the release (below).
+  // X8: wv = the clock + 1, and the clock advanced to it by the same
+  // fetch_add (GV1 of TL2: one read-modify-write of the clock's line per
+  // commit, no separate load), so P holds long before our release.
   // Seq_cst: after our locks in the single total order (X8 c).
-  const std::uint64_t wv = table_->clock.load() + 1;
-  // Validate the read set (always: under X8 rv + 1 == wv proves nothing).
+  const std::uint64_t wv = table_->clock.fetch_add(1) + 1;
+  // Validate the read set (always; with GV1, wv == rv + 1 would let TL2 skip
+  // it, an optimisation left out).
   // Seq_cst loads (plain loads on x86): X8 (b, c).
   for (std::uint32_t s : reads_) {
     std::uint64_t w = table_->stripes[s].load();
@@ -964,12 +973,6 @@ void Tx::commit() {
         .store(writes_[i].value, std::memory_order_release);
     if (i == writes_.size() / 2) fault_point("tx.mid_apply");
   }
-  // X8 P: the clock reaches wv before any stripe says wv. It is wv - 1 or
-  // more (we loaded wv - 1 and it never goes down), so one compare-exchange
-  // from wv - 1, only when a reload finds it still below, does it; a
-  // failure means another writer moved it past wv - 1 (commits may share a
-  // wv: GV4). Seq_cst: clock operations are in S (X8 c).
-  if (std::uint64_t c = table_->clock.load(); c < wv) table_->clock.compare_exchange_strong(c, wv);
   release_locks(lock_order_.size(), wv << 1, false);
 
   if (!frees_.empty()) {

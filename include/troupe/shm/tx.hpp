@@ -12,10 +12,10 @@
 // (Riegel, Felber, Fetzer, DISC 2006), or the transaction aborts), buffers
 // writes locally, and at commit try-locks the write stripes (and those of
 // the blocks it frees) in order (never waiting while holding one: a busy
-// lock aborts), takes a write version wv = clock + 1, validates the read set,
-// writes its redo log, marks it committed (the commit point), applies it,
-// advances the clock to wv unless another commit already did (GV4 of TL2; X8
-// of tx_layout.hpp) and releases the stripes with wv.
+// lock aborts), takes a write version wv = clock + 1 by incrementing the
+// clock (GV1 of TL2; X8 of tx_layout.hpp), validates the read set, writes its
+// redo log, marks it committed (the commit point), applies it and releases
+// the stripes with wv.
 // Conflicts retry with randomised exponential backoff; after kIrrevocableAfter
 // aborts a transaction takes the irrevocable token, which stops every other
 // transaction from starting or committing until it is done (no livelock).

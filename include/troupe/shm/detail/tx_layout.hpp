@@ -57,44 +57,44 @@
 //       idempotent (lock words compared with "locked by s", frees[] and
 //       allocs[] entries cleared by exchange before use), so a recoverer that
 //       dies is replaced by another that starts over.
-//   X8. The clock (GV4 of TL2, with LSA snapshot extension). A commit takes
-//       wv = c + 1 from a load c of the clock after its last lock; before
-//       releasing any stripe it makes the clock >= wv: it reloads it and,
-//       only if it is still below wv, compare-exchanges it from wv - 1 to wv
-//       (a failure means another commit moved it past wv - 1; commits may
-//       share a wv). A single-word atomic op takes v = max(old version + 1,
-//       c + 1) the same way; recovery catches the clock up to a version
-//       before releasing with it. So:
+//   X8. The clock (GV1 of TL2, with LSA snapshot extension). A commit takes
+//       wv = c + 1 where c is read by a fetch_add(1) of the clock after its
+//       last lock; a single-word atomic op likewise takes v = c + 1 (the max
+//       with its stripe's old version + 1 is a guard), and recovery catches
+//       the clock up to a version before releasing with it (compare-exchange
+//       to a larger value). So:
 //         P. A stripe released at version v is seen only after the clock is
 //            >= v (the advance precedes the release, which the reader's
 //            stripe load acquires).
+//       A commit that aborts after its fetch_add wasted a tick, nothing else.
 //       The clock never goes down. Transactions only load it: at begin (rv)
 //       and when they meet a version above rv, never writing it (T2).
 //       Stripe lock compare-exchanges, clock operations and the stripe loads
 //       of reads and validations are seq_cst, so they lie in one total
 //       order S. Why validation stays correct:
-//       (a) Versions of a stripe never decrease: a locker's clock load
-//           follows the previous release of the stripe (via the lock's
-//           acquire), so by P it is >= that version.
+//       (a) Versions of a stripe never decrease: a locker's clock
+//           read-modify-write follows the previous release of the stripe
+//           (via the lock's acquire), so by P it reads >= that version.
 //       (b) A commit (or op) that locks stripe s after transaction T loaded
-//           rv releases s with a version > rv: its clock load follows its
+//           rv releases s with a version > rv: its clock read follows its
 //           lock, which follows T's clock load in S, so it reads >= rv. So a
 //           stripe of T's read set still unlocked at a version <= rv has not
 //           changed since T read it.
 //       (c) If T's snapshot rv >= wv of commit W, T sees each of W's locks or
-//           a later value of the stripe: W's locks precede W's clock load
-//           (which read wv - 1), that precedes the advance that made the
-//           clock >= wv (whoever made it), which precedes T's clock load and
-//           T's stripe loads in S. So T never reads a word W wrote with its
-//           value before W; with (b), every read accepted at a version <= rv
-//           is the word's value at snapshot rv (T1).
+//           a later value of the stripe: W's locks precede W's fetch_add
+//           (which read wv - 1 and wrote wv), which precedes T's clock load
+//           (which read >= wv), which precedes T's stripe loads in S. So T
+//           never reads a word W wrote with its value before W; with (b),
+//           every read accepted at a version <= rv is the word's value at
+//           snapshot rv (T1). The same holds for a single-word op.
 //       Extension: T, meeting an unlocked version v > rv, loads the clock as
 //       rv' (>= v by P) and revalidates its read set at <= rv: by (b)
 //       nothing it read changed, by (c) nothing committed at <= rv' is
 //       hidden, so all its reads belong to snapshot rv'. Without P (GV5, a
 //       clock that commits do not advance) T would have to advance the clock
 //       itself, or a later commit could take a wv <= rv' and T would see
-//       half of it.
+//       half of it. The price of P: every commit and every single-word op
+//       writes the clock's line once (a second locked instruction in an op).
 #pragma once
 
 #include <atomic>
