@@ -170,8 +170,8 @@ void kill_run(std::uint64_t accounts, int kills, unsigned workers, unsigned thre
 }
 
 // Allocation and reclamation under kills: workers replace, erase and insert
-// long strings (blocks allocated before the commit point, freed after the
-// grace period) and share, drop and replace records (reference counts,
+// long strings (blocks allocated before the commit point, freed right after
+// it, X5) and share, drop and replace records (reference counts,
 // objects.hpp V2) while the parent kills them; afterwards every count is
 // exact and every published byte is reachable from the churn roots or the
 // layer's own (no leak, no double free).

@@ -44,7 +44,8 @@
 //       Reading a freed or reused block cannot fault: the heap maps its whole
 //       reservation at open and unmaps nothing before close (P1 of
 //       heap_state.hpp); lengths read from such blocks are used only once
-//       checked (T8).
+//       checked (T8). Writers announce nothing either: their reads are
+//       checked the same way when made, and again at commit (validation).
 //   X6. allocs[] and frees[] entries carry flags in their low bits (blocks are
 //       16-byte aligned): kEntryPublishing before publish(), kEntryPublished
 //       after it (both before the commit point), kEntryFreeing before a
