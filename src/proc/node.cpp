@@ -1066,26 +1066,18 @@ class Node {
       }
     } held;
     bool watched = false, closed = false;
-    const auto until = Clock::now() + kSpin;
-    for (unsigned i = 1; !wt.ready(); ++i) {
+    detail::Spin spin(kSpin);
+    while (!wt.ready()) {
       if (watched || closed) break;  // our call is done (wt waits for something else), or gone
       if (!held.w && w->try_claim()) {
         held.w = w.get();
         tl_receiving = true;
         w->chan->woke(false);  // N8: the reply needs no wake-up while we watch the ring
       }
-      if (held.w && (w->chan->ready() || w->socket_hint.load(std::memory_order_relaxed))) {
+      if (held.w && (w->chan->ready() || w->socket_hint.load(std::memory_order_relaxed)))
         closed = receive_from(w, w->socket_hint.exchange(false, std::memory_order_relaxed), id,
                               &watched, true, kHelperBatch);
-      } else {
-#if defined(__x86_64__) || defined(__i386__)
-        __builtin_ia32_pause();
-#endif
-      }
-      if (i % 64 == 0) {
-        if (Clock::now() >= until) break;
-        ::sched_yield();
-      }
+      if (!spin.step()) break;
     }
     if (held.w) {
       // N8: leave the word set for a sleeping IO thread; if something came

@@ -31,6 +31,13 @@
 //   C5. A dead peer is seen as the socket's end of stream, reported
 //       (Got::closed) only when the ring holds nothing more, so what the
 //       peer sent before it died is delivered first.
+//   C7. A sender that sees the sleeping word set after publishing a frame
+//       re-reads it for up to kWakeGrace pauses (about a microsecond) and
+//       writes the eventfd only if it stays set. Safe by R4: whoever clears
+//       the word (a receiver taking over the ring: node.cpp N8, or one that
+//       woke) looks at the ring afterwards, and one that sets it again
+//       rechecks the ring after its store (prepare_sleep), so a frame whose
+//       sender skipped the write is always seen.
 //   C6. The channel owns its socket, its two eventfds and its mapping; the
 //       memfd is closed as soon as it is mapped (the root keeps it only until
 //       the worker has been started with it).
@@ -55,23 +62,40 @@
 
 namespace troupe::proc::detail {
 
-// Spins until pred() or `d` has passed; returns pred()'s last value. A pause
-// per round, and every 64 rounds a sched_yield, so that on a loaded machine
-// the threads whose work we wait for get the CPU (it is never a syscall per
-// message: a busy ring ends the spin at its first check).
-template <class Pred>
-bool spin_until(std::chrono::nanoseconds d, Pred&& pred) {
-  const auto until = std::chrono::steady_clock::now() + d;
-  for (unsigned i = 1;; ++i) {
-    if (pred()) return true;
+// A spin's pacing: a pause per round; every 64 rounds a look at the clock,
+// and once the spin has lasted kYieldAfter, a sched_yield there, so that on
+// a loaded machine the threads whose work we wait for get the CPU. A short
+// wait (a round trip: a few microseconds) makes no system call at all.
+class Spin {
+ public:
+  static constexpr std::chrono::microseconds kYieldAfter{10};
+  explicit Spin(std::chrono::nanoseconds d)
+      : start_(std::chrono::steady_clock::now()), until_(start_ + d) {}
+  // One round; false once `d` has passed.
+  bool step() {
 #if defined(__x86_64__) || defined(__i386__)
     __builtin_ia32_pause();
 #endif
-    if (i % 64 == 0) {
-      if (std::chrono::steady_clock::now() >= until) return pred();
-      ::sched_yield();
-    }
+    if (++i_ % 64 != 0) return true;
+    const auto now = std::chrono::steady_clock::now();
+    if (now >= until_) return false;
+    if (now - start_ >= kYieldAfter) ::sched_yield();
+    return true;
   }
+
+ private:
+  std::chrono::steady_clock::time_point start_, until_;
+  unsigned i_ = 0;
+};
+
+// Spins (Spin's pacing) until pred() or `d` has passed; returns pred()'s
+// last value.
+template <class Pred>
+bool spin_until(std::chrono::nanoseconds d, Pred&& pred) {
+  Spin spin(d);
+  while (!pred())
+    if (!spin.step()) return pred();
+  return true;
 }
 
 // What the worker's end is made from: passed to the worker at spawn.
@@ -84,6 +108,7 @@ struct ChannelFds {
 class Channel {
  public:
   static constexpr std::size_t kRingCapacity = 256 * 1024;  // per direction
+  static constexpr unsigned kWakeGrace = 64;                // C7: pauses
 
   // The root's end over `sock`: makes the rings and eventfds; `peer` gets
   // what the worker's end needs (C6).
