@@ -607,13 +607,21 @@ std::uint64_t Tx::read(Offset word) {
 // stripe before its commit (X2), so waiting here cannot close a cycle, and
 // the holder (a commit, a single-word op or a recoverer) never waits while it
 // holds stripes, so it releases them soon unless it is dead: a holder whose
-// slot is dead is left to recovery (backoff()) and we abort. Writes nothing.
+// slot is dead is left to recovery (backoff()) and we abort. So is a lock
+// that names our own slot (we hold none before commit) or a slot whose record
+// is idle (every holder marks its record first, X2): an orphan that only
+// recovery may clear. An abort is always safe. Writes nothing.
 void Tx::wait_unlocked(const std::atomic<std::uint64_t>& lk) {
   for (unsigned n = 0;; ++n) {
     // Acquire is enough: the caller loads the stripe again (seq_cst).
     std::uint64_t v = lk.load(std::memory_order_acquire);
     if (!is_locked(v)) return;
-    if (n % 1024 == 1023 && !layer_->slot_alive(static_cast<unsigned>(v >> 1) - 1)) conflict();
+    const auto holder = static_cast<unsigned>(v >> 1) - 1;
+    if (holder == slot_) conflict();
+    if (n % 1024 == 1023 &&
+        (holder >= kTxSlots || !layer_->slot_alive(holder) ||
+         is_idle(table_->slots[holder].state.load(std::memory_order_acquire))))
+      conflict();
     relax(n < 10 ? n : 10);
   }
 }
@@ -945,10 +953,15 @@ void Tx::commit() {
 
   // Past here nothing aborts. X6: publish before the commit point; a death
   // before it makes recovery free them (they are listed in allocs[]).
-  for (std::size_t i = 0; i < allocs_.size(); ++i) {  // X6. Relaxed: our own log (X1)
-    L.alloc(i).store(allocs_[i] | kEntryPublishing, std::memory_order_relaxed);
-    heap_->publish(allocs_[i]);
-    L.alloc(i).store(allocs_[i] | kEntryPublished, std::memory_order_relaxed);
+  try {
+    for (std::size_t i = 0; i < allocs_.size(); ++i) {  // X6. Relaxed: our own log (X1)
+      L.alloc(i).store(allocs_[i] | kEntryPublishing, std::memory_order_relaxed);
+      heap_->publish(allocs_[i]);
+      L.alloc(i).store(allocs_[i] | kEntryPublished, std::memory_order_relaxed);
+    }
+  } catch (...) {
+    unlock();  // a block the heap refuses (H1): before the commit point, release all
+    throw;
   }
   for (std::size_t i = 0; i < writes_.size(); ++i) {
     L.write_addr(i).store(writes_[i].word, std::memory_order_relaxed);

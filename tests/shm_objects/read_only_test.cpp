@@ -6,7 +6,8 @@
 // between accounts and replace strings, tuples and lists, so that blocks are
 // freed and reused under the reader (X5). Any shared write by the reader
 // faults (SIGSEGV), and the test fails.
-//   T2 allows one write to a read-only transaction: the irrevocable token,
+//   Of the writes T2 allows a read-only transaction, one could happen here:
+//   the irrevocable token,
 // after kIrrevocableAfter aborts in a row. So that a slow (sanitized) reader
 // never gets there, the test has a contention manager outside shared memory:
 // a reader whose transaction aborted a few times asks the writers, through

@@ -44,17 +44,24 @@
 //       kIrrevocableAfter aborts a transaction, read-only or not, takes the
 //       irrevocable token (no livelock needs a way to stop the writers that
 //       keep aborting it); and a transaction that keeps aborting helps
-//       recover dead slots (Heap::recover, recover_orphans).
+//       recover dead slots (Heap::recover, recover_orphans). Also outside
+//       the letter: while a dead process's record waits for a slotted thread
+//       (the table's `deferred` count), every 64th begin helps finish it; the
+//       thread's own record is settled at begin when a recovery left it
+//       marked; and a read-only transaction that allocates (Tx::allocate)
+//       takes and returns heap blocks, which writes the allocator's words.
 //   T3. Only the words a transaction touches are recorded (read set: stripes;
 //       write set: words).
 //   T4. Unsynchronised access (Heap::ptr and plain loads/stores) bypasses all
 //       of this: it may see torn, half-applied states and its writes are
 //       invisible to validation. Use it only on data no transaction changes
 //       concurrently (e.g. before other processes attach).
-//   T5. The write set names no word of a block freed during the transaction:
-//       retire() of a block the transaction allocated frees it at once (it
-//       was never published) and drops the writes buffered for it, so commit
-//       never applies them to the block's next owner.
+//   T5. The write set names no word of a block freed at once during the
+//       transaction: retire() of a block the transaction allocated frees it
+//       immediately (it was never published) and drops the writes buffered
+//       for it, so commit never applies them to the block's next owner. (A
+//       published block in frees[] may still be written, e.g. its count:
+//       those writes are applied before it is freed.)
 //   T6. Nothing that can fail runs after the commit point: the frees are
 //       checked before it (each retired block published and retired once),
 //       and should an exception still escape after it, rollback() undoes
@@ -78,7 +85,9 @@
 //       peek's acquire, before a stripe load that sees the freer's version
 //       (> rv: the freer unlinked b after snapshot rv) or a later one. A
 //       length or offset is peeked, settled, and only then used to size a
-//       copy or to be followed.
+//       copy or to be followed. (The allocator's own header stores into a
+//       reused run are plain stores outside this argument; on x86 the order
+//       holds by TSO; seen, not changed.)
 //   T9. Fresh blocks are initialised with atomic stores (relaxed is enough:
 //       the publishing commit's release orders them), after the release fence
 //       Tx::allocate issues (detail::fresh_block_fence(), for a block taken
@@ -224,7 +233,8 @@ class Tx {
   // that makes the words peeked from `block` so far usable: true when they
   // belong to the snapshot; false when the snapshot was extended or a lock
   // waited for instead (peek them again, then call settled() again); throws
-  // TxConflict when the block may have been freed since its offset was read.
+  // TxConflict when the block may have been freed since its offset was read
+  // through shared words of this transaction (objects.hpp V2 for handles).
   std::uint64_t peek(Offset word) const {
     // Acquire: T8 (pairs with a later owner's release fence after allocating).
     return std::atomic_ref(*heap_->ptr<std::uint64_t>(word)).load(std::memory_order_acquire);

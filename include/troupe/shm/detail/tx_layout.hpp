@@ -33,14 +33,20 @@
 //       was applied already.
 //   X5. A commit that frees blocks (frees[]) locks, with its write set and
 //       by the same all-or-none try-locks (X2), every stripe that covers a
-//       word of each such block (all stripes, when a block has more words
-//       than there are stripes), releases them with its wv after applying,
+//       word of each such block (all stripes, when a block has as many words
+//       as there are stripes or more), releases them with its wv after applying,
 //       and only then frees the blocks, at once: no grace period, and no
 //       reader announces anything. A transaction whose snapshot precedes the
 //       free (wv > rv) and that loads a word of the block, even after the
 //       block was reused, meets at its check of that word's stripe (after
 //       the load: Tx::read, Tx::settled; T1, T8 of tx.hpp) the lock or a
-//       version above rv, so no value of the reused block is ever accepted.
+//       version above rv, so no value of the reused block is ever accepted
+//       as long as the transaction reached the block through shared words
+//       it read (their change makes the extension past the free fail). A
+//       handle kept from an earlier transaction has no such link: objects.hpp
+//       V2 says what it may do. The price of locking: freeing a block of
+//       512 KiB or more locks all 65 536 stripes (a log of that many entries
+//       and a commit every concurrent one conflicts with).
 //       Reading a freed or reused block cannot fault: the heap maps its whole
 //       reservation at open and unmaps nothing before close (P1 of
 //       heap_state.hpp); lengths read from such blocks are used only once
@@ -71,8 +77,9 @@
 //       The clock never goes down. Transactions only load it: at begin (rv)
 //       and when they meet a version above rv, never writing it (T2).
 //       Stripe lock compare-exchanges, clock operations and the stripe loads
-//       of reads and validations are seq_cst, so they lie in one total
-//       order S. Why validation stays correct:
+//       the argument uses (a read's first load, extension's and validation's
+//       loads) are seq_cst, so they lie in one total order S; a read's second
+//       load and the wait for a lock may be weaker. Why validation stays correct:
 //       (a) Versions of a stripe never decrease: a locker's clock
 //           read-modify-write follows the previous release of the stripe
 //           (via the lock's acquire), so by P it reads >= that version.
@@ -155,9 +162,9 @@ struct TxTable {
   std::uint64_t magic;  // written before the table's offset is published
   std::uint64_t stripe_count;
   // TL2 global version clock: advanced only by committers, single-word ops
-  // and recoverers, before they release a version above it (X8 P); loaded
-  // by every transaction at begin, on extension and at commit; on a line of
-  // its own.
+  // and recoverers, before they release a version above it (X8 P): a commit
+  // by the fetch_add that gives it wv; loaded by every transaction at begin
+  // and on extension; on a line of its own.
   alignas(128) std::atomic<std::uint64_t> clock;
   alignas(128) std::atomic<std::uint64_t> irrevocable;  // 0 or slot + 1
   // Log entries a recovery without the hook could not settle (X6): each may
