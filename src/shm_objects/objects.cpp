@@ -7,9 +7,11 @@
 #include <algorithm>
 #include <atomic>
 #include <bit>
+#include <chrono>
 #include <cstring>
 #include <map>
 #include <mutex>
+#include <random>
 #include <string>
 #include <utility>
 #include <vector>
@@ -141,7 +143,57 @@ bool is_container(Kind k) { return k == Kind::list || k == Kind::dict || k == Ki
 
 // V2: word 3 of every container block is its reference count.
 constexpr Offset kRefsWord = 24;
-constexpr Offset kRecordSlots = 32;  // record {schema, nfields, 0, refs, slots}
+constexpr Offset kRecordSlots = 32;  // record {schema, nfields, stamp, refs, slots}
+constexpr std::size_t kHeaderBytes = 48;  // list/dict {.., refs, stamp, 0}
+
+// V2: where a container keeps its creation stamp (never written while it
+// lives: its own stripe, so reading it conflicts only with the container's
+// free).
+constexpr Offset stamp_word(Kind k) { return k == Kind::record ? 16 : 32; }
+
+// A random non-zero stamp for a new container: a thread-local generator (no
+// shared writes), seeded per thread, with the clock mixed into every draw so
+// that processes forked with the same generator state still differ.
+std::uint64_t fresh_stamp() {
+  thread_local std::uint64_t state = [] {
+    int local = 0;
+    std::uint64_t seed = reinterpret_cast<std::uintptr_t>(&local);
+    try {
+      std::random_device rd;
+      seed ^= std::uint64_t{rd()} << 32 ^ rd();
+    } catch (...) {  // no entropy source: the stack address and the clock below
+    }
+    return seed;
+  }();
+  for (;;) {
+    state += 0x9E3779B97F4A7C15ull;
+    auto now = static_cast<std::uint64_t>(
+        std::chrono::steady_clock::now().time_since_epoch().count());
+    if (std::uint64_t s = mix(state ^ mix(now))) return s;
+  }
+}
+
+// V2: a handle made by this process stays usable after its container is freed
+// only to be told so: its stamp no longer matches the block's stamp word
+// (zeroed by the retiring transaction, or a later owner's word). The read is
+// validated and joins the read set, so the container cannot be freed under
+// the rest of this transaction without it aborting.
+void check_live(Tx& tx, Kind k, Offset b, std::uint64_t stamp) {
+  if (b == null_offset)
+    throw Error(Errc::invalid_argument, fmt::format("null {} handle", to_string(k)));
+  if (stamp == 0) return;  // a raw offset: not checked (V2)
+  if (tx.read(b + stamp_word(k)) != stamp)
+    throw Error(Errc::not_found,
+                fmt::format("stale {0} handle {1:#x}: that {0} was freed (its block may hold "
+                            "something else now); read it again from a root",
+                            to_string(k), b));
+}
+
+// The stamp of the live container a validated slot (or a settled tuple item)
+// names, for the handle decoded from it.
+Value container_value(Tx& tx, Kind k, Offset b) {
+  return Value::ref(k, b, tx.read(b + stamp_word(k)));
+}
 
 void retire_block_tree(Tx& tx, Kind k, Offset b);
 
@@ -209,7 +261,8 @@ Slot encode(Tx& tx, const Value& v) {
     case Kind::list:
     case Kind::dict:
     case Kind::record:
-      add_ref(tx, v.ref());  // V2: for the slot we return
+      check_live(tx, v.kind(), v.ref(), v.stamp());  // V2: never count a stale handle
+      add_ref(tx, v.ref());                          // V2: for the slot we return
       return {make_tag(v.kind()), v.ref()};
     default:
       break;
@@ -249,7 +302,7 @@ Value decode(Tx& tx, Slot s) {
     case Kind::list:
     case Kind::dict:
     case Kind::record:
-      return Value::ref(k, s.payload);
+      return container_value(tx, k, s.payload);  // V2
   }
   throw Error(Errc::bad_segment, fmt::format("corrupt value tag {:#x}", s.tag));
 }
@@ -287,7 +340,7 @@ Value decode_block(Tx& tx, Kind k, Offset b) {
       } else if (ik == Kind::real) {
         items.push_back(Value(std::bit_cast<double>(s.payload)));
       } else if (ik == Kind::list || ik == Kind::dict || ik == Kind::record) {
-        items.push_back(Value::ref(ik, s.payload));  // counted by the tuple (V2)
+        items.push_back(container_value(tx, ik, s.payload));  // counted by the tuple (V2)
       } else {
         items.push_back(Value());
       }
@@ -349,6 +402,16 @@ void retire_block_tree(Tx& tx, Kind k, Offset b) {
     default:
       return;
   }
+  // V2: a retired container's stamp word is zeroed before the block is freed,
+  // so no stale handle (stamps are non-zero) matches it until a later owner
+  // writes the word. A block this transaction allocated is private: cleared
+  // directly (its buffered writes are dropped when it is retired, T5).
+  if (k != Kind::tuple) {
+    if (tx.allocated_here(b))
+      put(tx.heap().ptr<std::uint64_t>(b + stamp_word(k)), 0);
+    else
+      tx.write(b + stamp_word(k), 0);
+  }
   tx.retire(b);
 }
 
@@ -356,6 +419,7 @@ void retire_block_tree(Tx& tx, Kind k, Offset b) {
 // the old one is dropped). Storing the container the slot already holds
 // changes nothing.
 void store_slot(Tx& tx, Offset at, const Value& v) {
+  if (v.ref() != null_offset) check_live(tx, v.kind(), v.ref(), v.stamp());  // V2
   Slot old = read_slot(tx, at);
   if (v.ref() != null_offset && old.tag == make_tag(v.kind()) && old.payload == v.ref()) return;
   Slot fresh = encode(tx, v);
@@ -405,9 +469,9 @@ std::string_view to_string(Kind k) {
 
 // ---- Value --------------------------------------------------------------------
 
-Value::Value(const List& l) : kind_(Kind::list), off_(l.offset()) {}
-Value::Value(const Dict& d) : kind_(Kind::dict), off_(d.offset()) {}
-Value::Value(const Record& r) : kind_(Kind::record), off_(r.offset()) {}
+Value::Value(const List& l) : kind_(Kind::list), off_(l.offset()), stamp_(l.stamp()) {}
+Value::Value(const Dict& d) : kind_(Kind::dict), off_(d.offset()), stamp_(d.stamp()) {}
+Value::Value(const Record& r) : kind_(Kind::record), off_(r.offset()), stamp_(r.stamp()) {}
 
 Value Value::bytes(std::string_view b) {
   Value v;
@@ -421,12 +485,13 @@ Value Value::tuple(std::vector<Value> items) {
   v.t_ = std::make_shared<const std::vector<Value>>(std::move(items));
   return v;
 }
-Value Value::ref(Kind k, Offset off) {
+Value Value::ref(Kind k, Offset off, std::uint64_t stamp) {
   if (k != Kind::list && k != Kind::dict && k != Kind::record)
     throw Error(Errc::invalid_argument, "Value::ref needs list, dict or record");
   Value v;
   v.kind_ = k;
   v.off_ = off;
+  v.stamp_ = stamp;
   return v;
 }
 
@@ -462,15 +527,15 @@ const std::vector<Value>& Value::as_tuple() const {
 }
 List Value::as_list() const {
   need(Kind::list);
-  return List(off_);
+  return List(off_, stamp_);
 }
 Dict Value::as_dict() const {
   need(Kind::dict);
-  return Dict(off_);
+  return Dict(off_, stamp_);
 }
 Record Value::as_record() const {
   need(Kind::record);
-  return Record(off_);
+  return Record(off_, stamp_);
 }
 Offset Value::ref() const {
   return kind_ == Kind::list || kind_ == Kind::dict || kind_ == Kind::record ? off_ : null_offset;
@@ -530,8 +595,8 @@ bool Value::operator==(const Value& o) const {
       return s_ == o.s_;
     case Kind::tuple:
       return *t_ == *o.t_;
-    default:
-      return off_ == o.off_;
+    default:  // the same container (a stamp 0, unchecked, matches any, V2)
+      return off_ == o.off_ && (stamp_ == o.stamp_ || !stamp_ || !o.stamp_);
   }
 }
 
@@ -559,43 +624,57 @@ std::string Value::repr() const {
   }
 }
 
-// ---- List: {len, cap, items, refs} ----------------------------------------------
+void List::live(Tx& tx) const { check_live(tx, Kind::list, off_, stamp_); }
+void Dict::live(Tx& tx) const { check_live(tx, Kind::dict, off_, stamp_); }
+void Record::live(Tx& tx) const { check_live(tx, Kind::record, off_, stamp_); }
+
+// ---- List: {len, cap, items, refs, stamp} ----------------------------------------------
 
 List new_list(Tx& tx, std::size_t capacity) {
   capacity = std::max<std::size_t>(capacity, 1);
-  Offset b = tx.allocate(32);
+  Offset b = tx.allocate(kHeaderBytes);
   Offset items = tx.allocate(16 * capacity);
   put_zeros(tx.heap().ptr<std::uint64_t>(items), 2 * capacity);  // none slots; private (X6), T9
   auto* p = tx.heap().ptr<std::uint64_t>(b);
+  std::uint64_t stamp = fresh_stamp();
   put(p, 0);
   put(p + 1, capacity);
   put(p + 2, items);
   put(p + 3, 0);  // V2: counted zero until stored
+  put(p + 4, stamp);
+  put(p + 5, 0);
   fresh_container(tx, Kind::list, b);
-  return List(b);
+  return List(b, stamp);
 }
 
-std::size_t List::size(Tx& tx) const { return tx.read(off_); }
+std::size_t List::size(Tx& tx) const {
+  live(tx);
+  return tx.read(off_);
+}
 
 Value List::get(Tx& tx, std::size_t i) const {
+  live(tx);
   std::size_t n = tx.read(off_);
   if (i >= n) out_of_range(i, n);
   return decode(tx, read_slot(tx, tx.read(off_ + 16) + 16 * i));
 }
 
 Offset List::payload_word(Tx& tx, std::size_t i) const {
+  live(tx);
   std::size_t n = tx.read(off_);
   if (i >= n) out_of_range(i, n);
   return tx.read(off_ + 16) + 16 * i + 8;
 }
 
 void List::set(Tx& tx, std::size_t i, const Value& v) const {
+  live(tx);
   std::size_t n = tx.read(off_);
   if (i >= n) out_of_range(i, n);
   store_slot(tx, tx.read(off_ + 16) + 16 * i, v);  // V2
 }
 
 void List::append(Tx& tx, const Value& v) const {
+  live(tx);
   Slot fresh = encode(tx, v);  // V2
   std::uint64_t len = tx.read(off_), cap = tx.read(off_ + 8);
   Offset items = tx.read(off_ + 16);
@@ -619,6 +698,7 @@ void List::append(Tx& tx, const Value& v) const {
 }
 
 Value List::pop(Tx& tx) const {
+  live(tx);
   std::uint64_t len = tx.read(off_);
   if (len == 0) throw Error(Errc::invalid_argument, "pop from an empty list");
   Offset at = tx.read(off_ + 16) + 16 * (len - 1);
@@ -631,6 +711,7 @@ Value List::pop(Tx& tx) const {
 }
 
 void List::clear(Tx& tx) const {
+  live(tx);
   std::uint64_t len = tx.read(off_);
   Offset items = tx.read(off_ + 16);
   for (std::uint64_t i = 0; i < len; ++i) {
@@ -641,6 +722,7 @@ void List::clear(Tx& tx) const {
 }
 
 std::vector<Value> List::items(Tx& tx) const {
+  live(tx);
   std::uint64_t len = tx.read(off_);
   Offset items = tx.read(off_ + 16);
   std::vector<Value> out;
@@ -649,24 +731,30 @@ std::vector<Value> List::items(Tx& tx) const {
   return out;
 }
 
-// ---- Dict: {count, nbuckets, buckets, refs}, entry {next, hash, key, value} ------
+// ---- Dict: {count, nbuckets, buckets, refs, stamp}, entry {next, hash, key, value} ------
 
 Dict new_dict(Tx& tx, std::size_t buckets) {
   std::size_t nb = 1;
   while (nb < buckets) nb *= 2;
-  Offset b = tx.allocate(32);
+  Offset b = tx.allocate(kHeaderBytes);
   Offset bk = tx.allocate(8 * nb);
   put_zeros(tx.heap().ptr<std::uint64_t>(bk), nb);  // private (X6), T9
   auto* p = tx.heap().ptr<std::uint64_t>(b);
+  std::uint64_t stamp = fresh_stamp();
   put(p, 0);
   put(p + 1, nb);
   put(p + 2, bk);
   put(p + 3, 0);  // V2: counted zero until stored
+  put(p + 4, stamp);
+  put(p + 5, 0);
   fresh_container(tx, Kind::dict, b);
-  return Dict(b);
+  return Dict(b, stamp);
 }
 
-std::size_t Dict::size(Tx& tx) const { return tx.read(off_); }
+std::size_t Dict::size(Tx& tx) const {
+  live(tx);
+  return tx.read(off_);
+}
 
 Offset Dict::find(Tx& tx, const Value& key, std::uint64_t h, Offset* link) const {
   std::uint64_t nb = tx.read(off_ + 8);
@@ -683,27 +771,32 @@ Offset Dict::find(Tx& tx, const Value& key, std::uint64_t h, Offset* link) const
 }
 
 std::optional<Value> Dict::get(Tx& tx, const Value& key) const {
+  live(tx);
   Offset e = find(tx, key, key.hash(), nullptr);
   if (!e) return std::nullopt;
   return decode(tx, read_slot(tx, e + 32));
 }
 
 bool Dict::contains(Tx& tx, const Value& key) const {
+  live(tx);
   return find(tx, key, key.hash(), nullptr) != null_offset;
 }
 
 std::int64_t Dict::get_int(Tx& tx, const Value& key, std::int64_t otherwise) const {
+  live(tx);
   Offset e = find(tx, key, key.hash(), nullptr);
   if (!e) return otherwise;
   return decode(tx, read_slot(tx, e + 32)).as_int();
 }
 
 Offset Dict::payload_word(Tx& tx, const Value& key) const {
+  live(tx);
   Offset e = find(tx, key, key.hash(), nullptr);
   return e ? e + 40 : null_offset;
 }
 
 void Dict::set(Tx& tx, const Value& key, const Value& v) const {
+  live(tx);
   std::uint64_t h = key.hash();
   Offset link = 0;
   if (Offset e = find(tx, key, h, &link)) {
@@ -744,6 +837,7 @@ void Dict::set(Tx& tx, const Value& key, const Value& v) const {
 }
 
 std::int64_t Dict::add(Tx& tx, const Value& key, std::int64_t delta) const {
+  live(tx);
   Offset e = find(tx, key, key.hash(), nullptr);
   if (!e) {
     set(tx, key, Value(static_cast<long long>(delta)));
@@ -757,6 +851,7 @@ std::int64_t Dict::add(Tx& tx, const Value& key, std::int64_t delta) const {
 }
 
 bool Dict::erase(Tx& tx, const Value& key) const {
+  live(tx);
   Offset link = 0;
   Offset e = find(tx, key, key.hash(), &link);
   if (!e) return false;
@@ -770,6 +865,7 @@ bool Dict::erase(Tx& tx, const Value& key) const {
 
 void Dict::for_each(Tx& tx,
                     const std::function<void(const Value& key, const Value& value)>& f) const {
+  live(tx);
   std::uint64_t nb = tx.read(off_ + 8);
   Offset buckets = tx.read(off_ + 16);
   for (std::uint64_t i = 0; i < nb; ++i)
@@ -778,12 +874,13 @@ void Dict::for_each(Tx& tx,
 }
 
 std::vector<Value> Dict::keys(Tx& tx) const {
+  live(tx);
   std::vector<Value> out;
   for_each(tx, [&](const Value& k, const Value&) { out.push_back(k); });
   return out;
 }
 
-// ---- Record: {schema, nfields, 0, refs, slots} -----------------------------------
+// ---- Record: {schema, nfields, stamp, refs, slots} -----------------------------------
 
 Record new_record(Tx& tx, const std::vector<std::string>& fields) {
   std::vector<Value> names;
@@ -791,13 +888,14 @@ Record new_record(Tx& tx, const std::vector<std::string>& fields) {
   Slot schema = encode(tx, Value::tuple(std::move(names)));
   Offset b = tx.allocate(kRecordSlots + 16 * fields.size());
   auto* p = tx.heap().ptr<std::uint64_t>(b);  // private (X6), T9; schema and nfields never change
+  std::uint64_t stamp = fresh_stamp();
   put(p, schema.payload);
   put(p + 1, fields.size());
-  put(p + 2, 0);
+  put(p + 2, stamp);
   put(p + 3, 0);  // V2: counted zero until stored
   put_zeros(p + 4, 2 * fields.size());
   fresh_container(tx, Kind::record, b);
-  return Record(b);
+  return Record(b, stamp);
 }
 
 Record new_record(Tx& tx, std::initializer_list<std::string_view> fields) {
@@ -807,6 +905,7 @@ Record new_record(Tx& tx, std::initializer_list<std::string_view> fields) {
 }
 
 std::vector<std::string> Record::fields(Tx& tx) const {
+  live(tx);
   std::vector<std::string> out;
   Value schema = decode_block(tx, Kind::tuple, record_header(tx, off_).first);  // T8
   for (auto& v : schema.as_tuple()) out.push_back(v.as_string());
@@ -830,14 +929,17 @@ std::size_t Record::index(Tx& tx, std::string_view field) const {
 }
 
 Value Record::get(Tx& tx, std::string_view field) const {
+  live(tx);
   return decode(tx, read_slot(tx, off_ + kRecordSlots + 16 * index(tx, field)));
 }
 
 void Record::set(Tx& tx, std::string_view field, const Value& v) const {
+  live(tx);
   store_slot(tx, off_ + kRecordSlots + 16 * index(tx, field), v);  // V2
 }
 
 Offset Record::payload_word(Tx& tx, std::string_view field) const {
+  live(tx);
   return off_ + kRecordSlots + 16 * index(tx, field) + 8;
 }
 

@@ -1,9 +1,12 @@
 // tests/shm_objects/objects_test.cpp: values, strings, tuples, lists, dicts and
 // records in a shared heap, changed by transactions in one process: encoding
 // round trips, nesting, roots, abort rollback, reference counts of shared
-// containers, reclamation (no leaked bytes).
+// containers, reclamation (no leaked bytes), stale handles (V2).
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <cstdio>
+#include <thread>
 #include <troupe/shm/objects.hpp>
 
 #include "test_heap.hpp"
@@ -662,6 +665,261 @@ TEST(ShmObjects, ContainersInsideTuples) {
   });
   EXPECT_EQ(user_bytes(h), base);
   EXPECT_TRUE(h.verify().empty());
+}
+
+// ---- stale handles (V2) ----
+
+// Runs `use` with a handle whose container is gone: it must throw
+// Error(not_found) naming the kind, never return data (a failure here) nor
+// throw anything else (length_error, bad_alloc, another Error code).
+template <class Use>
+void expect_stale(TxHeap& l, const char* kind, const char* what, Use use) {
+  atomically(l, [&](Tx& tx) {
+    try {
+      use(tx);
+      ADD_FAILURE() << what << " on a stale " << kind << " handle returned";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), troupe::Errc::not_found) << what << ": " << e.what();
+      EXPECT_NE(std::string(e.what()).find(std::string("stale ") + kind), std::string::npos)
+          << e.what();
+    }
+  });
+}
+
+// A container of kind k stored at root "r", filled so that its words matter.
+Value make_container(Tx& tx, Kind k) {
+  switch (k) {
+    case Kind::list: {
+      List x = new_list(tx, 1);
+      x.append(tx, 7);
+      x.append(tx, std::string(20, 'q'));
+      return x;
+    }
+    case Kind::dict: {
+      Dict x = new_dict(tx, 2);
+      x.set(tx, "a", 1);
+      x.set(tx, 2, "two");
+      return x;
+    }
+    default: {
+      Record x = new_record(tx, {"f"});
+      x.set(tx, "f", 5);
+      return x;
+    }
+  }
+}
+
+// Drops the only reference to the container at root "r" (freed at once) and
+// then allocates, in one process, until its block is reused: by containers of
+// the same kind, or by strings of 0xff bytes filling the block (a huge
+// "length" in every word). Returns whether the block was seen reused.
+bool replace_and_reuse(TxHeap& l, Kind k, bool strings) {
+  Heap& h = l.heap();
+  Offset old = atomically(l, [&](Tx& tx) { return get_root(tx, "r").ref(); });
+  std::size_t block = h.usable_size(old);
+  atomically(l, [&](Tx& tx) {
+    set_root(tx, "keep", new_list(tx, 256));  // before the free: never takes the block
+    set_root(tx, "r", Value());
+  });
+  return atomically(l, [&](Tx& tx) {
+    List keep = get_root(tx, "keep").as_list();
+    bool seen = false;
+    for (int i = 0; i < 64 && !seen; ++i) {
+      if (strings)
+        keep.append(tx, std::string(block - 8, '\xff'));
+      else
+        keep.append(tx, make_container(tx, k));
+      seen = tx.read(keep.payload_word(tx, keep.size(tx) - 1)) == old;
+    }
+    return seen;
+  });
+}
+
+TEST(ShmObjects, StaleHandlesAfterBlockReuseThrowTheTypedError) {
+  Heap h = make_heap();
+  TxHeap& l = TxHeap::attach(h);
+  for (bool strings : {false, true})
+    for (Kind k : {Kind::list, Kind::dict, Kind::record}) {
+      SCOPED_TRACE(std::string(to_string(k)) + (strings ? " reused by strings" : " reused"));
+      Value old = atomically(l, [&](Tx& tx) {
+        set_root(tx, "r", make_container(tx, k));
+        return get_root(tx, "r");  // the handle, decoded from the root
+      });
+      // Still valid in a later transaction while stored.
+      atomically(l, [&](Tx& tx) {
+        if (k == Kind::list) {
+          EXPECT_EQ(old.as_list().size(tx), 2u);
+        }
+        if (k == Kind::dict) {
+          EXPECT_EQ(old.as_dict().get(tx, "a")->as_int(), 1);
+        }
+        if (k == Kind::record) {
+          EXPECT_EQ(old.as_record().get(tx, "f").as_int(), 5);
+        }
+      });
+      ASSERT_TRUE(replace_and_reuse(l, k, strings)) << "the freed block was not reused";
+      const char* kind = to_string(k).data();
+      if (k == Kind::list) {
+        List x = old.as_list();
+        expect_stale(l, kind, "size", [&](Tx& tx) { x.size(tx); });
+        expect_stale(l, kind, "items", [&](Tx& tx) { x.items(tx); });
+        expect_stale(l, kind, "get", [&](Tx& tx) { x.get(tx, 0); });
+        expect_stale(l, kind, "payload_word", [&](Tx& tx) { x.payload_word(tx, 0); });
+        expect_stale(l, kind, "append", [&](Tx& tx) { x.append(tx, 1); });
+        expect_stale(l, kind, "pop", [&](Tx& tx) { x.pop(tx); });
+        expect_stale(l, kind, "clear", [&](Tx& tx) { x.clear(tx); });
+        expect_stale(l, kind, "set", [&](Tx& tx) { x.set(tx, 0, 1); });
+      } else if (k == Kind::dict) {
+        Dict x = old.as_dict();
+        expect_stale(l, kind, "size", [&](Tx& tx) { x.size(tx); });
+        expect_stale(l, kind, "get", [&](Tx& tx) { x.get(tx, "a"); });
+        expect_stale(l, kind, "contains", [&](Tx& tx) { x.contains(tx, 2); });
+        expect_stale(l, kind, "keys", [&](Tx& tx) { x.keys(tx); });
+        expect_stale(l, kind, "get_int", [&](Tx& tx) { x.get_int(tx, "a"); });
+        expect_stale(l, kind, "set", [&](Tx& tx) { x.set(tx, "a", 2); });
+        expect_stale(l, kind, "add", [&](Tx& tx) { x.add(tx, "a", 2); });
+        expect_stale(l, kind, "erase", [&](Tx& tx) { x.erase(tx, "a"); });
+      } else {
+        Record x = old.as_record();
+        expect_stale(l, kind, "fields", [&](Tx& tx) { x.fields(tx); });
+        expect_stale(l, kind, "get", [&](Tx& tx) { x.get(tx, "f"); });
+        expect_stale(l, kind, "payload_word", [&](Tx& tx) { x.payload_word(tx, "f"); });
+        expect_stale(l, kind, "set", [&](Tx& tx) { x.set(tx, "f", 6); });
+      }
+      // Storing a stale handle counts nothing: refused, in a slot, a root or a tuple.
+      expect_stale(l, kind, "set_root", [&](Tx& tx) { set_root(tx, "x", old); });
+      expect_stale(l, kind, "tuple item", [&](Tx& tx) { set_root(tx, "x", Value::tuple({old})); });
+      // The containers (or strings) that reused the block are intact.
+      atomically(l, [&](Tx& tx) {
+        for (const Value& v : get_root(tx, "keep").as_list().items(tx)) {
+          if (strings) {
+            EXPECT_EQ(v.as_string().find_first_not_of('\xff'), std::string::npos);
+          }
+          if (!strings && k == Kind::list) {
+            EXPECT_EQ(v.as_list().size(tx), 2u);
+          }
+          if (!strings && k == Kind::dict) {
+            EXPECT_EQ(v.as_dict().get(tx, "a")->as_int(), 1);
+          }
+          if (!strings && k == Kind::record) {
+            EXPECT_EQ(v.as_record().get(tx, "f").as_int(), 5);
+          }
+        }
+        set_root(tx, "keep", Value());
+      });
+    }
+  atomically(l, [&](Tx& tx) { set_root(tx, "x", Value()); });
+  EXPECT_TRUE(h.verify().empty());
+  EXPECT_EQ(l.stuck_locks(), 0u);
+}
+
+// A container created and never stored is freed when its transaction
+// commits: its handle is stale afterwards too.
+TEST(ShmObjects, HandleOfAnUnstoredContainerIsStaleAfterCommit) {
+  Heap h = make_heap();
+  TxHeap& l = TxHeap::attach(h);
+  List lst = atomically(l, [&](Tx& tx) {
+    List x = new_list(tx);
+    x.append(tx, 1);
+    return x;
+  });
+  atomically(l, [&](Tx& tx) {  // reuse what was freed
+    for (int i = 0; i < 8; ++i) set_root(tx, "s" + std::to_string(i), std::string(40, '\xff'));
+  });
+  expect_stale(l, "list", "items", [&](Tx& tx) { lst.items(tx); });
+  expect_stale(l, "list", "append", [&](Tx& tx) { lst.append(tx, 2); });
+}
+
+// One thread keeps replacing the list at a root (each replaced list is freed
+// at once and its blocks reused by the next ones and by blobs); another uses
+// handles it read in earlier transactions, in read-only transactions. It
+// sees either the list's own contents or the typed error, nothing else.
+TEST(ShmObjects, OldHandlesUnderConcurrentReplacementGiveDataOrTheTypedError) {
+  Heap h = make_heap();
+  TxHeap& l = TxHeap::attach(h);
+  auto fill = [](Tx& tx, List x, std::int64_t k) {
+    x.append(tx, k);
+    x.append(tx, k);
+    x.append(tx, std::string(9 + k % 40, static_cast<char>('a' + k % 26)));
+  };
+  atomically(l, [&](Tx& tx) {
+    List x = new_list(tx, 2);
+    fill(tx, x, 0);
+    set_root(tx, "r", x);
+  });
+  std::atomic<std::uint64_t> commits{0};
+  std::atomic<bool> stop{false};
+  std::thread writer([&] {
+    for (std::int64_t k = 1; !stop.load(); ++k) {
+      atomically(l, [&](Tx& tx) {
+        List x = new_list(tx, 2);
+        fill(tx, x, k);
+        set_root(tx, "r", x);  // the old list: count 0, freed at this commit
+        set_root(tx, "junk", std::string(8 + 8 * (k % 6), '\xff'));
+      });
+      commits.fetch_add(1);
+    }
+  });
+  std::size_t ok = 0, stale = 0, bad = 0;
+  std::string first_bad;
+  for (int i = 0; i < 400; ++i) {
+    List x = atomically(l, [&](Tx& tx) { return get_root(tx, "r").as_list(); });
+    // x came from commit number seen + 1 at the latest (counted after it).
+    std::uint64_t seen = commits.load();
+    bool must_be_stale = i % 2 == 1;
+    if (must_be_stale)  // wait until the list read above has surely been replaced
+      while (commits.load() < seen + 2) std::this_thread::yield();
+    try {
+      atomically(l, [&](Tx& tx) {
+        std::vector<Value> items = x.items(tx);
+        std::size_t n = x.size(tx);
+        Value last = x.get(tx, 2);
+        EXPECT_TRUE(tx.read_only());
+        if (n != 3 || items.size() != 3 || !(items[0] == items[1]) || !(items[2] == last) ||
+            items[0].kind() != Kind::integer) {
+          ++bad;
+          if (first_bad.empty()) first_bad = "wrong contents";
+          return;
+        }
+        std::int64_t k = items[0].as_int();
+        if (last.as_string() != std::string(9 + k % 40, static_cast<char>('a' + k % 26))) {
+          ++bad;
+          if (first_bad.empty()) first_bad = "wrong string";
+          return;
+        }
+      });
+      if (must_be_stale) {
+        ++bad;
+        if (first_bad.empty()) first_bad = "a replaced list was still readable";
+      } else {
+        ++ok;
+      }
+    } catch (const Error& e) {
+      if (e.code() == troupe::Errc::not_found &&
+          std::string(e.what()).find("stale list") != std::string::npos) {
+        ++stale;
+      } else {
+        ++bad;
+        if (first_bad.empty()) first_bad = e.what();
+      }
+    } catch (const std::exception& e) {
+      ++bad;
+      if (first_bad.empty()) first_bad = e.what();
+    }
+  }
+  stop = true;
+  writer.join();
+  std::printf("old handles: %zu read valid data, %zu stale (typed error), %zu bad\n", ok, stale,
+              bad);
+  EXPECT_EQ(bad, 0u) << first_bad;
+  EXPECT_GE(stale, 200u);
+  EXPECT_GT(ok + stale, 0u);
+  atomically(l, [&](Tx& tx) {
+    set_root(tx, "r", Value());
+    set_root(tx, "junk", Value());
+  });
+  EXPECT_TRUE(h.verify().empty());
+  EXPECT_EQ(l.stuck_locks(), 0u);
 }
 
 }  // namespace

@@ -2,20 +2,23 @@
 // lists, dicts, records) stored in a shared heap and changed by transactions.
 //
 // Owns: troupe::shm::Value (a dynamic value held by this process), the
-// handles List, Dict and Record (an Offset naming a shared container; used
-// only inside a transaction), named roots holding a Value, and the reference
-// counts of containers (V2).
+// handles List, Dict and Record (an Offset naming a shared container and its
+// creation stamp; used inside transactions, possibly later ones than the one
+// that made them, V2), named roots holding a Value, and the reference counts
+// and stamps of containers (V2).
 //
 // Encoding of a value in shared memory: a *slot* of two words {tag, payload}.
 //   tag = kind | (inline length + 1) << 8   (inline strings/bytes of <= 8 bytes)
 //   payload = the bool/int64/double bits, the inline bytes, or the Offset of
 //   the value's block: blob {len, bytes} for strings/bytes, {n, n slots} for
 //   tuples (whose items may be containers: each such item is a reference),
-//   and the container blocks below, whose word 3 is the reference count.
-//   list   {len, cap, items, refs}   items = cap slots
-//   dict   {count, nbuckets, buckets, refs}   buckets = nbuckets entry
-//          offsets; entry {next, hash, key slot, value slot} (chained hashing)
-//   record {schema, nfields, 0, refs, nfields slots}   schema = tuple of
+//   and the container blocks below, whose word 3 is the reference count and
+//   whose stamp word (V2) is a random non-zero value chosen at creation.
+//   list   {len, cap, items, refs, stamp, 0}   items = cap slots
+//   dict   {count, nbuckets, buckets, refs, stamp, 0}   buckets = nbuckets
+//          entry offsets; entry {next, hash, key slot, value slot} (chained
+//          hashing)
+//   record {schema, nfields, stamp, refs, nfields slots}   schema = tuple of
 //          field names
 // Invariants:
 //   V1. Every mutable word (container fields, slots, links) is read and
@@ -43,11 +46,29 @@
 //       check, so nobody waits for readers.
 //       Within the transaction a count may pass through zero: a container
 //       dropped and stored again survives.
-//       Handles (List, Dict, Record, Value) are plain offsets: they hold no
-//       reference and never write a count. A handle is valid in the
-//       transaction that read it from shared data (or created it), and in
-//       later ones only while the container is still stored somewhere; read
-//       it again from a root when in doubt.
+//       Handles (List, Dict, Record, Value) are an offset and the
+//       container's stamp: they hold no reference and never write a count.
+//       Every container gets a fresh random non-zero stamp when it is created
+//       (never written again while it lives; zeroed in the transaction that
+//       retires it), and a handle copies it when it is made (decoded from a
+//       slot, a tuple item or a root, or returned by new_*). Every handle
+//       method, and storing a handle anywhere, first reads the stamp word
+//       through Tx::read (validated, and in the read set: a free of the
+//       container after that aborts the transaction at its next check, and
+//       the retry reads the stamp anew). So a handle may be kept and used in
+//       any later transaction: while its container lives it works as in the
+//       transaction that made it; once the container is freed (its count
+//       dropped to zero, or it was created and never stored) every use
+//       throws Error(not_found, "stale list handle ...") and never returns
+//       or changes the words of whatever reuses its block. Read the handle
+//       again from a root then. Residual risks: a block reused as a blob or
+//       tuple holds arbitrary bytes, so a stale handle wrongly passes with
+//       probability 2^-64 per use (a new container always draws a new
+//       stamp); a container allocated by an attempt that aborted or threw is
+//       freed by the layer without its stamp being zeroed, so a handle that
+//       escaped such an attempt is not protected. Handles built from a raw
+//       offset (List(Offset), Value::ref(k, off)) carry stamp 0 and are not
+//       checked: they are valid only while the container lives.
 //       Cycles (a.append(b); b.append(a), or a.append(a)) keep their counts
 //       above zero and are never freed once unreachable, as in Python
 //       without its cycle collector: break them (clear a slot) before
@@ -107,7 +128,8 @@ class Value {
   Value(const Record& r);
   static Value bytes(std::string_view b);
   static Value tuple(std::vector<Value> items);
-  static Value ref(Kind k, Offset off);  // list, dict or record
+  // list, dict or record; stamp 0 (a raw offset) is not checked (V2)
+  static Value ref(Kind k, Offset off, std::uint64_t stamp = 0);
 
   Kind kind() const { return kind_; }
   bool is_none() const { return kind_ == Kind::none; }
@@ -121,6 +143,7 @@ class Value {
   Dict as_dict() const;
   Record as_record() const;
   Offset ref() const;  // list/dict/record block, else null_offset
+  std::uint64_t stamp() const { return ref() ? stamp_ : 0; }  // V2
 
   bool hashable() const;
   std::uint64_t hash() const;  // V3; throws Error for unhashable kinds
@@ -135,17 +158,19 @@ class Value {
     double d_;
     Offset off_;
   };
+  std::uint64_t stamp_ = 0;  // containers: the creation stamp (V2)
   std::string s_;
   std::shared_ptr<const std::vector<Value>> t_;
 };
 
-// ---- handles (inside a transaction) ----
+// ---- handles (V2: usable in any transaction; stale ones throw) ----
 
 class List {
  public:
   List() = default;
-  explicit List(Offset off) : off_(off) {}
+  explicit List(Offset off, std::uint64_t stamp = 0) : off_(off), stamp_(stamp) {}
   Offset offset() const { return off_; }
+  std::uint64_t stamp() const { return stamp_; }  // V2; 0: not checked
   std::size_t size(Tx& tx) const;
   Value get(Tx& tx, std::size_t i) const;  // throws Error(invalid_argument) out of range
   void set(Tx& tx, std::size_t i, const Value& v) const;
@@ -157,14 +182,17 @@ class List {
   Offset payload_word(Tx& tx, std::size_t i) const;
 
  private:
+  void live(Tx& tx) const;  // V2: throws Error(not_found) for a stale handle
   Offset off_ = null_offset;
+  std::uint64_t stamp_ = 0;
 };
 
 class Dict {
  public:
   Dict() = default;
-  explicit Dict(Offset off) : off_(off) {}
+  explicit Dict(Offset off, std::uint64_t stamp = 0) : off_(off), stamp_(stamp) {}
   Offset offset() const { return off_; }
+  std::uint64_t stamp() const { return stamp_; }  // V2; 0: not checked
   std::size_t size(Tx& tx) const;
   std::optional<Value> get(Tx& tx, const Value& key) const;
   bool contains(Tx& tx, const Value& key) const;
@@ -181,14 +209,17 @@ class Dict {
 
  private:
   Offset find(Tx& tx, const Value& key, std::uint64_t h, Offset* link) const;
+  void live(Tx& tx) const;  // V2: throws Error(not_found) for a stale handle
   Offset off_ = null_offset;
+  std::uint64_t stamp_ = 0;
 };
 
 class Record {
  public:
   Record() = default;
-  explicit Record(Offset off) : off_(off) {}
+  explicit Record(Offset off, std::uint64_t stamp = 0) : off_(off), stamp_(stamp) {}
   Offset offset() const { return off_; }
+  std::uint64_t stamp() const { return stamp_; }  // V2; 0: not checked
   std::vector<std::string> fields(Tx& tx) const;
   Value get(Tx& tx, std::string_view field) const;  // throws Error(not_found)
   void set(Tx& tx, std::string_view field, const Value& v) const;
@@ -196,7 +227,9 @@ class Record {
 
  private:
   std::size_t index(Tx& tx, std::string_view field) const;
+  void live(Tx& tx) const;  // V2: throws Error(not_found) for a stale handle
   Offset off_ = null_offset;
+  std::uint64_t stamp_ = 0;
 };
 
 // ---- creating containers and roots ----
