@@ -110,10 +110,11 @@
 
 namespace troupe::shm::detail {
 
-// The table's format and protocol: "TROUPTX2" since readers stopped announcing
-// epochs (X5) and commits advance the clock (X8); a heap whose table has
-// another magic is refused (mixing the protocols would be unsafe).
-inline constexpr std::uint64_t kTxMagic = 0x5452'4f55'5054'5832ull;  // "TROUPTX2"
+// The table's format and protocol, and the objects' layout built on it
+// (objects.hpp): "TROUPTX3" since readers stopped announcing epochs (X5),
+// commits advance the clock (X8) and containers carry a stamp (V2); a heap
+// whose table has another magic is refused (mixing them would be unsafe).
+inline constexpr std::uint64_t kTxMagic = 0x5452'4f55'5054'5833ull;  // "TROUPTX3"
 inline constexpr unsigned kTableWord = 0;  // header_words() index of the table
 inline constexpr unsigned kTxSlots = 256;
 inline constexpr std::uint64_t kStripeBits = 16;
