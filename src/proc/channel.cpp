@@ -99,16 +99,7 @@ void Channel::send(Kind kind, std::uint64_t id, std::string_view body, std::span
     if (out_.try_push({std::string_view(prefix, n), body})) {
       next_send_++;
       // C4 (R4): the producer's load after try_push's seq_cst store of tail.
-      // C7: a receiver about to watch the ring clears the word within a
-      // moment; wait that moment before paying a system call for nothing.
-      bool sleeping = out_.consumer_sleeping();
-      for (unsigned i = 0; sleeping && i < kWakeGrace; ++i) {
-#if defined(__x86_64__) || defined(__i386__)
-        __builtin_ia32_pause();
-#endif
-        sleeping = out_.consumer_sleeping();
-      }
-      if (sleeping) {
+      if (out_.consumer_sleeping()) {
         std::uint64_t one = 1;
         [[maybe_unused]] auto r = ::write(peer_wake_.get(), &one, sizeof one);
       }

@@ -31,13 +31,6 @@
 //   C5. A dead peer is seen as the socket's end of stream, reported
 //       (Got::closed) only when the ring holds nothing more, so what the
 //       peer sent before it died is delivered first.
-//   C7. A sender that sees the sleeping word set after publishing a frame
-//       re-reads it for up to kWakeGrace pauses (about a microsecond) and
-//       writes the eventfd only if it stays set. Safe by R4: whoever clears
-//       the word (a receiver taking over the ring: node.cpp N8, or one that
-//       woke) looks at the ring afterwards, and one that sets it again
-//       rechecks the ring after its store (prepare_sleep), so a frame whose
-//       sender skipped the write is always seen.
 //   C6. The channel owns its socket, its two eventfds and its mapping; the
 //       memfd is closed as soon as it is mapped (the root keeps it only until
 //       the worker has been started with it).
@@ -108,7 +101,6 @@ struct ChannelFds {
 class Channel {
  public:
   static constexpr std::size_t kRingCapacity = 256 * 1024;  // per direction
-  static constexpr unsigned kWakeGrace = 64;                // C7: pauses
 
   // The root's end over `sock`: makes the rings and eventfds; `peer` gets
   // what the worker's end needs (C6).
