@@ -185,25 +185,24 @@ struct WorkerRec {
   // IO thread: a caller holds the claim for about kSpin plus one batch of
   // messages it handles (kHelperBatch), so this does not wait long.
   void claim() noexcept {
-    for (unsigned i = 1; !try_claim(); ++i) {
-#if defined(__x86_64__) || defined(__i386__)
-      __builtin_ia32_pause();
-#endif
-      if (i % 64 == 0) ::sched_yield();
-    }
+    detail::Spin spin;  // no deadline
+    while (!try_claim()) spin.step();
   }
   void unclaim() noexcept { claimed.store(false, std::memory_order_release); }
 };
 
-// N8: the call this thread sent last to a worker, whose reply a wait on this
-// thread may receive itself; and whether this thread is receiving now (a
-// continuation run by a reply it handles must not start receiving again).
-struct Expect {
-  std::weak_ptr<WorkerRec> w;
-  std::uint64_t id = 0;
-};
-thread_local Expect tl_expect;
+// N8: the call this thread sent last to a worker (0: none), whose reply a
+// wait on this thread may receive itself (its pending entry names the
+// worker); and whether this thread is receiving now (a continuation run by a
+// reply it handles must not start receiving again).
+thread_local std::uint64_t tl_expect = 0;
 thread_local bool tl_receiving = false;
+
+// N8: what a waiting caller receives for: the reply to call `id`.
+struct Watch {
+  std::uint64_t id = 0;
+  bool done = false;  // its reply was handled
+};
 
 // A call waiting for a worker (N5): its pending entry has worker 0.
 struct Waiting {
@@ -733,7 +732,7 @@ class Node {
       return id;
     }
     lock.unlock();
-    if (expect) tl_expect = {w, id};  // N8
+    if (expect) tl_expect = id;  // N8
     send_call(*w, id, call.body, call.fds);
     if (call.timeout.count() > 0) wake_io();
     return id;
@@ -1037,9 +1036,7 @@ class Node {
   // The blocking poller (N8): a caller outside any scheduler waiting on `wt`
   // receives from the worker its last call went to. True once wt.ready().
   bool help_wait(sched::Waiter& wt) {
-    if (tl_receiving || worker_mode_) return false;
-    std::shared_ptr<WorkerRec> w = tl_expect.w.lock();
-    if (!w) return false;
+    if (tl_receiving || worker_mode_ || tl_expect == 0) return false;
     // N8: ~Node waits for the threads in here; none enters once it closes.
     struct Inside {
       explicit Inside(std::atomic<int>& n) : n(n) { n.fetch_add(1); }
@@ -1047,13 +1044,18 @@ class Node {
       std::atomic<int>& n;
     } inside(helpers_inside_);
     if (closing_.load()) return false;
-    const std::uint64_t id = tl_expect.id;
+    const std::uint64_t id = tl_expect;
+    std::shared_ptr<WorkerRec> w;
     {
       std::lock_guard lock(mu_);
-      if (!pending_.count(id)) w.reset();  // answered already: wt waits for something else
+      auto it = pending_.find(id);
+      if (it != pending_.end()) {
+        auto wit = workers_.find(it->second.worker);
+        if (wit != workers_.end()) w = wit->second;
+      }
     }
-    if (!w) {
-      tl_expect = {};
+    if (!w) {  // answered already (wt waits for something else), or its worker is gone
+      tl_expect = 0;
       return false;
     }
     // The claim and tl_receiving, released however we leave (an exception
@@ -1065,42 +1067,38 @@ class Node {
         if (w) w->unclaim();
       }
     } held;
-    bool watched = false, closed = false;
+    Watch watch{id};
+    bool closed = false;
     detail::Spin spin(kSpin);
     while (!wt.ready()) {
-      if (watched || closed) break;  // our call is done (wt waits for something else), or gone
+      if (watch.done || closed) break;  // our call is done (wt waits for something else), or gone
       if (!held.w && w->try_claim()) {
         held.w = w.get();
         tl_receiving = true;
         w->chan->woke(false);  // N8: the reply needs no wake-up while we watch the ring
       }
       if (held.w && (w->chan->ready() || w->socket_hint.load(std::memory_order_relaxed)))
-        closed = receive_from(w, w->socket_hint.exchange(false, std::memory_order_relaxed), id,
-                              &watched, true, kHelperBatch);
+        closed = receive_from(w, w->socket_hint.exchange(false, std::memory_order_relaxed), &watch);
       if (!spin.step()) break;
     }
-    if (held.w) {
-      // N8: leave the word set for a sleeping IO thread; if something came
-      // meanwhile, it is the IO thread's (woken) rather than ours to take.
-      if (!closed && io_asleep_.load() && !w->chan->prepare_sleep()) wake_io();
-      held.w = nullptr;
-      tl_receiving = false;
-      w->unclaim();
-    }
-    if (watched) tl_expect = {};
+    // N8: leave the word set for a sleeping IO thread; if something came
+    // meanwhile, it is the IO thread's (woken) rather than ours to take.
+    // Held then releases the claim.
+    if (held.w && !closed && io_asleep_.load() && !w->chan->prepare_sleep()) wake_io();
+    if (watch.done) tl_expect = 0;
     return wt.ready();
   }
 
   // The claim's holder (N7, N8): handles everything worker `w` has sent that
   // can be delivered now. True if the worker is gone and all it sent was
-  // handled (the IO thread then reaps it). `watch`: a call id; *watched is
-  // set if its reply was handled. `helper`: a waiting caller, not the IO
-  // thread (calls queued for a worker are then left to the IO thread).
-  bool receive_from(const std::shared_ptr<WorkerRec>& w, bool socket_ready, std::uint64_t watch = 0,
-                    bool* watched = nullptr, bool helper = false,
-                    std::size_t limit = static_cast<std::size_t>(-1)) {
+  // handled (the IO thread then reaps it). `watch`: a waiting caller, not the
+  // IO thread (N8): at most kHelperBatch messages, up to the reply to
+  // watch->id; calls queued for a worker are left to the IO thread, woken.
+  bool receive_from(const std::shared_ptr<WorkerRec>& w, bool socket_ready,
+                    Watch* watch = nullptr) {
     const std::uint32_t wid = w->id;
-    for (std::size_t n = 0; n < limit; ++n) {
+    const bool helper = watch != nullptr;
+    for (std::size_t n = 0; !helper || n < kHelperBatch; ++n) {
       Message m;
       try {
         auto got = w->chan->receive(m, socket_ready);
@@ -1120,7 +1118,7 @@ class Node {
         return false;                                 // a failing socket: epoll tells us again
       }
       if (m.kind == Kind::reply) {
-        if (watched && m.id == watch) *watched = true;
+        if (helper && m.id == watch->id) watch->done = true;
         if (complete(m, helper) && helper) wake_io();  // N5: a worker may be free for them
       } else if (m.kind == Kind::call) {
         route(w, m);
@@ -1132,7 +1130,7 @@ class Node {
         } catch (const std::exception&) {
         }
       }
-      if (helper && watched && *watched) break;  // N8: the caller's reply: back to it
+      if (helper && watch->done) break;  // N8: the caller's reply: back to it
     }
     return false;
   }

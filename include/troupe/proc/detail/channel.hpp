@@ -64,6 +64,8 @@ class Spin {
   static constexpr std::chrono::microseconds kYieldAfter{10};
   explicit Spin(std::chrono::nanoseconds d)
       : start_(std::chrono::steady_clock::now()), until_(start_ + d) {}
+  // A spin with no deadline (step() never returns false).
+  Spin() : start_(std::chrono::steady_clock::now()), until_(decltype(until_)::max()) {}
   // One round; false once `d` has passed.
   bool step() {
 #if defined(__x86_64__) || defined(__i386__)
@@ -163,7 +165,9 @@ class Channel {
   std::uint64_t next_recv_ = 1;
   std::optional<Message> stash_;  // C2: a socket message ahead of the ring
   std::string frame_;             // the ring frame being read
-  // in_.consumed() as receive() left it, for maybe_ready() on other threads.
+  // in_.consumed() as receive() left it: written only by the receiving
+  // thread, at the end of each receive(); read by any thread, relaxed, in
+  // maybe_ready() (a hint: whoever then claims the channel looks again).
   std::atomic<std::uint64_t> consumed_{0};
 };
 
