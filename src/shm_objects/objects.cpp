@@ -143,7 +143,7 @@ bool is_container(Kind k) { return k == Kind::list || k == Kind::dict || k == Ki
 
 // V2: word 3 of every container block is its reference count.
 constexpr Offset kRefsWord = 24;
-constexpr Offset kRecordSlots = 32;  // record {schema, nfields, stamp, refs, slots}
+constexpr Offset kRecordSlots = 32;       // record {schema, nfields, stamp, refs, slots}
 constexpr std::size_t kHeaderBytes = 48;  // list/dict {.., refs, stamp, 0}
 
 // V2: where a container keeps its creation stamp (never written while it
@@ -167,8 +167,8 @@ std::uint64_t fresh_stamp() {
   }();
   for (;;) {
     state += 0x9E3779B97F4A7C15ull;
-    auto now = static_cast<std::uint64_t>(
-        std::chrono::steady_clock::now().time_since_epoch().count());
+    auto now =
+        static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
     if (std::uint64_t s = mix(state ^ mix(now))) return s;
   }
 }
@@ -630,21 +630,29 @@ void Record::live(Tx& tx) const { check_live(tx, Kind::record, off_, stamp_); }
 
 // ---- List: {len, cap, items, refs, stamp} ----------------------------------------------
 
+namespace {
+// Fills the fresh list or dict header at b: {0, capacity, array, refs 0,
+// stamp, 0}; returns its stamp (V2).
+std::uint64_t init_header(Tx& tx, Kind k, Offset b, std::uint64_t capacity, Offset array) {
+  auto* p = tx.heap().ptr<std::uint64_t>(b);
+  std::uint64_t stamp = fresh_stamp();
+  put(p, 0);
+  put(p + 1, capacity);
+  put(p + 2, array);
+  put(p + 3, 0);  // V2: counted zero until stored
+  put(p + 4, stamp);
+  put(p + 5, 0);
+  fresh_container(tx, k, b);
+  return stamp;
+}
+}  // namespace
+
 List new_list(Tx& tx, std::size_t capacity) {
   capacity = std::max<std::size_t>(capacity, 1);
   Offset b = tx.allocate(kHeaderBytes);
   Offset items = tx.allocate(16 * capacity);
   put_zeros(tx.heap().ptr<std::uint64_t>(items), 2 * capacity);  // none slots; private (X6), T9
-  auto* p = tx.heap().ptr<std::uint64_t>(b);
-  std::uint64_t stamp = fresh_stamp();
-  put(p, 0);
-  put(p + 1, capacity);
-  put(p + 2, items);
-  put(p + 3, 0);  // V2: counted zero until stored
-  put(p + 4, stamp);
-  put(p + 5, 0);
-  fresh_container(tx, Kind::list, b);
-  return List(b, stamp);
+  return List(b, init_header(tx, Kind::list, b, capacity, items));
 }
 
 std::size_t List::size(Tx& tx) const {
@@ -739,16 +747,7 @@ Dict new_dict(Tx& tx, std::size_t buckets) {
   Offset b = tx.allocate(kHeaderBytes);
   Offset bk = tx.allocate(8 * nb);
   put_zeros(tx.heap().ptr<std::uint64_t>(bk), nb);  // private (X6), T9
-  auto* p = tx.heap().ptr<std::uint64_t>(b);
-  std::uint64_t stamp = fresh_stamp();
-  put(p, 0);
-  put(p + 1, nb);
-  put(p + 2, bk);
-  put(p + 3, 0);  // V2: counted zero until stored
-  put(p + 4, stamp);
-  put(p + 5, 0);
-  fresh_container(tx, Kind::dict, b);
-  return Dict(b, stamp);
+  return Dict(b, init_header(tx, Kind::dict, b, nb, bk));
 }
 
 std::size_t Dict::size(Tx& tx) const {
