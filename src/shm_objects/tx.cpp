@@ -385,10 +385,10 @@ void TxHeap::recover_slot(unsigned slot, bool in_hook, bool orphan) {
   table_->irrevocable.compare_exchange_strong(tok, 0);
 }
 
-// The record of `slot` (the caller's own) made idle: a transaction left by a
-// previous owner that no hook finished is finished now, or waited for while a
-// live recoverer does (X7). Returns the record's seq.
-std::uint64_t TxHeap::settle(unsigned slot) {
+// settle() when the record is not idle: a transaction left by a previous
+// owner that no hook finished is finished now, or waited for while a live
+// recoverer does (X7). Returns the record's seq.
+std::uint64_t TxHeap::settle_slow(unsigned slot) {
   auto& st = table_->slots[slot].state;
   for (unsigned n = 0;; ++n) {
     // Acquire: pairs with the release store that made it idle.
@@ -440,10 +440,7 @@ std::uint64_t atomic_op(TxHeap& l, const char* op, Offset word, F f) {
   __builtin_prefetch(&t.clock, 1);
   unsigned slot = h.slot_index();
   SlotRecord& r = t.slots[slot];
-  // settle() inline when the record is idle (always but after a death).
-  // Acquire: as in settle().
-  std::uint64_t seq = r.state.load(std::memory_order_acquire);
-  seq = is_idle(seq) ? seq_of(seq) : l.settle(slot);
+  std::uint64_t seq = l.settle(slot);
   for (unsigned n = 0;; ++n) {
     std::uint64_t cur = lk.load(std::memory_order_relaxed);
     if (!is_locked(cur)) {
@@ -618,9 +615,8 @@ void Tx::wait_unlocked(const std::atomic<std::uint64_t>& lk) {
     if (!is_locked(v)) return;
     const auto holder = static_cast<unsigned>(v >> 1) - 1;
     if (holder == slot_) conflict();
-    if (n % 1024 == 1023 &&
-        (holder >= kTxSlots || !layer_->slot_alive(holder) ||
-         is_idle(table_->slots[holder].state.load(std::memory_order_acquire))))
+    if (n % 1024 == 1023 && (holder >= kTxSlots || !layer_->slot_alive(holder) ||
+                             is_idle(table_->slots[holder].state.load(std::memory_order_acquire))))
       conflict();
     relax(n < 10 ? n : 10);
   }

@@ -197,7 +197,14 @@ class TxHeap {
   bool claim(unsigned slot, bool orphan, unsigned me, std::uint64_t& phase, std::uint64_t& prev);
   bool slot_alive(unsigned slot) const;
   void clear_stale_token();
-  std::uint64_t settle(unsigned slot);
+  // The record of `slot` (the caller's own) made idle; returns its seq. The
+  // record is idle but after a death: that check inline, the rest out of line.
+  std::uint64_t settle(unsigned slot) {
+    // Acquire: pairs with the release store that made it idle.
+    std::uint64_t s = table_->slots[slot].state.load(std::memory_order_acquire);
+    return detail::is_idle(s) ? detail::seq_of(s) : settle_slow(slot);
+  }
+  std::uint64_t settle_slow(unsigned slot);
   void free_entry(std::atomic_ref<std::uint64_t> entry, Offset block);
   bool finish_entry(std::atomic_ref<std::uint64_t> entry, bool in_hook);
   std::shared_ptr<TxCounters> new_counters();  // registers a Tx's counters
