@@ -232,10 +232,16 @@ class Node {
 
   void configure(const Options& o) {
     std::lock_guard lock(mu_);
+    initialized_ = true;
     opts_ = o;
     if (opts_.budget == 0) opts_.budget = std::max(1u, std::thread::hardware_concurrency());
     if (opts_.budget_file.empty())
       opts_.budget_file = fmt::format("/dev/shm/troupe-budget-{}", getuid());
+  }
+
+  void set_worker_command(std::vector<std::string> command) {
+    std::lock_guard lock(mu_);
+    opts_.worker_command = std::move(command);
   }
 
   // ---------------------------------------------------------------- worker side
@@ -680,6 +686,19 @@ class Node {
                          bool expect = false) {
     ensure_io();
     std::unique_lock lock(mu_);
+    // Before init, or after shutdown (whose clearing of pending_ under mu_
+    // then cannot miss this call): fail now rather than never.
+    if (!initialized_ || shut_.load()) {
+      bool shut = shut_.load();
+      lock.unlock();
+      p->fail(std::make_exception_ptr(Error(
+          shut ? Errc::shutdown : Errc::invalid_argument,
+          shut ? fmt::format("{}: troupe::proc::shutdown() was called", call.name)
+               : fmt::format("{}: troupe::proc::init(argc, argv) was not called (call it first "
+                             "in main: without it a worker would run the whole program again)",
+                             call.name))));
+      return 0;
+    }
     std::shared_ptr<WorkerRec> w;
     if (call.worker != 0) {
       auto it = workers_.find(call.worker);
@@ -900,14 +919,18 @@ class Node {
     posix_spawn_file_actions_adddup2(&fa, slot.get(), slot.get());
     for (const Fd* f : {&peer.memfd, &peer.to_worker, &peer.to_root})
       posix_spawn_file_actions_adddup2(&fa, f->get(), f->get());
+    // Options::worker_command, or this executable with init's argv.
+    std::vector<std::string>& words = opts_.worker_command.empty() ? argv_ : opts_.worker_command;
     std::vector<char*> argv;
-    for (auto& a : argv_) argv.push_back(a.data());
+    for (auto& a : words) argv.push_back(a.data());
     argv.push_back(nullptr);
+    const char* path = opts_.worker_command.empty() ? "/proc/self/exe" : words[0].c_str();
     pid_t pid;
-    int rc = ::posix_spawn(&pid, "/proc/self/exe", &fa, nullptr, argv.data(), envp.data());
+    int rc = ::posix_spawn(&pid, path, &fa, nullptr, argv.data(), envp.data());
     posix_spawn_file_actions_destroy(&fa);
     if (rc != 0)
-      throw Error(Errc::system, fmt::format("posix_spawn of a worker: {}", std::strerror(rc)));
+      throw Error(Errc::system,
+                  fmt::format("posix_spawn of a worker ({}): {}", path, std::strerror(rc)));
     w->pid = pid;
     epoll_event ev{};
     ev.events = EPOLLIN;
@@ -1287,6 +1310,27 @@ class Node {
     io_.join();
   }
 
+  // proc::shutdown(): no call is dispatched from now on; the IO thread ends
+  // after the workers (N4); what is still pending fails (N1).
+  void shut_down() {
+    if (worker_mode_ || shut_.exchange(true)) return;
+    sched::set_blocking_poller(nullptr);  // N8, as in ~Node
+    closing_.store(true);
+    while (helpers_inside_.load() > 0) std::this_thread::yield();
+    stop();
+    std::vector<std::unique_ptr<PendingBase>> left;
+    {
+      std::lock_guard lock(mu_);
+      for (auto& [id, e] : pending_) left.push_back(std::move(e.p));
+      pending_.clear();
+      waiting_.clear();
+      deadlines_ = 0;
+    }
+    for (auto& p : left)
+      p->fail(std::make_exception_ptr(
+          Error(Errc::shutdown, fmt::format("{}: the worker processes were shut down", p->name))));
+  }
+
   // IO thread, on leaving: asks every worker to exit, waits up to 1 s for
   // each, kills the rest. It runs here because the workers' PDEATHSIG fires
   // when this thread ends (N4): they get their second to leave first.
@@ -1357,6 +1401,8 @@ class Node {
   std::uint32_t next_worker_ = 1;
   std::size_t deadlines_ = 0;  // pending entries with a deadline (scan only if > 0)
   bool retire_all_ = false;
+  bool initialized_ = false;            // init() was called (mu_)
+  std::atomic<bool> shut_{false};       // shutdown() was called: nothing is dispatched
   Clock::time_point next_spawn_try_{};  // back-off after the budget file said no
   Stats stats_;
   std::unique_ptr<detail::Channel> parent_;         // worker mode (N7)
@@ -1415,6 +1461,10 @@ void init(int argc, char** argv, const Options& options) {
 }
 
 bool is_worker() noexcept { return node().worker_mode_; }
+void set_worker_command(std::vector<std::string> command) {
+  node().set_worker_command(std::move(command));
+}
+void shutdown() { node().shut_down(); }
 Stats stats() { return node().stats(); }
 std::vector<pid_t> worker_pids() { return node().pids(); }
 void retire_idle_workers() { node().retire_idle(); }

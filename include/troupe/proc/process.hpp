@@ -58,12 +58,29 @@ struct Options {
   std::chrono::milliseconds idle_timeout{2000};
   std::size_t worker_threads = 1;  // threads of each worker's pool
   std::string budget_file;         // default /dev/shm/troupe-budget-<uid>
+  // The program a worker runs, with its arguments (argv[0] is the path).
+  // Empty: this executable (/proc/self/exe) with init's argv. An embedder
+  // whose workers are another program (the Python package starts
+  // `python -m troupe._worker`) names it here; that program must call init
+  // first, as main does. Workers of every command share one budget.
+  std::vector<std::string> worker_command;
 };
 
 // Call first thing in main. In a worker: serves calls, then exits. In the
-// program: records the options (workers start on first use).
+// program: records the options (workers start on first use). A call, spawn
+// or isolated submit made before init fails with Errc::invalid_argument
+// saying so: without it a worker would run the whole program again.
 void init(int argc, char** argv, const Options& options = {});
 bool is_worker() noexcept;
+// Replaces Options::worker_command for workers started from now on (the
+// running ones keep theirs).
+void set_worker_command(std::vector<std::string> command);
+// Stops the root's IO thread, asks every worker to leave (killing those
+// that do not within 1 s) and fails every pending call with Errc::shutdown.
+// Later calls fail with Errc::shutdown. Idempotent; a no-op in a worker.
+// An embedder calls it before its own runtime ends (the Python package, at
+// interpreter exit); a C++ program need not (static destruction does it).
+void shutdown();
 
 struct Stats {
   std::size_t alive = 0;      // worker processes running now

@@ -1,0 +1,297 @@
+"""Actors: any Python object made active, in this process or in a worker.
+
+``actor(obj)`` activates obj here: each method call on the handle returns a
+future and runs later as a behaviour of the C++ runtime (on its pool, or on
+an asyncio loop's own thread with ``loop=``), one at a time per actor, in
+send order per sending thread. ``spawn(Cls, ...)`` creates the object in a
+worker process; its handle is picklable and can be given to other actors
+and workers, so actor graphs span processes. ``when(a, b)(fn)`` runs fn
+atomically over several local actors (the C++ multi-actor ``when``: one
+global order, never a deadlock).
+
+Invariants:
+  A1. A local actor's object is touched only by its behaviours (and by
+      when-blocks that hold it); the handle never reads it.
+  A2. A remote actor lives while an owning handle (made by spawn in the root
+      process) lives; handles unpickled elsewhere do not keep it alive.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+from typing import Any, Callable, Generic, TypeVar
+
+from . import _core, _runtime
+from ._future import Future, loop_bridge
+from ._serial import decode, decode_reply, encode
+
+__all__ = ["actor", "spawn", "when", "when_all", "when_any", "LocalActor", "RemoteActor", "Actor", "worker_of"]
+
+T = TypeVar("T")
+
+
+# ------------------------------------------------------------------ local
+class _Job:
+    """One method call as a behaviour: runs it and settles its future."""
+
+    __slots__ = ("fut", "name", "args", "kwargs")
+
+    def __init__(self, fut: Future[Any], name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        self.fut, self.name, self.args, self.kwargs = fut, name, args, kwargs
+
+    def __call__(self, obj: Any) -> None:
+        fut = self.fut
+        if not fut.set_running_or_notify_cancel():
+            return
+        try:
+            r = getattr(obj, self.name)(*self.args, **self.kwargs)
+        except BaseException as e:
+            fut.set_exception(e)
+        else:
+            fut.set_result(r)
+
+
+class _LocalMethod:
+    __slots__ = ("core", "name")
+
+    def __init__(self, core: Any, name: str) -> None:
+        self.core, self.name = core, name
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Future[Any]:
+        fut: Future[Any] = Future()
+        self.core.post(_Job(fut, self.name, args, kwargs))
+        return fut
+
+
+class LocalActor(Generic[T]):
+    """A handle on an object made active in this process (``troupe.actor``)."""
+
+    def __init__(self, obj: T, *, loop: Any = None) -> None:
+        self._troupe_type = type(obj)
+        bridge = loop_bridge(loop) if loop is not None else None
+        self._troupe_core = _core.LocalActor(obj, bridge)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or not callable(getattr(self._troupe_type, name, None)):
+            raise AttributeError(f"{self._troupe_type.__name__} has no method {name!r}")
+        m = _LocalMethod(self._troupe_core, name)
+        self.__dict__[name] = m  # the next call finds it at once
+        return m
+
+    def __reduce__(self) -> Any:
+        raise TypeError(
+            f"a local actor ({self._troupe_type.__name__}) cannot leave its process: "
+            "create it in a worker with troupe.spawn to share it"
+        )
+
+    def __repr__(self) -> str:
+        return f"<troupe.LocalActor {self._troupe_type.__name__}>"
+
+
+def actor(obj: T, *, loop: Any = None) -> LocalActor[T]:
+    """Makes obj an actor of this process (on asyncio ``loop``'s thread if given)."""
+    return LocalActor(obj, loop=loop)
+
+
+# ------------------------------------------------------------------ remote
+def _decode_created(worker: int, obj: int) -> tuple[bool, Any]:
+    return True, (worker, obj)
+
+
+class _RemoteMethod:
+    __slots__ = ("handle", "name", "display")
+
+    def __init__(self, handle: RemoteActor[Any], name: str) -> None:
+        self.handle, self.name = handle, name
+        self.display = f"{handle._troupe_cls}.{name}"
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Future[Any]:
+        return self.handle._troupe_send(("call", self.name, args, kwargs), self.display)
+
+
+class RemoteActor(Generic[T]):
+    """A handle on an object living in a worker process (``troupe.spawn``).
+
+    Method calls return futures. Picklable: pass it to other actors and to
+    isolated calls; calls from one thread run in the order they were sent.
+    """
+
+    def __init__(self, ref: Any, cls_name: str, pid: int) -> None:
+        self._troupe_ref = ref
+        self._troupe_cls = cls_name
+        self._troupe_pid = pid
+
+    def _troupe_send(self, payload: Any, display: str) -> Future[Any]:
+        _runtime.ensure()
+        blob, fds, owned = encode(payload)
+        fut: Future[Any] = Future()
+        fut._troupe_decode = decode_reply
+        ref = self._troupe_ref
+        try:
+            fut._troupe_call = _core.submit(_core.CALL_METHOD, ref.worker, ref.object, display, blob, fds, 0.0, fut)
+        finally:
+            for fd in owned:
+                os.close(fd)
+        return fut
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        m = _RemoteMethod(self, name)
+        self.__dict__[name] = m
+        return m
+
+    def __reduce__(self) -> Any:
+        ref = self._troupe_ref
+        return _remote_from, (ref.worker, ref.object, self._troupe_cls, self._troupe_pid)
+
+    def __repr__(self) -> str:
+        return f"<troupe.RemoteActor {self._troupe_cls} in pid {self._troupe_pid}>"
+
+
+def _remote_from(worker: int, obj: int, cls_name: str, pid: int) -> RemoteActor[Any]:
+    return RemoteActor(_core.RemoteRef(worker, obj, False), cls_name, pid)  # A2
+
+
+def worker_of(handle: RemoteActor[Any]) -> int:
+    """The process id of the worker that hosts a remote actor."""
+    return handle._troupe_pid
+
+
+def spawn(cls: Callable[..., T], /, *args: Any, **kwargs: Any) -> RemoteActor[T]:
+    """Creates ``cls(*args, **kwargs)`` in a worker process; returns its handle.
+
+    Waits until the object exists; an exception from its constructor is
+    raised here.
+    """
+    _runtime.ensure()
+    name = getattr(cls, "__qualname__", type(cls).__name__)
+    created: Future[Any] = Future()
+    created._troupe_decode = _decode_created
+    created._troupe_call = _core.submit(_core.CALL_CREATE, 0, 0, f"new {name}", b"", [], 0.0, created)
+    worker, obj = created.result()
+    handle: RemoteActor[T] = RemoteActor(_core.RemoteRef(worker, obj, True), name, 0)
+    handle._troupe_pid = handle._troupe_send(("new", cls, args, kwargs), f"{name}.__init__").result()
+    return handle
+
+
+class Actor:
+    """Optional base class: ``Cls.local(...)`` and ``Cls.spawn(...)``."""
+
+    @classmethod
+    def local(cls: type[T], *args: Any, **kwargs: Any) -> LocalActor[T]:  # type: ignore[misc]
+        """Creates the object here and makes it an actor."""
+        return LocalActor(cls(*args, **kwargs))
+
+    @classmethod
+    def spawn(cls: type[T], *args: Any, **kwargs: Any) -> RemoteActor[T]:  # type: ignore[misc]
+        """Creates the object in a worker process."""
+        return spawn(cls, *args, **kwargs)
+
+
+# ------------------------------------------------------------------ when
+def when(*targets: Any) -> Callable[[Callable[..., T]], Future[T]]:
+    """``when(a, b, fut)(fn)``: runs fn(a_obj, b_obj, fut_value) once fut is
+    done, holding the local actors a and b at once (atomic over both)."""
+    for t in targets:
+        if not isinstance(t, (LocalActor, concurrent.futures.Future)):
+            raise TypeError(f"when() takes local actors and futures, not {type(t).__name__}")
+
+    def run(fn: Callable[..., T]) -> Future[T]:
+        result: Future[T] = Future()
+        futures = [t for t in targets if isinstance(t, concurrent.futures.Future)]
+
+        def go(_: Any = None) -> None:
+            values: dict[int, Any] = {}
+            for i, t in enumerate(targets):
+                if isinstance(t, concurrent.futures.Future):
+                    try:
+                        values[i] = t.result()
+                    except BaseException as e:
+                        result.set_exception(e)
+                        return
+            cores: list[Any] = []
+            index: dict[int, int] = {}
+            for t in targets:
+                if isinstance(t, LocalActor) and id(t._troupe_core) not in index:
+                    index[id(t._troupe_core)] = len(cores)
+                    cores.append(t._troupe_core)
+
+            def job(*objs: Any) -> None:
+                if not result.set_running_or_notify_cancel():
+                    return
+                args = [
+                    objs[index[id(t._troupe_core)]] if isinstance(t, LocalActor) else values[i]
+                    for i, t in enumerate(targets)
+                ]
+                try:
+                    r = fn(*args)
+                except BaseException as e:
+                    result.set_exception(e)
+                else:
+                    result.set_result(r)
+
+            if cores:
+                _core.post_many(cores, job)
+            else:
+                job()
+
+        if futures:
+            when_all(*futures).add_done_callback(go)
+        else:
+            go()
+        return result
+
+    return run
+
+
+def when_all(*futures: concurrent.futures.Future[Any]) -> Future[list[Any]]:
+    """A future of every result, in order; fails with the first error."""
+    out: Future[list[Any]] = Future()
+    left = [len(futures)]
+    if not futures:
+        out.set_result([])
+        return out
+
+    def one(f: concurrent.futures.Future[Any]) -> None:
+        if out.done():
+            return
+        if f.cancelled() or f.exception() is not None:
+            try:
+                out.set_exception(f.exception() if not f.cancelled() else concurrent.futures.CancelledError())
+            except concurrent.futures.InvalidStateError:
+                pass
+            return
+        with _when_lock:
+            left[0] -= 1
+            last = left[0] == 0
+        if last:
+            try:
+                out.set_result([g.result() for g in futures])
+            except concurrent.futures.InvalidStateError:
+                pass
+
+    for f in futures:
+        f.add_done_callback(one)
+    return out
+
+
+def when_any(*futures: concurrent.futures.Future[Any]) -> Future[concurrent.futures.Future[Any]]:
+    """A future of the first of futures to finish (the future itself)."""
+    out: Future[concurrent.futures.Future[Any]] = Future()
+
+    def one(f: concurrent.futures.Future[Any]) -> None:
+        try:
+            out.set_result(f)
+        except concurrent.futures.InvalidStateError:
+            pass
+
+    for f in futures:
+        f.add_done_callback(one)
+    return out
+
+
+import threading as _threading  # noqa: E402
+
+_when_lock = _threading.Lock()

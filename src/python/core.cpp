@@ -1,0 +1,621 @@
+// src/python/core.cpp: troupe._core, the extension module under the Python
+// package (python/troupe/). It owns the crossing between Python objects and
+// the C++ runtime: calls to worker processes and their completion, Python
+// objects hosted as actors (in this process on the pool or an event loop's
+// thread, and in worker processes), and a worker's serving loop. What a call
+// carries is opaque bytes here; pickling is the Python side's (_serial.py).
+//
+// Invariants:
+//   P1. No C++ thread of the runtime (the proc layer's IO thread, pool
+//       threads between behaviours) ever waits for the GIL while it holds a
+//       runtime lock or while other work waits on it. Replies are stored in
+//       their CallState and handed to the completer thread, which alone takes
+//       the GIL to deliver them, in batches (one GIL acquisition per batch).
+//   P2. A Python reference held by C++ (PyRef) may be dropped on any thread:
+//       with the GIL it is released at once, without it is parked in the
+//       graveyard and released by the next thread here that holds the GIL.
+//       Nothing drops a reference after the interpreter has finalized.
+//   P3. A CallState is completed once (by its reply or its failure, node.hpp
+//       I1) and delivered to its Python future at most once: whoever wins
+//       claim() (the completer thread, or a thread waiting on the call)
+//       delivers; the other skips it.
+//   P4. A thread that waits on a call releases the GIL and waits in slices of
+//       at most 100 ms, returning to Python in between so that signal
+//       handlers (KeyboardInterrupt) run. A thread that belongs to a
+//       scheduler (a single-threaded worker's loop, a pool thread) helps it
+//       instead (scheduler.hpp I3), so nested calls in a worker keep it
+//       serving.
+#include <fmt/core.h>
+#include <nanobind/nanobind.h>
+#include <nanobind/stl/string.h>
+#include <nanobind/stl/tuple.h>
+#include <nanobind/stl/vector.h>
+
+#include <climits>
+#include <condition_variable>
+#include <cstdio>
+#include <deque>
+#include <mutex>
+#include <thread>
+
+#include "troupe/actor.hpp"
+#include "troupe/detail/platform.hpp"
+#include "troupe/proc/process.hpp"
+#include "troupe/runtime.hpp"
+#include "troupe/sched/loop.hpp"
+#include "troupe/when.hpp"
+
+namespace nb = nanobind;
+
+namespace troupe::py {
+
+// ------------------------------------------------------------------ P2
+namespace {
+std::mutex graveyard_mu;
+std::vector<PyObject*> graveyard;  // graveyard_mu
+std::atomic<bool> graveyard_full{false};
+}  // namespace
+
+// GIL held: releases what other threads parked.
+void drain_graveyard() {
+  if (!graveyard_full.load(std::memory_order_relaxed)) return;  // a late one waits for the next
+  std::vector<PyObject*> dead;
+  {
+    std::lock_guard lock(graveyard_mu);
+    dead.swap(graveyard);
+    graveyard_full.store(false, std::memory_order_relaxed);
+  }
+  for (PyObject* p : dead) Py_DECREF(p);
+}
+
+void release_anywhere(PyObject* p) noexcept {
+  if (!p || !Py_IsInitialized()) return;  // after finalization: leak, never touch Python
+  if (PyGILState_Check()) {
+    Py_DECREF(p);
+    return;
+  }
+  std::lock_guard lock(graveyard_mu);
+  graveyard.push_back(p);
+  graveyard_full.store(true, std::memory_order_relaxed);
+}
+
+// One owned reference to a Python object, droppable on any thread (P2).
+class PyRef {
+ public:
+  PyRef() = default;
+  explicit PyRef(nb::handle h) : p_(h.inc_ref().ptr()) {}  // GIL held
+  PyRef(PyRef&& o) noexcept : p_(std::exchange(o.p_, nullptr)) {}
+  PyRef& operator=(PyRef&& o) noexcept {
+    if (this != &o) release_anywhere(std::exchange(p_, std::exchange(o.p_, nullptr)));
+    return *this;
+  }
+  PyRef(const PyRef&) = delete;
+  PyRef& operator=(const PyRef&) = delete;
+  ~PyRef() { release_anywhere(p_); }
+  nb::handle get() const noexcept { return p_; }  // GIL held to use it
+  explicit operator bool() const noexcept { return p_ != nullptr; }
+
+ private:
+  PyObject* p_ = nullptr;
+};
+
+// Calls fn(args...) under the GIL, reporting (not raising) a Python error:
+// for callbacks that have nobody to raise to.
+template <class... A>
+void call_reporting(nb::handle fn, A&&... args) {
+  try {
+    fn(std::forward<A>(args)...);
+  } catch (nb::python_error& e) {
+    e.restore();
+    PyErr_WriteUnraisable(fn.ptr());
+  }
+}
+
+// ------------------------------------------------------------------ calls
+// What a call to a worker process came back with. Fields are written by the
+// thread that completes the call before `done` is set (release) and read by
+// the deliverer after it saw it set (acquire); P3.
+struct CallState : std::enable_shared_from_this<CallState> {
+  enum Kind { pending, bytes_reply, created, error };
+  std::atomic<std::uint32_t> done{0};  // futex word: 1 once the outcome is written
+  std::atomic<bool> claimed{false};    // P3
+  std::atomic<sched::Scheduler*> helper{nullptr};  // a scheduler thread waiting (P4)
+  std::uint64_t id = 0;                            // the proc layer's call id (cancel)
+  Kind kind = pending;
+  std::string blob;
+  std::vector<proc::Fd> fds;
+  std::uint32_t worker = 0;
+  std::uint64_t object = 0;
+  int code = 0;
+  std::string message;
+  PyRef future;  // the Python future delivered to (P3)
+
+  void finish();
+  bool claim() noexcept { return !claimed.exchange(true, std::memory_order_acq_rel); }
+};
+
+nb::object wrap_call(std::shared_ptr<CallState> st);  // the Python `Call` (below)
+
+// P1: the one thread that takes the GIL to deliver replies.
+class Completer {
+ public:
+  void push(std::shared_ptr<CallState> c) {
+    bool wake;
+    {
+      std::lock_guard lock(mu_);
+      if (stopped_) return;  // shutdown(): the interpreter is ending
+      if (!thread_.joinable()) thread_ = std::thread([this] { run(); });
+      q_.push_back(std::move(c));
+      wake = q_.size() == 1;
+    }
+    if (wake) cv_.notify_one();
+  }
+  void set_deliver(nb::handle fn) { deliver_ = PyRef(fn); }
+  // GIL released by the caller: lets the thread deliver what is queued, then
+  // ends it.
+  void stop() {
+    std::thread t;
+    {
+      std::lock_guard lock(mu_);
+      stopping_ = true;
+      t = std::move(thread_);
+    }
+    cv_.notify_one();
+    if (t.joinable()) t.join();
+    std::lock_guard lock(mu_);
+    stopped_ = true;
+    q_.clear();
+  }
+  nb::handle deliver() const { return deliver_.get(); }
+
+ private:
+  void run() {
+    std::vector<std::shared_ptr<CallState>> batch;
+    for (;;) {
+      {
+        std::unique_lock lock(mu_);
+        cv_.wait(lock, [&] { return !q_.empty() || stopping_; });
+        if (q_.empty()) return;  // stopping, nothing left
+        batch.assign(std::make_move_iterator(q_.begin()), std::make_move_iterator(q_.end()));
+        q_.clear();
+      }
+      nb::gil_scoped_acquire gil;
+      drain_graveyard();
+      for (auto& c : batch) {
+        if (c->claim() && c->future) call_reporting(deliver_.get(), c->future.get(), wrap_call(c));
+      }
+      batch.clear();  // their PyRefs go with the GIL held
+    }
+  }
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::shared_ptr<CallState>> q_;  // mu_
+  bool stopping_ = false, stopped_ = false;   // mu_
+  std::thread thread_;
+  PyRef deliver_;  // set once by init, before any call
+};
+
+Completer& completer() {
+  static Completer* c = new Completer;  // never destroyed: outlives static destruction
+  return *c;
+}
+
+void CallState::finish() {
+  done.store(1);  // seq_cst: against helper's store in Wait::arm (P4)
+  troupe::detail::futex_wake(&done, INT_MAX);
+  if (sched::Scheduler* s = helper.load()) s->wake_helpers();
+  completer().push(shared_from_this());
+}
+
+// The proc layer's completion of one call (node.hpp I1): store and hand on.
+struct PyPending final : proc::detail::PendingBase {
+  PyPending(std::shared_ptr<CallState> s, bool creates) : st(std::move(s)), creates(creates) {}
+  void complete(proc::detail::Message& m) override {
+    std::exception_ptr err;
+    try {
+      auto oh = proc::detail::unpack_body(m.body);
+      const msgpack::object* payload = proc::detail::open_reply(oh, name, err);
+      if (!payload) return fail(std::move(err));
+      if (creates) {
+        auto t = payload->as<std::tuple<std::uint32_t, std::uint64_t>>();
+        st->worker = std::get<0>(t);
+        st->object = std::get<1>(t);
+        st->kind = CallState::created;
+      } else {
+        proc::detail::FdContext saved = proc::detail::fd_context();
+        proc::detail::fd_context().in = &m.fds;
+        try {
+          auto t = payload->as<std::tuple<std::string, std::vector<proc::Fd>>>();
+          st->blob = std::move(std::get<0>(t));
+          st->fds = std::move(std::get<1>(t));
+        } catch (...) {
+          proc::detail::fd_context() = saved;
+          throw;
+        }
+        proc::detail::fd_context() = saved;
+        st->kind = CallState::bytes_reply;
+      }
+      st->finish();
+    } catch (const std::exception& e) {
+      fail(std::make_exception_ptr(Error(
+          Errc::bad_message, fmt::format("bad message: the reply to {} is malformed: {}", name,
+                                         e.what()))));
+    }
+  }
+  void fail(std::exception_ptr e) override {
+    try {
+      std::rethrow_exception(e);
+    } catch (const Error& err) {
+      st->code = static_cast<int>(err.code());
+      st->message = err.what();
+    } catch (const std::exception& err) {
+      st->code = static_cast<int>(Errc::system);
+      st->message = err.what();
+    }
+    st->kind = CallState::error;
+    st->finish();
+  }
+  std::shared_ptr<CallState> st;
+  bool creates;
+};
+
+// A wait a scheduler's thread can help with (P4).
+struct CallWaiter final : sched::Waiter {
+  explicit CallWaiter(CallState& s) : s(s) {}
+  bool ready() const noexcept override { return s.done.load(std::memory_order_acquire) != 0; }
+  void arm(sched::Scheduler* sch) override { s.helper.store(sch); }  // seq_cst (finish)
+  CallState& s;
+};
+
+// The Python object `Call`: a handle on a CallState.
+struct Call {
+  std::shared_ptr<CallState> st;
+
+  bool is_done() const noexcept { return st->done.load(std::memory_order_acquire) != 0; }
+  // GIL released by the binding (P4). True once the outcome is there.
+  bool wait(double timeout_s) {
+    if (is_done()) return true;
+    CallWaiter w(*st);
+    if (sched::Scheduler* s = sched::current()) {
+      s->help_until(w);  // a worker's loop or a pool thread keeps running its work
+      return true;
+    }
+    if (sched::BlockingPoller poll = sched::blocking_poller(); poll && poll(w)) return true;
+    double slice = timeout_s < 0 ? 0.1 : std::min(timeout_s, 0.1);
+    troupe::detail::futex_wait_for(&st->done, 0, static_cast<std::int64_t>(slice * 1e9));
+    return is_done();
+  }
+  bool claim() noexcept { return st->claim(); }
+  void cancel() {
+    if (st->id != 0 && !is_done()) proc::detail::cancel_call(st->id);
+  }
+  // After a claim: ("ok", bytes, [fd...]) | ("created", worker, object) |
+  // ("error", code, message). The descriptors are the caller's to close.
+  // Drops the state's reference to its future: the future holds this Call,
+  // and a cycle through C++ is one Python's collector cannot see.
+  nb::tuple outcome() {
+    st->future = PyRef();
+    switch (st->kind) {
+      case CallState::bytes_reply: {
+        nb::list fds;
+        for (auto& f : st->fds) fds.append(f.release());
+        st->fds.clear();
+        nb::bytes b(st->blob.data(), st->blob.size());
+        std::string().swap(st->blob);
+        return nb::make_tuple("ok", b, fds);
+      }
+      case CallState::created:
+        return nb::make_tuple("created", st->worker, st->object);
+      case CallState::error:
+        return nb::make_tuple("error", static_cast<int>(st->code), st->message);
+      default:
+        return nb::make_tuple("pending", nb::none(), nb::none());
+    }
+  }
+};
+
+nb::object wrap_call(std::shared_ptr<CallState> st) { return nb::cast(Call{std::move(st)}); }
+
+// ------------------------------------------------------------------ worker side
+namespace {
+PyRef call_handler, actor_handler;  // set by serve_worker, before serving
+}
+
+using Reply = std::tuple<std::string, std::vector<proc::Fd>>;
+
+// GIL held: turns the handler's (bytes, [fd...]) into a reply that owns the
+// descriptors (sent, then closed, by the proc layer).
+Reply reply_from(nb::handle r) {
+  nb::tuple t = nb::cast<nb::tuple>(r);
+  nb::bytes b = nb::cast<nb::bytes>(t[0]);
+  Reply out;
+  std::get<0>(out).assign(b.c_str(), b.size());
+  for (nb::handle fd : nb::cast<nb::list>(t[1])) std::get<1>(out).emplace_back(nb::cast<int>(fd));
+  return out;
+}
+
+nb::list fd_list(std::vector<proc::Fd>& fds) {
+  nb::list l;
+  for (auto& f : fds) l.append(f.release());
+  return l;
+}
+
+// An isolated call: registered once, so every Python function travels
+// through this one name (process.hpp I1); what to run is in the bytes.
+Reply py_function(std::string blob, std::vector<proc::Fd> fds) {
+  nb::gil_scoped_acquire gil;
+  drain_graveyard();
+  return reply_from(call_handler.get()(nb::bytes(blob.data(), blob.size()), fd_list(fds)));
+}
+
+// A Python object hosted in a worker. The object lives in `cell`, a list the
+// Python side fills on its first call (construction), so that creating the
+// C++ actor cannot fail and the constructor's exception travels like any
+// method's.
+struct PyActor {
+  PyActor() = default;
+  PyActor(PyActor&& o) noexcept : cell(std::move(o.cell)) {}
+  Reply invoke(std::string blob, std::vector<proc::Fd> fds) {
+    nb::gil_scoped_acquire gil;
+    drain_graveyard();
+    if (!cell) cell = PyRef(nb::list());
+    return reply_from(
+        actor_handler.get()(cell.get(), nb::bytes(blob.data(), blob.size()), fd_list(fds)));
+  }
+  PyRef cell;  // P2: the actor may be released by a thread without the GIL
+};
+
+[[noreturn]] void serve_worker(nb::handle on_call, nb::handle on_actor) {
+  if (!std::getenv("TROUPE_WORKER"))
+    throw Error(Errc::invalid_argument,
+                "troupe._worker must be started by troupe (TROUPE_WORKER is not set)");
+  call_handler = PyRef(on_call);
+  actor_handler = PyRef(on_actor);
+  std::vector<std::string> args;
+  for (nb::handle a : nb::cast<nb::list>(nb::module_::import_("sys").attr("argv")))
+    args.push_back(nb::cast<std::string>(a));
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  nb::gil_scoped_release nogil;  // the loop takes it per call
+  proc::init(static_cast<int>(argv.size()), argv.data());  // serves, then _exit
+  std::abort();                                            // unreachable: TROUPE_WORKER is set
+}
+
+// ------------------------------------------------------------------ root side
+std::string registered_function() {
+  (void)proc::detail::FunctionEntry<&py_function>::registered;  // process.hpp I1
+  return proc::detail::FunctionEntry<&py_function>::name();
+}
+std::string registered_method() {
+  (void)proc::detail::MethodEntry<&PyActor::invoke>::registered;
+  return proc::detail::MethodEntry<&PyActor::invoke>::name();
+}
+std::string registered_new() {
+  (void)proc::detail::NewEntry<PyActor>::registered;
+  return proc::detail::NewEntry<PyActor>::name();
+}
+
+enum class CallKind { function = 0, method = 1, create = 2 };
+
+// Sends one call; the reply reaches `future` through the completer (P1, P3)
+// unless a waiting thread claims it first.
+Call submit(int kind_int, std::uint32_t worker, std::uint64_t object, std::string display,
+            nb::bytes blob, std::vector<int> fds, double timeout_s, nb::handle future) {
+  auto kind = static_cast<CallKind>(kind_int);
+  auto st = std::make_shared<CallState>();
+  st->future = PyRef(future);
+  proc::detail::OutCall call;
+  call.worker = worker;
+  call.name = kind == CallKind::function ? registered_function()
+              : kind == CallKind::method ? registered_method()
+                                         : registered_new();
+  call.timeout = std::chrono::milliseconds(timeout_s > 0 ? static_cast<long>(timeout_s * 1000) : 0);
+  {
+    msgpack::sbuffer b(blob.size() + 64);
+    msgpack::packer<msgpack::sbuffer> pk(b);
+    pk.pack_array(4);
+    pk.pack(worker);
+    pk.pack(object);
+    pk.pack(call.name);
+    if (kind == CallKind::create) {
+      pk.pack_array(0);
+    } else {
+      pk.pack_array(2);
+      pk.pack_bin(static_cast<std::uint32_t>(blob.size()));
+      pk.pack_bin_body(blob.c_str(), static_cast<std::uint32_t>(blob.size()));
+      pk.pack_array(static_cast<std::uint32_t>(fds.size()));
+      for (std::uint32_t i = 0; i < fds.size(); ++i) {  // fd.hpp: ext 1 = index in the list
+        pk.pack_ext(sizeof i, proc::detail::kFdExt);
+        pk.pack_ext_body(reinterpret_cast<const char*>(&i), sizeof i);
+      }
+    }
+    call.body.assign(b.data(), b.size());
+  }
+  for (int fd : fds) {
+    if (fd < 0) throw Error(Errc::invalid_argument, fmt::format("{}: descriptor {}", display, fd));
+    call.fds.push_back(fd);  // borrowed until submit_call returns (node.hpp I2)
+  }
+  auto p = std::make_unique<PyPending>(st, kind == CallKind::create);
+  p->name = std::move(display);
+  if (call.body.size() > (64u << 10)) {  // a large body may wait on a socket: not with the GIL
+    nb::gil_scoped_release nogil;
+    st->id = proc::detail::submit_call(std::move(call), std::move(p));
+  } else {
+    st->id = proc::detail::submit_call(std::move(call), std::move(p));
+  }
+  return Call{st};
+}
+
+// A handle on an object in a worker; the owning one (made in the root)
+// releases the object when dropped (process.hpp I2).
+struct RemoteRef {
+  RemoteRef(std::uint32_t w, std::uint64_t o, bool owning) : worker(w), object(o) {
+    if (owning && !proc::is_worker()) owner = std::make_shared<proc::detail::RemoteOwner>(w, o);
+  }
+  std::uint32_t worker;
+  std::uint64_t object;
+  std::shared_ptr<proc::detail::RemoteOwner> owner;
+};
+
+// ------------------------------------------------------------------ local actors
+// A Python object made an actor in this process: its behaviours run one at a
+// time on the pool (or on an event loop's thread), each under the GIL.
+struct PyCell {
+  explicit PyCell(PyRef o) : obj(std::move(o)) {}
+  PyRef obj;
+};
+
+// An event loop's scheduler (sched/loop.hpp): asyncio watches fd() and calls
+// run_pending(); loop-bound actors run there, and post() hands it callables
+// (the completer uses it to reach a loop in batches).
+struct LoopBridge {
+  sched::LoopScheduler sched;
+  struct Posted {
+    sched::Work work{&Posted::run};
+    PyRef fn;
+    static void run(sched::Work* w) {
+      std::unique_ptr<Posted> self(reinterpret_cast<Posted*>(w));  // work is the first member
+      nb::gil_scoped_acquire gil;
+      drain_graveyard();
+      call_reporting(self->fn.get());
+    }
+  };
+  void post(nb::handle fn) {
+    auto p = std::make_unique<Posted>();
+    p->fn = PyRef(fn);
+    sched.schedule(&p.release()->work);
+  }
+};
+
+static_assert(std::is_standard_layout_v<LoopBridge::Posted>);  // Posted::run's cast
+
+struct LocalActor {
+  Actor<PyCell> actor;
+};
+
+LocalActor make_local(nb::handle obj, LoopBridge* bridge) {
+  if (bridge) return {make_actor_on<PyCell>(&bridge->sched, PyRef(obj))};
+  return {make_actor<PyCell>(PyRef(obj))};
+}
+
+// Runs job(obj) as a behaviour of `a` (the job sets its own future).
+void post(LocalActor& a, nb::handle job) {
+  when(a.actor, [j = PyRef(job)](PyCell& c) {
+    nb::gil_scoped_acquire gil;
+    drain_graveyard();
+    call_reporting(j.get(), c.obj.get());
+  });
+}
+
+// Runs job(obj1, obj2, ...) holding every actor at once (when.hpp: one
+// global order, no deadlock; an actor named twice is held once).
+void post_many(std::vector<LocalActor*> actors, nb::handle job) {
+  std::vector<Actor<PyCell>> v;
+  for (auto* a : actors) v.push_back(a->actor);
+  when(std::move(v), [j = PyRef(job)](std::span<PyCell*> cells) {
+    nb::gil_scoped_acquire gil;
+    drain_graveyard();
+    nb::list objs;
+    for (PyCell* c : cells) objs.append(c->obj.get());
+    call_reporting(j.get(), *nb::tuple(objs));
+  });
+}
+
+// ------------------------------------------------------------------ lifecycle
+void init(std::vector<std::string> worker_command, std::size_t budget, double idle_timeout_s,
+          nb::handle deliver) {
+  completer().set_deliver(deliver);
+  proc::Options o;
+  o.budget = budget;
+  o.idle_timeout = std::chrono::milliseconds(static_cast<long>(idle_timeout_s * 1000));
+  o.worker_command = std::move(worker_command);
+  char name[] = "python";
+  char* argv[] = {name, nullptr};
+  proc::init(1, argv, o);
+}
+
+// Interpreter exit (P2): pending calls fail with shutdown and are delivered,
+// the pool drains, the workers leave; afterwards nothing touches Python.
+void shutdown() {
+  {
+    nb::gil_scoped_release nogil;
+    proc::shutdown();
+    troupe::wait_idle();
+    completer().stop();
+  }
+  drain_graveyard();
+}
+
+}  // namespace troupe::py
+
+NB_MODULE(_core, m) {
+  using namespace troupe::py;
+  // Objects that module globals still hold at exit are not leaks worth a report.
+  nb::set_leak_warnings(false);
+  m.doc() = "troupe's C++ runtime, as the Python package uses it (internal: use `troupe`).";
+
+  // troupe::Error -> troupe._core.Error(code, message); the package maps codes to its types.
+  static nb::object error_type;
+  {
+    error_type = nb::steal(PyErr_NewException("troupe._core.Error", PyExc_RuntimeError, nullptr));
+    m.attr("Error") = error_type;
+  }
+  nb::register_exception_translator([](const std::exception_ptr& p, void*) {
+    try {
+      std::rethrow_exception(p);
+    } catch (const troupe::Error& e) {
+      nb::object exc = error_type(static_cast<int>(e.code()), e.what());
+      PyErr_SetObject(error_type.ptr(), exc.ptr());
+    }
+  });
+
+  nb::class_<Call>(m, "Call")
+      .def("done", &Call::is_done)
+      .def("wait", &Call::wait, nb::arg("timeout"), nb::call_guard<nb::gil_scoped_release>())
+      .def("claim", &Call::claim)
+      .def("cancel", &Call::cancel, nb::call_guard<nb::gil_scoped_release>())
+      .def("outcome", &Call::outcome);
+
+  nb::class_<RemoteRef>(m, "RemoteRef")
+      .def(nb::init<std::uint32_t, std::uint64_t, bool>())
+      .def_ro("worker", &RemoteRef::worker)
+      .def_ro("object", &RemoteRef::object);
+
+  nb::class_<LoopBridge>(m, "LoopBridge")
+      .def(nb::init<>())
+      .def("fileno", [](LoopBridge& b) { return b.sched.fd(); })
+      .def("run_pending", [](LoopBridge& b) { return b.sched.run_pending(); })
+      .def("post", &LoopBridge::post);
+
+  nb::class_<LocalActor>(m, "LocalActor")
+      .def("__init__",
+           [](LocalActor* self, nb::handle obj, LoopBridge* bridge) {
+             new (self) LocalActor(make_local(obj, bridge));
+           },
+           nb::arg("obj"), nb::arg("bridge").none() = nb::none())
+      .def("post", &post);
+
+  m.def("post_many", &post_many);
+  m.def("submit", &submit);
+  m.def("init", &troupe::py::init);
+  m.def("shutdown", &troupe::py::shutdown);
+  m.def("serve_worker", &serve_worker);
+  m.def("is_worker", &troupe::proc::is_worker);
+  m.def("set_worker_command", &troupe::proc::set_worker_command);
+  m.def("worker_pids", &troupe::proc::worker_pids);
+  m.def("retire_idle_workers", &troupe::proc::retire_idle_workers);
+  m.def("stats", [] {
+    auto s = troupe::proc::stats();
+    nb::dict d;
+    d["alive"] = s.alive;
+    d["started"] = s.started;
+    d["max_alive"] = s.max_alive;
+    d["lost"] = s.lost;
+    d["replies_to_waiters"] = s.replies_to_waiters;
+    return d;
+  });
+  m.attr("CALL_FUNCTION") = 0;
+  m.attr("CALL_METHOD") = 1;
+  m.attr("CALL_CREATE") = 2;
+}
