@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build-fuzz}
-CXX=${FUZZ_CXX:-clang++-14}
+CXX=${FUZZ_CXX:-clang++}
 mkdir -p "$BUILD/corpus" "$BUILD/artifacts"
 # wire.cpp holds decode, Fd and fd_context; nothing else of troupe is linked.
 "$CXX" -std=c++20 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \

@@ -33,6 +33,7 @@ from ._serial import decode_quietly, decode_reply
 __all__ = ["Future", "deliver", "loop_bridge"]
 
 T = TypeVar("T")
+_CANCELLED_AND_NOTIFIED = concurrent.futures._base.CANCELLED_AND_NOTIFIED
 
 
 class Future(concurrent.futures.Future[T]):
@@ -80,7 +81,17 @@ class Future(concurrent.futures.Future[T]):
         call = self._troupe_call
         if call is not None:
             call.cancel()
+        # Nobody else will: wait() and as_completed() count a cancelled
+        # future as done only once it is notified.
+        self.set_running_or_notify_cancel()
         return True
+
+    def set_running_or_notify_cancel(self) -> bool:
+        """As Future's, but a second call on a cancelled future returns False."""
+        with self._condition:
+            if self._state == _CANCELLED_AND_NOTIFIED:
+                return False
+            return super().set_running_or_notify_cancel()
 
     def __await__(self) -> Generator[Any, None, T]:
         if not self.done():
@@ -125,6 +136,8 @@ def deliver(fut: Future[Any], call: Any) -> None:
     except concurrent.futures.InvalidStateError:
         pass  # cancelled while we decoded (F1)
 
+
+_core.set_deliver(deliver)  # the completer's (P1), here and in workers
 
 # ------------------------------------------------------------------ event loops
 _bridges: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()

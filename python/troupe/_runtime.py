@@ -48,18 +48,17 @@ def init(*, budget: int | None = None, idle_timeout: float = 2.0) -> None:
     Raises RuntimeError if the runtime already started.
     """
     global _started, _command_key
-    from ._future import deliver
-
     with _lock:
         if _started:
             raise RuntimeError("troupe.init() must come before the first use of troupe")
-        if _core.is_worker():
+        if _core.is_worker():  # R1: its runtime serves already
+            _command_key = (sys.path, "")  # the same list: never refreshed
             _started = True
             return
         if budget is not None and budget < 1:
             raise ValueError(f"budget must be at least 1, not {budget}")
         _command_key = (list(sys.path), os.getcwd())
-        _core.init(_worker_command(), budget or 0, float(idle_timeout), deliver)
+        _core.init(_worker_command(), budget or 0, float(idle_timeout))
         atexit.register(_at_exit)
         _started = True
 
@@ -76,7 +75,7 @@ def ensure() -> None:
         from ._errors import ShutdownError
 
         raise ShutdownError("troupe was shut down")
-    if _command_key[0] != sys.path and not _core.is_worker():
+    if _command_key[0] is not sys.path and _command_key[0] != sys.path:
         with _lock:
             _command_key = (list(sys.path), os.getcwd())
             _core.set_worker_command(_worker_command())

@@ -286,10 +286,10 @@ def encode_reply(value: Any) -> tuple[bytes, list[int]]:
 
 def encode_error(e: BaseException, context: str = "") -> tuple[bytes, list[int]]:
     """A worker's reply carrying the exception e (and its traceback text)."""
+    if context:
+        e.add_note(f"(in the worker process, {context})")
     tb = "".join(traceback.format_exception(e))
     msg = str(e)
-    if context:
-        msg = f"{msg} ({context})" if msg else context
     try:
         exc_blob = cloudpickle.dumps(e, protocol=5)
     except Exception:

@@ -44,7 +44,7 @@ def serve_call(blob: bytes, fds: list[int]) -> tuple[bytes, list[int]]:
         try:
             return encode_reply(result)
         except BaseException as e:
-            return encode_error(e, "while sending the result back")
+            return encode_error(TypeError(f"{e} (while sending the result back)"))
     finally:
         _flush()
 
@@ -71,7 +71,7 @@ def serve_actor(cell: list[Any], blob: bytes, fds: list[int]) -> tuple[bytes, li
         try:
             return encode_reply(result)
         except BaseException as e:
-            return encode_error(e, "while sending the result back")
+            return encode_error(TypeError(f"{e} (while sending the result back)"))
     finally:
         _flush()
 

@@ -108,6 +108,9 @@ void call_reporting(nb::handle fn, A&&... args) {
   } catch (nb::python_error& e) {
     e.restore();
     PyErr_WriteUnraisable(fn.ptr());
+  } catch (const std::exception& e) {  // a cast that failed: report, never unwind a runtime thread
+    PyErr_SetString(PyExc_RuntimeError, e.what());
+    PyErr_WriteUnraisable(fn.ptr());
   }
 }
 
@@ -150,6 +153,8 @@ class Completer {
     }
     if (wake) cv_.notify_one();
   }
+  // The package's deliver(future, call), set once as it is imported (in the
+  // program and in workers alike), before any call.
   void set_deliver(nb::handle fn) { deliver_ = PyRef(fn); }
   // GIL released by the caller: lets the thread deliver what is queued, then
   // ends it.
@@ -523,9 +528,7 @@ void post_many(std::vector<LocalActor*> actors, nb::handle job) {
 }
 
 // ------------------------------------------------------------------ lifecycle
-void init(std::vector<std::string> worker_command, std::size_t budget, double idle_timeout_s,
-          nb::handle deliver) {
-  completer().set_deliver(deliver);
+void init(std::vector<std::string> worker_command, std::size_t budget, double idle_timeout_s) {
   proc::Options o;
   o.budget = budget;
   o.idle_timeout = std::chrono::milliseconds(static_cast<long>(idle_timeout_s * 1000));
@@ -600,6 +603,7 @@ NB_MODULE(_core, m) {
   m.def("submit", &submit);
   m.def("init", &troupe::py::init);
   m.def("shutdown", &troupe::py::shutdown);
+  m.def("set_deliver", [](nb::handle fn) { completer().set_deliver(fn); });
   m.def("serve_worker", &serve_worker);
   m.def("is_worker", &troupe::proc::is_worker);
   m.def("set_worker_command", &troupe::proc::set_worker_command);
