@@ -54,13 +54,17 @@ class Future(concurrent.futures.Future[T]):
             return timeout
         deadline = None if timeout is None else time.monotonic() + timeout
         left = timeout
-        while not call.done():
-            if not call.wait(-1.0 if left is None else left) and deadline is not None:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return 0.0
-        if call.claim():
-            deliver(self, call)
+        try:
+            while not call.done():
+                if not call.wait(-1.0 if left is None else left) and deadline is not None:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        return 0.0
+        finally:
+            # P3: a reply that came while we waited is ours to deliver, even
+            # if a signal (KeyboardInterrupt) ends the wait.
+            if call.done() and call.claim():
+                deliver(self, call)
         return None if deadline is None else max(0.0, deadline - time.monotonic())
 
     def result(self, timeout: float | None = None) -> T:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import sys
 from typing import Any, Callable, Generic, ParamSpec, TypeVar
 
 from . import _core, _runtime
@@ -58,7 +59,7 @@ def _close(fd: int) -> None:
 
 
 def _import_attr(module: str, qualname: str) -> Any:
-    obj: Any = importlib.import_module(module)
+    obj: Any = sys.modules.get(module) or importlib.import_module(module)
     for part in qualname.split("."):
         obj = getattr(obj, part)
     return obj
@@ -92,7 +93,13 @@ class Isolated(Generic[P, R]):
 
     def __reduce__(self) -> Any:
         # A module-level decorated function travels by name; anything else
-        # carries its function (by reference or by value, cloudpickle's choice).
+        # carries its function (by reference, or by value if it must).
+        r = self.__dict__.get("_reduced")
+        if r is None:
+            r = self._reduced = self._reduce()
+        return r
+
+    def _reduce(self) -> Any:
         mod, qual = getattr(self, "__module__", None), getattr(self, "__qualname__", None)
         if mod and qual and mod != "__main__" and "<locals>" not in qual:
             try:

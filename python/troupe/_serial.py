@@ -31,7 +31,9 @@ import pickle
 import socket
 import struct
 import threading
+import sys
 import traceback
+import types
 from typing import Any
 
 import cloudpickle
@@ -97,9 +99,37 @@ class Fd:
 
 
 # ------------------------------------------------------------------ encoding
-class _Encoder(cloudpickle.Pickler):
+def _by_value(obj: Any) -> bool:
+    """True if a function or class must travel by value: plain pickle would
+    name it by a module and qualified name the worker cannot look up."""
+    mod = getattr(obj, "__module__", None)
+    qual = getattr(obj, "__qualname__", None)
+    if not mod or not qual or mod == "__main__" or "<" in qual:
+        return True
+    m = sys.modules.get(mod)
+    if m is None:
+        return True
+    try:
+        for part in qual.split("."):
+            m = getattr(m, part)
+    except AttributeError:
+        return True
+    return m is not obj
+
+
+def _from_cloudpickle(blob: bytes) -> Any:
+    return cloudpickle.loads(blob)
+
+
+class _Encoder(pickle.Pickler):
+    """Protocol 5 with out-of-band buffers and descriptors. Importable
+    functions and classes go by reference (the C pickler's own way); the
+    others are handed to cloudpickle, by value."""
+
     def __init__(self, file: io.BytesIO) -> None:
         super().__init__(file, protocol=5, buffer_callback=self._buffer)
+        self.file = file
+        self.busy = False
         self.fds: list[int] = []
         self.buffers: list[memoryview] = []
 
@@ -120,9 +150,14 @@ class _Encoder(cloudpickle.Pickler):
         return len(self.fds) - 1
 
     def reducer_override(self, obj: Any) -> Any:
+        t = type(obj)
+        if t is types.FunctionType or isinstance(obj, type):
+            if _by_value(obj):
+                return _from_cloudpickle, (cloudpickle.dumps(obj, protocol=5),)
+            return NotImplemented
         if isinstance(obj, socket.socket):
             return _socket_from, (self._fd(obj.fileno()), int(obj.family), int(obj.type), obj.proto)
-        if isinstance(obj, Fd):
+        if t is Fd:
             return _fd_from, (self._fd(obj.fileno()),)
         if isinstance(obj, io.IOBase) and not isinstance(obj, (io.BytesIO, io.StringIO)):
             try:
@@ -136,11 +171,11 @@ class _Encoder(cloudpickle.Pickler):
             if binary and "b" not in mode:
                 mode += "b"
             return _file_from, (self._fd(fd), mode, getattr(obj, "name", None))
-        if type(obj) is memoryview and obj.nbytes >= OOB_THRESHOLD and obj.contiguous:
+        if t is memoryview and obj.nbytes >= OOB_THRESHOLD and obj.contiguous:
             return _memoryview_from, (pickle.PickleBuffer(obj), obj.format, obj.shape)
-        if type(obj) is _BigBytes:
+        if t is _BigBytes:
             return bytes, (pickle.PickleBuffer(obj.data),)
-        return super().reducer_override(obj)
+        return NotImplemented
 
 
 class _BigBytes:
@@ -171,33 +206,59 @@ def _to_memfd(m: memoryview) -> int:
     return fd
 
 
+_tx = threading.local()  # each thread's reusable encoder (its buffer and memo are reset per message)
+
+
 def encode(obj: Any) -> tuple[bytes, list[int], list[int]]:
     """Pickles obj: (message, descriptors to send, descriptors to close after).
 
     Raises TypeError naming what could not be pickled.
     """
-    f = io.BytesIO()
-    f.write(b"\0\0\0\0")
-    enc = _Encoder(f)
+    enc: _Encoder | None = getattr(_tx, "enc", None)
+    if enc is None or enc.busy:  # first use on this thread, or a nested encode
+        enc = _Encoder(io.BytesIO())
+        if getattr(_tx, "enc", None) is None:
+            _tx.enc = enc
+    f = enc.file
+    enc.busy = True
     try:
-        enc.dump(obj)
-    except Exception as e:
-        raise TypeError(f"cannot send to another process: {e}") from e
-    f.seek(0)
-    f.write(_HEADER.pack(len(enc.fds)))
+        f.seek(0)
+        f.truncate()
+        f.write(b"\0\0\0\0")
+        enc.fds = []
+        enc.buffers = []
+        enc.clear_memo()
+        try:
+            enc.dump(obj)
+        except Exception as e:
+            raise TypeError(f"cannot send to another process: {e}") from e
+        fds, buffers = enc.fds, enc.buffers
+        if fds:
+            f.seek(0)
+            f.write(_HEADER.pack(len(fds)))
+        blob = f.getvalue()
+    finally:
+        enc.busy = False
+        enc.buffers = []
     memfds: list[int] = []
     try:
-        for m in enc.buffers:
+        for m in buffers:
             memfds.append(_to_memfd(m))
     except BaseException:
         for fd in memfds:
             os.close(fd)
         raise
-    return f.getvalue(), enc.fds + memfds, memfds
+    return blob, fds + memfds if memfds else fds, memfds
 
 
 def encode_call(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[bytes, list[int], list[int]]:
-    return encode((fn, tuple(_lift(a) for a in args), {k: _lift(v) for k, v in kwargs.items()} if kwargs else kwargs))
+    for a in args:
+        if type(a) is bytes and len(a) >= OOB_THRESHOLD:
+            args = tuple(_lift(a) for a in args)
+            break
+    if kwargs:
+        kwargs = {k: _lift(v) for k, v in kwargs.items()}
+    return encode((fn, args, kwargs))
 
 
 # ------------------------------------------------------------------ decoding
@@ -242,6 +303,8 @@ def _map(fd: int) -> memoryview:
 
 def decode(blob: bytes, fds: list[int]) -> Any:
     """Unpickles a message, taking ownership of its descriptors (S1)."""
+    if not fds and blob[:4] == b"\0\0\0\0":  # no descriptor, no out-of-band buffer
+        return pickle.loads(memoryview(blob)[_HEADER.size :])
     pending = list(fds)  # owned by nothing yet: closed here unless taken
     try:
         (n_user,) = _HEADER.unpack_from(blob)

@@ -122,6 +122,7 @@ struct CallState : std::enable_shared_from_this<CallState> {
   enum Kind { pending, bytes_reply, created, error };
   std::atomic<std::uint32_t> done{0};  // futex word: 1 once the outcome is written
   std::atomic<bool> claimed{false};    // P3
+  std::atomic<int> waiting{0};         // threads in Call::wait (P3: they deliver, not the completer)
   std::atomic<sched::Scheduler*> helper{nullptr};  // a scheduler thread waiting (P4)
   std::uint64_t id = 0;                            // the proc layer's call id (cancel)
   Kind kind = pending;
@@ -207,10 +208,14 @@ Completer& completer() {
 }
 
 void CallState::finish() {
-  done.store(1);  // seq_cst: against helper's store in Wait::arm (P4)
+  done.store(1);  // seq_cst: against helper's store in Wait::arm (P4) and waiting (P3)
   troupe::detail::futex_wake(&done, INT_MAX);
   if (sched::Scheduler* s = helper.load()) s->wake_helpers();
-  completer().push(shared_from_this());
+  // P3: a thread waiting in Call::wait will see `done` and deliver itself
+  // (Call::wait's exit re-reads it after leaving `waiting`: whichever of the
+  // two stores the other misses, that side acts). Waking the completer too
+  // would only make it fight the waiter for the GIL.
+  if (waiting.load() == 0) completer().push(shared_from_this());
 }
 
 // The proc layer's completion of one call (node.hpp I1): store and hand on.
@@ -278,9 +283,22 @@ struct Call {
   std::shared_ptr<CallState> st;
 
   bool is_done() const noexcept { return st->done.load(std::memory_order_acquire) != 0; }
-  // GIL released by the binding (P4). True once the outcome is there.
+  // GIL released by the binding (P4). True once the outcome is there: the
+  // caller then claims and delivers it (P3).
   bool wait(double timeout_s) {
     if (is_done()) return true;
+    st->waiting.fetch_add(1);  // seq_cst (finish)
+    bool got;
+    try {
+      got = wait_here(timeout_s);
+    } catch (...) {
+      st->waiting.fetch_sub(1);
+      throw;
+    }
+    st->waiting.fetch_sub(1);    // seq_cst, then:
+    return got || is_done();     // a finish that saw us waiting is seen here
+  }
+  bool wait_here(double timeout_s) {
     CallWaiter w(*st);
     if (sched::Scheduler* s = sched::current()) {
       s->help_until(w);  // a worker's loop or a pool thread keeps running its work
