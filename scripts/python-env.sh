@@ -13,6 +13,6 @@ fi
 .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
 .venv/bin/python -m pip install -q --disable-pip-version-check \
   "scikit-build-core>=0.10" "nanobind>=2.0" "cloudpickle>=2.2" \
-  pytest pytest-timeout numpy
+  pytest pytest-timeout numpy mypy
 .venv/bin/python -m pip install -q --disable-pip-version-check --no-build-isolation .
 echo "python-env: troupe $(.venv/bin/python -c 'import troupe; print(troupe.__version__)') installed in .venv ($(.venv/bin/python --version))"

@@ -180,12 +180,12 @@ class Actor:
     """Optional base class: ``Cls.local(...)`` and ``Cls.spawn(...)``."""
 
     @classmethod
-    def local(cls: type[T], *args: Any, **kwargs: Any) -> LocalActor[T]:  # type: ignore[misc]
+    def local(cls: type[T], *args: Any, **kwargs: Any) -> LocalActor[T]:
         """Creates the object here and makes it an actor."""
         return LocalActor(cls(*args, **kwargs))
 
     @classmethod
-    def spawn(cls: type[T], *args: Any, **kwargs: Any) -> RemoteActor[T]:  # type: ignore[misc]
+    def spawn(cls: type[T], *args: Any, **kwargs: Any) -> RemoteActor[T]:
         """Creates the object in a worker process."""
         return spawn(cls, *args, **kwargs)
 

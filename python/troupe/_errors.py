@@ -121,7 +121,8 @@ _CLASSES: dict[str, type[TroupeError]] = {
 
 
 def code_name(code: int) -> str:
-    return _CODES[code] if 0 < code < len(_CODES) else f"code {code}"
+    name = _CODES[code] if 0 < code < len(_CODES) else None
+    return name or f"code {code}"
 
 
 def from_code(code: int, message: str) -> BaseException:

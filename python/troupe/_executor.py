@@ -73,7 +73,7 @@ class Executor(concurrent.futures.ThreadPoolExecutor):
         self._isolated_lock = threading.Lock()
         self._closed = False
 
-    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:  # type: ignore[override]
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
         fn, args = _unwrap(fn, args)
         if isinstance(fn, Isolated):
             if self._closed:
@@ -94,9 +94,9 @@ class Executor(concurrent.futures.ThreadPoolExecutor):
 
     def _untrack(self, fut: concurrent.futures.Future[Any]) -> None:
         with self._isolated_lock:
-            self._isolated.discard(fut)  # type: ignore[arg-type]
+            self._isolated.discard(fut)
 
-    def map(  # type: ignore[override]
+    def map(
         self,
         fn: Callable[..., T],
         *iterables: Iterable[Any],
@@ -112,7 +112,7 @@ class Executor(concurrent.futures.ThreadPoolExecutor):
             raise ValueError("chunksize must be >= 1.")
         it = zip(*iterables)
         chunks = iter(lambda: list(itertools.islice(it, chunksize)), [])
-        runner = Isolated(functools.partial(_run_chunk, fn.fn), timeout=fn.timeout)
+        runner: Any = Isolated(functools.partial(_run_chunk, fn.fn), timeout=fn.timeout)
         runner._name = fn._name
         futures = [self.submit(runner, chunk) for chunk in chunks]
         return _results(futures, timeout, flat=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import importlib
 import sys
-from typing import Any, Callable, Generic, ParamSpec, TypeVar
+from typing import Any, Callable, Generic, ParamSpec, TypeVar, overload
 
 from . import _core, _runtime
 from ._future import Future
@@ -79,10 +79,10 @@ class Isolated(Generic[P, R]):
             fn = fn.fn
         if not callable(fn):
             raise TypeError(f"troupe.isolated needs a callable, not {type(fn).__name__}")
-        self.fn = fn
+        self.fn: Callable[P, R] = fn
         self.timeout = timeout
         self._name = _display_name(fn)
-        functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+        functools.update_wrapper(self, fn)
 
     def submit(self, *args: P.args, **kwargs: P.kwargs) -> Future[R]:
         """Runs the function in a worker; returns its future at once."""
@@ -114,6 +114,12 @@ class Isolated(Generic[P, R]):
 
     def __repr__(self) -> str:
         return f"troupe.isolated({self._name})"
+
+
+@overload
+def isolated(fn: Callable[P, R], *, timeout: float | None = None) -> Isolated[P, R]: ...
+@overload
+def isolated(fn: None = None, *, timeout: float | None = None) -> Callable[[Callable[P, R]], Isolated[P, R]]: ...
 
 
 def isolated(fn: Callable[P, R] | None = None, *, timeout: float | None = None) -> Any:

@@ -36,7 +36,7 @@ import traceback
 import types
 from typing import Any
 
-import cloudpickle
+import cloudpickle  # type: ignore[import-untyped]
 
 from ._errors import RemoteError, RemoteTraceback
 
@@ -288,7 +288,7 @@ def _file_from(index: int, mode: str, name: Any) -> Any:
 
 
 def _memoryview_from(buf: Any, fmt: str, shape: tuple[int, ...]) -> memoryview:
-    return memoryview(buf).cast("B").cast(fmt, shape) if shape else memoryview(buf)
+    return memoryview(buf).cast("B").cast(fmt, shape) if shape else memoryview(buf)  # type: ignore[call-overload]
 
 
 def _map(fd: int) -> memoryview:

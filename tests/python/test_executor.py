@@ -170,3 +170,12 @@ def test_init_after_use_is_refused() -> None:
     troupe.isolated(square)(1)
     with pytest.raises(RuntimeError):
         troupe.init(budget=3)
+
+
+def test_lambda_typed_at_the_interactive_prompt() -> None:
+    import subprocess
+    import sys
+
+    session = "import troupe, os\nf = lambda x: (x * 2, os.getpid())\nv, p = troupe.isolated(f)(21)\nprint('REPL', v, p != os.getpid())\n"
+    r = subprocess.run([sys.executable, "-q", "-i"], input=session, capture_output=True, text=True, timeout=60)
+    assert "REPL 42 True" in r.stdout, r.stderr
