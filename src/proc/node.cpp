@@ -712,7 +712,7 @@ class Node {
       }
       w = it->second;
     } else if (waiting_.empty()) {  // N5: first come, first served
-      w = ready_worker_locked();
+      w = ready_worker_locked(call.name.rfind("new ", 0) == 0);
     }
     Waiting q;
     if (!w) {
@@ -759,11 +759,16 @@ class Node {
 
   // The worker a call for "any worker" goes to now, or null: the IO thread
   // must start one first (the program is under its budget and every worker is
-  // busy), or none is usable yet (N5).
-  std::shared_ptr<WorkerRec> ready_worker_locked() {
-    std::shared_ptr<WorkerRec> w = pick_locked();
-    if (w && w->outstanding > 0 && may_spawn_locked()) return nullptr;
+  // busy), or none is usable yet (N5). `spawns`: the call creates an actor,
+  // and actors spread over the budget: one goes next to another only when no
+  // new worker can start.
+  std::shared_ptr<WorkerRec> ready_worker_locked(bool spawns) {
+    std::shared_ptr<WorkerRec> w = pick_locked(spawns);
+    if (w && busy(*w, spawns) && may_spawn_locked()) return nullptr;
     return w;
+  }
+  static bool busy(const WorkerRec& w, bool spawns) {
+    return w.outstanding > 0 || (spawns && w.objects > 0);
   }
 
   // A new worker only if this program is under its budget and the
@@ -800,8 +805,10 @@ class Node {
     for (;;) {
       std::unique_lock lock(mu_);
       if (waiting_.empty()) return;
-      std::shared_ptr<WorkerRec> w = pick_locked();
-      if ((!w || w->outstanding > 0) && may_spawn_locked()) {
+      auto front = pending_.find(waiting_.front().id);
+      bool spawns = front != pending_.end() && front->second.spawns_object;
+      std::shared_ptr<WorkerRec> w = pick_locked(spawns);
+      if ((!w || busy(*w, spawns)) && may_spawn_locked()) {
         try {
           if (auto fresh = spawn_locked())
             w = std::move(fresh);
@@ -857,11 +864,16 @@ class Node {
     return "does not exist";
   }
 
-  std::shared_ptr<WorkerRec> pick_locked() {
+  // The least busy worker: by outstanding calls, or for a call creating an
+  // actor by hosted actors first (spread), then outstanding calls.
+  std::shared_ptr<WorkerRec> pick_locked(bool spawns = false) {
     std::shared_ptr<WorkerRec> best;
+    auto key = [spawns](const WorkerRec& w) {
+      return std::make_pair(spawns ? w.objects : 0, w.outstanding);
+    };
     for (auto& [id, w] : workers_) {
       if (w->retiring) continue;
-      if (!best || w->outstanding < best->outstanding) best = w;
+      if (!best || key(*w) < key(*best)) best = w;
     }
     return best;
   }
