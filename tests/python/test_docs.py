@@ -1,4 +1,4 @@
-"""Every ```python block of docs/python.md runs, as a user would paste it."""
+"""Every ```python block of docs/python.md and README.md runs, as a user would paste it."""
 
 from __future__ import annotations
 
@@ -9,12 +9,16 @@ import subprocess
 
 import pytest
 
-DOC = os.path.join(os.path.dirname(__file__), "..", "..", "docs", "python.md")
+ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
+DOCS = [os.path.join(ROOT, "docs", "python.md"), os.path.join(ROOT, "README.md")]
 
 
 def blocks() -> list[str]:
-    with open(DOC) as f:
-        return re.findall(r"```python\n(.*?)```", f.read(), re.S)
+    found: list[str] = []
+    for doc in DOCS:
+        with open(doc) as f:
+            found += re.findall(r"```python\n(.*?)```", f.read(), re.S)
+    return found
 
 
 @pytest.mark.parametrize("index", range(len(blocks())))
