@@ -20,6 +20,7 @@ import functools
 import itertools
 import threading
 import time
+import weakref
 from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 from ._future import Future
@@ -69,7 +70,7 @@ class Executor(concurrent.futures.ThreadPoolExecutor):
         initargs: tuple[Any, ...] = (),
     ) -> None:
         super().__init__(max_workers, thread_name_prefix, initializer, initargs)
-        self._isolated: set[Future[Any]] = set()  # E1
+        self._isolated: weakref.WeakSet[Future[Any]] = weakref.WeakSet()  # E1
         self._isolated_lock = threading.Lock()
         self._closed = False
 
@@ -88,13 +89,10 @@ class Executor(concurrent.futures.ThreadPoolExecutor):
         return out
 
     def _track(self, fut: Future[Any]) -> None:
+        # E1: a pending call's future is alive (its call holds it until it is
+        # delivered), so a weak set loses none that shutdown must wait for.
         with self._isolated_lock:
             self._isolated.add(fut)
-        fut.add_done_callback(self._untrack)
-
-    def _untrack(self, fut: concurrent.futures.Future[Any]) -> None:
-        with self._isolated_lock:
-            self._isolated.discard(fut)
 
     def map(
         self,
@@ -120,7 +118,7 @@ class Executor(concurrent.futures.ThreadPoolExecutor):
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         self._closed = True
         with self._isolated_lock:
-            pending = list(self._isolated)
+            pending = [f for f in self._isolated if not f.done()]
         if cancel_futures:
             for f in pending:
                 f.cancel()

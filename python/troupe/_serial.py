@@ -99,9 +99,22 @@ class Fd:
 
 
 # ------------------------------------------------------------------ encoding
+_by_reference: dict[Any, bool] = {}  # functions and classes found importable (bounded)
+
+
 def _by_value(obj: Any) -> bool:
     """True if a function or class must travel by value: plain pickle would
     name it by a module and qualified name the worker cannot look up."""
+    if obj in _by_reference:
+        return False
+    if _lookup_fails(obj):
+        return True
+    if len(_by_reference) < 4096:
+        _by_reference[obj] = True  # importable: it lives as long as its module anyway
+    return False
+
+
+def _lookup_fails(obj: Any) -> bool:
     mod = getattr(obj, "__module__", None)
     qual = getattr(obj, "__qualname__", None)
     if not mod or not qual or mod == "__main__" or "<" in qual:
@@ -159,7 +172,7 @@ class _Encoder(pickle.Pickler):
             return _socket_from, (self._fd(obj.fileno()), int(obj.family), int(obj.type), obj.proto)
         if t is Fd:
             return _fd_from, (self._fd(obj.fileno()),)
-        if isinstance(obj, io.IOBase) and not isinstance(obj, (io.BytesIO, io.StringIO)):
+        if hasattr(obj, "fileno") and isinstance(obj, io.IOBase) and not isinstance(obj, (io.BytesIO, io.StringIO)):
             try:
                 fd = obj.fileno()
             except (OSError, ValueError) as e:

@@ -406,17 +406,20 @@ struct PyActor {
 }
 
 // ------------------------------------------------------------------ root side
-std::string registered_function() {
+const std::string& registered_function() {
   (void)proc::detail::FunctionEntry<&py_function>::registered;  // process.hpp I1
-  return proc::detail::FunctionEntry<&py_function>::name();
+  static const std::string name = proc::detail::FunctionEntry<&py_function>::name();
+  return name;
 }
-std::string registered_method() {
+const std::string& registered_method() {
   (void)proc::detail::MethodEntry<&PyActor::invoke>::registered;
-  return proc::detail::MethodEntry<&PyActor::invoke>::name();
+  static const std::string name = proc::detail::MethodEntry<&PyActor::invoke>::name();
+  return name;
 }
-std::string registered_new() {
+const std::string& registered_new() {
   (void)proc::detail::NewEntry<PyActor>::registered;
-  return proc::detail::NewEntry<PyActor>::name();
+  static const std::string name = proc::detail::NewEntry<PyActor>::name();
+  return name;
 }
 
 enum class CallKind { function = 0, method = 1, create = 2 };
