@@ -1225,7 +1225,9 @@ class Node {
     }
     call.body = std::move(m.body);
     for (auto& f : m.fds) call.fds.push_back(f.get());  // borrowed until sent (I2)
-    dispatch(std::move(call), std::make_unique<Forward>(this, from->id, m.id));
+    auto fwd = std::make_unique<Forward>(this, from->id, m.id);
+    fwd->name = call.name;  // "... while running <name>" when the callee dies
+    dispatch(std::move(call), std::move(fwd));
   }
 
   void on_exit(const std::shared_ptr<WorkerRec>& w) {

@@ -93,6 +93,17 @@ struct Relay {
   long forward(proc::RemoteActor<Counter> c, long d) { return c.call<&Counter::add>(d).get() * 10; }
 };
 
+// A remote actor whose method kills its own process.
+struct Doomed {
+  long die(long) {
+    ::kill(::getpid(), SIGKILL);
+    return 0;
+  }
+};
+struct Caller {
+  long call_doomed(proc::RemoteActor<Doomed> d) { return d.call<&Doomed::die>(1L).get(); }
+};
+
 // Three levels of nested isolated calls.
 int level3(int x) { return x + 3; }
 int level2(int x) { return proc::call<&level3>(x + 2).get(); }
@@ -162,6 +173,29 @@ TEST(Process, DescriptorsAndSharedBytes) {
     EXPECT_EQ(proc::call<&big_string_size>(std::string(3u << 20, 'x')).get(), 3u << 20);
   }
   EXPECT_EQ(quiet_fds(), before);
+  // An empty descriptor is a typed error at the call, not msgpack's bad_cast.
+  try {
+    proc::call<&read_all>(proc::Fd(-1)).get();
+    FAIL() << "an empty Fd was sent";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), Errc::invalid_argument);
+    EXPECT_NE(std::string(e.what()).find("proc::Fd"), std::string::npos) << e.what();
+  }
+}
+
+// A worker that dies while running a call relayed from another worker: the
+// caller's error names the method that was running.
+TEST(Process, RelayedCallToADyingWorkerNamesTheMethod) {
+  auto d = proc::spawn<Doomed>().get();
+  auto c = proc::spawn<Caller>().get();
+  try {
+    c.call<&Caller::call_doomed>(d).get();
+    FAIL() << "the doomed call returned";
+  } catch (const Error& e) {
+    std::string what = e.what();
+    EXPECT_NE(what.find("Doomed::die"), std::string::npos) << what;
+    EXPECT_EQ(what.find("while running \""), std::string::npos) << what;
+  }
 }
 
 // node.cpp N8: a caller that waits receives its reply itself; callers on

@@ -336,6 +336,11 @@ Promise<R> send_call(std::uint32_t worker, std::uint64_t object, std::string nam
       pk.pack(name);
       pk.pack_array(sizeof...(A));
       (pk.pack(args), ...);
+    } catch (const msgpack::type_error&) {
+      fd_context() = saved;  // every error the library reports is a troupe::Error
+      throw Error(Errc::invalid_argument,
+                  name + ": an argument cannot be sent to a worker (an empty or closed "
+                         "proc::Fd, or a value its msgpack adaptor rejects)");
     } catch (...) {
       fd_context() = saved;
       throw;
