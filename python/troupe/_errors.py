@@ -13,6 +13,9 @@ import concurrent.futures
 
 __all__ = [
     "TroupeError",
+    "HeapFull",
+    "NotFound",
+    "BadSegment",
     "WorkerLost",
     "RemoteError",
     "RemoteTraceback",
@@ -63,6 +66,24 @@ class ShutdownError(TroupeError, RuntimeError):
     """The runtime was shut down (interpreter exit, ``troupe.shutdown()``)."""
 
     code = "shutdown"
+
+
+class HeapFull(TroupeError, MemoryError):
+    """A shared heap is full; the transaction that needed the space left no trace."""
+
+    code = "out_of_memory"
+
+
+class NotFound(TroupeError, LookupError):
+    """No such heap, or a stale handle: its container was freed (read it again from a root)."""
+
+    code = "not_found"
+
+
+class BadSegment(TroupeError):
+    """A shared heap's memory is not what troupe wrote there (corrupt, truncated, foreign)."""
+
+    code = "bad_segment"
 
 
 class RemoteTraceback(Exception):
@@ -117,7 +138,27 @@ _CLASSES: dict[str, type[TroupeError]] = {
     "bad_message": BadMessage,
     "timeout": CallTimeout,
     "shutdown": ShutdownError,
+    "out_of_memory": HeapFull,
+    "not_found": NotFound,
+    "bad_segment": BadSegment,
+    "version_mismatch": BadSegment,
 }
+
+
+class _PermissionDenied(TroupeError, PermissionError):
+    code = "permission_denied"
+
+
+_CLASSES["permission_denied"] = _PermissionDenied
+
+
+def exception_types() -> dict[int, object]:
+    """code -> a callable making the exception from a message (for _core)."""
+    out: dict[int, object] = {}
+    for i, name in enumerate(_CODES):
+        if name is not None and name not in ("remote_exception",):
+            out[i] = lambda message, _i=i: from_code(_i, message)
+    return out
 
 
 def code_name(code: int) -> str:
@@ -134,3 +175,9 @@ def from_code(code: int, message: str) -> BaseException:
         return ValueError(message)
     cls = _CLASSES.get(name, TroupeError)
     return cls(message, name)
+
+
+class _Conflict(BaseException):
+    """Internal: a transaction conflict unwinding a Python transaction body
+    (retried by the runtime; a BaseException so `except Exception` lets it
+    pass). Never reaches user code outside the body."""

@@ -27,7 +27,7 @@ import weakref
 from typing import Any, Callable, Generator, TypeVar
 
 from . import _core
-from ._errors import from_code
+from ._errors import _Conflict, exception_types, from_code
 from ._serial import decode_quietly, decode_reply
 
 __all__ = ["Future", "deliver", "loop_bridge"]
@@ -142,6 +142,7 @@ def deliver(fut: Future[Any], call: Any) -> None:
 
 
 _core.set_deliver(deliver)  # the completer's (P1), here and in workers
+_core.set_error_types(exception_types(), _Conflict)  # troupe::Error codes -> these types
 
 # ------------------------------------------------------------------ event loops
 _bridges: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()

@@ -43,11 +43,14 @@
 #include "troupe/proc/process.hpp"
 #include "troupe/runtime.hpp"
 #include "troupe/sched/loop.hpp"
+#include "troupe/shm/tx.hpp"
 #include "troupe/when.hpp"
 
 namespace nb = nanobind;
 
 namespace troupe::py {
+
+void bind_shm(nb::module_& m);  // shm.cpp
 
 // ------------------------------------------------------------------ P2
 namespace {
@@ -579,20 +582,42 @@ NB_MODULE(_core, m) {
   nb::set_leak_warnings(false);
   m.doc() = "troupe's C++ runtime, as the Python package uses it (internal: use `troupe`).";
 
-  // troupe::Error -> troupe._core.Error(code, message); the package maps codes to its types.
-  static nb::object error_type;
-  {
-    error_type = nb::steal(PyErr_NewException("troupe._core.Error", PyExc_RuntimeError, nullptr));
-    m.attr("Error") = error_type;
-  }
+  // troupe::Error -> the package's exception for its code (set_error_types),
+  // else troupe._core.Error(code, message). shm::TxConflict -> the package's
+  // conflict signal (shm.cpp H1).
+  // Leaked on purpose: a static nb::object would be released after the
+  // interpreter is gone (P2).
+  static nb::object& error_type = *new nb::object();
+  static nb::object& error_types = *new nb::object();
+  static nb::object& conflict = *new nb::object();
+  error_type = nb::steal(PyErr_NewException("troupe._core.Error", PyExc_RuntimeError, nullptr));
+  m.attr("Error") = error_type;
+  error_types = nb::dict();
+  m.def("set_error_types", [](nb::dict types, nb::handle conflict_type) {
+    error_types = types;
+    conflict = nb::borrow(conflict_type);
+  });
   nb::register_exception_translator([](const std::exception_ptr& p, void*) {
     try {
       std::rethrow_exception(p);
     } catch (const troupe::Error& e) {
-      nb::object exc = error_type(static_cast<int>(e.code()), e.what());
-      PyErr_SetObject(error_type.ptr(), exc.ptr());
+      nb::object code = nb::int_(static_cast<int>(e.code()));
+      nb::dict types = nb::borrow<nb::dict>(error_types);
+      if (types.contains(code)) {
+        nb::object exc = types[code](nb::str(e.what()));
+        PyErr_SetObject(reinterpret_cast<PyObject*>(Py_TYPE(exc.ptr())), exc.ptr());
+      } else {
+        nb::object exc = error_type(static_cast<int>(e.code()), e.what());
+        PyErr_SetObject(error_type.ptr(), exc.ptr());
+      }
+    } catch (const troupe::shm::TxConflict&) {
+      if (conflict.is_valid())
+        PyErr_SetNone(conflict.ptr());
+      else
+        PyErr_SetString(PyExc_RuntimeError, "transaction conflict outside a transaction body");
     }
   });
+  bind_shm(m);
 
   nb::class_<Call>(m, "Call")
       .def("done", &Call::is_done)

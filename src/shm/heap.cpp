@@ -277,9 +277,8 @@ std::unique_ptr<HeapState> attach(int fd, std::string name, bool is_path, bool a
 
 }  // namespace
 
-// initial-exec: a direct %fs access instead of __tls_get_addr on the hot path
-// (the library is position independent; it is not meant to be dlopen()ed late).
-[[gnu::tls_model("initial-exec")]] thread_local ThreadBinding tls_binding{0, 0};
+// TROUPE_TLS_HOT (heap_state.hpp): initial-exec unless built to be dlopen()ed.
+TROUPE_TLS_HOT thread_local ThreadBinding tls_binding{0, 0};
 
 bool try_lock_byte(int fd, std::uint64_t byte, short type) {
   struct flock fl {};

@@ -242,8 +242,11 @@ Slot encode(Tx& tx, const Value& v) {
   Heap& h = tx.heap();
   switch (v.kind()) {
     case Kind::string:
-    case Kind::bytes: {
-      const std::string& s = v.kind() == Kind::string ? v.as_string() : v.as_bytes();
+    case Kind::bytes:
+    case Kind::bigint: {  // never inline: a bigint has more than 8 bytes
+      const std::string& s = v.kind() == Kind::string ? v.as_string()
+                             : v.kind() == Kind::bytes ? v.as_bytes()
+                                                        : v.as_bigint();
       Offset b = tx.allocate(8 + s.size());
       auto* p = h.ptr<std::uint64_t>(b);  // private until commit (X6); T9
       put(p, s.size());
@@ -298,6 +301,7 @@ Value decode(Tx& tx, Slot s) {
       }
       return decode_block(tx, k, s.payload);
     case Kind::tuple:
+    case Kind::bigint:
       return decode_block(tx, k, s.payload);
     case Kind::list:
     case Kind::dict:
@@ -326,7 +330,7 @@ Value decode_block(Tx& tx, Kind k, Offset b) {
     std::vector<Value> items;
     for (Slot s : read_tuple(tx, b)) {
       Kind ik = kind_of(s.tag);
-      if (ik == Kind::tuple ||
+      if (ik == Kind::tuple || ik == Kind::bigint ||
           ((ik == Kind::string || ik == Kind::bytes) && inline_len_plus1(s.tag) == 0))
         items.push_back(decode_block(tx, ik, s.payload));
       else if (auto n = inline_len_plus1(s.tag)) {
@@ -348,6 +352,7 @@ Value decode_block(Tx& tx, Kind k, Offset b) {
     return Value::tuple(std::move(items));
   }
   std::string str = read_blob(tx, b);
+  if (k == Kind::bigint) return Value::bigint(str);
   return k == Kind::string ? Value(std::move(str)) : Value::bytes(str);
 }
 
@@ -355,7 +360,8 @@ Value decode_block(Tx& tx, Kind k, Offset b) {
 // slot's reference.
 void retire_slot(Tx& tx, Slot s) {
   Kind k = kind_of(s.tag);
-  if ((k == Kind::string || k == Kind::bytes) && inline_len_plus1(s.tag) == 0)
+  if (((k == Kind::string || k == Kind::bytes) && inline_len_plus1(s.tag) == 0) ||
+      k == Kind::bigint)
     tx.retire(s.payload);
   else if (k == Kind::tuple)
     retire_block_tree(tx, k, s.payload);
@@ -455,6 +461,8 @@ std::string_view to_string(Kind k) {
       return "string";
     case Kind::bytes:
       return "bytes";
+    case Kind::bigint:
+      return "bigint";
     case Kind::tuple:
       return "tuple";
     case Kind::list:
@@ -476,6 +484,15 @@ Value::Value(const Record& r) : kind_(Kind::record), off_(r.offset()), stamp_(r.
 Value Value::bytes(std::string_view b) {
   Value v;
   v.kind_ = Kind::bytes;
+  v.s_ = std::string(b);
+  return v;
+}
+Value Value::bigint(std::string_view b) {
+  if (b.size() <= 8)
+    throw Error(Errc::invalid_argument,
+                "Value::bigint: an integer of 8 bytes or less is an int64 (Value(long long))");
+  Value v;
+  v.kind_ = Kind::bigint;
   v.s_ = std::string(b);
   return v;
 }
@@ -521,6 +538,10 @@ const std::string& Value::as_bytes() const {
   need(Kind::bytes);
   return s_;
 }
+const std::string& Value::as_bigint() const {
+  need(Kind::bigint);
+  return s_;
+}
 const std::vector<Value>& Value::as_tuple() const {
   need(Kind::tuple);
   return *t_;
@@ -547,6 +568,7 @@ bool Value::hashable() const {
     case Kind::boolean:
     case Kind::string:
     case Kind::bytes:
+    case Kind::bigint:
       return true;
     case Kind::tuple:
       for (auto& v : *t_)
@@ -567,6 +589,8 @@ std::uint64_t Value::hash() const {
       return fnv(s_, 1);
     case Kind::bytes:
       return fnv(s_, 2);
+    case Kind::bigint:
+      return fnv(s_, 3);
     case Kind::tuple: {
       std::uint64_t h = 0x7475706C65ull;
       for (auto& v : *t_) h = mix(h ^ v.hash());
@@ -592,6 +616,7 @@ bool Value::operator==(const Value& o) const {
       return d_ == o.d_;
     case Kind::string:
     case Kind::bytes:
+    case Kind::bigint:
       return s_ == o.s_;
     case Kind::tuple:
       return *t_ == *o.t_;
@@ -614,6 +639,8 @@ std::string Value::repr() const {
       return fmt::format("'{}'", s_);
     case Kind::bytes:
       return fmt::format("b'{}'", s_);
+    case Kind::bigint:
+      return fmt::format("bigint({} bytes)", s_.size());
     case Kind::tuple: {
       std::string r = "(";
       for (std::size_t i = 0; i < t_->size(); ++i) r += (i ? ", " : "") + (*t_)[i].repr();

@@ -63,15 +63,23 @@ void clock_advance(TxTable& t, std::uint64_t v) {
   }
 }
 
+std::atomic<detail::TxWaitHook> wait_hook{nullptr};
+
 void relax(unsigned n) {
   if (n < 8) {
     for (unsigned i = 0; i < (1u << n); ++i) __builtin_ia32_pause();
+  } else if (detail::TxWaitHook h = wait_hook.load(std::memory_order_relaxed)) {
+    h();  // e.g. the Python package: yields with the GIL released
   } else {
     std::this_thread::yield();
   }
 }
 
 }  // namespace
+
+void detail::set_tx_wait_hook(TxWaitHook hook) noexcept {
+  wait_hook.store(hook, std::memory_order_relaxed);  // set once, before transactions run
+}
 
 Tx*& detail::current_tx() {
   static thread_local Tx* t = nullptr;

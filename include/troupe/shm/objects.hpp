@@ -73,7 +73,7 @@
 //       above zero and are never freed once unreachable, as in Python
 //       without its cycle collector: break them (clear a slot) before
 //       dropping the last outside reference.
-//   V3. Dict keys are int, bool, string, bytes or tuples of those; the hash of
+//   V3. Dict keys are int (bigint too), bool, string, bytes or tuples of those; the hash of
 //       a key depends only on its value, so every process finds it.
 //   V4. A slot's tag word is written only together with its payload word, in
 //       the same transaction: whoever holds the payload word's stripe (a
@@ -104,6 +104,7 @@ enum class Kind : std::uint8_t {
   list,
   dict,
   record,
+  bigint,  // an integer outside int64: two's complement, little-endian bytes, as a blob
 };
 std::string_view to_string(Kind k);
 
@@ -127,6 +128,9 @@ class Value {
   Value(const Dict& d);
   Value(const Record& r);
   static Value bytes(std::string_view b);
+  // An integer that does not fit int64, as the minimal two's-complement
+  // little-endian bytes (Python's int.to_bytes(..., "little", signed=True)).
+  static Value bigint(std::string_view twos_complement_le);
   static Value tuple(std::vector<Value> items);
   // list, dict or record; stamp 0 (a raw offset) is not checked (V2)
   static Value ref(Kind k, Offset off, std::uint64_t stamp = 0);
@@ -138,6 +142,7 @@ class Value {
   double as_double() const;
   const std::string& as_string() const;
   const std::string& as_bytes() const;
+  const std::string& as_bigint() const;  // its bytes
   const std::vector<Value>& as_tuple() const;
   List as_list() const;
   Dict as_dict() const;

@@ -329,6 +329,14 @@ class Tx {
 namespace detail {
 Tx*& current_tx();
 
+// Called (instead of a plain yield) by a transaction that has waited a while
+// for another's lock or the irrevocable token. An embedder whose threads hold
+// a lock of their own while they run transactions (the Python package: the
+// GIL) releases it here, so that the transaction it waits for, run by
+// another of its threads, can finish. Null: yield.
+using TxWaitHook = void (*)();
+void set_tx_wait_hook(TxWaitHook hook) noexcept;
+
 // T9: the release fence issued after a fresh block is allocated, before its
 // initialising stores. ThreadSanitizer does not model fences (GCC warns:
 // -Wtsan) and never reports a race between two atomic accesses, which are

@@ -76,7 +76,16 @@ struct ThreadBinding {
   std::uint64_t serial;
   unsigned slot;
 };
-[[gnu::tls_model("initial-exec")]] extern thread_local ThreadBinding tls_binding;
+// initial-exec: a direct %fs access instead of __tls_get_addr on the hot
+// path. A build for a library loaded late with dlopen() (the Python
+// extension module: TROUPE_TLS_DYNAMIC) uses the default model, since the
+// static TLS space such a library may take is small and shared.
+#if defined(TROUPE_TLS_DYNAMIC)
+#define TROUPE_TLS_HOT
+#else
+#define TROUPE_TLS_HOT [[gnu::tls_model("initial-exec")]]
+#endif
+TROUPE_TLS_HOT extern thread_local ThreadBinding tls_binding;
 inline unsigned thread_slot(HeapState& st) {
   if (tls_binding.serial == st.serial) [[likely]]
     return tls_binding.slot;

@@ -1,0 +1,414 @@
+// src/python/shm.cpp: the shared-objects part of troupe._core, under
+// python/troupe/shm.py: heaps, conversion between Python values and
+// shm::Value, container operations and transactions whose body is Python.
+//
+// Every operation here runs in a transaction: its own, or the one a Python
+// function passed to atomically() runs in on this thread (tx.hpp: nested
+// calls join). Python objects are built and read with the GIL held, which
+// every function here keeps.
+//
+// Invariants:
+//   H1. A conflict met inside a Python transaction body unwinds through the
+//       Python code as troupe.shm._Conflict (a BaseException, so `except
+//       Exception` does not swallow it) and becomes TxConflict again at the
+//       body's edge, where the C++ loop retries the body.
+//   H2. A transaction that waits for another (a lock, the irrevocable token)
+//       releases the GIL while it yields (tx.hpp TxWaitHook): the one it waits
+//       for may be another thread of this process that needs the GIL to
+//       finish.
+//   H3. Handles (Dict, List, Record in Python) hold the HeapBox, so the heap
+//       stays mapped while any handle lives; a handle whose container was
+//       freed raises troupe.shm.StaleHandle (Errc::not_found), never another
+//       container's data (objects.hpp V2).
+#include <fmt/core.h>
+#include <nanobind/nanobind.h>
+#include <nanobind/stl/shared_ptr.h>
+#include <nanobind/stl/string.h>
+#include <nanobind/stl/vector.h>
+
+#include <climits>
+#include <cstring>
+#include <memory>
+#include <thread>
+
+#include "troupe/shm/heap.hpp"
+#include "troupe/shm/objects.hpp"
+#include "troupe/shm/tx.hpp"
+
+namespace nb = nanobind;
+
+namespace troupe::py {
+
+using shm::Kind;
+using shm::Offset;
+using shm::Tx;
+using shm::Value;
+
+namespace {
+
+// One open heap, shared by its Python object and every handle into it (H3).
+struct HeapBox {
+  shm::Heap heap;
+  shm::TxHeap* layer = nullptr;
+  explicit HeapBox(shm::Heap h) : heap(std::move(h)), layer(&shm::TxHeap::attach(heap)) {}
+  ~HeapBox() {
+    if (heap) {
+      shm::TxHeap::detach(heap);
+      heap.close();
+    }
+  }
+};
+using Box = std::shared_ptr<HeapBox>;
+
+// Set by the package; leaked on purpose (a static nb::object would be
+// released after the interpreter is gone).
+nb::object& conflict_type = *new nb::object();  // troupe._errors._Conflict (H1)
+nb::object& factories = *new nb::object();      // (make_dict, make_list, make_record)
+
+// H2
+void yield_without_gil() {
+  if (PyGILState_Check()) {
+    Py_BEGIN_ALLOW_THREADS std::this_thread::yield();
+    Py_END_ALLOW_THREADS
+  } else {
+    std::this_thread::yield();
+  }
+}
+
+// Runs f(tx) as a transaction on this thread (joining the Python body's, if
+// any); a TxConflict that escapes to Python code is H1's _Conflict.
+template <class F>
+auto run(HeapBox& h, F&& f) {
+  return shm::atomically(*h.layer, std::forward<F>(f));
+}
+
+// --------------------------------------------------------------- Python -> Value
+struct Where {
+  const char* what;  // "a dict value", "a key", ...
+};
+
+Value to_value(Tx& tx, const Box& box, nb::handle o, Where w, int depth = 0);
+
+Value from_int(nb::handle o) {
+  int overflow = 0;
+  long long v = PyLong_AsLongLongAndOverflow(o.ptr(), &overflow);
+  if (!overflow) return Value(v);
+  // Outside int64: minimal two's-complement little-endian bytes.
+  nb::object n = nb::borrow(o);
+  std::size_t bits = nb::cast<std::size_t>(n.attr("bit_length")());
+  std::size_t nbytes = bits / 8 + 1;
+  nb::bytes b = nb::cast<nb::bytes>(n.attr("to_bytes")(nbytes, "little", nb::arg("signed") = true));
+  return Value::bigint(std::string_view(b.c_str(), b.size()));
+}
+
+[[noreturn]] void cannot_store(nb::handle o, Where w) {
+  std::string type = nb::cast<std::string>(nb::handle(reinterpret_cast<PyObject*>(Py_TYPE(o.ptr())))
+                                               .attr("__qualname__"));
+  throw nb::type_error(
+      fmt::format("cannot store a {} in shared memory (as {}): shared objects hold None, bool, "
+                  "int, float, str, bytes, tuple, dict, list, troupe.shm containers and Records",
+                  type, w.what)
+          .c_str());
+}
+
+Value to_value(Tx& tx, const Box& box, nb::handle o, Where w, int depth) {
+  if (depth > 200) throw nb::value_error("a value nested more than 200 deep (a cycle?)");
+  if (o.is_none()) return Value();
+  if (PyBool_Check(o.ptr())) return Value(o.ptr() == Py_True);
+  if (PyLong_CheckExact(o.ptr())) return from_int(o);
+  if (PyFloat_CheckExact(o.ptr())) return Value(PyFloat_AS_DOUBLE(o.ptr()));
+  if (PyUnicode_CheckExact(o.ptr())) {
+    Py_ssize_t n;
+    const char* s = PyUnicode_AsUTF8AndSize(o.ptr(), &n);
+    if (!s) throw nb::python_error();
+    return Value(std::string_view(s, static_cast<std::size_t>(n)));
+  }
+  if (PyBytes_CheckExact(o.ptr()))
+    return Value::bytes(std::string_view(PyBytes_AS_STRING(o.ptr()),
+                                         static_cast<std::size_t>(PyBytes_GET_SIZE(o.ptr()))));
+  if (PyTuple_CheckExact(o.ptr())) {
+    std::vector<Value> items;
+    for (nb::handle i : nb::borrow<nb::tuple>(o)) items.push_back(to_value(tx, box, i, w, depth + 1));
+    return Value::tuple(std::move(items));
+  }
+  // A Record made in Python and not stored yet: it becomes a shared record.
+  if (nb::hasattr(o, "_troupe_new_record")) {
+    nb::tuple spec = nb::cast<nb::tuple>(o.attr("_troupe_new_record")());
+    if (!spec[0].is_none()) {
+      std::vector<std::string> fields = nb::cast<std::vector<std::string>>(spec[0]);
+      shm::Record r = shm::new_record(tx, fields);
+      for (auto [k, v] : nb::cast<nb::dict>(spec[1]))
+        r.set(tx, nb::cast<std::string>(k), to_value(tx, box, v, {"a record field"}, depth + 1));
+      return Value(r);
+    }
+  }
+  // A troupe.shm handle: (box, kind, offset, stamp) in its _troupe_ref.
+  if (nb::hasattr(o, "_troupe_ref")) {
+    nb::tuple ref = nb::cast<nb::tuple>(o.attr("_troupe_ref"));
+    Box other = nb::cast<Box>(ref[0]);
+    if (other.get() != box.get() && other->heap.name() != box->heap.name())
+      throw nb::value_error("a container of another heap cannot be stored here (copy it: "
+                            "to_python())");
+    return Value::ref(static_cast<Kind>(nb::cast<int>(ref[1])), nb::cast<Offset>(ref[2]),
+                      nb::cast<std::uint64_t>(ref[3]));
+  }
+  if (PyDict_Check(o.ptr())) {  // a plain dict becomes a shared Dict, recursively
+    nb::dict d = nb::borrow<nb::dict>(o);
+    shm::Dict sd = shm::new_dict(tx, std::max<std::size_t>(16, d.size()));
+    for (auto [k, v] : d)
+      sd.set(tx, to_value(tx, box, k, {"a dict key"}, depth + 1),
+             to_value(tx, box, v, {"a dict value"}, depth + 1));
+    return Value(sd);
+  }
+  if (PyList_Check(o.ptr())) {
+    nb::list l = nb::borrow<nb::list>(o);
+    shm::List sl = shm::new_list(tx, std::max<std::size_t>(4, l.size()));
+    for (nb::handle v : l) sl.append(tx, to_value(tx, box, v, {"a list item"}, depth + 1));
+    return Value(sl);
+  }
+  cannot_store(o, w);
+}
+
+// --------------------------------------------------------------- Value -> Python
+nb::object handle_of(const Box& box, Kind k, Offset off, std::uint64_t stamp) {
+  int which = k == Kind::dict ? 0 : k == Kind::list ? 1 : 2;
+  return factories[which](box, static_cast<int>(k), off, stamp);
+}
+
+nb::object from_value(const Box& box, const Value& v) {
+  switch (v.kind()) {
+    case Kind::none:
+      return nb::none();
+    case Kind::boolean:
+      return nb::bool_(v.as_bool());
+    case Kind::integer:
+      return nb::int_(v.as_int());
+    case Kind::real:
+      return nb::float_(v.as_double());
+    case Kind::string:
+      return nb::str(v.as_string().data(), v.as_string().size());
+    case Kind::bytes:
+      return nb::bytes(v.as_bytes().data(), v.as_bytes().size());
+    case Kind::bigint: {
+      const std::string& b = v.as_bigint();
+      return nb::module_::import_("builtins")
+          .attr("int")
+          .attr("from_bytes")(nb::bytes(b.data(), b.size()), "little", nb::arg("signed") = true);
+    }
+    case Kind::tuple: {
+      nb::list items;
+      for (const Value& i : v.as_tuple()) items.append(from_value(box, i));
+      return nb::tuple(items);
+    }
+    case Kind::list:
+    case Kind::dict:
+    case Kind::record:
+      return handle_of(box, v.kind(), v.ref(), v.stamp());
+  }
+  throw Error(Errc::bad_segment, "a value of unknown kind");
+}
+
+Value key_of(Tx& tx, const Box& box, nb::handle k) {
+  Value v = to_value(tx, box, k, {"a key"});
+  if (!v.hashable())
+    throw nb::type_error(fmt::format("unhashable key for a shared dict: {}", v.repr()).c_str());
+  return v;
+}
+
+// --------------------------------------------------------------- containers
+shm::Dict dict_of(Offset off, std::uint64_t stamp) { return shm::Dict(off, stamp); }
+shm::List list_of(Offset off, std::uint64_t stamp) { return shm::List(off, stamp); }
+shm::Record record_of(Offset off, std::uint64_t stamp) { return shm::Record(off, stamp); }
+
+std::size_t index_of(Tx& tx, shm::List l, long long i) {
+  long long n = static_cast<long long>(l.size(tx));
+  if (i < 0) i += n;
+  if (i < 0 || i >= n) throw nb::index_error("shared list index out of range");
+  return static_cast<std::size_t>(i);
+}
+
+}  // namespace
+
+void bind_shm(nb::module_& m) {
+  shm::detail::set_tx_wait_hook(&yield_without_gil);  // H2
+
+  nb::class_<HeapBox>(m, "HeapBox")
+      .def_prop_ro("name", [](HeapBox& h) { return h.heap.name(); })
+      .def("live_bytes", [](HeapBox& h) { return h.heap.stats().live_bytes(); })
+      .def("committed_bytes", [](HeapBox& h) { return h.heap.committed_bytes(); })
+      .def("max_size", [](HeapBox& h) { return h.heap.max_size(); })
+      .def("verify", [](HeapBox& h) { return h.heap.verify(); })
+      .def("stuck_locks", [](HeapBox& h) { return h.layer->stuck_locks(); })
+      .def("recover", [](HeapBox& h) { return h.heap.recover().slots.size(); })
+      .def("set_keep", [](HeapBox& h, bool keep) { h.heap.set_keep(keep); })
+      .def("close", [](HeapBox& h) {
+        if (h.heap) {
+          shm::TxHeap::detach(h.heap);
+          h.heap.close();
+        }
+      });
+
+  m.def("shm_setup", [](nb::handle conflict, nb::tuple f) {
+    conflict_type = nb::borrow(conflict);  // also given to set_error_types (core.cpp)
+    factories = nb::borrow(f);
+  });
+  m.def("shm_create", [](std::string name, std::size_t size, std::size_t initial) -> Box {
+    shm::CreateOptions o;
+    o.name = std::move(name);
+    o.max_size = size;
+    o.initial_size = std::min(initial, size);
+    return std::make_shared<HeapBox>(shm::Heap::create(o));
+  });
+  m.def("shm_open", [](std::string name) -> Box {
+    return std::make_shared<HeapBox>(shm::Heap::open(name));
+  });
+  m.def("shm_remove", [](std::string name) { shm::Heap::remove(name); });
+
+  // H1: runs fn() as one transaction, again on conflict.
+  m.def("shm_atomically", [](Box box, nb::callable fn) -> nb::object {
+    return run(*box, [&](Tx&) -> nb::object {
+      try {
+        return fn();
+      } catch (nb::python_error& e) {
+        if (e.matches(conflict_type)) throw shm::TxConflict{};  // H1: the loop retries
+        throw;
+      }
+    });
+  });
+  m.def("shm_in_transaction", [] { return shm::detail::current_tx() != nullptr; });
+
+  // ---- roots
+  m.def("shm_root", [](Box box, std::string name, int kind) -> nb::object {
+    return run(*box, [&](Tx& tx) -> nb::object {
+      Value v = shm::get_root(tx, name);
+      if (v.is_none()) {
+        if (kind == static_cast<int>(Kind::dict))
+          v = Value(shm::new_dict(tx));
+        else if (kind == static_cast<int>(Kind::list))
+          v = Value(shm::new_list(tx));
+        else
+          return nb::none();
+        shm::set_root(tx, name, v);
+        v = shm::get_root(tx, name);
+      }
+      return from_value(box, v);
+    });
+  });
+  m.def("shm_set_root", [](Box box, std::string name, nb::handle value) {
+    run(*box, [&](Tx& tx) { shm::set_root(tx, name, to_value(tx, box, value, {"a root"})); });
+  });
+
+  // ---- dict
+  m.def("dict_len", [](Box box, Offset off, std::uint64_t st) {
+    return run(*box, [&](Tx& tx) { return dict_of(off, st).size(tx); });
+  });
+  m.def("dict_get", [](Box box, Offset off, std::uint64_t st, nb::handle key) -> nb::object {
+    return run(*box, [&](Tx& tx) -> nb::object {
+      auto v = dict_of(off, st).get(tx, key_of(tx, box, key));
+      if (!v) throw nb::key_error(nb::repr(key).c_str());
+      return from_value(box, *v);
+    });
+  });
+  m.def("dict_get_or", [](Box box, Offset off, std::uint64_t st, nb::handle key,
+                          nb::handle otherwise) -> nb::object {
+    return run(*box, [&](Tx& tx) -> nb::object {
+      auto v = dict_of(off, st).get(tx, key_of(tx, box, key));
+      return v ? from_value(box, *v) : nb::borrow(otherwise);
+    });
+  });
+  m.def("dict_set", [](Box box, Offset off, std::uint64_t st, nb::handle key, nb::handle value) {
+    run(*box, [&](Tx& tx) {
+      dict_of(off, st).set(tx, key_of(tx, box, key), to_value(tx, box, value, {"a dict value"}));
+    });
+  });
+  m.def("dict_del", [](Box box, Offset off, std::uint64_t st, nb::handle key) {
+    return run(*box, [&](Tx& tx) { return dict_of(off, st).erase(tx, key_of(tx, box, key)); });
+  });
+  m.def("dict_contains", [](Box box, Offset off, std::uint64_t st, nb::handle key) {
+    return run(*box, [&](Tx& tx) {
+      Value k = to_value(tx, box, key, {"a key"});
+      return k.hashable() && dict_of(off, st).contains(tx, k);
+    });
+  });
+  m.def("dict_keys", [](Box box, Offset off, std::uint64_t st) -> nb::list {
+    return run(*box, [&](Tx& tx) {
+      nb::list out;
+      for (const Value& k : dict_of(off, st).keys(tx)) out.append(from_value(box, k));
+      return out;
+    });
+  });
+  m.def("dict_items", [](Box box, Offset off, std::uint64_t st) -> nb::list {
+    return run(*box, [&](Tx& tx) {
+      nb::list out;
+      dict_of(off, st).for_each(tx, [&](const Value& k, const Value& v) {
+        out.append(nb::make_tuple(from_value(box, k), from_value(box, v)));
+      });
+      return out;
+    });
+  });
+  m.def("dict_add", [](Box box, Offset off, std::uint64_t st, nb::handle key, long long delta) {
+    return run(*box, [&](Tx& tx) { return dict_of(off, st).add(tx, key_of(tx, box, key), delta); });
+  });
+
+  // ---- list
+  m.def("list_len", [](Box box, Offset off, std::uint64_t st) {
+    return run(*box, [&](Tx& tx) { return list_of(off, st).size(tx); });
+  });
+  m.def("list_get", [](Box box, Offset off, std::uint64_t st, long long i) -> nb::object {
+    return run(*box, [&](Tx& tx) -> nb::object {
+      shm::List l = list_of(off, st);
+      return from_value(box, l.get(tx, index_of(tx, l, i)));
+    });
+  });
+  m.def("list_set", [](Box box, Offset off, std::uint64_t st, long long i, nb::handle value) {
+    run(*box, [&](Tx& tx) {
+      shm::List l = list_of(off, st);
+      l.set(tx, index_of(tx, l, i), to_value(tx, box, value, {"a list item"}));
+    });
+  });
+  m.def("list_append", [](Box box, Offset off, std::uint64_t st, nb::handle value) {
+    run(*box, [&](Tx& tx) { list_of(off, st).append(tx, to_value(tx, box, value, {"a list item"})); });
+  });
+  m.def("list_pop", [](Box box, Offset off, std::uint64_t st) -> nb::object {
+    return run(*box, [&](Tx& tx) -> nb::object {
+      shm::List l = list_of(off, st);
+      if (l.size(tx) == 0) throw nb::index_error("pop from an empty shared list");
+      return from_value(box, l.pop(tx));
+    });
+  });
+  m.def("list_clear", [](Box box, Offset off, std::uint64_t st) {
+    run(*box, [&](Tx& tx) { list_of(off, st).clear(tx); });
+  });
+  m.def("list_items", [](Box box, Offset off, std::uint64_t st) -> nb::list {
+    return run(*box, [&](Tx& tx) {
+      nb::list out;
+      for (const Value& v : list_of(off, st).items(tx)) out.append(from_value(box, v));
+      return out;
+    });
+  });
+
+  // ---- records
+  m.def("record_new", [](Box box, std::vector<std::string> fields, nb::dict values) -> nb::object {
+    return run(*box, [&](Tx& tx) -> nb::object {
+      shm::Record r = shm::new_record(tx, fields);
+      for (auto [k, v] : values)
+        r.set(tx, nb::cast<std::string>(k), to_value(tx, box, v, {"a record field"}));
+      return handle_of(box, Kind::record, r.offset(), r.stamp());
+    });
+  });
+  m.def("record_get", [](Box box, Offset off, std::uint64_t st, std::string field) -> nb::object {
+    return run(*box, [&](Tx& tx) { return from_value(box, record_of(off, st).get(tx, field)); });
+  });
+  m.def("record_set", [](Box box, Offset off, std::uint64_t st, std::string field, nb::handle v) {
+    run(*box, [&](Tx& tx) { record_of(off, st).set(tx, field, to_value(tx, box, v, {"a record field"})); });
+  });
+  m.def("record_fields", [](Box box, Offset off, std::uint64_t st) {
+    return run(*box, [&](Tx& tx) { return record_of(off, st).fields(tx); });
+  });
+
+  m.attr("KIND_DICT") = static_cast<int>(Kind::dict);
+  m.attr("KIND_LIST") = static_cast<int>(Kind::list);
+  m.attr("KIND_RECORD") = static_cast<int>(Kind::record);
+}
+
+}  // namespace troupe::py
