@@ -25,6 +25,9 @@ from __future__ import annotations
 from ._actor import Actor, LocalActor, RemoteActor, actor, spawn, when, when_all, when_any, worker_of
 from ._errors import (
     BadMessage,
+    BadSegment,
+    HeapFull,
+    NotFound,
     CallTimeout,
     RemoteError,
     RemoteTraceback,
@@ -43,6 +46,9 @@ __version__ = "0.1.0"
 __all__ = [
     "Actor",
     "BadMessage",
+    "BadSegment",
+    "HeapFull",
+    "NotFound",
     "CallTimeout",
     "Executor",
     "Fd",

@@ -296,7 +296,7 @@ void bind_shm(nb::module_& m) {
   });
   m.def("shm_set_root", [](Box box, std::string name, nb::handle value) {
     run(*box, [&](Tx& tx) { shm::set_root(tx, name, to_value(tx, box, value, {"a root"})); });
-  });
+  }, nb::arg("box"), nb::arg("name"), nb::arg("value").none());
 
   // ---- dict
   m.def("dict_len", [](Box box, Offset off, std::uint64_t st) {
@@ -308,28 +308,28 @@ void bind_shm(nb::module_& m) {
       if (!v) throw nb::key_error(nb::repr(key).c_str());
       return from_value(box, *v);
     });
-  });
+  }, nb::arg("box"), nb::arg("off"), nb::arg("st"), nb::arg("key").none());
   m.def("dict_get_or", [](Box box, Offset off, std::uint64_t st, nb::handle key,
                           nb::handle otherwise) -> nb::object {
     return run(*box, [&](Tx& tx) -> nb::object {
       auto v = dict_of(off, st).get(tx, key_of(tx, box, key));
       return v ? from_value(box, *v) : nb::borrow(otherwise);
     });
-  });
+  }, nb::arg("box"), nb::arg("off"), nb::arg("st"), nb::arg("key").none(), nb::arg("otherwise").none());
   m.def("dict_set", [](Box box, Offset off, std::uint64_t st, nb::handle key, nb::handle value) {
     run(*box, [&](Tx& tx) {
       dict_of(off, st).set(tx, key_of(tx, box, key), to_value(tx, box, value, {"a dict value"}));
     });
-  });
+  }, nb::arg("box"), nb::arg("off"), nb::arg("st"), nb::arg("key").none(), nb::arg("value").none());
   m.def("dict_del", [](Box box, Offset off, std::uint64_t st, nb::handle key) {
     return run(*box, [&](Tx& tx) { return dict_of(off, st).erase(tx, key_of(tx, box, key)); });
-  });
+  }, nb::arg("box"), nb::arg("off"), nb::arg("st"), nb::arg("key").none());
   m.def("dict_contains", [](Box box, Offset off, std::uint64_t st, nb::handle key) {
     return run(*box, [&](Tx& tx) {
       Value k = to_value(tx, box, key, {"a key"});
       return k.hashable() && dict_of(off, st).contains(tx, k);
     });
-  });
+  }, nb::arg("box"), nb::arg("off"), nb::arg("st"), nb::arg("key").none());
   m.def("dict_keys", [](Box box, Offset off, std::uint64_t st) -> nb::list {
     return run(*box, [&](Tx& tx) {
       nb::list out;
@@ -348,7 +348,7 @@ void bind_shm(nb::module_& m) {
   });
   m.def("dict_add", [](Box box, Offset off, std::uint64_t st, nb::handle key, long long delta) {
     return run(*box, [&](Tx& tx) { return dict_of(off, st).add(tx, key_of(tx, box, key), delta); });
-  });
+  }, nb::arg("box"), nb::arg("off"), nb::arg("st"), nb::arg("key").none(), nb::arg("delta"));
 
   // ---- list
   m.def("list_len", [](Box box, Offset off, std::uint64_t st) {
@@ -365,10 +365,10 @@ void bind_shm(nb::module_& m) {
       shm::List l = list_of(off, st);
       l.set(tx, index_of(tx, l, i), to_value(tx, box, value, {"a list item"}));
     });
-  });
+  }, nb::arg("box"), nb::arg("off"), nb::arg("st"), nb::arg("i"), nb::arg("value").none());
   m.def("list_append", [](Box box, Offset off, std::uint64_t st, nb::handle value) {
     run(*box, [&](Tx& tx) { list_of(off, st).append(tx, to_value(tx, box, value, {"a list item"})); });
-  });
+  }, nb::arg("box"), nb::arg("off"), nb::arg("st"), nb::arg("value").none());
   m.def("list_pop", [](Box box, Offset off, std::uint64_t st) -> nb::object {
     return run(*box, [&](Tx& tx) -> nb::object {
       shm::List l = list_of(off, st);
@@ -401,7 +401,7 @@ void bind_shm(nb::module_& m) {
   });
   m.def("record_set", [](Box box, Offset off, std::uint64_t st, std::string field, nb::handle v) {
     run(*box, [&](Tx& tx) { record_of(off, st).set(tx, field, to_value(tx, box, v, {"a record field"})); });
-  });
+  }, nb::arg("box"), nb::arg("off"), nb::arg("st"), nb::arg("field"), nb::arg("v").none());
   m.def("record_fields", [](Box box, Offset off, std::uint64_t st) {
     return run(*box, [&](Tx& tx) { return record_of(off, st).fields(tx); });
   });
