@@ -1,0 +1,82 @@
+// troupe/shm/queue.hpp: a bounded multi-producer multi-consumer queue in a
+// shared heap, usable by name from any process that opens the heap.
+//
+//   auto q = shm::Queue::create(heap, "jobs", 1024);      // or Queue::open(heap, "jobs")
+//   q.put(shm::Value::bytes("work"), 1s);                 // waits while full
+//   std::optional<shm::Value> v = q.get(1s);              // waits while empty
+//
+// Items are shm::Values (the Python package stores pickled bytes). Each put
+// and get is one transaction of the heap (tx.hpp), so a process killed at any
+// instruction has either put (or taken) an item wholly or not at all, and a
+// put or get may join a larger transaction (a consumer that records what it
+// took in the same transaction takes it exactly once).
+//
+// Layout: the root `name` holds a record {items, head, tail, capacity,
+// closed, sync}: items is a list of `capacity` slots used as a ring (slot
+// i % capacity), head and tail count gets and puts since creation, sync is
+// the offset of a published block of futex words that no transaction touches.
+//
+// Invariants:
+//   Q1. 0 <= tail - head <= capacity; the items of the queue are the slots
+//       head..tail-1 (mod capacity), oldest first; a slot outside that range
+//       holds none (a get clears the slot it took, releasing its value).
+//   Q2. A waiter never misses an item: it reads the sequence word (puts for a
+//       getter, gets for a putter) before it tries, and sleeps on the futex
+//       only while the word still has that value; every committed put (get)
+//       increments the word after its commit and wakes the sleepers. A put or
+//       get inside a larger transaction increments it before that commits:
+//       a waiter that tried meanwhile sleeps at most one slice (100 ms) more.
+//   Q3. A waiter's sleep is bounded (its timeout, 100 ms slices): a waker
+//       that died between its commit and its wake costs at most one slice.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "troupe/shm/objects.hpp"
+
+namespace troupe::shm {
+
+class Queue {
+ public:
+  // The queue at root `name`: created with `capacity` slots if absent (an
+  // existing queue keeps its capacity).
+  static Queue create(Heap& heap, std::string_view name, std::size_t capacity);
+  // The queue at root `name`; Error(not_found) if there is none.
+  static Queue open(Heap& heap, std::string_view name);
+
+  // Non-blocking: false when full (or closed: Error(shutdown)).
+  bool try_put(const Value& v);
+  // Non-blocking: the oldest item, or none when empty.
+  std::optional<Value> try_get();
+  // Blocking, up to `timeout` (negative: no limit): false / none at the limit.
+  bool put(const Value& v, std::chrono::nanoseconds timeout);
+  std::optional<Value> get(std::chrono::nanoseconds timeout);
+  // One bounded wait (<= 100 ms) while the queue is full (for_put) or empty;
+  // for callers that must look at something else between waits (signals).
+  void wait(bool for_put, std::chrono::nanoseconds at_most);
+
+  std::size_t size();
+  std::size_t capacity() const { return capacity_; }
+  // No put succeeds afterwards (Error(shutdown)); gets drain what is left.
+  void close();
+  bool closed();
+
+  Heap& heap() const { return *heap_; }
+  const std::string& name() const { return name_; }
+
+ private:
+  Queue(Heap& heap, std::string name, Record rec, std::size_t capacity, Offset sync);
+  void notify(bool after_put);
+  Heap* heap_ = nullptr;
+  std::string name_;
+  Record rec_;
+  std::size_t capacity_ = 0;
+  Offset sync_ = null_offset;
+};
+
+}  // namespace troupe::shm

@@ -1,0 +1,197 @@
+// src/shm_objects/queue.cpp: shm::Queue (queue.hpp Q1-Q3).
+#include "troupe/shm/queue.hpp"
+
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <climits>
+#include <ctime>
+
+#include "troupe/error.hpp"
+#include "troupe/shm/detail/fault.hpp"
+#include "troupe/shm/heap.hpp"
+#include "troupe/shm/tx.hpp"
+
+namespace troupe::shm {
+
+namespace {
+
+// The futex block (Q2): words that no transaction reads or writes, shared by
+// every process that maps the heap (so: shared futexes, not private ones).
+struct Sync {
+  std::atomic<std::uint32_t> puts;     // bumped after each committed put
+  std::atomic<std::uint32_t> gets;     // bumped after each committed get
+  std::atomic<std::uint32_t> getters;  // processes' threads sleeping for an item (a hint)
+  std::atomic<std::uint32_t> putters;  // ... for room
+};
+static_assert(sizeof(Sync) <= 64);
+
+constexpr auto kSlice = std::chrono::milliseconds(100);  // Q3
+
+void futex_wait_shared(std::atomic<std::uint32_t>* w, std::uint32_t expected,
+                       std::chrono::nanoseconds d) {
+  timespec ts{static_cast<time_t>(d.count() / 1'000'000'000),
+              static_cast<long>(d.count() % 1'000'000'000)};
+  ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(w), FUTEX_WAIT, expected, &ts, nullptr, 0);
+}
+void futex_wake_shared(std::atomic<std::uint32_t>* w) {
+  ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(w), FUTEX_WAKE, INT_MAX, nullptr, nullptr,
+            0);
+}
+
+std::string root_name(std::string_view name) { return "queue:" + std::string(name); }
+
+}  // namespace
+
+Queue::Queue(Heap& heap, std::string name, Record rec, std::size_t capacity, Offset sync)
+    : heap_(&heap), name_(std::move(name)), rec_(rec), capacity_(capacity), sync_(sync) {}
+
+Queue Queue::create(Heap& heap, std::string_view name, std::size_t capacity) {
+  if (capacity == 0) throw Error(Errc::invalid_argument, "a queue needs a capacity of at least 1");
+  std::string root = root_name(name);
+  // The futex block first, published, outside any transaction (never freed:
+  // the queue lives as long as the heap).
+  Offset sync = null_offset;
+  for (;;) {
+    auto found = atomically(heap, [&](Tx& tx) -> std::optional<Queue> {
+      Value v = get_root(tx, root);
+      if (v.kind() == Kind::record) {
+        Record r = v.as_record();
+        return Queue(heap, std::string(name), r, static_cast<std::size_t>(r.get(tx, "capacity").as_int()),
+                     static_cast<Offset>(r.get(tx, "sync").as_int()));
+      }
+      if (!sync) return std::nullopt;
+      Record r = new_record(tx, {"items", "head", "tail", "capacity", "closed", "sync"});
+      List items = new_list(tx, capacity);
+      for (std::size_t i = 0; i < capacity; ++i) items.append(tx, Value());
+      r.set(tx, "items", Value(items));
+      r.set(tx, "head", Value(0LL));
+      r.set(tx, "tail", Value(0LL));
+      r.set(tx, "capacity", Value(static_cast<long long>(capacity)));
+      r.set(tx, "closed", Value(false));
+      r.set(tx, "sync", Value(static_cast<long long>(sync)));
+      set_root(tx, root, Value(r));
+      return Queue(heap, std::string(name), r, capacity, sync);
+    });
+    if (found) {
+      if (sync && found->sync_ != sync) heap.free(sync);  // another process created it first
+      return *found;
+    }
+    sync = heap.allocate(sizeof(Sync));
+    auto* s = heap.ptr<Sync>(sync);
+    new (s) Sync{};
+    heap.publish(sync);
+  }
+}
+
+Queue Queue::open(Heap& heap, std::string_view name) {
+  return atomically(heap, [&](Tx& tx) {
+    Value v = get_root(tx, root_name(name));
+    if (v.kind() != Kind::record)
+      throw Error(Errc::not_found, "no queue named '" + std::string(name) + "' in heap '" +
+                                       heap.name() + "'");
+    Record r = v.as_record();
+    return Queue(heap, std::string(name), r, static_cast<std::size_t>(r.get(tx, "capacity").as_int()),
+                 static_cast<Offset>(r.get(tx, "sync").as_int()));
+  });
+}
+
+bool Queue::try_put(const Value& v) {
+  bool put = atomically(*heap_, [&](Tx& tx) {
+    if (rec_.get(tx, "closed").as_bool())
+      throw Error(Errc::shutdown, "put on queue '" + name_ + "', which is closed");
+    std::int64_t head = rec_.get(tx, "head").as_int(), tail = rec_.get(tx, "tail").as_int();
+    if (tail - head >= static_cast<std::int64_t>(capacity_)) return false;  // Q1: full
+    rec_.get(tx, "items").as_list().set(tx, static_cast<std::size_t>(tail) % capacity_, v);
+    rec_.set(tx, "tail", Value(static_cast<long long>(tail + 1)));
+    return true;
+  });
+  if (put) {
+    detail::fault_point("queue.put.after_commit");
+    notify(true);
+  }
+  return put;
+}
+
+std::optional<Value> Queue::try_get() {
+  auto got = atomically(*heap_, [&](Tx& tx) -> std::optional<Value> {
+    std::int64_t head = rec_.get(tx, "head").as_int(), tail = rec_.get(tx, "tail").as_int();
+    if (head == tail) return std::nullopt;  // Q1: empty
+    List items = rec_.get(tx, "items").as_list();
+    std::size_t at = static_cast<std::size_t>(head) % capacity_;
+    Value v = items.get(tx, at);
+    items.set(tx, at, Value());  // Q1: the slot releases its value
+    rec_.set(tx, "head", Value(static_cast<long long>(head + 1)));
+    return v;
+  });
+  if (got) {
+    detail::fault_point("queue.get.after_commit");
+    notify(false);
+  }
+  return got;
+}
+
+void Queue::notify(bool after_put) {
+  auto* s = heap_->ptr<Sync>(sync_);
+  auto& seq = after_put ? s->puts : s->gets;
+  seq.fetch_add(1);  // seq_cst: against the sleeper's count and load (Q2)
+  if ((after_put ? s->getters : s->putters).load() > 0) futex_wake_shared(&seq);
+}
+
+void Queue::wait(bool for_put, std::chrono::nanoseconds at_most) {
+  auto* s = heap_->ptr<Sync>(sync_);
+  auto& seq = for_put ? s->gets : s->puts;
+  auto& sleepers = for_put ? s->putters : s->getters;
+  std::uint32_t seen = seq.load();
+  sleepers.fetch_add(1);  // seq_cst (Q2): a notify after this sees us
+  bool ready = atomically(*heap_, [&](Tx& tx) {
+    std::int64_t head = rec_.get(tx, "head").as_int(), tail = rec_.get(tx, "tail").as_int();
+    if (rec_.get(tx, "closed").as_bool()) return true;
+    return for_put ? tail - head < static_cast<std::int64_t>(capacity_) : head != tail;
+  });
+  if (!ready) futex_wait_shared(&seq, seen, std::min<std::chrono::nanoseconds>(at_most, kSlice));
+  sleepers.fetch_sub(1);
+}
+
+bool Queue::put(const Value& v, std::chrono::nanoseconds timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    if (try_put(v)) return true;
+    auto left = timeout.count() < 0 ? std::chrono::nanoseconds(kSlice)
+                                    : std::chrono::nanoseconds(deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) return false;
+    wait(true, left);
+  }
+}
+
+std::optional<Value> Queue::get(std::chrono::nanoseconds timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    if (auto v = try_get()) return v;
+    if (closed()) return std::nullopt;
+    auto left = timeout.count() < 0 ? std::chrono::nanoseconds(kSlice)
+                                    : std::chrono::nanoseconds(deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) return std::nullopt;
+    wait(false, left);
+  }
+}
+
+std::size_t Queue::size() {
+  return atomically(*heap_, [&](Tx& tx) {
+    return static_cast<std::size_t>(rec_.get(tx, "tail").as_int() - rec_.get(tx, "head").as_int());
+  });
+}
+
+void Queue::close() {
+  atomically(*heap_, [&](Tx& tx) { rec_.set(tx, "closed", Value(true)); });
+  notify(true);
+  notify(false);
+}
+
+bool Queue::closed() {
+  return atomically(*heap_, [&](Tx& tx) { return rec_.get(tx, "closed").as_bool(); });
+}
+
+}  // namespace troupe::shm
