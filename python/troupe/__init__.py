@@ -39,6 +39,7 @@ from ._executor import Executor
 from ._future import Future
 from ._isolated import Isolated, isolated
 from ._runtime import init, is_worker, shutdown, stats, worker_pids
+from ._queue import Queue
 from ._serial import Fd
 
 __version__ = "0.1.0"
@@ -54,6 +55,7 @@ __all__ = [
     "Fd",
     "Future",
     "Isolated",
+    "Queue",
     "LocalActor",
     "RemoteActor",
     "RemoteError",

@@ -33,6 +33,7 @@
 
 #include "troupe/shm/heap.hpp"
 #include "troupe/shm/objects.hpp"
+#include "troupe/shm/queue.hpp"
 #include "troupe/shm/tx.hpp"
 
 namespace nb = nanobind;
@@ -404,6 +405,39 @@ void bind_shm(nb::module_& m) {
   }, nb::arg("box"), nb::arg("off"), nb::arg("st"), nb::arg("field"), nb::arg("v").none());
   m.def("record_fields", [](Box box, Offset off, std::uint64_t st) {
     return run(*box, [&](Tx& tx) { return record_of(off, st).fields(tx); });
+  });
+
+  // ---- queues (items are bytes: the package pickles)
+  struct PyQueue {
+    Box box;
+    shm::Queue q;
+  };
+  nb::class_<PyQueue>(m, "ShmQueue")
+      .def_prop_ro("capacity", [](PyQueue& q) { return q.q.capacity(); })
+      .def("try_put",
+           [](PyQueue& q, nb::bytes b) {
+             return q.q.try_put(Value::bytes(std::string_view(b.c_str(), b.size())));
+           })
+      .def("try_get",
+           [](PyQueue& q) -> nb::object {
+             auto v = q.q.try_get();
+             if (!v) return nb::none();
+             const std::string& b = v->as_bytes();
+             return nb::bytes(b.data(), b.size());
+           })
+      .def("wait",  // one bounded wait, GIL released (queue.hpp Q3)
+           [](PyQueue& q, bool for_put, double seconds) {
+             nb::gil_scoped_release nogil;
+             q.q.wait(for_put, std::chrono::nanoseconds(static_cast<long long>(seconds * 1e9)));
+           })
+      .def("size", [](PyQueue& q) { return q.q.size(); })
+      .def("close", [](PyQueue& q) { q.q.close(); })
+      .def("closed", [](PyQueue& q) { return q.q.closed(); });
+  m.def("queue_create", [](Box box, std::string name, std::size_t capacity) {
+    return PyQueue{box, shm::Queue::create(box->heap, name, capacity)};
+  });
+  m.def("queue_open", [](Box box, std::string name) {
+    return PyQueue{box, shm::Queue::open(box->heap, name)};
   });
 
   m.attr("KIND_DICT") = static_cast<int>(Kind::dict);

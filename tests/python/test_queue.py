@@ -1,0 +1,180 @@
+"""troupe.Queue: queue.Queue's interface between processes, futex wake-ups,
+and no item lost or delivered twice when producers and consumers are killed."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import queue
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+
+import pytest
+
+import troupe
+import troupe.shm as shm
+from conftest import HERE
+
+
+@pytest.fixture
+def q():
+    name = f"t{uuid.uuid4().hex[:10]}"
+    qu = troupe.Queue(name, maxsize=4)
+    yield qu
+    troupe.Queue.remove(name)
+
+
+def test_queue_interface(q: troupe.Queue) -> None:
+    q.put({"a": [1, 2]})
+    q.put_nowait(b"bytes")
+    assert q.qsize() == 2 and not q.empty() and not q.full()
+    q.put(3)
+    q.put(4)
+    assert q.full()
+    with pytest.raises(queue.Full):
+        q.put_nowait(5)
+    with pytest.raises(queue.Full):
+        q.put(5, timeout=0.05)
+    assert [q.get(), q.get(), q.get_nowait(), q.get(timeout=1)] == [{"a": [1, 2]}, b"bytes", 3, 4]
+    with pytest.raises(queue.Empty):
+        q.get_nowait()
+    with pytest.raises(queue.Empty):
+        q.get(timeout=0.05)
+
+
+def test_blocked_get_is_woken_by_a_put_from_another_process(q: troupe.Queue) -> None:
+    def later() -> None:
+        time.sleep(0.2)
+        troupe.isolated(_put_one)(q, "hello")
+
+    t = threading.Thread(target=later)
+    t.start()
+    start = time.monotonic()
+    assert q.get(timeout=10) == "hello"
+    t.join()
+    assert time.monotonic() - start < 5
+
+
+def _put_one(qu: troupe.Queue, item: object) -> None:
+    qu.put(item)
+
+
+def test_close_drains_then_reports_empty(q: troupe.Queue) -> None:
+    q.put(1)
+    q.close()
+    with pytest.raises(troupe.ShutdownError):
+        q.put(2)
+    assert q.get() == 1
+    start = time.monotonic()
+    with pytest.raises(queue.Empty):
+        q.get(timeout=10)  # closed and empty: at once
+    assert time.monotonic() - start < 1
+
+
+def test_asyncio_get_and_put(q: troupe.Queue) -> None:
+    async def main() -> list[int]:
+        async def produce() -> None:
+            for i in range(10):
+                await q.put_async(i)
+
+        p = asyncio.ensure_future(produce())
+        got = [await q.get_async(timeout=10) for _ in range(10)]
+        await p
+        return got
+
+    assert asyncio.run(main()) == list(range(10))
+
+
+def test_same_queue_by_name_in_an_unrelated_process(q: troupe.Queue) -> None:
+    from conftest import run_script
+
+    q.put("to the other process")
+    r = run_script(f"import troupe\nq = troupe.Queue({q.name!r})\nprint(q.get(timeout=5))\nq.put('back')")
+    assert r.stdout.strip() == "to the other process", r.stderr
+    assert q.get(timeout=5) == "back"
+
+
+FAULTS = ["tx.before_commit", "tx.mid_apply", "tx.after_some_locks", "queue.put.after_commit", "queue.get.after_commit"]
+
+
+def _kill_loop(kills_wanted: int, seed: int) -> None:
+    rng = random.Random(seed)
+    name = f"k{uuid.uuid4().hex[:10]}"
+    q = troupe.Queue(name, maxsize=32)
+    heap = q.heap
+    ledger = heap.root("ledger", shm.Dict)
+    procs: list[subprocess.Popen[str]] = []
+    born: dict[int, float] = {}
+    kills = 0
+    serial = 0
+
+    def start(role: str) -> subprocess.Popen[str]:
+        nonlocal serial
+        serial += 1
+        env = dict(os.environ)
+        if rng.random() < 0.5:
+            env["TROUPE_SHM_FAULT"] = f"{rng.choice(FAULTS)}@{rng.randint(1, 40)}"
+        args = [sys.executable, os.path.join(HERE, "queue_worker.py"), name, role, f"p{serial}"]
+        if role == "produce":
+            args.append(str(rng.randint(20, 200)))
+        p = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, text=True, cwd=HERE)
+        born[p.pid] = time.monotonic()
+        return p
+
+    try:
+        procs = [start("produce") for _ in range(2)] + [start("consume") for _ in range(2)]
+        deadline = time.monotonic() + 600
+        while kills < kills_wanted and time.monotonic() < deadline:
+            time.sleep(rng.uniform(0.0, 0.03))
+            for i, p in enumerate(procs):
+                role = "produce" if i < 2 else "consume"
+                if p.poll() is not None:  # finished, or killed by its fault point
+                    if p.returncode == -signal.SIGKILL:
+                        kills += 1
+                    procs[i] = start(role)
+            victim = rng.randrange(len(procs))
+            # Only a process past its start (about 0.1 s of imports) is at work.
+            working = time.monotonic() - born[procs[victim].pid] > rng.uniform(0.12, 0.4)
+            if working and procs[victim].poll() is None:
+                procs[victim].kill()
+                procs[victim].wait()
+                kills += 1
+        assert kills >= kills_wanted, f"only {kills} kills in the time allowed"
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+    # Drain what is left, through the ledger like the consumers.
+    while True:
+
+        def get() -> bool:
+            data = q._q.try_get()
+            if data is None:
+                return False
+            ledger.increment(("got", data.decode()))
+            return True
+
+        if not heap.atomically(get):
+            break
+    book = ledger.to_python()
+    puts = {k[1] for k in book if k[0] == "put"}
+    gots = {k[1]: v for k, v in book.items() if k[0] == "got"}
+    assert len(puts) >= kills_wanted, f"only {len(puts)} items went through"
+    assert set(gots) == puts, f"lost {len(puts - set(gots))}, invented {len(set(gots) - puts)}"
+    assert all(v == 1 for v in gots.values()), "an item was delivered twice"
+    assert q.qsize() == 0 and heap.stuck_locks() == 0
+    troupe.Queue.remove(name)
+
+
+def test_killed_producers_and_consumers_lose_nothing() -> None:
+    _kill_loop(30, seed=1)
+
+
+@pytest.mark.stress
+def test_five_hundred_kills_lose_nothing() -> None:
+    _kill_loop(500, seed=2)
