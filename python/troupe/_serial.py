@@ -253,6 +253,7 @@ def encode(obj: Any) -> tuple[bytes, list[int], list[int]]:
     finally:
         enc.busy = False
         enc.buffers = []
+        enc.clear_memo()  # the memo references what was pickled: keep nothing alive
     memfds: list[int] = []
     try:
         for m in buffers:

@@ -113,6 +113,16 @@ class Heap:
         run.__doc__ = fn.__doc__
         return run
 
+    # ---- zero-copy buffers
+    def buffer(self, nbytes: int) -> Any:
+        """A writable buffer of nbytes in this heap (zero-filled): use it with
+        ``memoryview(buf)`` or ``numpy.frombuffer(buf, dtype)``; passed to a
+        worker it arrives as a view of the same memory, not a copy. Its
+        memory is freed when this (the owning) object is collected, which no
+        memoryview or array made from it can outlive: keep it while workers
+        use it."""
+        return _core.buffer_new(self._box, nbytes)
+
     # ---- accounting
     def live_bytes(self) -> int:
         """Bytes of the heap in use now (exact only while nobody changes it)."""
@@ -546,4 +556,18 @@ def _make_record(box: Any, kind: int, off: int, stamp: int) -> Any:
     return r
 
 
+def _buffer_from(heap_name: str, off: int, nbytes: int) -> Any:
+    box = _open_heaps.get(heap_name)
+    if box is None:
+        box = _open_heaps[heap_name] = _core.shm_open(heap_name)
+    return _core.buffer_view(box, off, nbytes)
+
+
+def _reduce_buffer(b: Any) -> Any:
+    return _buffer_from, (str(b.heap_name), int(b.offset), int(b.nbytes))
+
+
+import copyreg  # noqa: E402
+
+copyreg.pickle(_core.SharedBuffer, _reduce_buffer)
 _core.shm_setup(_Conflict, (_make, _make, _make))

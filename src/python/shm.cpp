@@ -44,6 +44,7 @@ using shm::Kind;
 using shm::Offset;
 using shm::Tx;
 using shm::Value;
+using shm::null_offset;
 
 namespace {
 
@@ -228,6 +229,39 @@ std::size_t index_of(Tx& tx, shm::List l, long long i) {
   return static_cast<std::size_t>(i);
 }
 
+// A block of the heap exposed through the buffer protocol (memoryview,
+// numpy.frombuffer) without a copy. The Python object holds the HeapBox, so
+// the mapping outlives every view (H3). The block is freed when the owner
+// (the object heap.buffer() returned in the allocating process) is
+// collected: every memoryview or numpy array made from it references it, so
+// none can outlive the block. Copies unpickled in other processes never free.
+struct SharedBuffer {
+  Box box;
+  Offset off = null_offset;
+  std::size_t size = 0;
+  bool owner = false;
+  SharedBuffer() = default;
+  SharedBuffer(SharedBuffer&& o) noexcept
+      : box(std::move(o.box)), off(std::exchange(o.off, null_offset)), size(o.size), owner(o.owner) {}
+  SharedBuffer(const SharedBuffer&) = delete;
+  ~SharedBuffer() {
+    if (owner && off && box && box->heap) {
+      try {
+        box->heap.free(off);
+      } catch (const std::exception&) {  // the heap is going away: nothing to give back to
+      }
+    }
+  }
+};
+
+int buffer_get(PyObject* self, Py_buffer* view, int flags) {
+  SharedBuffer* b = nb::inst_ptr<SharedBuffer>(self);
+  return PyBuffer_FillInfo(view, self, b->box->heap.ptr(b->off), static_cast<Py_ssize_t>(b->size),
+                           0, flags);
+}
+PyType_Slot buffer_slots[] = {{Py_bf_getbuffer, reinterpret_cast<void*>(buffer_get)},
+                              {0, nullptr}};
+
 }  // namespace
 
 void bind_shm(nb::module_& m) {
@@ -405,6 +439,33 @@ void bind_shm(nb::module_& m) {
   }, nb::arg("box"), nb::arg("off"), nb::arg("st"), nb::arg("field"), nb::arg("v").none());
   m.def("record_fields", [](Box box, Offset off, std::uint64_t st) {
     return run(*box, [&](Tx& tx) { return record_of(off, st).fields(tx); });
+  });
+
+  // ---- zero-copy buffers
+  nb::class_<SharedBuffer>(m, "SharedBuffer", nb::type_slots(buffer_slots))
+      .def_ro("offset", &SharedBuffer::off)
+      .def_ro("nbytes", &SharedBuffer::size)
+      .def_prop_ro("heap_name", [](SharedBuffer& b) { return b.box->heap.name(); });
+  m.def("buffer_new", [](Box box, std::size_t nbytes) {
+    if (nbytes == 0) throw nb::value_error("a shared buffer needs at least one byte");
+    SharedBuffer b;
+    b.box = box;
+    b.off = box->heap.allocate(nbytes);
+    box->heap.publish(b.off);  // shared data now: survives this process's death
+    std::memset(box->heap.ptr(b.off), 0, nbytes);
+    b.size = nbytes;
+    b.owner = true;
+    return b;
+  });
+  m.def("buffer_view", [](Box box, Offset off, std::size_t nbytes) {  // another process's buffer
+    if (off == null_offset || nbytes == 0 || off + nbytes > box->heap.max_size())
+      throw nb::value_error("not a buffer of this heap");
+    (void)box->heap.ptr(off + nbytes - 1);  // throws if past what the heap has committed
+    SharedBuffer b;
+    b.box = box;
+    b.off = off;
+    b.size = nbytes;
+    return b;
   });
 
   // ---- queues (items are bytes: the package pickles)

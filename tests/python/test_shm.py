@@ -223,3 +223,28 @@ def test_a_million_cycles_from_two_processes_leak_nothing(heap: shm.Heap) -> Non
     assert [f.result(1200) for f in fs] == [500_000, 500_000]
     assert heap.live_bytes() == before
     assert heap.verify() == []
+
+
+def test_shared_buffer_filled_by_two_workers_without_copies() -> None:
+    import numpy as np
+
+    from shm_helpers import fill
+
+    h = shm.Heap.create(f"buf-{uuid.uuid4().hex[:8]}", size=512 << 20)
+    try:
+        n = 256 << 20
+        buf = h.buffer(n)
+        a = np.frombuffer(buf, dtype=np.uint8)
+        assert a.nbytes == n and not a.any()
+        half = n // 2
+        fs = [troupe.isolated(fill).submit(buf, 7, 0, half), troupe.isolated(fill).submit(buf, 9, half, n)]
+        assert [f.result(120) for f in fs] == [half, n - half]
+        assert a[0] == 7 and a[half - 1] == 7 and a[half] == 9 and a[-1] == 9
+        assert int(a[::4096].astype(np.int64).sum()) == (half // 4096) * 7 + ((n - half) // 4096) * 9
+        live = h.live_bytes()
+        del buf  # `a` still references it: nothing is freed yet
+        assert h.live_bytes() == live and a[-1] == 9
+        del a
+        assert h.live_bytes() <= live - n
+    finally:
+        h.close()
