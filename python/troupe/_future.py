@@ -19,7 +19,6 @@ Invariants:
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import functools
 import time
@@ -99,6 +98,8 @@ class Future(concurrent.futures.Future[T]):
 
     def __await__(self) -> Generator[Any, None, T]:
         if not self.done():
+            import asyncio  # not at import: it costs a third of `import troupe`
+
             loop = asyncio.get_running_loop()
             waiter = loop.create_future()
             bridge = loop_bridge(loop)
@@ -110,7 +111,7 @@ class Future(concurrent.futures.Future[T]):
     __iter__ = __await__
 
 
-def _wake(waiter: asyncio.Future[Any]) -> None:
+def _wake(waiter: Any) -> None:
     if not waiter.done():
         waiter.set_result(None)
 
@@ -145,13 +146,15 @@ _core.set_deliver(deliver)  # the completer's (P1), here and in workers
 _core.set_error_types(exception_types(), _Conflict)  # troupe::Error codes -> these types
 
 # ------------------------------------------------------------------ event loops
-_bridges: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
+_bridges: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 
 
-def loop_bridge(loop: asyncio.AbstractEventLoop) -> Any:
-    """The LoopBridge of an event loop (created, and watched, on first use)."""
+def loop_bridge(loop: Any) -> Any:
+    """The LoopBridge of an asyncio event loop (created, and watched, on first use)."""
     bridge = _bridges.get(loop)
     if bridge is None:
+        import asyncio
+
         bridge = _core.LoopBridge()
         _bridges[loop] = bridge
         try:

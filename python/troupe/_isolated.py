@@ -86,7 +86,13 @@ class Isolated(Generic[P, R]):
 
     def submit(self, *args: P.args, **kwargs: P.kwargs) -> Future[R]:
         """Runs the function in a worker; returns its future at once."""
-        return submit_isolated(self, self._name, args, kwargs, self.timeout)
+        target = self.__dict__.get("_target")
+        if target is None:
+            # What travels: this wrapper by name when it is a module attribute
+            # (its function's own name leads to the wrapper), else the bare
+            # function, which the worker calls as it is.
+            target = self._target = self if self.__reduce__()[0] is _import_attr else self.fn
+        return submit_isolated(target, self._name, args, kwargs, self.timeout)
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         return self.submit(*args, **kwargs).result()

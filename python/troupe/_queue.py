@@ -16,7 +16,6 @@ timeout)``, ``put_nowait``/``get_nowait`` raising ``queue.Full``/
 
 from __future__ import annotations
 
-import asyncio
 import pickle
 import queue as _stdqueue
 import time
@@ -104,7 +103,7 @@ class Queue:
             left = _SLICE if deadline is None else deadline - time.monotonic()
             if left <= 0:
                 raise _stdqueue.Empty
-            await asyncio.to_thread(self._q.wait, False, min(left, _SLICE))
+            await _to_thread(self._q.wait, False, min(left, _SLICE))
 
     async def put_async(self, item: Any, timeout: float | None = None) -> None:
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -116,7 +115,7 @@ class Queue:
             left = _SLICE if deadline is None else deadline - time.monotonic()
             if left <= 0:
                 raise _stdqueue.Full
-            await asyncio.to_thread(self._q.wait, True, min(left, _SLICE))
+            await _to_thread(self._q.wait, True, min(left, _SLICE))
 
     # ---- state
     def qsize(self) -> int:
@@ -145,6 +144,12 @@ class Queue:
     def remove(name: str) -> None:
         """Removes a queue's shared memory (processes using it keep their mapping)."""
         Heap.remove("queue." + name)
+
+
+async def _to_thread(fn: Any, *args: Any) -> Any:
+    import asyncio  # only for the asyncio methods
+
+    return await asyncio.to_thread(fn, *args)
 
 
 def _reopen(name: str) -> Queue:

@@ -38,12 +38,15 @@ def _worker_command() -> list[str]:
     return [sys.executable, "-m", "troupe._worker", json.dumps(sys.path), os.getcwd()]
 
 
-def init(*, budget: int | None = None, idle_timeout: float = 2.0) -> None:
+def init(*, budget: int | None = None, idle_timeout: float = 2.0, budget_file: str | None = None) -> None:
     """Configures and starts the runtime. Optional; call it before first use.
 
     budget: worker processes at most, machine-wide, shared with every other
     troupe program of this user (default: the number of cores).
     idle_timeout: seconds an idle worker waits before it leaves.
+    budget_file: where the machine-wide budget lives (default
+    /dev/shm/troupe-budget-<uid>; programs that name another file do not
+    share slots with the others: for tests and benchmarks).
 
     Raises RuntimeError if the runtime already started.
     """
@@ -58,7 +61,7 @@ def init(*, budget: int | None = None, idle_timeout: float = 2.0) -> None:
         if budget is not None and budget < 1:
             raise ValueError(f"budget must be at least 1, not {budget}")
         _command_key = (list(sys.path), os.getcwd())
-        _core.init(_worker_command(), budget or 0, float(idle_timeout))
+        _core.init(_worker_command(), budget or 0, float(idle_timeout), budget_file or "")
         atexit.register(_at_exit)
         _started = True
 

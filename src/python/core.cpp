@@ -552,8 +552,10 @@ void post_many(std::vector<LocalActor*> actors, nb::handle job) {
 }
 
 // ------------------------------------------------------------------ lifecycle
-void init(std::vector<std::string> worker_command, std::size_t budget, double idle_timeout_s) {
+void init(std::vector<std::string> worker_command, std::size_t budget, double idle_timeout_s,
+          std::string budget_file) {
   proc::Options o;
+  o.budget_file = std::move(budget_file);
   o.budget = budget;
   o.idle_timeout = std::chrono::milliseconds(static_cast<long>(idle_timeout_s * 1000));
   o.worker_command = std::move(worker_command);
