@@ -270,6 +270,8 @@ void bind_shm(nb::module_& m) {
   nb::class_<HeapBox>(m, "HeapBox")
       .def_prop_ro("name", [](HeapBox& h) { return h.heap.name(); })
       .def("live_bytes", [](HeapBox& h) { return h.heap.stats().live_bytes(); })
+      .def("used_bytes",  // what shared objects hold: published, less the transaction layer's own
+           [](HeapBox& h) { return h.heap.stats().published - h.layer->layer_bytes(); })
       .def("committed_bytes", [](HeapBox& h) { return h.heap.committed_bytes(); })
       .def("max_size", [](HeapBox& h) { return h.heap.max_size(); })
       .def("verify", [](HeapBox& h) { return h.heap.verify(); })
