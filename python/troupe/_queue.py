@@ -141,9 +141,9 @@ class Queue:
         return f"troupe.Queue({self.name!r}, maxsize={self.maxsize})"
 
     @staticmethod
-    def remove(name: str) -> None:
+    def remove(name: str, *, missing_ok: bool = False) -> None:
         """Removes a queue's shared memory (processes using it keep their mapping)."""
-        Heap.remove("queue." + name)
+        Heap.remove("queue." + name, missing_ok=missing_ok)
 
 
 async def _to_thread(fn: Any, *args: Any) -> Any:

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import weakref
 from collections.abc import Iterable, Iterator, MutableMapping, MutableSequence
 from typing import Any, Callable, TypeVar, overload
 
@@ -72,8 +73,13 @@ class Heap:
         return cls(_core.shm_open(_shm_name(name)))
 
     @staticmethod
-    def remove(name: str) -> None:
-        _core.shm_remove(_shm_name(name))
+    def remove(name: str, *, missing_ok: bool = False) -> None:
+        """Removes the segment's name (processes that have it open keep it)."""
+        try:
+            _core.shm_remove(_shm_name(name))
+        except NotFound:
+            if not missing_ok:
+                raise
 
     @property
     def name(self) -> str:
@@ -184,14 +190,22 @@ class _Handle:
         return _core.shm_atomically(self._box, fn)  # type: ignore[no-any-return]
 
 
-_open_heaps: dict[str, Any] = {}
+# Heaps opened to rebuild handles and buffers that arrived pickled; weak, so
+# that a worker detaches once they are gone (and the last process to close a
+# heap can remove its name).
+_open_heaps: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()
+
+
+def _open_box(name: str) -> Any:
+    box = _open_heaps.get(name)
+    if box is None:
+        box = _core.shm_open(name)
+        _open_heaps[name] = box
+    return box
 
 
 def _handle_from(name: str, kind: int, off: int, stamp: int) -> Any:
-    box = _open_heaps.get(name)
-    if box is None:
-        box = _open_heaps[name] = _core.shm_open(name)
-    return _make(box, kind, off, stamp)
+    return _make(_open_box(name), kind, off, stamp)
 
 
 def _to_python(v: Any) -> Any:
@@ -563,10 +577,7 @@ def _make_record(box: Any, kind: int, off: int, stamp: int) -> Any:
 
 
 def _buffer_from(heap_name: str, off: int, nbytes: int) -> Any:
-    box = _open_heaps.get(heap_name)
-    if box is None:
-        box = _open_heaps[heap_name] = _core.shm_open(heap_name)
-    return _core.buffer_view(box, off, nbytes)
+    return _core.buffer_view(_open_box(heap_name), off, nbytes)
 
 
 def _reduce_buffer(b: Any) -> Any:

@@ -267,7 +267,7 @@ PyType_Slot buffer_slots[] = {{Py_bf_getbuffer, reinterpret_cast<void*>(buffer_g
 void bind_shm(nb::module_& m) {
   shm::detail::set_tx_wait_hook(&yield_without_gil);  // H2
 
-  nb::class_<HeapBox>(m, "HeapBox")
+  nb::class_<HeapBox>(m, "HeapBox", nb::is_weak_referenceable())
       .def_prop_ro("name", [](HeapBox& h) { return h.heap.name(); })
       .def("live_bytes", [](HeapBox& h) { return h.heap.stats().live_bytes(); })
       .def("used_bytes",  // what shared objects hold: published, less the transaction layer's own

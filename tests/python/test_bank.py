@@ -74,6 +74,7 @@ def _bank(kills_wanted: int, seed: int) -> None:
     assert heap.used_bytes() == baseline, "bytes leaked"
     assert heap.verify() == []
     heap.close()
+    shm.Heap.remove(name, missing_ok=True)
 
 
 def test_bank_survives_kills() -> None:

@@ -1,4 +1,5 @@
-"""Every ```python block of docs/python.md and README.md runs, as a user would paste it."""
+"""Every ```python block of docs/python.md, docs/python-shared.md and README.md
+runs, as a user would paste it."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import subprocess
 import pytest
 
 ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
-DOCS = [os.path.join(ROOT, "docs", "python.md"), os.path.join(ROOT, "README.md")]
+DOCS = [os.path.join(ROOT, "docs", f) for f in ("python.md", "python-shared.md")] + [os.path.join(ROOT, "README.md")]
 
 
 def blocks() -> list[str]:

@@ -26,7 +26,7 @@ def q():
     name = f"t{uuid.uuid4().hex[:10]}"
     qu = troupe.Queue(name, maxsize=4)
     yield qu
-    troupe.Queue.remove(name)
+    troupe.Queue.remove(name, missing_ok=True)
 
 
 def test_queue_interface(q: troupe.Queue) -> None:
@@ -168,7 +168,7 @@ def _kill_loop(kills_wanted: int, seed: int) -> None:
     assert set(gots) == puts, f"lost {len(puts - set(gots))}, invented {len(set(gots) - puts)}"
     assert all(v == 1 for v in gots.values()), "an item was delivered twice"
     assert q.qsize() == 0 and heap.stuck_locks() == 0
-    troupe.Queue.remove(name)
+    troupe.Queue.remove(name, missing_ok=True)
 
 
 def test_killed_producers_and_consumers_lose_nothing() -> None:

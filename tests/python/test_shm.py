@@ -15,9 +15,11 @@ from shm_helpers import Account, add_many, add_many_in_transactions, churn
 
 @pytest.fixture
 def heap():
-    h = shm.Heap.create(f"test-{uuid.uuid4().hex[:12]}", size=64 << 20)
+    name = f"test-{uuid.uuid4().hex[:12]}"
+    h = shm.Heap.create(name, size=64 << 20)
     yield h
     h.close()
+    shm.Heap.remove(name, missing_ok=True)  # workers that still had it open do not remove it
 
 
 def test_values_round_trip(heap: shm.Heap) -> None:
@@ -158,7 +160,8 @@ def test_bad_values_raise_type_error_naming_them(heap: shm.Heap) -> None:
 
 
 def test_full_heap_raises_heap_full_and_leaves_no_trace() -> None:
-    h = shm.Heap.create(f"small-{uuid.uuid4().hex[:8]}", size=2 << 20, initial=1 << 20)
+    name = f"small-{uuid.uuid4().hex[:8]}"
+    h = shm.Heap.create(name, size=2 << 20, initial=1 << 20)
     try:
         d = h.root("d", shm.Dict)
         d["keep"] = 1
@@ -169,6 +172,7 @@ def test_full_heap_raises_heap_full_and_leaves_no_trace() -> None:
         assert d.to_python() == {"keep": 1} and h.live_bytes() == before
     finally:
         h.close()
+        shm.Heap.remove(name, missing_ok=True)
 
 
 def test_stale_handle_raises_not_found(heap: shm.Heap) -> None:
@@ -230,7 +234,8 @@ def test_shared_buffer_filled_by_two_workers_without_copies() -> None:
 
     from shm_helpers import fill
 
-    h = shm.Heap.create(f"buf-{uuid.uuid4().hex[:8]}", size=512 << 20)
+    name = f"buf-{uuid.uuid4().hex[:8]}"
+    h = shm.Heap.create(name, size=512 << 20)
     try:
         n = 256 << 20
         buf = h.buffer(n)
@@ -248,3 +253,4 @@ def test_shared_buffer_filled_by_two_workers_without_copies() -> None:
         assert h.live_bytes() <= live - n
     finally:
         h.close()
+        shm.Heap.remove(name, missing_ok=True)
