@@ -48,3 +48,30 @@ class Shard:
 
     def ping(self) -> int:
         return os.getpid()
+
+
+def bump_shared(heap, n: int, seed: int) -> int:  # type: ignore[no-untyped-def]
+    import random
+
+    counts = heap.root("counts")
+    rng = random.Random(seed)
+    for _ in range(n):
+        counts.increment(rng.randrange(1000))
+    return n
+
+
+def bump_manager(d, lock, n: int, seed: int) -> None:  # type: ignore[no-untyped-def]
+    import random
+
+    rng = random.Random(seed)
+    for _ in range(n):
+        k = rng.randrange(1000)
+        with lock:
+            d[k] = d.get(k, 0) + 1
+
+
+def drain_queue(q) -> int:  # type: ignore[no-untyped-def]
+    total = 0
+    while (item := q.get(timeout=30)) is not None:
+        total += item
+    return total
