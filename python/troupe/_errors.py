@@ -10,6 +10,8 @@ as ``__cause__``; only one that cannot be rebuilt here becomes RemoteError.
 from __future__ import annotations
 
 import concurrent.futures
+import functools
+from typing import Callable
 
 __all__ = [
     "TroupeError",
@@ -152,12 +154,16 @@ class _PermissionDenied(TroupeError, PermissionError):
 _CLASSES["permission_denied"] = _PermissionDenied
 
 
-def exception_types() -> dict[int, object]:
+def _make(code: int, message: str) -> BaseException:
+    return from_code(code, message)
+
+
+def exception_types() -> dict[int, Callable[[str], BaseException]]:
     """code -> a callable making the exception from a message (for _core)."""
-    out: dict[int, object] = {}
+    out: dict[int, Callable[[str], BaseException]] = {}
     for i, name in enumerate(_CODES):
         if name is not None and name not in ("remote_exception",):
-            out[i] = lambda message, _i=i: from_code(_i, message)
+            out[i] = functools.partial(_make, i)
     return out
 
 

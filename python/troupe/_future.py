@@ -158,10 +158,10 @@ def loop_bridge(loop: Any) -> Any:
         bridge = _core.LoopBridge()
         _bridges[loop] = bridge
         try:
-            running = asyncio.get_running_loop()
+            here = asyncio.get_running_loop() is loop
         except RuntimeError:
-            running = None
-        if running is loop:
+            here = False
+        if here:
             loop.add_reader(bridge.fileno(), bridge.run_pending)
         else:
             loop.call_soon_threadsafe(loop.add_reader, bridge.fileno(), bridge.run_pending)

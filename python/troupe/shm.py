@@ -404,7 +404,12 @@ class List(_Handle, MutableSequence[Any]):
 
     def extend(self, values: Iterable[Any]) -> None:
         vals = list(values)
-        self._atomically(lambda: [_core.list_append(self._box, self._off, self._stamp, v) for v in vals])
+
+        def body() -> None:
+            for v in vals:
+                _core.list_append(self._box, self._off, self._stamp, v)
+
+        self._atomically(body)
 
     def clear(self) -> None:
         _core.list_clear(self._box, self._off, self._stamp)
@@ -412,7 +417,7 @@ class List(_Handle, MutableSequence[Any]):
     def sort(self, *, key: Callable[[Any], Any] | None = None, reverse: bool = False) -> None:
         def body() -> None:
             items = _core.list_items(self._box, self._off, self._stamp)
-            items.sort(key=key, reverse=reverse)  # type: ignore[arg-type]
+            items.sort(key=key, reverse=reverse)
             for n, v in enumerate(items):
                 _core.list_set(self._box, self._off, self._stamp, n, v)
 

@@ -38,3 +38,14 @@ def test_mypy_checks_user_code_against_the_package(tmp_path) -> None:
     out = r.stdout
     assert "user.py:11: error" in out and "arg-type" in out, out  # the wrong argument is caught
     assert out.count("error:") == 1, out  # and nothing else is flagged
+
+
+def test_the_package_itself_passes_mypy_strict() -> None:
+    r = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--cache-dir", CACHE, "-p", "troupe"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=os.path.dirname(CACHE),
+    )
+    assert r.returncode == 0, r.stdout
