@@ -13,7 +13,7 @@ import json
 import os
 import signal
 import sys
-from typing import Any
+from typing import Any, Callable
 
 
 def _flush() -> None:
@@ -25,20 +25,18 @@ def _flush() -> None:
             pass
 
 
-def serve_call(blob: bytes, fds: list[int]) -> tuple[bytes, list[int]]:
-    """One isolated call: (fn, args, kwargs) -> reply."""
-    from ._isolated import Isolated
+def _serve(blob: bytes, fds: list[int], run: Callable[[Any], Any]) -> tuple[bytes, list[int]]:
+    """Decodes a call, runs it (run(decoded) -> result) and encodes the reply:
+    every failure, at any of the three steps, becomes an error reply."""
     from ._serial import decode, encode_error, encode_reply
 
     try:
         try:
-            fn, args, kwargs = decode(blob, fds)
+            call = decode(blob, fds)
         except BaseException as e:
             return encode_error(e, "while receiving the call's function and arguments")
-        if isinstance(fn, Isolated):
-            fn = fn.fn
         try:
-            result = fn(*args, **kwargs)
+            result = run(call)
         except BaseException as e:
             return encode_error(e)
         try:
@@ -47,33 +45,34 @@ def serve_call(blob: bytes, fds: list[int]) -> tuple[bytes, list[int]]:
             return encode_error(TypeError(f"{e} (while sending the result back)"))
     finally:
         _flush()
+
+
+def serve_call(blob: bytes, fds: list[int]) -> tuple[bytes, list[int]]:
+    """One isolated call: (fn, args, kwargs) -> reply."""
+    from ._isolated import Isolated
+
+    def run(call: Any) -> Any:
+        fn, args, kwargs = call
+        if isinstance(fn, Isolated):
+            fn = fn.fn
+        return fn(*args, **kwargs)
+
+    return _serve(blob, fds, run)
 
 
 def serve_actor(cell: list[Any], blob: bytes, fds: list[int]) -> tuple[bytes, list[int]]:
     """One call to an actor hosted here: ("new", cls, args, kwargs) or ("call", name, args, kwargs)."""
-    from ._serial import decode, encode_error, encode_reply
 
-    try:
-        try:
-            op, what, args, kwargs = decode(blob, fds)
-        except BaseException as e:
-            return encode_error(e, "while receiving the call's arguments")
-        try:
-            if op == "new":
-                cell[:] = [what(*args, **kwargs)]
-                result: Any = os.getpid()
-            elif not cell:
-                raise RuntimeError("the actor's constructor failed; it cannot be called")
-            else:
-                result = getattr(cell[0], what)(*args, **kwargs)
-        except BaseException as e:
-            return encode_error(e)
-        try:
-            return encode_reply(result)
-        except BaseException as e:
-            return encode_error(TypeError(f"{e} (while sending the result back)"))
-    finally:
-        _flush()
+    def run(call: Any) -> Any:
+        op, what, args, kwargs = call
+        if op == "new":
+            cell[:] = [what(*args, **kwargs)]
+            return os.getpid()
+        if not cell:
+            raise RuntimeError("the actor's constructor failed; it cannot be called")
+        return getattr(cell[0], what)(*args, **kwargs)
+
+    return _serve(blob, fds, run)
 
 
 def main() -> None:

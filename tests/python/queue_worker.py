@@ -16,6 +16,19 @@ import troupe
 import troupe.shm as shm
 
 
+def take_one(q: troupe.Queue, ledger: shm.Dict) -> bool:
+    """Takes one item and records it, in one transaction; False when empty."""
+
+    def get() -> bool:
+        data = q._q.try_get()
+        if data is None:
+            return False
+        ledger.increment(("got", data.decode()))
+        return True
+
+    return bool(q.heap.atomically(get))
+
+
 def main() -> None:
     name, role, ident = sys.argv[1], sys.argv[2], sys.argv[3]
     q = troupe.Queue(name)
@@ -37,15 +50,7 @@ def main() -> None:
                 q._q.wait(True, 0.1)
     else:
         while True:
-
-            def get() -> bool:
-                data = q._q.try_get()
-                if data is None:
-                    return False
-                ledger.increment(("got", data.decode()))
-                return True
-
-            if not heap.atomically(get):
+            if not take_one(q, ledger):
                 if q.closed():
                     return
                 q._q.wait(False, 0.1)

@@ -19,6 +19,7 @@ import pytest
 import troupe
 import troupe.shm as shm
 from conftest import HERE
+from queue_worker import take_one
 
 
 @pytest.fixture
@@ -150,17 +151,8 @@ def _kill_loop(kills_wanted: int, seed: int) -> None:
             p.kill()
             p.wait()
     # Drain what is left, through the ledger like the consumers.
-    while True:
-
-        def get() -> bool:
-            data = q._q.try_get()
-            if data is None:
-                return False
-            ledger.increment(("got", data.decode()))
-            return True
-
-        if not heap.atomically(get):
-            break
+    while take_one(q, ledger):
+        pass
     book = ledger.to_python()
     puts = {k[1] for k in book if k[0] == "put"}
     gots = {k[1]: v for k, v in book.items() if k[0] == "got"}
