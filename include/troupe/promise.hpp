@@ -59,6 +59,16 @@ class Resolver;
 
 namespace detail {
 
+class PromiseBase;
+// The behaviour whose block runs on this thread now (null: none); set by
+// Behaviour::run (when.hpp), read by PromiseBase::wait to refuse a wait that
+// can never end (cown.cpp).
+inline thread_local const struct BehaviourBase* tl_running_behaviour = nullptr;
+// Throws Error(invalid_argument) if `p` is the promise of a behaviour queued
+// behind the running one on an actor the running one holds: it cannot run
+// before the running one ends, so waiting for it would never return.
+void refuse_wait_on_held(const BehaviourBase& running, const PromiseBase* p);
+
 // A continuation waiting on a promise. fire() runs it and frees it.
 struct ContNode {
   ContNode* next = nullptr;  // owned by the promise's list until fired (I2)
@@ -154,6 +164,7 @@ class PromiseBase {
   // Blocks until ready. On a scheduler's thread, runs its work meanwhile.
   void wait() {
     if (ready()) return;
+    if (const BehaviourBase* b = tl_running_behaviour) refuse_wait_on_held(*b, this);
     struct W final : sched::Waiter {
       explicit W(PromiseBase* p) : p(p) {}
       bool ready() const noexcept override { return p->ready(); }

@@ -124,6 +124,9 @@ struct Behaviour final : BehaviourBase, PromiseState<R>, SmallObject {
       : BehaviourBase(&Behaviour::run_fn),
         PromiseState<R>(typename PromiseState<R>::EmbeddedTag{}) {
     this->destroy_ = [](PromiseBase* p) { delete static_cast<Behaviour*>(p); };
+    this->promise_at = static_cast<std::int32_t>(  // cown.hpp I7
+        reinterpret_cast<char*>(static_cast<PromiseBase*>(this)) -
+        reinterpret_cast<char*>(static_cast<BehaviourBase*>(this)));
     ::new (static_cast<void*>(&closure_)) Closure(std::forward<FF>(f), std::forward<WW>(ws)...);
     try {
       collect_cowns();
@@ -177,6 +180,12 @@ struct Behaviour final : BehaviourBase, PromiseState<R>, SmallObject {
   using Raw = when_result_t<F, Ws...>;
 
   Raw invoke_block() {
+    // cown.hpp I7: a wait in the block checks what this behaviour holds.
+    struct Running {
+      const BehaviourBase* prev;
+      explicit Running(const BehaviourBase* b) : prev(std::exchange(tl_running_behaviour, b)) {}
+      ~Running() { tl_running_behaviour = prev; }
+    } running(this);
     const WhenKey key;
     return std::apply(
         [&](F& f, Ws&... ws) -> Raw {

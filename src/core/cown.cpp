@@ -2,6 +2,11 @@
 // The invariants I1-I6 cited here are those of troupe/detail/cown.hpp.
 #include "troupe/detail/cown.hpp"
 
+#include <fmt/core.h>
+
+#include "troupe/error.hpp"
+#include "troupe/promise.hpp"
+
 #include "troupe/detail/platform.hpp"
 #include "troupe/detail/systematic.hpp"
 
@@ -166,6 +171,33 @@ void BehaviourBase::release() {
     }
     TROUPE_YIELD();
     if (Slot* n = pass_on(s)) grant(n, /*from_writer=*/true);  // I6
+  }
+}
+
+}  // namespace troupe::detail
+
+namespace troupe::detail {
+
+// cown.hpp I7.
+void refuse_wait_on_held(const BehaviourBase& running, const PromiseBase* p) {
+  for (std::uint32_t i = 0; i < running.nslots; ++i) {
+    const Slot& mine = running.slots[i];
+    // Acquire: pairs with the successor's release of its link (I2); its slot
+    // and behaviour were initialised before.
+    for (Slot* s = mine.next.load(std::memory_order_acquire); s;
+         s = s->next.load(std::memory_order_acquire)) {
+      const BehaviourBase* b = s->behaviour;
+      if (!b || (mine.read && s->read)) continue;  // readers share the cown
+      auto* theirs = reinterpret_cast<const PromiseBase*>(reinterpret_cast<const char*>(b) +
+                                                          b->promise_at);
+      if (theirs == p)
+        throw Error(Errc::invalid_argument,
+                    fmt::format("get() inside a behaviour on the promise of a behaviour queued "
+                                "behind it on actor@{}, which this behaviour holds: it cannot run "
+                                "before this one ends, so the wait would never return (chain it "
+                                "with when(promise, ...) instead)",
+                                static_cast<const void*>(mine.cown)));
+    }
   }
 }
 

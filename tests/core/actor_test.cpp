@@ -240,3 +240,29 @@ TEST(Actor, SkynetMillionActors) {
   skynet(0, kSize, std::move(r));
   EXPECT_EQ(p.get(), kSum);
 }
+
+// cown.hpp I7: a block that waits for a behaviour queued behind it on an
+// actor it holds gets an error instead of a wait that never ends.
+TEST(Actor, GetOnABehaviourThatNeedsAHeldActorFailsInsteadOfHanging) {
+  auto a = troupe::make_actor<int>(1);
+  auto b = troupe::make_actor<int>(2);
+  auto outer = troupe::when(a, [&](int&) {
+    auto inner = troupe::when(a, b, [](int& x, int& y) { return x + y; });
+    return inner.get();  // `inner` needs `a`, which this block holds
+  });
+  try {
+    outer.get();
+    FAIL() << "the wait returned";
+  } catch (const troupe::Error& e) {
+    EXPECT_EQ(e.code(), troupe::Errc::invalid_argument);
+    EXPECT_NE(std::string(e.what()).find("holds"), std::string::npos) << e.what();
+  }
+  // Waiting on a behaviour of another actor is fine, and `a` is free again.
+  auto ok = troupe::when(a, [&](int& x) { return x + troupe::when(b, [](int& y) { return y; }).get(); });
+  EXPECT_EQ(ok.get(), 3);
+  // Readers of one actor share it: a reader may wait for another reader.
+  auto r = troupe::when(troupe::read(a), [&](const int& x) {
+    return x + troupe::when(troupe::read(a), [](const int& y) { return y; }).get();
+  });
+  EXPECT_EQ(r.get(), 2);
+}

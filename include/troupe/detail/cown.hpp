@@ -33,6 +33,14 @@
 //       with bit 0 set grants it.
 //   I5. Two behaviours scheduled by one thread on the same cown run in the
 //       order they were scheduled (the swap on `last` is the queue order).
+//   I7. A behaviour whose block waits (get()) on the promise of a behaviour
+//       linked behind one of its slots (on a cown it holds, not both
+//       readers) would wait forever: that one runs only after this one
+//       releases. PromiseBase::wait checks the successors linked so far and
+//       throws Error(invalid_argument) instead (a successor's slot lives
+//       until it passes the cown on, I3, which cannot happen while we hold
+//       it, so the walk reads live memory). One not yet linked (still in its
+//       phase 1, or awaiting a promise) is not seen.
 //   I6. While a writer holds a cown, rstate == 0: it ran only at count 0
 //       (I4), and a reader registers only once it holds the cown, which comes
 //       after the writer passed it on. So a writer handed the cown by a
@@ -87,6 +95,10 @@ struct BehaviourBase {
   Slot* slots = nullptr;                  // nslots slots, sorted by cown, no duplicates
   sched::Scheduler* sched = nullptr;      // where to run
   std::atomic<bool> enqueued{false};      // phase 1 done (I1); set once, by the scheduling thread
+  // Where the behaviour's own promise lies, as a byte offset from this base
+  // (in the padding: the struct stays 48 bytes). Set by the constructor,
+  // immutable; lets a waiter recognise a behaviour's promise (I7).
+  std::int32_t promise_at = 0;
 
   // Runs phase 1 and 2 (I1). Slots must be filled (cown, read) by the caller;
   // sorting and de-duplication happen here.
@@ -104,6 +116,8 @@ struct BehaviourBase {
       if (Slot* n = slots[i].next.load(std::memory_order_relaxed)) __builtin_prefetch(n);
   }
 };
+
+static_assert(sizeof(BehaviourBase) == 48, "one-actor behaviours fit two cache lines (when.hpp)");
 
 // Sorts slots by cown address and merges duplicates (a write wins over a
 // read). Returns the new count.
