@@ -195,4 +195,43 @@ class ActorSet {
   std::vector<T*> ptrs_;
 };
 
+// Read-only access to a set of actors chosen at run time
+// (when(read(vector), f)): the block receives std::span<const T*>, in the
+// order given; readers of the same actors run at the same time.
+template <class T>
+class ReadSet {
+ public:
+  explicit ReadSet(std::vector<Actor<T>> v) : actors_(std::move(v)) {}
+  static constexpr std::size_t when_cown_count = kDynamicCowns;
+  template <class Sink>
+  void when_cowns(Sink& s) const {
+    for (auto& a : actors_) {
+      if (!a.cown()) throw Error(Errc::invalid_argument, "when() on read() of an empty Actor handle");
+      s.add(a.cown(), true);
+    }
+  }
+  template <class K>
+  void when_await(K&& k) const {
+    k();
+  }
+  void when_enter(const WhenKey& k) {
+    ptrs_.clear();
+    ptrs_.reserve(actors_.size());
+    for (auto& a : actors_) ptrs_.push_back(&a.unsafe_get(k));
+  }
+  std::tuple<std::span<const T*>> when_args(const WhenKey&) noexcept {
+    return {std::span<const T*>(ptrs_)};
+  }
+  void when_exit(const WhenKey&) const noexcept {}
+
+ private:
+  std::vector<Actor<T>> actors_;
+  std::vector<const T*> ptrs_;
+};
+
+template <class T>
+ReadSet<T> read(std::vector<Actor<T>> actors) {
+  return ReadSet<T>(std::move(actors));
+}
+
 }  // namespace troupe
