@@ -616,18 +616,36 @@ std::uint64_t Tx::read(Offset word) {
 // that names our own slot (we hold none before commit) or a slot whose record
 // is idle (every holder marks its record first, X2): an orphan that only
 // recovery may clear. An abort is always safe. Writes nothing.
+// T10: a lock that no slot can hold, or an orphan that recovery has not
+// cleared after kUnexplainedAfter attempts (backoff() ran recover() and
+// recover_orphans() several times meanwhile), is not one a crash can leave:
+// the heap's memory is corrupt, and retrying would go on forever. The
+// transaction fails with Error(bad_segment) instead.
 void Tx::wait_unlocked(const std::atomic<std::uint64_t>& lk) {
   for (unsigned n = 0;; ++n) {
     // Acquire is enough: the caller loads the stripe again (seq_cst).
     std::uint64_t v = lk.load(std::memory_order_acquire);
     if (!is_locked(v)) return;
     const auto holder = static_cast<unsigned>(v >> 1) - 1;
-    if (holder == slot_) conflict();
-    if (n % 1024 == 1023 && (holder >= kTxSlots || !layer_->slot_alive(holder) ||
-                             is_idle(table_->slots[holder].state.load(std::memory_order_acquire))))
+    if (holder >= kTxSlots) corrupt_lock(v, "names no slot of the table");  // T10
+    const bool orphan = holder == slot_ ||
+                        (n % 1024 == 1023 && (!layer_->slot_alive(holder) ||
+                                              is_idle(table_->slots[holder].state.load(
+                                                  std::memory_order_acquire))));
+    if (orphan) {
+      if (attempt_ >= kUnexplainedAfter)  // T10
+        corrupt_lock(v, "belongs to no live transaction and recovery did not clear it");
       conflict();
+    }
     relax(n < 10 ? n : 10);
   }
+}
+
+void Tx::corrupt_lock(std::uint64_t v, const char* why) {
+  throw Error(Errc::bad_segment,
+              fmt::format("heap '{}': a stripe lock ({:#x}) {} after {} attempts: the heap's "
+                          "memory is corrupt",
+                          heap_->name(), v, why, attempt_));
 }
 
 // X8 (snapshot extension, LSA). Takes the clock, >= `seen` by X8 P, as the

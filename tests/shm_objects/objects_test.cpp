@@ -8,6 +8,8 @@
 #include <cstdio>
 #include <thread>
 #include <troupe/shm/objects.hpp>
+#include <troupe/shm/detail/tx_layout.hpp>
+#include <chrono>
 
 #include "test_heap.hpp"
 
@@ -923,3 +925,30 @@ TEST(ShmObjects, OldHandlesUnderConcurrentReplacementGiveDataOrTheTypedError) {
 }
 
 }  // namespace
+
+// tx.hpp T10: a heap whose body is corrupt (a lock word no crash can leave)
+// fails the transaction with bad_segment instead of retrying for ever.
+TEST(Corrupt, ForgedStripeLocksFailWithBadSegment) {
+  auto heap = shm_objects_test::make_heap();
+  auto& layer = TxHeap::attach(heap);
+  Dict d = root_dict(layer, "d");
+  Offset word = atomically(heap, [&](Tx& tx) {
+    d.set(tx, Value(1), Value(10));
+    return d.payload_word(tx, Value(1));
+  });
+  auto& stripe = layer.table().stripes[troupe::shm::detail::stripe_of(word)];
+  const std::uint64_t saved = stripe.load();
+  for (std::uint64_t holder : {std::uint64_t{999}, std::uint64_t{200}}) {  // beyond the table; a slot no one holds
+    stripe.store(((holder + 1) << 1) | 1);
+    auto t0 = std::chrono::steady_clock::now();
+    try {
+      atomically(heap, [&](Tx& tx) { return d.get(tx, Value(1))->as_int(); });
+      FAIL() << "a transaction read through a forged lock";
+    } catch (const troupe::Error& e) {
+      EXPECT_EQ(e.code(), troupe::Errc::bad_segment) << e.what();
+    }
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(20));
+  }
+  stripe.store(saved);
+  EXPECT_EQ(atomically(heap, [&](Tx& tx) { return d.get(tx, Value(1))->as_int(); }), 10);
+}

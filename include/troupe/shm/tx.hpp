@@ -93,6 +93,10 @@
 //       Tx::allocate issues (detail::fresh_block_fence(), for a block taken
 //       from the heap directly): a transaction holding a stale offset to the
 //       block's previous incarnation may be peeking at the same words (T8).
+//   T10. Bounded on corrupt memory: a stripe lock that names no slot, or an
+//       orphan lock recovery does not clear within kUnexplainedAfter
+//       attempts, fails the transaction with Error(bad_segment) rather than
+//       retrying for ever (tx.cpp wait_unlocked).
 //
 // Every process that changes objects must attach the layer (TxHeap::attach)
 // right after opening the heap: attaching installs the recovery hook that
@@ -288,6 +292,8 @@ class Tx {
     std::uint64_t value;
   };
   [[noreturn]] void conflict();
+  [[noreturn]] void corrupt_lock(std::uint64_t v, const char* why);  // T10
+  static constexpr unsigned kUnexplainedAfter = 256;                  // T10
   bool extend(std::uint64_t seen_version);  // X8: moves rv_ forward or fails
   void wait_unlocked(const std::atomic<std::uint64_t>& lk);
   void lock_freed_blocks();  // X5: adds the frees' stripes to lock_order_
