@@ -628,13 +628,17 @@ void Tx::wait_unlocked(const std::atomic<std::uint64_t>& lk) {
     if (!is_locked(v)) return;
     const auto holder = static_cast<unsigned>(v >> 1) - 1;
     if (holder >= kTxSlots) corrupt_lock(v, "names no slot of the table");  // T10
+    // The same lock value found orphaned by an earlier attempt is checked at
+    // once: recovery ran in between (backoff), and waiting again would only
+    // make a corrupt heap slow to report (T10).
     const bool orphan = holder == slot_ ||
-                        (n % 1024 == 1023 && (!layer_->slot_alive(holder) ||
-                                              is_idle(table_->slots[holder].state.load(
-                                                  std::memory_order_acquire))));
+                        ((n % 1024 == 1023 || v == last_orphan_) &&
+                         (!layer_->slot_alive(holder) ||
+                          is_idle(table_->slots[holder].state.load(std::memory_order_acquire))));
     if (orphan) {
       if (attempt_ >= kUnexplainedAfter)  // T10
         corrupt_lock(v, "belongs to no live transaction and recovery did not clear it");
+      last_orphan_ = v;
       conflict();
     }
     relax(n < 10 ? n : 10);

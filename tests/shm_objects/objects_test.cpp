@@ -947,7 +947,7 @@ TEST(Corrupt, ForgedStripeLocksFailWithBadSegment) {
     } catch (const troupe::Error& e) {
       EXPECT_EQ(e.code(), troupe::Errc::bad_segment) << e.what();
     }
-    EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(20));
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(60));  // bounded, not fast
   }
   stripe.store(saved);
   EXPECT_EQ(atomically(heap, [&](Tx& tx) { return d.get(tx, Value(1))->as_int(); }), 10);

@@ -294,6 +294,7 @@ class Tx {
   [[noreturn]] void conflict();
   [[noreturn]] void corrupt_lock(std::uint64_t v, const char* why);  // T10
   static constexpr unsigned kUnexplainedAfter = 256;                  // T10
+  std::uint64_t last_orphan_ = 0;  // T10: a lock value an earlier attempt found orphaned
   bool extend(std::uint64_t seen_version);  // X8: moves rv_ forward or fails
   void wait_unlocked(const std::atomic<std::uint64_t>& lk);
   void lock_freed_blocks();  // X5: adds the frees' stripes to lock_order_
