@@ -29,6 +29,9 @@ def _bank(kills_wanted: int, seed: int) -> None:
     baseline = heap.used_bytes()
     procs: list[subprocess.Popen[str]] = []
     born: dict[int, float] = {}
+    marks = shm.Heap.create(name + "-ready", size=4 << 20)
+    ready = marks.root("ready", shm.Dict)  # pids of the workers at work (bank_worker.py)
+    seen_ready: dict[int, float] = {}
     serial = 0
 
     def start() -> subprocess.Popen[str]:
@@ -56,7 +59,10 @@ def _bank(kills_wanted: int, seed: int) -> None:
                     assert p.returncode != 3, f"an audit failed: {err}"
                     procs[i] = start()
             i = rng.randrange(4)
-            if time.monotonic() - born[procs[i].pid] > rng.uniform(0.15, 0.5):
+            pid = procs[i].pid
+            if pid in ready and pid not in seen_ready:
+                seen_ready[pid] = time.monotonic()
+            if pid in seen_ready and time.monotonic() - seen_ready[pid] > rng.uniform(0.0, 0.3):
                 procs[i].kill()
                 procs[i].wait()
                 kills += 1
@@ -75,6 +81,8 @@ def _bank(kills_wanted: int, seed: int) -> None:
     assert heap.verify() == []
     heap.close()
     shm.Heap.remove(name, missing_ok=True)
+    marks.close()
+    shm.Heap.remove(name + "-ready", missing_ok=True)
 
 
 def test_bank_survives_kills() -> None:

@@ -111,6 +111,8 @@ def _kill_loop(kills_wanted: int, seed: int) -> None:
     ledger = heap.root("ledger", shm.Dict)
     procs: list[subprocess.Popen[str]] = []
     born: dict[int, float] = {}
+    ready = heap.root("ready", shm.Dict)  # pids of the workers at work (queue_worker.py)
+    seen_ready: dict[int, float] = {}
     kills = 0
     serial = 0
 
@@ -139,8 +141,12 @@ def _kill_loop(kills_wanted: int, seed: int) -> None:
                         kills += 1
                     procs[i] = start(role)
             victim = rng.randrange(len(procs))
-            # Only a process past its start (about 0.1 s of imports) is at work.
-            working = time.monotonic() - born[procs[victim].pid] > rng.uniform(0.12, 0.4)
+            # Only a process at work (past its imports, however slow) is killed,
+            # a random while after it said so.
+            pid = procs[victim].pid
+            if pid in ready and pid not in seen_ready:
+                seen_ready[pid] = time.monotonic()
+            working = pid in seen_ready and time.monotonic() - seen_ready[pid] > rng.uniform(0.0, 0.3)
             if working and procs[victim].poll() is None:
                 procs[victim].kill()
                 procs[victim].wait()
