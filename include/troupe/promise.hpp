@@ -30,6 +30,10 @@
 //
 //   I4. A Resolver destroyed unfulfilled breaks its promise (Errc::broken_promise):
 //       a waiter never hangs on a producer that is gone.
+//   I5. A helping wait (get() on a scheduler's thread) returns only after the
+//       wake-up it armed has run: ready() turns true before the publisher
+//       runs the continuations, and that one names the waiter's frame and
+//       its scheduler (a LoopScheduler may live on the waiter's stack).
 #pragma once
 
 #include <atomic>
@@ -169,12 +173,23 @@ class PromiseBase {
       explicit W(PromiseBase* p) : p(p) {}
       bool ready() const noexcept override { return p->ready(); }
       void arm(sched::Scheduler* sch) override {
-        p->then_do([sch] { sch->wake_helpers(); });
+        armed = true;
+        p->then_do([sch, this] {
+          sch->wake_helpers();
+          fired.store(true, std::memory_order_release);  // the last touch of `this` and `sch`
+        });
       }
       PromiseBase* p;
+      bool armed = false;
+      std::atomic<bool> fired{false};
     } waiter(this);
     if (sched::Scheduler* s = sched::current()) {
       s->help_until(waiter);
+      // I5: the wake-up continuation may still be running on the thread that
+      // published; it names this frame and the scheduler, which may end as
+      // soon as we return. It is running or about to (ready() was seen).
+      if (waiter.armed)
+        while (!waiter.fired.load(std::memory_order_acquire)) cpu_relax();
       return;
     }
     if (sched::BlockingPoller poll = sched::blocking_poller(); poll && poll(waiter)) return;  // scheduler.hpp I4
