@@ -881,6 +881,8 @@ unsigned Heap::slot_index() { return thread_slot(need(state_)); }
 
 int Heap::fd() const { return need(state_).fd; }
 const std::string& Heap::name() const { return need(state_).name; }
+std::uint64_t Heap::instance() const { return need(state_).serial; }
+
 std::size_t Heap::committed_bytes() const {
   return need(state_).hdr->committed_pages.load(std::memory_order_relaxed) *
          kPageSize;  // a snapshot

@@ -974,12 +974,14 @@ Offset Record::payload_word(Tx& tx, std::string_view field) const {
 namespace {
 
 std::mutex g_cells_mu;
-std::map<std::pair<const void*, std::string>, Offset> g_cells;  // per mapping
+// Per opened heap (Heap::instance, never reused: a heap closed and created
+// again under its name, even at the same address, has other cells).
+std::map<std::pair<std::uint64_t, std::string>, Offset> g_cells;
 
 // The cell behind root `name`: a published 16-byte block holding one slot,
 // created by the first process that asks (compare_exchange_root), never freed.
 Offset root_cell(Heap& h, std::string_view name, bool create) {
-  std::pair<const void*, std::string> key{h.base(), h.name() + '\0' + std::string(name)};
+  std::pair<std::uint64_t, std::string> key{h.instance(), std::string(name)};
   {
     std::lock_guard<std::mutex> lk(g_cells_mu);
     if (auto it = g_cells.find(key); it != g_cells.end()) return it->second;

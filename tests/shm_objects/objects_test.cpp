@@ -7,6 +7,8 @@
 #include <atomic>
 #include <cstdio>
 #include <thread>
+#include <string>
+#include <unistd.h>
 #include <troupe/shm/objects.hpp>
 #include <troupe/shm/detail/tx_layout.hpp>
 #include <chrono>
@@ -951,4 +953,23 @@ TEST(Corrupt, ForgedStripeLocksFailWithBadSegment) {
   }
   stripe.store(saved);
   EXPECT_EQ(atomically(heap, [&](Tx& tx) { return d.get(tx, Value(1))->as_int(); }), 10);
+}
+
+// A heap closed and created again under the same name (often mapped at the
+// same address) has its own roots: nothing cached from the first one leaks
+// into the second.
+TEST(ShmObjects, RootsOfAHeapCreatedAgainUnderItsName) {
+  troupe::shm::CreateOptions o;
+  o.name = "/troupe.test-roots-again-" + std::to_string(::getpid());
+  o.initial_size = 1 << 20;
+  o.max_size = 16 << 20;
+  {
+    auto h = Heap::create(o);
+    atomically(h, [&](Tx& tx) { set_root(tx, "a", Value("first")); });
+  }
+  auto h = Heap::create(o);
+  EXPECT_TRUE(atomically(h, [&](Tx& tx) { return get_root(tx, "a"); }).is_none());
+  atomically(h, [&](Tx& tx) { set_root(tx, "a", Value("second")); });
+  auto other = Heap::open(o.name);  // another mapping reads the root table itself
+  EXPECT_EQ(atomically(other, [&](Tx& tx) { return get_root(tx, "a"); }).as_string(), "second");
 }

@@ -181,6 +181,10 @@ class Heap {
   int fd() const;
   const std::string& name() const;
   std::size_t committed_bytes() const;
+  // Unique per opened Heap in this process and never reused, even when a
+  // heap of the same name is mapped at the same address later: a key for
+  // caches of what lies in this heap.
+  std::uint64_t instance() const;
   std::size_t max_size() const;
   void* base() const;
   void set_keep(bool keep);
