@@ -176,3 +176,18 @@ def test_killed_producers_and_consumers_lose_nothing() -> None:
 @pytest.mark.stress
 def test_five_hundred_kills_lose_nothing() -> None:
     _kill_loop(500, seed=2)
+
+
+def test_a_queue_removed_and_created_again_is_the_new_one() -> None:
+    from conftest import run_script
+
+    name = f"again{uuid.uuid4().hex[:8]}"
+    first = troupe.Queue(name)
+    first.put("from the first queue")
+    troupe.Queue.remove(name)
+    first.heap.close()
+    second = troupe.Queue(name)
+    second.put("from the second queue")
+    r = run_script(f"import troupe\nprint(troupe.Queue({name!r}).get(timeout=5))")
+    assert r.stdout.strip() == "from the second queue", r.stderr
+    troupe.Queue.remove(name, missing_ok=True)
