@@ -57,6 +57,7 @@ os.environ["PYTHONPATH"] = HERE + (os.pathsep + os.environ["PYTHONPATH"] if os.e
 
 import _tasks  # noqa: E402
 import psutil  # noqa: E402
+from _report import fmt_rate, fmt_ratio, fmt_time, goal, table  # noqa: E402
 
 CASES = ["rss", "tiny", "actor_rt", "cpu_map", "array", "startup"]
 NCPU = os.cpu_count() or 1
@@ -68,44 +69,6 @@ def log(msg: str) -> None:
 
 def out(text: str = "") -> None:
     print(text, flush=True)
-
-
-# ---------------------------------------------------------------- formatting
-def fmt_time(s: float) -> str:
-    if s < 1e-3:
-        return f"{s * 1e6:.1f} µs"
-    if s < 1.0:
-        return f"{s * 1e3:.1f} ms"
-    return f"{s:.2f} s"
-
-
-def fmt_rate(r: float) -> str:
-    if r >= 1e6:
-        return f"{r / 1e6:.2f} M/s"
-    if r >= 1e4:
-        return f"{r / 1e3:.1f} k/s"
-    return f"{r:,.0f}/s"
-
-
-def fmt_ratio(x: float) -> str:
-    if x >= 100:
-        return f"{x:.0f}×"
-    if x >= 10:
-        return f"{x:.1f}×"
-    return f"{x:.2f}×"
-
-
-def table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines)
-
-
-def goal(text: str, value: float | None, target: float, higher_is_better: bool) -> str:
-    if value is None:
-        return f"**Goal**: {text}: not measured (peer skipped)."
-    met = value >= target if higher_is_better else value <= target
-    return f"**Goal**: {text}: measured {fmt_ratio(value)}: **{'met' if met else 'NOT met'}**."
 
 
 # ---------------------------------------------------------------- machine state
@@ -488,7 +451,7 @@ def case_actor_rt(p: Peers, a: argparse.Namespace) -> None:
     rows = [[s.name, fmt_time(s.median), s.spread(), fmt_ratio(s.median / tr)] for s in sides]
     if not p.ray:
         rows.insert(1, skipped_row(p, "Ray actor", 4))
-    out(f"### actor_rt: one method call on an actor in a worker process, round trip\n")
+    out("### actor_rt: one method call on an actor in a worker process, round trip\n")
     out(f"Median latency of {calls:,} sequential calls (each waits for its result), median over {a.runs} runs; "
         f"troupe's actor runs in pid {troupe.worker_of(h)}; {machine_note()}.\n")
     out(table(["side", "median latency", "min – max (run medians)", "side's time ÷ troupe's"], rows))

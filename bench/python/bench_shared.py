@@ -60,6 +60,7 @@ if HERE not in sys.path:
 
 import _shared_tasks  # noqa: E402  (sets SHARED_MEMORY_USE_LOCK=1 before shared-memory-dict is imported)
 import psutil  # noqa: E402
+from _report import fmt_rate, fmt_ratio, fmt_time, goal, table  # noqa: E402
 
 CASES = ["incr", "read_mostly", "queue"]
 NCPU = os.cpu_count() or 1
@@ -75,44 +76,6 @@ def log(msg: str) -> None:
 
 def out(text: str = "") -> None:
     print(text, flush=True)
-
-
-# ---------------------------------------------------------------- formatting
-def fmt_time(s: float) -> str:
-    if s < 1e-3:
-        return f"{s * 1e6:.1f} µs"
-    if s < 1.0:
-        return f"{s * 1e3:.2f} ms"
-    return f"{s:.2f} s"
-
-
-def fmt_rate(r: float) -> str:
-    if r >= 1e6:
-        return f"{r / 1e6:.2f} M/s"
-    if r >= 1e4:
-        return f"{r / 1e3:.1f} k/s"
-    return f"{r:,.0f}/s"
-
-
-def fmt_ratio(x: float) -> str:
-    if x >= 100:
-        return f"{x:.0f}×"
-    if x >= 10:
-        return f"{x:.1f}×"
-    return f"{x:.2f}×"
-
-
-def table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines)
-
-
-def goal(text: str, value: float | None, target: float, higher_is_better: bool, why: str = "peer skipped") -> str:
-    if value is None or math.isnan(value):
-        return f"**Goal**: {text}: not measured ({why})."
-    met = value >= target if higher_is_better else value <= target
-    return f"**Goal**: {text}: measured {fmt_ratio(value)}: **{'met' if met else 'NOT met'}**."
 
 
 # ---------------------------------------------------------------- machine state

@@ -24,7 +24,7 @@ from typing import Any, Callable, Generic, TypeVar
 
 from . import _core, _runtime
 from ._future import Future, loop_bridge
-from ._serial import decode, decode_reply, encode
+from ._serial import decode_reply, encode
 
 __all__ = ["actor", "spawn", "when", "when_all", "when_any", "LocalActor", "RemoteActor", "Actor", "worker_of"]
 

@@ -24,7 +24,7 @@ import weakref
 from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 from ._future import Future
-from ._isolated import Isolated, submit_isolated
+from ._isolated import Isolated
 
 __all__ = ["Executor"]
 

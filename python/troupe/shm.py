@@ -35,7 +35,6 @@ Invariants:
 from __future__ import annotations
 
 import importlib
-import os
 import weakref
 from collections.abc import Iterable, Iterator, MutableMapping, MutableSequence
 from typing import Any, Callable, TypeVar, overload
