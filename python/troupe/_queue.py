@@ -2,7 +2,8 @@
 
 Any process of the same user can use it by name (``troupe.Queue("jobs")``
 creates it or opens it), and it can be passed to isolated calls and actors.
-Items are pickled (protocol 5) into the queue's shared heap; each put and get
+Items are stored in the queue's shared heap: int, float, str and bool as
+they are, anything else pickled (protocol 5); each put and get
 is one transaction of that heap (troupe.shm), so a process killed at any
 instruction has put (or taken) an item wholly or not at all, and a put or a
 get inside ``heap.atomically`` joins that transaction. A blocked ``get``
@@ -16,7 +17,6 @@ timeout)``, ``put_nowait``/``get_nowait`` raising ``queue.Full``/
 
 from __future__ import annotations
 
-import pickle
 import queue as _stdqueue
 import time
 from typing import Any
@@ -58,9 +58,10 @@ class Queue:
     # ---- put
     def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
         """Puts item, waiting while the queue is full (queue.Full at the timeout)."""
-        data = pickle.dumps(item, protocol=5)
+        if self._q.put_item(item):  # the common case: room at once
+            return
         deadline = None if timeout is None else time.monotonic() + timeout
-        while not self._q.try_put(data):
+        while not self._q.put_item(item):
             if not block:
                 raise _stdqueue.Full
             left = _SLICE if deadline is None else deadline - time.monotonic()
@@ -75,11 +76,14 @@ class Queue:
     def get(self, block: bool = True, timeout: float | None = None) -> Any:
         """The oldest item, waiting while the queue is empty (queue.Empty at
         the timeout, or at once when it is closed and empty)."""
+        found, item = self._q.get_item()
+        if found:  # the common case: an item at once
+            return item
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            data = self._q.try_get()
-            if data is not None:
-                return pickle.loads(data)
+            found, item = self._q.get_item()
+            if found:
+                return item
             if not block or self._q.closed():
                 raise _stdqueue.Empty
             left = _SLICE if deadline is None else deadline - time.monotonic()

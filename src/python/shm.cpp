@@ -67,6 +67,16 @@ using Box = std::shared_ptr<HeapBox>;
 nb::object& conflict_type = *new nb::object();  // troupe._errors._Conflict (H1)
 nb::object& factories = *new nb::object();      // (make_dict, make_list, make_record)
 
+// pickle.dumps / pickle.loads, looked up once (leaked like the others).
+nb::object& pickle_dumps() {
+  static nb::object& f = *new nb::object(nb::module_::import_("pickle").attr("dumps"));
+  return f;
+}
+nb::object& pickle_loads() {
+  static nb::object& f = *new nb::object(nb::module_::import_("pickle").attr("loads"));
+  return f;
+}
+
 // H2
 void yield_without_gil() {
   if (PyGILState_Check()) {
@@ -480,6 +490,39 @@ void bind_shm(nb::module_& m) {
       .def("try_put",
            [](PyQueue& q, nb::bytes b) {
              return q.q.try_put(Value::bytes(std::string_view(b.c_str(), b.size())));
+           })
+      // Items as the package stores them: int (int64), float, str and bool in
+      // place, anything else pickled (protocol 5) into bytes; so a bytes
+      // value in the ring is always a pickle.
+      .def("put_item",
+           [](PyQueue& q, nb::handle o) {
+             PyObject* p = o.ptr();
+             if (PyLong_CheckExact(p)) {
+               int overflow = 0;
+               long long v = PyLong_AsLongLongAndOverflow(p, &overflow);
+               if (!overflow) return q.q.try_put(Value(v));
+             } else if (PyFloat_CheckExact(p)) {
+               return q.q.try_put(Value(PyFloat_AS_DOUBLE(p)));
+             } else if (PyUnicode_CheckExact(p)) {
+               Py_ssize_t n;
+               if (const char* s = PyUnicode_AsUTF8AndSize(p, &n))
+                 return q.q.try_put(Value(std::string_view(s, static_cast<std::size_t>(n))));
+               PyErr_Clear();  // not encodable as UTF-8 (lone surrogates): pickle it
+             } else if (PyBool_Check(p)) {
+               return q.q.try_put(Value(p == Py_True));
+             }
+             nb::bytes b = nb::cast<nb::bytes>(pickle_dumps()(o, 5));
+             return q.q.try_put(Value::bytes(std::string_view(b.c_str(), b.size())));
+           }, nb::arg("item").none())
+      .def("get_item",  // (True, item) or (False, None) when empty
+           [](PyQueue& q) -> nb::tuple {
+             auto v = q.q.try_get();
+             if (!v) return nb::make_tuple(false, nb::none());
+             if (v->kind() == Kind::bytes) {
+               const std::string& b = v->as_bytes();
+               return nb::make_tuple(true, pickle_loads()(nb::bytes(b.data(), b.size())));
+             }
+             return nb::make_tuple(true, from_value(q.box, *v));
            })
       .def("try_get",
            [](PyQueue& q) -> nb::object {

@@ -45,8 +45,21 @@ std::string root_name(std::string_view name) { return "queue:" + std::string(nam
 
 }  // namespace
 
-Queue::Queue(Heap& heap, std::string name, Record rec, std::size_t capacity, Offset sync)
-    : heap_(&heap), name_(std::move(name)), rec_(rec), capacity_(capacity), sync_(sync) {}
+Queue::Queue(Heap& heap, std::string name, Record rec, Tx& tx)
+    : heap_(&heap), name_(std::move(name)), rec_(rec) {
+  capacity_ = static_cast<std::size_t>(rec.get(tx, "capacity").as_int());
+  sync_ = static_cast<Offset>(rec.get(tx, "sync").as_int());
+  items_ = rec.get(tx, "items").as_list();
+  head_word_ = rec.payload_word(tx, "head");
+  tail_word_ = rec.payload_word(tx, "tail");
+  closed_word_ = rec.payload_word(tx, "closed");
+  slots_ = items_.payload_word(tx, 0) - 8;  // the first slot's tag word
+}
+
+// Q1: a slot's tag word says its kind; none is 0.
+bool Queue::slot_taken(Tx& tx, std::uint64_t n) const {
+  return (tx.read(slots_ + 16 * (n % capacity_)) & 0xff) != 0;
+}
 
 Queue Queue::create(Heap& heap, std::string_view name, std::size_t capacity) {
   if (capacity == 0) throw Error(Errc::invalid_argument, "a queue needs a capacity of at least 1");
@@ -57,11 +70,7 @@ Queue Queue::create(Heap& heap, std::string_view name, std::size_t capacity) {
   for (;;) {
     auto found = atomically(heap, [&](Tx& tx) -> std::optional<Queue> {
       Value v = get_root(tx, root);
-      if (v.kind() == Kind::record) {
-        Record r = v.as_record();
-        return Queue(heap, std::string(name), r, static_cast<std::size_t>(r.get(tx, "capacity").as_int()),
-                     static_cast<Offset>(r.get(tx, "sync").as_int()));
-      }
+      if (v.kind() == Kind::record) return Queue(heap, std::string(name), v.as_record(), tx);
       if (!sync) return std::nullopt;
       Record r = new_record(tx, {"items", "head", "tail", "capacity", "closed", "sync"});
       List items = new_list(tx, capacity);
@@ -73,7 +82,7 @@ Queue Queue::create(Heap& heap, std::string_view name, std::size_t capacity) {
       r.set(tx, "closed", Value(false));
       r.set(tx, "sync", Value(static_cast<long long>(sync)));
       set_root(tx, root, Value(r));
-      return Queue(heap, std::string(name), r, capacity, sync);
+      return Queue(heap, std::string(name), r, tx);
     });
     if (found) {
       if (sync && found->sync_ != sync) heap.free(sync);  // another process created it first
@@ -92,20 +101,20 @@ Queue Queue::open(Heap& heap, std::string_view name) {
     if (v.kind() != Kind::record)
       throw Error(Errc::not_found, "no queue named '" + std::string(name) + "' in heap '" +
                                        heap.name() + "'");
-    Record r = v.as_record();
-    return Queue(heap, std::string(name), r, static_cast<std::size_t>(r.get(tx, "capacity").as_int()),
-                 static_cast<Offset>(r.get(tx, "sync").as_int()));
+    return Queue(heap, std::string(name), v.as_record(), tx);
   });
 }
 
 bool Queue::try_put(const Value& v) {
+  if (v.is_none())
+    throw Error(Errc::invalid_argument, "a queue item cannot be none (an empty slot is, Q1)");
   bool put = atomically(*heap_, [&](Tx& tx) {
-    if (rec_.get(tx, "closed").as_bool())
+    if (tx.read(closed_word_) != 0)
       throw Error(Errc::shutdown, "put on queue '" + name_ + "', which is closed");
-    std::int64_t head = rec_.get(tx, "head").as_int(), tail = rec_.get(tx, "tail").as_int();
-    if (tail - head >= static_cast<std::int64_t>(capacity_)) return false;  // Q1: full
-    rec_.get(tx, "items").as_list().set(tx, static_cast<std::size_t>(tail) % capacity_, v);
-    rec_.set(tx, "tail", Value(static_cast<long long>(tail + 1)));
+    std::uint64_t tail = tx.read(tail_word_);
+    if (slot_taken(tx, tail)) return false;  // Q1: the oldest item is still there: full
+    items_.set(tx, static_cast<std::size_t>(tail % capacity_), v);
+    tx.write(tail_word_, tail + 1);
     return true;
   });
   if (put) {
@@ -117,13 +126,12 @@ bool Queue::try_put(const Value& v) {
 
 std::optional<Value> Queue::try_get() {
   auto got = atomically(*heap_, [&](Tx& tx) -> std::optional<Value> {
-    std::int64_t head = rec_.get(tx, "head").as_int(), tail = rec_.get(tx, "tail").as_int();
-    if (head == tail) return std::nullopt;  // Q1: empty
-    List items = rec_.get(tx, "items").as_list();
-    std::size_t at = static_cast<std::size_t>(head) % capacity_;
-    Value v = items.get(tx, at);
-    items.set(tx, at, Value());  // Q1: the slot releases its value
-    rec_.set(tx, "head", Value(static_cast<long long>(head + 1)));
+    std::uint64_t head = tx.read(head_word_);
+    if (!slot_taken(tx, head)) return std::nullopt;  // Q1: empty
+    auto at = static_cast<std::size_t>(head % capacity_);
+    Value v = items_.get(tx, at);
+    items_.set(tx, at, Value());  // Q1: the slot releases its value
+    tx.write(head_word_, head + 1);
     return v;
   });
   if (got) {
@@ -147,9 +155,8 @@ void Queue::wait(bool for_put, std::chrono::nanoseconds at_most) {
   std::uint32_t seen = seq.load();
   sleepers.fetch_add(1);  // seq_cst (Q2): a notify after this sees us
   bool ready = atomically(*heap_, [&](Tx& tx) {
-    std::int64_t head = rec_.get(tx, "head").as_int(), tail = rec_.get(tx, "tail").as_int();
-    if (rec_.get(tx, "closed").as_bool()) return true;
-    return for_put ? tail - head < static_cast<std::int64_t>(capacity_) : head != tail;
+    if (tx.read(closed_word_) != 0) return true;
+    return for_put ? !slot_taken(tx, tx.read(tail_word_)) : slot_taken(tx, tx.read(head_word_));
   });
   if (!ready) futex_wait_shared(&seq, seen, std::min<std::chrono::nanoseconds>(at_most, kSlice));
   sleepers.fetch_sub(1);
@@ -180,7 +187,7 @@ std::optional<Value> Queue::get(std::chrono::nanoseconds timeout) {
 
 std::size_t Queue::size() {
   return atomically(*heap_, [&](Tx& tx) {
-    return static_cast<std::size_t>(rec_.get(tx, "tail").as_int() - rec_.get(tx, "head").as_int());
+    return static_cast<std::size_t>(tx.read(tail_word_) - tx.read(head_word_));
   });
 }
 
@@ -191,7 +198,7 @@ void Queue::close() {
 }
 
 bool Queue::closed() {
-  return atomically(*heap_, [&](Tx& tx) { return rec_.get(tx, "closed").as_bool(); });
+  return atomically(*heap_, [&](Tx& tx) { return tx.read(closed_word_) != 0; });
 }
 
 }  // namespace troupe::shm

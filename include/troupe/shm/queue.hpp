@@ -19,7 +19,10 @@
 // Invariants:
 //   Q1. 0 <= tail - head <= capacity; the items of the queue are the slots
 //       head..tail-1 (mod capacity), oldest first; a slot outside that range
-//       holds none (a get clears the slot it took, releasing its value).
+//       holds none (a get clears the slot it took, releasing its value), and
+//       no item is none. So a put needs only tail and its slot (occupied:
+//       full) and a get only head and its slot (empty: empty): producers and
+//       consumers conflict only on a slot both want, never on head or tail.
 //   Q2. A waiter never misses an item: it reads the sequence word (puts for a
 //       getter, gets for a putter) before it tries, and sleeps on the futex
 //       only while the word still has that value; every committed put (get)
@@ -70,13 +73,20 @@ class Queue {
   const std::string& name() const { return name_; }
 
  private:
-  Queue(Heap& heap, std::string name, Record rec, std::size_t capacity, Offset sync);
+  Queue(Heap& heap, std::string name, Record rec, Tx& tx);
   void notify(bool after_put);
+  bool slot_taken(Tx& tx, std::uint64_t n) const;  // the slot of item n holds one
   Heap* heap_ = nullptr;
   std::string name_;
   Record rec_;
   std::size_t capacity_ = 0;
   Offset sync_ = null_offset;
+  // Words of the queue's record and ring, stable while the queue lives (it
+  // lives as long as the heap): the payload words of head, tail and closed,
+  // and the ring's item slots (the list never grows).
+  List items_;
+  Offset head_word_ = null_offset, tail_word_ = null_offset, closed_word_ = null_offset;
+  Offset slots_ = null_offset;
 };
 
 }  // namespace troupe::shm
