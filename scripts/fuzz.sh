@@ -1,23 +1,39 @@
 #!/usr/bin/env bash
-# Builds the libFuzzer target for the worker message decoder (fuzz/wire_fuzz.cpp,
-# with ASan and UBSan, UB fatal) and runs it for FUZZ_SECONDS (default 30) from
-# the seed corpus fuzz/corpus/. New inputs go to $BUILD/corpus (the committed
-# seeds stay small); a crash leaves its input in $BUILD/artifacts/ and makes
-# this script fail.
+# Builds a libFuzzer target (with ASan and UBSan, UB fatal) and runs it for
+# FUZZ_SECONDS (default 30), or FUZZ_RUNS inputs, from its seed corpus:
+#   FUZZ_TARGET=wire (default): the worker message decoder (fuzz/wire_fuzz.cpp)
+#   FUZZ_TARGET=heap: a shared heap with a valid header and a corrupted body,
+#                     opened, read and written in transactions (fuzz/heap_fuzz.cpp)
+# New inputs go to $BUILD/<target>-corpus (the committed seeds stay small); a
+# crash or a hang (-timeout) leaves its input in $BUILD/<target>-artifacts/
+# and makes this script fail.
 # Usage: ./scripts/fuzz.sh                  (build dir: build-fuzz/)
-#        FUZZ_SECONDS=300 BUILD=build-x FUZZ_ARGS="-jobs=2 -workers=2" ./scripts/fuzz.sh
-#        ./scripts/fuzz.sh build-fuzz/artifacts/crash-...   (replay one input)
+#        FUZZ_TARGET=heap FUZZ_SECONDS=300 ./scripts/fuzz.sh
+#        FUZZ_RUNS=10000000 FUZZ_ARGS="-jobs=2 -workers=2" ./scripts/fuzz.sh
+#        ./scripts/fuzz.sh build-fuzz/wire-artifacts/crash-...   (replay one input)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build-fuzz}
 CXX=${FUZZ_CXX:-clang++}
-mkdir -p "$BUILD/corpus" "$BUILD/artifacts"
-# wire.cpp holds decode, Fd and fd_context; nothing else of troupe is linked.
-"$CXX" -std=c++20 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
-  -Wall -Wextra -Iinclude fuzz/wire_fuzz.cpp src/proc/wire.cpp -lfmt -o "$BUILD/wire_fuzz"
+TARGET=${FUZZ_TARGET:-wire}
+FLAGS=(-std=c++20 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
+       -Wall -Wextra -Iinclude)
+case "$TARGET" in
+  wire)  # wire.cpp holds decode, Fd and fd_context; nothing else of troupe is linked.
+    SOURCES=(fuzz/wire_fuzz.cpp src/proc/wire.cpp); MAXLEN=4096; SEEDS=(fuzz/corpus) ;;
+  heap)  # the heap and the shared-objects layer, nothing else.
+    SOURCES=(fuzz/heap_fuzz.cpp src/shm/alloc.cpp src/shm/fault.cpp src/shm/heap.cpp
+             src/shm_objects/objects.cpp src/shm_objects/queue.cpp src/shm_objects/tx.cpp)
+    MAXLEN=384; SEEDS=() ;;
+  *) echo "fuzz.sh: FUZZ_TARGET is wire or heap, not $TARGET" >&2; exit 2 ;;
+esac
+mkdir -p "$BUILD/$TARGET-corpus" "$BUILD/$TARGET-artifacts"
+"$CXX" "${FLAGS[@]}" "${SOURCES[@]}" -lfmt -o "$BUILD/${TARGET}_fuzz"
 if [ $# -gt 0 ]; then
-  exec "$BUILD/wire_fuzz" "$@"
+  exec "$BUILD/${TARGET}_fuzz" "$@"
 fi
-"$BUILD/wire_fuzz" -max_total_time="${FUZZ_SECONDS:-30}" -max_len=4096 -timeout=10 \
-  -artifact_prefix="$BUILD/artifacts/" -print_final_stats=1 ${FUZZ_ARGS:-} \
-  "$BUILD/corpus" fuzz/corpus
+LIMIT=(-max_total_time="${FUZZ_SECONDS:-30}")
+[ -n "${FUZZ_RUNS:-}" ] && LIMIT=(-runs="$FUZZ_RUNS")
+"$BUILD/${TARGET}_fuzz" "${LIMIT[@]}" -max_len="$MAXLEN" -timeout=10 \
+  -artifact_prefix="$BUILD/$TARGET-artifacts/" -print_final_stats=1 ${FUZZ_ARGS:-} \
+  "$BUILD/$TARGET-corpus" "${SEEDS[@]}"

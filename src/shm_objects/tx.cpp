@@ -834,6 +834,19 @@ void Tx::rollback() {
 }
 
 void Tx::backoff() {
+  // T10: irrevocable since attempt kIrrevocableAfter, with recovery run many
+  // times since, a transaction that still cannot commit meets memory that no
+  // run of the protocol leaves (a stripe newer than the clock, a chain that
+  // never validates): fail it rather than retry for ever.
+  if (attempt_ >= kGiveUpAfter) {
+    unsigned tried = attempt_;
+    finish();  // hands the irrevocable token back
+    throw Error(Errc::bad_segment,
+                fmt::format("heap '{}': a transaction conflicted {} times, irrevocable since "
+                            "attempt {}, with recovery run in between: the heap's memory is "
+                            "corrupt",
+                            heap_->name(), tried, kIrrevocableAfter));
+  }
   rng_ ^= rng_ << 13;
   rng_ ^= rng_ >> 7;
   rng_ ^= rng_ << 17;

@@ -96,7 +96,9 @@
 //   T10. Bounded on corrupt memory: a stripe lock that names no slot, or an
 //       orphan lock recovery does not clear within kUnexplainedAfter
 //       attempts, fails the transaction with Error(bad_segment) rather than
-//       retrying for ever (tx.cpp wait_unlocked).
+//       retrying for ever (tx.cpp wait_unlocked); so does any transaction
+//       still aborting after kGiveUpAfter attempts, irrevocable for most of
+//       them (tx.cpp backoff). fuzz/heap_fuzz.cpp drives corrupt heaps.
 //
 // Every process that changes objects must attach the layer (TxHeap::attach)
 // right after opening the heap: attaching installs the recovery hook that
@@ -294,6 +296,7 @@ class Tx {
   [[noreturn]] void conflict();
   [[noreturn]] void corrupt_lock(std::uint64_t v, const char* why);  // T10
   static constexpr unsigned kUnexplainedAfter = 256;                  // T10
+  static constexpr unsigned kGiveUpAfter = 1024;                      // T10
   std::uint64_t last_orphan_ = 0;  // T10: a lock value an earlier attempt found orphaned
   bool extend(std::uint64_t seen_version);  // X8: moves rv_ forward or fails
   void wait_unlocked(const std::atomic<std::uint64_t>& lk);
