@@ -24,7 +24,7 @@ case "$TARGET" in
   heap)  # the heap and the shared-objects layer, nothing else.
     SOURCES=(fuzz/heap_fuzz.cpp src/shm/alloc.cpp src/shm/fault.cpp src/shm/heap.cpp
              src/shm_objects/objects.cpp src/shm_objects/queue.cpp src/shm_objects/tx.cpp)
-    MAXLEN=384; SEEDS=() ;;
+    MAXLEN=384; SEEDS=(fuzz/heap-corpus) ;;
   *) echo "fuzz.sh: FUZZ_TARGET is wire or heap, not $TARGET" >&2; exit 2 ;;
 esac
 mkdir -p "$BUILD/$TARGET-corpus" "$BUILD/$TARGET-artifacts"

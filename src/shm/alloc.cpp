@@ -211,6 +211,13 @@ void build_run(HeapState& st, std::uint64_t p, std::uint64_t n, std::uint8_t tag
 void free_run(HeapState& st, std::uint64_t p, std::uint8_t tag) {
   auto* pm = st.pagemap;
   std::uint64_t n = pm_len(pm[p].load(std::memory_order_relaxed));
+  // A head whose length runs past the page map is corrupt memory, not a
+  // state any crash leaves (found by fuzz/heap_fuzz.cpp): refuse it rather
+  // than write past the map.
+  if (n == 0 || n > st.max_pages || p + n > st.max_pages)
+    throw Error(Errc::bad_segment,
+                fmt::format("heap '{}': the run at page {} claims {} pages, past the heap's {}",
+                            st.name, p, n, st.max_pages));
   for (std::uint64_t k = n; k-- > 1;) {
     pm[p + k].store(pm_pending(tag), std::memory_order_release);
     if (k == n / 2) fault_point("free.large.mid");
