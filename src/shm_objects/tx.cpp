@@ -576,6 +576,7 @@ void Tx::begin() {
 void Tx::conflict() { throw TxConflict{}; }
 
 std::uint64_t Tx::read(Offset word) {
+  check_aligned(word);
   if (!writes_.empty())
     if (WriteEntry* w = find_write(word)) return w->value;
   const std::uint64_t s = stripe_of(word);
@@ -645,6 +646,13 @@ void Tx::wait_unlocked(const std::atomic<std::uint64_t>& lk) {
   }
 }
 
+void Tx::misaligned(Offset word) const {
+  throw Error(Errc::bad_segment,
+              fmt::format("heap '{}': word offset {:#x} is not 8-aligned: an offset read from "
+                          "the heap is corrupt",
+                          heap_->name(), word));
+}
+
 void Tx::corrupt_lock(std::uint64_t v, const char* why) {
   throw Error(Errc::bad_segment,
               fmt::format("heap '{}': a stripe lock ({:#x}) {} after {} attempts: the heap's "
@@ -671,6 +679,7 @@ bool Tx::extend(std::uint64_t seen) {
 
 void Tx::peek_words(Offset first, std::uint64_t* out, std::size_t n) const {
   if (n == 0) return;
+  check_aligned(first);
   auto* p = heap_->ptr<std::uint64_t>(first);
   heap_->ptr(first + 8 * (n - 1));  // the last word is in the heap too (throws if not)
   // Acquire: as peek() (T8).
@@ -740,6 +749,7 @@ Tx::WriteEntry* Tx::find_write(Offset word) {
 }
 
 void Tx::write(Offset word, std::uint64_t value) {
+  check_aligned(word);
   if (WriteEntry* w = find_write(word)) {
     w->value = value;
     return;

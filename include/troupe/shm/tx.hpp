@@ -249,6 +249,7 @@ class Tx {
   // TxConflict when the block may have been freed since its offset was read
   // through shared words of this transaction (objects.hpp V2 for handles).
   std::uint64_t peek(Offset word) const {
+    check_aligned(word);
     // Acquire: T8 (pairs with a later owner's release fence after allocating).
     return std::atomic_ref(*heap_->ptr<std::uint64_t>(word)).load(std::memory_order_acquire);
   }
@@ -294,6 +295,13 @@ class Tx {
     std::uint64_t value;
   };
   [[noreturn]] void conflict();
+  // Every word the layer reads or writes is 8-aligned; an offset that is not
+  // came from corrupt memory (T10: bad_segment, not undefined behaviour).
+  void check_aligned(Offset word) const {
+    if (word & 7) [[unlikely]]
+      misaligned(word);
+  }
+  [[noreturn]] void misaligned(Offset word) const;
   [[noreturn]] void corrupt_lock(std::uint64_t v, const char* why);  // T10
   static constexpr unsigned kUnexplainedAfter = 256;                  // T10
   static constexpr unsigned kGiveUpAfter = 1024;                      // T10
