@@ -648,8 +648,8 @@ void Tx::wait_unlocked(const std::atomic<std::uint64_t>& lk) {
 
 void Tx::misaligned(Offset word) const {
   throw Error(Errc::bad_segment,
-              fmt::format("heap '{}': word offset {:#x} is not 8-aligned: an offset read from "
-                          "the heap is corrupt",
+              fmt::format("heap '{}': word offset {:#x} is null or not 8-aligned: an offset "
+                          "read from the heap is corrupt",
                           heap_->name(), word));
 }
 

@@ -295,10 +295,11 @@ class Tx {
     std::uint64_t value;
   };
   [[noreturn]] void conflict();
-  // Every word the layer reads or writes is 8-aligned; an offset that is not
-  // came from corrupt memory (T10: bad_segment, not undefined behaviour).
+  // Every word the layer reads or writes is 8-aligned and not null; an
+  // offset that is not came from corrupt memory (T10: bad_segment, not
+  // undefined behaviour).
   void check_aligned(Offset word) const {
-    if (word & 7) [[unlikely]]
+    if ((word & 7) != 0 || word == null_offset) [[unlikely]]
       misaligned(word);
   }
   [[noreturn]] void misaligned(Offset word) const;
