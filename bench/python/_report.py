@@ -1,9 +1,17 @@
-"""Formatting shared by the Python benchmark programs: numbers with their
-units, markdown tables, and the goal line under each table."""
+"""What the Python benchmark programs share: numbers with their units,
+markdown tables, the goal line under each table, and their frame (arguments,
+signals, the header line, the version note)."""
 
 from __future__ import annotations
 
+import argparse
+import datetime
 import math
+import os
+import platform
+import signal
+import sys
+from typing import Any
 
 
 def fmt_time(s: float) -> str:
@@ -42,3 +50,55 @@ def goal(text: str, value: float | None, target: float, higher_is_better: bool, 
         return f"**Goal**: {text}: not measured ({why})."
     met = value >= target if higher_is_better else value <= target
     return f"**Goal**: {text}: measured {fmt_ratio(value)}: **{'met' if met else 'NOT met'}**."
+
+
+# ---------------------------------------------------------------- the programs' frame
+def parse_args(doc: str, cases: list[str], quick_help: str, extra: Any = None) -> tuple[argparse.Namespace, list[str]]:
+    """--case (repeatable), --runs (default 5, --quick 3), --quick, and what
+    `extra(parser)` adds; returns the arguments and the cases chosen, in order."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    ap.add_argument("--case", action="append", choices=cases, help="a case to run (repeatable; default: all)")
+    ap.add_argument("--runs", type=int, default=None, help="timed runs per side (default 5; --quick: 3)")
+    ap.add_argument("--quick", action="store_true", help=quick_help)
+    if extra is not None:
+        extra(ap)
+    a = ap.parse_args()
+    if a.runs is None:
+        a.runs = 3 if a.quick else 5
+    if a.runs < 1:
+        ap.error("--runs must be at least 1")
+    return a, [c for c in cases if c in (a.case or cases)]
+
+
+def end_on_signals() -> None:
+    """SIGTERM, and SIGINT even if the program started ignoring it (in the
+    background of a script), end the run through the same clean-up as Ctrl-C
+    in this process; a forked child dies as by default."""
+    main_pid = os.getpid()
+
+    def on_term(signum: int, frame: Any) -> None:
+        if os.getpid() != main_pid:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def run_header(quick: bool) -> str:
+    """When, where, on what, and the command."""
+    return (f"{datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}; {platform.node()}; "
+            f"os.cpu_count() = {os.cpu_count()}; Python {platform.python_version()} "
+            f"({platform.system()} {platform.release()}); command: "
+            f"`{' '.join([os.path.basename(sys.argv[0])] + sys.argv[1:])}`{' (QUICK: a smoke run)' if quick else ''}.")
+
+
+def troupe_source(versions: str) -> str:
+    """Names the commit troupe was built from (scripts/bench-python.sh writes it)."""
+    src = os.path.join(sys.prefix, "troupe-source.txt")
+    if os.path.exists(src):
+        with open(src) as f:
+            versions = versions.replace("troupe 0", f"troupe (built from {f.read().strip()}) 0")
+    return versions

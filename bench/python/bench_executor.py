@@ -33,12 +33,10 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import datetime
 import gc
 import json
 import multiprocessing
 import os
-import platform
 import signal
 import statistics
 import subprocess
@@ -57,7 +55,17 @@ os.environ["PYTHONPATH"] = HERE + (os.pathsep + os.environ["PYTHONPATH"] if os.e
 
 import _tasks  # noqa: E402
 import psutil  # noqa: E402
-from _report import fmt_rate, fmt_ratio, fmt_time, goal, table  # noqa: E402
+from _report import (  # noqa: E402
+    end_on_signals,
+    fmt_rate,
+    fmt_ratio,
+    fmt_time,
+    goal,
+    parse_args,
+    run_header,
+    table,
+    troupe_source,
+)
 
 CASES = ["rss", "tiny", "actor_rt", "cpu_map", "array", "startup"]
 NCPU = os.cpu_count() or 1
@@ -753,37 +761,13 @@ def case_rss(p: Peers, a: argparse.Namespace) -> None:
 
 # ---------------------------------------------------------------- main
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--case", action="append", choices=CASES, help="a case to run (repeatable; default: all)")
-    ap.add_argument("--runs", type=int, default=None, help="timed runs per side (default 5; --quick: 3)")
-    ap.add_argument("--quick", action="store_true", help="fewer items: a smoke run, timings not for comparison")
-    ap.add_argument("--no-ray", action="store_true", help="skip Ray")
-    a = ap.parse_args()
-    if a.runs is None:
-        a.runs = 3 if a.quick else 5
-    if a.runs < 1:
-        ap.error("--runs must be at least 1")
-    chosen = [c for c in CASES if c in (a.case or CASES)]
-
-    main_pid = os.getpid()
-
-    def on_term(signum: int, frame: Any) -> None:
-        if os.getpid() != main_pid:  # a forked pool worker: die as by default
-            signal.signal(signum, signal.SIG_DFL)
-            os.kill(os.getpid(), signum)
-            return
-        raise KeyboardInterrupt
-
-    # SIGTERM, and SIGINT even if started ignoring it (in the background of a
-    # script), end the run through the same clean-up as Ctrl-C
-    signal.signal(signal.SIGTERM, on_term)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    a, chosen = parse_args(__doc__, CASES, "fewer items: a smoke run, timings not for comparison",
+                           lambda ap: ap.add_argument("--no-ray", action="store_true", help="skip Ray"))
+    end_on_signals()
     started = time.perf_counter()
     peers = Peers(want_ray=not a.no_ray)
     out("## troupe beside ProcessPoolExecutor, multiprocessing.Pool, loky and Ray\n")
-    out(f"{datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}; {platform.node()}; os.cpu_count() = {NCPU}; "
-        f"Python {platform.python_version()} ({platform.system()} {platform.release()}); command: "
-        f"`{os.path.basename(sys.argv[0])} {' '.join(sys.argv[1:])}`{' (QUICK: a smoke run)' if a.quick else ''}.")
+    out(run_header(a.quick))
     try:
         if any(c != "startup" for c in chosen):
             peers.start()
@@ -793,11 +777,7 @@ def main() -> int:
             except Exception as e:
                 peers.ray_skip = f"not importable ({type(e).__name__}: {e})"
         import numpy
-        vers = ", ".join(f"{k} {v}" for k, v in sorted(peers.versions.items()))
-        src = os.path.join(sys.prefix, "troupe-source.txt")  # written by scripts/bench-python.sh
-        if os.path.exists(src):
-            with open(src) as f:
-                vers = vers.replace("troupe 0", f"troupe (built from {f.read().strip()}) 0")
+        vers = troupe_source(", ".join(f"{k} {v}" for k, v in sorted(peers.versions.items())))
         out(f"Versions: {vers}{', ' if vers else ''}numpy {numpy.__version__}, psutil {psutil.__version__}."
             + (f" **Ray skipped**: {peers.ray_skip}." if peers.ray_skip else ""))
         out()

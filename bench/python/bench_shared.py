@@ -39,7 +39,6 @@ ended before it exits (also after Ctrl-C); it says so, or what it removed.
 from __future__ import annotations
 
 import argparse
-import datetime
 import gc
 import importlib.util
 import math
@@ -47,7 +46,6 @@ import multiprocessing
 import os
 import pickle
 import platform
-import signal
 import statistics
 import sys
 import time
@@ -60,7 +58,17 @@ if HERE not in sys.path:
 
 import _shared_tasks  # noqa: E402  (sets SHARED_MEMORY_USE_LOCK=1 before shared-memory-dict is imported)
 import psutil  # noqa: E402
-from _report import fmt_rate, fmt_ratio, fmt_time, goal, table  # noqa: E402
+from _report import (  # noqa: E402
+    end_on_signals,
+    fmt_rate,
+    fmt_ratio,
+    fmt_time,
+    goal,
+    parse_args,
+    run_header,
+    table,
+    troupe_source,
+)
 
 CASES = ["incr", "read_mostly", "queue"]
 NCPU = os.cpu_count() or 1
@@ -571,43 +579,17 @@ def case_queue(w: Workers, a: argparse.Namespace) -> None:
 
 # ---------------------------------------------------------------- main
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--case", action="append", choices=CASES, help="a case to run (repeatable; default: all)")
-    ap.add_argument("--runs", type=int, default=None, help="timed runs per side (default 5; --quick: 3)")
-    ap.add_argument("--quick", action="store_true", help="fewer operations: a smoke run, timings not for comparison")
-    a = ap.parse_args()
-    if a.runs is None:
-        a.runs = 3 if a.quick else 5
-    if a.runs < 1:
-        ap.error("--runs must be at least 1")
-    chosen = [c for c in CASES if c in (a.case or CASES)]
-
-    main_pid = os.getpid()
-
-    def on_term(signum: int, frame: Any) -> None:
-        if os.getpid() != main_pid:
-            signal.signal(signum, signal.SIG_DFL)
-            os.kill(os.getpid(), signum)
-            return
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_term)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    a, chosen = parse_args(__doc__, CASES, "fewer operations: a smoke run, timings not for comparison")
+    end_on_signals()
     started = time.perf_counter()
     w = Workers()
     rc = 0
     out("## troupe's shared dict and queue beside Manager, UltraDict, shared-memory-dict, multiprocessing.Queue "
         "and faster-fifo\n")
-    out(f"{datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}; {platform.node()}; os.cpu_count() = {NCPU}; "
-        f"Python {platform.python_version()} ({platform.system()} {platform.release()}); command: "
-        f"`{' '.join([os.path.basename(sys.argv[0])] + sys.argv[1:])}`{' (QUICK: a smoke run)' if a.quick else ''}.")
+    out(run_header(a.quick))
     try:
         w.start()
-        vers = ", ".join(f"{k} {v}" for k, v in sorted(w.versions.items(), key=lambda kv: kv[0].lower()))
-        src = os.path.join(sys.prefix, "troupe-source.txt")  # written by scripts/bench-python.sh
-        if os.path.exists(src):
-            with open(src) as f:
-                vers = vers.replace("troupe 0", f"troupe (built from {f.read().strip()}) 0")
+        vers = troupe_source(", ".join(f"{k} {v}" for k, v in sorted(w.versions.items(), key=lambda kv: kv[0].lower())))
         skipped = "; ".join(f"**{k} skipped**: {v}" for k, v in w.skip.items() if k != "atomics")
         out(f"Versions: {vers}, psutil {psutil.__version__}. Workers: 2 processes, multiprocessing \"spawn\"."
             + (f" {skipped}." if skipped else ""))
