@@ -9,6 +9,7 @@ import datetime
 import math
 import os
 import platform
+import time
 import signal
 import sys
 from typing import Any
@@ -50,6 +51,56 @@ def goal(text: str, value: float | None, target: float, higher_is_better: bool, 
         return f"**Goal**: {text}: not measured ({why})."
     met = value >= target if higher_is_better else value <= target
     return f"**Goal**: {text}: measured {fmt_ratio(value)}: **{'met' if met else 'NOT met'}**."
+
+
+# ---------------------------------------------------------------- the machine meanwhile
+def _own_cpu() -> float:
+    """CPU seconds of this program: itself, its live descendants, and the
+    children each of them reaped."""
+    import psutil
+
+    total = 0.0
+    procs = [psutil.Process()]
+    try:
+        procs += procs[0].children(recursive=True)
+    except psutil.Error:
+        pass
+    for p in procs:
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system + t.children_user + t.children_system
+        except psutil.Error:
+            pass
+    return total
+
+
+class CpuMeter:
+    """What the rest of the machine did during a case: the load average, CPU
+    used by processes outside this program (in cores, on average) and the
+    VM's steal time."""
+
+    def start(self) -> None:
+        import psutil
+
+        self.t0 = time.perf_counter()
+        self.sys0 = psutil.cpu_times()
+        self.own0 = _own_cpu()
+
+    def note(self) -> str:
+        import psutil
+
+        wall = time.perf_counter() - self.t0
+        sys1 = psutil.cpu_times()
+        own = _own_cpu() - self.own0
+
+        def busy(t: Any) -> float:
+            return sum(t) - t.idle - getattr(t, "iowait", 0.0) - getattr(t, "guest", 0.0) - getattr(t, "guest_nice", 0.0)
+
+        steal = getattr(sys1, "steal", 0.0) - getattr(self.sys0, "steal", 0.0)
+        others = max(0.0, busy(sys1) - busy(self.sys0) - own - steal)
+        return (f"load average {os.getloadavg()[0]:.2f}; meanwhile other processes used "
+                f"{others / max(wall, 1e-9):.2f} of {os.cpu_count()} cores on average "
+                f"(steal {steal / max(wall, 1e-9):.2f})")
 
 
 # ---------------------------------------------------------------- the programs' frame

@@ -56,6 +56,7 @@ os.environ["PYTHONPATH"] = HERE + (os.pathsep + os.environ["PYTHONPATH"] if os.e
 import _tasks  # noqa: E402
 import psutil  # noqa: E402
 from _report import (  # noqa: E402
+    CpuMeter,
     end_on_signals,
     fmt_rate,
     fmt_ratio,
@@ -97,53 +98,11 @@ def foreign_troupe_workers() -> int:
     return n
 
 
-def _own_cpu() -> float:
-    """CPU seconds of this program: itself, its live descendants, and the
-    children each of them reaped."""
-    total = 0.0
-    procs = [psutil.Process()]
-    try:
-        procs += procs[0].children(recursive=True)
-    except psutil.Error:
-        pass
-    for p in procs:
-        try:
-            t = p.cpu_times()
-            total += t.user + t.system + t.children_user + t.children_system
-        except psutil.Error:
-            pass
-    return total
-
-
-class CpuMeter:
-    """What the rest of the machine did during a case: CPU used by processes
-    outside this program (in cores, on average) and the VM's steal time."""
-
-    def start(self) -> None:
-        self.t0 = time.perf_counter()
-        self.sys0 = psutil.cpu_times()
-        self.own0 = _own_cpu()
-
-    def note(self) -> str:
-        wall = time.perf_counter() - self.t0
-        sys1 = psutil.cpu_times()
-        own = _own_cpu() - self.own0
-
-        def busy(t: Any) -> float:
-            return sum(t) - t.idle - getattr(t, "iowait", 0.0) - getattr(t, "guest", 0.0) - getattr(t, "guest_nice", 0.0)
-
-        others = max(0.0, busy(sys1) - busy(self.sys0) - own - (getattr(sys1, "steal", 0) - getattr(self.sys0, "steal", 0)))
-        steal = getattr(sys1, "steal", 0.0) - getattr(self.sys0, "steal", 0.0)
-        return (f"meanwhile other processes used {others / max(wall, 1e-9):.2f} of {NCPU} cores on average"
-                f" (steal {steal / max(wall, 1e-9):.2f})")
-
-
 METER = CpuMeter()
 
 
 def machine_note() -> str:
-    la = os.getloadavg()
-    return (f"load average {la[0]:.2f}; {METER.note()}; troupe workers of other programs of this user "
+    return (f"{METER.note()}; troupe workers of other programs of this user "
             f"(shared budget) now: {foreign_troupe_workers()}")
 
 

@@ -59,6 +59,7 @@ if HERE not in sys.path:
 import _shared_tasks  # noqa: E402  (sets SHARED_MEMORY_USE_LOCK=1 before shared-memory-dict is imported)
 import psutil  # noqa: E402
 from _report import (  # noqa: E402
+    CpuMeter,
     end_on_signals,
     fmt_rate,
     fmt_ratio,
@@ -87,46 +88,6 @@ def out(text: str = "") -> None:
 
 
 # ---------------------------------------------------------------- machine state
-def _own_cpu() -> float:
-    total = 0.0
-    procs = [psutil.Process()]
-    try:
-        procs += procs[0].children(recursive=True)
-    except psutil.Error:
-        pass
-    for p in procs:
-        try:
-            t = p.cpu_times()
-            total += t.user + t.system + t.children_user + t.children_system
-        except psutil.Error:
-            pass
-    return total
-
-
-class CpuMeter:
-    """CPU used by processes outside this program during a case (in cores,
-    on average), and the VM's steal time."""
-
-    def start(self) -> None:
-        self.t0 = time.perf_counter()
-        self.sys0 = psutil.cpu_times()
-        self.own0 = _own_cpu()
-
-    def note(self) -> str:
-        wall = time.perf_counter() - self.t0
-        sys1 = psutil.cpu_times()
-        own = _own_cpu() - self.own0
-
-        def busy(t: Any) -> float:
-            return sum(t) - t.idle - getattr(t, "iowait", 0.0) - getattr(t, "guest", 0.0) - getattr(t, "guest_nice", 0.0)
-
-        steal = getattr(sys1, "steal", 0.0) - getattr(self.sys0, "steal", 0.0)
-        others = max(0.0, busy(sys1) - busy(self.sys0) - own - steal)
-        la = os.getloadavg()
-        return (f"load average {la[0]:.2f}; meanwhile other processes used {others / max(wall, 1e-9):.2f} of "
-                f"{NCPU} cores on average (steal {steal / max(wall, 1e-9):.2f})")
-
-
 METER = CpuMeter()
 
 
