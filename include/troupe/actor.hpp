@@ -167,47 +167,25 @@ ReadOnly<T> read(Actor<T> a) {
   return ReadOnly<T>(std::move(a));
 }
 
-// A set of actors chosen at run time: the block receives std::span<T*>, in
-// the order given (an actor named twice appears twice, held once).
-template <class T>
-class ActorSet {
+// A set of actors chosen at run time: the block receives std::span<T*>
+// (ActorSet), or std::span<const T*> for read-only access (ReadSet, from
+// read(vector): readers of the same actors run at the same time), in the
+// order given (an actor named twice appears twice, held once).
+template <class T, bool kRead>
+class BasicActorSet {
  public:
-  explicit ActorSet(std::vector<Actor<T>> v) : actors_(std::move(v)) {}
-  static constexpr std::size_t when_cown_count = kDynamicCowns;
-  template <class Sink>
-  void when_cowns(Sink& s) const {
-    for (auto& a : actors_) a.when_cowns(s);
-  }
-  template <class K>
-  void when_await(K&& k) const {
-    k();
-  }
-  void when_enter(const WhenKey& k) {
-    ptrs_.clear();
-    ptrs_.reserve(actors_.size());
-    for (auto& a : actors_) ptrs_.push_back(&a.unsafe_get(k));
-  }
-  std::tuple<std::span<T*>> when_args(const WhenKey&) noexcept { return {std::span<T*>(ptrs_)}; }
-  void when_exit(const WhenKey&) const noexcept {}
-
- private:
-  std::vector<Actor<T>> actors_;
-  std::vector<T*> ptrs_;
-};
-
-// Read-only access to a set of actors chosen at run time
-// (when(read(vector), f)): the block receives std::span<const T*>, in the
-// order given; readers of the same actors run at the same time.
-template <class T>
-class ReadSet {
- public:
-  explicit ReadSet(std::vector<Actor<T>> v) : actors_(std::move(v)) {}
+  using Ptr = std::conditional_t<kRead, const T*, T*>;
+  explicit BasicActorSet(std::vector<Actor<T>> v) : actors_(std::move(v)) {}
   static constexpr std::size_t when_cown_count = kDynamicCowns;
   template <class Sink>
   void when_cowns(Sink& s) const {
     for (auto& a : actors_) {
-      if (!a.cown()) throw Error(Errc::invalid_argument, "when() on read() of an empty Actor handle");
-      s.add(a.cown(), true);
+      if constexpr (kRead) {
+        if (!a.cown()) throw Error(Errc::invalid_argument, "when() on read() of an empty Actor handle");
+        s.add(a.cown(), true);
+      } else {
+        a.when_cowns(s);
+      }
     }
   }
   template <class K>
@@ -219,15 +197,17 @@ class ReadSet {
     ptrs_.reserve(actors_.size());
     for (auto& a : actors_) ptrs_.push_back(&a.unsafe_get(k));
   }
-  std::tuple<std::span<const T*>> when_args(const WhenKey&) noexcept {
-    return {std::span<const T*>(ptrs_)};
-  }
+  std::tuple<std::span<Ptr>> when_args(const WhenKey&) noexcept { return {std::span<Ptr>(ptrs_)}; }
   void when_exit(const WhenKey&) const noexcept {}
 
  private:
   std::vector<Actor<T>> actors_;
-  std::vector<const T*> ptrs_;
+  std::vector<Ptr> ptrs_;
 };
+template <class T>
+using ActorSet = BasicActorSet<T, false>;
+template <class T>
+using ReadSet = BasicActorSet<T, true>;
 
 template <class T>
 ReadSet<T> read(std::vector<Actor<T>> actors) {
