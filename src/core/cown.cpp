@@ -17,10 +17,10 @@ namespace {
 // Waits until `s`'s successor (which already swapped `last`) links itself (I2).
 Slot* wait_next(Slot* s) noexcept {
   Slot* n;
-  SpinWait spin;
+  Spin spin;
   // acquire: pairs with the successor's release store; we then see its slot.
   while ((n = s->next.load(std::memory_order_acquire)) == nullptr) {
-    spin.once();
+    spin.step();
     TROUPE_YIELD();
   }
   return n;
@@ -133,9 +133,9 @@ void BehaviourBase::schedule() {
     // its phase 1. It cannot be freed meanwhile (I3): it cannot leave this
     // cown's queue before we link, and it cannot run before it is enqueued.
     // acquire: pairs with the predecessor's release store of `enqueued`.
-    SpinWait spin;
+    Spin spin;
     while (!prev->behaviour->enqueued.load(std::memory_order_acquire)) {
-      spin.once();
+      spin.step();
       TROUPE_YIELD();
     }
     prev->next.store(s, std::memory_order_release);  // I2; pairs with wait_next

@@ -1,4 +1,4 @@
-// src/core/runtime.cpp: futex wrappers, the systematic-testing stream, the
+// src/core/runtime.cpp: the systematic-testing stream, the
 // per-thread current scheduler and the default pool's lifecycle.
 //
 // Invariants:
@@ -6,13 +6,6 @@
 //       path: default_scheduler() reads g_pool_ptr, an atomic, first).
 #include "troupe/runtime.hpp"
 
-#include <linux/futex.h>
-#include <sched.h>
-#include <sys/syscall.h>
-#include <time.h>
-#include <unistd.h>
-
-#include <cerrno>
 #include <cstdlib>
 #include <memory>
 #include <mutex>
@@ -27,27 +20,6 @@
 namespace troupe {
 
 namespace detail {
-
-void futex_wait(const std::atomic<std::uint32_t>* word, std::uint32_t expected) noexcept {
-  syscall(SYS_futex, reinterpret_cast<const std::uint32_t*>(word), FUTEX_WAIT_PRIVATE, expected,
-          nullptr, nullptr, 0);
-}
-
-bool futex_wait_for(const std::atomic<std::uint32_t>* word, std::uint32_t expected,
-                    std::int64_t timeout_ns) noexcept {
-  timespec ts{static_cast<time_t>(timeout_ns / 1000000000),
-              static_cast<long>(timeout_ns % 1000000000)};
-  long r = syscall(SYS_futex, reinterpret_cast<const std::uint32_t*>(word), FUTEX_WAIT_PRIVATE,
-                   expected, &ts, nullptr, 0);
-  return !(r == -1 && errno == ETIMEDOUT);
-}
-
-void SpinWait::yield_thread() noexcept { sched_yield(); }
-
-void futex_wake(const std::atomic<std::uint32_t>* word, int n) noexcept {
-  syscall(SYS_futex, reinterpret_cast<const std::uint32_t*>(word), FUTEX_WAKE_PRIVATE, n, nullptr,
-          nullptr, 0);
-}
 
 namespace systematic {
 

@@ -49,49 +49,16 @@
 #include <string>
 #include <string_view>
 
+#include "troupe/detail/platform.hpp"
 #include "troupe/proc/detail/ring.hpp"
 #include "troupe/proc/detail/wire.hpp"
 #include "troupe/proc/fd.hpp"
 
 namespace troupe::proc::detail {
 
-// A spin's pacing: a pause per round; every 64 rounds a look at the clock,
-// and once the spin has lasted kYieldAfter, a sched_yield there, so that on
-// a loaded machine the threads whose work we wait for get the CPU. A short
-// wait (a round trip: a few microseconds) makes no system call at all.
-class Spin {
- public:
-  static constexpr std::chrono::microseconds kYieldAfter{10};
-  explicit Spin(std::chrono::nanoseconds d)
-      : start_(std::chrono::steady_clock::now()), until_(start_ + d) {}
-  // A spin with no deadline (step() never returns false).
-  Spin() : start_(std::chrono::steady_clock::now()), until_(decltype(until_)::max()) {}
-  // One round; false once `d` has passed.
-  bool step() {
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#endif
-    if (++i_ % 64 != 0) return true;
-    const auto now = std::chrono::steady_clock::now();
-    if (now >= until_) return false;
-    if (now - start_ >= kYieldAfter) ::sched_yield();
-    return true;
-  }
-
- private:
-  std::chrono::steady_clock::time_point start_, until_;
-  unsigned i_ = 0;
-};
-
-// Spins (Spin's pacing) until pred() or `d` has passed; returns pred()'s
-// last value.
-template <class Pred>
-bool spin_until(std::chrono::nanoseconds d, Pred&& pred) {
-  Spin spin(d);
-  while (!pred())
-    if (!spin.step()) return pred();
-  return true;
-}
+// The spin pacing of every wait loop (platform.hpp I2).
+using troupe::detail::Spin;
+using troupe::detail::spin_until;
 
 // What the worker's end is made from: passed to the worker at spawn.
 struct ChannelFds {
