@@ -2,8 +2,10 @@
 
 Any process of the same user can use it by name (``troupe.Queue("jobs")``
 creates it or opens it), and it can be passed to isolated calls and actors.
-Items are stored in the queue's shared heap: int, float, str and bool as
-they are, anything else pickled (protocol 5); each put and get
+Items are stored in the queue's shared heap: int, float, str, bool and
+bytes as they are (a memoryview as bytes: one copy, into the heap; ``get_view``
+reads a bytes item in place, without a copy), anything else pickled
+(protocol 5); each put and get
 is one transaction of that heap (troupe.shm), so a process killed at any
 instruction has put (or taken) an item wholly or not at all, and a put or a
 get inside ``heap.atomically`` joins that transaction. A blocked ``get``
@@ -11,8 +13,8 @@ sleeps on a futex in the shared memory (no CPU while idle) and is woken by
 the put, not by polling; ``put`` blocks likewise while the queue is full.
 It follows ``queue.Queue``: ``put(item, block, timeout)``, ``get(block,
 timeout)``, ``put_nowait``/``get_nowait`` raising ``queue.Full``/
-``queue.Empty``, ``qsize``; plus ``close()`` and ``await get_async()``/
-``await put_async()``.
+``queue.Empty``, ``qsize``; plus ``get_view``, ``close()`` and
+``await get_async()``/``await put_async()``.
 """
 
 from __future__ import annotations
@@ -79,9 +81,24 @@ class Queue:
         found, item = self._q.get_item()
         if found:  # the common case: an item at once
             return item
+        return self._wait_get(self._q.get_item, block, timeout)
+
+    def get_view(self, block: bool = True, timeout: float | None = None) -> Any:
+        """``get``, except that a ``bytes`` item (or one put as a
+        ``memoryview``) of more than 8 bytes comes back as a read-only
+        ``memoryview`` of the queue's shared memory, not copied. The memory
+        is this process's until the view (and every view or array made from
+        it) is released, and is freed then, or when the process dies. Other
+        items come back as ``get`` returns them. Not inside ``atomically``."""
+        found, item = self._q.get_view()
+        if found:
+            return item
+        return self._wait_get(self._q.get_view, block, timeout)
+
+    def _wait_get(self, take: Any, block: bool, timeout: float | None) -> Any:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            found, item = self._q.get_item()
+            found, item = take()
             if found:
                 return item
             if not block or self._q.closed():

@@ -245,19 +245,28 @@ std::size_t index_of(Tx& tx, shm::List l, long long i) {
 // (the object heap.buffer() returned in the allocating process) is
 // collected: every memoryview or numpy array made from it references it, so
 // none can outlive the block. Copies unpickled in other processes never free.
+// A queue's in-place get (queue.hpp Q5) makes a read-only one that owns the
+// item's blob (`block`; its bytes start at `off`).
 struct SharedBuffer {
   Box box;
   Offset off = null_offset;
+  Offset block = null_offset;  // what the owner frees (off's block, or the blob off is in)
   std::size_t size = 0;
   bool owner = false;
+  bool readonly = false;
   SharedBuffer() = default;
   SharedBuffer(SharedBuffer&& o) noexcept
-      : box(std::move(o.box)), off(std::exchange(o.off, null_offset)), size(o.size), owner(o.owner) {}
+      : box(std::move(o.box)),
+        off(std::exchange(o.off, null_offset)),
+        block(std::exchange(o.block, null_offset)),
+        size(o.size),
+        owner(o.owner),
+        readonly(o.readonly) {}
   SharedBuffer(const SharedBuffer&) = delete;
   ~SharedBuffer() {
-    if (owner && off && box && box->heap) {
+    if (owner && block && box && box->heap) {
       try {
-        box->heap.free(off);
+        box->heap.free(block);
       } catch (const std::exception&) {  // the heap is going away: nothing to give back to
       }
     }
@@ -267,10 +276,20 @@ struct SharedBuffer {
 int buffer_get(PyObject* self, Py_buffer* view, int flags) {
   SharedBuffer* b = nb::inst_ptr<SharedBuffer>(self);
   return PyBuffer_FillInfo(view, self, b->box->heap.ptr(b->off), static_cast<Py_ssize_t>(b->size),
-                           0, flags);
+                           b->readonly ? 1 : 0, flags);
 }
 PyType_Slot buffer_slots[] = {{Py_bf_getbuffer, reinterpret_cast<void*>(buffer_get)},
                               {0, nullptr}};
+
+// A queue item as the package stored it (put_item): a 1-tuple of bytes is a
+// pickle, anything else a value.
+nb::object queue_item(const Box& box, const Value& v) {
+  if (v.kind() == Kind::tuple && v.as_tuple().size() == 1 && v.as_tuple()[0].kind() == Kind::bytes) {
+    std::string_view b = v.as_tuple()[0].as_bytes();
+    return pickle_loads()(nb::bytes(b.data(), b.size()));
+  }
+  return from_value(box, v);
+}
 
 }  // namespace
 
@@ -462,7 +481,7 @@ void bind_shm(nb::module_& m) {
     if (nbytes == 0) throw nb::value_error("a shared buffer needs at least one byte");
     SharedBuffer b;
     b.box = box;
-    b.off = box->heap.allocate(nbytes);
+    b.off = b.block = box->heap.allocate(nbytes);
     box->heap.publish(b.off);  // shared data now: survives this process's death
     std::memset(box->heap.ptr(b.off), 0, nbytes);
     b.size = nbytes;
@@ -492,8 +511,8 @@ void bind_shm(nb::module_& m) {
              return q.q.try_put(Value::bytes(std::string_view(b.c_str(), b.size())));
            })
       // Items as the package stores them: int (int64), float, str and bool in
-      // place, anything else pickled (protocol 5) into bytes; so a bytes
-      // value in the ring is always a pickle.
+      // place; bytes and memoryviews as bytes (one copy, into the heap);
+      // anything else pickled (protocol 5) into a 1-tuple of bytes.
       .def("put_item",
            [](PyQueue& q, nb::handle o) {
              PyObject* p = o.ptr();
@@ -510,25 +529,51 @@ void bind_shm(nb::module_& m) {
                PyErr_Clear();  // not encodable as UTF-8 (lone surrogates): pickle it
              } else if (PyBool_Check(p)) {
                return q.q.try_put(Value(p == Py_True));
+             } else if (PyBytes_CheckExact(p)) {
+               return q.q.try_put(Value::bytes_ref(
+                   std::string_view(PyBytes_AS_STRING(p), static_cast<std::size_t>(PyBytes_GET_SIZE(p)))));
+             } else if (PyMemoryView_Check(p)) {
+               Py_buffer view;
+               if (PyObject_GetBuffer(p, &view, PyBUF_C_CONTIGUOUS) != 0) throw nb::python_error();
+               struct Release {
+                 Py_buffer* v;
+                 ~Release() { PyBuffer_Release(v); }
+               } release{&view};
+               return q.q.try_put(Value::bytes_ref(
+                   std::string_view(static_cast<const char*>(view.buf), static_cast<std::size_t>(view.len))));
              }
              nb::bytes b = nb::cast<nb::bytes>(pickle_dumps()(o, 5));
-             return q.q.try_put(Value::bytes(std::string_view(b.c_str(), b.size())));
+             return q.q.try_put(
+                 Value::tuple({Value::bytes_ref(std::string_view(b.c_str(), b.size()))}));
            }, nb::arg("item").none())
       .def("get_item",  // (True, item) or (False, None) when empty
            [](PyQueue& q) -> nb::tuple {
              auto v = q.q.try_get();
              if (!v) return nb::make_tuple(false, nb::none());
-             if (v->kind() == Kind::bytes) {
-               const std::string& b = v->as_bytes();
-               return nb::make_tuple(true, pickle_loads()(nb::bytes(b.data(), b.size())));
-             }
-             return nb::make_tuple(true, from_value(q.box, *v));
+             return nb::make_tuple(true, queue_item(q.box, *v));
+           })
+      .def("get_view",  // as get_item, a bytes item as a read-only view in place (Q5)
+           [](PyQueue& q) -> nb::tuple {
+             auto v = q.q.try_get_in_place();
+             if (!v) return nb::make_tuple(false, nb::none());
+             if (!v->block) return nb::make_tuple(true, queue_item(q.box, v->value));
+             SharedBuffer b;
+             b.box = q.box;
+             b.block = v->block;
+             b.off = q.box->heap.offset_of(v->bytes.data());
+             b.size = v->bytes.size();
+             b.owner = true;
+             b.readonly = true;
+             nb::object owner = nb::cast(std::move(b));
+             PyObject* view = PyMemoryView_FromObject(owner.ptr());
+             if (!view) throw nb::python_error();
+             return nb::make_tuple(true, nb::steal(view));
            })
       .def("try_get",
            [](PyQueue& q) -> nb::object {
              auto v = q.q.try_get();
              if (!v) return nb::none();
-             const std::string& b = v->as_bytes();
+             std::string_view b = v->as_bytes();
              return nb::bytes(b.data(), b.size());
            })
       .def("wait",  // one bounded wait, GIL released (queue.hpp Q3)

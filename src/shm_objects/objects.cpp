@@ -128,7 +128,7 @@ std::optional<Slot> encode_inline(const Value& v) {
       return Slot{make_tag(Kind::real), std::bit_cast<std::uint64_t>(v.as_double())};
     case Kind::string:
     case Kind::bytes: {
-      const std::string& s = v.kind() == Kind::string ? v.as_string() : v.as_bytes();
+      const std::string_view s = v.kind() == Kind::string ? v.as_string() : v.as_bytes();
       if (s.size() > 8) return std::nullopt;
       Slot r{make_tag(v.kind(), static_cast<unsigned>(s.size()) + 1), 0};
       std::memcpy(&r.payload, s.data(), s.size());
@@ -244,9 +244,9 @@ Slot encode(Tx& tx, const Value& v) {
     case Kind::string:
     case Kind::bytes:
     case Kind::bigint: {  // never inline: a bigint has more than 8 bytes
-      const std::string& s = v.kind() == Kind::string ? v.as_string()
-                             : v.kind() == Kind::bytes ? v.as_bytes()
-                                                        : v.as_bigint();
+      const std::string_view s = v.kind() == Kind::string ? v.as_string()
+                                 : v.kind() == Kind::bytes ? v.as_bytes()
+                                                            : v.as_bigint();
       Offset b = tx.allocate(8 + s.size());
       auto* p = h.ptr<std::uint64_t>(b);  // private until commit (X6); T9
       put(p, s.size());
@@ -487,6 +487,12 @@ Value Value::bytes(std::string_view b) {
   v.s_ = std::string(b);
   return v;
 }
+Value Value::bytes_ref(std::string_view b) {
+  Value v;
+  v.kind_ = Kind::bytes;
+  v.borrowed_ = b;
+  return v;
+}
 Value Value::bigint(std::string_view b) {
   if (b.size() <= 8)
     throw Error(Errc::invalid_argument,
@@ -534,9 +540,9 @@ const std::string& Value::as_string() const {
   need(Kind::string);
   return s_;
 }
-const std::string& Value::as_bytes() const {
+std::string_view Value::as_bytes() const {
   need(Kind::bytes);
-  return s_;
+  return text();
 }
 const std::string& Value::as_bigint() const {
   need(Kind::bigint);
@@ -588,7 +594,7 @@ std::uint64_t Value::hash() const {
     case Kind::string:
       return fnv(s_, 1);
     case Kind::bytes:
-      return fnv(s_, 2);
+      return fnv(text(), 2);
     case Kind::bigint:
       return fnv(s_, 3);
     case Kind::tuple: {
@@ -617,7 +623,7 @@ bool Value::operator==(const Value& o) const {
     case Kind::string:
     case Kind::bytes:
     case Kind::bigint:
-      return s_ == o.s_;
+      return text() == o.text();
     case Kind::tuple:
       return *t_ == *o.t_;
     default:  // the same container (a stamp 0, unchecked, matches any, V2)
@@ -638,7 +644,7 @@ std::string Value::repr() const {
     case Kind::string:
       return fmt::format("'{}'", s_);
     case Kind::bytes:
-      return fmt::format("b'{}'", s_);
+      return fmt::format("b'{}'", text());
     case Kind::bigint:
       return fmt::format("bigint({} bytes)", s_.size());
     case Kind::tuple: {

@@ -1,14 +1,9 @@
 // src/shm_objects/queue.cpp: shm::Queue (queue.hpp Q1-Q3).
 #include "troupe/shm/queue.hpp"
 
-#include <linux/futex.h>
-#include <sys/syscall.h>
-#include <unistd.h>
-
 #include <atomic>
-#include <climits>
-#include <ctime>
 
+#include "troupe/detail/platform.hpp"
 #include "troupe/error.hpp"
 #include "troupe/shm/detail/fault.hpp"
 #include "troupe/shm/heap.hpp"
@@ -29,17 +24,11 @@ struct Sync {
 static_assert(sizeof(Sync) <= 64);
 
 constexpr auto kSlice = std::chrono::milliseconds(100);  // Q3
-
-void futex_wait_shared(std::atomic<std::uint32_t>* w, std::uint32_t expected,
-                       std::chrono::nanoseconds d) {
-  timespec ts{static_cast<time_t>(d.count() / 1'000'000'000),
-              static_cast<long>(d.count() % 1'000'000'000)};
-  ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(w), FUTEX_WAIT, expected, &ts, nullptr, 0);
-}
-void futex_wake_shared(std::atomic<std::uint32_t>* w) {
-  ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(w), FUTEX_WAKE, INT_MAX, nullptr, nullptr,
-            0);
-}
+// Q4: how long a waiter watches the sequence word before it sleeps.
+constexpr auto kSpin = std::chrono::microseconds(50);
+// ... yielding from the start (64 rounds in): the peer process may share our
+// CPU, and then only a yield lets it make the item we wait for.
+constexpr auto kYieldFrom = std::chrono::nanoseconds(0);
 
 std::string root_name(std::string_view name) { return "queue:" + std::string(name); }
 
@@ -141,11 +130,45 @@ std::optional<Value> Queue::try_get() {
   return got;
 }
 
+std::optional<Queue::InPlace> Queue::try_get_in_place() {
+  constexpr std::uint64_t kBytesBlob = static_cast<std::uint64_t>(Kind::bytes);  // tag: not inline
+  if (detail::current_tx())  // Q5: the blob is ours only once our own transaction commits
+    throw Error(Errc::invalid_argument,
+                "queue '" + name_ + "': an in-place get cannot join a larger transaction");
+  auto got = atomically(*heap_, [&](Tx& tx) -> std::optional<InPlace> {
+    std::uint64_t head = tx.read(head_word_);
+    if (!slot_taken(tx, head)) return std::nullopt;  // Q1: empty
+    const Offset slot = slots_ + 16 * (head % capacity_);
+    InPlace r;
+    if (tx.read(slot) == kBytesBlob) {  // Q5: empty the slot, keep its blob
+      r.block = static_cast<Offset>(tx.read(slot + 8));
+      tx.write(slot, 0);
+      tx.write(slot + 8, 0);
+      tx.take(r.block);
+    } else {
+      auto at = static_cast<std::size_t>(head % capacity_);
+      r.value = items_.get(tx, at);
+      items_.set(tx, at, Value());  // Q1: the slot releases its value
+    }
+    tx.write(head_word_, head + 1);
+    return r;
+  });
+  if (got) {
+    if (got->block) {  // ours now and immutable (objects.hpp V1): read in place
+      const auto* p = heap_->ptr<std::uint64_t>(got->block);
+      got->bytes = std::string_view(reinterpret_cast<const char*>(p + 1), p[0]);
+    }
+    detail::fault_point("queue.get.after_commit");
+    notify(false);
+  }
+  return got;
+}
+
 void Queue::notify(bool after_put) {
   auto* s = heap_->ptr<Sync>(sync_);
   auto& seq = after_put ? s->puts : s->gets;
   seq.fetch_add(1);  // seq_cst: against the sleeper's count and load (Q2)
-  if ((after_put ? s->getters : s->putters).load() > 0) futex_wake_shared(&seq);
+  if ((after_put ? s->getters : s->putters).load() > 0) troupe::detail::futex_wake_shared(&seq);
 }
 
 void Queue::wait(bool for_put, std::chrono::nanoseconds at_most) {
@@ -153,12 +176,21 @@ void Queue::wait(bool for_put, std::chrono::nanoseconds at_most) {
   auto& seq = for_put ? s->gets : s->puts;
   auto& sleepers = for_put ? s->putters : s->getters;
   std::uint32_t seen = seq.load();
-  sleepers.fetch_add(1);  // seq_cst (Q2): a notify after this sees us
   bool ready = atomically(*heap_, [&](Tx& tx) {
     if (tx.read(closed_word_) != 0) return true;
     return for_put ? !slot_taken(tx, tx.read(tail_word_)) : slot_taken(tx, tx.read(head_word_));
   });
-  if (!ready) futex_wait_shared(&seq, seen, std::min<std::chrono::nanoseconds>(at_most, kSlice));
+  if (ready) return;
+  // Q4: the other side is often a few microseconds from its next put (get):
+  // watch the word a while, which costs it no wake-up system call and us no
+  // sleep and wake-up (tens of microseconds on a VM).
+  troupe::detail::Spin spin(std::min<std::chrono::nanoseconds>(at_most, kSpin), kYieldFrom);
+  if (troupe::detail::spin_until(spin, [&] { return seq.load(std::memory_order_relaxed) != seen; }))
+    return;
+  sleepers.fetch_add(1);  // seq_cst (Q2): a notify after this sees us ...
+  if (seq.load() == seen)  // ... or we see its increment
+    troupe::detail::futex_wait_shared(&seq, seen,
+                              std::min<std::chrono::nanoseconds>(at_most, kSlice).count());
   sleepers.fetch_sub(1);
 }
 

@@ -207,13 +207,13 @@ std::size_t TxHeap::busy_records() const {
 // leaves it to exactly one party: kFreeing and unpublish() hand it to our heap
 // slot (the heap frees it if we die), the cleared entry tells a later
 // recoverer there is nothing left, and only then is it freed.
-void TxHeap::free_entry(std::atomic_ref<std::uint64_t> entry, Offset block) {
+void TxHeap::free_entry(std::atomic_ref<std::uint64_t> entry, Offset block, bool keep) {
   // Relaxed: a log entry of the record we finish (X1/X7); the recoverer
   // reads it after acquiring the state.
   entry.store(block | kEntryFreeing, std::memory_order_relaxed);
-  heap_->unpublish(block);
+  heap_->unpublish(block);  // ours now: freed by recovery if we die (T11)
   entry.store(0, std::memory_order_relaxed);
-  heap_->free(block);
+  if (!keep) heap_->free(block);
 }
 
 // Finishes a log entry left by a dead party (allocs[] when discarding,
@@ -566,6 +566,7 @@ void Tx::begin() {
   write_index_.clear();
   allocs_.clear();
   frees_.clear();
+  taken_.clear();
   candidates_.clear();
   if (!collected_.empty()) collected_.clear();  // clear() sweeps every bucket
   committed_ = false;
@@ -821,6 +822,16 @@ void Tx::retire(Offset block) {
   frees_.push_back(block);
 }
 
+void Tx::take(Offset block) {
+  if (allocated_here(block))
+    throw Error(Errc::invalid_argument,
+                fmt::format("Tx::take: block {:#x} was allocated by this transaction, not "
+                            "published shared data",
+                            block));
+  frees_.push_back(block);
+  taken_.push_back(block);
+}
+
 void Tx::release_locks(std::size_t n, std::uint64_t version_word, bool restore) {
   LogView L = view(*heap_, *rec_);
   for (std::size_t i = 0; i < n; ++i) {
@@ -1041,7 +1052,9 @@ void Tx::commit() {
     // X5: every stripe of these blocks was just released with wv, so a
     // transaction still reading one of them fails its next check; free now.
     r.state.store(seq_ << 32 | kTxFreeing, std::memory_order_release);
-    for (std::size_t i = 0; i < frees_.size(); ++i) layer_->free_entry(L.free_(i), frees_[i]);
+    for (std::size_t i = 0; i < frees_.size(); ++i)
+      layer_->free_entry(L.free_(i), frees_[i],
+                         std::find(taken_.begin(), taken_.end(), frees_[i]) != taken_.end());
   }
   r.state.store(seq_ << 32, std::memory_order_release);
   if (irrevocable_) {
@@ -1050,6 +1063,7 @@ void Tx::commit() {
   }
   allocs_.clear();
   frees_.clear();
+  taken_.clear();
   attempt_ = 0;
   counters_->bump(counters_->commits);
 }

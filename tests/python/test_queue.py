@@ -65,6 +65,67 @@ def _put_one(qu: troupe.Queue, item: object) -> None:
     qu.put(item)
 
 
+def test_bytes_are_read_in_place_and_freed_with_the_last_view(q: troupe.Queue) -> None:
+    base = q.heap.used_bytes()
+    big = bytes(range(256)) * 40
+    q.put(big)
+    q.put(memoryview(bytearray(b"from a view, more than 8 bytes")))
+    q.put(b"short")
+    q.put({"not": "bytes"})
+    v = q.get_view()
+    assert isinstance(v, memoryview) and v.readonly and v.nbytes == len(big)
+    assert v == big
+    with pytest.raises(TypeError):
+        v[0] = 1  # read-only: other processes' bytes are immutable
+    w = q.get_view()
+    assert bytes(w) == b"from a view, more than 8 bytes"
+    assert q.get_view() == b"short"  # 8 bytes or fewer live in the slot: a copy
+    assert q.get_view() == {"not": "bytes"}
+    for i in range(4):  # the slots are reused: the views keep their bytes
+        q.put(bytes([i]) * 100)
+    assert v == big and q.get() == bytes([0]) * 100
+    assert q.heap.used_bytes() > base
+    del w
+    sub = v[10:20]  # a view of the view keeps the memory too
+    v.release()
+    assert bytes(sub) == big[10:20]
+    del sub, v
+    while q.qsize():
+        q.get()
+    assert q.heap.used_bytes() == base
+
+
+def test_in_place_get_refuses_to_join_a_transaction(q: troupe.Queue) -> None:
+    q.put(b"x" * 100)
+    with pytest.raises(ValueError, match="in-place get"):
+        q.heap.atomically(lambda: q.get_view())
+    assert q.get() == b"x" * 100
+
+
+def test_a_view_held_by_a_process_that_dies_is_reclaimed(q: troupe.Queue) -> None:
+    base = q.heap.used_bytes()
+    q.put(b"y" * 5000)
+    code = (
+        "import os, sys, troupe; q = troupe.Queue(sys.argv[1]); v = q.get_view();"
+        "assert v == b'y' * 5000; os.kill(os.getpid(), 9)"
+    )
+    r = subprocess.run([sys.executable, "-c", code, q.name], timeout=60)
+    assert r.returncode == -signal.SIGKILL
+    assert q.qsize() == 0
+    q.heap._box.recover()
+    assert q.heap.used_bytes() == base
+
+
+def test_an_idle_get_sleeps(q: troupe.Queue) -> None:
+    code = (
+        "import queue, sys, time, troupe; q = troupe.Queue(sys.argv[1]); t = time.process_time()\n"
+        "try:\n    q.get(timeout=1.0)\nexcept queue.Empty:\n    print(time.process_time() - t)"
+    )
+    r = subprocess.run([sys.executable, "-c", code, q.name], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert float(r.stdout) < 0.1  # a second of waiting: some 10 slices of at most 50 us of spinning
+
+
 def test_close_drains_then_reports_empty(q: troupe.Queue) -> None:
     q.put(1)
     q.close()

@@ -1,7 +1,10 @@
-// tests/shm_objects/queue_test.cpp: shm::Queue (queue.hpp Q1-Q3): order,
+// tests/shm_objects/queue_test.cpp: shm::Queue (queue.hpp Q1-Q5): order,
 // bounds, blocking waits woken by the other side, close, and threads
-// producing and consuming at once with every item taken exactly once.
+// producing and consuming at once with every item taken exactly once, and
+// in-place gets that hand the item's blob to the taker.
 #include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
@@ -97,4 +100,51 @@ TEST(Queue, ThreadsProduceAndConsumeEachItemOnce) {
           last = v;
         }
     }
+}
+
+// Q5, tx.hpp T11: an in-place get hands the item's blob to the taker, who
+// reads it after later puts reuse the slot and frees it; a taker that dies
+// holding it loses nothing for good: recovery frees the blob.
+TEST(Queue, InPlaceGetHandsTheBlobToTheTaker) {
+  auto heap = shm_objects_test::make_heap();
+  auto& layer = troupe::shm::TxHeap::attach(heap);
+  auto used = [&] { return heap.stats().published - layer.layer_bytes(); };  // shared data
+  Queue q = Queue::create(heap, "q", 2);
+  const std::size_t empty = used();
+  const std::string big(1000, 'b');
+  ASSERT_TRUE(q.try_put(Value::bytes_ref(big)));  // borrowed: copied once, into the heap
+  ASSERT_TRUE(q.try_put(Value::bytes("tiny")));
+  auto got = q.try_get_in_place();
+  ASSERT_TRUE(got && got->block);
+  EXPECT_EQ(got->bytes, big);
+  EXPECT_EQ(heap.owner(got->block).kind, troupe::shm::Owner::slot);  // ours, not shared
+  auto small = q.try_get_in_place();  // inline in its slot: a value
+  ASSERT_TRUE(small && !small->block);
+  EXPECT_EQ(small->value.as_bytes(), "tiny");
+  for (int i = 0; i < 2; ++i) ASSERT_TRUE(q.try_put(Value::bytes(std::string(500, 'x'))));
+  EXPECT_EQ(got->bytes, big);  // the slot was reused, the blob is the taker's
+  heap.free(got->block);
+  while (q.try_get()) {
+  }
+  EXPECT_EQ(used(), empty);
+  EXPECT_THROW(troupe::shm::atomically(heap, [&](troupe::shm::Tx&) { q.try_get_in_place(); }),
+               troupe::Error);  // inside a transaction: refused
+
+  ASSERT_TRUE(q.try_put(Value::bytes(big)));
+  pid_t pid = fork();
+  if (pid == 0) {  // H2: the child opens the heap again, takes the item and dies
+    auto child = troupe::shm::Heap::open(heap.name());
+    troupe::shm::TxHeap::attach(child);
+    auto item = Queue::open(child, "q").try_get_in_place();
+    _exit(item && item->bytes == big ? 9 : 1);  // without freeing it
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 9);
+  EXPECT_EQ(q.size(), 0u);
+  const std::size_t live = heap.stats().live_bytes();  // the dead taker's blob among them
+  heap.recover();
+  EXPECT_LE(heap.stats().live_bytes() + big.size(), live);  // freed by recovery
+  EXPECT_EQ(used(), empty);
 }

@@ -128,6 +128,9 @@ class Value {
   Value(const Dict& d);
   Value(const Record& r);
   static Value bytes(std::string_view b);
+  // Bytes that are not copied into the Value: `b` must outlive it (and every
+  // copy of it). For storing a caller's buffer with one copy, into the heap.
+  static Value bytes_ref(std::string_view b);
   // An integer that does not fit int64, as the minimal two's-complement
   // little-endian bytes (Python's int.to_bytes(..., "little", signed=True)).
   static Value bigint(std::string_view twos_complement_le);
@@ -141,7 +144,7 @@ class Value {
   std::int64_t as_int() const;
   double as_double() const;
   const std::string& as_string() const;
-  const std::string& as_bytes() const;
+  std::string_view as_bytes() const;
   const std::string& as_bigint() const;  // its bytes
   const std::vector<Value>& as_tuple() const;
   List as_list() const;
@@ -165,6 +168,8 @@ class Value {
   };
   std::uint64_t stamp_ = 0;  // containers: the creation stamp (V2)
   std::string s_;
+  std::string_view borrowed_;  // bytes_ref(): the bytes, not in s_
+  std::string_view text() const { return borrowed_.data() ? borrowed_ : std::string_view(s_); }
   std::shared_ptr<const std::vector<Value>> t_;
 };
 

@@ -31,6 +31,13 @@
 //       a waiter that tried meanwhile sleeps at most one slice (100 ms) more.
 //   Q3. A waiter's sleep is bounded (its timeout, 100 ms slices): a waker
 //       that died between its commit and its wake costs at most one slice.
+//   Q4. A waiter watches the sequence word for up to 50 us (Spin's pacing)
+//       before it counts itself a sleeper and sleeps: an idle queue costs no
+//       CPU after that, and a busy one no system call on either side.
+//   Q5. try_get_in_place() empties the slot and takes the item's blob out of
+//       the shared data in the same transaction (tx.hpp T11): the blob is
+//       the taker's from the commit on, freed exactly once, by the taker or
+//       by recovery if the taker dies.
 #pragma once
 
 #include <chrono>
@@ -56,6 +63,18 @@ class Queue {
   bool try_put(const Value& v);
   // Non-blocking: the oldest item, or none when empty.
   std::optional<Value> try_get();
+  // An item taken out whose bytes stay where they are (Q5): a bytes item of
+  // more than 8 bytes comes as `block`, now this process's (the heap frees it
+  // if the process dies), its bytes readable in place until the caller's
+  // heap().free(block); any other item comes as `value` (block null). Not
+  // inside atomically() (Error(invalid_argument)): the blob is the caller's
+  // only once this get's own transaction commits.
+  struct InPlace {
+    Value value;
+    Offset block = null_offset;
+    std::string_view bytes;  // the block's bytes, in this process's mapping
+  };
+  std::optional<InPlace> try_get_in_place();
   // Blocking, up to `timeout` (negative: no limit): false / none at the limit.
   bool put(const Value& v, std::chrono::nanoseconds timeout);
   std::optional<Value> get(std::chrono::nanoseconds timeout);

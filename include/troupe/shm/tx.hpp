@@ -99,6 +99,12 @@
 //       retrying for ever (tx.cpp wait_unlocked); so does any transaction
 //       still aborting after kGiveUpAfter attempts, irrevocable for most of
 //       them (tx.cpp backoff). fuzz/heap_fuzz.cpp drives corrupt heaps.
+//   T11. A taken block (take()) is logged in frees[] like a retired one; at
+//       commit it is unpublished into the committing thread's heap slot
+//       instead of freed (TxHeap::free_entry with keep). Recovery of a dead
+//       committer frees it as any logged free: the process that would have
+//       read it is dead. So it is freed exactly once, by its taker or by
+//       recovery.
 //
 // Every process that changes objects must attach the layer (TxHeap::attach)
 // right after opening the heap: attaching installs the recovery hook that
@@ -211,7 +217,9 @@ class TxHeap {
     return detail::is_idle(s) ? detail::seq_of(s) : settle_slow(slot);
   }
   std::uint64_t settle_slow(unsigned slot);
-  void free_entry(std::atomic_ref<std::uint64_t> entry, Offset block);
+  // Frees a block of a committed transaction's frees[] (X5); with `keep`
+  // (Tx::take, T11) it only takes it back from the shared data.
+  void free_entry(std::atomic_ref<std::uint64_t> entry, Offset block, bool keep = false);
   bool finish_entry(std::atomic_ref<std::uint64_t> entry, bool in_hook);
   std::shared_ptr<TxCounters> new_counters();  // registers a Tx's counters
 
@@ -265,6 +273,12 @@ class Tx {
   // A block allocated by this transaction is freed now, with its buffered
   // writes (T5).
   void retire(Offset block);
+  // As retire(), but at commit the block becomes this process's own instead
+  // of being freed (T11): the caller reads it in place (its content is
+  // immutable, objects.hpp V1) and frees it with Heap::free() when done; if
+  // the process dies first, the heap frees it. The block must be published
+  // (not allocated by this transaction).
+  void take(Offset block);
   bool allocated_here(Offset block) const;
   // Deferred reference counting (T7; objects.hpp V2): `block`'s count may be
   // zero when this transaction ends. At commit, before the commit point,
@@ -334,6 +348,7 @@ class Tx {
   std::vector<std::uint32_t> write_index_;  // open addressing over writes_, when large
   std::vector<Offset> allocs_;
   std::vector<Offset> frees_;
+  std::vector<Offset> taken_;  // T11: the blocks of frees_ kept, not freed
   struct Candidate {
     Offset block;
     std::uint64_t arg;
