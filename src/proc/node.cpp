@@ -1,83 +1,12 @@
-// src/proc/node.cpp: the root supervisor and the worker server (node.hpp I1,
-// I2; process.hpp I1, I2).
-//
-// Root: one IO thread waits (epoll) on every worker's channel (its socket and
-// its wake eventfd, channel.hpp) and on a wake eventfd of its own; it starts
-// workers, sends the calls that waited for one, completes replies, routes
-// workers' own calls, fails the calls of a worker that died, times calls out
-// and retires idle workers. Callers send directly from their own thread when
-// a worker is ready for them. While calls are outstanding, the IO thread
-// spins briefly on the rings before it sleeps (kSpin). A caller that waits
-// for a reply receives it itself for a while (N8): a round trip then needs
-// no thread hand-off and no system call when both sides are busy.
-// Worker: the main thread receives from the parent; calls run on the worker's
-// pool (or on their actor), replies are sent from wherever they finish. After
-// each batch of messages it spins briefly on its ring before it sleeps.
-//
-// Invariants (in addition to node.hpp's):
-//   N1. mu_ guards workers_, pending_, waiting_, dead_, objects_, unstarted_,
-//       stats_ and the id counters. No message is sent and no promise
-//       completed while it is held, except spawning a worker and sending
-//       `shutdown`.
-//   N2. A WorkerRec's channel (socket, eventfds, rings) is closed only when
-//       the last shared_ptr to the record goes, so a sender holding one never
-//       writes to a reused fd or an unmapped ring.
-//   N3. Budget: a worker holds an OFD write lock on one byte of the budget
-//       file, through a descriptor only it has; the kernel drops the lock when
-//       the worker dies, however it dies.
-//   N4. Only the IO thread starts workers, and it ends only after they have
-//       gone. A worker's PR_SET_PDEATHSIG follows the *thread* that started
-//       it, so it fires when the program ends, never when a caller's
-//       short-lived thread does.
-//   N5. No thread ever waits for a worker slot. A call that cannot go to a
-//       ready worker (one must be started, or none is usable) waits in
-//       waiting_ with its pending entry at worker 0, holding its own
-//       descriptors; the IO thread sends it when a worker starts, replies or
-//       exits (drain_waiting), and fails it with the cause if none can start.
-//   N6. Bookkeeping is bounded by live work: dead_ keeps the last kDeadKept
-//       workers that hosted objects (only a handle names a worker later);
-//       a worker's unstarted_ holds only calls received and not yet started.
-//   W1. A worker with one thread (the default) runs every call, and every
-//       behaviour of the actors it hosts, on the thread that receives them.
-//   N7. Every message between root and worker goes through the worker's
-//       Channel (channel.hpp C1-C6), which keeps one sender's order across
-//       its ring and its socket. In the root only the holder of a worker's
-//       claim (WorkerRec::claimed) receives from it, so messages are handled
-//       one at a time in order: the IO thread, or a caller waiting (N8); only
-//       the worker's main thread receives (worker).
-//   N8. Caller-side receive (root): a thread outside any scheduler that waits
-//       on a promise while its last remote call is pending (the blocking
-//       poller, scheduler.hpp I4) claims the channel of the worker that call
-//       went to, clears the ring's sleeping word (so the worker's reply costs
-//       no eventfd write) and handles what arrives, exactly as the IO thread
-//       would, in batches of at most kHelperBatch, until its promise is ready,
-//       its call was answered, or kSpin has passed. Leaving, if the IO thread
-//       sleeps (io_asleep_) it sets the word again through prepare_sleep and,
-//       should that find a frame, wakes the IO thread; then it releases the
-//       claim. Why no message is left unseen: the IO thread stores io_asleep_
-//       = true before its round of claim + prepare_sleep over all channels
-//       and stores false after epoll_wait returns. If it claimed this channel
-//       in that round after the caller released it, it set the word itself;
-//       if before the caller claimed it, its release of the claim and the
-//       caller's acquire order its store before the caller's load, so the
-//       caller sees true and sets the word; if the IO thread is awake (false
-//       seen), it has not begun the round, or has woken and skipped this
-//       channel (no event for it), and its next round claims it and rechecks
-//       the ring before it sleeps. While a caller holds a claim the IO thread
-//       neither spins on that ring nor counts it as expecting a reply; it
-//       waits for the claim only to take an event (eventfd, socket) for that
-//       worker, first leaving socket_hint so the caller reads the socket too.
-//       Deaths (end of stream) are left to the IO thread. A claim is released
-//       on every path (an exception from a handler reaches the waiter). The
-//       IO thread's own waits never poll (tl_receiving). Continuations of a
-//       remote call's promise run on the thread that handled its reply (then
-//       and when hand them to the scheduler; a `then` callback that blocked on
-//       a remote call would keep the claim, as it kept the IO thread before).
-//       ~Node uninstalls the poller and waits for the threads inside it.
-//   W2. A cancel marks a call in unstarted_ only if it has not started; the
-//       entry goes when the call starts (take_cancelled) or is rejected.
+// src/proc/node.cpp: the node's lifetime (configuration, shutdown, ~Node,
+// the N8 poller's removal), the helpers both sides use for a rejected
+// message, the one Node of this process, and the public entry points of
+// the proc layer (process.hpp, node.hpp) that forward to it. Class Node, its
+// invariants (N1-N8, W1, W2) and which file holds which part of it:
+// node_private.hpp. Keeps N1 (stats and tables read under mu_), N4 (stop
+// before the workers' parent thread ends), N8 (no wait reaches a node being
+// destroyed or shut down).
 #include <fcntl.h>
-#include <fmt/core.h>
 #include <poll.h>
 #include <pthread.h>
 #include <spawn.h>
@@ -90,72 +19,21 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <atomic>
+#include <cerrno>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <deque>
-#include <map>
-#include <mutex>
 #include <thread>
-#include <unordered_map>
 
+#include "node_private.hpp"
 #include "troupe/detail/mpsc_queue.hpp"
-#include "troupe/proc/detail/channel.hpp"
-#include "troupe/proc/process.hpp"
-#include "troupe/runtime.hpp"
 
 extern char** environ;
 
-namespace troupe::proc {
-
-namespace detail {
-Registry& registry() noexcept {
-  static Registry r;  // registry.hpp I1
-  return r;
-}
-
-const msgpack::object* open_reply(const msgpack::object_handle& oh, const std::string& name,
-                                  std::exception_ptr& err) {
-  const msgpack::object& o = oh.get();
-  if (o.type != msgpack::type::ARRAY || o.via.array.size != 2) throw msgpack::type_error();
-  int status = o.via.array.ptr[0].as<int>();
-  const msgpack::object& payload = o.via.array.ptr[1];
-  if (status == static_cast<int>(Status::ok)) return &payload;
-  if (payload.type != msgpack::type::ARRAY || payload.via.array.size != 2)
-    throw msgpack::type_error();
-  if (status == static_cast<int>(Status::exception)) {
-    auto type = payload.via.array.ptr[0].as<std::string>();
-    auto what = payload.via.array.ptr[1].as<std::string>();
-    err = std::make_exception_ptr(
-        RemoteException(type, what, fmt::format("{} threw {}: {}", name, type, what)));
-    return nullptr;
-  }
-  if (status == static_cast<int>(Status::error)) {
-    int code = payload.via.array.ptr[0].as<int>();
-    if (code < 1 || code > static_cast<int>(Errc::remote_exception)) throw msgpack::type_error();
-    err = std::make_exception_ptr(
-        Error(static_cast<Errc>(code), payload.via.array.ptr[1].as<std::string>()));
-    return nullptr;
-  }
-  throw msgpack::type_error();
-}
-}  // namespace detail
+namespace troupe::proc::detail {
 
 namespace {
-
-using Clock = std::chrono::steady_clock;
-// How long a receiver that expects traffic spins on its ring before sleeping.
-constexpr std::chrono::microseconds kSpin{50};
-// N8: the most messages a waiting caller handles between two looks at its
-// own promise and the time.
-constexpr std::size_t kHelperBatch = 16;
-// epoll data: a worker's id, with this bit for its channel's wake eventfd.
-constexpr std::uint64_t kWakeEvent = std::uint64_t{1} << 32;
-using detail::Kind;
-using detail::Message;
-using detail::PendingBase;
 
 std::string describe_status(int status) {
   if (WIFSIGNALED(status))
@@ -164,922 +42,1035 @@ std::string describe_status(int status) {
   return "ended";
 }
 
-struct WorkerRec {
-  std::uint32_t id = 0;
-  pid_t pid = -1;
-  std::unique_ptr<detail::Channel> chan;  // N2, N7
-  bool retiring = false;
-  std::size_t outstanding = 0;
-  std::size_t objects = 0;
-  Clock::time_point last_used = Clock::now();
-  // N7, N8: the right to receive from chan. Acquire/release: the channel's
-  // receiving state passes from one holder to the next.
-  std::atomic<bool> claimed{false};
-  // N8: the IO thread saw the socket readable while a caller held the claim.
-  std::atomic<bool> socket_hint{false};
+}  // namespace
 
-  bool try_claim() noexcept {
-    return !claimed.load(std::memory_order_relaxed) &&
-           !claimed.exchange(true, std::memory_order_acquire);
-  }
-  // IO thread: a caller holds the claim for about kSpin plus one batch of
-  // messages it handles (kHelperBatch), so this does not wait long.
-  void claim() noexcept {
-    detail::Spin spin;  // no deadline
-    while (!try_claim()) spin.step();
-  }
-  void unclaim() noexcept { claimed.store(false, std::memory_order_release); }
-};
+Node::~Node() {
+  sched::set_blocking_poller(nullptr);  // N8: no wait may reach a node being destroyed
+  closing_.store(true);                 // seq_cst, against help_wait's count and load
+  while (helpers_inside_.load() > 0) std::this_thread::yield();
+  stop();
+}
 
-// N8: the call this thread sent last to a worker (0: none), whose reply a
-// wait on this thread may receive itself (its pending entry names the
-// worker); and whether this thread is receiving now (a continuation run by a
-// reply it handles must not start receiving again).
-thread_local std::uint64_t tl_expect = 0;
-thread_local bool tl_receiving = false;
+void Node::configure(const Options& o) {
+  std::lock_guard lock(mu_);
+  initialized_ = true;
+  opts_ = o;
+  if (opts_.budget == 0) opts_.budget = std::max(1u, std::thread::hardware_concurrency());
+  if (opts_.budget_file.empty())
+    opts_.budget_file = fmt::format("/dev/shm/troupe-budget-{}", getuid());
+}
 
-// N8: what a waiting caller receives for: the reply to call `id`.
-struct Watch {
-  std::uint64_t id = 0;
-  bool done = false;  // its reply was handled
-};
+void Node::set_worker_command(std::vector<std::string> command) {
+  std::lock_guard lock(mu_);
+  opts_.worker_command = std::move(command);
+}
 
-// A call waiting for a worker (N5): its pending entry has worker 0.
-struct Waiting {
-  std::uint64_t id = 0;
-  std::string body;
-  std::vector<Fd> fds;  // dups, owned: the caller's were borrowed (node.hpp I2)
-};
-
-struct PendingEntry {
-  std::unique_ptr<PendingBase> p;
-  std::uint32_t worker = 0;
-  Clock::time_point deadline = Clock::time_point::max();
-  bool spawns_object = false;
-};
-
-class Node;
-Node& node();
-
-class Node {
- public:
-  ~Node() {
-    sched::set_blocking_poller(nullptr);  // N8: no wait may reach a node being destroyed
-    closing_.store(true);                 // seq_cst, against help_wait's count and load
-    while (helpers_inside_.load() > 0) std::this_thread::yield();
-    stop();
-  }
-
-  void configure(const Options& o) {
-    std::lock_guard lock(mu_);
-    initialized_ = true;
-    opts_ = o;
-    if (opts_.budget == 0) opts_.budget = std::max(1u, std::thread::hardware_concurrency());
-    if (opts_.budget_file.empty())
-      opts_.budget_file = fmt::format("/dev/shm/troupe-budget-{}", getuid());
-  }
-
-  void set_worker_command(std::vector<std::string> command) {
-    std::lock_guard lock(mu_);
-    opts_.worker_command = std::move(command);
-  }
-
-  // ---------------------------------------------------------------- worker side
-  // Receives every message the parent's channel can deliver now and acts on
-  // each (N7). False: stop serving (the parent is gone, or it asked this
-  // worker to retire).
-  bool serve_available(bool socket_ready) {
-    for (;;) {
-      Message m;
-      try {
-        auto got = parent_->receive(m, socket_ready);
-        if (got == detail::Channel::Got::none) return true;
-        if (got == detail::Channel::Got::closed) return false;  // the parent is gone
-      } catch (const detail::BadMessage& e) {
-        if (!answer_rejected(
-                e, [this](std::uint64_t id, const std::string& body) { send_reply(id, body); }))
-          std::fprintf(stderr, "troupe worker %u: %s\n", self_id_, e.what());
-        continue;  // bad input: rejected, the caller told (wire.hpp I3), keep serving
-      } catch (const Error& e) {
+// Receives every message the parent's channel can deliver now and acts on
+// each (N7). False: stop serving (the parent is gone, or it asked this
+// worker to retire).
+bool Node::serve_available(bool socket_ready) {
+  for (;;) {
+    Message m;
+    try {
+      auto got = parent_->receive(m, socket_ready);
+      if (got == detail::Channel::Got::none) return true;
+      if (got == detail::Channel::Got::closed) return false;  // the parent is gone
+    } catch (const detail::BadMessage& e) {
+      if (!answer_rejected(
+              e, [this](std::uint64_t id, const std::string& body) { send_reply(id, body); }))
         std::fprintf(stderr, "troupe worker %u: %s\n", self_id_, e.what());
-        continue;  // bad input: reject it and keep serving
+      continue;  // bad input: rejected, the caller told (wire.hpp I3), keep serving
+    } catch (const Error& e) {
+      std::fprintf(stderr, "troupe worker %u: %s\n", self_id_, e.what());
+      continue;  // bad input: reject it and keep serving
+    }
+    if (!handle(m)) return false;
+  }
+}
+
+// Waits until the parent's channel has something (or `extra`, if >= 0, is
+// readable), spinning on the ring first (C4); then serves what is there.
+// False: stop serving.
+template <class Busy>
+bool Node::wait_and_serve(int extra, Busy&& busy) {
+  if (parent_->spin(kSpin)) return serve_available(false);
+  if (busy()) return true;
+  if (!parent_->prepare_sleep()) return serve_available(false);
+  pollfd fds[3] = {
+      {parent_->socket(), POLLIN, 0}, {parent_->wake_fd(), POLLIN, 0}, {extra, POLLIN, 0}};
+  int r = busy() ? 0 : ::poll(fds, extra >= 0 ? 3 : 2, -1);
+  parent_->woke(r > 0 && (fds[1].revents & POLLIN));
+  if (r < 0 && errno != EINTR) return false;
+  if (extra >= 0 && (fds[2].revents & POLLIN)) {
+    std::uint64_t v;
+    [[maybe_unused]] auto rr = ::read(extra, &v, sizeof v);
+  }
+  return serve_available(r > 0 && (fds[0].revents & (POLLIN | POLLHUP | POLLERR)));
+}
+
+// Acts on one message from the parent. False: stop serving.
+bool Node::handle(Message& m) {
+  if (m.kind == Kind::call) {
+    serve_call(m);
+  } else if (m.kind == Kind::reply) {
+    complete(m);
+  } else if (m.kind == Kind::cancel) {
+    std::lock_guard lock(mu_);
+    // W2: only a call that has not started yet can still be skipped.
+    auto it = unstarted_.find(m.id);
+    if (it != unstarted_.end()) it->second = true;
+  } else if (m.kind == Kind::release) {
+    release_local(m);
+  } else if (m.kind == Kind::shutdown) {
+    return false;
+  }
+  return true;
+}
+
+// The registered name a call body names, or "" if it cannot be read.
+std::string Node::call_name(std::string_view body) {
+  try {
+    auto oh = detail::unpack_body(body);
+    const msgpack::object& o = oh.get();
+    if (o.type == msgpack::type::ARRAY && o.via.array.size == 4)
+      return o.via.array.ptr[2].as<std::string>();
+  } catch (const std::exception&) {
+  }
+  return {};
+}
+
+// W1: the scheduler of a single-threaded worker. Its one thread waits on the
+// parent's socket and on a wake eventfd, receives calls and runs them (and
+// the behaviours of the actors it hosts) itself: a call costs no thread
+// hand-off and nothing spins. A wait inside a call (a nested call's get())
+// keeps receiving and running work until the value is there.
+class Node::WorkerLoop final : public sched::Scheduler {
+ public:
+  explicit WorkerLoop(Node& n) : node_(n), wake_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
+    if (!wake_) throw Error(Errc::system, fmt::format("eventfd: {}", std::strerror(errno)));
+  }
+  void schedule(sched::Work* w) override {
+    q_.push(w);
+    // Only another thread must wake the loop: the loop thread drains the
+    // queue before it waits again.
+    if (sched::current() != this) wake_helpers();
+  }
+  void wake_helpers() override {
+    std::uint64_t one = 1;
+    [[maybe_unused]] auto r = ::write(wake_.get(), &one, sizeof one);
+  }
+  void help_until(sched::Waiter& w) override {
+    bool armed = false;
+    while (!w.ready()) {
+      if (drain() > 0) continue;
+      if (!armed) {
+        w.arm(this);
+        armed = true;
+        continue;
       }
-      if (!handle(m)) return false;
-    }
-  }
-
-  // Waits until the parent's channel has something (or `extra`, if >= 0, is
-  // readable), spinning on the ring first (C4); then serves what is there.
-  // False: stop serving.
-  template <class Busy>
-  bool wait_and_serve(int extra, Busy&& busy) {
-    if (parent_->spin(kSpin)) return serve_available(false);
-    if (busy()) return true;
-    if (!parent_->prepare_sleep()) return serve_available(false);
-    pollfd fds[3] = {
-        {parent_->socket(), POLLIN, 0}, {parent_->wake_fd(), POLLIN, 0}, {extra, POLLIN, 0}};
-    int r = busy() ? 0 : ::poll(fds, extra >= 0 ? 3 : 2, -1);
-    parent_->woke(r > 0 && (fds[1].revents & POLLIN));
-    if (r < 0 && errno != EINTR) return false;
-    if (extra >= 0 && (fds[2].revents & POLLIN)) {
-      std::uint64_t v;
-      [[maybe_unused]] auto rr = ::read(extra, &v, sizeof v);
-    }
-    return serve_available(r > 0 && (fds[0].revents & (POLLIN | POLLHUP | POLLERR)));
-  }
-
-  // Acts on one message from the parent. False: stop serving.
-  bool handle(Message& m) {
-    if (m.kind == Kind::call) {
-      serve_call(m);
-    } else if (m.kind == Kind::reply) {
-      complete(m);
-    } else if (m.kind == Kind::cancel) {
-      std::lock_guard lock(mu_);
-      // W2: only a call that has not started yet can still be skipped.
-      auto it = unstarted_.find(m.id);
-      if (it != unstarted_.end()) it->second = true;
-    } else if (m.kind == Kind::release) {
-      release_local(m);
-    } else if (m.kind == Kind::shutdown) {
-      return false;
-    }
-    return true;
-  }
-
-  // A message rejected with its header readable (wire.hpp I3), on either
-  // side: a call is answered with the error (through `reply`), a reply fails
-  // the call it answers; either way the caller learns why instead of waiting.
-  template <class Reply>
-  bool answer_rejected(const detail::BadMessage& e, Reply&& reply) {
-    std::string what = e.what();
-    if (e.kind() == Kind::call) {
-      std::string name = call_name(e.body());
-      if (!name.empty()) what = fmt::format("{}: {}", name, what);
-      if (worker_mode_) what = fmt::format("worker {}: {}", self_id_, what);
-      reply(e.id(), detail::pack_error(Errc::bad_message, what));
-    } else if (e.kind() == Kind::reply) {
-      std::string name;
-      {
-        std::lock_guard lock(mu_);
-        auto it = pending_.find(e.id());
-        if (it != pending_.end()) name = it->second.p->name;
-      }
-      fail_pending(e.id(), std::make_exception_ptr(
-                               Error(Errc::bad_message,
-                                     fmt::format("the reply to {} was rejected: {}", name, what))));
-    } else {
-      return false;  // nobody waits on it: the receiver only logs it
-    }
-    return true;
-  }
-
-  // The registered name a call body names, or "" if it cannot be read.
-  static std::string call_name(std::string_view body) {
-    try {
-      auto oh = detail::unpack_body(body);
-      const msgpack::object& o = oh.get();
-      if (o.type == msgpack::type::ARRAY && o.via.array.size == 4)
-        return o.via.array.ptr[2].as<std::string>();
-    } catch (const std::exception&) {
-    }
-    return {};
-  }
-
-  [[noreturn]] void serve(std::unique_ptr<detail::Channel> chan, std::uint32_t id,
-                          std::size_t threads) {
-    worker_mode_ = true;
-    self_id_ = id;
-    parent_ = std::move(chan);
-    if (threads <= 1) {
-      // W1: one thread receives and runs everything, no hand-off.
-      WorkerLoop loop(*this);
-      sched::set_default_scheduler(&loop);
-      loop.run();
-      sched::set_default_scheduler(nullptr);
-    } else {
-      troupe::init({.threads = threads});
-      while (wait_and_serve(-1, [] { return false; })) {
-      }
-      troupe::shutdown();  // drain this worker's pool
-    }
-    std::fflush(nullptr);
-    _exit(0);
-  }
-
-  // W1: the scheduler of a single-threaded worker. Its one thread waits on the
-  // parent's socket and on a wake eventfd, receives calls and runs them (and
-  // the behaviours of the actors it hosts) itself: a call costs no thread
-  // hand-off and nothing spins. A wait inside a call (a nested call's get())
-  // keeps receiving and running work until the value is there.
-  class WorkerLoop final : public sched::Scheduler {
-   public:
-    explicit WorkerLoop(Node& n) : node_(n), wake_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
-      if (!wake_) throw Error(Errc::system, fmt::format("eventfd: {}", std::strerror(errno)));
-    }
-    void schedule(sched::Work* w) override {
-      q_.push(w);
-      // Only another thread must wake the loop: the loop thread drains the
-      // queue before it waits again.
-      if (sched::current() != this) wake_helpers();
-    }
-    void wake_helpers() override {
-      std::uint64_t one = 1;
-      [[maybe_unused]] auto r = ::write(wake_.get(), &one, sizeof one);
-    }
-    void help_until(sched::Waiter& w) override {
-      bool armed = false;
-      while (!w.ready()) {
-        if (drain() > 0) continue;
-        if (!armed) {
-          w.arm(this);
-          armed = true;
-          continue;
-        }
-        if (!wait_and_receive()) {
-          // The parent is gone while a call waits on it: nothing can finish.
-          std::fflush(nullptr);
-          _exit(0);
-        }
+      if (!wait_and_receive()) {
+        // The parent is gone while a call waits on it: nothing can finish.
+        std::fflush(nullptr);
+        _exit(0);
       }
     }
-    void wait_idle() override { drain(); }
+  }
+  void wait_idle() override { drain(); }
 
-    void run() {
-      sched::Scheduler* prev = sched::set_current(this);
-      while (true) {
-        drain();
-        if (!wait_and_receive()) break;
-      }
+  void run() {
+    sched::Scheduler* prev = sched::set_current(this);
+    while (true) {
       drain();
-      sched::set_current(prev);
+      if (!wait_and_receive()) break;
     }
-
-   private:
-    std::size_t drain() {
-      std::size_t n = 0;
-      while (sched::Work* w = q_.try_pop()) {
-        w->run();
-        ++n;
-      }
-      return n;
-    }
-    // Waits for the parent's channel or a wake; handles what came. False: stop.
-    bool wait_and_receive() {
-      if (q_.size_hint() > 0) return true;  // work arrived meanwhile
-      return node_.wait_and_serve(wake_.get(), [this] { return q_.size_hint() > 0; });
-    }
-    Node& node_;
-    Fd wake_;
-    troupe::detail::MpscQueue<sched::Work> q_;
-  };
-
-  void serve_call(Message& m) {
-    std::string name = "(unreadable call)";
-    try {
-      auto oh = detail::unpack_body(m.body);
-      const msgpack::object& o = oh.get();
-      if (o.type != msgpack::type::ARRAY || o.via.array.size != 4) throw msgpack::type_error();
-      auto object = o.via.array.ptr[1].as<std::uint64_t>();
-      name = o.via.array.ptr[2].as<std::string>();
-      const msgpack::object& args = o.via.array.ptr[3];
-      detail::Invoker inv = detail::registry().find(name);
-      if (!inv)
-        throw Error(Errc::bad_message, fmt::format("bad message: no function or method named '{}' "
-                                                   "is registered in this program",
-                                                   name));
-      {
-        std::lock_guard lock(mu_);
-        unstarted_.emplace(m.id, false);  // W2: until the invoker's take_cancelled
-      }
-      detail::FdContext saved = detail::fd_context();
-      detail::fd_context().in = &m.fds;
-      try {
-        inv(args, object, m.id);
-      } catch (...) {
-        detail::fd_context() = saved;
-        throw;
-      }
-      detail::fd_context() = saved;
-    } catch (const msgpack::type_error&) {
-      take_cancelled(m.id);  // W2: it never starts
-      send_reply(m.id, detail::pack_error(Errc::bad_message,
-                                          fmt::format("bad message: the arguments of {} do not "
-                                                      "match its parameters",
-                                                      name)));
-    } catch (const Error& e) {
-      take_cancelled(m.id);
-      send_reply(m.id, detail::pack_error(e.code(), e.what()));
-    } catch (const std::exception& e) {
-      take_cancelled(m.id);
-      send_reply(m.id, detail::pack_error(Errc::bad_message,
-                                          fmt::format("bad message: {} ({})", e.what(), name)));
-    }
+    drain();
+    sched::set_current(prev);
   }
 
-  void release_local(Message& m) {
-    try {
-      auto oh = detail::unpack_body(m.body);
-      auto t = oh.get().as<std::tuple<std::uint32_t, std::uint64_t>>();
-      if (std::get<0>(t) == self_id_) {
-        std::lock_guard lock(mu_);
-        objects_.erase(std::get<1>(t));
-      } else {  // a handle dropped here for an object elsewhere: the root routes it
-        parent_->send(Kind::release, 0, m.body);
-      }
-    } catch (const std::exception&) {
+ private:
+  std::size_t drain() {
+    std::size_t n = 0;
+    while (sched::Work* w = q_.try_pop()) {
+      w->run();
+      ++n;
     }
+    return n;
   }
-
-  // ---------------------------------------------------------------- both sides
-  std::uint64_t submit(detail::OutCall&& call, std::unique_ptr<PendingBase> p) {
-    if (worker_mode_) return submit_to_parent(std::move(call), std::move(p));
-    return dispatch(std::move(call), std::move(p), true);
+  // Waits for the parent's channel or a wake; handles what came. False: stop.
+  bool wait_and_receive() {
+    if (q_.size_hint() > 0) return true;  // work arrived meanwhile
+    return node_.wait_and_serve(wake_.get(), [this] { return q_.size_hint() > 0; });
   }
+  Node& node_;
+  Fd wake_;
+  troupe::detail::MpscQueue<sched::Work> q_;
+};
 
-  std::uint64_t submit_to_parent(detail::OutCall&& call, std::unique_ptr<PendingBase> p) {
-    std::uint64_t id;
+[[noreturn]] void Node::serve(std::unique_ptr<detail::Channel> chan, std::uint32_t id,
+                              std::size_t threads) {
+  worker_mode_ = true;
+  self_id_ = id;
+  parent_ = std::move(chan);
+  if (threads <= 1) {
+    // W1: one thread receives and runs everything, no hand-off.
+    WorkerLoop loop(*this);
+    sched::set_default_scheduler(&loop);
+    loop.run();
+    sched::set_default_scheduler(nullptr);
+  } else {
+    troupe::init({.threads = threads});
+    while (wait_and_serve(-1, [] { return false; })) {
+    }
+    troupe::shutdown();  // drain this worker's pool
+  }
+  std::fflush(nullptr);
+  _exit(0);
+}
+
+void Node::serve_call(Message& m) {
+  std::string name = "(unreadable call)";
+  try {
+    auto oh = detail::unpack_body(m.body);
+    const msgpack::object& o = oh.get();
+    if (o.type != msgpack::type::ARRAY || o.via.array.size != 4) throw msgpack::type_error();
+    auto object = o.via.array.ptr[1].as<std::uint64_t>();
+    name = o.via.array.ptr[2].as<std::string>();
+    const msgpack::object& args = o.via.array.ptr[3];
+    detail::Invoker inv = detail::registry().find(name);
+    if (!inv)
+      throw Error(Errc::bad_message, fmt::format("bad message: no function or method named '{}' "
+                                                 "is registered in this program",
+                                                 name));
     {
       std::lock_guard lock(mu_);
-      id = next_call_++;
-      PendingEntry e;
-      e.p = std::move(p);
-      pending_.emplace(id, std::move(e));
+      unstarted_.emplace(m.id, false);  // W2: until the invoker's take_cancelled
     }
+    detail::FdContext saved = detail::fd_context();
+    detail::fd_context().in = &m.fds;
     try {
-      parent_->send(Kind::call, id, call.body, call.fds);
+      inv(args, object, m.id);
     } catch (...) {
-      fail_pending(id, std::current_exception());
+      detail::fd_context() = saved;
+      throw;
     }
-    return id;
+    detail::fd_context() = saved;
+  } catch (const msgpack::type_error&) {
+    take_cancelled(m.id);  // W2: it never starts
+    send_reply(m.id, detail::pack_error(Errc::bad_message,
+                                        fmt::format("bad message: the arguments of {} do not "
+                                                    "match its parameters",
+                                                    name)));
+  } catch (const Error& e) {
+    take_cancelled(m.id);
+    send_reply(m.id, detail::pack_error(e.code(), e.what()));
+  } catch (const std::exception& e) {
+    take_cancelled(m.id);
+    send_reply(m.id, detail::pack_error(Errc::bad_message,
+                                        fmt::format("bad message: {} ({})", e.what(), name)));
   }
+}
 
-  void send_reply(std::uint64_t id, std::string_view body, std::span<const int> fds = {}) {
-    try {
-      parent_->send(Kind::reply, id, body, fds);
-    } catch (const Error& e) {
-      std::fprintf(stderr, "troupe worker %u: cannot reply: %s\n", self_id_, e.what());
-    }
-  }
-
-  // W2: the call starts now (or never): forget it, and say whether it was
-  // cancelled meanwhile.
-  bool take_cancelled(std::uint64_t id) {
-    std::lock_guard lock(mu_);
-    auto it = unstarted_.find(id);
-    if (it == unstarted_.end()) return false;
-    bool cancelled = it->second;
-    unstarted_.erase(it);
-    return cancelled;
-  }
-
-  std::uint64_t add_object(std::string_view type, std::shared_ptr<void> actor) {
-    std::lock_guard lock(mu_);
-    std::uint64_t id = next_object_++;
-    objects_.emplace(id, std::make_pair(std::string(type), std::move(actor)));
-    return id;
-  }
-
-  std::shared_ptr<void> find_object(std::uint64_t id, std::string_view type) {
-    std::lock_guard lock(mu_);
-    auto it = objects_.find(id);
-    if (it == objects_.end())
-      throw Error(Errc::bad_message,
-                  fmt::format("bad message: no object #{} on worker {} (forged or released handle)",
-                              id, self_id_));
-    if (it->second.first != type)
-      throw Error(Errc::bad_message,
-                  fmt::format("bad message: object #{} on worker {} is a {}, not a {}", id,
-                              self_id_, it->second.first, type));
-    return it->second.second;
-  }
-
-  void release_remote(std::uint32_t worker, std::uint64_t object) {
-    msgpack::sbuffer b;
-    msgpack::pack(b, std::make_tuple(worker, object));
-    try {
-      if (worker_mode_) {
-        parent_->send(Kind::release, 0, std::string_view(b.data(), b.size()));
-        return;
-      }
-      std::shared_ptr<WorkerRec> w;
-      {
-        std::lock_guard lock(mu_);
-        auto it = workers_.find(worker);
-        if (it == workers_.end()) return;  // it died: nothing to release
-        w = it->second;
-        if (w->objects > 0) w->objects--;
-        w->last_used = Clock::now();
-      }
-      w->chan->send(Kind::release, 0, std::string_view(b.data(), b.size()));
-    } catch (const std::exception&) {
-      // The worker is gone: so is the object.
-    }
-  }
-
-  void cancel(std::uint64_t id) {
-    std::unique_ptr<PendingBase> p;
-    std::shared_ptr<WorkerRec> w;
-    {
+void Node::release_local(Message& m) {
+  try {
+    auto oh = detail::unpack_body(m.body);
+    auto t = oh.get().as<std::tuple<std::uint32_t, std::uint64_t>>();
+    if (std::get<0>(t) == self_id_) {
       std::lock_guard lock(mu_);
-      auto it = pending_.find(id);
-      if (it == pending_.end()) return;  // already done
-      p = std::move(it->second.p);
-      if (!worker_mode_) {
-        auto wit = workers_.find(it->second.worker);
-        if (wit != workers_.end()) {
-          w = wit->second;
-          unassign_locked(it->second, *w);
-        }
-      }
-      forget_deadline_locked(it->second);
-      forget_waiting_locked(it->first, it->second);
-      pending_.erase(it);
+      objects_.erase(std::get<1>(t));
+    } else {  // a handle dropped here for an object elsewhere: the root routes it
+      parent_->send(Kind::release, 0, m.body);
     }
-    try {
-      detail::Channel* chan = worker_mode_ ? parent_.get() : (w ? w->chan.get() : nullptr);
-      if (chan) chan->send(Kind::cancel, id, {});
-    } catch (const std::exception&) {
-    }
-    p->fail(std::make_exception_ptr(Error(Errc::cancelled, p->name + " was cancelled")));
+  } catch (const std::exception&) {
   }
+}
 
-  // Completes the call `m` answers. True if calls wait for a worker (N5):
-  // this reply may have freed one, and only the IO thread sends them.
-  // `waiter`: called by a waiting caller (N8).
-  bool complete(Message& m, bool waiter = false) {
-    std::unique_ptr<PendingBase> p;
-    bool queued;
-    {
-      std::lock_guard lock(mu_);
-      queued = !waiting_.empty();
-      auto it = pending_.find(m.id);
-      if (it == pending_.end()) return queued;  // timed out or cancelled: drop the late reply
-      if (waiter) stats_.replies_to_waiters++;
-      p = std::move(it->second.p);
-      if (!worker_mode_) note_reply_locked(it->second, m);
-      forget_deadline_locked(it->second);
-      forget_waiting_locked(it->first, it->second);
-      pending_.erase(it);
-    }
-    p->complete(m);  // N1: outside the lock
-    return queued;
-  }
+std::uint64_t Node::submit(detail::OutCall&& call, std::unique_ptr<PendingBase> p) {
+  if (worker_mode_) return submit_to_parent(std::move(call), std::move(p));
+  return dispatch(std::move(call), std::move(p), true);
+}
 
-  void fail_pending(std::uint64_t id, std::exception_ptr e) {
-    std::unique_ptr<PendingBase> p;
-    {
-      std::lock_guard lock(mu_);
-      auto it = pending_.find(id);
-      if (it == pending_.end()) return;
-      p = std::move(it->second.p);
-      if (!worker_mode_) {
-        auto wit = workers_.find(it->second.worker);
-        if (wit != workers_.end()) unassign_locked(it->second, *wit->second);
-      }
-      forget_deadline_locked(it->second);
-      forget_waiting_locked(it->first, it->second);
-      pending_.erase(it);
-    }
-    p->fail(std::move(e));
-  }
-
-  // A call on `w` ends without a reply (cancelled, timed out, rejected): no
-  // handle will ever own the object a spawn may have made, so it no longer
-  // keeps the worker from retiring (mu_ held).
-  void unassign_locked(const PendingEntry& e, WorkerRec& w) {
-    if (w.outstanding > 0) w.outstanding--;
-    if (e.spawns_object && w.objects > 0) w.objects--;
-  }
-
-  // Bookkeeping for a pending entry about to be erased (mu_ held).
-  void forget_deadline_locked(const PendingEntry& e) {
-    if (e.deadline != Clock::time_point::max() && deadlines_ > 0) deadlines_--;
-  }
-
-  // N5: a queued call that ends before it was sent (cancelled, timed out)
-  // leaves the queue, closing the descriptors it held (mu_ held).
-  void forget_waiting_locked(std::uint64_t id, const PendingEntry& e) {
-    if (e.worker != 0 || waiting_.empty()) return;
-    auto it = std::find_if(waiting_.begin(), waiting_.end(),
-                           [id](const Waiting& q) { return q.id == id; });
-    if (it != waiting_.end()) waiting_.erase(it);
-  }
-
-  // ---------------------------------------------------------------- root side
-  void note_reply_locked(PendingEntry& e, const Message& m) {
-    auto wit = workers_.find(e.worker);
-    if (wit == workers_.end()) return;
-    WorkerRec& w = *wit->second;
-    w.outstanding--;
-    w.last_used = Clock::now();
-    if (e.spawns_object) {
-      // body is [status, payload]: the object exists only if status is ok.
-      bool ok =
-          m.body.size() >= 2 && static_cast<unsigned char>(m.body[0]) == 0x92 && m.body[1] == 0;
-      if (!ok && w.objects > 0) w.objects--;
-    }
-  }
-
-  // Sends the call to a worker now, or queues it for the IO thread (N4, N5).
-  std::uint64_t dispatch(detail::OutCall&& call, std::unique_ptr<PendingBase> p,
-                         bool expect = false) {
-    ensure_io();
-    std::unique_lock lock(mu_);
-    // Before init, or after shutdown (whose clearing of pending_ under mu_
-    // then cannot miss this call): fail now rather than never.
-    if (!initialized_ || shut_.load()) {
-      bool shut = shut_.load();
-      lock.unlock();
-      p->fail(std::make_exception_ptr(Error(
-          shut ? Errc::shutdown : Errc::invalid_argument,
-          shut ? fmt::format("{}: troupe::proc::shutdown() was called", call.name)
-               : fmt::format("{}: troupe::proc::init(argc, argv) was not called (call it first "
-                             "in main: without it a worker would run the whole program again)",
-                             call.name))));
-      return 0;
-    }
-    std::shared_ptr<WorkerRec> w;
-    if (call.worker != 0) {
-      auto it = workers_.find(call.worker);
-      if (it == workers_.end() || it->second->retiring) {
-        std::string why = lost_worker_locked(call.worker);
-        lock.unlock();
-        p->fail(std::make_exception_ptr(Error(
-            Errc::worker_lost,
-            fmt::format("{}: its actor is lost: worker {} {}", call.name, call.worker, why))));
-        return 0;
-      }
-      w = it->second;
-    } else if (waiting_.empty()) {  // N5: first come, first served
-      w = ready_worker_locked(call.name.rfind("new ", 0) == 0);
-    }
-    Waiting q;
-    if (!w) {
-      // node.hpp I2: the caller's descriptors are borrowed only until we
-      // return; a queued call holds its own.
-      for (int fd : call.fds) {
-        int d = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);
-        if (d < 0) {
-          std::string why = std::strerror(errno);
-          lock.unlock();
-          p->fail(std::make_exception_ptr(
-              Error(Errc::system,
-                    fmt::format("{}: cannot keep its descriptors while it waits for a worker: {}",
-                                call.name, why))));
-          return 0;
-        }
-        q.fds.emplace_back(d);
-      }
-    }
-    std::uint64_t id = next_call_++;
+std::uint64_t Node::submit_to_parent(detail::OutCall&& call, std::unique_ptr<PendingBase> p) {
+  std::uint64_t id;
+  {
+    std::lock_guard lock(mu_);
+    id = next_call_++;
     PendingEntry e;
     e.p = std::move(p);
-    e.spawns_object = call.name.rfind("new ", 0) == 0;
-    if (call.timeout.count() > 0) {
-      e.deadline = Clock::now() + call.timeout;
-      deadlines_++;
-    }
-    if (w) assign_locked(e, *w);
     pending_.emplace(id, std::move(e));
-    if (!w) {
-      q.id = id;
-      q.body = std::move(call.body);
-      waiting_.push_back(std::move(q));
-      lock.unlock();
-      wake_io();  // N4: it starts a worker, or sends when one is free
-      return id;
+  }
+  try {
+    parent_->send(Kind::call, id, call.body, call.fds);
+  } catch (...) {
+    fail_pending(id, std::current_exception());
+  }
+  return id;
+}
+
+void Node::send_reply(std::uint64_t id, std::string_view body, std::span<const int> fds) {
+  try {
+    parent_->send(Kind::reply, id, body, fds);
+  } catch (const Error& e) {
+    std::fprintf(stderr, "troupe worker %u: cannot reply: %s\n", self_id_, e.what());
+  }
+}
+
+// W2: the call starts now (or never): forget it, and say whether it was
+// cancelled meanwhile.
+bool Node::take_cancelled(std::uint64_t id) {
+  std::lock_guard lock(mu_);
+  auto it = unstarted_.find(id);
+  if (it == unstarted_.end()) return false;
+  bool cancelled = it->second;
+  unstarted_.erase(it);
+  return cancelled;
+}
+
+std::uint64_t Node::add_object(std::string_view type, std::shared_ptr<void> actor) {
+  std::lock_guard lock(mu_);
+  std::uint64_t id = next_object_++;
+  objects_.emplace(id, std::make_pair(std::string(type), std::move(actor)));
+  return id;
+}
+
+std::shared_ptr<void> Node::find_object(std::uint64_t id, std::string_view type) {
+  std::lock_guard lock(mu_);
+  auto it = objects_.find(id);
+  if (it == objects_.end())
+    throw Error(Errc::bad_message,
+                fmt::format("bad message: no object #{} on worker {} (forged or released handle)",
+                            id, self_id_));
+  if (it->second.first != type)
+    throw Error(Errc::bad_message,
+                fmt::format("bad message: object #{} on worker {} is a {}, not a {}", id, self_id_,
+                            it->second.first, type));
+  return it->second.second;
+}
+
+void Node::release_remote(std::uint32_t worker, std::uint64_t object) {
+  msgpack::sbuffer b;
+  msgpack::pack(b, std::make_tuple(worker, object));
+  try {
+    if (worker_mode_) {
+      parent_->send(Kind::release, 0, std::string_view(b.data(), b.size()));
+      return;
     }
+    std::shared_ptr<WorkerRec> w;
+    {
+      std::lock_guard lock(mu_);
+      auto it = workers_.find(worker);
+      if (it == workers_.end()) return;  // it died: nothing to release
+      w = it->second;
+      if (w->objects > 0) w->objects--;
+      w->last_used = Clock::now();
+    }
+    w->chan->send(Kind::release, 0, std::string_view(b.data(), b.size()));
+  } catch (const std::exception&) {
+    // The worker is gone: so is the object.
+  }
+}
+
+void Node::cancel(std::uint64_t id) {
+  std::unique_ptr<PendingBase> p;
+  std::shared_ptr<WorkerRec> w;
+  {
+    std::lock_guard lock(mu_);
+    auto it = pending_.find(id);
+    if (it == pending_.end()) return;  // already done
+    p = std::move(it->second.p);
+    if (!worker_mode_) {
+      auto wit = workers_.find(it->second.worker);
+      if (wit != workers_.end()) {
+        w = wit->second;
+        unassign_locked(it->second, *w);
+      }
+    }
+    forget_deadline_locked(it->second);
+    forget_waiting_locked(it->first, it->second);
+    pending_.erase(it);
+  }
+  try {
+    detail::Channel* chan = worker_mode_ ? parent_.get() : (w ? w->chan.get() : nullptr);
+    if (chan) chan->send(Kind::cancel, id, {});
+  } catch (const std::exception&) {
+  }
+  p->fail(std::make_exception_ptr(Error(Errc::cancelled, p->name + " was cancelled")));
+}
+
+// Completes the call `m` answers. True if calls wait for a worker (N5):
+// this reply may have freed one, and only the IO thread sends them.
+// `waiter`: called by a waiting caller (N8).
+bool Node::complete(Message& m, bool waiter) {
+  std::unique_ptr<PendingBase> p;
+  bool queued;
+  {
+    std::lock_guard lock(mu_);
+    queued = !waiting_.empty();
+    auto it = pending_.find(m.id);
+    if (it == pending_.end()) return queued;  // timed out or cancelled: drop the late reply
+    if (waiter) stats_.replies_to_waiters++;
+    p = std::move(it->second.p);
+    if (!worker_mode_) note_reply_locked(it->second, m);
+    forget_deadline_locked(it->second);
+    forget_waiting_locked(it->first, it->second);
+    pending_.erase(it);
+  }
+  p->complete(m);  // N1: outside the lock
+  return queued;
+}
+
+void Node::fail_pending(std::uint64_t id, std::exception_ptr e) {
+  std::unique_ptr<PendingBase> p;
+  {
+    std::lock_guard lock(mu_);
+    auto it = pending_.find(id);
+    if (it == pending_.end()) return;
+    p = std::move(it->second.p);
+    if (!worker_mode_) {
+      auto wit = workers_.find(it->second.worker);
+      if (wit != workers_.end()) unassign_locked(it->second, *wit->second);
+    }
+    forget_deadline_locked(it->second);
+    forget_waiting_locked(it->first, it->second);
+    pending_.erase(it);
+  }
+  p->fail(std::move(e));
+}
+
+// A call on `w` ends without a reply (cancelled, timed out, rejected): no
+// handle will ever own the object a spawn may have made, so it no longer
+// keeps the worker from retiring (mu_ held).
+void Node::unassign_locked(const PendingEntry& e, WorkerRec& w) {
+  if (w.outstanding > 0) w.outstanding--;
+  if (e.spawns_object && w.objects > 0) w.objects--;
+}
+
+// Bookkeeping for a pending entry about to be erased (mu_ held).
+void Node::forget_deadline_locked(const PendingEntry& e) {
+  if (e.deadline != Clock::time_point::max() && deadlines_ > 0) deadlines_--;
+}
+
+// N5: a queued call that ends before it was sent (cancelled, timed out)
+// leaves the queue, closing the descriptors it held (mu_ held).
+void Node::forget_waiting_locked(std::uint64_t id, const PendingEntry& e) {
+  if (e.worker != 0 || waiting_.empty()) return;
+  auto it =
+      std::find_if(waiting_.begin(), waiting_.end(), [id](const Waiting& q) { return q.id == id; });
+  if (it != waiting_.end()) waiting_.erase(it);
+}
+
+void Node::note_reply_locked(PendingEntry& e, const Message& m) {
+  auto wit = workers_.find(e.worker);
+  if (wit == workers_.end()) return;
+  WorkerRec& w = *wit->second;
+  w.outstanding--;
+  w.last_used = Clock::now();
+  if (e.spawns_object) {
+    // body is [status, payload]: the object exists only if status is ok.
+    bool ok = m.body.size() >= 2 && static_cast<unsigned char>(m.body[0]) == 0x92 && m.body[1] == 0;
+    if (!ok && w.objects > 0) w.objects--;
+  }
+}
+
+// Sends the call to a worker now, or queues it for the IO thread (N4, N5).
+std::uint64_t Node::dispatch(detail::OutCall&& call, std::unique_ptr<PendingBase> p, bool expect) {
+  ensure_io();
+  std::unique_lock lock(mu_);
+  // Before init, or after shutdown (whose clearing of pending_ under mu_
+  // then cannot miss this call): fail now rather than never.
+  if (!initialized_ || shut_.load()) {
+    bool shut = shut_.load();
     lock.unlock();
-    if (expect) tl_expect = id;  // N8
-    send_call(*w, id, call.body, call.fds);
-    if (call.timeout.count() > 0) wake_io();
+    p->fail(std::make_exception_ptr(
+        Error(shut ? Errc::shutdown : Errc::invalid_argument,
+              shut ? fmt::format("{}: troupe::proc::shutdown() was called", call.name)
+                   : fmt::format("{}: troupe::proc::init(argc, argv) was not called (call it first "
+                                 "in main: without it a worker would run the whole program again)",
+                                 call.name))));
+    return 0;
+  }
+  std::shared_ptr<WorkerRec> w;
+  if (call.worker != 0) {
+    auto it = workers_.find(call.worker);
+    if (it == workers_.end() || it->second->retiring) {
+      std::string why = lost_worker_locked(call.worker);
+      lock.unlock();
+      p->fail(std::make_exception_ptr(
+          Error(Errc::worker_lost,
+                fmt::format("{}: its actor is lost: worker {} {}", call.name, call.worker, why))));
+      return 0;
+    }
+    w = it->second;
+  } else if (waiting_.empty()) {  // N5: first come, first served
+    w = ready_worker_locked(call.name.rfind("new ", 0) == 0);
+  }
+  Waiting q;
+  if (!w) {
+    // node.hpp I2: the caller's descriptors are borrowed only until we
+    // return; a queued call holds its own.
+    for (int fd : call.fds) {
+      int d = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);
+      if (d < 0) {
+        std::string why = std::strerror(errno);
+        lock.unlock();
+        p->fail(std::make_exception_ptr(
+            Error(Errc::system,
+                  fmt::format("{}: cannot keep its descriptors while it waits for a worker: {}",
+                              call.name, why))));
+        return 0;
+      }
+      q.fds.emplace_back(d);
+    }
+  }
+  std::uint64_t id = next_call_++;
+  PendingEntry e;
+  e.p = std::move(p);
+  e.spawns_object = call.name.rfind("new ", 0) == 0;
+  if (call.timeout.count() > 0) {
+    e.deadline = Clock::now() + call.timeout;
+    deadlines_++;
+  }
+  if (w) assign_locked(e, *w);
+  pending_.emplace(id, std::move(e));
+  if (!w) {
+    q.id = id;
+    q.body = std::move(call.body);
+    waiting_.push_back(std::move(q));
+    lock.unlock();
+    wake_io();  // N4: it starts a worker, or sends when one is free
     return id;
   }
+  lock.unlock();
+  if (expect) tl_expect = id;  // N8
+  send_call(*w, id, call.body, call.fds);
+  if (call.timeout.count() > 0) wake_io();
+  return id;
+}
 
-  // The worker a call for "any worker" goes to now, or null: the IO thread
-  // must start one first (the program is under its budget and every worker is
-  // busy), or none is usable yet (N5). `spawns`: the call creates an actor,
-  // and actors spread over the budget: one goes next to another only when no
-  // new worker can start.
-  std::shared_ptr<WorkerRec> ready_worker_locked(bool spawns) {
+// The worker a call for "any worker" goes to now, or null: the IO thread
+// must start one first (the program is under its budget and every worker is
+// busy), or none is usable yet (N5). `spawns`: the call creates an actor,
+// and actors spread over the budget: one goes next to another only when no
+// new worker can start.
+std::shared_ptr<WorkerRec> Node::ready_worker_locked(bool spawns) {
+  std::shared_ptr<WorkerRec> w = pick_locked(spawns);
+  if (w && busy(*w, spawns) && may_spawn_locked()) return nullptr;
+  return w;
+}
+
+bool Node::busy(const WorkerRec& w, bool spawns) {
+  return w.outstanding > 0 || (spawns && w.objects > 0);
+}
+
+// A new worker only if this program is under its budget and the
+// machine-wide file did not just say no (retried after a back-off or when
+// one of ours exits), so a busy program does not hammer the file.
+bool Node::may_spawn_locked() const {
+  return workers_.size() < opts_.budget && Clock::now() >= next_spawn_try_;
+}
+
+void Node::assign_locked(PendingEntry& e, WorkerRec& w) {
+  e.worker = w.id;
+  if (e.spawns_object) w.objects++;
+  w.outstanding++;
+  w.last_used = Clock::now();
+}
+
+void Node::send_call(const WorkerRec& w, std::uint64_t id, std::string_view body,
+                     std::span<const int> fds) {
+  try {
+    w.chan->send(Kind::call, id, body, fds);
+  } catch (const Error& e) {
+    // A dead peer: the IO thread sees its end of stream and fails this call
+    // with the cause (the signal), so leave it pending. Anything else: now.
+    if (e.code() != Errc::worker_lost) fail_pending(id, std::current_exception());
+  } catch (...) {
+    fail_pending(id, std::current_exception());
+  }
+}
+
+// IO thread: sends the queued calls as workers become available, starting
+// workers within the budget (N4, N5). Never waits: what cannot go now stays
+// queued until a worker exits or the budget back-off ends.
+void Node::drain_waiting() {
+  for (;;) {
+    std::unique_lock lock(mu_);
+    if (waiting_.empty()) return;
+    auto front = pending_.find(waiting_.front().id);
+    bool spawns = front != pending_.end() && front->second.spawns_object;
     std::shared_ptr<WorkerRec> w = pick_locked(spawns);
-    if (w && busy(*w, spawns) && may_spawn_locked()) return nullptr;
-    return w;
-  }
-  static bool busy(const WorkerRec& w, bool spawns) {
-    return w.outstanding > 0 || (spawns && w.objects > 0);
-  }
-
-  // A new worker only if this program is under its budget and the
-  // machine-wide file did not just say no (retried after a back-off or when
-  // one of ours exits), so a busy program does not hammer the file.
-  bool may_spawn_locked() const {
-    return workers_.size() < opts_.budget && Clock::now() >= next_spawn_try_;
-  }
-
-  void assign_locked(PendingEntry& e, WorkerRec& w) {
-    e.worker = w.id;
-    if (e.spawns_object) w.objects++;
-    w.outstanding++;
-    w.last_used = Clock::now();
-  }
-
-  void send_call(const WorkerRec& w, std::uint64_t id, std::string_view body,
-                 std::span<const int> fds) {
-    try {
-      w.chan->send(Kind::call, id, body, fds);
-    } catch (const Error& e) {
-      // A dead peer: the IO thread sees its end of stream and fails this call
-      // with the cause (the signal), so leave it pending. Anything else: now.
-      if (e.code() != Errc::worker_lost) fail_pending(id, std::current_exception());
-    } catch (...) {
-      fail_pending(id, std::current_exception());
-    }
-  }
-
-  // IO thread: sends the queued calls as workers become available, starting
-  // workers within the budget (N4, N5). Never waits: what cannot go now stays
-  // queued until a worker exits or the budget back-off ends.
-  void drain_waiting() {
-    for (;;) {
-      std::unique_lock lock(mu_);
-      if (waiting_.empty()) return;
-      auto front = pending_.find(waiting_.front().id);
-      bool spawns = front != pending_.end() && front->second.spawns_object;
-      std::shared_ptr<WorkerRec> w = pick_locked(spawns);
-      if ((!w || busy(*w, spawns)) && may_spawn_locked()) {
-        try {
-          if (auto fresh = spawn_locked())
-            w = std::move(fresh);
-          else
-            next_spawn_try_ = Clock::now() + std::chrono::milliseconds(20);
-        } catch (const Error& err) {
+    if ((!w || busy(*w, spawns)) && may_spawn_locked()) {
+      try {
+        if (auto fresh = spawn_locked())
+          w = std::move(fresh);
+        else
           next_spawn_try_ = Clock::now() + std::chrono::milliseconds(20);
-          if (!w) {
-            // No worker to fall back on: every queued call fails with the
-            // cause rather than wait for a start that keeps failing.
-            fail_waiting_locked(lock, err);
-            continue;
-          }
+      } catch (const Error& err) {
+        next_spawn_try_ = Clock::now() + std::chrono::milliseconds(20);
+        if (!w) {
+          // No worker to fall back on: every queued call fails with the
+          // cause rather than wait for a start that keeps failing.
+          fail_waiting_locked(lock, err);
+          continue;
         }
       }
-      if (!w) return;
-      Waiting q = std::move(waiting_.front());
-      waiting_.pop_front();
-      auto it = pending_.find(q.id);
-      if (it == pending_.end()) continue;  // cancelled or timed out while it waited
-      assign_locked(it->second, *w);
-      lock.unlock();
-      std::vector<int> fds;
-      for (auto& f : q.fds) fds.push_back(f.get());
-      send_call(*w, q.id, q.body, fds);
     }
-  }
-
-  // Fails every queued call with `err` (a worker could not be started);
-  // unlocks `lock` to complete them (N1) and locks it again.
-  void fail_waiting_locked(std::unique_lock<std::mutex>& lock, const Error& err) {
-    std::vector<std::unique_ptr<PendingBase>> failed;
-    for (auto& q : waiting_) {
-      auto it = pending_.find(q.id);
-      if (it == pending_.end()) continue;
-      failed.push_back(std::move(it->second.p));
-      forget_deadline_locked(it->second);
-      pending_.erase(it);
-    }
-    waiting_.clear();
+    if (!w) return;
+    Waiting q = std::move(waiting_.front());
+    waiting_.pop_front();
+    auto it = pending_.find(q.id);
+    if (it == pending_.end()) continue;  // cancelled or timed out while it waited
+    assign_locked(it->second, *w);
     lock.unlock();
-    for (auto& p : failed)
-      p->fail(std::make_exception_ptr(
-          Error(err.code(), fmt::format("cannot start a worker for {}: {}", p->name, err.what()))));
-    lock.lock();
+    std::vector<int> fds;
+    for (auto& f : q.fds) fds.push_back(f.get());
+    send_call(*w, q.id, q.body, fds);
   }
+}
 
-  // Why a call to an actor on `worker` cannot go there (mu_ held).
-  std::string lost_worker_locked(std::uint32_t worker) const {
-    auto dit = dead_.find(worker);
-    if (dit != dead_.end()) return dit->second;
-    if (worker > 0 && worker < next_worker_) return "is gone";
-    return "does not exist";
+// Fails every queued call with `err` (a worker could not be started);
+// unlocks `lock` to complete them (N1) and locks it again.
+void Node::fail_waiting_locked(std::unique_lock<std::mutex>& lock, const Error& err) {
+  std::vector<std::unique_ptr<PendingBase>> failed;
+  for (auto& q : waiting_) {
+    auto it = pending_.find(q.id);
+    if (it == pending_.end()) continue;
+    failed.push_back(std::move(it->second.p));
+    forget_deadline_locked(it->second);
+    pending_.erase(it);
   }
+  waiting_.clear();
+  lock.unlock();
+  for (auto& p : failed)
+    p->fail(std::make_exception_ptr(
+        Error(err.code(), fmt::format("cannot start a worker for {}: {}", p->name, err.what()))));
+  lock.lock();
+}
 
-  // The least busy worker: by outstanding calls, or for a call creating an
-  // actor by hosted actors first (spread), then outstanding calls.
-  std::shared_ptr<WorkerRec> pick_locked(bool spawns = false) {
-    std::shared_ptr<WorkerRec> best;
-    auto key = [spawns](const WorkerRec& w) {
-      return std::make_pair(spawns ? w.objects : 0, w.outstanding);
-    };
-    for (auto& [id, w] : workers_) {
-      if (w->retiring) continue;
-      if (!best || key(*w) < key(*best)) best = w;
-    }
-    return best;
+// Why a call to an actor on `worker` cannot go there (mu_ held).
+std::string Node::lost_worker_locked(std::uint32_t worker) const {
+  auto dit = dead_.find(worker);
+  if (dit != dead_.end()) return dit->second;
+  if (worker > 0 && worker < next_worker_) return "is gone";
+  return "does not exist";
+}
+
+// The least busy worker: by outstanding calls, or for a call creating an
+// actor by hosted actors first (spread), then outstanding calls.
+std::shared_ptr<WorkerRec> Node::pick_locked(bool spawns) {
+  std::shared_ptr<WorkerRec> best;
+  auto key = [spawns](const WorkerRec& w) {
+    return std::make_pair(spawns ? w.objects : 0, w.outstanding);
+  };
+  for (auto& [id, w] : workers_) {
+    if (w->retiring) continue;
+    if (!best || key(*w) < key(*best)) best = w;
   }
+  return best;
+}
 
-  // N3: one byte lock per worker, on a descriptor of its own.
-  Fd take_budget_slot() {
-    Fd fd(::open(opts_.budget_file.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
-    if (!fd)
-      throw Error(Errc::system,
-                  fmt::format("budget file {}: {}", opts_.budget_file, std::strerror(errno)));
-    for (std::size_t slot = 0; slot < opts_.budget; ++slot) {
-      struct flock fl {};
-      fl.l_type = F_WRLCK;
-      fl.l_whence = SEEK_SET;
-      fl.l_start = static_cast<off_t>(slot);
-      fl.l_len = 1;
-      if (::fcntl(fd.get(), F_OFD_SETLK, &fl) == 0) return fd;
-    }
-    return Fd();
+// N3: one byte lock per worker, on a descriptor of its own.
+Fd Node::take_budget_slot() {
+  Fd fd(::open(opts_.budget_file.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+  if (!fd)
+    throw Error(Errc::system,
+                fmt::format("budget file {}: {}", opts_.budget_file, std::strerror(errno)));
+  for (std::size_t slot = 0; slot < opts_.budget; ++slot) {
+    struct flock fl {};
+    fl.l_type = F_WRLCK;
+    fl.l_whence = SEEK_SET;
+    fl.l_start = static_cast<off_t>(slot);
+    fl.l_len = 1;
+    if (::fcntl(fd.get(), F_OFD_SETLK, &fl) == 0) return fd;
   }
+  return Fd();
+}
 
-  // N4: the IO thread only. Throws Error naming the cause if a worker cannot
-  // be started; null if the budget file has no free slot.
-  std::shared_ptr<WorkerRec> spawn_locked() {
-    Fd slot = take_budget_slot();
-    if (!slot) return nullptr;
-    int sv[2];
-    if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0)
-      throw Error(Errc::system, fmt::format("socketpair: {}", std::strerror(errno)));
-    Fd mine(sv[0]), theirs(sv[1]);
-    // Room for many messages in flight each way, so that the IO thread's
-    // blocking sends (routing, forwarded replies) practically never wait on a
-    // busy worker. FORCE needs CAP_NET_ADMIN; otherwise the system maximum.
-    for (int fd : {mine.get(), theirs.get()}) {
-      int bytes = 8 << 20;
-      if (::setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &bytes, sizeof bytes) != 0)
-        ::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &bytes, sizeof bytes);
-    }
-    auto w = std::make_shared<WorkerRec>();
-    w->id = next_worker_++;
-    detail::ChannelFds peer;  // N7: the worker's end of its rings; closed here after the spawn
-    w->chan = detail::Channel::create(std::move(mine), peer);
-    std::string env_value = fmt::format("TROUPE_WORKER={}:{}:{}:{}:{}:{}:{}:{}", theirs.get(),
-                                        w->id, opts_.worker_threads, slot.get(), ::getpid(),
-                                        peer.memfd.get(), peer.to_worker.get(), peer.to_root.get());
-    std::vector<char*> envp;
-    for (char** e = environ; *e; ++e)
-      if (std::strncmp(*e, "TROUPE_WORKER=", 14) != 0) envp.push_back(*e);
-    envp.push_back(env_value.data());
-    envp.push_back(nullptr);
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    // dup2 onto itself clears close-on-exec for the child only (glibc >= 2.29).
-    posix_spawn_file_actions_adddup2(&fa, theirs.get(), theirs.get());
-    posix_spawn_file_actions_adddup2(&fa, slot.get(), slot.get());
-    for (const Fd* f : {&peer.memfd, &peer.to_worker, &peer.to_root})
-      posix_spawn_file_actions_adddup2(&fa, f->get(), f->get());
-    // Options::worker_command, or this executable with init's argv.
-    std::vector<std::string>& words = opts_.worker_command.empty() ? argv_ : opts_.worker_command;
-    std::vector<char*> argv;
-    for (auto& a : words) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    const char* path = opts_.worker_command.empty() ? "/proc/self/exe" : words[0].c_str();
-    pid_t pid;
-    int rc = ::posix_spawn(&pid, path, &fa, nullptr, argv.data(), envp.data());
-    posix_spawn_file_actions_destroy(&fa);
-    if (rc != 0)
-      throw Error(Errc::system,
-                  fmt::format("posix_spawn of a worker ({}): {}", path, std::strerror(rc)));
-    w->pid = pid;
+// N4: the IO thread only. Throws Error naming the cause if a worker cannot
+// be started; null if the budget file has no free slot.
+std::shared_ptr<WorkerRec> Node::spawn_locked() {
+  Fd slot = take_budget_slot();
+  if (!slot) return nullptr;
+  int sv[2];
+  if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0)
+    throw Error(Errc::system, fmt::format("socketpair: {}", std::strerror(errno)));
+  Fd mine(sv[0]), theirs(sv[1]);
+  // Room for many messages in flight each way, so that the IO thread's
+  // blocking sends (routing, forwarded replies) practically never wait on a
+  // busy worker. FORCE needs CAP_NET_ADMIN; otherwise the system maximum.
+  for (int fd : {mine.get(), theirs.get()}) {
+    int bytes = 8 << 20;
+    if (::setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &bytes, sizeof bytes) != 0)
+      ::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &bytes, sizeof bytes);
+  }
+  auto w = std::make_shared<WorkerRec>();
+  w->id = next_worker_++;
+  detail::ChannelFds peer;  // N7: the worker's end of its rings; closed here after the spawn
+  w->chan = detail::Channel::create(std::move(mine), peer);
+  std::string env_value = fmt::format("TROUPE_WORKER={}:{}:{}:{}:{}:{}:{}:{}", theirs.get(), w->id,
+                                      opts_.worker_threads, slot.get(), ::getpid(),
+                                      peer.memfd.get(), peer.to_worker.get(), peer.to_root.get());
+  std::vector<char*> envp;
+  for (char** e = environ; *e; ++e)
+    if (std::strncmp(*e, "TROUPE_WORKER=", 14) != 0) envp.push_back(*e);
+  envp.push_back(env_value.data());
+  envp.push_back(nullptr);
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  // dup2 onto itself clears close-on-exec for the child only (glibc >= 2.29).
+  posix_spawn_file_actions_adddup2(&fa, theirs.get(), theirs.get());
+  posix_spawn_file_actions_adddup2(&fa, slot.get(), slot.get());
+  for (const Fd* f : {&peer.memfd, &peer.to_worker, &peer.to_root})
+    posix_spawn_file_actions_adddup2(&fa, f->get(), f->get());
+  // Options::worker_command, or this executable with init's argv.
+  std::vector<std::string>& words = opts_.worker_command.empty() ? argv_ : opts_.worker_command;
+  std::vector<char*> argv;
+  for (auto& a : words) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  const char* path = opts_.worker_command.empty() ? "/proc/self/exe" : words[0].c_str();
+  pid_t pid;
+  int rc = ::posix_spawn(&pid, path, &fa, nullptr, argv.data(), envp.data());
+  posix_spawn_file_actions_destroy(&fa);
+  if (rc != 0)
+    throw Error(Errc::system,
+                fmt::format("posix_spawn of a worker ({}): {}", path, std::strerror(rc)));
+  w->pid = pid;
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.u64 = w->id;
+  epoll_event wake{};
+  wake.events = EPOLLIN;
+  wake.data.u64 = w->id | kWakeEvent;
+  if (::epoll_ctl(epfd_.get(), EPOLL_CTL_ADD, w->chan->socket(), &ev) != 0 ||
+      ::epoll_ctl(epfd_.get(), EPOLL_CTL_ADD, w->chan->wake_fd(), &wake) != 0) {
+    int err = errno;  // unwatched, it could never be reaped or its calls failed: end it now
+    ::kill(pid, SIGKILL);
+    ::waitpid(pid, nullptr, 0);
+    throw Error(Errc::system, fmt::format("epoll_ctl for a new worker: {}", std::strerror(err)));
+  }
+  workers_.emplace(w->id, w);
+  stats_.started++;
+  stats_.alive = workers_.size();
+  stats_.max_alive = std::max(stats_.max_alive, stats_.alive);
+  return w;  // `theirs`, `slot`, `peer` close here: only the worker holds them now (N3)
+}
+
+void Node::ensure_io() {
+  std::call_once(io_once_, [this] {
+    epfd_ = Fd(::epoll_create1(EPOLL_CLOEXEC));
+    wake_ = Fd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
     epoll_event ev{};
     ev.events = EPOLLIN;
-    ev.data.u64 = w->id;
-    epoll_event wake{};
-    wake.events = EPOLLIN;
-    wake.data.u64 = w->id | kWakeEvent;
-    if (::epoll_ctl(epfd_.get(), EPOLL_CTL_ADD, w->chan->socket(), &ev) != 0 ||
-        ::epoll_ctl(epfd_.get(), EPOLL_CTL_ADD, w->chan->wake_fd(), &wake) != 0) {
-      int err = errno;  // unwatched, it could never be reaped or its calls failed: end it now
-      ::kill(pid, SIGKILL);
-      ::waitpid(pid, nullptr, 0);
-      throw Error(Errc::system, fmt::format("epoll_ctl for a new worker: {}", std::strerror(err)));
+    ev.data.u64 = 0;
+    ::epoll_ctl(epfd_.get(), EPOLL_CTL_ADD, wake_.get(), &ev);
+    io_ = std::thread([this] { io_loop(); });
+    sched::set_blocking_poller([](sched::Waiter& w) { return node().help_wait(w); });  // N8
+  });
+}
+
+void Node::wake_io() {
+  std::uint64_t one = 1;
+  if (wake_) [[maybe_unused]]
+    auto r = ::write(wake_.get(), &one, sizeof one);
+}
+
+void Node::io_loop() {
+  ::pthread_setname_np(::pthread_self(), "troupe-io");
+  tl_receiving = true;  // N8: a continuation run here must not start receiving
+  while (!stop_.load(std::memory_order_acquire)) {
+    epoll_event evs[16];
+    // Sleep until a message, a wake (new deadline), or the next check that
+    // time needs: deadlines (10 ms grain) or idle retirement. With no
+    // worker and no deadline the root process makes no wake-ups at all.
+    int timeout_ms = -1;
+    bool expecting = false;  // a reply is due: spin on the rings before sleeping
+    {
+      std::lock_guard lock(mu_);
+      if (deadlines_ > 0 || !waiting_.empty())  // N5: queued calls retry the budget
+        timeout_ms = 10;
+      else if (!workers_.empty())
+        timeout_ms = static_cast<int>(std::clamp<long>(opts_.idle_timeout.count() / 4, 10, 1000));
+      if (retire_all_) timeout_ms = 0;
+      polled_.clear();
+      for (auto& [id, w] : workers_) {
+        polled_.push_back(w);
+        // N8: a ring a caller watches is the caller's to spin on.
+        expecting =
+            expecting || (w->outstanding > 0 && !w->claimed.load(std::memory_order_relaxed));
+      }
     }
-    workers_.emplace(w->id, w);
-    stats_.started++;
-    stats_.alive = workers_.size();
-    stats_.max_alive = std::max(stats_.max_alive, stats_.alive);
-    return w;  // `theirs`, `slot`, `peer` close here: only the worker holds them now (N3)
-  }
-
-  void ensure_io() {
-    std::call_once(io_once_, [this] {
-      epfd_ = Fd(::epoll_create1(EPOLL_CLOEXEC));
-      wake_ = Fd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-      epoll_event ev{};
-      ev.events = EPOLLIN;
-      ev.data.u64 = 0;
-      ::epoll_ctl(epfd_.get(), EPOLL_CTL_ADD, wake_.get(), &ev);
-      io_ = std::thread([this] { io_loop(); });
-      sched::set_blocking_poller([](sched::Waiter& w) { return node().help_wait(w); });  // N8
-    });
-  }
-
-  void wake_io() {
-    std::uint64_t one = 1;
-    if (wake_) [[maybe_unused]]
-      auto r = ::write(wake_.get(), &one, sizeof one);
-  }
-
-  void io_loop() {
-    ::pthread_setname_np(::pthread_self(), "troupe-io");
-    tl_receiving = true;  // N8: a continuation run here must not start receiving
-    while (!stop_.load(std::memory_order_acquire)) {
-      epoll_event evs[16];
-      // Sleep until a message, a wake (new deadline), or the next check that
-      // time needs: deadlines (10 ms grain) or idle retirement. With no
-      // worker and no deadline the root process makes no wake-ups at all.
-      int timeout_ms = -1;
-      bool expecting = false;  // a reply is due: spin on the rings before sleeping
-      {
-        std::lock_guard lock(mu_);
-        if (deadlines_ > 0 || !waiting_.empty())  // N5: queued calls retry the budget
-          timeout_ms = 10;
-        else if (!workers_.empty())
-          timeout_ms = static_cast<int>(std::clamp<long>(opts_.idle_timeout.count() / 4, 10, 1000));
-        if (retire_all_) timeout_ms = 0;
-        polled_.clear();
-        for (auto& [id, w] : workers_) {
-          polled_.push_back(w);
-          // N8: a ring a caller watches is the caller's to spin on.
-          expecting =
-              expecting || (w->outstanding > 0 && !w->claimed.load(std::memory_order_relaxed));
-        }
-      }
-      // A ring a caller receives from (N8) is the caller's to watch.
-      auto waiting_on = [](const std::shared_ptr<WorkerRec>& w) {
-        return !w->claimed.load(std::memory_order_relaxed) && w->chan->maybe_ready();
-      };
-      bool ready = false;
-      for (auto& w : polled_) ready = ready || waiting_on(w);
-      if (!ready && expecting && timeout_ms != 0) {
-        ready = detail::spin_until(kSpin, [&] {
-          for (auto& w : polled_)
-            if (waiting_on(w)) return true;
-          return false;
-        });
-      }
-      bool slept = false;
-      if (!ready && timeout_ms != 0) {
-        slept = true;
-        io_asleep_.store(true);  // N8: before the claims, seq_cst
-        for (auto& w : polled_) {
-          w->claim();
-          ready = !w->chan->prepare_sleep() || ready;  // C4
-          w->unclaim();
-        }
-      }
-      int n = ::epoll_wait(epfd_.get(), evs, 16, ready ? 0 : timeout_ms);
-      io_asleep_.store(false);  // N8
-      for (int i = 0; i < n; ++i) {
-        if (evs[i].data.u64 == 0) {
-          std::uint64_t v;
-          [[maybe_unused]] auto r = ::read(wake_.get(), &v, sizeof v);
-        }
-      }
+    // A ring a caller receives from (N8) is the caller's to watch.
+    auto waiting_on = [](const std::shared_ptr<WorkerRec>& w) {
+      return !w->claimed.load(std::memory_order_relaxed) && w->chan->maybe_ready();
+    };
+    bool ready = false;
+    for (auto& w : polled_) ready = ready || waiting_on(w);
+    if (!ready && expecting && timeout_ms != 0) {
+      ready = detail::spin_until(kSpin, [&] {
+        for (auto& w : polled_)
+          if (waiting_on(w)) return true;
+        return false;
+      });
+    }
+    bool slept = false;
+    if (!ready && timeout_ms != 0) {
+      slept = true;
+      io_asleep_.store(true);  // N8: before the claims, seq_cst
       for (auto& w : polled_) {
-        bool socket_ready = false, woken = false;
-        for (int i = 0; i < n; ++i) {
-          if (static_cast<std::uint32_t>(evs[i].data.u64) != w->id) continue;
-          if (evs[i].data.u64 & kWakeEvent)
-            woken = true;
-          else
-            socket_ready = true;
-        }
-        if (!w->try_claim()) {
-          // N8: a caller receives from it and has cleared the sleeping word;
-          // an event for it is taken once the caller leaves.
-          if (!socket_ready && !woken) continue;
-          if (socket_ready) w->socket_hint.store(true, std::memory_order_relaxed);
-          w->claim();
-        }
-        w->socket_hint.store(false, std::memory_order_relaxed);  // we read the socket now
-        if (slept || woken) w->chan->woke(woken);
-        bool closed = receive_from(w, socket_ready);
+        w->claim();
+        ready = !w->chan->prepare_sleep() || ready;  // C4
         w->unclaim();
-        if (closed) on_exit(w);
       }
-      drain_waiting();  // N5: a worker may have exited or replied
-      expire_and_retire();
     }
-    polled_.clear();
-    shut_down_workers();  // N4: before this thread, their PDEATHSIG parent, ends
+    int n = ::epoll_wait(epfd_.get(), evs, 16, ready ? 0 : timeout_ms);
+    io_asleep_.store(false);  // N8
+    for (int i = 0; i < n; ++i) {
+      if (evs[i].data.u64 == 0) {
+        std::uint64_t v;
+        [[maybe_unused]] auto r = ::read(wake_.get(), &v, sizeof v);
+      }
+    }
+    for (auto& w : polled_) {
+      bool socket_ready = false, woken = false;
+      for (int i = 0; i < n; ++i) {
+        if (static_cast<std::uint32_t>(evs[i].data.u64) != w->id) continue;
+        if (evs[i].data.u64 & kWakeEvent)
+          woken = true;
+        else
+          socket_ready = true;
+      }
+      if (!w->try_claim()) {
+        // N8: a caller receives from it and has cleared the sleeping word;
+        // an event for it is taken once the caller leaves.
+        if (!socket_ready && !woken) continue;
+        if (socket_ready) w->socket_hint.store(true, std::memory_order_relaxed);
+        w->claim();
+      }
+      w->socket_hint.store(false, std::memory_order_relaxed);  // we read the socket now
+      if (slept || woken) w->chan->woke(woken);
+      bool closed = receive_from(w, socket_ready);
+      w->unclaim();
+      if (closed) on_exit(w);
+    }
+    drain_waiting();  // N5: a worker may have exited or replied
+    expire_and_retire();
   }
+  polled_.clear();
+  shut_down_workers();  // N4: before this thread, their PDEATHSIG parent, ends
+}
 
-  // The blocking poller (N8): a caller outside any scheduler waiting on `wt`
-  // receives from the worker its last call went to. True once wt.ready().
-  bool help_wait(sched::Waiter& wt) {
-    if (tl_receiving || worker_mode_ || tl_expect == 0) return false;
-    // N8: ~Node waits for the threads in here; none enters once it closes.
-    struct Inside {
-      explicit Inside(std::atomic<int>& n) : n(n) { n.fetch_add(1); }
-      ~Inside() { n.fetch_sub(1); }
-      std::atomic<int>& n;
-    } inside(helpers_inside_);
-    if (closing_.load()) return false;
-    const std::uint64_t id = tl_expect;
+// The blocking poller (N8): a caller outside any scheduler waiting on `wt`
+// receives from the worker its last call went to. True once wt.ready().
+bool Node::help_wait(sched::Waiter& wt) {
+  if (tl_receiving || worker_mode_ || tl_expect == 0) return false;
+  // N8: ~Node waits for the threads in here; none enters once it closes.
+  struct Inside {
+    explicit Inside(std::atomic<int>& n) : n(n) { n.fetch_add(1); }
+    ~Inside() { n.fetch_sub(1); }
+    std::atomic<int>& n;
+  } inside(helpers_inside_);
+  if (closing_.load()) return false;
+  const std::uint64_t id = tl_expect;
+  std::shared_ptr<WorkerRec> w;
+  {
+    std::lock_guard lock(mu_);
+    auto it = pending_.find(id);
+    if (it != pending_.end()) {
+      auto wit = workers_.find(it->second.worker);
+      if (wit != workers_.end()) w = wit->second;
+    }
+  }
+  if (!w) {  // answered already (wt waits for something else), or its worker is gone
+    tl_expect = 0;
+    return false;
+  }
+  // The claim and tl_receiving, released however we leave (an exception
+  // from a handler propagates to the waiter, the channel continues after it).
+  struct Held {
+    WorkerRec* w = nullptr;
+    ~Held() {
+      tl_receiving = false;
+      if (w) w->unclaim();
+    }
+  } held;
+  Watch watch{id};
+  bool closed = false;
+  detail::Spin spin(kSpin);
+  while (!wt.ready()) {
+    if (watch.done || closed) break;  // our call is done (wt waits for something else), or gone
+    if (!held.w && w->try_claim()) {
+      held.w = w.get();
+      tl_receiving = true;
+      w->chan->woke(false);  // N8: the reply needs no wake-up while we watch the ring
+    }
+    if (held.w && (w->chan->ready() || w->socket_hint.load(std::memory_order_relaxed)))
+      closed = receive_from(w, w->socket_hint.exchange(false, std::memory_order_relaxed), &watch);
+    if (!spin.step()) break;
+  }
+  // N8: leave the word set for a sleeping IO thread; if something came
+  // meanwhile, it is the IO thread's (woken) rather than ours to take.
+  // Held then releases the claim.
+  if (held.w && !closed && io_asleep_.load() && !w->chan->prepare_sleep()) wake_io();
+  if (watch.done) tl_expect = 0;
+  return wt.ready();
+}
+
+// The claim's holder (N7, N8): handles everything worker `w` has sent that
+// can be delivered now. True if the worker is gone and all it sent was
+// handled (the IO thread then reaps it). `watch`: a waiting caller, not the
+// IO thread (N8): at most kHelperBatch messages, up to the reply to
+// watch->id; calls queued for a worker are left to the IO thread, woken.
+bool Node::receive_from(const std::shared_ptr<WorkerRec>& w, bool socket_ready, Watch* watch) {
+  const std::uint32_t wid = w->id;
+  const bool helper = watch != nullptr;
+  for (std::size_t n = 0; !helper || n < kHelperBatch; ++n) {
+    Message m;
+    try {
+      auto got = w->chan->receive(m, socket_ready);
+      if (got == detail::Channel::Got::none) return false;
+      if (got == detail::Channel::Got::closed) return true;
+    } catch (const detail::BadMessage& e) {
+      // wire.hpp I3: the worker's call is answered, its reply fails our call.
+      if (!answer_rejected(e, [&](std::uint64_t id, const std::string& body) {
+            send_to(wid, Kind::reply, id, body, {});
+          }))
+        std::fprintf(stderr, "troupe: from worker %u: %s\n", wid, e.what());
+      if (helper) wake_io();  // N5: a failed call may have freed a worker for queued ones
+      continue;
+    } catch (const Error& e) {
+      std::fprintf(stderr, "troupe: from worker %u: %s\n", wid, e.what());
+      if (e.code() == Errc::bad_message) continue;  // rejected, the worker keeps its place
+      return false;                                 // a failing socket: epoll tells us again
+    }
+    if (m.kind == Kind::reply) {
+      if (helper && m.id == watch->id) watch->done = true;
+      if (complete(m, helper) && helper) wake_io();  // N5: a worker may be free for them
+    } else if (m.kind == Kind::call) {
+      route(w, m);
+    } else if (m.kind == Kind::release) {
+      try {
+        auto oh = detail::unpack_body(m.body);
+        auto t = oh.get().as<std::tuple<std::uint32_t, std::uint64_t>>();
+        release_remote(std::get<0>(t), std::get<1>(t));
+      } catch (const std::exception&) {
+      }
+    }
+    if (helper && watch->done) break;  // N8: the caller's reply: back to it
+  }
+  return false;
+}
+
+// A worker's own call: dispatch it like ours, then send the reply back.
+struct Node::Forward final : PendingBase {
+  Forward(Node* n, std::uint32_t from, std::uint64_t id) : node(n), from(from), id(id) {}
+  void complete(Message& m) override {
+    std::vector<int> fds;
+    for (auto& f : m.fds) fds.push_back(f.get());
+    node->send_to(from, Kind::reply, id, m.body, fds);
+  }
+  void fail(std::exception_ptr e) override {
+    std::string body;
+    try {
+      std::rethrow_exception(e);
+    } catch (const Error& err) {
+      body = detail::pack_error(err.code(), err.what());
+    } catch (const std::exception& err) {
+      body = detail::pack_error(Errc::system, err.what());
+    }
+    node->send_to(from, Kind::reply, id, body, {});
+  }
+  Node* node;
+  std::uint32_t from;
+  std::uint64_t id;
+};
+
+void Node::send_to(std::uint32_t worker, Kind kind, std::uint64_t id, std::string_view body,
+                   std::span<const int> fds) {
+  std::shared_ptr<WorkerRec> w;
+  {
+    std::lock_guard lock(mu_);
+    auto it = workers_.find(worker);
+    if (it == workers_.end()) return;  // it died meanwhile
+    w = it->second;
+  }
+  try {
+    w->chan->send(kind, id, body, fds);
+  } catch (const std::exception&) {
+  }
+}
+
+void Node::route(const std::shared_ptr<WorkerRec>& from, Message& m) {
+  detail::OutCall call;
+  try {
+    auto oh = detail::unpack_body(m.body);
+    const msgpack::object& o = oh.get();
+    if (o.type != msgpack::type::ARRAY || o.via.array.size != 4) throw msgpack::type_error();
+    call.worker = o.via.array.ptr[0].as<std::uint32_t>();
+    call.name = o.via.array.ptr[2].as<std::string>();
+  } catch (const std::exception&) {
+    send_to(from->id, Kind::reply, m.id,
+            detail::pack_error(Errc::bad_message, "bad message: a call the root cannot route"), {});
+    return;
+  }
+  call.body = std::move(m.body);
+  for (auto& f : m.fds) call.fds.push_back(f.get());  // borrowed until sent (I2)
+  auto fwd = std::make_unique<Forward>(this, from->id, m.id);
+  fwd->name = call.name;  // "... while running <name>" when the callee dies
+  dispatch(std::move(call), std::move(fwd));
+}
+
+void Node::on_exit(const std::shared_ptr<WorkerRec>& w) {
+  int status = 0;
+  ::waitpid(w->pid, &status, 0);
+  std::string how = describe_status(status);
+  std::vector<std::unique_ptr<PendingBase>> lost;
+  {
+    std::lock_guard lock(mu_);
+    for (auto it = pending_.begin(); it != pending_.end();) {
+      if (it->second.worker == w->id) {
+        lost.push_back(std::move(it->second.p));
+        forget_deadline_locked(it->second);
+        it = pending_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    ::epoll_ctl(epfd_.get(), EPOLL_CTL_DEL, w->chan->socket(), nullptr);
+    ::epoll_ctl(epfd_.get(), EPOLL_CTL_DEL, w->chan->wake_fd(), nullptr);
+    workers_.erase(w->id);
+    if (w->objects > 0) {  // N6: only handles name a worker later
+      dead_[w->id] = fmt::format("(pid {}) {}", w->pid, how);
+      if (dead_.size() > kDeadKept) dead_.erase(dead_.begin());  // the oldest
+    }
+    next_spawn_try_ = {};  // its budget slot is free again
+    stats_.alive = workers_.size();
+    if (!lost.empty() || w->objects > 0 || !w->retiring) stats_.lost++;
+  }
+  for (auto& p : lost)
+    p->fail(std::make_exception_ptr(
+        Error(Errc::worker_lost,
+              fmt::format("worker {} (pid {}) {} while running {}", w->id, w->pid, how, p->name))));
+}
+
+void Node::expire_and_retire() {
+  auto now = Clock::now();
+  std::vector<std::pair<std::uint64_t, std::string>> expired;
+  std::vector<std::shared_ptr<WorkerRec>> retire;
+  {
+    std::lock_guard lock(mu_);
+    if (deadlines_ > 0) {
+      for (auto& [id, e] : pending_)
+        if (e.deadline <= now) expired.emplace_back(id, e.p->name);
+    }
+    for (auto& [id, w] : workers_) {
+      if (!w->retiring && w->outstanding == 0 && w->objects == 0 &&
+          (retire_all_ || now - w->last_used >= opts_.idle_timeout)) {
+        w->retiring = true;
+        retire.push_back(w);
+      }
+    }
+    retire_all_ = false;
+  }
+  for (auto& [id, name] : expired) {
     std::shared_ptr<WorkerRec> w;
     {
       std::lock_guard lock(mu_);
@@ -1089,353 +1080,124 @@ class Node {
         if (wit != workers_.end()) w = wit->second;
       }
     }
-    if (!w) {  // answered already (wt waits for something else), or its worker is gone
-      tl_expect = 0;
-      return false;
-    }
-    // The claim and tl_receiving, released however we leave (an exception
-    // from a handler propagates to the waiter, the channel continues after it).
-    struct Held {
-      WorkerRec* w = nullptr;
-      ~Held() {
-        tl_receiving = false;
-        if (w) w->unclaim();
-      }
-    } held;
-    Watch watch{id};
-    bool closed = false;
-    detail::Spin spin(kSpin);
-    while (!wt.ready()) {
-      if (watch.done || closed) break;  // our call is done (wt waits for something else), or gone
-      if (!held.w && w->try_claim()) {
-        held.w = w.get();
-        tl_receiving = true;
-        w->chan->woke(false);  // N8: the reply needs no wake-up while we watch the ring
-      }
-      if (held.w && (w->chan->ready() || w->socket_hint.load(std::memory_order_relaxed)))
-        closed = receive_from(w, w->socket_hint.exchange(false, std::memory_order_relaxed), &watch);
-      if (!spin.step()) break;
-    }
-    // N8: leave the word set for a sleeping IO thread; if something came
-    // meanwhile, it is the IO thread's (woken) rather than ours to take.
-    // Held then releases the claim.
-    if (held.w && !closed && io_asleep_.load() && !w->chan->prepare_sleep()) wake_io();
-    if (watch.done) tl_expect = 0;
-    return wt.ready();
-  }
-
-  // The claim's holder (N7, N8): handles everything worker `w` has sent that
-  // can be delivered now. True if the worker is gone and all it sent was
-  // handled (the IO thread then reaps it). `watch`: a waiting caller, not the
-  // IO thread (N8): at most kHelperBatch messages, up to the reply to
-  // watch->id; calls queued for a worker are left to the IO thread, woken.
-  bool receive_from(const std::shared_ptr<WorkerRec>& w, bool socket_ready,
-                    Watch* watch = nullptr) {
-    const std::uint32_t wid = w->id;
-    const bool helper = watch != nullptr;
-    for (std::size_t n = 0; !helper || n < kHelperBatch; ++n) {
-      Message m;
+    if (w) {
       try {
-        auto got = w->chan->receive(m, socket_ready);
-        if (got == detail::Channel::Got::none) return false;
-        if (got == detail::Channel::Got::closed) return true;
-      } catch (const detail::BadMessage& e) {
-        // wire.hpp I3: the worker's call is answered, its reply fails our call.
-        if (!answer_rejected(e, [&](std::uint64_t id, const std::string& body) {
-              send_to(wid, Kind::reply, id, body, {});
-            }))
-          std::fprintf(stderr, "troupe: from worker %u: %s\n", wid, e.what());
-        if (helper) wake_io();  // N5: a failed call may have freed a worker for queued ones
-        continue;
-      } catch (const Error& e) {
-        std::fprintf(stderr, "troupe: from worker %u: %s\n", wid, e.what());
-        if (e.code() == Errc::bad_message) continue;  // rejected, the worker keeps its place
-        return false;                                 // a failing socket: epoll tells us again
-      }
-      if (m.kind == Kind::reply) {
-        if (helper && m.id == watch->id) watch->done = true;
-        if (complete(m, helper) && helper) wake_io();  // N5: a worker may be free for them
-      } else if (m.kind == Kind::call) {
-        route(w, m);
-      } else if (m.kind == Kind::release) {
-        try {
-          auto oh = detail::unpack_body(m.body);
-          auto t = oh.get().as<std::tuple<std::uint32_t, std::uint64_t>>();
-          release_remote(std::get<0>(t), std::get<1>(t));
-        } catch (const std::exception&) {
-        }
-      }
-      if (helper && watch->done) break;  // N8: the caller's reply: back to it
-    }
-    return false;
-  }
-
-  // A worker's own call: dispatch it like ours, then send the reply back.
-  struct Forward final : PendingBase {
-    Forward(Node* n, std::uint32_t from, std::uint64_t id) : node(n), from(from), id(id) {}
-    void complete(Message& m) override {
-      std::vector<int> fds;
-      for (auto& f : m.fds) fds.push_back(f.get());
-      node->send_to(from, Kind::reply, id, m.body, fds);
-    }
-    void fail(std::exception_ptr e) override {
-      std::string body;
-      try {
-        std::rethrow_exception(e);
-      } catch (const Error& err) {
-        body = detail::pack_error(err.code(), err.what());
-      } catch (const std::exception& err) {
-        body = detail::pack_error(Errc::system, err.what());
-      }
-      node->send_to(from, Kind::reply, id, body, {});
-    }
-    Node* node;
-    std::uint32_t from;
-    std::uint64_t id;
-  };
-
-  void send_to(std::uint32_t worker, Kind kind, std::uint64_t id, std::string_view body,
-               std::span<const int> fds) {
-    std::shared_ptr<WorkerRec> w;
-    {
-      std::lock_guard lock(mu_);
-      auto it = workers_.find(worker);
-      if (it == workers_.end()) return;  // it died meanwhile
-      w = it->second;
-    }
-    try {
-      w->chan->send(kind, id, body, fds);
-    } catch (const std::exception&) {
-    }
-  }
-
-  void route(const std::shared_ptr<WorkerRec>& from, Message& m) {
-    detail::OutCall call;
-    try {
-      auto oh = detail::unpack_body(m.body);
-      const msgpack::object& o = oh.get();
-      if (o.type != msgpack::type::ARRAY || o.via.array.size != 4) throw msgpack::type_error();
-      call.worker = o.via.array.ptr[0].as<std::uint32_t>();
-      call.name = o.via.array.ptr[2].as<std::string>();
-    } catch (const std::exception&) {
-      send_to(from->id, Kind::reply, m.id,
-              detail::pack_error(Errc::bad_message, "bad message: a call the root cannot route"),
-              {});
-      return;
-    }
-    call.body = std::move(m.body);
-    for (auto& f : m.fds) call.fds.push_back(f.get());  // borrowed until sent (I2)
-    auto fwd = std::make_unique<Forward>(this, from->id, m.id);
-    fwd->name = call.name;  // "... while running <name>" when the callee dies
-    dispatch(std::move(call), std::move(fwd));
-  }
-
-  void on_exit(const std::shared_ptr<WorkerRec>& w) {
-    int status = 0;
-    ::waitpid(w->pid, &status, 0);
-    std::string how = describe_status(status);
-    std::vector<std::unique_ptr<PendingBase>> lost;
-    {
-      std::lock_guard lock(mu_);
-      for (auto it = pending_.begin(); it != pending_.end();) {
-        if (it->second.worker == w->id) {
-          lost.push_back(std::move(it->second.p));
-          forget_deadline_locked(it->second);
-          it = pending_.erase(it);
-        } else {
-          ++it;
-        }
-      }
-      ::epoll_ctl(epfd_.get(), EPOLL_CTL_DEL, w->chan->socket(), nullptr);
-      ::epoll_ctl(epfd_.get(), EPOLL_CTL_DEL, w->chan->wake_fd(), nullptr);
-      workers_.erase(w->id);
-      if (w->objects > 0) {  // N6: only handles name a worker later
-        dead_[w->id] = fmt::format("(pid {}) {}", w->pid, how);
-        if (dead_.size() > kDeadKept) dead_.erase(dead_.begin());  // the oldest
-      }
-      next_spawn_try_ = {};  // its budget slot is free again
-      stats_.alive = workers_.size();
-      if (!lost.empty() || w->objects > 0 || !w->retiring) stats_.lost++;
-    }
-    for (auto& p : lost)
-      p->fail(std::make_exception_ptr(Error(
-          Errc::worker_lost,
-          fmt::format("worker {} (pid {}) {} while running {}", w->id, w->pid, how, p->name))));
-  }
-
-  void expire_and_retire() {
-    auto now = Clock::now();
-    std::vector<std::pair<std::uint64_t, std::string>> expired;
-    std::vector<std::shared_ptr<WorkerRec>> retire;
-    {
-      std::lock_guard lock(mu_);
-      if (deadlines_ > 0) {
-        for (auto& [id, e] : pending_)
-          if (e.deadline <= now) expired.emplace_back(id, e.p->name);
-      }
-      for (auto& [id, w] : workers_) {
-        if (!w->retiring && w->outstanding == 0 && w->objects == 0 &&
-            (retire_all_ || now - w->last_used >= opts_.idle_timeout)) {
-          w->retiring = true;
-          retire.push_back(w);
-        }
-      }
-      retire_all_ = false;
-    }
-    for (auto& [id, name] : expired) {
-      std::shared_ptr<WorkerRec> w;
-      {
-        std::lock_guard lock(mu_);
-        auto it = pending_.find(id);
-        if (it != pending_.end()) {
-          auto wit = workers_.find(it->second.worker);
-          if (wit != workers_.end()) w = wit->second;
-        }
-      }
-      if (w) {
-        try {
-          w->chan->send(Kind::cancel, id, {});
-        } catch (const std::exception&) {
-        }
-      }
-      fail_pending(
-          id, std::make_exception_ptr(Error(Errc::timeout, fmt::format("{} timed out", name))));
-    }
-    for (auto& w : retire) {
-      try {
-        w->chan->send(Kind::shutdown, 0, {});
+        w->chan->send(Kind::cancel, id, {});
       } catch (const std::exception&) {
       }
     }
+    fail_pending(id,
+                 std::make_exception_ptr(Error(Errc::timeout, fmt::format("{} timed out", name))));
   }
-
-  void retire_idle() {
-    {
-      std::lock_guard lock(mu_);
-      retire_all_ = true;
-    }
-    wake_io();
-  }
-
-  void stop() {
-    if (worker_mode_ || !io_.joinable()) return;
-    stop_.store(true, std::memory_order_release);
-    wake_io();
-    io_.join();
-  }
-
-  // proc::shutdown(): no call is dispatched from now on; the IO thread ends
-  // after the workers (N4); what is still pending fails (N1).
-  void shut_down() {
-    if (worker_mode_ || shut_.exchange(true)) return;
-    sched::set_blocking_poller(nullptr);  // N8, as in ~Node
-    closing_.store(true);
-    while (helpers_inside_.load() > 0) std::this_thread::yield();
-    stop();
-    std::vector<std::unique_ptr<PendingBase>> left;
-    {
-      std::lock_guard lock(mu_);
-      for (auto& [id, e] : pending_) left.push_back(std::move(e.p));
-      pending_.clear();
-      waiting_.clear();
-      deadlines_ = 0;
-    }
-    for (auto& p : left)
-      p->fail(std::make_exception_ptr(
-          Error(Errc::shutdown, fmt::format("{}: the worker processes were shut down", p->name))));
-  }
-
-  // IO thread, on leaving: asks every worker to exit, waits up to 1 s for
-  // each, kills the rest. It runs here because the workers' PDEATHSIG fires
-  // when this thread ends (N4): they get their second to leave first.
-  void shut_down_workers() {
-    std::vector<std::shared_ptr<WorkerRec>> ws;
-    {
-      std::unique_lock lock(mu_);
-      // N5: no worker will take the queued calls any more.
-      if (!waiting_.empty())
-        fail_waiting_locked(lock, Error(Errc::shutdown, "the program is shutting down"));
-      for (auto& [id, w] : workers_) ws.push_back(w);
-    }
-    for (auto& w : ws) {
-      try {
-        w->chan->send(Kind::shutdown, 0, {});
-      } catch (const std::exception&) {
-      }
-    }
-    for (auto& w : ws) {
-      w->chan->shutdown_socket();  // the worker sees end of stream even if it missed shutdown
-      int status;
-      // Wait up to 1 s for it to leave; a pidfd wakes us the moment it does.
-      Fd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, w->pid, 0)));
-      if (pidfd) {
-        pollfd pf{pidfd.get(), POLLIN, 0};
-        ::poll(&pf, 1, 1000);
-      } else {
-        for (int i = 0; i < 1000 && ::waitpid(w->pid, &status, WNOHANG) == 0; ++i)
-          std::this_thread::sleep_for(std::chrono::milliseconds(1));
-      }
-      if (::waitpid(w->pid, &status, WNOHANG) == 0) {
-        ::kill(w->pid, SIGKILL);
-        ::waitpid(w->pid, &status, 0);
-      }
+  for (auto& w : retire) {
+    try {
+      w->chan->send(Kind::shutdown, 0, {});
+    } catch (const std::exception&) {
     }
   }
+}
 
-  Stats stats() {
+void Node::retire_idle() {
+  {
     std::lock_guard lock(mu_);
-    return stats_;
+    retire_all_ = true;
   }
-  detail::TableSizes table_sizes() {
-    std::lock_guard lock(mu_);
-    return {pending_.size(), waiting_.size(), dead_.size(), unstarted_.size()};
-  }
-  std::vector<pid_t> pids() {
-    std::lock_guard lock(mu_);
-    std::vector<pid_t> v;
-    for (auto& [id, w] : workers_) v.push_back(w->pid);
-    return v;
-  }
+  wake_io();
+}
 
-  std::vector<std::string> argv_;
-  bool worker_mode_ = false;
-  std::uint32_t self_id_ = 0;
+void Node::stop() {
+  if (worker_mode_ || !io_.joinable()) return;
+  stop_.store(true, std::memory_order_release);
+  wake_io();
+  io_.join();
+}
 
- private:
-  std::mutex mu_;  // N1
-  Options opts_;
-  std::map<std::uint32_t, std::shared_ptr<WorkerRec>> workers_;
-  std::unordered_map<std::uint64_t, PendingEntry> pending_;
-  std::map<std::uint32_t, std::string> dead_;  // N6: the last kDeadKept, by worker id
-  static constexpr std::size_t kDeadKept = 256;
-  std::deque<Waiting> waiting_;                        // N5
-  std::unordered_map<std::uint64_t, bool> unstarted_;  // W2: call id -> cancelled
-  std::unordered_map<std::uint64_t, std::pair<std::string, std::shared_ptr<void>>> objects_;
-  std::uint64_t next_call_ = 1, next_object_ = 1;
-  std::uint32_t next_worker_ = 1;
-  std::size_t deadlines_ = 0;  // pending entries with a deadline (scan only if > 0)
-  bool retire_all_ = false;
-  bool initialized_ = false;            // init() was called (mu_)
-  std::atomic<bool> shut_{false};       // shutdown() was called: nothing is dispatched
-  Clock::time_point next_spawn_try_{};  // back-off after the budget file said no
-  Stats stats_;
-  std::unique_ptr<detail::Channel> parent_;         // worker mode (N7)
-  std::vector<std::shared_ptr<WorkerRec>> polled_;  // IO thread only: io_loop's snapshot
-  Fd epfd_, wake_;
-  std::once_flag io_once_;
-  std::thread io_;
-  std::atomic<bool> stop_{false};
-  std::atomic<bool> io_asleep_{false};  // N8
-  std::atomic<bool> closing_{false};    // N8: the node is being destroyed
-  std::atomic<int> helpers_inside_{0};  // N8: threads in help_wait
-};
+// proc::shutdown(): no call is dispatched from now on; the IO thread ends
+// after the workers (N4); what is still pending fails (N1).
+void Node::shut_down() {
+  if (worker_mode_ || shut_.exchange(true)) return;
+  sched::set_blocking_poller(nullptr);  // N8, as in ~Node
+  closing_.store(true);
+  while (helpers_inside_.load() > 0) std::this_thread::yield();
+  stop();
+  std::vector<std::unique_ptr<PendingBase>> left;
+  {
+    std::lock_guard lock(mu_);
+    for (auto& [id, e] : pending_) left.push_back(std::move(e.p));
+    pending_.clear();
+    waiting_.clear();
+    deadlines_ = 0;
+  }
+  for (auto& p : left)
+    p->fail(std::make_exception_ptr(
+        Error(Errc::shutdown, fmt::format("{}: the worker processes were shut down", p->name))));
+}
+
+// IO thread, on leaving: asks every worker to exit, waits up to 1 s for
+// each, kills the rest. It runs here because the workers' PDEATHSIG fires
+// when this thread ends (N4): they get their second to leave first.
+void Node::shut_down_workers() {
+  std::vector<std::shared_ptr<WorkerRec>> ws;
+  {
+    std::unique_lock lock(mu_);
+    // N5: no worker will take the queued calls any more.
+    if (!waiting_.empty())
+      fail_waiting_locked(lock, Error(Errc::shutdown, "the program is shutting down"));
+    for (auto& [id, w] : workers_) ws.push_back(w);
+  }
+  for (auto& w : ws) {
+    try {
+      w->chan->send(Kind::shutdown, 0, {});
+    } catch (const std::exception&) {
+    }
+  }
+  for (auto& w : ws) {
+    w->chan->shutdown_socket();  // the worker sees end of stream even if it missed shutdown
+    int status;
+    // Wait up to 1 s for it to leave; a pidfd wakes us the moment it does.
+    Fd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, w->pid, 0)));
+    if (pidfd) {
+      pollfd pf{pidfd.get(), POLLIN, 0};
+      ::poll(&pf, 1, 1000);
+    } else {
+      for (int i = 0; i < 1000 && ::waitpid(w->pid, &status, WNOHANG) == 0; ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    if (::waitpid(w->pid, &status, WNOHANG) == 0) {
+      ::kill(w->pid, SIGKILL);
+      ::waitpid(w->pid, &status, 0);
+    }
+  }
+}
+
+Stats Node::stats() {
+  std::lock_guard lock(mu_);
+  return stats_;
+}
+
+detail::TableSizes Node::table_sizes() {
+  std::lock_guard lock(mu_);
+  return {pending_.size(), waiting_.size(), dead_.size(), unstarted_.size()};
+}
+
+std::vector<pid_t> Node::pids() {
+  std::lock_guard lock(mu_);
+  std::vector<pid_t> v;
+  for (auto& [id, w] : workers_) v.push_back(w->pid);
+  return v;
+}
 
 Node& node() {
   static Node n;
   return n;
 }
 
-}  // namespace
+}  // namespace troupe::proc::detail
+
+namespace troupe::proc {
+
+using detail::Node;
+using detail::node;
 
 void init(int argc, char** argv, const Options& options) {
   Node& n = node();
