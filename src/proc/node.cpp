@@ -54,62 +54,6 @@ std::string Node::call_name(std::string_view body) {
   return {};
 }
 
-// The blocking poller (N8): a caller outside any scheduler waiting on `wt`
-// receives from the worker its last call went to. True once wt.ready().
-bool Node::help_wait(sched::Waiter& wt) {
-  if (tl_receiving || worker_mode_ || tl_expect == 0) return false;
-  // N8: ~Node waits for the threads in here; none enters once it closes.
-  struct Inside {
-    explicit Inside(std::atomic<int>& n) : n(n) { n.fetch_add(1); }
-    ~Inside() { n.fetch_sub(1); }
-    std::atomic<int>& n;
-  } inside(helpers_inside_);
-  if (closing_.load()) return false;
-  const std::uint64_t id = tl_expect;
-  std::shared_ptr<WorkerRec> w;
-  {
-    std::lock_guard lock(mu_);
-    auto it = pending_.find(id);
-    if (it != pending_.end()) {
-      auto wit = workers_.find(it->second.worker);
-      if (wit != workers_.end()) w = wit->second;
-    }
-  }
-  if (!w) {  // answered already (wt waits for something else), or its worker is gone
-    tl_expect = 0;
-    return false;
-  }
-  // The claim and tl_receiving, released however we leave (an exception
-  // from a handler propagates to the waiter, the channel continues after it).
-  struct Held {
-    WorkerRec* w = nullptr;
-    ~Held() {
-      tl_receiving = false;
-      if (w) w->unclaim();
-    }
-  } held;
-  Watch watch{id};
-  bool closed = false;
-  detail::Spin spin(kSpin);
-  while (!wt.ready()) {
-    if (watch.done || closed) break;  // our call is done (wt waits for something else), or gone
-    if (!held.w && w->try_claim()) {
-      held.w = w.get();
-      tl_receiving = true;
-      w->chan->woke(false);  // N8: the reply needs no wake-up while we watch the ring
-    }
-    if (held.w && (w->chan->ready() || w->socket_hint.load(std::memory_order_relaxed)))
-      closed = receive_from(w, w->socket_hint.exchange(false, std::memory_order_relaxed), &watch);
-    if (!spin.step()) break;
-  }
-  // N8: leave the word set for a sleeping IO thread; if something came
-  // meanwhile, it is the IO thread's (woken) rather than ours to take.
-  // Held then releases the claim.
-  if (held.w && !closed && io_asleep_.load() && !w->chan->prepare_sleep()) wake_io();
-  if (watch.done) tl_expect = 0;
-  return wt.ready();
-}
-
 // proc::shutdown(): no call is dispatched from now on; the IO thread ends
 // after the workers (N4); what is still pending fails (N1).
 void Node::shut_down() {
