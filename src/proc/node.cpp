@@ -50,6 +50,7 @@ std::string Node::call_name(std::string_view body) {
     if (o.type == msgpack::type::ARRAY && o.via.array.size == 4)
       return o.via.array.ptr[2].as<std::string>();
   } catch (const std::exception&) {
+    return {};  // unreadable: the rejection is reported without the name
   }
   return {};
 }
@@ -90,6 +91,21 @@ std::vector<pid_t> Node::pids() {
   std::vector<pid_t> v;
   for (auto& [id, w] : workers_) v.push_back(w->pid);
   return v;
+}
+
+// A failure that nobody waits on (a cancel, release or shutdown message that
+// cannot be sent, a release that cannot be read) goes to stderr like the
+// node's other reports, with what was being done. A dead peer
+// (Errc::worker_lost) is not reported: its end of stream is handled where it
+// is received (the IO thread's on_exit fails its calls; a worker stops
+// serving).
+void Node::log_failure(const std::exception& e, std::string_view doing) {
+  if (auto* err = dynamic_cast<const Error*>(&e); err && err->code() == Errc::worker_lost) return;
+  std::string what = fmt::format("{}: {}", doing, e.what());
+  if (worker_mode_)
+    std::fprintf(stderr, "troupe worker %u: %s\n", self_id_, what.c_str());
+  else
+    std::fprintf(stderr, "troupe: %s\n", what.c_str());
 }
 
 Node& node() {

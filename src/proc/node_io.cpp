@@ -158,7 +158,8 @@ bool Node::receive_from(const std::shared_ptr<WorkerRec>& w, bool socket_ready, 
         auto oh = detail::unpack_body(m.body);
         auto t = oh.get().as<std::tuple<std::uint32_t, std::uint64_t>>();
         release_remote(std::get<0>(t), std::get<1>(t));
-      } catch (const std::exception&) {
+      } catch (const std::exception& e) {  // a malformed release: its object stays
+        log_failure(e, fmt::format("from worker {}: a release that cannot be read", wid));
       }
     }
     if (helper && watch->done) break;  // N8: the caller's reply: back to it
@@ -201,7 +202,8 @@ void Node::send_to(std::uint32_t worker, Kind kind, std::uint64_t id, std::strin
   }
   try {
     w->chan->send(kind, id, body, fds);
-  } catch (const std::exception&) {
+  } catch (const std::exception& e) {
+    log_failure(e, fmt::format("cannot send to worker {}", worker));
   }
 }
 

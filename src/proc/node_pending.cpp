@@ -51,8 +51,9 @@ void Node::release_remote(std::uint32_t worker, std::uint64_t object) {
       w->last_used = Clock::now();
     }
     w->chan->send(Kind::release, 0, std::string_view(b.data(), b.size()));
-  } catch (const std::exception&) {
-    // The worker is gone: so is the object.
+  } catch (const std::exception& e) {
+    // The worker is gone (worker_lost, not logged): so is the object.
+    log_failure(e, fmt::format("cannot release object #{} on worker {}", object, worker));
   }
 }
 
@@ -78,7 +79,8 @@ void Node::cancel(std::uint64_t id) {
   try {
     detail::Channel* chan = worker_mode_ ? parent_.get() : (w ? w->chan.get() : nullptr);
     if (chan) chan->send(Kind::cancel, id, {});
-  } catch (const std::exception&) {
+  } catch (const std::exception& e) {  // the call fails as cancelled all the same
+    log_failure(e, fmt::format("cannot send the cancel of {}", p->name));
   }
   p->fail(std::make_exception_ptr(Error(Errc::cancelled, p->name + " was cancelled")));
 }

@@ -207,6 +207,7 @@ class Node {
   template <class Reply>
   bool answer_rejected(const detail::BadMessage& e, Reply&& reply);
   static std::string call_name(std::string_view body);
+  void log_failure(const std::exception& e, std::string_view doing);
 
   // node_pending.cpp: the table of pending calls (N1, N5), cancel, release.
   std::uint64_t submit(detail::OutCall&& call, std::unique_ptr<PendingBase> p);

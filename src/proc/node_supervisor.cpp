@@ -383,7 +383,8 @@ void Node::expire_and_retire() {
     if (w) {
       try {
         w->chan->send(Kind::cancel, id, {});
-      } catch (const std::exception&) {
+      } catch (const std::exception& e) {  // it fails as timed out all the same
+        log_failure(e, fmt::format("cannot cancel {} (timed out) on worker {}", name, w->id));
       }
     }
     fail_pending(id,
@@ -392,7 +393,8 @@ void Node::expire_and_retire() {
   for (auto& w : retire) {
     try {
       w->chan->send(Kind::shutdown, 0, {});
-    } catch (const std::exception&) {
+    } catch (const std::exception& e) {
+      log_failure(e, fmt::format("cannot retire idle worker {}", w->id));
     }
   }
 }
@@ -420,7 +422,8 @@ void Node::shut_down_workers() {
   for (auto& w : ws) {
     try {
       w->chan->send(Kind::shutdown, 0, {});
-    } catch (const std::exception&) {
+    } catch (const std::exception& e) {  // below, its socket is shut and it is killed after 1 s
+      log_failure(e, fmt::format("cannot ask worker {} to exit", w->id));
     }
   }
   for (auto& w : ws) {

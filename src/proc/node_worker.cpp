@@ -220,7 +220,8 @@ void Node::release_local(Message& m) {
     } else {  // a handle dropped here for an object elsewhere: the root routes it
       parent_->send(Kind::release, 0, m.body);
     }
-  } catch (const std::exception&) {
+  } catch (const std::exception& e) {  // a malformed release, or the parent's send failed
+    log_failure(e, "cannot release an object");
   }
 }
 
