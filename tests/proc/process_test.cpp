@@ -198,9 +198,10 @@ TEST(Process, RelayedCallToADyingWorkerNamesTheMethod) {
   }
 }
 
-// node.cpp N8: a caller that waits receives its reply itself; callers on
-// several threads and workers, the IO thread and replies nobody waits for
-// share each worker's channel without losing or delaying anything.
+// src/proc/node_private.hpp N8: a caller that waits receives its reply
+// itself; callers on several threads and workers, the IO thread and replies
+// nobody waits for share each worker's channel without losing or delaying
+// anything.
 TEST(Process, WaitingCallersTakeTheirReplies) {
   auto c = proc::spawn<Counter>(0L).get();
   const std::size_t before = proc::stats().replies_to_waiters;

@@ -87,9 +87,9 @@ struct Stats {
   std::size_t started = 0;    // ever started
   std::size_t max_alive = 0;  // most at once
   std::size_t lost = 0;       // died while in use
-  // Replies handled by a thread that was waiting (node.cpp N8: its own reply
-  // or, while it waits, other calls' replies from the same worker) rather
-  // than by the runtime's IO thread.
+  // Replies handled by a thread that was waiting (src/proc/node_private.hpp
+  // N8: its own reply or, while it waits, other calls' replies from the same
+  // worker) rather than by the runtime's IO thread.
   std::size_t replies_to_waiters = 0;
 };
 Stats stats();

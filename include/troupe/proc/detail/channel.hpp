@@ -127,7 +127,8 @@ class Channel {
   Ring out_;
   std::uint64_t next_send_ = 1;
   // Receiving side: one receiving thread at a time (in the root, the holder
-  // of the worker's claim, handed over with acquire/release: node.cpp N7).
+  // of the worker's claim, handed over with acquire/release:
+  // src/proc/node_private.hpp N7).
   Ring in_;
   std::uint64_t next_recv_ = 1;
   std::optional<Message> stash_;  // C2: a socket message ahead of the ring
