@@ -31,7 +31,7 @@
 #include <vector>
 
 #include "troupe/error.hpp"
-#include "troupe/shm/detail/layout.hpp"
+#include "shm/layout.hpp"
 #include "troupe/shm/heap.hpp"
 #include "troupe/shm/objects.hpp"
 #include "troupe/shm/tx.hpp"

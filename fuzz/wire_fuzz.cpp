@@ -51,7 +51,7 @@
 #include <vector>
 
 #include "troupe/proc/detail/msgpack.hpp"
-#include "troupe/proc/detail/ring.hpp"
+#include "proc/ring.hpp"
 #include "troupe/proc/detail/wire.hpp"
 #include "troupe/proc/process.hpp"
 

@@ -17,13 +17,13 @@ BUILD=${BUILD:-build-fuzz}
 CXX=${FUZZ_CXX:-clang++}
 TARGET=${FUZZ_TARGET:-wire}
 FLAGS=(-std=c++20 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
-       -Wall -Wextra -Iinclude)
+       -Wall -Wextra -Iinclude -Isrc)
 case "$TARGET" in
-  wire)  # wire.cpp holds decode, Fd and fd_context; nothing else of troupe is linked.
-    SOURCES=(fuzz/wire_fuzz.cpp src/proc/wire.cpp); MAXLEN=4096; SEEDS=(fuzz/corpus) ;;
+  wire)  # wire.cpp holds decode and fd_context, fd.cpp Fd; nothing else of troupe is linked.
+    SOURCES=(fuzz/wire_fuzz.cpp src/proc/wire.cpp src/proc/fd.cpp); MAXLEN=4096; SEEDS=(fuzz/corpus) ;;
   heap)  # the heap and the shared-objects layer, nothing else.
     SOURCES=(fuzz/heap_fuzz.cpp src/shm/alloc.cpp src/shm/fault.cpp src/shm/heap.cpp
-             src/shm_objects/objects.cpp src/shm_objects/queue.cpp src/shm_objects/tx.cpp)
+             src/shm/objects.cpp src/shm/queue.cpp src/shm/tx.cpp src/sched/platform.cpp)
     MAXLEN=384; SEEDS=(fuzz/heap-corpus) ;;
   *) echo "fuzz.sh: FUZZ_TARGET is wire or heap, not $TARGET" >&2; exit 2 ;;
 esac

@@ -1,6 +1,6 @@
 // src/proc/channel.cpp: the root/worker link, rings plus socket (channel.hpp
 // C1-C6, ring.hpp R1-R4).
-#include "troupe/proc/detail/channel.hpp"
+#include "proc/channel.hpp"
 
 #include <fmt/core.h>
 #include <sys/eventfd.h>

@@ -103,7 +103,7 @@
 #include <utility>
 #include <vector>
 
-#include "troupe/proc/detail/channel.hpp"
+#include "proc/channel.hpp"
 #include "troupe/proc/process.hpp"
 #include "troupe/runtime.hpp"
 

@@ -18,17 +18,6 @@
 
 namespace troupe::proc {
 
-void Fd::reset(int fd) noexcept {
-  if (fd_ >= 0 && fd_ != fd) ::close(fd_);
-  fd_ = fd;
-}
-
-Fd Fd::dup() const {
-  int d = ::fcntl(fd_, F_DUPFD_CLOEXEC, 0);
-  if (d < 0) throw Error(Errc::system, fmt::format("dup of fd {}: {}", fd_, std::strerror(errno)));
-  return Fd(d);
-}
-
 namespace detail {
 
 FdContext& fd_context() noexcept {

@@ -30,8 +30,8 @@
 #include <unordered_map>
 #include <unordered_set>
 
-#include "troupe/shm/detail/fault.hpp"
-#include "troupe/shm/detail/heap_state.hpp"
+#include "shm/fault.hpp"
+#include "shm/heap_state.hpp"
 
 namespace troupe::shm::detail {
 namespace {

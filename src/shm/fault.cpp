@@ -1,6 +1,6 @@
 // src/shm/fault.cpp: reads TROUPE_SHM_FAULT once, before main (F1), and kills
 // the process at the chosen fault point; calls a test's fault observer.
-#include "troupe/shm/detail/fault.hpp"
+#include "shm/fault.hpp"
 
 #include <signal.h>
 #include <unistd.h>

@@ -31,8 +31,8 @@
 #include <thread>
 #include <unordered_map>
 
-#include "troupe/shm/detail/fault.hpp"
-#include "troupe/shm/detail/heap_state.hpp"
+#include "shm/fault.hpp"
+#include "shm/heap_state.hpp"
 
 namespace troupe::shm {
 namespace detail {

@@ -5,6 +5,16 @@ execute_process(COMMAND ${CMAKE_COMMAND} --install ${BUILD_DIR} --prefix ${WORK_
 if(r)
   message(FATAL_ERROR "cmake --install failed: ${r}")
 endif()
+# Only what users include is installed: no layer's private header.
+file(GLOB_RECURSE installed RELATIVE ${WORK_DIR}/prefix/include ${WORK_DIR}/prefix/include/*)
+foreach(private shm/fault.hpp shm/heap_state.hpp shm/layout.hpp proc/channel.hpp proc/ring.hpp
+                node_private.hpp)
+  foreach(f ${installed})
+    if(f MATCHES "${private}$")
+      message(FATAL_ERROR "a private header was installed: include/${f}")
+    endif()
+  endforeach()
+endforeach()
 execute_process(COMMAND ${CMAKE_COMMAND} -S ${SOURCE_DIR} -B ${WORK_DIR}/build -G ${GENERATOR}
   -DCMAKE_PREFIX_PATH=${WORK_DIR}/prefix RESULT_VARIABLE r)
 if(r)

@@ -20,7 +20,6 @@
 #include <thread>
 
 #include "proc/fd_util.hpp"
-#include "troupe/exec/executor.hpp"
 #include "util/proc_fs.hpp"
 
 using namespace troupe;
@@ -415,17 +414,3 @@ TEST(Process, IdleWorkersUseNoCpuAndRetire) {
   EXPECT_EQ(proc::call<&add>(2, 2).get(), 4);  // and start again on demand
 }
 
-TEST(Executor, OneExecutorOptInIsolation) {
-  exec::Executor ex;
-  EXPECT_EQ(ex.submit(add, 1, 2).get(), 3);
-  EXPECT_EQ(ex.submit(exec::isolated<&add>, 1, 2).get(), 3);
-  Promise<int> local = ex.submit([](int x) { return x * 2; }, 21);
-  Promise<int> remote = ex.submit(exec::isolated<&add>, 40, 2);
-  EXPECT_EQ(local.get(), remote.get());
-  std::vector<int> in(50);
-  std::iota(in.begin(), in.end(), 0);
-  auto squares = ex.map([](int x) { return x * x; }, in).get();
-  EXPECT_EQ(squares[7], 49);
-  auto isolated = ex.map(exec::isolated<&level3>, std::vector<int>{1, 2, 3}).get();
-  EXPECT_EQ(isolated, (std::vector<int>{4, 5, 6}));
-}

@@ -4,7 +4,7 @@
 // descriptors on the socket in order, forged frames and indices rejected with
 // bad_message (never read out of bounds), the peer's end of stream seen only
 // after the ring is drained, wake-ups only for a sleeping receiver.
-#include "troupe/proc/detail/ring.hpp"
+#include "proc/ring.hpp"
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
@@ -18,7 +18,7 @@
 #include <thread>
 #include <vector>
 
-#include "troupe/proc/detail/channel.hpp"
+#include "proc/channel.hpp"
 #include "util/proc_fs.hpp"
 
 using namespace troupe;

@@ -10,8 +10,9 @@
 
 #include <cstddef>
 #include <random>
-#include <troupe/shm/detail/layout.hpp>
 #include <troupe/shm/heap.hpp>
+
+#include "shm/layout.hpp"
 
 using troupe::Errc;
 using troupe::Error;

@@ -14,9 +14,9 @@
 #include <random>
 #include <set>
 #include <thread>
-#include <troupe/shm/detail/fault.hpp>
 #include <troupe/shm/heap.hpp>
 
+#include "shm/fault.hpp"
 #include "shm_test_util.hpp"
 
 using troupe::Error;

@@ -11,9 +11,9 @@
 #include <cstring>
 #include <map>
 #include <thread>
-#include <troupe/shm/detail/fault.hpp>
 #include <troupe/shm/heap.hpp>
 
+#include "shm/fault.hpp"
 #include "shm_test_util.hpp"
 
 using troupe::shm::CreateOptions;

@@ -1,4 +1,4 @@
-// tests/shm_objects/objects_test.cpp: values, strings, tuples, lists, dicts and
+// tests/shm/objects_test.cpp: values, strings, tuples, lists, dicts and
 // records in a shared heap, changed by transactions in one process: encoding
 // round trips, nesting, roots, abort rollback, reference counts of shared
 // containers, reclamation (no leaked bytes), stale handles (V2).
@@ -18,7 +18,7 @@
 using namespace troupe::shm;
 using troupe::Error;
 
-using shm_objects_test::make_heap;
+using objects_test_heap::make_heap;
 
 namespace {
 
@@ -931,7 +931,7 @@ TEST(ShmObjects, OldHandlesUnderConcurrentReplacementGiveDataOrTheTypedError) {
 // tx.hpp T10: a heap whose body is corrupt (a lock word no crash can leave)
 // fails the transaction with bad_segment instead of retrying for ever.
 TEST(Corrupt, ForgedStripeLocksFailWithBadSegment) {
-  auto heap = shm_objects_test::make_heap();
+  auto heap = objects_test_heap::make_heap();
   auto& layer = TxHeap::attach(heap);
   Dict d = root_dict(layer, "d");
   Offset word = atomically(heap, [&](Tx& tx) {

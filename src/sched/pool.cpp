@@ -1,4 +1,4 @@
-// src/core/pool.cpp: the work-stealing pool (see troupe/sched/pool.hpp for
+// src/sched/pool.cpp: the work-stealing pool (see troupe/sched/pool.hpp for
 // the invariants I1-I5 cited here).
 #include "troupe/sched/pool.hpp"
 

@@ -1,4 +1,4 @@
-// troupe/proc/detail/channel.hpp: one end of the link between the root and a
+// src/proc/channel.hpp: one end of the link between the root and a
 // worker: the control socket (SOCK_SEQPACKET, wire.hpp) and the data path, two
 // shared-memory rings (ring.hpp) in one memfd that both processes map, ring 0
 // carrying root -> worker, ring 1 worker -> root. Each receiver has an
@@ -50,7 +50,7 @@
 #include <string_view>
 
 #include "troupe/detail/platform.hpp"
-#include "troupe/proc/detail/ring.hpp"
+#include "proc/ring.hpp"
 #include "troupe/proc/detail/wire.hpp"
 #include "troupe/proc/fd.hpp"
 

@@ -1,4 +1,4 @@
-// src/core/platform.cpp: what troupe/detail/platform.hpp declares: the futex
+// src/sched/platform.cpp: what troupe/detail/platform.hpp declares: the futex
 // wrappers (private and shared) and Spin's yield.
 #include "troupe/detail/platform.hpp"
 

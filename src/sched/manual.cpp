@@ -1,4 +1,4 @@
-// src/core/manual.cpp: the deterministic manual scheduler (manual.hpp).
+// src/sched/manual.cpp: the deterministic manual scheduler (manual.hpp).
 #include "troupe/sched/manual.hpp"
 
 #include <stdexcept>

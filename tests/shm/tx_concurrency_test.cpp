@@ -1,4 +1,4 @@
-// tests/shm_objects/tx_concurrency_test.cpp: threads of one process racing on
+// tests/shm/tx_concurrency_test.cpp: threads of one process racing on
 // the same words: single-word atomic ops beside transactions (no lost update),
 // opacity (no transaction ever sees another's half-applied writes, checked
 // inside the block), snapshot extension (X8), progress under heavy conflict (irrevocable mode),
@@ -17,7 +17,7 @@
 
 using namespace troupe::shm;
 
-using shm_objects_test::make_heap;
+using objects_test_heap::make_heap;
 
 namespace {
 

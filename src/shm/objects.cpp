@@ -1,4 +1,4 @@
-// src/shm_objects/objects.cpp: Value, the encoding of values in shared slots,
+// src/shm/objects.cpp: Value, the encoding of values in shared slots,
 // and the List/Dict/Record containers over Tx. Keeps V1-V4 (objects.hpp).
 #include "troupe/shm/objects.hpp"
 

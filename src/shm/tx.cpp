@@ -1,4 +1,4 @@
-// src/shm_objects/tx.cpp: TL2 transactions with a shared redo log, the
+// src/shm/tx.cpp: TL2 transactions with a shared redo log, the
 // single-word atomic operations and the recovery hook that finishes or
 // discards a dead slot's transaction. Invariants T1-T9 (tx.hpp) and X1-X8
 // (detail/tx_layout.hpp) are cited where they are kept.
@@ -14,7 +14,7 @@
 #include <mutex>
 #include <thread>
 
-#include "troupe/shm/detail/fault.hpp"
+#include "shm/fault.hpp"
 
 namespace troupe::shm {
 

@@ -1,4 +1,4 @@
-// src/core/loop.cpp: the event-loop scheduler (loop.hpp; I1, I2 there).
+// src/sched/loop.cpp: the event-loop scheduler (loop.hpp; I1, I2 there).
 #include "troupe/sched/loop.hpp"
 
 #include <poll.h>

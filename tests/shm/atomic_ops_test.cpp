@@ -1,4 +1,4 @@
-// tests/shm_objects/atomic_ops_test.cpp: the single-word atomic operations
+// tests/shm/atomic_ops_test.cpp: the single-word atomic operations
 // (TxHeap::fetch_add, exchange) on int values: outside a transaction they
 // apply at once; inside one they are part of it (rolled back with it, applied
 // once however often it retries); on anything but an int value they throw.
@@ -11,7 +11,7 @@
 using namespace troupe::shm;
 using troupe::Error;
 
-using shm_objects_test::make_heap;
+using objects_test_heap::make_heap;
 
 namespace {
 

@@ -1,11 +1,11 @@
-// src/shm_objects/queue.cpp: shm::Queue (queue.hpp Q1-Q3).
+// src/shm/queue.cpp: shm::Queue (queue.hpp Q1-Q5).
 #include "troupe/shm/queue.hpp"
 
 #include <atomic>
 
 #include "troupe/detail/platform.hpp"
 #include "troupe/error.hpp"
-#include "troupe/shm/detail/fault.hpp"
+#include "shm/fault.hpp"
 #include "troupe/shm/heap.hpp"
 #include "troupe/shm/tx.hpp"
 

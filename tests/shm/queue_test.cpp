@@ -1,4 +1,4 @@
-// tests/shm_objects/queue_test.cpp: shm::Queue (queue.hpp Q1-Q5): order,
+// tests/shm/queue_test.cpp: shm::Queue (queue.hpp Q1-Q5): order,
 // bounds, blocking waits woken by the other side, close, and threads
 // producing and consuming at once with every item taken exactly once, and
 // in-place gets that hand the item's blob to the taker.
@@ -20,7 +20,7 @@ using troupe::shm::Queue;
 using troupe::shm::Value;
 
 TEST(Queue, FifoWithinItsCapacity) {
-  auto heap = shm_objects_test::make_heap();
+  auto heap = objects_test_heap::make_heap();
   Queue q = Queue::create(heap, "q", 3);
   EXPECT_FALSE(q.try_get());
   for (int i = 0; i < 3; ++i) EXPECT_TRUE(q.try_put(Value(i)));
@@ -37,7 +37,7 @@ TEST(Queue, FifoWithinItsCapacity) {
 }
 
 TEST(Queue, BlockingGetIsWokenByAPut) {
-  auto heap = shm_objects_test::make_heap();
+  auto heap = objects_test_heap::make_heap();
   Queue q = Queue::create(heap, "q", 2);
   auto t0 = std::chrono::steady_clock::now();
   EXPECT_FALSE(q.get(50ms));  // times out, empty
@@ -56,7 +56,7 @@ TEST(Queue, BlockingGetIsWokenByAPut) {
 }
 
 TEST(Queue, BlockingPutWaitsForRoomAndCloseEndsIt) {
-  auto heap = shm_objects_test::make_heap();
+  auto heap = objects_test_heap::make_heap();
   Queue q = Queue::create(heap, "q", 1);
   EXPECT_TRUE(q.put(Value(1), 1s));
   EXPECT_FALSE(q.put(Value(2), 30ms));  // full: times out
@@ -73,7 +73,7 @@ TEST(Queue, BlockingPutWaitsForRoomAndCloseEndsIt) {
 }
 
 TEST(Queue, ThreadsProduceAndConsumeEachItemOnce) {
-  auto heap = shm_objects_test::make_heap();
+  auto heap = objects_test_heap::make_heap();
   Queue q = Queue::create(heap, "q", 16);
   constexpr int kProducers = 3, kItems = 2000;
   std::vector<std::thread> ts;
@@ -106,7 +106,7 @@ TEST(Queue, ThreadsProduceAndConsumeEachItemOnce) {
 // reads it after later puts reuse the slot and frees it; a taker that dies
 // holding it loses nothing for good: recovery frees the blob.
 TEST(Queue, InPlaceGetHandsTheBlobToTheTaker) {
-  auto heap = shm_objects_test::make_heap();
+  auto heap = objects_test_heap::make_heap();
   auto& layer = troupe::shm::TxHeap::attach(heap);
   auto used = [&] { return heap.stats().published - layer.layer_bytes(); };  // shared data
   Queue q = Queue::create(heap, "q", 2);

@@ -1,4 +1,4 @@
-// bench/shm_objects/bench_shm_tx.cpp: shared-dict transactions from one and
+// bench/shm/bench_shm_tx.cpp: shared-dict transactions from one and
 // two processes, troupe beside Boost.Interprocess containers guarded by an
 // interprocess_mutex, and single-word atomic increments beside std::atomic
 // (the ceiling). Prints one markdown table; every number is the median of

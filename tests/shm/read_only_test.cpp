@@ -1,4 +1,4 @@
-// tests/shm_objects/read_only_test.cpp: read-only transactions write no shared
+// tests/shm/read_only_test.cpp: read-only transactions write no shared
 // memory (T2 of tx.hpp). A reader process maps the whole heap (its
 // transaction table included) read-only and runs thousands of read-only
 // transactions, which check the bank invariant and the shape of every

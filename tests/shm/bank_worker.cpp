@@ -1,4 +1,4 @@
-// tests/shm_objects/worker.cpp: the process the bank tests spawn (and kill).
+// tests/shm/bank_worker.cpp: the process the bank tests spawn (and kill).
 //   shm_bank_worker <heap> <threads> <seed> [max_ops] [churn]
 // Opens the heap, attaches the transaction layer (its recovery hook) and runs
 // run_bank (or run_churn) on each thread until the parent sets stop (or

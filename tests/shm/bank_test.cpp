@@ -1,4 +1,4 @@
-// tests/shm_objects/bank_test.cpp: the bank invariant (B1 of bank_util.hpp)
+// tests/shm/bank_test.cpp: the bank invariant (B1 of bank_util.hpp)
 // under transfers from many threads and processes, kill -9 at the named fault
 // points of the transaction layer and at random moments. After the run:
 // 0 violations, 0 stuck locks, no busy slot record, a sound heap and no leaked

@@ -1,10 +1,10 @@
-// tests/shm_objects/test_heap.hpp: the heap the single-process shared-objects
+// tests/shm/test_heap.hpp: the heap the single-process shared-objects
 // tests create (4 MiB committed of 64 MiB reserved).
 #pragma once
 
 #include <troupe/shm/heap.hpp>
 
-namespace shm_objects_test {
+namespace objects_test_heap {
 
 inline troupe::shm::Heap make_heap() {
   troupe::shm::CreateOptions o;
@@ -13,4 +13,4 @@ inline troupe::shm::Heap make_heap() {
   return troupe::shm::Heap::create(o);
 }
 
-}  // namespace shm_objects_test
+}  // namespace objects_test_heap

@@ -1,4 +1,4 @@
-// troupe/shm/detail/heap_state.hpp: one process's view of a mapped heap, and
+// src/shm/heap_state.hpp: one process's view of a mapped heap, and
 // the allocator and recovery entry points the public Heap calls.
 //
 // Owns: HeapState (the fd, the mapping, which slots this object holds) and the
@@ -28,7 +28,7 @@
 #include <string>
 #include <vector>
 
-#include "troupe/shm/detail/layout.hpp"
+#include "shm/layout.hpp"
 #include "troupe/shm/heap.hpp"
 
 namespace troupe::shm::detail {

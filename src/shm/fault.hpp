@@ -1,4 +1,4 @@
-// troupe/shm/detail/fault.hpp: named fault points for crash testing.
+// src/shm/fault.hpp: named fault points for crash testing.
 //
 // TROUPE_SHM_FAULT=<name>[@<n>] makes the process kill itself with SIGKILL the
 // n-th time (default: first) it reaches the fault point <name>. Fault points

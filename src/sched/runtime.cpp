@@ -1,4 +1,4 @@
-// src/core/runtime.cpp: the systematic-testing stream, the
+// src/sched/runtime.cpp: the systematic-testing stream, the
 // per-thread current scheduler and the default pool's lifecycle.
 //
 // Invariants:

@@ -1,4 +1,4 @@
-// tests/shm_objects/bank_util.hpp: what the bank tests and their worker
+// tests/shm/bank_util.hpp: what the bank tests and their worker
 // program share: the control block (raw heap root "bank.ctl"), the accounts
 // dict (root "accounts") and the transfer/audit loop.
 // Invariants:

@@ -1,4 +1,4 @@
-// src/core/small_alloc.cpp: per-thread size-classed heaps with remote frees
+// src/sched/small_alloc.cpp: per-thread size-classed heaps with remote frees
 // (small_alloc.hpp, invariants I1-I5 there).
 #include "troupe/detail/small_alloc.hpp"
 

@@ -1,4 +1,4 @@
-// troupe/proc/detail/ring.hpp: a single-producer single-consumer byte ring of
+// src/proc/ring.hpp: a single-producer single-consumer byte ring of
 // framed messages in memory shared by two processes (the classic Lamport
 // ring: a monotonically increasing tail written only by the producer, a head
 // written only by the consumer, positions taken modulo a power-of-two

@@ -1,4 +1,4 @@
-// troupe/shm/detail/layout.hpp: the bytes of a shared heap, as every process
+// src/shm/layout.hpp: the bytes of a shared heap, as every process
 // that maps it sees them. Nothing here holds a pointer; every reference is an
 // offset from the start of the segment (a troupe::shm::Offset, 0 = null).
 //

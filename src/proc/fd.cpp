@@ -1,0 +1,26 @@
+// src/proc/fd.cpp: proc::Fd, an owned file descriptor (troupe/proc/fd.hpp).
+#include "troupe/proc/fd.hpp"
+
+#include <fcntl.h>
+#include <fmt/core.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "troupe/error.hpp"
+
+namespace troupe::proc {
+
+void Fd::reset(int fd) noexcept {
+  if (fd_ >= 0 && fd_ != fd) ::close(fd_);
+  fd_ = fd;
+}
+
+Fd Fd::dup() const {
+  int d = ::fcntl(fd_, F_DUPFD_CLOEXEC, 0);
+  if (d < 0) throw Error(Errc::system, fmt::format("dup of fd {}: {}", fd_, std::strerror(errno)));
+  return Fd(d);
+}
+
+}  // namespace troupe::proc
