@@ -10,6 +10,8 @@
 //   I2. what() always names the cause; the code alone never has to be decoded.
 #pragma once
 
+#include <cerrno>
+#include <cstring>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -66,5 +68,32 @@ class Error : public std::runtime_error {
  private:
   Errc code_;
 };
+
+// The code for a failed system call's errno: EACCES/EPERM permission_denied,
+// ENOENT not_found, ENOSPC/ENOMEM out_of_memory, anything else system.
+inline Errc errc_of_errno(int err) noexcept {
+  switch (err) {
+    case EACCES:
+    case EPERM:
+      return Errc::permission_denied;
+    case ENOENT:
+      return Errc::not_found;
+    case ENOSPC:
+    case ENOMEM:
+      return Errc::out_of_memory;
+    default:
+      return Errc::system;
+  }
+}
+
+// The Error for a failed system call (I2): "what: " and the system's words
+// for `err` (read errno into `err` right after the call). Every errno the
+// library reports goes through here.
+[[nodiscard]] inline Error errno_error(Errc code, int err, std::string_view what) {
+  return Error(code, std::string(what) + ": " + std::strerror(err));
+}
+[[nodiscard]] inline Error errno_error(int err, std::string_view what) {
+  return errno_error(errc_of_errno(err), err, what);
+}
 
 }  // namespace troupe

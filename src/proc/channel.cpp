@@ -17,9 +17,7 @@
 namespace troupe::proc::detail {
 
 namespace {
-[[noreturn]] void sys_error(const char* what) {
-  throw Error(Errc::system, fmt::format("{}: {}", what, std::strerror(errno)));
-}
+[[noreturn]] void sys_error(const char* what) { throw errno_error(Errc::system, errno, what); }
 Fd make_eventfd() {
   Fd fd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   if (!fd) sys_error("eventfd");

@@ -19,7 +19,7 @@ void Fd::reset(int fd) noexcept {
 
 Fd Fd::dup() const {
   int d = ::fcntl(fd_, F_DUPFD_CLOEXEC, 0);
-  if (d < 0) throw Error(Errc::system, fmt::format("dup of fd {}: {}", fd_, std::strerror(errno)));
+  if (d < 0) throw errno_error(Errc::system, errno, fmt::format("dup of fd {}", fd_));
   return Fd(d);
 }
 

@@ -74,12 +74,11 @@ std::uint64_t Node::dispatch(detail::OutCall&& call, std::unique_ptr<PendingBase
     for (int fd : call.fds) {
       int d = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);
       if (d < 0) {
-        std::string why = std::strerror(errno);
+        Error why = errno_error(
+            Errc::system, errno,
+            fmt::format("{}: cannot keep its descriptors while it waits for a worker", call.name));
         lock.unlock();
-        p->fail(std::make_exception_ptr(
-            Error(Errc::system,
-                  fmt::format("{}: cannot keep its descriptors while it waits for a worker: {}",
-                              call.name, why))));
+        p->fail(std::make_exception_ptr(why));
         return 0;
       }
       q.fds.emplace_back(d);
@@ -236,8 +235,7 @@ std::shared_ptr<WorkerRec> Node::pick_locked(bool spawns) {
 Fd Node::take_budget_slot() {
   Fd fd(::open(opts_.budget_file.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
   if (!fd)
-    throw Error(Errc::system,
-                fmt::format("budget file {}: {}", opts_.budget_file, std::strerror(errno)));
+    throw errno_error(Errc::system, errno, fmt::format("budget file {}", opts_.budget_file));
   for (std::size_t slot = 0; slot < opts_.budget; ++slot) {
     struct flock fl {};
     fl.l_type = F_WRLCK;
@@ -256,7 +254,7 @@ std::shared_ptr<WorkerRec> Node::spawn_locked() {
   if (!slot) return nullptr;
   int sv[2];
   if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0)
-    throw Error(Errc::system, fmt::format("socketpair: {}", std::strerror(errno)));
+    throw errno_error(Errc::system, errno, "socketpair");
   Fd mine(sv[0]), theirs(sv[1]);
   // Room for many messages in flight each way, so that the IO thread's
   // blocking sends (routing, forwarded replies) practically never wait on a
@@ -295,8 +293,7 @@ std::shared_ptr<WorkerRec> Node::spawn_locked() {
   int rc = ::posix_spawn(&pid, path, &fa, nullptr, argv.data(), envp.data());
   posix_spawn_file_actions_destroy(&fa);
   if (rc != 0)
-    throw Error(Errc::system,
-                fmt::format("posix_spawn of a worker ({}): {}", path, std::strerror(rc)));
+    throw errno_error(Errc::system, rc, fmt::format("posix_spawn of a worker ({})", path));
   w->pid = pid;
   epoll_event ev{};
   ev.events = EPOLLIN;
@@ -309,7 +306,7 @@ std::shared_ptr<WorkerRec> Node::spawn_locked() {
     int err = errno;  // unwatched, it could never be reaped or its calls failed: end it now
     ::kill(pid, SIGKILL);
     ::waitpid(pid, nullptr, 0);
-    throw Error(Errc::system, fmt::format("epoll_ctl for a new worker: {}", std::strerror(err)));
+    throw errno_error(Errc::system, err, "epoll_ctl for a new worker");
   }
   workers_.emplace(w->id, w);
   stats_.started++;

@@ -87,7 +87,7 @@ bool Node::handle(Message& m) {
 class Node::WorkerLoop final : public sched::Scheduler {
  public:
   explicit WorkerLoop(Node& n) : node_(n), wake_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
-    if (!wake_) throw Error(Errc::system, fmt::format("eventfd: {}", std::strerror(errno)));
+    if (!wake_) throw errno_error(Errc::system, errno, "eventfd");
   }
   void schedule(sched::Work* w) override {
     q_.push(w);

@@ -18,16 +18,16 @@ namespace {
 std::byte* map_fd(int fd, std::size_t size) {
   if (size == 0) return nullptr;
   void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-  if (p == MAP_FAILED) throw Error(Errc::system, fmt::format("mmap of {} bytes: {}", size, std::strerror(errno)));
+  if (p == MAP_FAILED) throw errno_error(Errc::system, errno, fmt::format("mmap of {} bytes", size));
   return static_cast<std::byte*>(p);
 }
 }  // namespace
 
 SharedBytes::SharedBytes(std::size_t size) : fd_(::memfd_create("troupe-bytes", MFD_CLOEXEC)), size_(size) {
-  if (!fd_) throw Error(Errc::system, fmt::format("memfd_create: {}", std::strerror(errno)));
+  if (!fd_) throw errno_error(Errc::system, errno, "memfd_create");
   int rc = ::posix_fallocate(fd_.get(), 0, static_cast<off_t>(size));
   if (rc != 0)
-    throw Error(Errc::out_of_memory, fmt::format("reserving {} shared bytes: {}", size, std::strerror(rc)));
+    throw errno_error(Errc::out_of_memory, rc, fmt::format("reserving {} shared bytes", size));
   data_ = map_fd(fd_.get(), size);
 }
 

@@ -127,14 +127,14 @@ void send_message(int sock, Kind kind, std::uint64_t id, std::string_view body,
   std::vector<int> all(fds.begin(), fds.end());
   if (body.size() > kMaxInline) {
     body_fd = Fd(::memfd_create("troupe-msg", MFD_CLOEXEC | MFD_ALLOW_SEALING));
-    if (!body_fd) throw Error(Errc::system, fmt::format("memfd_create: {}", std::strerror(errno)));
+    if (!body_fd) throw errno_error(Errc::system, errno, "memfd_create");
     const char* p = body.data();
     std::size_t left = body.size();
     while (left > 0) {
       ssize_t w = ::write(body_fd.get(), p, left);
       if (w <= 0)
-        throw Error(Errc::out_of_memory,
-                    fmt::format("writing a {} byte body: {}", body.size(), std::strerror(errno)));
+        throw errno_error(Errc::out_of_memory, errno,
+                          fmt::format("writing a {} byte body", body.size()));
       p += w;
       left -= static_cast<std::size_t>(w);
     }
@@ -164,7 +164,7 @@ void send_message(int sock, Kind kind, std::uint64_t id, std::string_view body,
     if (errno == EINTR) continue;
     if (errno == EPIPE || errno == ECONNRESET || errno == ENOTCONN)
       throw Error(Errc::worker_lost, "the peer process is gone");
-    throw Error(Errc::system, fmt::format("sendmsg: {}", std::strerror(errno)));
+    throw errno_error(Errc::system, errno, "sendmsg");
   }
 }
 
@@ -191,7 +191,7 @@ bool recv_message(int sock, Message& out, bool dontwait, bool* empty) {
       if (empty) *empty = true;
       return false;
     }
-    throw Error(Errc::system, fmt::format("recvmsg: {}", std::strerror(errno)));
+    throw errno_error(Errc::system, errno, "recvmsg");
   }
   std::vector<Fd> fds;  // I2: owned from here on, closed on every error path
   for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {

@@ -16,7 +16,7 @@ namespace troupe::sched {
 
 LoopScheduler::LoopScheduler() {
   fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-  if (fd_ < 0) throw Error(Errc::system, std::string("eventfd: ") + std::strerror(errno));
+  if (fd_ < 0) throw errno_error(Errc::system, errno, "eventfd");
 }
 
 LoopScheduler::~LoopScheduler() {

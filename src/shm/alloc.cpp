@@ -149,9 +149,9 @@ bool grow(HeapState& st, std::uint64_t need) {
                         static_cast<off_t>((target - c) * kPageSize));
   }
   if (r != 0) {
-    throw Error(r == ENOSPC ? Errc::out_of_memory : Errc::system,
-                fmt::format("cannot grow heap '{}' to {} bytes: posix_fallocate: {}", st.name,
-                            st.page_offset(target), std::strerror(r)));
+    throw errno_error(r == ENOSPC ? Errc::out_of_memory : Errc::system, r,
+                      fmt::format("cannot grow heap '{}' to {} bytes: posix_fallocate", st.name,
+                                  st.page_offset(target)));
   }
   fault_point("grow.after_fallocate");
   // Release: the pages are backed before anyone sees them committed. A failed

@@ -38,25 +38,6 @@ namespace troupe::shm {
 namespace detail {
 namespace {
 
-[[noreturn]] void throw_errno(Errc code, const std::string& what, int err) {
-  throw Error(code, fmt::format("{}: {}", what, std::strerror(err)));
-}
-
-Errc errc_for(int err) {
-  switch (err) {
-    case EACCES:
-    case EPERM:
-      return Errc::permission_denied;
-    case ENOENT:
-      return Errc::not_found;
-    case ENOSPC:
-    case ENOMEM:
-      return Errc::out_of_memory;
-    default:
-      return Errc::system;
-  }
-}
-
 std::string random_hex(std::size_t bytes) {
   unsigned char buf[32];
   std::size_t got = 0;
@@ -64,7 +45,7 @@ std::string random_hex(std::size_t bytes) {
     ssize_t r = ::getrandom(buf + got, bytes - got, 0);
     if (r < 0) {
       if (errno == EINTR) continue;
-      throw_errno(Errc::system, "getrandom", errno);
+      throw errno_error(Errc::system, errno, "getrandom");
     }
     got += static_cast<std::size_t>(r);
   }
@@ -167,7 +148,7 @@ void lock_wait(int fd, std::uint64_t byte, short type) {
   fl.l_start = static_cast<off_t>(byte);
   fl.l_len = 1;
   while (::fcntl(fd, F_OFD_SETLKW, &fl) != 0) {
-    if (errno != EINTR) throw_errno(Errc::system, "fcntl(F_OFD_SETLKW)", errno);
+    if (errno != EINTR) throw errno_error(Errc::system, errno, "fcntl(F_OFD_SETLKW)");
   }
 }
 
@@ -192,7 +173,7 @@ void map_segment(HeapState& st, const unsigned char* buf, void* hint) {
   if (hint) r = ::mmap(hint, st.reserved, PROT_NONE, flags | MAP_FIXED_NOREPLACE, -1, 0);
   if (r == MAP_FAILED) r = ::mmap(nullptr, st.reserved, PROT_NONE, flags, -1, 0);
   if (r == MAP_FAILED)
-    throw_errno(Errc::out_of_memory, "cannot reserve address space for heap", errno);
+    throw errno_error(Errc::out_of_memory, errno, "cannot reserve address space for heap");
   st.base = static_cast<char*>(r);
   // P1: the file over the whole reservation, so growth needs no remap and a
   // run that starts below what we knew was committed is mapped to its end.
@@ -203,7 +184,7 @@ void map_segment(HeapState& st, const unsigned char* buf, void* hint) {
     int e = errno;
     ::munmap(st.base, st.reserved);
     st.base = nullptr;
-    throw_errno(Errc::system, "cannot map heap", e);
+    throw errno_error(Errc::system, e, "cannot map heap");
   }
   std::uint64_t committed = TROUPE_FIELD(buf, std::uint64_t, committed_pages);
   // Relaxed: nobody else sees st yet.
@@ -233,7 +214,7 @@ std::unique_ptr<HeapState> attach(int fd, std::string name, bool is_path, bool a
     if (::fstat(fd, &sb) != 0) {
       int e = errno;
       ::close(fd);
-      throw_errno(Errc::system, "fstat", e);
+      throw errno_error(Errc::system, e, "fstat");
     }
     std::uint64_t size = static_cast<std::uint64_t>(sb.st_size);
     bool fresh = size == 0;
@@ -241,7 +222,7 @@ std::unique_ptr<HeapState> attach(int fd, std::string name, bool is_path, bool a
       if (::pread(fd, buf.data(), buf.size(), 0) != static_cast<ssize_t>(buf.size())) {
         int e = errno;
         ::close(fd);
-        throw_errno(Errc::system, "pread", e);
+        throw errno_error(Errc::system, e, "pread");
       }
       fresh = std::all_of(buf.begin(), buf.begin() + 8, [](unsigned char c) { return c == 0; });
     }
@@ -290,7 +271,7 @@ bool try_lock_byte(int fd, std::uint64_t byte, short type) {
     if (::fcntl(fd, F_OFD_SETLK, &fl) == 0) return true;
     if (errno == EINTR) continue;
     if (errno == EAGAIN || errno == EACCES) return false;
-    throw_errno(Errc::system, "fcntl(F_OFD_SETLK)", errno);
+    throw errno_error(Errc::system, errno, "fcntl(F_OFD_SETLK)");
   }
 }
 
@@ -486,14 +467,14 @@ Heap Heap::create(const CreateOptions& o) {
   int fd = -1;
   if (o.anonymous) {
     fd = ::memfd_create("troupe-heap", MFD_CLOEXEC);
-    if (fd < 0) throw_errno(errc_for(errno), "memfd_create", errno);
+    if (fd < 0) throw errno_error(errno, "memfd_create");
   } else if (!o.directory.empty()) {
     std::string base = o.name.empty() ? "troupe." + random_hex(16) : o.name;
     while (!base.empty() && base.front() == '/') base.erase(0, 1);
     name = o.directory + "/" + base;
     is_path = true;
     fd = ::open(name.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    if (fd < 0) throw_errno(errc_for(errno), fmt::format("cannot create heap '{}'", name), errno);
+    if (fd < 0) throw errno_error(errno, fmt::format("cannot create heap '{}'", name));
   } else {
     name = o.name.empty() ? "/troupe." + random_hex(16) : o.name;
     if (name.front() != '/') name.insert(name.begin(), '/');
@@ -501,7 +482,7 @@ Heap Heap::create(const CreateOptions& o) {
       throw Error(Errc::invalid_argument,
                   fmt::format("heap name '{}' may not contain '/' (use directory)", name));
     fd = ::shm_open(name.c_str(), O_RDWR | O_CREAT | O_EXCL, 0600);
-    if (fd < 0) throw_errno(errc_for(errno), fmt::format("cannot create heap '{}'", name), errno);
+    if (fd < 0) throw errno_error(errno, fmt::format("cannot create heap '{}'", name));
   }
   auto remove_name = [&] {
     if (is_path)
@@ -516,9 +497,8 @@ Heap Heap::create(const CreateOptions& o) {
     Geometry g = geometry(o.slots, max_size);
     int r = ::posix_fallocate(fd, 0, static_cast<off_t>(g.data_off + initial));
     if (r != 0)
-      throw Error(errc_for(r),
-                  fmt::format("cannot reserve {} bytes for heap '{}': posix_fallocate: {}",
-                              g.data_off + initial, name, std::strerror(r)));
+      throw errno_error(r, fmt::format("cannot reserve {} bytes for heap '{}': posix_fallocate",
+                                       g.data_off + initial, name));
     st = map_heap(fd, name, is_path, o.anonymous);
     std::vector<unsigned char> buf(sizeof(Header), 0);
     auto put = [&buf](std::size_t off, auto v) { std::memcpy(buf.data() + off, &v, sizeof v); };
@@ -573,7 +553,7 @@ Heap Heap::open(std::string_view name_in, const OpenOptions& o) {
                   fmt::format("cannot open heap '{}': permission denied (it belongs to another "
                               "user, mode 0600)",
                               name));
-    throw_errno(errc_for(e), fmt::format("cannot open heap '{}'", name), e);
+    throw errno_error(e, fmt::format("cannot open heap '{}'", name));
   }
   Heap heap(attach(fd, name, is_path, false, o.address_hint));
   heap.state_->hook_heap = &heap;
@@ -585,7 +565,7 @@ Heap Heap::open_fd(int fd, const OpenOptions& o) {
   std::string proc = fmt::format("/proc/self/fd/{}", fd);
   char link[512];
   ssize_t n = ::readlink(proc.c_str(), link, sizeof link - 1);
-  if (n < 0) throw_errno(Errc::invalid_argument, fmt::format("fd {} is not open", fd), errno);
+  if (n < 0) throw errno_error(Errc::invalid_argument, errno, fmt::format("fd {} is not open", fd));
   std::string target(link, static_cast<std::size_t>(n));
   int own = ::open(proc.c_str(), O_RDWR | O_CLOEXEC);  // S2: our own description
   if (own < 0) {
@@ -595,7 +575,7 @@ Heap Heap::open_fd(int fd, const OpenOptions& o) {
                   fmt::format("cannot open heap from fd {} ({}): permission denied (it belongs to "
                               "another user)",
                               fd, target));
-    throw_errno(errc_for(e), fmt::format("cannot reopen fd {} ({})", fd, target), e);
+    throw errno_error(e, fmt::format("cannot reopen fd {} ({})", fd, target));
   }
   bool anonymous = target.rfind("/memfd:", 0) == 0;
   bool deleted = target.size() > 10 && target.compare(target.size() - 10, 10, " (deleted)") == 0;
@@ -908,7 +888,7 @@ void Heap::remove(std::string_view name_in) {
   bool is_path = is_path_name(name);
   if (!is_path && (name.empty() || name.front() != '/')) name.insert(name.begin(), '/');
   int r = is_path ? ::unlink(name.c_str()) : ::shm_unlink(name.c_str());
-  if (r != 0) throw_errno(errc_for(errno), fmt::format("cannot remove heap '{}'", name), errno);
+  if (r != 0) throw errno_error(errno, fmt::format("cannot remove heap '{}'", name));
 }
 
 namespace {
@@ -917,7 +897,7 @@ std::vector<StaleHeap> scan_stale(std::string_view directory, bool remove) {
   std::vector<StaleHeap> out;
   std::string dir(directory);
   DIR* d = ::opendir(dir.c_str());
-  if (!d) throw_errno(errc_for(errno), fmt::format("cannot list '{}'", dir), errno);
+  if (!d) throw errno_error(errno, fmt::format("cannot list '{}'", dir));
   std::vector<std::string> names;
   while (dirent* e = ::readdir(d))
     if (std::string_view(e->d_name).rfind("troupe.", 0) == 0) names.emplace_back(e->d_name);
