@@ -41,11 +41,11 @@ struct CownBox final : Cown {
 
 // Collects the cowns a `when` needs, in the order its arguments name them.
 struct CownSink {
-  Slot* slots;
+  Request* requests;
   std::uint32_t n = 0;
   void add(Cown* c, bool read) noexcept {
-    slots[n].cown = c;
-    slots[n].read = read;
+    requests[n].cown = c;
+    requests[n].read = read;
     ++n;
   }
 };

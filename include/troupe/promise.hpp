@@ -341,13 +341,12 @@ class Promise {
     return st_->failed() ? st_->error() : nullptr;
   }
 
-  // Runs f(value) as a task once fulfilled; returns f's result as a promise.
-  // An error skips f and passes through. If f returns Promise<U>, the result
-  // is Promise<U>, fulfilled when that one is (flattened).
+  // Runs f(value) once fulfilled; returns f's result as a promise. An error
+  // skips f and passes through. If f returns Promise<U>, the result is
+  // Promise<U>, fulfilled when that one is (flattened). It is when(*this, f)
+  // (troupe/when.hpp, which defines it): one behaviour, one flattening.
   template <class F>
   auto then(F f) const;
-  template <class F>
-  auto then_plain(F f) const;
 
   // --- the `when` protocol (see troupe/when.hpp): no cowns; the block waits
   // for the value and receives it as `const T&` (nothing for void) ---
@@ -480,78 +479,10 @@ struct is_promise_t<Promise<U>> : std::true_type {
   using inner = U;
 };
 
-template <class F, class T>
-struct then_result : std::invoke_result<F, const T&> {};
-template <class F>
-struct then_result<F, void> : std::invoke_result<F> {};
-
 // Runs f on the default scheduler as one task, fulfilling res with its result.
 template <class F>
 void run_task(F f);
 }  // namespace detail
-
-template <class T>
-template <class F>
-auto Promise<T>::then(F f) const {
-  using Raw = std::decay_t<typename detail::then_result<F, T>::type>;
-  if constexpr (detail::is_promise_t<Raw>::value) {
-    // f returns a promise: flatten, as `when` does.
-    using U = typename detail::is_promise_t<Raw>::inner;
-    auto [out, res] = make_promise<U>();
-    Promise<Raw> outer = then_plain(std::move(f));
-    detail::state_of(outer)->then_do([outer, res = std::move(res)]() mutable {
-      if (outer.failed()) return res.set_exception(outer.error());
-      Raw inner = detail::state_of(outer)->value();
-      detail::state_of(inner)->then_do([inner, res = std::move(res)]() mutable {
-        if (inner.failed()) return res.set_exception(inner.error());
-        if constexpr (std::is_void_v<U>)
-          res.set_value();
-        else
-          res.set_value(detail::state_of(inner)->value());
-      });
-    });
-    return std::move(out);
-  } else {
-    return then_plain(std::move(f));
-  }
-}
-
-template <class T>
-template <class F>
-auto Promise<T>::then_plain(F f) const {
-  using R = std::decay_t<typename detail::then_result<F, T>::type>;
-  auto [out, res] = make_promise<R>();
-  Promise self = *this;
-  state("then()")->then_do([self, f = std::move(f), res = std::move(res)]() mutable {
-    if (self.failed()) {
-      res.set_exception(self.error());
-      return;
-    }
-    detail::run_task([self = std::move(self), f = std::move(f), res = std::move(res)]() mutable {
-      try {
-        if constexpr (std::is_void_v<T>) {
-          if constexpr (std::is_void_v<R>) {
-            f();
-            res.set_value();
-          } else {
-            res.set_value(f());
-          }
-        } else {
-          const T& v = detail::state_of(self)->value();
-          if constexpr (std::is_void_v<R>) {
-            f(v);
-            res.set_value();
-          } else {
-            res.set_value(f(v));
-          }
-        }
-      } catch (...) {
-        res.set_exception(std::current_exception());
-      }
-    });
-  });
-  return std::move(out);
-}
 
 namespace detail {
 template <class F>
@@ -664,3 +595,6 @@ auto when_any(std::vector<Promise<T>> ps) {
 }
 
 }  // namespace troupe
+
+// Promise::then is when(*this, f): defined there, after Promise is complete.
+#include "troupe/when.hpp"  // NOLINT(misc-header-include-cycle)

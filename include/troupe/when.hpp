@@ -22,7 +22,7 @@
 // result or exception.
 //
 // Invariants:
-//   I1. One allocation per behaviour: slots (for a fixed number of cowns), the
+//   I1. One allocation per behaviour: requests (for a fixed number of cowns), the
 //       arguments, the block and the result promise share one object, taken
 //       from the calling thread's small-object heap (detail/small_alloc.hpp).
 //   I2. The block's captures and the arguments are destroyed right after the
@@ -143,21 +143,21 @@ struct Behaviour final : BehaviourBase, PromiseState<R>, SmallObject {
       std::apply([&](auto&, auto&... w) { (w.when_cowns(counter), ...); }, closure_);
       count = counter.n;
       if (count > kInline) {
-        dynamic_slots_.reset(new Slot[count]);
-        slots = dynamic_slots_.get();
+        dynamic_requests_.reset(new Request[count]);
+        requests = dynamic_requests_.get();
       } else {
-        slots = inline_slots_;
+        requests = inline_requests_;
       }
     } else {
       count = N;
-      slots = inline_slots_;
+      requests = inline_requests_;
     }
-    CownSink sink{slots};
+    CownSink sink{requests};
     std::apply([&](auto&, auto&... w) { (w.when_cowns(sink), ...); }, closure_);
     (void)count;
     // The behaviour runs where the first cown named lives (nullptr: default).
-    sched = sink.n > 0 ? slots[0].cown->sched : nullptr;
-    nslots = sort_and_merge(slots, sink.n);
+    sched = sink.n > 0 ? requests[0].cown->sched : nullptr;
+    nrequests = sort_and_merge(requests, sink.n);
   }
 
   // Awaits every whenable in order, then enqueues on the cowns.
@@ -213,8 +213,8 @@ struct Behaviour final : BehaviourBase, PromiseState<R>, SmallObject {
       } catch (...) {
         err = std::current_exception();
       }
-      BehaviourBase::release();  // I3
-      closure_.~Closure();       // I2
+      BehaviourBase::release_cowns();  // I3
+      closure_.~Closure();             // I2
       if (err || !inner->valid()) {
         this->set_error_deferred(
             err ? err
@@ -238,8 +238,8 @@ struct Behaviour final : BehaviourBase, PromiseState<R>, SmallObject {
       });
     } else {
       std::uint32_t how = capture_result<R>(*this, [&]() -> R { return invoke_block(); });
-      BehaviourBase::release();  // I3
-      closure_.~Closure();       // I2
+      BehaviourBase::release_cowns();  // I3
+      closure_.~Closure();             // I2
       // I5: a fire-and-forget behaviour (its Promise dropped) skips publishing.
       if (!this->unobserved()) this->publish(how);
       this->PromiseBase::release();  // the runtime's reference
@@ -248,11 +248,12 @@ struct Behaviour final : BehaviourBase, PromiseState<R>, SmallObject {
 
   ~Behaviour() {}  // closure_ was destroyed by run() (I2)
 
-  struct NoSlots {};
-  Slot inline_slots_[kInline];
-  // Only a run-time set of actors may need more slots than kInline.
-  [[no_unique_address]] std::conditional_t<N == kDynamicCowns, std::unique_ptr<Slot[]>, NoSlots>
-      dynamic_slots_;
+  struct NoRequests {};
+  Request inline_requests_[kInline];
+  // Only a run-time set of actors may need more requests than kInline.
+  [[no_unique_address]] std::conditional_t<N == kDynamicCowns, std::unique_ptr<Request[]>,
+                                           NoRequests>
+      dynamic_requests_;
   union {
     Closure closure_;  // alive from construction until run() ends (I2)
   };
@@ -290,5 +291,11 @@ auto when(Args&&... args) {
   }(std::make_index_sequence<n>{});
 }
 // clang-format on
+
+template <class T>
+template <class F>
+auto Promise<T>::then(F f) const {
+  return when(*this, std::move(f));
+}
 
 }  // namespace troupe

@@ -15,10 +15,10 @@ namespace troupe::detail {
 namespace {
 
 // Waits until `s`'s successor (which already swapped `last`) links itself (I2).
-Slot* wait_next(Slot* s) noexcept {
-  Slot* n;
+Request* wait_next(Request* s) noexcept {
+  Request* n;
   Spin spin;
-  // acquire: pairs with the successor's release store; we then see its slot.
+  // acquire: pairs with the successor's release store; we then see its request.
   while ((n = s->next.load(std::memory_order_acquire)) == nullptr) {
     spin.step();
     TROUPE_YIELD();
@@ -26,12 +26,12 @@ Slot* wait_next(Slot* s) noexcept {
   return n;
 }
 
-// The slot after `s` on its cown, or nullptr if `s` was last and the cown is
+// The request after `s` on its cown, or nullptr if `s` was last and the cown is
 // now free. After this returns, `s` is out of the queue (I3).
-Slot* pass_on(Slot* s) noexcept {
-  Slot* n = s->next.load(std::memory_order_acquire);  // see wait_next
+Request* pass_on(Request* s) noexcept {
+  Request* n = s->next.load(std::memory_order_acquire);  // see wait_next
   if (n) return n;
-  Slot* expected = s;
+  Request* expected = s;
   // acq_rel on success: release publishes our writes to the cown (and I4's
   // reader registration) to the next behaviour that swaps `last` and finds null.
   if (s->cown->last.compare_exchange_strong(expected, nullptr, std::memory_order_acq_rel,
@@ -45,7 +45,7 @@ Slot* pass_on(Slot* s) noexcept {
 // reader, pass the cown straight on. Iterative over a run of readers.
 // `from_writer`: a writer passed the cown on, so no reader holds it (I6) and
 // a writer `s` need not read rstate, whose line the enqueuers keep taking.
-void grant(Slot* s, bool from_writer) noexcept {
+void grant(Request* s, bool from_writer) noexcept {
   while (s) {
     Cown* c = s->cown;
     TROUPE_YIELD();
@@ -53,7 +53,7 @@ void grant(Slot* s, bool from_writer) noexcept {
       // relaxed: the writer that later sees this count gets the cown from us,
       // either in this thread (program order) or through `last` (acq_rel).
       c->rstate.fetch_add(2, std::memory_order_relaxed);
-      Slot* n = pass_on(s);
+      Request* n = pass_on(s);
       s->behaviour->resolve_one();  // may run and free s's behaviour: s is dead now
       s = n;
       from_writer = false;
@@ -77,27 +77,27 @@ void grant(Slot* s, bool from_writer) noexcept {
 
 }  // namespace
 
-std::uint32_t sort_and_merge(Slot* slots, std::uint32_t n) noexcept {
+std::uint32_t sort_and_merge(Request* requests, std::uint32_t n) noexcept {
   // Insertion sort: n is small (the actors named in one `when`).
   for (std::uint32_t i = 1; i < n; ++i) {
-    Cown* c = slots[i].cown;
-    bool r = slots[i].read;
+    Cown* c = requests[i].cown;
+    bool r = requests[i].read;
     std::uint32_t j = i;
-    for (; j > 0 && slots[j - 1].cown > c; --j) {
-      slots[j].cown = slots[j - 1].cown;
-      slots[j].read = slots[j - 1].read;
+    for (; j > 0 && requests[j - 1].cown > c; --j) {
+      requests[j].cown = requests[j - 1].cown;
+      requests[j].read = requests[j - 1].read;
     }
-    slots[j].cown = c;
-    slots[j].read = r;
+    requests[j].cown = c;
+    requests[j].read = r;
   }
   std::uint32_t out = 0;
   for (std::uint32_t i = 0; i < n; ++i) {
-    if (out > 0 && slots[out - 1].cown == slots[i].cown) {
-      slots[out - 1].read = slots[out - 1].read && slots[i].read;  // a write wins
+    if (out > 0 && requests[out - 1].cown == requests[i].cown) {
+      requests[out - 1].read = requests[out - 1].read && requests[i].read;  // a write wins
       continue;
     }
-    slots[out].cown = slots[i].cown;
-    slots[out].read = slots[i].read;
+    requests[out].cown = requests[i].cown;
+    requests[out].read = requests[i].read;
     ++out;
   }
   return out;
@@ -115,14 +115,14 @@ void BehaviourBase::resolve_one() {
 void BehaviourBase::schedule() {
   // relaxed: nobody else sees this behaviour before the first swap below,
   // whose acq_rel publishes it.
-  pending.store(nslots + 1, std::memory_order_relaxed);
-  for (std::uint32_t i = 0; i < nslots; ++i) {
-    Slot* s = &slots[i];
+  pending.store(nrequests + 1, std::memory_order_relaxed);
+  for (std::uint32_t i = 0; i < nrequests; ++i) {
+    Request* s = &requests[i];
     s->behaviour = this;
     s->next.store(nullptr, std::memory_order_relaxed);
-    // acq_rel: release publishes our slot to the successor that finds it in
-    // `last`; acquire lets us read our predecessor's slot and behaviour.
-    Slot* prev = s->cown->last.exchange(s, std::memory_order_acq_rel);
+    // acq_rel: release publishes our request to the successor that finds it in
+    // `last`; acquire lets us read our predecessor's request and behaviour.
+    Request* prev = s->cown->last.exchange(s, std::memory_order_acq_rel);
     TROUPE_YIELD();
     if (prev == nullptr) {
       s->free_at_enqueue = true;
@@ -145,15 +145,15 @@ void BehaviourBase::schedule() {
   // Phase 2: the cowns that were free are ours; take them now, after phase 1,
   // because a reader passes its cown on at once and must not wait for a
   // successor that is waiting for our phase 1.
-  for (std::uint32_t i = 0; i < nslots; ++i)
-    if (slots[i].free_at_enqueue) grant(&slots[i], /*from_writer=*/false);  // readers may be left
+  for (std::uint32_t i = 0; i < nrequests; ++i)
+    if (requests[i].free_at_enqueue) grant(&requests[i], /*from_writer=*/false);  // readers may be left
   // The end of phase 1.
   resolve_one();
 }
 
-void BehaviourBase::release() {
-  for (std::uint32_t i = 0; i < nslots; ++i) {
-    Slot* s = &slots[i];
+void BehaviourBase::release_cowns() {
+  for (std::uint32_t i = 0; i < nrequests; ++i) {
+    Request* s = &requests[i];
     Cown* c = s->cown;
     if (s->read) {
       // Readers left the queue when they got the cown; sign out (I4).
@@ -161,7 +161,7 @@ void BehaviourBase::release() {
       // acquire sees the writer's waiting_writer store.
       std::uint64_t old = c->rstate.fetch_sub(2, std::memory_order_acq_rel);
       if (old == 3) {  // last reader, a writer is parked
-        Slot* w = c->waiting_writer;
+        Request* w = c->waiting_writer;
         c->waiting_writer = nullptr;
         // relaxed: only the parked writer could race, and it is parked.
         c->rstate.store(0, std::memory_order_relaxed);
@@ -170,7 +170,7 @@ void BehaviourBase::release() {
       continue;
     }
     TROUPE_YIELD();
-    if (Slot* n = pass_on(s)) grant(n, /*from_writer=*/true);  // I6
+    if (Request* n = pass_on(s)) grant(n, /*from_writer=*/true);  // I6
   }
 }
 
@@ -180,11 +180,11 @@ namespace troupe::detail {
 
 // cown.hpp I7.
 void refuse_wait_on_held(const BehaviourBase& running, const PromiseBase* p) {
-  for (std::uint32_t i = 0; i < running.nslots; ++i) {
-    const Slot& mine = running.slots[i];
-    // Acquire: pairs with the successor's release of its link (I2); its slot
+  for (std::uint32_t i = 0; i < running.nrequests; ++i) {
+    const Request& mine = running.requests[i];
+    // Acquire: pairs with the successor's release of its link (I2); its request
     // and behaviour were initialised before.
-    for (Slot* s = mine.next.load(std::memory_order_acquire); s;
+    for (Request* s = mine.next.load(std::memory_order_acquire); s;
          s = s->next.load(std::memory_order_acquire)) {
       const BehaviourBase* b = s->behaviour;
       if (!b || (mine.read && s->read)) continue;  // readers share the cown

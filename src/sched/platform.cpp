@@ -21,8 +21,7 @@ timespec to_timespec(std::int64_t ns) noexcept {
 
 long futex(const std::atomic<std::uint32_t>* word, int op, std::uint32_t val,
            const timespec* ts) noexcept {
-  return syscall(SYS_futex, reinterpret_cast<const std::uint32_t*>(word), op, val, ts, nullptr,
-                 0);
+  return syscall(SYS_futex, reinterpret_cast<const std::uint32_t*>(word), op, val, ts, nullptr, 0);
 }
 
 }  // namespace

@@ -2,13 +2,13 @@
 //
 // Algorithm: Behaviour-Oriented Concurrency (Cheeseman et al., OOPSLA 2023),
 // as in verona-rt: each cown ("concurrent owner", the thing an actor wraps)
-// has an MCS-style queue of slots, one slot per behaviour that wants it; a
+// has an MCS-style queue of requests, one request per behaviour that wants it; a
 // behaviour runs when it is at the head of the queue of every cown it names.
-// Readers: consecutive read-only slots share a cown; a writer after them
+// Readers: consecutive read-only requests share a cown; a writer after them
 // waits for the last one to finish (Cown::rstate).
 //
 // Scheduling a behaviour (two-phase, deadlock-free):
-//   phase 1: in one global order of cowns (address order), swap our slot into
+//   phase 1: in one global order of cowns (address order), swap our request into
 //            each cown's `last`; if there was a predecessor, wait until its
 //            behaviour has finished its own phase 1, then link behind it.
 //   phase 2: mark ourselves enqueued, then take the cowns that were free.
@@ -20,11 +20,11 @@
 //       never overtakes, on any later cown, a predecessor that is still in its
 //       phase 1. Hence the order of any two behaviours is the same on every
 //       cown they share, and no cycle of waits can form (no deadlock).
-//   I2. A slot's `next` is written once, by its successor, after the
-//       successor's swap of `last`; a slot leaving the queue waits for that
+//   I2. A request's `next` is written once, by its successor, after the
+//       successor's swap of `last`; a request leaving the queue waits for that
 //       write if `last` no longer points at it.
-//   I3. A slot stays in memory until it has passed its cown on, and a
-//       behaviour's memory outlives all its slots: the successor's link and
+//   I3. A request stays in memory until it has passed its cown on, and a
+//       behaviour's memory outlives all its requests: the successor's link and
 //       its wait on `enqueued` never touch freed memory.
 //   I4. Writer exclusion: a writer runs only when rstate's reader count is 0;
 //       readers register (rstate += 2) before passing the cown on, so the
@@ -34,10 +34,10 @@
 //   I5. Two behaviours scheduled by one thread on the same cown run in the
 //       order they were scheduled (the swap on `last` is the queue order).
 //   I7. A behaviour whose block waits (get()) on the promise of a behaviour
-//       linked behind one of its slots (on a cown it holds, not both
+//       linked behind one of its requests (on a cown it holds, not both
 //       readers) would wait forever: that one runs only after this one
 //       releases. PromiseBase::wait checks the successors linked so far and
-//       throws Error(invalid_argument) instead (a successor's slot lives
+//       throws Error(invalid_argument) instead (a successor's request lives
 //       until it passes the cown on, I3, which cannot happen while we hold
 //       it, so the walk reads live memory). One not yet linked (still in its
 //       phase 1, or awaiting a promise) is not seen.
@@ -50,21 +50,23 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <type_traits>
 
 #include "troupe/sched/scheduler.hpp"
 
 namespace troupe::detail {
 
-struct Slot;
+struct Request;
 struct BehaviourBase;
 
 struct Cown {
   using Destroy = void (*)(Cown*);
   Cown(sched::Scheduler* s, Destroy d) noexcept : sched(s), destroy(d) {}
 
-  std::atomic<Slot*> last{nullptr};  // queue tail; swapped by enqueuers, CAS'd to null by leavers
+  std::atomic<Request*> last{
+      nullptr};  // queue tail; swapped by enqueuers, CAS'd to null by leavers
   std::atomic<std::uint64_t> rstate{0};  // I4: (readers << 1) | writer-waiting
-  Slot* waiting_writer = nullptr;        // I4: written by the parked writer before it sets bit 0
+  Request* waiting_writer = nullptr;     // I4: written by the parked writer before it sets bit 0
   std::atomic<std::uint32_t> refs{1};    // handles + behaviours holding it
   sched::Scheduler* sched;               // where its behaviours run (nullptr: default); immutable
   Destroy destroy;                       // immutable
@@ -77,22 +79,22 @@ struct Cown {
   }
 };
 
-struct Slot {
+struct Request {
   Cown* cown = nullptr;
   BehaviourBase* behaviour = nullptr;
-  std::atomic<Slot*> next{nullptr};  // I2: written once by the successor
-  bool read = false;                 // read-only access
-  bool free_at_enqueue = false;      // owner only, during scheduling: cown was free
+  std::atomic<Request*> next{nullptr};  // I2: written once by the successor
+  bool read = false;                    // read-only access
+  bool free_at_enqueue = false;         // owner only, during scheduling: cown was free
 };
 
 struct BehaviourBase {
   explicit BehaviourBase(sched::Work::Fn run) noexcept : work(run) {}
-  // Packed into 48 bytes so that a one-actor behaviour with its slot, promise
+  // Packed into 48 bytes so that a one-actor behaviour with its request, promise
   // and an empty block fits two cache lines (troupe/when.hpp).
   sched::Work work;                       // what the scheduler runs once every cown is held
   std::atomic<std::uint32_t> pending{0};  // cowns still to receive + 1 for phase 1
-  std::uint32_t nslots = 0;               // written by the scheduling thread before phase 1
-  Slot* slots = nullptr;                  // nslots slots, sorted by cown, no duplicates
+  std::uint32_t nrequests = 0;            // written by the scheduling thread before phase 1
+  Request* requests = nullptr;            // nrequests requests, sorted by cown, no duplicates
   sched::Scheduler* sched = nullptr;      // where to run
   std::atomic<bool> enqueued{false};      // phase 1 done (I1); set once, by the scheduling thread
   // Where the behaviour's own promise lies, as a byte offset from this base
@@ -100,27 +102,34 @@ struct BehaviourBase {
   // immutable; lets a waiter recognise a behaviour's promise (I7).
   std::int32_t promise_at = 0;
 
-  // Runs phase 1 and 2 (I1). Slots must be filled (cown, read) by the caller;
+  // Runs phase 1 and 2 (I1). Requests must be filled (cown, read) by the caller;
   // sorting and de-duplication happen here.
   void schedule();
   // Called after the body ran: passes every cown on (writers) or signs out
-  // (readers). The behaviour must not touch its slots afterwards.
-  void release();
+  // (readers). The behaviour must not touch its requests afterwards. (Not
+  // PromiseBase::release or Cown::release, which drop a reference.)
+  void release_cowns();
   // One cown (or the end of phase 1) arrived; at zero the behaviour runs.
   void resolve_one();
   // A hint, before the body runs: start loading the successors already
-  // linked behind our slots, which release() hands the cowns to.
+  // linked behind our requests, which release_cowns() hands the cowns to.
   void prefetch_successors() const noexcept {
-    for (std::uint32_t i = 0; i < nslots; ++i)
-      // relaxed: the pointer is never dereferenced here; release() reloads it.
-      if (Slot* n = slots[i].next.load(std::memory_order_relaxed)) __builtin_prefetch(n);
+    for (std::uint32_t i = 0; i < nrequests; ++i)
+      // relaxed: the pointer is never dereferenced here; release_cowns() reloads it.
+      if (Request* n = requests[i].next.load(std::memory_order_relaxed)) __builtin_prefetch(n);
   }
 };
 
 static_assert(sizeof(BehaviourBase) == 48, "one-actor behaviours fit two cache lines (when.hpp)");
+// The scheduler runs a behaviour through its Work, and Behaviour::run_fn
+// (when.hpp) turns the Work* back into the BehaviourBase* with a
+// reinterpret_cast: valid only while BehaviourBase is standard-layout with
+// `work` its first member (so both share an address).
+static_assert(std::is_standard_layout_v<BehaviourBase> && offsetof(BehaviourBase, work) == 0,
+              "Behaviour::run_fn casts Work* to BehaviourBase*");
 
-// Sorts slots by cown address and merges duplicates (a write wins over a
+// Sorts requests by cown address and merges duplicates (a write wins over a
 // read). Returns the new count.
-std::uint32_t sort_and_merge(Slot* slots, std::uint32_t n) noexcept;
+std::uint32_t sort_and_merge(Request* requests, std::uint32_t n) noexcept;
 
 }  // namespace troupe::detail
