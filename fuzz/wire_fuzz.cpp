@@ -19,14 +19,14 @@
 // (ring.hpp R3).
 //
 // Invariants the target checks (a violation is a crash libFuzzer reports):
-//   F1. Every rejection is a troupe::Error (from decode) or a msgpack
+//   FW1. Every rejection is a troupe::Error (from decode) or a msgpack
 //       exception (unpack_error and its kinds, type_error); anything else
 //       escapes and aborts. ASan/UBSan catch memory errors and UB.
-//   F2. No descriptor leaks: after each input, every descriptor the target
+//   FW2. No descriptor leaks: after each input, every descriptor the target
 //       opened is closed again (checked with fcntl F_GETFD).
-//   F4. The ring consumer rejects a forged ring only with troupe::Error, and
+//   FW4. The ring consumer rejects a forged ring only with troupe::Error, and
 //       returns no frame longer than the bytes published.
-//   F3. decode() that accepts returns a kind in 1..5 and exactly the
+//   FW3. decode() that accepts returns a kind in 1..5 and exactly the
 //       descriptors that were attached, less the body's memfd.
 //
 // Regression K1: receivers once called msgpack::unpack with no unpack_limit,
@@ -71,7 +71,7 @@ struct Point {  // a user type as the tests declare one
   MSGPACK_DEFINE(x, y, tags)
 };
 
-// One conversion attempt; F1: only msgpack's own errors may come out.
+// One conversion attempt; FW1: only msgpack's own errors may come out.
 template <class Tuple>
 void try_args(const msgpack::object& args) {
   try {
@@ -142,7 +142,7 @@ void parse_release(Message& m) {
 
 void accept(Message& m, std::size_t fds_in, bool body_in_fd) {
   if (static_cast<int>(m.kind) < 1 || static_cast<int>(m.kind) > 5) violated("kind out of range");
-  if (m.fds.size() != fds_in - (body_in_fd ? 1 : 0)) violated("descriptor count");  // F3
+  if (m.fds.size() != fds_in - (body_in_fd ? 1 : 0)) violated("descriptor count");  // FW3
   try {
     switch (m.kind) {
       case Kind::call:
@@ -157,7 +157,7 @@ void accept(Message& m, std::size_t fds_in, bool body_in_fd) {
       default:
         break;
     }
-  } catch (const msgpack::unpack_error&) {  // F1: parse_error, insufficient_bytes, *_overflow
+  } catch (const msgpack::unpack_error&) {  // FW1: parse_error, insufficient_bytes, *_overflow
   } catch (const msgpack::type_error&) {
   }
 }
@@ -166,7 +166,7 @@ void decode_plain(const std::uint8_t* data, std::size_t size) {
   try {
     Message m = decode(reinterpret_cast<const char*>(data), size, {});
     accept(m, 0, false);
-  } catch (const troupe::Error&) {  // F1
+  } catch (const troupe::Error&) {  // FW1
   }
 }
 
@@ -175,7 +175,7 @@ void decode_with_memfd(const std::uint8_t* data, std::size_t size) {
   Header h;
   std::memcpy(&h, data, sizeof h);
   if (h.nfds < 1 || h.nfds > 4) return;
-  std::vector<int> opened;  // F2
+  std::vector<int> opened;  // FW2
   std::vector<Fd> fds;
   for (int i = 0; i + 1 < h.nfds; ++i) {
     fds.emplace_back(::open("/dev/null", O_RDONLY | O_CLOEXEC));
@@ -191,10 +191,10 @@ void decode_with_memfd(const std::uint8_t* data, std::size_t size) {
   try {
     Message m = decode(reinterpret_cast<const char*>(data), sizeof h, std::move(fds));
     accept(m, h.nfds, (h.flags & kBodyInFd) != 0);
-  } catch (const troupe::Error&) {  // F1
+  } catch (const troupe::Error&) {  // FW1
   }
   fds.clear();
-  for (int fd : opened)  // F2: closed by the Message, the decoder or fds
+  for (int fd : opened)  // FW2: closed by the Message, the decoder or fds
     if (::fcntl(fd, F_GETFD) != -1 || errno != EBADF) violated("a descriptor leaked");
 }
 
@@ -213,10 +213,10 @@ void decode_ring(const std::uint8_t* data, std::size_t size) {
   for (int i = 0; i < 64; ++i) {  // frames are at least 8 bytes: 4096 / 8 at most, fewer here
     try {
       if (!ring.peek(frame)) return;
-    } catch (const troupe::Error&) {  // F4
+    } catch (const troupe::Error&) {  // FW4
       return;
     }
-    if (frame.size() > tail) violated("a ring frame longer than what was published");  // F4
+    if (frame.size() > tail) violated("a ring frame longer than what was published");  // FW4
     ring.pop();
     decode_plain(reinterpret_cast<const std::uint8_t*>(frame.data()), frame.size());
   }

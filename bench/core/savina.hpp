@@ -8,10 +8,10 @@
 // a benchmark that computes the wrong thing is worthless.
 //
 // Invariants:
-//   I1. Both sides of a case get the same Sizes and the same input data (the
+//   SV1. Both sides of a case get the same Sizes and the same input data (the
 //       banking transfer list, the seeds of every random choice), so they do
 //       the same work.
-//   I2. A side leaves nothing running when it returns but teardown (actors
+//   SV2. A side leaves nothing running when it returns but teardown (actors
 //       whose last handle is gone); settle() waits for that, outside timing.
 #pragma once
 
@@ -68,7 +68,7 @@ struct Transfer {
   std::int64_t amount;
 };
 
-// The same transfers for every side of the banking case (I1).
+// The same transfers for every side of the banking case (SV1).
 std::vector<Transfer> make_transfers(const Sizes& s, std::uint64_t seed);
 
 [[noreturn]] void fail(const char* file, int line, const char* cond, const std::string& what);
@@ -111,7 +111,7 @@ class Stopwatch {
 
 namespace troupe_side {
 void start(std::size_t threads);
-void settle();  // I2
+void settle();  // SV2
 double pingpong(const Sizes& s);
 double counting(const Sizes& s);
 double fjthrput(const Sizes& s);
@@ -127,7 +127,7 @@ double fib(const Sizes& s);
 namespace caf_side {
 void start(std::size_t threads);  // builds the actor system
 void stop();
-void settle();  // I2: until every actor of the last run has terminated
+void settle();  // SV2: until every actor of the last run has terminated
 double pingpong(const Sizes& s);
 double counting(const Sizes& s);
 double fjthrput(const Sizes& s);

@@ -8,7 +8,7 @@
 // program, its scheduler.max-threads set to the thread count.
 //
 // Invariants:
-//   I1. A case's scoped_actor and every handle it made are gone when the case
+//   SF1. A case's scoped_actor and every handle it made are gone when the case
 //       returns; actors that keep handles to each other in a cycle (ring, big)
 //       get an exit message first. settle() then waits for all to terminate.
 #include <caf/all.hpp>
@@ -257,7 +257,7 @@ struct big_state {
   std::int64_t pings_left = 0;
   std::uint64_t rng = 0;
   caf::actor sink;
-  std::vector<caf::actor> peers;  // a cycle: the driver sends exits (I1)
+  std::vector<caf::actor> peers;  // a cycle: the driver sends exits (SF1)
   std::int64_t answered = 0;
 };
 
@@ -473,7 +473,7 @@ double threadring(const Sizes& s) {
   double ms = sw.ms();
   std::int64_t tokens = 0;
   for (auto& n : nodes) tokens += ask(self, n, caf::make_message(get_atom::value));
-  for (auto& n : nodes) caf::anon_send_exit(n, caf::exit_reason::user_shutdown);  // I1
+  for (auto& n : nodes) caf::anon_send_exit(n, caf::exit_reason::user_shutdown);  // SF1
   SAVINA_CHECK(last == 0 && tokens == s.ring_hops + 1,
                "CAF threadring: {} token arrivals, expected {}", tokens, s.ring_hops + 1);
   return ms;
@@ -504,7 +504,7 @@ double big(const Sizes& s) {
   double ms = sw.ms();
   std::int64_t answered = 0;
   for (auto& n : nodes) answered += ask(self, n, caf::make_message(get_atom::value));
-  for (auto& n : nodes) caf::anon_send_exit(n, caf::exit_reason::user_shutdown);  // I1
+  for (auto& n : nodes) caf::anon_send_exit(n, caf::exit_reason::user_shutdown);  // SF1
   SAVINA_CHECK(got == s.big_actors && answered == s.big_actors * s.big_pings,
                "CAF big: {} done, {} pings answered, expected {} and {}", got, answered,
                s.big_actors, s.big_actors * s.big_pings);

@@ -6,12 +6,12 @@
 //   bench_savina [--runs N] [--case NAME[,NAME...]] [--quick] [--threads N]
 //
 // Invariants:
-//   I1. Each side of a case runs once untimed (warm-up), then N timed runs,
+//   SN1. Each side of a case runs once untimed (warm-up), then N timed runs,
 //       troupe and its peers alternating run by run, so that load from other
 //       processes falls on both sides alike. The table shows medians.
-//   I2. Runs are 50 ms apart, so the threads of the previous run's runtime
+//   SN2. Runs are 50 ms apart, so the threads of the previous run's runtime
 //       are asleep again.
-//   I3. Every runtime gets the same number of worker threads (--threads,
+//   SN3. Every runtime gets the same number of worker threads (--threads,
 //       default: the cores).
 #include <algorithm>
 #include <chrono>
@@ -117,7 +117,7 @@ int main(int argc, char** argv) {
   sizes.threads = threads;
   const std::vector<Transfer> transfers = make_transfers(sizes, 0x5eed);
 
-  troupe_side::start(threads);  // I3
+  troupe_side::start(threads);  // SN3
   caf_side::start(threads);
   tbb_side::start(threads);
 
@@ -184,7 +184,7 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, timed ? " %.0f" : " (%.0f)", ms);
       std::fflush(stderr);
     };
-    once(c.ours, false);  // I1: warm-up
+    once(c.ours, false);  // SN1: warm-up
     for (Side& p : c.peers) once(p, false);
     for (int r = 0; r < runs; ++r) {
       std::fprintf(stderr, " |");

@@ -6,12 +6,12 @@
 // per Savina message, as CAF's side sends one message each.
 //
 // Invariants:
-//   I1. A Resolver lives in exactly one place (an actor's state or a closure
+//   ST1. A Resolver lives in exactly one place (an actor's state or a closure
 //       that moves it along) and is fulfilled once, by the behaviour that
 //       sees the end of the case.
-//   I2. Actors that refer to each other in a cycle (ring neighbours, big's
+//   ST2. Actors that refer to each other in a cycle (ring neighbours, big's
 //       peer table) have the cycle cut by a last behaviour once the case is
-//       done, so every actor is freed (actor.hpp I1).
+//       done, so every actor is freed (actor.hpp AC1).
 #include <memory>
 #include <span>
 #include <utility>
@@ -32,7 +32,7 @@ void settle() { tr::wait_idle(); }
 namespace pp {
 struct Pinger {
   std::int64_t pongs = 0;
-  tr::Resolver<std::int64_t> done;  // I1
+  tr::Resolver<std::int64_t> done;  // ST1
 };
 struct Ponger {
   std::int64_t pings = 0;
@@ -125,7 +125,7 @@ struct Sink {
   std::int64_t expected = 0;
   std::int64_t done = 0;
   double acc = 0;
-  tr::Resolver<std::int64_t> res;  // I1
+  tr::Resolver<std::int64_t> res;  // ST1
 };
 struct Worker {
   double v = 0;
@@ -157,7 +157,7 @@ double fjcreate(const Sizes& s) {
 // promise, which travels with the token.
 namespace ring {
 struct Node {
-  tr::Actor<Node> next;  // cut after the run (I2)
+  tr::Actor<Node> next;  // cut after the run (ST2)
   std::int64_t tokens = 0;
 };
 
@@ -186,7 +186,7 @@ double threadring(const Sizes& s) {
                           std::int64_t t = 0;
                           for (ring::Node* n : ns) {
                             t += n->tokens;
-                            n->next = {};  // I2
+                            n->next = {};  // ST2
                           }
                           return t;
                         }).get();
@@ -211,7 +211,7 @@ struct Mall {
   tr::Actor<Chameneo> waiting;
   std::int64_t faded = 0;
   std::int64_t sum = 0;
-  tr::Resolver<std::int64_t> res;  // I1
+  tr::Resolver<std::int64_t> res;  // ST1
 };
 
 void meet(tr::Actor<Mall> mall, tr::Actor<Chameneo> host, tr::Actor<Chameneo> guest, int color);
@@ -277,7 +277,7 @@ namespace bg {
 struct Sink {
   std::int64_t actors = 0;
   std::int64_t done = 0;
-  tr::Resolver<std::int64_t> res;  // I1
+  tr::Resolver<std::int64_t> res;  // ST1
 };
 struct Node;
 using Peers = std::vector<tr::Actor<Node>>;
@@ -286,7 +286,7 @@ struct Node {
   std::int64_t pings_left = 0;
   std::uint64_t rng = 0;
   tr::Actor<Sink> sink;
-  std::shared_ptr<const Peers> peers;  // cut after the run (I2)
+  std::shared_ptr<const Peers> peers;  // cut after the run (ST2)
   std::int64_t answered = 0;
 };
 
@@ -329,7 +329,7 @@ double big(const Sizes& s) {
                             std::int64_t t = 0;
                             for (bg::Node* n : ns) {
                               t += n->answered;
-                              n->peers.reset();  // I2
+                              n->peers.reset();  // ST2
                             }
                             return t;
                           }).get();
@@ -392,7 +392,7 @@ struct Node {
   tr::Actor<Node> parent;  // empty at the root
   std::int64_t sum = 0;
   int pending = 0;
-  tr::Resolver<std::int64_t> root;  // the root's only (I1)
+  tr::Resolver<std::int64_t> root;  // the root's only (ST1)
 };
 
 void report(Node& n, std::int64_t v) {

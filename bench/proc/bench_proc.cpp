@@ -34,15 +34,15 @@
 // costs an IPI through the hypervisor).
 //
 // Invariants:
-//   I1. proc::init is the first thing in main: this binary, re-executed as a
+//   BP1. proc::init is the first thing in main: this binary, re-executed as a
 //       worker, serves calls there and never returns.
-//   I2. Each side of a case runs once untimed (warm-up), then N timed runs,
+//   BP2. Each side of a case runs once untimed (warm-up), then N timed runs,
 //       troupe and baseline alternating run by run, so that load from other
 //       processes falls on both alike; 50 ms between runs. Medians shown.
-//   I3. fork'd baseline children (forked while this process has threads) call
+//   BP3. fork'd baseline children (forked while this process has threads) call
 //       only read, write, close and _exit.
-//   I4. Every result is checked; a wrong one aborts the bench.
-//   I5. The budget lock file is private to this process (by pid), so other
+//   BP4. Every result is checked; a wrong one aborts the bench.
+//   BP5. The budget lock file is private to this process (by pid), so other
 //       troupe programs on the machine neither take our slots nor we theirs.
 #include <dirent.h>
 #include <fcntl.h>
@@ -94,7 +94,7 @@ double seconds_since(Clock::time_point t0) {
   std::fprintf(stderr, "bench_proc: %s: %s\n", what, std::strerror(errno));
   std::exit(1);
 }
-void check(bool ok, const std::string& what) {  // I4
+void check(bool ok, const std::string& what) {  // BP4
   if (ok) return;
   std::fprintf(stderr, "bench_proc: WRONG RESULT: %s\n", what.c_str());
   std::abort();
@@ -119,7 +119,7 @@ std::size_t read_some(int fd, void* p, std::size_t n) {
   }
 }
 
-// ------------------------------------------------------------ raw sockets (I3)
+// ------------------------------------------------------------ raw sockets (BP3)
 struct Echo {
   pid_t pid = -1;
   int fd = -1;
@@ -203,7 +203,7 @@ double raw_pipelined_per_s(long n) {
   return static_cast<double>(n) / dt;
 }
 
-// ------------------------------------------------------------ fork/pipe pool (I3)
+// ------------------------------------------------------------ fork/pipe pool (BP3)
 struct PipePool {
   std::vector<pid_t> pids;
   std::vector<int> req, resp;  // the parent's ends
@@ -463,7 +463,7 @@ void print_row(const Row& r) {
   std::fflush(stdout);
 }
 
-// I2
+// BP2
 std::string g_side;  // "": both; "troupe" or "baseline": that one only
 
 Row measure(std::string name, int runs, int precision, const std::function<double()>& ours,
@@ -495,8 +495,8 @@ int main(int argc, char** argv) {
   proc::Options opts;
   opts.budget = std::max(1u, std::thread::hardware_concurrency());
   opts.idle_timeout = 60s;  // workers stay for the idle case; the bench retires them at the end
-  opts.budget_file = fmt::format("/tmp/troupe-bench-budget-{}-{}", getuid(), getpid());  // I5
-  proc::init(argc, argv, opts);  // I1
+  opts.budget_file = fmt::format("/tmp/troupe-bench-budget-{}-{}", getuid(), getpid());  // BP5
+  proc::init(argc, argv, opts);  // BP1
 
   std::vector<std::string_view> args(argv + 1, argv + argc);
   if (!args.empty() && args[0] == "--reply-once") {

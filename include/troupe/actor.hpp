@@ -7,11 +7,11 @@
 // (read(a)). An existing object is activated by moving it in (activate).
 //
 // Invariants:
-//   I1. A T lives as long as any handle or scheduled behaviour refers to its
+//   AC1. A T lives as long as any handle or scheduled behaviour refers to its
 //       cown (Cown::refs), and is destroyed exactly once, by the last one.
-//   I2. The T is only reachable through when_args, which needs a WhenKey, and
+//   AC2. The T is only reachable through when_args, which needs a WhenKey, and
 //       only the runtime makes WhenKeys, inside a running behaviour.
-//   I3. Idle cost: sizeof(Cown) (48 bytes on 64-bit) + sizeof(T), one
+//   AC3. Idle cost: sizeof(Cown) (48 bytes on 64-bit) + sizeof(T), one
 //       allocation per actor.
 #pragma once
 
@@ -55,7 +55,7 @@ struct CownCounter {
 };
 }  // namespace detail
 
-// Proof that the caller runs inside a behaviour (I2). Only the runtime can
+// Proof that the caller runs inside a behaviour (AC2). Only the runtime can
 // make one; sync objects receive it and pass it on to what they wrap.
 class WhenKey {
  public:
@@ -116,7 +116,7 @@ class Actor {
   template <class U, class... A>
   friend Actor<U> make_actor_on(sched::Scheduler* s, A&&... a);
   explicit Actor(detail::CownBox<T>* c) noexcept : c_(c) {}
-  detail::CownBox<T>* c_ = nullptr;  // I1
+  detail::CownBox<T>* c_ = nullptr;  // AC1
 };
 
 // Builds a T as an actor whose behaviours run on scheduler s (nullptr: the

@@ -4,10 +4,10 @@
 // troupe::Error (that code plus a message naming the cause, e.g. "worker 3
 // exited with signal 9 while running Account::deposit").
 // Invariants:
-//   I1. Every error a layer reports across its public API is a troupe::Error
+//   ER1. Every error a layer reports across its public API is a troupe::Error
 //       (or derives from it); user exceptions thrown inside behaviours are
 //       carried unchanged.
-//   I2. what() always names the cause; the code alone never has to be decoded.
+//   ER2. what() always names the cause; the code alone never has to be decoded.
 #pragma once
 
 #include <cerrno>
@@ -86,7 +86,7 @@ inline Errc errc_of_errno(int err) noexcept {
   }
 }
 
-// The Error for a failed system call (I2): "what: " and the system's words
+// The Error for a failed system call (ER2): "what: " and the system's words
 // for `err` (read errno into `err` right after the call). Every errno the
 // library reports goes through here.
 [[nodiscard]] inline Error errno_error(Errc code, int err, std::string_view what) {

@@ -8,13 +8,13 @@
 // the value is there, with the value.
 //
 // Invariants:
-//   I1. A state is fulfilled at most once: the value (or error) is written
+//   PR1. A state is fulfilled at most once: the value (or error) is written
 //       before `state` leaves kPending with a release RMW, and read only after
 //       an acquire load sees kValue/kError.
-//   I2. Continuations pushed on `conts` before fulfilment run exactly once,
+//   PR2. Continuations pushed on `conts` before fulfilment run exactly once,
 //       in the order they were added, on the fulfilling thread; pushed after,
 //       they run at once on the pushing thread. kClosed marks the switch.
-//   I3. Refcount: each handle, resolver and pending continuation that may
+//   PR3. Refcount: each handle, resolver and pending continuation that may
 //       touch the state holds one reference; the last release destroys it.
 //
 // Help-while-wait: get() on a pool thread runs other work until the value is
@@ -25,12 +25,12 @@
 // The same holds for any design without stackful coroutines (oneTBB's
 // isolation exists for this); prefer `when(promise, ...)` over get() inside
 // behaviours. On a thread of no scheduler, get() first lets the blocking
-// poller (scheduler.hpp I4) receive the value if one is installed (the worker
+// poller (scheduler.hpp SC4) receive the value if one is installed (the worker
 // processes' rings: the reply is taken on the waiting thread), then sleeps.
 //
-//   I4. A Resolver destroyed unfulfilled breaks its promise (Errc::broken_promise):
+//   PR4. A Resolver destroyed unfulfilled breaks its promise (Errc::broken_promise):
 //       a waiter never hangs on a producer that is gone.
-//   I5. A helping wait (get() on a scheduler's thread) returns only after the
+//   PR5. A helping wait (get() on a scheduler's thread) returns only after the
 //       wake-up it armed has run: ready() turns true before the publisher
 //       runs the continuations, and that one names the waiter's frame and
 //       its scheduler (a LoopScheduler may live on the waiter's stack).
@@ -75,7 +75,7 @@ void refuse_wait_on_held(const BehaviourBase& running, const PromiseBase* p);
 
 // A continuation waiting on a promise. fire() runs it and frees it.
 struct ContNode {
-  ContNode* next = nullptr;  // owned by the promise's list until fired (I2)
+  ContNode* next = nullptr;  // owned by the promise's list until fired (PR2)
   void (*fire)(ContNode*) = nullptr;
 };
 
@@ -99,7 +99,7 @@ class PromiseBase {
   PromiseBase(const PromiseBase&) = delete;
   PromiseBase& operator=(const PromiseBase&) = delete;
 
-  // acquire: pairs with publish's release (I1).
+  // acquire: pairs with publish's release (PR1).
   bool ready() const noexcept { return (state_.load(std::memory_order_acquire) & kDone) != 0; }
   bool failed() const noexcept {
     return (state_.load(std::memory_order_acquire) & kDone) == kError;
@@ -110,7 +110,7 @@ class PromiseBase {
   // the release of the handles that were dropped.
   bool unobserved() const noexcept { return refs_.load(std::memory_order_acquire) == 1; }
 
-  // relaxed: taking a reference needs no ordering, we already hold one (I3).
+  // relaxed: taking a reference needs no ordering, we already hold one (PR3).
   void add_ref() noexcept { refs_.fetch_add(1, std::memory_order_relaxed); }
   // acq_rel: the last releaser must see every other holder's writes.
   void release() noexcept {
@@ -122,18 +122,18 @@ class PromiseBase {
     publish(kError);
   }
   const std::exception_ptr& error() const noexcept { return error_; }
-  // Records the error without publishing it; publish(kError) follows (I1).
+  // Records the error without publishing it; publish(kError) follows (PR1).
   void set_error_deferred(std::exception_ptr e) noexcept { error_ = std::move(e); }
   void rethrow_if_error() const {
     if (failed()) std::rethrow_exception(error_);
   }
 
-  // Fulfils (I1), wakes sleepers, runs continuations (I2).
+  // Fulfils (PR1), wakes sleepers, runs continuations (PR2).
   void publish(std::uint32_t how) {
-    std::uint32_t old = state_.fetch_or(how, std::memory_order_acq_rel);  // I1
+    std::uint32_t old = state_.fetch_or(how, std::memory_order_acq_rel);  // PR1
     if (old & kSleeper) futex_wake(&state_, INT_MAX);
     ContNode* list = conts_.exchange(closed(), std::memory_order_acq_rel);
-    ContNode* rev = nullptr;  // reverse into insertion order (I2)
+    ContNode* rev = nullptr;  // reverse into insertion order (PR2)
     while (list) {
       ContNode* n = list->next;
       list->next = rev;
@@ -147,7 +147,7 @@ class PromiseBase {
     }
   }
 
-  // Runs n once ready (I2). n must be heap-allocated; fire frees it.
+  // Runs n once ready (PR2). n must be heap-allocated; fire frees it.
   void on_ready(ContNode* n) {
     ContNode* head = conts_.load(std::memory_order_acquire);
     do {
@@ -185,14 +185,14 @@ class PromiseBase {
     } waiter(this);
     if (sched::Scheduler* s = sched::current()) {
       s->help_until(waiter);
-      // I5: the wake-up continuation may still be running on the thread that
+      // PR5: the wake-up continuation may still be running on the thread that
       // published; it names this frame and the scheduler, which may end as
       // soon as we return. It is running or about to (ready() was seen).
       if (waiter.armed)
         while (!waiter.fired.load(std::memory_order_acquire)) cpu_relax();
       return;
     }
-    if (sched::BlockingPoller poll = sched::blocking_poller(); poll && poll(waiter)) return;  // scheduler.hpp I4
+    if (sched::BlockingPoller poll = sched::blocking_poller(); poll && poll(waiter)) return;  // scheduler.hpp SC4
     std::uint32_t s = state_.load(std::memory_order_acquire);
     while (!(s & kDone)) {
       if (!(s & kSleeper)) {
@@ -214,9 +214,9 @@ class PromiseBase {
  private:
   static ContNode* closed() noexcept { return reinterpret_cast<ContNode*>(std::uintptr_t{1}); }
 
-  std::atomic<std::uint32_t> refs_{1};          // I3
-  std::atomic<std::uint32_t> state_{kPending};  // I1; kSleeper set by blocked waiters
-  std::atomic<ContNode*> conts_{nullptr};       // I2: Treiber stack, then kClosed
+  std::atomic<std::uint32_t> refs_{1};          // PR3
+  std::atomic<std::uint32_t> state_{kPending};  // PR1; kSleeper set by blocked waiters
+  std::atomic<ContNode*> conts_{nullptr};       // PR2: Treiber stack, then kClosed
   std::exception_ptr error_;                    // written once before publish(kError)
 };
 
@@ -230,7 +230,7 @@ class PromiseState : public PromiseBase {
     if (has_value_) value_.~T();
   }
   template <class... A>
-  void emplace(A&&... a) {  // before publish (I1)
+  void emplace(A&&... a) {  // before publish (PR1)
     ::new (static_cast<void*>(&value_)) T(std::forward<A>(a)...);
     has_value_ = true;
   }
@@ -280,7 +280,7 @@ std::uint32_t capture_result(PromiseState<R>& st, F&& f) noexcept {
     }
     return PromiseBase::kValue;
   } catch (...) {
-    // error_ is written now; the caller publishes later (I1).
+    // error_ is written now; the caller publishes later (PR1).
     st.set_error_deferred(std::current_exception());
     return PromiseBase::kError;
   }
@@ -357,7 +357,7 @@ class Promise {
   }
   template <class K>
   void when_await(K k) const {
-    st_->then_do(std::move(k));  // the behaviour holds this promise (I3)
+    st_->then_do(std::move(k));  // the behaviour holds this promise (PR3)
   }
   template <class Key>
   void when_enter(const Key&) const {
@@ -403,7 +403,7 @@ PromiseState<T>* state_of(const Promise<T>& p) noexcept {
 }  // namespace detail
 
 // The producer side: move-only; fulfil once. Dropping it unfulfilled breaks
-// the promise (I4).
+// the promise (PR4).
 template <class T>
 class Resolver {
  public:

@@ -12,7 +12,7 @@
 //                        becomes the result's error
 //
 // Invariants:
-//   I1. A sync object changes only the hooks it names; every other hook is
+//   SY1. A sync object changes only the hooks it names; every other hook is
 //       forwarded unchanged to the wrapped whenable (SyncObject).
 #pragma once
 
@@ -25,7 +25,7 @@
 
 namespace troupe {
 
-// Base for sync objects: forwards the whole protocol to `inner` (I1).
+// Base for sync objects: forwards the whole protocol to `inner` (SY1).
 template <class Inner>
 class SyncObject {
  public:

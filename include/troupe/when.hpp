@@ -22,17 +22,17 @@
 // result or exception.
 //
 // Invariants:
-//   I1. One allocation per behaviour: requests (for a fixed number of cowns), the
+//   WN1. One allocation per behaviour: requests (for a fixed number of cowns), the
 //       arguments, the block and the result promise share one object, taken
 //       from the calling thread's small-object heap (detail/small_alloc.hpp).
-//   I2. The block's captures and the arguments are destroyed right after the
+//   WN2. The block's captures and the arguments are destroyed right after the
 //       block ran and the cowns were released, even if the promise lives on;
 //       the memory goes when the last Promise handle does.
-//   I3. The cowns are released before the promise is fulfilled, so a waiter
+//   WN3. The cowns are released before the promise is fulfilled, so a waiter
 //       that wakes and schedules again on the same actors queues behind no-one.
-//   I4. A block that returns Promise<U> gives Promise<U>, fulfilled when that
+//   WN4. A block that returns Promise<U> gives Promise<U>, fulfilled when that
 //       promise is (flattened); its cowns are released as soon as it returns.
-//   I5. If every Promise handle to a behaviour's result was dropped before it
+//   WN5. If every Promise handle to a behaviour's result was dropped before it
 //       ran, nobody can observe the result and it is not published (no wake,
 //       no continuation list): the common fire-and-forget message is cheaper.
 #pragma once
@@ -124,7 +124,7 @@ struct Behaviour final : BehaviourBase, PromiseState<R>, SmallObject {
       : BehaviourBase(&Behaviour::run_fn),
         PromiseState<R>(typename PromiseState<R>::EmbeddedTag{}) {
     this->destroy_ = [](PromiseBase* p) { delete static_cast<Behaviour*>(p); };
-    this->promise_at = static_cast<std::int32_t>(  // cown.hpp I7
+    this->promise_at = static_cast<std::int32_t>(  // cown.hpp CW7
         reinterpret_cast<char*>(static_cast<PromiseBase*>(this)) -
         reinterpret_cast<char*>(static_cast<BehaviourBase*>(this)));
     ::new (static_cast<void*>(&closure_)) Closure(std::forward<FF>(f), std::forward<WW>(ws)...);
@@ -176,11 +176,11 @@ struct Behaviour final : BehaviourBase, PromiseState<R>, SmallObject {
     self->run();
   }
 
-  // What the block itself returns: R, or Promise<R> (then flattened, I4).
+  // What the block itself returns: R, or Promise<R> (then flattened, WN4).
   using Raw = when_result_t<F, Ws...>;
 
   Raw invoke_block() {
-    // cown.hpp I7: a wait in the block checks what this behaviour holds.
+    // cown.hpp CW7: a wait in the block checks what this behaviour holds.
     struct Running {
       const BehaviourBase* prev;
       explicit Running(const BehaviourBase* b) : prev(std::exchange(tl_running_behaviour, b)) {}
@@ -213,8 +213,8 @@ struct Behaviour final : BehaviourBase, PromiseState<R>, SmallObject {
       } catch (...) {
         err = std::current_exception();
       }
-      BehaviourBase::release_cowns();  // I3
-      closure_.~Closure();             // I2
+      BehaviourBase::release_cowns();  // WN3
+      closure_.~Closure();             // WN2
       if (err || !inner->valid()) {
         this->set_error_deferred(
             err ? err
@@ -224,7 +224,7 @@ struct Behaviour final : BehaviourBase, PromiseState<R>, SmallObject {
         this->PromiseBase::release();
         return;
       }
-      // I4: fulfilled when the returned promise is; the runtime's reference
+      // WN4: fulfilled when the returned promise is; the runtime's reference
       // moves to the continuation.
       state_of(*inner)->then_do([this, p = *inner] {
         if (p.failed()) {
@@ -238,15 +238,15 @@ struct Behaviour final : BehaviourBase, PromiseState<R>, SmallObject {
       });
     } else {
       std::uint32_t how = capture_result<R>(*this, [&]() -> R { return invoke_block(); });
-      BehaviourBase::release_cowns();  // I3
-      closure_.~Closure();             // I2
-      // I5: a fire-and-forget behaviour (its Promise dropped) skips publishing.
+      BehaviourBase::release_cowns();  // WN3
+      closure_.~Closure();             // WN2
+      // WN5: a fire-and-forget behaviour (its Promise dropped) skips publishing.
       if (!this->unobserved()) this->publish(how);
       this->PromiseBase::release();  // the runtime's reference
     }
   }
 
-  ~Behaviour() {}  // closure_ was destroyed by run() (I2)
+  ~Behaviour() {}  // closure_ was destroyed by run() (WN2)
 
   struct NoRequests {};
   Request inline_requests_[kInline];
@@ -255,7 +255,7 @@ struct Behaviour final : BehaviourBase, PromiseState<R>, SmallObject {
                                            NoRequests>
       dynamic_requests_;
   union {
-    Closure closure_;  // alive from construction until run() ends (I2)
+    Closure closure_;  // alive from construction until run() ends (WN2)
   };
 };
 

@@ -1,7 +1,7 @@
 """troupe.Future: a concurrent.futures.Future that is also awaitable.
 
 A future of a call to a worker process is completed by whichever comes
-first (the C++ core's P3): the completer thread, which delivers replies in
+first (src/python/core.cpp PY3): the completer thread, which delivers replies in
 batches under one GIL acquisition, or a thread waiting in ``result()``,
 which waits in C++ with the GIL released (taking the reply from the shared
 ring itself when it can) and delivers it on the spot. Waits return to
@@ -60,7 +60,7 @@ class Future(concurrent.futures.Future[T]):
                     if left <= 0:
                         return 0.0
         finally:
-            # P3: a reply that came while we waited is ours to deliver, even
+            # core.cpp PY3: a reply that came while we waited is ours to deliver, even
             # if a signal (KeyboardInterrupt) ends the wait.
             if call.done() and call.claim():
                 deliver(self, call)
@@ -117,7 +117,7 @@ def _wake(waiter: Any) -> None:
 
 
 def deliver(fut: Future[Any], call: Any) -> None:
-    """Sets fut from its call's outcome (the completer's and waiters' P3)."""
+    """Sets fut from its call's outcome (the completer's and waiters' PY3 in core.cpp)."""
     kind, a, b = call.outcome()
     if fut.done():  # cancelled meanwhile (F1)
         if kind == "ok":
@@ -142,7 +142,7 @@ def deliver(fut: Future[Any], call: Any) -> None:
         pass  # cancelled while we decoded (F1)
 
 
-_core.set_deliver(deliver)  # the completer's (P1), here and in workers
+_core.set_deliver(deliver)  # the completer's (core.cpp PY1), here and in workers
 _core.set_error_types(exception_types(), _Conflict)  # troupe::Error codes -> these types
 
 # ------------------------------------------------------------------ event loops

@@ -1,5 +1,5 @@
 // src/core/cown.cpp: Behaviour-Oriented Concurrency scheduling and release.
-// The invariants I1-I6 cited here are those of troupe/detail/cown.hpp.
+// The invariants CW1-CW6 cited here are those of troupe/detail/cown.hpp.
 #include "troupe/detail/cown.hpp"
 
 #include <fmt/core.h>
@@ -14,7 +14,7 @@ namespace troupe::detail {
 
 namespace {
 
-// Waits until `s`'s successor (which already swapped `last`) links itself (I2).
+// Waits until `s`'s successor (which already swapped `last`) links itself (CW2).
 Request* wait_next(Request* s) noexcept {
   Request* n;
   Spin spin;
@@ -27,12 +27,12 @@ Request* wait_next(Request* s) noexcept {
 }
 
 // The request after `s` on its cown, or nullptr if `s` was last and the cown is
-// now free. After this returns, `s` is out of the queue (I3).
+// now free. After this returns, `s` is out of the queue (CW3).
 Request* pass_on(Request* s) noexcept {
   Request* n = s->next.load(std::memory_order_acquire);  // see wait_next
   if (n) return n;
   Request* expected = s;
-  // acq_rel on success: release publishes our writes to the cown (and I4's
+  // acq_rel on success: release publishes our writes to the cown (and CW4's
   // reader registration) to the next behaviour that swaps `last` and finds null.
   if (s->cown->last.compare_exchange_strong(expected, nullptr, std::memory_order_acq_rel,
                                             std::memory_order_acquire))
@@ -41,9 +41,9 @@ Request* pass_on(Request* s) noexcept {
   return wait_next(s);  // a successor swapped `last` but has not linked yet
 }
 
-// `s` has just received its cown: apply reader/writer rules (I4) and, for a
+// `s` has just received its cown: apply reader/writer rules (CW4) and, for a
 // reader, pass the cown straight on. Iterative over a run of readers.
-// `from_writer`: a writer passed the cown on, so no reader holds it (I6) and
+// `from_writer`: a writer passed the cown on, so no reader holds it (CW6) and
 // a writer `s` need not read rstate, whose line the enqueuers keep taking.
 void grant(Request* s, bool from_writer) noexcept {
   while (s) {
@@ -59,12 +59,12 @@ void grant(Request* s, bool from_writer) noexcept {
       from_writer = false;
       continue;
     }
-    // acquire: pairs with the release of the last reader's sign-out (I4).
+    // acquire: pairs with the release of the last reader's sign-out (CW4).
     if (!from_writer && c->rstate.load(std::memory_order_acquire) != 0) {
       c->waiting_writer = s;
       // acq_rel: release publishes waiting_writer; acquire sees readers' writes.
       std::uint64_t old = c->rstate.fetch_or(1, std::memory_order_acq_rel);
-      if ((old >> 1) != 0) return;  // parked: the last reader grants us (I4)
+      if ((old >> 1) != 0) return;  // parked: the last reader grants us (CW4)
       // Every reader left between our load and our fetch_or: nobody else can
       // touch rstate now (we hold the cown), so undo the park ourselves.
       c->waiting_writer = nullptr;
@@ -129,8 +129,8 @@ void BehaviourBase::schedule() {
       continue;
     }
     s->free_at_enqueue = false;
-    // I1: do not go on to later cowns before the predecessor has finished
-    // its phase 1. It cannot be freed meanwhile (I3): it cannot leave this
+    // CW1: do not go on to later cowns before the predecessor has finished
+    // its phase 1. It cannot be freed meanwhile (CW3): it cannot leave this
     // cown's queue before we link, and it cannot run before it is enqueued.
     // acquire: pairs with the predecessor's release store of `enqueued`.
     Spin spin;
@@ -138,7 +138,7 @@ void BehaviourBase::schedule() {
       spin.step();
       TROUPE_YIELD();
     }
-    prev->next.store(s, std::memory_order_release);  // I2; pairs with wait_next
+    prev->next.store(s, std::memory_order_release);  // CW2; pairs with wait_next
   }
   // release: successors waiting in their phase 1 may now link behind us.
   enqueued.store(true, std::memory_order_release);
@@ -156,7 +156,7 @@ void BehaviourBase::release_cowns() {
     Request* s = &requests[i];
     Cown* c = s->cown;
     if (s->read) {
-      // Readers left the queue when they got the cown; sign out (I4).
+      // Readers left the queue when they got the cown; sign out (CW4).
       // acq_rel: release publishes our reads' end to the writer we may grant;
       // acquire sees the writer's waiting_writer store.
       std::uint64_t old = c->rstate.fetch_sub(2, std::memory_order_acq_rel);
@@ -170,7 +170,7 @@ void BehaviourBase::release_cowns() {
       continue;
     }
     TROUPE_YIELD();
-    if (Request* n = pass_on(s)) grant(n, /*from_writer=*/true);  // I6
+    if (Request* n = pass_on(s)) grant(n, /*from_writer=*/true);  // CW6
   }
 }
 
@@ -178,11 +178,11 @@ void BehaviourBase::release_cowns() {
 
 namespace troupe::detail {
 
-// cown.hpp I7.
+// cown.hpp CW7.
 void refuse_wait_on_held(const BehaviourBase& running, const PromiseBase* p) {
   for (std::uint32_t i = 0; i < running.nrequests; ++i) {
     const Request& mine = running.requests[i];
-    // Acquire: pairs with the successor's release of its link (I2); its request
+    // Acquire: pairs with the successor's release of its link (CW2); its request
     // and behaviour were initialised before.
     for (Request* s = mine.next.load(std::memory_order_acquire); s;
          s = s->next.load(std::memory_order_acquire)) {

@@ -139,7 +139,7 @@ Channel::Got Channel::receive(Message& out, bool socket_ready) {
     try {
       got = recv_message(sock_.get(), m, true, &empty);
     } catch (const BadMessage& e) {
-      if (e.seq() == next_recv_) next_recv_++;  // C3 (wire.hpp I4)
+      if (e.seq() == next_recv_) next_recv_++;  // C3 (wire.hpp WR4)
       throw;
     }
     if (!got) {

@@ -20,7 +20,7 @@
 //       socket is readable and the ring empty) and holds at most one socket
 //       message back (stash_) while the ring catches up.
 //   C3. No stall on bad input: a message rejected with its number (wire.hpp
-//       I4) counts as received; a number missing from both paths while a
+//       WR4) counts as received; a number missing from both paths while a
 //       later one is present is skipped; a number at or below the next
 //       expected one (a forged or unnumbered message) is delivered at once.
 //       A forged ring is emptied and reported (ring.hpp R3).
@@ -56,7 +56,7 @@
 
 namespace troupe::proc::detail {
 
-// The spin pacing of every wait loop (platform.hpp I2).
+// The spin pacing of every wait loop (platform.hpp PF2).
 using troupe::detail::Spin;
 using troupe::detail::spin_until;
 

@@ -136,7 +136,7 @@ bool Node::receive_from(const std::shared_ptr<WorkerRec>& w, bool socket_ready, 
       if (got == detail::Channel::Got::none) return false;
       if (got == detail::Channel::Got::closed) return true;
     } catch (const detail::BadMessage& e) {
-      // wire.hpp I3: the worker's call is answered, its reply fails our call.
+      // wire.hpp WR3: the worker's call is answered, its reply fails our call.
       if (!answer_rejected(e, [&](std::uint64_t id, const std::string& body) {
             send_to(wid, Kind::reply, id, body, {});
           }))
@@ -221,7 +221,7 @@ void Node::route(const std::shared_ptr<WorkerRec>& from, Message& m) {
     return;
   }
   call.body = std::move(m.body);
-  for (auto& f : m.fds) call.fds.push_back(f.get());  // borrowed until sent (I2)
+  for (auto& f : m.fds) call.fds.push_back(f.get());  // borrowed until sent (node.hpp ND2)
   auto fwd = std::make_unique<Forward>(this, from->id, m.id);
   fwd->name = call.name;  // "... while running <name>" when the callee dies
   dispatch(std::move(call), std::move(fwd));

@@ -2,7 +2,7 @@
 // of pending calls: submitting (a worker's own calls go to its parent),
 // completing and failing an entry, the bookkeeping an erased entry leaves,
 // and the messages that end a call or an object early (cancel, release).
-// Keeps node.hpp I1 (every call completes once, its entry erased under mu_ by
+// Keeps node.hpp ND1 (every call completes once, its entry erased under mu_ by
 // whoever completes it), N1 (completed outside mu_), N5 (a queued call that
 // ends leaves the queue), N6.
 #include <algorithm>

@@ -1,6 +1,6 @@
 // src/proc/node_private.hpp: class Node, this process's end of the worker
-// network: the root supervisor and the worker server (node.hpp I1, I2;
-// process.hpp I1, I2). Private to src/proc: it declares Node, the records it
+// network: the root supervisor and the worker server (node.hpp ND1, ND2;
+// process.hpp PS1, PS2). Private to src/proc: it declares Node, the records it
 // keeps (WorkerRec, Watch, Waiting, PendingEntry) and its constants, and owns
 // the invariants below; each part of Node is defined in its own file:
 //   node.cpp             the node's lifetime (configure, shut down, ~Node), the
@@ -60,7 +60,7 @@
 //       the worker's main thread receives (worker).
 //   N8. Caller-side receive (root): a thread outside any scheduler that waits
 //       on a promise while its last remote call is pending (the blocking
-//       poller, scheduler.hpp I4) claims the channel of the worker that call
+//       poller, scheduler.hpp SC4) claims the channel of the worker that call
 //       went to, clears the ring's sleeping word (so the worker's reply costs
 //       no eventfd write) and handles what arrives, exactly as the IO thread
 //       would, in batches of at most kHelperBatch, until its promise is ready,
@@ -162,7 +162,7 @@ struct Watch {
 struct Waiting {
   std::uint64_t id = 0;
   std::string body;
-  std::vector<Fd> fds;  // dups, owned: the caller's were borrowed (node.hpp I2)
+  std::vector<Fd> fds;  // dups, owned: the caller's were borrowed (node.hpp ND2)
 };
 
 struct PendingEntry {
@@ -203,7 +203,7 @@ class Node {
   std::shared_ptr<void> find_object(std::uint64_t id, std::string_view type);
 
   // ---------------------------------------------------------------- both sides
-  // Below (a template) and node.cpp: a rejected message (wire.hpp I3).
+  // Below (a template) and node.cpp: a rejected message (wire.hpp WR3).
   template <class Reply>
   bool answer_rejected(const detail::BadMessage& e, Reply&& reply);
   static std::string call_name(std::string_view body);
@@ -290,7 +290,7 @@ class Node {
   std::atomic<int> helpers_inside_{0};  // N8: threads in help_wait
 };
 
-// A message rejected with its header readable (wire.hpp I3), on either
+// A message rejected with its header readable (wire.hpp WR3), on either
 // side: a call is answered with the error (through `reply`), a reply fails
 // the call it answers; either way the caller learns why instead of waiting.
 template <class Reply>

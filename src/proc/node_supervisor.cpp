@@ -69,7 +69,7 @@ std::uint64_t Node::dispatch(detail::OutCall&& call, std::unique_ptr<PendingBase
   }
   Waiting q;
   if (!w) {
-    // node.hpp I2: the caller's descriptors are borrowed only until we
+    // node.hpp ND2: the caller's descriptors are borrowed only until we
     // return; a queued call holds its own.
     for (int fd : call.fds) {
       int d = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);

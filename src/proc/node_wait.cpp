@@ -2,7 +2,7 @@
 // caller's own receive. A thread outside any scheduler that blocks on a
 // promise while its last remote call is pending claims the channel of the
 // worker that call went to and receives there itself, as the IO thread
-// would (the blocking poller, scheduler.hpp I4). Keeps N8, and N7 through
+// would (the blocking poller, scheduler.hpp SC4). Keeps N8, and N7 through
 // it (only the claim's holder receives).
 //
 // N8: why no message is left unseen: the IO thread stores io_asleep_ = true

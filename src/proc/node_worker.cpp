@@ -31,7 +31,7 @@ bool Node::serve_available(bool socket_ready) {
       if (!answer_rejected(
               e, [this](std::uint64_t id, const std::string& body) { send_reply(id, body); }))
         std::fprintf(stderr, "troupe worker %u: %s\n", self_id_, e.what());
-      continue;  // bad input: rejected, the caller told (wire.hpp I3), keep serving
+      continue;  // bad input: rejected, the caller told (wire.hpp WR3), keep serving
     } catch (const Error& e) {
       std::fprintf(stderr, "troupe worker %u: %s\n", self_id_, e.what());
       continue;  // bad input: reject it and keep serving

@@ -1,5 +1,5 @@
-// src/proc/wire.cpp: message checks and the socket transport (wire.hpp I1, I2,
-// I3, I4).
+// src/proc/wire.cpp: message checks and the socket transport (wire.hpp WR1, WR2,
+// WR3, WR4).
 #include "troupe/proc/detail/wire.hpp"
 
 #include <cxxabi.h>
@@ -29,19 +29,19 @@ namespace {
 [[noreturn]] void bad(const std::string& why) {
   throw Error(Errc::bad_message, "bad message: " + why);
 }
-// The sequence number after a header, or 0 (I4).
+// The sequence number after a header, or 0 (WR4).
 std::uint64_t seq_of(const char* data, std::size_t len, const Header& h) {
   std::uint64_t seq = 0;
   if ((h.flags & kSeq) && len >= sizeof h + sizeof seq)
     std::memcpy(&seq, data + sizeof h, sizeof seq);
   return seq;
 }
-// I3: the header is readable, so the rejection names the message it rejects.
+// WR3: the header is readable, so the rejection names the message it rejects.
 [[noreturn]] void bad(const Header& h, std::uint64_t seq, const std::string& why,
                       std::string body = {}) {
   throw BadMessage(static_cast<Kind>(h.kind), h.id, std::move(body), "bad message: " + why, seq);
 }
-// The header of a datagram if its magic and kind are right (I3).
+// The header of a datagram if its magic and kind are right (WR3).
 bool readable_header(const char* data, std::size_t len, Header& h) {
   if (len < sizeof h) return false;
   std::memcpy(&h, data, sizeof h);
@@ -69,7 +69,7 @@ Message decode(const char* data, std::size_t len, std::vector<Fd> fds) {
   std::memcpy(&h, data, sizeof h);
   if (h.magic != kMagic) bad(fmt::format("wrong magic 0x{:08x}", h.magic));
   if (h.kind < 1 || h.kind > 5) bad(fmt::format("unknown kind {}", h.kind));
-  // From here on every rejection names the message (I3) and its number (I4).
+  // From here on every rejection names the message (WR3) and its number (WR4).
   const std::uint64_t seq = seq_of(data, len, h);
   if (h.nfds != fds.size())
     bad(h, seq, fmt::format("header announces {} descriptors, {} arrived", h.nfds, fds.size()));
@@ -193,7 +193,7 @@ bool recv_message(int sock, Message& out, bool dontwait, bool* empty) {
     }
     throw errno_error(Errc::system, errno, "recvmsg");
   }
-  std::vector<Fd> fds;  // I2: owned from here on, closed on every error path
+  std::vector<Fd> fds;  // WR2: owned from here on, closed on every error path
   for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
     if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
       std::size_t n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
@@ -208,8 +208,8 @@ bool recv_message(int sock, Message& out, bool dontwait, bool* empty) {
   Header h{};
   const bool named = readable_header(buf.get(), len, h);
   if (msg.msg_flags & MSG_CTRUNC) {
-    // I2: the descriptors that did arrive are closed first: a receiver at
-    // its fd limit needs them back to report the error at all. I3: the bytes
+    // WR2: the descriptors that did arrive are closed first: a receiver at
+    // its fd limit needs them back to report the error at all. WR3: the bytes
     // did arrive whole, so the rejection names the message and keeps an
     // inline body, for the receiver to tell the caller which call lost its fds.
     const std::size_t arrived = fds.size();

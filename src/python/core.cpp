@@ -6,24 +6,24 @@
 // carries is opaque bytes here; pickling is the Python side's (_serial.py).
 //
 // Invariants:
-//   P1. No C++ thread of the runtime (the proc layer's IO thread, pool
+//   PY1. No C++ thread of the runtime (the proc layer's IO thread, pool
 //       threads between behaviours) ever waits for the GIL while it holds a
 //       runtime lock or while other work waits on it. Replies are stored in
 //       their CallState and handed to the completer thread, which alone takes
 //       the GIL to deliver them, in batches (one GIL acquisition per batch).
-//   P2. A Python reference held by C++ (PyRef) may be dropped on any thread:
+//   PY2. A Python reference held by C++ (PyRef) may be dropped on any thread:
 //       with the GIL it is released at once, without it is parked in the
 //       graveyard and released by the next thread here that holds the GIL.
 //       Nothing drops a reference after the interpreter has finalized.
-//   P3. A CallState is completed once (by its reply or its failure, node.hpp
-//       I1) and delivered to its Python future at most once: whoever wins
+//   PY3. A CallState is completed once (by its reply or its failure, node.hpp
+//       ND1) and delivered to its Python future at most once: whoever wins
 //       claim() (the completer thread, or a thread waiting on the call)
 //       delivers; the other skips it.
-//   P4. A thread that waits on a call releases the GIL and waits in slices of
+//   PY4. A thread that waits on a call releases the GIL and waits in slices of
 //       at most 100 ms, returning to Python in between so that signal
 //       handlers (KeyboardInterrupt) run. A thread that belongs to a
 //       scheduler (a single-threaded worker's loop, a pool thread) helps it
-//       instead (scheduler.hpp I3), so nested calls in a worker keep it
+//       instead (scheduler.hpp SC3), so nested calls in a worker keep it
 //       serving.
 #include <fmt/core.h>
 #include <nanobind/nanobind.h>
@@ -52,7 +52,7 @@ namespace troupe::py {
 
 void bind_shm(nb::module_& m);  // shm.cpp
 
-// ------------------------------------------------------------------ P2
+// ------------------------------------------------------------------ PY2
 namespace {
 std::mutex graveyard_mu;
 std::vector<PyObject*> graveyard;  // graveyard_mu
@@ -82,7 +82,7 @@ void release_anywhere(PyObject* p) noexcept {
   graveyard_full.store(true, std::memory_order_relaxed);
 }
 
-// One owned reference to a Python object, droppable on any thread (P2).
+// One owned reference to a Python object, droppable on any thread (PY2).
 class PyRef {
  public:
   PyRef() = default;
@@ -120,13 +120,13 @@ void call_reporting(nb::handle fn, A&&... args) {
 // ------------------------------------------------------------------ calls
 // What a call to a worker process came back with. Fields are written by the
 // thread that completes the call before `done` is set (release) and read by
-// the deliverer after it saw it set (acquire); P3.
+// the deliverer after it saw it set (acquire); PY3.
 struct CallState : std::enable_shared_from_this<CallState> {
   enum Kind { pending, bytes_reply, created, error };
   std::atomic<std::uint32_t> done{0};  // futex word: 1 once the outcome is written
-  std::atomic<bool> claimed{false};    // P3
-  std::atomic<int> waiting{0};         // threads in Call::wait (P3: they deliver, not the completer)
-  std::atomic<sched::Scheduler*> helper{nullptr};  // a scheduler thread waiting (P4)
+  std::atomic<bool> claimed{false};    // PY3
+  std::atomic<int> waiting{0};         // threads in Call::wait (PY3: they deliver, not the completer)
+  std::atomic<sched::Scheduler*> helper{nullptr};  // a scheduler thread waiting (PY4)
   std::uint64_t id = 0;                            // the proc layer's call id (cancel)
   Kind kind = pending;
   std::string blob;
@@ -135,7 +135,7 @@ struct CallState : std::enable_shared_from_this<CallState> {
   std::uint64_t object = 0;
   int code = 0;
   std::string message;
-  PyRef future;  // the Python future delivered to (P3)
+  PyRef future;  // the Python future delivered to (PY3)
 
   void finish();
   bool claim() noexcept { return !claimed.exchange(true, std::memory_order_acq_rel); }
@@ -143,7 +143,7 @@ struct CallState : std::enable_shared_from_this<CallState> {
 
 nb::object wrap_call(std::shared_ptr<CallState> st);  // the Python `Call` (below)
 
-// P1: the one thread that takes the GIL to deliver replies.
+// PY1: the one thread that takes the GIL to deliver replies.
 class Completer {
  public:
   void push(std::shared_ptr<CallState> c) {
@@ -211,17 +211,17 @@ Completer& completer() {
 }
 
 void CallState::finish() {
-  done.store(1);  // seq_cst: against helper's store in Wait::arm (P4) and waiting (P3)
+  done.store(1);  // seq_cst: against helper's store in Wait::arm (PY4) and waiting (PY3)
   troupe::detail::futex_wake(&done, INT_MAX);
   if (sched::Scheduler* s = helper.load()) s->wake_helpers();
-  // P3: a thread waiting in Call::wait will see `done` and deliver itself
+  // PY3: a thread waiting in Call::wait will see `done` and deliver itself
   // (Call::wait's exit re-reads it after leaving `waiting`: whichever of the
   // two stores the other misses, that side acts). Waking the completer too
   // would only make it fight the waiter for the GIL.
   if (waiting.load() == 0) completer().push(shared_from_this());
 }
 
-// The proc layer's completion of one call (node.hpp I1): store and hand on.
+// The proc layer's completion of one call (node.hpp ND1): store and hand on.
 struct PyPending final : proc::detail::PendingBase {
   PyPending(std::shared_ptr<CallState> s, bool creates) : st(std::move(s)), creates(creates) {}
   void complete(proc::detail::Message& m) override {
@@ -273,7 +273,7 @@ struct PyPending final : proc::detail::PendingBase {
   bool creates;
 };
 
-// A wait a scheduler's thread can help with (P4).
+// A wait a scheduler's thread can help with (PY4).
 struct CallWaiter final : sched::Waiter {
   explicit CallWaiter(CallState& s) : s(s) {}
   bool ready() const noexcept override { return s.done.load(std::memory_order_acquire) != 0; }
@@ -286,8 +286,8 @@ struct Call {
   std::shared_ptr<CallState> st;
 
   bool is_done() const noexcept { return st->done.load(std::memory_order_acquire) != 0; }
-  // GIL released by the binding (P4). True once the outcome is there: the
-  // caller then claims and delivers it (P3).
+  // GIL released by the binding (PY4). True once the outcome is there: the
+  // caller then claims and delivers it (PY3).
   bool wait(double timeout_s) {
     if (is_done()) return true;
     st->waiting.fetch_add(1);  // seq_cst (finish)
@@ -368,7 +368,7 @@ nb::list fd_list(std::vector<proc::Fd>& fds) {
 }
 
 // An isolated call: registered once, so every Python function travels
-// through this one name (process.hpp I1); what to run is in the bytes.
+// through this one name (process.hpp PS1); what to run is in the bytes.
 Reply py_function(std::string blob, std::vector<proc::Fd> fds) {
   nb::gil_scoped_acquire gil;
   drain_graveyard();
@@ -389,7 +389,7 @@ struct PyActor {
     return reply_from(
         actor_handler.get()(cell.get(), nb::bytes(blob.data(), blob.size()), fd_list(fds)));
   }
-  PyRef cell;  // P2: the actor may be released by a thread without the GIL
+  PyRef cell;  // PY2: the actor may be released by a thread without the GIL
 };
 
 [[noreturn]] void serve_worker(nb::handle on_call, nb::handle on_actor) {
@@ -410,7 +410,7 @@ struct PyActor {
 
 // ------------------------------------------------------------------ root side
 const std::string& registered_function() {
-  (void)proc::detail::FunctionEntry<&py_function>::registered;  // process.hpp I1
+  (void)proc::detail::FunctionEntry<&py_function>::registered;  // process.hpp PS1
   static const std::string name = proc::detail::FunctionEntry<&py_function>::name();
   return name;
 }
@@ -427,7 +427,7 @@ const std::string& registered_new() {
 
 enum class CallKind { function = 0, method = 1, create = 2 };
 
-// Sends one call; the reply reaches `future` through the completer (P1, P3)
+// Sends one call; the reply reaches `future` through the completer (PY1, PY3)
 // unless a waiting thread claims it first.
 Call submit(int kind_int, std::uint32_t worker, std::uint64_t object, std::string display,
             nb::bytes blob, std::vector<int> fds, double timeout_s, nb::handle future) {
@@ -463,7 +463,7 @@ Call submit(int kind_int, std::uint32_t worker, std::uint64_t object, std::strin
   }
   for (int fd : fds) {
     if (fd < 0) throw Error(Errc::invalid_argument, fmt::format("{}: descriptor {}", display, fd));
-    call.fds.push_back(fd);  // borrowed until submit_call returns (node.hpp I2)
+    call.fds.push_back(fd);  // borrowed until submit_call returns (node.hpp ND2)
   }
   auto p = std::make_unique<PyPending>(st, kind == CallKind::create);
   p->name = std::move(display);
@@ -477,7 +477,7 @@ Call submit(int kind_int, std::uint32_t worker, std::uint64_t object, std::strin
 }
 
 // A handle on an object in a worker; the owning one (made in the root)
-// releases the object when dropped (process.hpp I2).
+// releases the object when dropped (process.hpp PS2).
 struct RemoteRef {
   RemoteRef(std::uint32_t w, std::uint64_t o, bool owning) : worker(w), object(o) {
     if (owning && !proc::is_worker()) owner = std::make_shared<proc::detail::RemoteOwner>(w, o);
@@ -564,7 +564,7 @@ void init(std::vector<std::string> worker_command, std::size_t budget, double id
   proc::init(1, argv, o);
 }
 
-// Interpreter exit (P2): pending calls fail with shutdown and are delivered,
+// Interpreter exit (PY2): pending calls fail with shutdown and are delivered,
 // the pool drains, the workers leave; afterwards nothing touches Python.
 void shutdown() {
   {
@@ -588,7 +588,7 @@ NB_MODULE(_core, m) {
   // else troupe._core.Error(code, message). shm::TxConflict -> the package's
   // conflict signal (shm.cpp H1).
   // Leaked on purpose: a static nb::object would be released after the
-  // interpreter is gone (P2).
+  // interpreter is gone (PY2).
   static nb::object& error_type = *new nb::object();
   static nb::object& error_types = *new nb::object();
   static nb::object& conflict = *new nb::object();

@@ -1,4 +1,4 @@
-// src/sched/loop.cpp: the event-loop scheduler (loop.hpp; I1, I2 there).
+// src/sched/loop.cpp: the event-loop scheduler (loop.hpp; LP1, LP2 there).
 #include "troupe/sched/loop.hpp"
 
 #include <poll.h>
@@ -27,14 +27,14 @@ LoopScheduler::~LoopScheduler() {
 void LoopScheduler::schedule(Work* w) {
   q_.push(w);
   std::uint64_t one = 1;
-  // I1: after queueing. EAGAIN only if the counter would overflow: still readable.
+  // LP1: after queueing. EAGAIN only if the counter would overflow: still readable.
   [[maybe_unused]] ssize_t r = ::write(fd_, &one, sizeof one);
 }
 
 std::size_t LoopScheduler::run_pending(std::size_t max) {
   std::uint64_t v;
-  [[maybe_unused]] ssize_t r = ::read(fd_, &v, sizeof v);  // I1: reset first
-  Scheduler* prev = set_current(this);                     // I2
+  [[maybe_unused]] ssize_t r = ::read(fd_, &v, sizeof v);  // LP1: reset first
+  Scheduler* prev = set_current(this);                     // LP2
   std::size_t n = 0;
   while (n < max) {
     Work* w = q_.try_pop();

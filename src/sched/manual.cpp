@@ -18,7 +18,7 @@ bool ManualScheduler::run_one() {
   {
     std::lock_guard lock(mu_);
     if (q_.empty()) return false;
-    std::size_t i = seed_ == 0 ? 0 : rng_() % q_.size();  // I2
+    std::size_t i = seed_ == 0 ? 0 : rng_() % q_.size();  // MN2
     w = q_[i];
     q_.erase(q_.begin() + static_cast<std::ptrdiff_t>(i));
   }

@@ -1,5 +1,5 @@
 // src/sched/pool.cpp: the work-stealing pool (see troupe/sched/pool.hpp for
-// the invariants I1-I5 cited here).
+// the invariants PL1-PL5 cited here).
 #include "troupe/sched/pool.hpp"
 
 #include <climits>
@@ -16,7 +16,7 @@ namespace {
 // thread itself, at start and end of worker_main.
 thread_local void* tl_worker = nullptr;
 thread_local const Pool* tl_pool = nullptr;
-thread_local unsigned tl_help_depth = 0;  // helping frames on this thread's stack (I7)
+thread_local unsigned tl_help_depth = 0;  // helping frames on this thread's stack (PL7)
 
 std::uint64_t xorshift(std::uint64_t& s) noexcept {
   s ^= s << 13;
@@ -43,13 +43,13 @@ Pool::Pool(std::size_t threads) {
 
 Pool::~Pool() {
   if (this_worker() != nullptr) {
-    // I5: a worker cannot join itself, and once this returns it would go on
+    // PL5: a worker cannot join itself, and once this returns it would go on
     // running worker_main on freed memory. A program error, reported loudly
     // (troupe::shutdown() turns the same mistake into a troupe::Error).
     std::fprintf(stderr, "troupe: a sched::Pool was destroyed from one of its own threads\n");
     std::abort();
   }
-  wait_idle();  // I5: drain first
+  wait_idle();  // PL5: drain first
   stop_.store(true, std::memory_order_seq_cst);
   sleep_.notify_all();
   for (auto& w : workers_) w->thread.join();
@@ -61,11 +61,11 @@ Pool::Worker* Pool::this_worker() const noexcept {
 
 void Pool::schedule(Work* w) {
   if (Worker* self = this_worker()) {
-    // I6: into the next slot. acq_rel: the release half publishes w's contents
+    // PL6: into the next slot. acq_rel: the release half publishes w's contents
     // to a thief that exchanges it out; the displaced item was put there by
     // this thread, and a thief's null was written by an exchange we read.
     Work* displaced = self->next.exchange(w, std::memory_order_acq_rel);
-    if (displaced) self->deque.push(displaced);  // I1
+    if (displaced) self->deque.push(displaced);  // PL1
     // Orders the push (a plain release store) before the loads below.
     detail::store_load_fence();
   } else {
@@ -73,13 +73,13 @@ void Pool::schedule(Work* w) {
     injection_.push(w);
   }
   TROUPE_YIELD();
-  // I3: wake a sleeper unless a worker is already searching (it will find w;
+  // PL3: wake a sleeper unless a worker is already searching (it will find w;
   // a searcher that gives up re-checks every queue before it sleeps).
   if (searching_.load(std::memory_order_seq_cst) == 0) sleep_.notify_one(/*fenced=*/true);
 }
 
 Work* Pool::find_local(Worker* self) {
-  if (++self->tick >= kFairnessInterval) {  // I2
+  if (++self->tick >= kFairnessInterval) {  // PL2
     self->tick = 0;
     if (Work* w = injection_.try_pop()) return w;
     if (Work* w = self->deque.steal()) return w;  // our own oldest item
@@ -100,7 +100,7 @@ Work* Pool::steal_any(Worker* self, bool take_next) {
     Worker* v = workers_[(start + i) % n].get();
     if (v == self) continue;
     if (Work* w = v->deque.steal()) return w;
-    // I6: a next slot only late in the search. Load first so that an empty
+    // PL6: a next slot only late in the search. Load first so that an empty
     // slot's cache line is not written.
     if (take_next && v->next.load(std::memory_order_relaxed))
       if (Work* w = v->next.exchange(nullptr, std::memory_order_acq_rel)) return w;
@@ -122,7 +122,7 @@ Work* Pool::find_work(Worker* self) {
     }
   }
   // seq_cst: a producer that still saw us searching skipped its notify; our
-  // re-check in worker_main (after sleep_.prepare) then sees its work (I3).
+  // re-check in worker_main (after sleep_.prepare) then sees its work (PL3).
   std::size_t searchers = searching_.fetch_sub(1, std::memory_order_seq_cst);
   // The last searcher to find work passes the duty on: producers that saw it
   // searching did not wake anyone, so if more work is visible, wake a sleeper
@@ -152,7 +152,7 @@ void Pool::worker_main(Worker* self) {
       w->run();
       continue;
     }
-    std::uint32_t key = sleep_.prepare();  // I3: announce, then re-check
+    std::uint32_t key = sleep_.prepare();  // PL3: announce, then re-check
     if (any_work_visible()) {
       sleep_.cancel();
       continue;
@@ -161,7 +161,7 @@ void Pool::worker_main(Worker* self) {
       sleep_.cancel();
       break;
     }
-    // I4: count ourselves idle before sleeping; the last one in tells wait_idle.
+    // PL4: count ourselves idle before sleeping; the last one in tells wait_idle.
     if (idle_.fetch_add(1, std::memory_order_seq_cst) + 1 == workers_.size()) note_idle_change();
     sleep_.wait(key);
     idle_.fetch_sub(1, std::memory_order_seq_cst);
@@ -177,14 +177,14 @@ void Pool::help_until(Waiter& waiter) {
     Scheduler::help_until(waiter);
     return;
   }
-  const bool may_steal = tl_help_depth < kMaxHelpDepth;  // I7
-  // I8: a waiter that may not steal sleeps apart, so schedule()'s single
+  const bool may_steal = tl_help_depth < kMaxHelpDepth;  // PL7
+  // PL8: a waiter that may not steal sleeps apart, so schedule()'s single
   // wake-up always reaches a thread that can take the new work.
   detail::EventCount& sleep = may_steal ? sleep_ : deep_sleep_;
   bool armed = false, slept = false;
   unsigned spins = 0;
   while (!waiter.ready()) {
-    // I7: our own newest items first (they are deeper than the waiter); no
+    // PL7: our own newest items first (they are deeper than the waiter); no
     // fairness pick here, it would pull in old, large work.
     Work* w = nullptr;
     if (self->next.load(std::memory_order_relaxed))
@@ -215,11 +215,11 @@ void Pool::help_until(Waiter& waiter) {
       sleep.cancel();
       continue;
     }
-    sleep.wait(key);  // not idle (I4): we are inside a task
+    sleep.wait(key);  // not idle (PL4): we are inside a task
     slept = true;
     spins = 0;
   }
-  // I8: the wake-up that ended our sleep may have been schedule()'s one
+  // PL8: the wake-up that ended our sleep may have been schedule()'s one
   // notify for work we are not taking now (our own result came first): pass
   // it on, or that work would wait for a worker that nobody woke.
   if (slept && any_work_visible()) sleep_.notify_one();

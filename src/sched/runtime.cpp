@@ -2,7 +2,7 @@
 // per-thread current scheduler and the default pool's lifecycle.
 //
 // Invariants:
-//   I1. g_pool is created and destroyed under g_pool_mutex (never on a hot
+//   RU1. g_pool is created and destroyed under g_pool_mutex (never on a hot
 //       path: default_scheduler() reads g_pool_ptr, an atomic, first).
 #include "troupe/runtime.hpp"
 
@@ -58,9 +58,9 @@ void yield_point() noexcept {
 namespace sched {
 
 namespace {
-thread_local Scheduler* tl_current = nullptr;  // I3 of scheduler.hpp; thread-owned
+thread_local Scheduler* tl_current = nullptr;  // SC3 of scheduler.hpp; thread-owned
 std::atomic<Scheduler*> g_override{nullptr};
-std::mutex g_pool_mutex;                 // I1
+std::mutex g_pool_mutex;                 // RU1
 std::unique_ptr<Pool> g_pool;            // guarded by g_pool_mutex
 std::atomic<Pool*> g_pool_ptr{nullptr};  // published copy of g_pool.get()
 Options g_options;                       // guarded by g_pool_mutex
@@ -129,7 +129,7 @@ void shutdown() {
   // Drain while the pool is still the default, so work that is still running
   // keeps scheduling onto it rather than starting a second pool.
   if (sched::Pool* p = sched::g_pool_ptr.load(std::memory_order_acquire)) {
-    if (sched::current() == p)  // Pool I5: a pool cannot join its own thread
+    if (sched::current() == p)  // Pool RU5: a pool cannot join its own thread
       throw Error(Errc::invalid_argument,
                   "troupe::shutdown() called from a thread of the pool it would stop; call it "
                   "from main (or any thread outside the pool)");
@@ -141,7 +141,7 @@ void shutdown() {
     sched::g_pool_ptr.store(nullptr, std::memory_order_release);
     pool = std::move(sched::g_pool);
   }
-  pool.reset();  // Pool::~Pool drains and joins (pool.hpp I5)
+  pool.reset();  // Pool::~Pool drains and joins (pool.hpp PL5)
 }
 
 }  // namespace troupe

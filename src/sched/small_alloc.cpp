@@ -1,5 +1,5 @@
 // src/sched/small_alloc.cpp: per-thread size-classed heaps with remote frees
-// (small_alloc.hpp, invariants I1-I5 there).
+// (small_alloc.hpp, invariants SA1-SA5 there).
 #include "troupe/detail/small_alloc.hpp"
 
 #include <array>
@@ -16,7 +16,7 @@ namespace troupe::detail {
 
 #if defined(__SANITIZE_ADDRESS__)
 
-void* small_alloc(std::size_t size) { return ::operator new(size); }  // I4
+void* small_alloc(std::size_t size) { return ::operator new(size); }  // SA4
 void small_free(void* p, std::size_t) noexcept { ::operator delete(p); }
 
 #else
@@ -24,7 +24,7 @@ void small_free(void* p, std::size_t) noexcept { ::operator delete(p); }
 namespace {
 
 constexpr std::size_t kChunk = 64 * 1024;
-constexpr std::size_t kGrain = 64;  // I5: every class is a multiple of a cache line
+constexpr std::size_t kGrain = 64;  // SA5: every class is a multiple of a cache line
 constexpr std::array<std::uint32_t, 8> kClassSize = {64, 128, 192, 256, 384, 512, 768, 1024};
 constexpr std::size_t kClasses = kClassSize.size();
 constexpr std::size_t kMaxSmall = kClassSize[kClasses - 1];
@@ -45,15 +45,15 @@ struct Block {
 };
 
 struct Heap;
-struct alignas(kCacheLine) ChunkHeader {  // I1: written once, before any block is handed out
+struct alignas(kCacheLine) ChunkHeader {  // SA1: written once, before any block is handed out
   Heap* owner;
   std::uint32_t cls;
 };
 static_assert(sizeof(ChunkHeader) == kCacheLine);
 
 struct alignas(kCacheLine) Heap {
-  Block* local[kClasses] = {};                                    // owner only (I2)
-  alignas(kCacheLine) std::atomic<Block*> remote[kClasses] = {};  // any thread (I2)
+  Block* local[kClasses] = {};                                    // owner only (SA2)
+  alignas(kCacheLine) std::atomic<Block*> remote[kClasses] = {};  // any thread (SA2)
   std::vector<void*> chunks;                                      // owner only
   Heap* next_orphan = nullptr;                                    // under g_mutex
 
@@ -61,7 +61,7 @@ struct alignas(kCacheLine) Heap {
     // acquire: see the contents freeing threads wrote before their release push.
     if (Block* b = remote[cls].exchange(nullptr, std::memory_order_acquire)) return b;
     std::size_t size = kClassSize[cls];
-    char* chunk = static_cast<char*>(std::aligned_alloc(kChunk, kChunk));  // I1
+    char* chunk = static_cast<char*>(std::aligned_alloc(kChunk, kChunk));  // SA1
     if (!chunk) throw std::bad_alloc();
     chunks.push_back(chunk);
     // Another thread reads the header only after it got one of these blocks,
@@ -79,8 +79,8 @@ struct alignas(kCacheLine) Heap {
 };
 
 std::mutex g_mutex;                   // guards g_orphans and g_all
-Heap* g_orphans = nullptr;            // heaps of exited threads (I3)
-std::vector<Heap*>* g_all = nullptr;  // every heap ever made, kept reachable (I3)
+Heap* g_orphans = nullptr;            // heaps of exited threads (SA3)
+std::vector<Heap*>* g_all = nullptr;  // every heap ever made, kept reachable (SA3)
 
 Heap* adopt() {
   std::lock_guard lock(g_mutex);
@@ -99,7 +99,7 @@ struct ThreadHeap {
   ~ThreadHeap() {
     std::lock_guard lock(g_mutex);
     heap->next_orphan = g_orphans;
-    g_orphans = heap;  // I3
+    g_orphans = heap;  // SA3
   }
 };
 
@@ -111,7 +111,7 @@ Heap* my_heap() {
 }  // namespace
 
 void* small_alloc(std::size_t size) {
-  if (size > kMaxSmall) return ::operator new(size);  // I1
+  if (size > kMaxSmall) return ::operator new(size);  // SA1
   std::size_t cls = kClassOf[(size + kGrain - 1) / kGrain];
   Heap* heap = my_heap();
   Block* b = heap->local[cls];
@@ -122,7 +122,7 @@ void* small_alloc(std::size_t size) {
 
 void small_free(void* p, std::size_t size) noexcept {
   if (!p) return;
-  if (size > kMaxSmall) {  // I1
+  if (size > kMaxSmall) {  // SA1
     ::operator delete(p);
     return;
   }

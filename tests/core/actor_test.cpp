@@ -195,7 +195,7 @@ TEST(Actor, OneActorMessageFitsTwoCacheLines) {
   auto g = [p = static_cast<long*>(nullptr)](Account&) { (void)p; };
   EXPECT_LE(sizeof(detail::Behaviour<1, void, decltype(g), Actor<Account>>),
             2 * detail::kCacheLine);
-  // Blocks are cache-line aligned (small_alloc.hpp I5).
+  // Blocks are cache-line aligned (small_alloc.hpp SA5).
   auto a = make_actor<Account>();
   for (int i = 0; i < 100; ++i) {
     void* p = detail::small_alloc(sizeof(B));
@@ -241,7 +241,7 @@ TEST(Actor, SkynetMillionActors) {
   EXPECT_EQ(p.get(), kSum);
 }
 
-// cown.hpp I7: a block that waits for a behaviour queued behind it on an
+// cown.hpp CW7: a block that waits for a behaviour queued behind it on an
 // actor it holds gets an error instead of a wait that never ends.
 TEST(Actor, GetOnABehaviourThatNeedsAHeldActorFailsInsteadOfHanging) {
   auto a = troupe::make_actor<int>(1);

@@ -1,4 +1,4 @@
-// tests/exec/executor_test.cpp: exec::Executor (executor.hpp I1, I2): one
+// tests/exec/executor_test.cpp: exec::Executor (executor.hpp EX1, EX2): one
 // executor for the thread pool and, opted into per call, worker processes;
 // the same Promise either way; map keeps input order; a nested isolated call
 // and an isolated failure arrive as they would through proc::call.

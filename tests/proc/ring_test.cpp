@@ -230,7 +230,7 @@ TEST(Channel, RejectedNumberedMessageDoesNotStallTheChannel) {
   EXPECT_EQ(m.body, "one");
   // A forged datagram numbered 2 on the socket, behind the channel's back
   // (its header lies about descriptors): rejected, and it counts as number
-  // 2 (wire.hpp I4, C3), so the ring's number 3 is not held back for it.
+  // 2 (wire.hpp WR4, C3), so the ring's number 3 is not held back for it.
   Header h{kMagic, static_cast<std::uint8_t>(Kind::call), kSeq, 3, 0, 9};
   std::uint64_t seq = 2;
   std::string dgram(reinterpret_cast<const char*>(&h), sizeof h);

@@ -136,7 +136,7 @@ TEST(Wire, TruncatedControlDataIsAnErrorAndLeaksNothing) {
       recv_message(p.b.get(), m);
       FAIL();
     } catch (const BadMessage& e) {
-      // I3: the rejection names the call, so the receiver can answer it.
+      // wire.hpp WR3: the rejection names the call, so the receiver can answer it.
       EXPECT_EQ(e.code(), Errc::bad_message);
       EXPECT_NE(std::string(e.what()).find("MSG_CTRUNC"), std::string::npos);
       EXPECT_EQ(e.kind(), Kind::call);
@@ -209,7 +209,7 @@ TEST(Wire, SequenceNumberTravelsAndIsChecked) {
   // A numbered header cut short before its number.
   Header h{kMagic, static_cast<std::uint8_t>(Kind::reply), kSeq, 0, 0, 1};
   expect_bad(header_bytes(h) + "abc");
-  // A rejection carries the number when it was readable (wire.hpp I4).
+  // A rejection carries the number when it was readable (wire.hpp WR4).
   Header lie{kMagic, static_cast<std::uint8_t>(Kind::call), kSeq, 2, 0, 1};
   std::uint64_t seq = 7;
   std::string bytes = header_bytes(lie) + std::string(reinterpret_cast<const char*>(&seq), 8);

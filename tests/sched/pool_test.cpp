@@ -136,7 +136,7 @@ long nest_then_wait(std::vector<Actor<Counter>>& as, std::size_t depth, Promise<
 }
 }  // namespace
 
-// Pool I8: a helper nested deeper than kMaxHelpDepth may not steal. The work
+// Pool PL8: a helper nested deeper than kMaxHelpDepth may not steal. The work
 // its wait needs arrives from outside the pool while the other worker is
 // asleep: schedule()'s one wake-up must reach the idle worker, not be
 // swallowed by the deep helper (which used to sleep on the same event count
@@ -158,7 +158,7 @@ TEST(Pool, DeepHelperDoesNotSwallowTheWakeUpForNewWork) {
   }
 }
 
-// Pool I2: a behaviour that keeps re-sending itself on one thread cannot
+// Pool PL2: a behaviour that keeps re-sending itself on one thread cannot
 // starve work that was queued before it.
 TEST(Pool, SelfRespawningChainCannotStarveOlderWork) {
   sched::Pool pool(1);

@@ -7,9 +7,9 @@
 // instead, so ThreadSanitizer (which ignores fences) sees the same edges.
 //
 // Invariants:
-//   I1. Only the owner thread calls push() and take(); any thread calls steal().
-//   I2. Every pushed item is returned exactly once, by take() or by steal().
-//   I3. A buffer that was replaced by a larger one is kept until the deque is
+//   CL1. Only the owner thread calls push() and take(); any thread calls steal().
+//   CL2. Every pushed item is returned exactly once, by take() or by steal().
+//   CL3. A buffer that was replaced by a larger one is kept until the deque is
 //       destroyed, because a thief may still read from it.
 #pragma once
 
@@ -44,7 +44,7 @@ class ChaseLevDeque {
     buffer_.store(buffers_.back().get(), std::memory_order_relaxed);
   }
 
-  // Owner only (I1).
+  // Owner only (CL1).
   void push(T item) {
     std::int64_t b = bottom_.load(std::memory_order_relaxed);  // only the owner writes bottom_
     std::int64_t t = top_.load(std::memory_order_acquire);
@@ -57,7 +57,7 @@ class ChaseLevDeque {
     bottom_.store(b + 1, std::memory_order_release);
   }
 
-  // Owner only (I1). Newest item first (LIFO), or nullptr.
+  // Owner only (CL1). Newest item first (LIFO), or nullptr.
   T take() {
     std::int64_t b = bottom_.load(std::memory_order_relaxed) - 1;
     Buffer* buf = buffer_.load(std::memory_order_relaxed);
@@ -84,7 +84,7 @@ class ChaseLevDeque {
   T steal() {
     std::int64_t t = top_.load(std::memory_order_seq_cst);
     TROUPE_YIELD();
-    // acquire pairs with push's release store of bottom_ (I2, item contents).
+    // acquire pairs with push's release store of bottom_ (CL2, item contents).
     std::int64_t b = bottom_.load(std::memory_order_seq_cst);
     if (t >= b) return nullptr;
     Buffer* buf = buffer_.load(std::memory_order_acquire);  // pairs with grow's release
@@ -105,7 +105,7 @@ class ChaseLevDeque {
     auto bigger = std::make_unique<Buffer>(old->capacity() * 2);
     for (std::int64_t i = t; i < b; ++i) bigger->put(i, old->get(i));
     Buffer* raw = bigger.get();
-    buffers_.push_back(std::move(bigger));  // I3: old stays alive
+    buffers_.push_back(std::move(bigger));  // CL3: old stays alive
     // release: a thief that loads the new buffer sees its copied contents.
     buffer_.store(raw, std::memory_order_release);
     return raw;
@@ -114,7 +114,7 @@ class ChaseLevDeque {
   alignas(kCacheLine) std::atomic<std::int64_t> top_{0};     // written by thieves and owner (CAS)
   alignas(kCacheLine) std::atomic<std::int64_t> bottom_{0};  // written by the owner only
   std::atomic<Buffer*> buffer_{nullptr};                     // written by the owner only
-  std::vector<std::unique_ptr<Buffer>> buffers_;             // owner only (I3)
+  std::vector<std::unique_ptr<Buffer>> buffers_;             // owner only (CL3)
 };
 
 }  // namespace troupe::detail

@@ -16,33 +16,33 @@
 // of phase 1; the count reaching zero makes it runnable.
 //
 // Invariants:
-//   I1. Cowns are always enqueued in ascending address order, and a behaviour
+//   CW1. Cowns are always enqueued in ascending address order, and a behaviour
 //       never overtakes, on any later cown, a predecessor that is still in its
 //       phase 1. Hence the order of any two behaviours is the same on every
 //       cown they share, and no cycle of waits can form (no deadlock).
-//   I2. A request's `next` is written once, by its successor, after the
+//   CW2. A request's `next` is written once, by its successor, after the
 //       successor's swap of `last`; a request leaving the queue waits for that
 //       write if `last` no longer points at it.
-//   I3. A request stays in memory until it has passed its cown on, and a
+//   CW3. A request stays in memory until it has passed its cown on, and a
 //       behaviour's memory outlives all its requests: the successor's link and
 //       its wait on `enqueued` never touch freed memory.
-//   I4. Writer exclusion: a writer runs only when rstate's reader count is 0;
+//   CW4. Writer exclusion: a writer runs only when rstate's reader count is 0;
 //       readers register (rstate += 2) before passing the cown on, so the
 //       writer behind them sees them. A writer that finds readers parks itself
 //       in waiting_writer and sets bit 0; the reader that brings the count to 0
 //       with bit 0 set grants it.
-//   I5. Two behaviours scheduled by one thread on the same cown run in the
+//   CW5. Two behaviours scheduled by one thread on the same cown run in the
 //       order they were scheduled (the swap on `last` is the queue order).
-//   I7. A behaviour whose block waits (get()) on the promise of a behaviour
+//   CW7. A behaviour whose block waits (get()) on the promise of a behaviour
 //       linked behind one of its requests (on a cown it holds, not both
 //       readers) would wait forever: that one runs only after this one
 //       releases. PromiseBase::wait checks the successors linked so far and
 //       throws Error(invalid_argument) instead (a successor's request lives
-//       until it passes the cown on, I3, which cannot happen while we hold
+//       until it passes the cown on, CW3, which cannot happen while we hold
 //       it, so the walk reads live memory). One not yet linked (still in its
 //       phase 1, or awaiting a promise) is not seen.
-//   I6. While a writer holds a cown, rstate == 0: it ran only at count 0
-//       (I4), and a reader registers only once it holds the cown, which comes
+//   CW6. While a writer holds a cown, rstate == 0: it ran only at count 0
+//       (CW4), and a reader registers only once it holds the cown, which comes
 //       after the writer passed it on. So a writer handed the cown by a
 //       writer skips the rstate check.
 #pragma once
@@ -65,8 +65,8 @@ struct Cown {
 
   std::atomic<Request*> last{
       nullptr};  // queue tail; swapped by enqueuers, CAS'd to null by leavers
-  std::atomic<std::uint64_t> rstate{0};  // I4: (readers << 1) | writer-waiting
-  Request* waiting_writer = nullptr;     // I4: written by the parked writer before it sets bit 0
+  std::atomic<std::uint64_t> rstate{0};  // CW4: (readers << 1) | writer-waiting
+  Request* waiting_writer = nullptr;     // CW4: written by the parked writer before it sets bit 0
   std::atomic<std::uint32_t> refs{1};    // handles + behaviours holding it
   sched::Scheduler* sched;               // where its behaviours run (nullptr: default); immutable
   Destroy destroy;                       // immutable
@@ -82,7 +82,7 @@ struct Cown {
 struct Request {
   Cown* cown = nullptr;
   BehaviourBase* behaviour = nullptr;
-  std::atomic<Request*> next{nullptr};  // I2: written once by the successor
+  std::atomic<Request*> next{nullptr};  // CW2: written once by the successor
   bool read = false;                    // read-only access
   bool free_at_enqueue = false;         // owner only, during scheduling: cown was free
 };
@@ -96,13 +96,13 @@ struct BehaviourBase {
   std::uint32_t nrequests = 0;            // written by the scheduling thread before phase 1
   Request* requests = nullptr;            // nrequests requests, sorted by cown, no duplicates
   sched::Scheduler* sched = nullptr;      // where to run
-  std::atomic<bool> enqueued{false};      // phase 1 done (I1); set once, by the scheduling thread
+  std::atomic<bool> enqueued{false};      // phase 1 done (CW1); set once, by the scheduling thread
   // Where the behaviour's own promise lies, as a byte offset from this base
   // (in the padding: the struct stays 48 bytes). Set by the constructor,
-  // immutable; lets a waiter recognise a behaviour's promise (I7).
+  // immutable; lets a waiter recognise a behaviour's promise (CW7).
   std::int32_t promise_at = 0;
 
-  // Runs phase 1 and 2 (I1). Requests must be filled (cown, read) by the caller;
+  // Runs phase 1 and 2 (CW1). Requests must be filled (cown, read) by the caller;
   // sorting and de-duplication happen here.
   void schedule();
   // Called after the body ran: passes every cown on (writers) or signs out

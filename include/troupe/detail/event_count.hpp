@@ -6,10 +6,10 @@
 // notify_*().
 //
 // Invariants:
-//   I1. If a waiter's re-check misses the notifier's change, the notifier sees
+//   EC1. If a waiter's re-check misses the notifier's change, the notifier sees
 //       the waiter counted in waiters_ and bumps epoch_, so wait(key) returns:
 //       both sides order their write before their read with seq_cst.
-//   I2. notify with no waiter costs one fence and one load (no syscall).
+//   EC2. notify with no waiter costs one fence and one load (no syscall).
 #pragma once
 
 #include <atomic>
@@ -23,7 +23,7 @@ namespace troupe::detail {
 class EventCount {
  public:
   std::uint32_t prepare() noexcept {
-    waiters_.fetch_add(1, std::memory_order_seq_cst);  // I1: before the re-check
+    waiters_.fetch_add(1, std::memory_order_seq_cst);  // EC1: before the re-check
     return epoch_.load(std::memory_order_seq_cst);
   }
   void cancel() noexcept { waiters_.fetch_sub(1, std::memory_order_relaxed); }
@@ -38,7 +38,7 @@ class EventCount {
 
  private:
   void notify(int n, bool fenced) noexcept {
-    // I1: the fence orders the caller's publication (often a plain release
+    // EC1: the fence orders the caller's publication (often a plain release
     // store, e.g. a deque push) before this load of waiters_.
     if (!fenced) store_load_fence();
     if (waiters_.load(std::memory_order_seq_cst) == 0) return;

@@ -6,9 +6,9 @@
 // thread may try to pop but only one pops at a time.
 //
 // Invariants:
-//   I1. push() is wait-free for producers: one exchange and one store.
-//   I2. Only the holder of consumer_ touches tail_ (try_pop takes it).
-//   I3. size_ counts items pushed and not yet popped; it is raised after the
+//   MQ1. push() is wait-free for producers: one exchange and one store.
+//   MQ2. Only the holder of consumer_ touches tail_ (try_pop takes it).
+//   MQ3. size_ counts items pushed and not yet popped; it is raised after the
 //       item is linked, so size_ > 0 means an item is or will shortly be
 //       poppable (a producer may be between its exchange and its link).
 //   Node must have `std::atomic<Node*> next`.
@@ -40,10 +40,10 @@ class MpscQueue {
   }
 
   // Any thread; returns nullptr if empty, or if another consumer holds the
-  // queue, or if a producer is half way through push (I3: try again later).
+  // queue, or if a producer is half way through push (MQ3: try again later).
   Node* try_pop() noexcept {
     if (size_.load(std::memory_order_relaxed) <= 0) return nullptr;
-    if (consumer_.exchange(true, std::memory_order_acquire)) return nullptr;  // I2
+    if (consumer_.exchange(true, std::memory_order_acquire)) return nullptr;  // MQ2
     Node* n = pop_locked();
     consumer_.store(false, std::memory_order_release);  // hands tail_ to the next consumer
     if (n) size_.fetch_sub(1, std::memory_order_relaxed);
@@ -85,10 +85,10 @@ class MpscQueue {
   }
 
   alignas(kCacheLine) std::atomic<Node*> head_;  // producers exchange it
-  alignas(kCacheLine) Node* tail_;               // consumer only (I2)
+  alignas(kCacheLine) Node* tail_;               // consumer only (MQ2)
   Node stub_;
-  std::atomic<bool> consumer_{false};            // consumer try-lock (I2)
-  alignas(kCacheLine) std::atomic<std::int64_t> size_{0};  // I3
+  std::atomic<bool> consumer_{false};            // consumer try-lock (MQ2)
+  alignas(kCacheLine) std::atomic<std::int64_t> size_{0};  // MQ3
 };
 
 }  // namespace troupe::detail

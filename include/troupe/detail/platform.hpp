@@ -4,10 +4,10 @@
 // memory that several processes map), the cache-line size.
 //
 // Invariants:
-//   I1. futex_wake never reads the word it wakes on, so it may be called on an
+//   PF1. futex_wake never reads the word it wakes on, so it may be called on an
 //       address whose owner has already returned (the kernel only hashes the
 //       address); callers rely on this to wake a waiter that may have left.
-//   I2. Every wait or retry loop of the runtime paces itself with Spin (or
+//   PF2. Every wait or retry loop of the runtime paces itself with Spin (or
 //       Spin::backoff): a pause on x86 and ARM, a yield once the wait is long,
 //       so no loop burns the time slice of the thread it waits for.
 #pragma once
@@ -29,7 +29,7 @@ inline void cpu_relax() noexcept {
 #endif
 }
 
-// The runtime's one pacing for wait loops (I2): a pause per round; every 64
+// The runtime's one pacing for wait loops (PF2): a pause per round; every 64
 // rounds a look at the clock (so a short wait, a link being written or a
 // round trip of a few microseconds, reads no clock and makes no system call),
 // and once the spin has lasted kYieldAfter, a sched_yield there, so that on
@@ -105,7 +105,7 @@ void futex_wait(const std::atomic<std::uint32_t>* word, std::uint32_t expected) 
 // As futex_wait, but gives up after timeout_ns; returns false on timeout.
 bool futex_wait_for(const std::atomic<std::uint32_t>* word, std::uint32_t expected,
                     std::int64_t timeout_ns) noexcept;
-// Wakes up to n waiters on word (I1: does not read *word).
+// Wakes up to n waiters on word (PF1: does not read *word).
 void futex_wake(const std::atomic<std::uint32_t>* word, int n) noexcept;
 // The same on a word in memory that several processes map (a shared futex):
 // waits at most timeout_ns (returns false on timeout), wakes every waiter.

@@ -16,19 +16,19 @@
 // which tells a small block from a large one.
 //
 // Invariants:
-//   I1. A block of a size class lies in a kChunk-aligned chunk whose first
+//   SA1. A block of a size class lies in a kChunk-aligned chunk whose first
 //       cache line names its owner heap and class, both immutable. A request
 //       larger than the largest class comes from ::operator new and is given
 //       back to ::operator delete; small_free tells them apart by the size,
 //       which must be the size passed to small_alloc.
-//   I2. local[] is touched only by the owner thread; remote[] by any thread
+//   SA2. local[] is touched only by the owner thread; remote[] by any thread
 //       through atomics only.
-//   I3. Heaps are never destroyed: a thread that exits leaves its heap on an
+//   SA3. Heaps are never destroyed: a thread that exits leaves its heap on an
 //       orphan list for the next new thread, so frees that arrive later (from
 //       blocks still in flight) always find it, and the chunks stay reachable.
-//   I4. Under AddressSanitizer blocks come straight from ::operator new, so
+//   SA4. Under AddressSanitizer blocks come straight from ::operator new, so
 //       ASan still sees every use-after-free and overflow.
-//   I5. Blocks are aligned to 64 bytes (a multiple of max_align_t).
+//   SA5. Blocks are aligned to 64 bytes (a multiple of max_align_t).
 #pragma once
 
 #include <cstddef>
@@ -37,7 +37,7 @@
 namespace troupe::detail {
 
 void* small_alloc(std::size_t size);
-// `size` must be the size given to small_alloc for p (I1).
+// `size` must be the size given to small_alloc for p (SA1).
 void small_free(void* p, std::size_t size) noexcept;
 
 // Mix-in: class-specific operator new/delete through small_alloc. The sized

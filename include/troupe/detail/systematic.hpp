@@ -8,7 +8,7 @@
 // the option TROUPE_YIELD() compiles to nothing.
 //
 // Invariants:
-//   I1. A yield point never changes what the algorithm computes, only when.
+//   SM1. A yield point never changes what the algorithm computes, only when.
 #pragma once
 
 #include <cstdint>

@@ -10,8 +10,8 @@
 // worker's (troupe/proc/process.hpp): worker_lost, remote_exception, timeout.
 //
 // Invariants:
-//   I1. submit never blocks: the work is queued (pool) or sent (worker).
-//   I2. map keeps input order in its result.
+//   EX1. submit never blocks: the work is queued (pool) or sent (worker).
+//   EX2. map keeps input order in its result.
 #pragma once
 
 #include <type_traits>
@@ -65,7 +65,7 @@ class Executor {
     using R = decltype(std::declval<Executor&>().submit(f, std::declval<In>()).get());
     std::vector<Promise<std::decay_t<R>>> ps;
     for (const auto& x : inputs) ps.push_back(submit(f, x));
-    return when_all(std::move(ps));  // I2
+    return when_all(std::move(ps));  // EX2
   }
 };
 

@@ -7,9 +7,9 @@
 // receiver maps the same pages, so its bytes are never copied.
 //
 // Invariants:
-//   I1. An Fd closes its descriptor exactly once (destructor or reset), and
+//   FD1. An Fd closes its descriptor exactly once (destructor or reset), and
 //       never one it released.
-//   I2. While a message is packed or unpacked, the descriptors it carries are
+//   FD2. While a message is packed or unpacked, the descriptors it carries are
 //       in the calling thread's FdContext (set by the runtime); outside a
 //       message, packing an Fd is an error.
 #pragma once
@@ -40,7 +40,7 @@ class Fd {
   int get() const noexcept { return fd_; }
   explicit operator bool() const noexcept { return fd_ >= 0; }
   int release() noexcept { return std::exchange(fd_, -1); }
-  void reset(int fd = -1) noexcept;  // I1
+  void reset(int fd = -1) noexcept;  // FD1
   // A new Fd for the same open file (dup with close-on-exec).
   Fd dup() const;
 
@@ -70,7 +70,7 @@ class SharedBytes {
 };
 
 namespace detail {
-// I2: the descriptors of the message being packed (out) or unpacked (in).
+// FD2: the descriptors of the message being packed (out) or unpacked (in).
 struct FdContext {
   std::vector<int>* out = nullptr;  // packing: raw fds to send (borrowed)
   std::vector<Fd>* in = nullptr;    // unpacking: received fds (taken by index)
@@ -82,7 +82,7 @@ inline constexpr std::int8_t kFdExt = 1;
 }  // namespace troupe::proc
 
 // msgpack adaptors: an Fd is packed as ext type 1 holding its index in the
-// message's descriptor list (I2); SharedBytes as its Fd.
+// message's descriptor list (FD2); SharedBytes as its Fd.
 namespace msgpack {
 MSGPACK_API_VERSION_NAMESPACE(MSGPACK_DEFAULT_API_NS) {
   namespace adaptor {

@@ -26,9 +26,9 @@
 // started: "cannot start a worker for fn add: budget file ...: ...").
 //
 // Invariants:
-//   I1. Everything callable across processes is registered by name at static
+//   PS1. Everything callable across processes is registered by name at static
 //       initialisation (detail/registry.hpp); calls name it, never an address.
-//   I2. A RemoteActor's object lives until the last handle to it in the root
+//   PS2. A RemoteActor's object lives until the last handle to it in the root
 //       process is dropped (handles inside workers do not keep it alive).
 #pragma once
 
@@ -251,7 +251,7 @@ void invoke_new(const msgpack::object& args, std::uint64_t, std::uint64_t id) {
 template <auto F>
 struct FunctionEntry {
   static std::string name() { return "fn " + std::string(symbol_name<F>()); }
-  static inline const bool registered = registry().add(name(), &invoke_function<F>);  // I1
+  static inline const bool registered = registry().add(name(), &invoke_function<F>);  // PS1
 };
 template <auto M>
 struct MethodEntry {
@@ -391,7 +391,7 @@ class RemoteActor {
   auto call_with(const CallOptions& opt, A&&... args) const {
     using Tr = detail::fn_traits<decltype(M)>;
     static_assert(std::is_same_v<typename Tr::cls, T>, "method of another type");
-    (void)detail::MethodEntry<M>::registered;  // I1
+    (void)detail::MethodEntry<M>::registered;  // PS1
     using R = std::decay_t<typename Tr::result>;
     return detail::send_call<R>(worker_, object_, detail::MethodEntry<M>::name(), opt,
                                 std::forward<A>(args)...);
@@ -416,14 +416,14 @@ class RemoteActor {
  private:
   std::uint32_t worker_ = 0;
   std::uint64_t object_ = 0;
-  std::shared_ptr<detail::RemoteOwner> owner_;  // I2 (root only)
+  std::shared_ptr<detail::RemoteOwner> owner_;  // PS2 (root only)
 };
 
 // Creates a T in a worker from args; the promise gives its handle.
 template <class T, class... A>
 Promise<RemoteActor<T>> spawn(A&&... args) {
   using Entry = detail::NewEntry<T, std::decay_t<A>...>;
-  (void)Entry::registered;  // I1
+  (void)Entry::registered;  // PS1
   auto raw = detail::send_call<std::tuple<std::uint32_t, std::uint64_t>>(
       0, 0, Entry::name(), CallOptions{}, std::forward<A>(args)...);
   bool owning = !is_worker();
@@ -436,7 +436,7 @@ Promise<RemoteActor<T>> spawn(A&&... args) {
 template <auto F, class... A>
 auto call_with(const CallOptions& opt, A&&... args) {
   using Tr = detail::fn_traits<decltype(F)>;
-  (void)detail::FunctionEntry<F>::registered;  // I1
+  (void)detail::FunctionEntry<F>::registered;  // PS1
   using R = std::decay_t<typename Tr::result>;
   return detail::send_call<R>(0, 0, detail::FunctionEntry<F>::name(), opt,
                               std::forward<A>(args)...);

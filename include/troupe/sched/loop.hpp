@@ -6,10 +6,10 @@
 // run_pending() when it fires.
 //
 // Invariants:
-//   I1. The eventfd is readable iff work was scheduled since the last drain:
+//   LP1. The eventfd is readable iff work was scheduled since the last drain:
 //       schedule() writes it after queueing; run_pending() reads (resets) it
 //       before draining, so work added during a drain re-arms it.
-//   I2. Work runs only inside run_pending(), on the calling thread, which is
+//   LP2. Work runs only inside run_pending(), on the calling thread, which is
 //       current() == this meanwhile (a get() there runs loop work).
 #pragma once
 

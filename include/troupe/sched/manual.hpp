@@ -4,9 +4,9 @@
 // any one of them from its seed.
 //
 // Invariants:
-//   I1. Work runs only inside run_one()/run_all(), on the calling thread.
-//   I2. With the same seed and the same sequence of calls, the same order.
-//   I3. schedule() may be called from any thread (a mutex guards the queue;
+//   MN1. Work runs only inside run_one()/run_all(), on the calling thread.
+//   MN2. With the same seed and the same sequence of calls, the same order.
+//   MN3. schedule() may be called from any thread (a mutex guards the queue;
 //       this scheduler is for tests, not for speed).
 #pragma once
 
@@ -23,7 +23,7 @@ class ManualScheduler final : public Scheduler {
  public:
   // seed == 0: first in, first out. Otherwise random order from the seed.
   explicit ManualScheduler(std::uint64_t seed = 0) : seed_(seed), rng_(seed) {}
-  ~ManualScheduler() override;  // runs what is left (I1 of scheduler.hpp)
+  ~ManualScheduler() override;  // runs what is left (SC1 of scheduler.hpp)
 
   void schedule(Work* w) override;
   void help_until(Waiter& w) override;  // runs items until w is ready
@@ -34,7 +34,7 @@ class ManualScheduler final : public Scheduler {
   std::size_t pending() const;
 
  private:
-  mutable std::mutex mu_;  // I3
+  mutable std::mutex mu_;  // MN3
   std::deque<Work*> q_;    // guarded by mu_
   std::uint64_t seed_;
   std::mt19937_64 rng_;    // guarded by mu_

@@ -7,30 +7,30 @@
 // pool uses no CPU.
 //
 // Invariants:
-//   I1. A worker pushes only to its own deque; other threads use injection_.
-//   I2. Fairness: every kFairnessInterval items a worker takes the oldest
+//   PL1. A worker pushes only to its own deque; other threads use injection_.
+//   PL2. Fairness: every kFairnessInterval items a worker takes the oldest
 //       item (injection queue first, then its own deque's far end), so a chain
 //       of work that keeps re-spawning itself cannot starve older work.
-//   I3. A worker sleeps only after announcing itself in sleep_ and finding
+//   PL3. A worker sleeps only after announcing itself in sleep_ and finding
 //       every queue empty; every producer notifies sleep_ after publishing
-//       (EventCount I1), so no work waits while a worker sleeps.
-//   I4. idle_ counts workers asleep with nothing to do (not those sleeping in
+//       (EventCount PL1), so no work waits while a worker sleeps.
+//   PL4. idle_ counts workers asleep with nothing to do (not those sleeping in
 //       help_until, which are still running a task). idle_ == threads and all
 //       queues empty means quiescent.
-//   I5. The destructor drains: it waits for quiescence, then stops and joins
+//   PL5. The destructor drains: it waits for quiescence, then stops and joins
 //       every worker. No thread outlives the pool.
-//   I6. Locality: work a worker schedules goes first to its `next` slot (the
+//   PL6. Locality: work a worker schedules goes first to its `next` slot (the
 //       one it runs right after the current item, like Go's runnext); the
 //       item it displaces goes to the deque. A chain of messages (ping-pong,
 //       a counter fed by one sender) therefore stays on one core. Thieves take
 //       a `next` item only late in their search, so they get it only if the
 //       owner is busy for a while, and a sleeper is woken for it as for any work.
-//   I7. Bounded helping: a wait that helps runs its own worker's items first
+//   PL7. Bounded helping: a wait that helps runs its own worker's items first
 //       (newest, i.e. deeper than the waiter) and steals only while fewer than
 //       kMaxHelpDepth helping frames are on the thread's stack, so nested
 //       waits cannot grow the stack without bound (oneTBB bounds it likewise).
-//   I8. Wake-ups for new work are never swallowed by a thread that will not
-//       take it: helpers too deep to steal (I7) sleep on deep_sleep_, which
+//   PL8. Wake-ups for new work are never swallowed by a thread that will not
+//       take it: helpers too deep to steal (PL7) sleep on deep_sleep_, which
 //       only wake_helpers() notifies; a helper woken on sleep_ that returns to
 //       its task while work is visible passes the wake-up on.
 #pragma once
@@ -52,7 +52,7 @@ class Pool final : public Scheduler {
  public:
   // threads == 0: one per core.
   explicit Pool(std::size_t threads = 0);
-  ~Pool() override;  // I5
+  ~Pool() override;  // PL5
   Pool(const Pool&) = delete;
   Pool& operator=(const Pool&) = delete;
 
@@ -62,18 +62,18 @@ class Pool final : public Scheduler {
   void wait_idle() override;
   std::size_t concurrency() const noexcept override { return workers_.size(); }
 
-  static constexpr unsigned kFairnessInterval = 61;  // I2
+  static constexpr unsigned kFairnessInterval = 61;  // PL2
   static constexpr unsigned kSpinRounds = 64;        // steal rounds before sleeping
-  static constexpr unsigned kStealNextAfter = 32;    // rounds before taking `next` slots (I6)
-  static constexpr unsigned kMaxHelpDepth = 16;      // I7
+  static constexpr unsigned kStealNextAfter = 32;    // rounds before taking `next` slots (PL6)
+  static constexpr unsigned kMaxHelpDepth = 16;      // PL7
 
  private:
   struct Worker {
-    detail::ChaseLevDeque<Work*> deque;  // owner pushes/takes, anyone steals (I1)
-    std::atomic<Work*> next{nullptr};    // I6: owner exchanges in; owner or thief exchanges out
+    detail::ChaseLevDeque<Work*> deque;  // owner pushes/takes, anyone steals (PL1)
+    std::atomic<Work*> next{nullptr};    // PL6: owner exchanges in; owner or thief exchanges out
     std::thread thread;
     unsigned index = 0;
-    unsigned tick = 0;      // owner only: items run since the last fair pick (I2)
+    unsigned tick = 0;      // owner only: items run since the last fair pick (PL2)
     std::uint64_t rng = 0;  // owner only: victim selection
   };
 
@@ -86,10 +86,10 @@ class Pool final : public Scheduler {
   void note_idle_change();
 
   std::vector<std::unique_ptr<Worker>> workers_;
-  detail::MpscQueue<Work> injection_;                             // outside producers (I1)
-  detail::EventCount sleep_;                                      // I3
-  detail::EventCount deep_sleep_;                                 // I8: helpers that may not steal
-  alignas(detail::kCacheLine) std::atomic<std::size_t> idle_{0};  // I4
+  detail::MpscQueue<Work> injection_;                             // outside producers (PL1)
+  detail::EventCount sleep_;                                      // PL3
+  detail::EventCount deep_sleep_;                                 // PL8: helpers that may not steal
+  alignas(detail::kCacheLine) std::atomic<std::size_t> idle_{0};  // PL4
   std::atomic<std::uint32_t> idle_gen_{0};  // bumped when idle_ reaches threads
   std::atomic<std::size_t> searching_{0};   // workers spinning for work
   std::atomic<bool> stop_{false};           // set once by the destructor

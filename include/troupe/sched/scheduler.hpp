@@ -7,13 +7,13 @@
 // with make_actor_on(s, ...) runs its behaviours on s.
 //
 // Invariants:
-//   I1. schedule(w) runs w exactly once, on some thread, unless the scheduler
+//   SC1. schedule(w) runs w exactly once, on some thread, unless the scheduler
 //       is destroyed first (then its destructor runs or fails all of it).
-//   I2. Work::next is owned by whichever queue holds the work; nobody else
+//   SC2. Work::next is owned by whichever queue holds the work; nobody else
 //       touches it.
-//   I3. A thread "belongs" to at most one scheduler at a time (current()); a
+//   SC3. A thread "belongs" to at most one scheduler at a time (current()); a
 //       wait on that thread helps that scheduler instead of blocking it.
-//   I4. A wait on a thread that belongs to no scheduler polls through the
+//   SC4. A wait on a thread that belongs to no scheduler polls through the
 //       blocking poller (if any) before it sleeps; the poller only makes
 //       progress that some other thread would otherwise make, so a waiter
 //       never depends on it (that other thread may wait for the poller to
@@ -32,7 +32,7 @@ struct Work {
   using Fn = void (*)(Work*);
   Work() noexcept = default;  // only for queue stubs
   explicit Work(Fn f) noexcept : fn(f) {}
-  std::atomic<Work*> next{nullptr};  // I2
+  std::atomic<Work*> next{nullptr};  // SC2
   Fn fn = nullptr;
   void run() { fn(this); }
 };
@@ -53,10 +53,10 @@ class Scheduler {
  public:
   virtual ~Scheduler() = default;
 
-  // Makes w runnable (I1). Callable from any thread.
+  // Makes w runnable (SC1). Callable from any thread.
   virtual void schedule(Work* w) = 0;
 
-  // Called on a thread that belongs to this scheduler (I3) while it waits:
+  // Called on a thread that belongs to this scheduler (SC3) while it waits:
   // runs other work until w.ready(). The default spins and yields.
   virtual void help_until(Waiter& w);
   // Wakes threads sleeping in help_until (their Waiter became ready).
@@ -70,14 +70,14 @@ class Scheduler {
   virtual std::size_t concurrency() const noexcept { return 1; }
 };
 
-// The scheduler whose thread is running this code, or nullptr (I3).
+// The scheduler whose thread is running this code, or nullptr (SC3).
 Scheduler* current() noexcept;
 // Marks the calling thread as belonging to s (nullptr: to none). Returns the
 // previous value. Scheduler implementations call this around running work.
 Scheduler* set_current(Scheduler* s) noexcept;
 
-// A thread that belongs to no scheduler (I3) and blocks on a promise first
-// offers the wait to the blocking poller, if one is installed (I4): a layer
+// A thread that belongs to no scheduler (SC3) and blocks on a promise first
+// offers the wait to the blocking poller, if one is installed (SC4): a layer
 // whose results arrive by polling (the worker processes' shared-memory rings)
 // then receives them on the waiting thread itself, with no hand-off to
 // another thread and no wake-up system call. It returns true once w.ready(),

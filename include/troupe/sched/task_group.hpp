@@ -6,13 +6,13 @@
 // work is pending). The first exception thrown by a task is rethrown by wait().
 //
 // Invariants:
-//   I1. state_ = 2 * (tasks not yet finished) | kWaiting. A task's last act
+//   TG1. state_ = 2 * (tasks not yet finished) | kWaiting. A task's last act
 //       on the group is one fetch_sub of 2; if it brings the count to zero
 //       with kWaiting set it wakes the waiter, through the scheduler (a
 //       worker) or a futex (another thread) — never by touching the group,
-//       which the waiter may already have destroyed (platform.hpp I1).
-//   I2. One allocation per task.
-//   I3. error_ is written by at most one task (the one that wins error_set_).
+//       which the waiter may already have destroyed (platform.hpp PF1).
+//   TG2. One allocation per task.
+//   TG3. error_ is written by at most one task (the one that wins error_set_).
 #pragma once
 
 #include <atomic>
@@ -72,19 +72,19 @@ class TaskGroup {
 
   void record(std::exception_ptr e) noexcept {
     bool expected = false;
-    // acq_rel: one winner writes error_ (I3); wait() acquires error_set_.
+    // acq_rel: one winner writes error_ (TG3); wait() acquires error_set_.
     if (error_set_.compare_exchange_strong(expected, true, std::memory_order_acq_rel)) {
       error_ = std::move(e);
     }
   }
 
   void finish_one() noexcept {
-    sched::Scheduler* s = sched_;  // read before the decrement (I1)
+    sched::Scheduler* s = sched_;  // read before the decrement (TG1)
     // acq_rel: the waiter that sees zero sees the task's writes.
     std::uint32_t old = state_.fetch_sub(2, std::memory_order_acq_rel);
     if (old == (2 | kWaiting)) {
       s->wake_helpers();
-      detail::futex_wake(&state_, 1);  // I1: does not read the (maybe gone) word
+      detail::futex_wake(&state_, 1);  // TG1: does not read the (maybe gone) word
     }
   }
 
@@ -94,7 +94,7 @@ class TaskGroup {
       return (g->state_.load(std::memory_order_acquire) >> 1) == 0;
     }
     void arm(sched::Scheduler*) override {
-      g->state_.fetch_or(kWaiting, std::memory_order_acq_rel);  // I1
+      g->state_.fetch_or(kWaiting, std::memory_order_acq_rel);  // TG1
     }
     TaskGroup* g;
   };
@@ -118,9 +118,9 @@ class TaskGroup {
   }
 
   sched::Scheduler* sched_;                  // immutable
-  std::atomic<std::uint32_t> state_{0};      // I1
-  std::atomic<bool> error_set_{false};       // I3
-  std::exception_ptr error_;                 // I3
+  std::atomic<std::uint32_t> state_{0};      // TG1
+  std::atomic<bool> error_set_{false};       // TG3
+  std::exception_ptr error_;                 // TG3
 };
 
 }  // namespace troupe

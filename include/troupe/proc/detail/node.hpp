@@ -8,11 +8,11 @@
 // calls to it.
 //
 // Invariants:
-//   I1. Every submitted call completes exactly once: by its reply, or by
+//   ND1. Every submitted call completes exactly once: by its reply, or by
 //       fail() (worker died, timeout, cancel, send error, its message or its
 //       reply rejected, no worker could be started). The pending table entry
 //       is erased by whoever completes it, under the node's mutex.
-//   I2. Descriptors passed in a call are borrowed until submit_call returns
+//   ND2. Descriptors passed in a call are borrowed until submit_call returns
 //       (sendmsg dups them into the receiver).
 #pragma once
 
@@ -31,8 +31,8 @@ namespace troupe::proc::detail {
 
 struct PendingBase {
   virtual ~PendingBase() = default;
-  virtual void complete(Message& m) = 0;        // the reply arrived (I1)
-  virtual void fail(std::exception_ptr e) = 0;  // it never will (I1)
+  virtual void complete(Message& m) = 0;        // the reply arrived (ND1)
+  virtual void fail(std::exception_ptr e) = 0;  // it never will (ND1)
   std::string name;                             // what was called, for messages
 };
 
@@ -40,7 +40,7 @@ struct OutCall {
   std::uint32_t worker = 0;  // 0: any worker
   std::string name;          // registered name
   std::string body;          // packed [worker, object, name, args]
-  std::vector<int> fds;      // borrowed (I2)
+  std::vector<int> fds;      // borrowed (ND2)
   std::chrono::milliseconds timeout{0};
 };
 

@@ -9,9 +9,9 @@
 // was never registered (forged, or from another binary) is rejected.
 //
 // Invariants:
-//   I1. The table is filled during static initialisation only (before main,
+//   RG1. The table is filled during static initialisation only (before main,
 //       single-threaded) and read-only afterwards: lookups take no lock.
-//   I2. Names are stable within one executable: they come from the compiler's
+//   RG2. Names are stable within one executable: they come from the compiler's
 //       spelling of the symbol (__PRETTY_FUNCTION__), identical in parent and
 //       worker.
 #pragma once
@@ -32,7 +32,7 @@ namespace troupe::proc::detail {
 using Invoker = void (*)(const msgpack::object& args, std::uint64_t object, std::uint64_t id);
 
 struct Registry {
-  std::unordered_map<std::string, Invoker> table;  // I1
+  std::unordered_map<std::string, Invoker> table;  // RG1
   bool add(std::string_view name, Invoker inv) {
     table.emplace(std::string(name), inv);
     return true;
@@ -52,7 +52,7 @@ constexpr std::string_view between(std::string_view s, std::string_view key) {
   auto e = s.find_first_of(";]", b);
   return s.substr(b, e - b);
 }
-// I2
+// RG2
 template <auto F>
 std::string_view symbol_name() {
   return between<void>(__PRETTY_FUNCTION__, "F = ");

@@ -17,18 +17,18 @@
 //   shutdown id = 0                  body []  (idle: exit)
 //
 // Invariants:
-//   I1. decode() accepts only what it fully checked: magic, kind, lengths,
+//   WR1. decode() accepts only what it fully checked: magic, kind, lengths,
 //       descriptor count; anything else is Error(Errc::bad_message) naming the
 //       reason, and every descriptor that came with it is closed.
-//   I2. recv_message never leaks a descriptor, on any path (truncated control
+//   WR2. recv_message never leaks a descriptor, on any path (truncated control
 //       data, truncated datagram, bad header).
-//   I3. A rejection whose header was readable (right magic, known kind) is a
+//   WR3. A rejection whose header was readable (right magic, known kind) is a
 //       BadMessage carrying that kind and id, so the receiver can answer the
 //       caller (a call) or fail its own pending call (a reply) instead of
 //       dropping it silently. Truncated control data (MSG_CTRUNC: the
 //       receiver at its fd limit) is such a rejection; the datagram's bytes
 //       are still read, the descriptors that did arrive are closed.
-//   I4. A BadMessage carries the sequence number of the message it rejects
+//   WR4. A BadMessage carries the sequence number of the message it rejects
 //       when that could be read (0 otherwise), so a channel keeps its order
 //       (channel.hpp C2) past a rejected message.
 #pragma once
@@ -63,7 +63,7 @@ inline constexpr std::uint8_t kSeq = 2;               // a u64 sequence number f
 inline constexpr std::size_t kMaxInline = 64 * 1024;  // larger bodies go by memfd
 inline constexpr std::size_t kMaxBody = 256u * 1024 * 1024;  // refuse anything larger
 
-// I3: Error(Errc::bad_message) for a message whose header could be read.
+// WR3: Error(Errc::bad_message) for a message whose header could be read.
 class BadMessage : public Error {
  public:
   BadMessage(Kind kind, std::uint64_t id, std::string body, const std::string& message,
@@ -75,7 +75,7 @@ class BadMessage : public Error {
         body_(std::move(body)) {}
   Kind kind() const noexcept { return kind_; }
   std::uint64_t id() const noexcept { return id_; }
-  std::uint64_t seq() const noexcept { return seq_; }  // I4
+  std::uint64_t seq() const noexcept { return seq_; }  // WR4
   // The inline body when only the control data was lost (MSG_CTRUNC), else
   // empty: unchecked bytes, for naming the call in the error at most.
   const std::string& body() const noexcept { return body_; }
@@ -95,7 +95,7 @@ struct Message {
   std::vector<Fd> fds;  // the attached descriptors, the body's memfd removed
 };
 
-// Checks one received datagram (I1, I3).
+// Checks one received datagram (WR1, WR3).
 Message decode(const char* data, std::size_t len, std::vector<Fd> fds);
 
 // The header (and sequence number, if seq != 0) of an inline datagram with a
@@ -111,7 +111,7 @@ void send_message(int sock, Kind kind, std::uint64_t id, std::string_view body,
 
 // Receives one message into out. Returns false on end of stream. Throws
 // Error(Errc::bad_message) for anything malformed, a BadMessage when its
-// header was readable (I1, I2, I3).
+// header was readable (WR1, WR2, WR3).
 // With `dontwait`, returns false at once if nothing is there (`*empty`).
 bool recv_message(int sock, Message& out, bool dontwait = false, bool* empty = nullptr);
 
