@@ -1,6 +1,6 @@
 // src/shm/dict.cpp: Dict, a chained hash table in shared memory:
-// {count, nbuckets, buckets, refs, stamp}, entries {next, hash, key slot,
-// value slot}, rechained into 4x the buckets when it holds twice as many
+// {count, nbuckets, buckets, refs, stamp}, entries {next, hash, key cell,
+// value cell}, rechained into 4x the buckets when it holds twice as many
 // entries. Keeps V1-V3 (objects.hpp: keys hashable, never containers).
 #include <fmt/format.h>
 
@@ -15,10 +15,10 @@ using namespace detail;
 
 namespace {
 
-bool key_equals(Tx& tx, Offset slot_at, const Value& key) {
+bool key_equals(Tx& tx, Offset cell_at, const Value& key) {
   if (auto s = encode_inline(key))
-    return tx.read(slot_at) == s->tag && tx.read(slot_at + 8) == s->payload;
-  Slot s = read_slot(tx, slot_at);
+    return tx.read(cell_at) == s->tag && tx.read(cell_at + 8) == s->payload;
+  Cell s = read_cell(tx, cell_at);
   if (kind_of(s.tag) != key.kind() || inline_len_plus1(s.tag) != 0) return false;
   return decode(tx, s) == key;
 }
@@ -59,7 +59,7 @@ std::optional<Value> Dict::get(Tx& tx, const Value& key) const {
   live(tx);
   Offset e = find(tx, key, key.hash(), nullptr);
   if (!e) return std::nullopt;
-  return decode(tx, read_slot(tx, e + 32));
+  return decode(tx, read_cell(tx, e + 32));
 }
 
 bool Dict::contains(Tx& tx, const Value& key) const {
@@ -71,7 +71,7 @@ std::int64_t Dict::get_int(Tx& tx, const Value& key, std::int64_t otherwise) con
   live(tx);
   Offset e = find(tx, key, key.hash(), nullptr);
   if (!e) return otherwise;
-  return decode(tx, read_slot(tx, e + 32)).as_int();
+  return decode(tx, read_cell(tx, e + 32)).as_int();
 }
 
 Offset Dict::payload_word(Tx& tx, const Value& key) const {
@@ -85,10 +85,10 @@ void Dict::set(Tx& tx, const Value& key, const Value& v) const {
   std::uint64_t h = key.hash();
   Offset link = 0;
   if (Offset e = find(tx, key, h, &link)) {
-    store_slot(tx, e + 32, v);  // V2
+    store_cell(tx, e + 32, v);  // V2
     return;
   }
-  Slot fresh = encode(tx, v);  // V2
+  Cell fresh = encode(tx, v);  // V2
   Offset e = tx.allocate(48);
   auto* p = tx.heap().ptr<std::uint64_t>(e);  // private until commit (X6), T9
   put(p, 0);
@@ -141,8 +141,8 @@ bool Dict::erase(Tx& tx, const Value& key) const {
   Offset e = find(tx, key, key.hash(), &link);
   if (!e) return false;
   tx.write(link, tx.read(e));
-  retire_slot(tx, read_slot(tx, e + 16));
-  retire_slot(tx, read_slot(tx, e + 32));
+  retire_cell(tx, read_cell(tx, e + 16));
+  retire_cell(tx, read_cell(tx, e + 32));
   tx.retire(e);
   tx.write(off_, tx.read(off_) - 1);
   return true;
@@ -155,7 +155,7 @@ void Dict::for_each(Tx& tx,
   Offset buckets = tx.read(off_ + 16);
   for (std::uint64_t i = 0; i < nb; ++i)
     for (Offset e = tx.read(buckets + 8 * i); e; e = tx.read(e))
-      f(decode(tx, read_slot(tx, e + 16)), decode(tx, read_slot(tx, e + 32)));
+      f(decode(tx, read_cell(tx, e + 16)), decode(tx, read_cell(tx, e + 32)));
 }
 
 std::vector<Value> Dict::keys(Tx& tx) const {

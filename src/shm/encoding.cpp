@@ -1,9 +1,9 @@
-// src/shm/encoding.cpp: how values are stored in shared memory: a slot
+// src/shm/encoding.cpp: how values are stored in shared memory: a cell
 // {tag, payload} holds a value inline (none, bool, int, double, strings and
 // bytes of up to 8 bytes) or names a block: a blob {len, bytes}, a tuple
-// {n, n slots}, or a container (list, dict, record) that the slot counts;
+// {n, n cells}, or a container (list, dict, record) that the cell counts;
 // encoding into fresh blocks, decoding (immutable blocks peeked, T8),
-// retiring what a slot owns, replacing a slot's value, reference counts and
+// retiring what a cell owns, replacing a cell's value, reference counts and
 // collection at commit (T7), container stamps. Keeps V1, V2 and V4
 // (objects.hpp), T8 and T9 (tx.hpp).
 #include <fmt/format.h>
@@ -87,21 +87,21 @@ std::uint64_t fnv(std::string_view s, std::uint64_t seed) {
 
 // Inline encoding of values that need no block (for writing and for
 // comparing keys without allocating).
-std::optional<Slot> encode_inline(const Value& v) {
+std::optional<Cell> encode_inline(const Value& v) {
   switch (v.kind()) {
     case Kind::none:
-      return Slot{make_tag(Kind::none), 0};
+      return Cell{make_tag(Kind::none), 0};
     case Kind::boolean:
-      return Slot{make_tag(Kind::boolean), v.as_bool() ? 1u : 0u};
+      return Cell{make_tag(Kind::boolean), v.as_bool() ? 1u : 0u};
     case Kind::integer:
-      return Slot{make_tag(Kind::integer), static_cast<std::uint64_t>(v.as_int())};
+      return Cell{make_tag(Kind::integer), static_cast<std::uint64_t>(v.as_int())};
     case Kind::real:
-      return Slot{make_tag(Kind::real), std::bit_cast<std::uint64_t>(v.as_double())};
+      return Cell{make_tag(Kind::real), std::bit_cast<std::uint64_t>(v.as_double())};
     case Kind::string:
     case Kind::bytes: {
       const std::string_view s = v.kind() == Kind::string ? v.as_string() : v.as_bytes();
       if (s.size() > 8) return std::nullopt;
-      Slot r{make_tag(v.kind(), static_cast<unsigned>(s.size()) + 1), 0};
+      Cell r{make_tag(v.kind(), static_cast<unsigned>(s.size()) + 1), 0};
       std::memcpy(&r.payload, s.data(), s.size());
       return r;
     }
@@ -148,7 +148,7 @@ void check_live(Tx& tx, Kind k, Offset b, std::uint64_t stamp) {
                             to_string(k), b));
 }
 
-// The stamp of the live container a validated slot (or a settled tuple item)
+// The stamp of the live container a validated cell (or a settled tuple item)
 // names, for the handle decoded from it.
 Value container_value(Tx& tx, Kind k, Offset b) {
   return Value::ref(k, b, tx.read(b + stamp_word(k)));
@@ -168,7 +168,7 @@ std::pair<Offset, std::uint64_t> record_header(Tx& tx, Offset r) {
 }
 
 // T7 of tx.hpp: at commit, a container still counted zero is retired (its
-// slots drop their references, which may offer more containers).
+// cells drop their references, which may offer more containers).
 bool collect_container(Tx& tx, Offset b, std::uint64_t kind) {
   if (tx.read(b + kRefsWord) != 0) return false;
   retire_block_tree(tx, static_cast<Kind>(kind), b);
@@ -195,8 +195,8 @@ void drop_ref(Tx& tx, Kind k, Offset b) {
 void encode_into(Tx& tx, std::uint64_t* dst, const Value& v);
 
 // V2: strings, bytes and tuples are copied into fresh blocks; a container
-// gains a reference (the slot or tuple item the encoding is stored in).
-Slot encode(Tx& tx, const Value& v) {
+// gains a reference (the cell or tuple item the encoding is stored in).
+Cell encode(Tx& tx, const Value& v) {
   if (auto s = encode_inline(v)) return *s;
   Heap& h = tx.heap();
   switch (v.kind()) {
@@ -224,7 +224,7 @@ Slot encode(Tx& tx, const Value& v) {
     case Kind::dict:
     case Kind::record:
       check_live(tx, v.kind(), v.ref(), v.stamp());  // V2: never count a stale handle
-      add_ref(tx, v.ref());                          // V2: for the slot we return
+      add_ref(tx, v.ref());                          // V2: for the cell we return
       return {make_tag(v.kind()), v.ref()};
     default:
       break;
@@ -233,14 +233,14 @@ Slot encode(Tx& tx, const Value& v) {
 }
 
 void encode_into(Tx& tx, std::uint64_t* dst, const Value& v) {
-  Slot s = encode(tx, v);
+  Cell s = encode(tx, v);
   put(dst, s.tag);  // T9
   put(dst + 1, s.payload);
 }
 
 Value decode_block(Tx& tx, Kind k, Offset b);
 
-Value decode(Tx& tx, Slot s) {
+Value decode(Tx& tx, Cell s) {
   Kind k = kind_of(s.tag);
   switch (k) {
     case Kind::none:
@@ -270,10 +270,10 @@ Value decode(Tx& tx, Slot s) {
   throw Error(Errc::bad_segment, fmt::format("corrupt value tag {:#x}", s.tag));
 }
 
-// A tuple's items {n, n slots} (T8: peeked, then settled).
-std::vector<Slot> read_tuple(Tx& tx, Offset b) {
-  static_assert(sizeof(Slot) == 16);
-  std::vector<Slot> items;
+// A tuple's items {n, n cells} (T8: peeked, then settled).
+std::vector<Cell> read_tuple(Tx& tx, Offset b) {
+  static_assert(sizeof(Cell) == 16);
+  std::vector<Cell> items;
   do {
     items.resize(settled_count(tx, b, 16, "tuple"));
     tx.peek_words(b + 8, reinterpret_cast<std::uint64_t*>(items.data()), 2 * items.size());
@@ -282,12 +282,12 @@ std::vector<Slot> read_tuple(Tx& tx, Offset b) {
 }
 
 // V1: blobs and tuples are immutable once reachable; the validated read of
-// the slot that named them (T1) happens after their initialisation, and
+// the cell that named them (T1) happens after their initialisation, and
 // they are read through T8 (they may be freed and reused under us).
 Value decode_block(Tx& tx, Kind k, Offset b) {
   if (k == Kind::tuple) {
     std::vector<Value> items;
-    for (Slot s : read_tuple(tx, b)) {
+    for (Cell s : read_tuple(tx, b)) {
       Kind ik = kind_of(s.tag);
       if (ik == Kind::tuple || ik == Kind::bigint ||
           ((ik == Kind::string || ik == Kind::bytes) && inline_len_plus1(s.tag) == 0))
@@ -315,9 +315,9 @@ Value decode_block(Tx& tx, Kind k, Offset b) {
   return k == Kind::string ? Value(std::move(str)) : Value::bytes(str);
 }
 
-// V2: retires the blob or tuple the slot owns; a container loses the
-// slot's reference.
-void retire_slot(Tx& tx, Slot s) {
+// V2: retires the blob or tuple the cell owns; a container loses the
+// cell's reference.
+void retire_cell(Tx& tx, Cell s) {
   Kind k = kind_of(s.tag);
   if (((k == Kind::string || k == Kind::bytes) && inline_len_plus1(s.tag) == 0) ||
       k == Kind::bigint)
@@ -329,17 +329,17 @@ void retire_slot(Tx& tx, Slot s) {
 }
 
 // Retires a tuple with what it owns, or a container no longer counted (V2)
-// with its own blocks; the containers its slots name lose a reference.
+// with its own blocks; the containers its cells name lose a reference.
 
 void retire_block_tree(Tx& tx, Kind k, Offset b) {
   switch (k) {
     case Kind::tuple:
-      for (Slot s : read_tuple(tx, b)) retire_slot(tx, s);  // T8
+      for (Cell s : read_tuple(tx, b)) retire_cell(tx, s);  // T8
       break;
     case Kind::list: {
       std::uint64_t len = tx.read(b);
       Offset items = tx.read(b + 16);
-      for (std::uint64_t i = 0; i < len; ++i) retire_slot(tx, read_slot(tx, items + 16 * i));
+      for (std::uint64_t i = 0; i < len; ++i) retire_cell(tx, read_cell(tx, items + 16 * i));
       tx.retire(items);
       break;
     }
@@ -349,8 +349,8 @@ void retire_block_tree(Tx& tx, Kind k, Offset b) {
       for (std::uint64_t i = 0; i < nb; ++i)
         for (Offset e = tx.read(buckets + 8 * i); e;) {
           Offset next = tx.read(e);
-          retire_slot(tx, read_slot(tx, e + 16));
-          retire_slot(tx, read_slot(tx, e + 32));
+          retire_cell(tx, read_cell(tx, e + 16));
+          retire_cell(tx, read_cell(tx, e + 32));
           tx.retire(e);
           e = next;
         }
@@ -361,7 +361,7 @@ void retire_block_tree(Tx& tx, Kind k, Offset b) {
       auto [schema, n] = record_header(tx, b);
       retire_block_tree(tx, Kind::tuple, schema);
       for (std::uint64_t i = 0; i < n; ++i)
-        retire_slot(tx, read_slot(tx, b + kRecordSlots + 16 * i));
+        retire_cell(tx, read_cell(tx, b + kRecordCells + 16 * i));
       break;
     }
     default:
@@ -380,16 +380,16 @@ void retire_block_tree(Tx& tx, Kind k, Offset b) {
   tx.retire(b);
 }
 
-// Replaces the value in the slot at `at` (V2: the new value is counted before
-// the old one is dropped). Storing the container the slot already holds
+// Replaces the value in the cell at `at` (V2: the new value is counted before
+// the old one is dropped). Storing the container the cell already holds
 // changes nothing.
-void store_slot(Tx& tx, Offset at, const Value& v) {
+void store_cell(Tx& tx, Offset at, const Value& v) {
   if (v.ref() != null_offset) check_live(tx, v.kind(), v.ref(), v.stamp());  // V2
-  Slot old = read_slot(tx, at);
+  Cell old = read_cell(tx, at);
   if (v.ref() != null_offset && old.tag == make_tag(v.kind()) && old.payload == v.ref()) return;
-  Slot fresh = encode(tx, v);
-  retire_slot(tx, old);
-  write_slot(tx, at, fresh);
+  Cell fresh = encode(tx, v);
+  retire_cell(tx, old);
+  write_cell(tx, at, fresh);
 }
 
 // Fills the fresh list or dict header at b: {0, capacity, array, refs 0,

@@ -1,6 +1,6 @@
-// src/shm/list.cpp: List, a growable array of slots in shared memory:
-// {len, cap, items, refs, stamp} over an items block of cap slots. Keeps V1
-// and V2 (objects.hpp: every slot written through the transaction, a stored
+// src/shm/list.cpp: List, a growable array of cells in shared memory:
+// {len, cap, items, refs, stamp} over an items block of cap cells. Keeps V1
+// and V2 (objects.hpp: every cell written through the transaction, a stored
 // value counted before the one it replaces is dropped).
 #include <fmt/format.h>
 
@@ -24,7 +24,7 @@ List new_list(Tx& tx, std::size_t capacity) {
   capacity = std::max<std::size_t>(capacity, 1);
   Offset b = tx.allocate(kHeaderBytes);
   Offset items = tx.allocate(16 * capacity);
-  put_zeros(tx.heap().ptr<std::uint64_t>(items), 2 * capacity);  // none slots; private (X6), T9
+  put_zeros(tx.heap().ptr<std::uint64_t>(items), 2 * capacity);  // none cells; private (X6), T9
   return List(b, init_header(tx, Kind::list, b, capacity, items));
 }
 
@@ -37,7 +37,7 @@ Value List::get(Tx& tx, std::size_t i) const {
   live(tx);
   std::size_t n = tx.read(off_);
   if (i >= n) out_of_range(i, n);
-  return decode(tx, read_slot(tx, tx.read(off_ + 16) + 16 * i));
+  return decode(tx, read_cell(tx, tx.read(off_ + 16) + 16 * i));
 }
 
 Offset List::payload_word(Tx& tx, std::size_t i) const {
@@ -51,12 +51,12 @@ void List::set(Tx& tx, std::size_t i, const Value& v) const {
   live(tx);
   std::size_t n = tx.read(off_);
   if (i >= n) out_of_range(i, n);
-  store_slot(tx, tx.read(off_ + 16) + 16 * i, v);  // V2
+  store_cell(tx, tx.read(off_ + 16) + 16 * i, v);  // V2
 }
 
 void List::append(Tx& tx, const Value& v) const {
   live(tx);
-  Slot fresh = encode(tx, v);  // V2
+  Cell fresh = encode(tx, v);  // V2
   std::uint64_t len = tx.read(off_), cap = tx.read(off_ + 8);
   Offset items = tx.read(off_ + 16);
   if (len == cap) {
@@ -64,7 +64,7 @@ void List::append(Tx& tx, const Value& v) const {
     Offset fresh = tx.allocate(16 * ncap);
     auto* p = tx.heap().ptr<std::uint64_t>(fresh);  // private until commit (X6), T9
     for (std::uint64_t i = 0; i < len; ++i) {
-      Slot s = read_slot(tx, items + 16 * i);
+      Cell s = read_cell(tx, items + 16 * i);
       put(p + 2 * i, s.tag);
       put(p + 2 * i + 1, s.payload);
     }
@@ -74,7 +74,7 @@ void List::append(Tx& tx, const Value& v) const {
     tx.retire(items);
     items = fresh;
   }
-  write_slot(tx, items + 16 * len, fresh);
+  write_cell(tx, items + 16 * len, fresh);
   tx.write(off_, len + 1);
 }
 
@@ -83,10 +83,10 @@ Value List::pop(Tx& tx) const {
   std::uint64_t len = tx.read(off_);
   if (len == 0) throw Error(Errc::invalid_argument, "pop from an empty list");
   Offset at = tx.read(off_ + 16) + 16 * (len - 1);
-  Slot s = read_slot(tx, at);
+  Cell s = read_cell(tx, at);
   Value v = decode(tx, s);
-  retire_slot(tx, s);  // V2: a popped container not stored again is freed at commit
-  write_slot(tx, at, Slot{});
+  retire_cell(tx, s);  // V2: a popped container not stored again is freed at commit
+  write_cell(tx, at, Cell{});
   tx.write(off_, len - 1);
   return v;
 }
@@ -96,8 +96,8 @@ void List::clear(Tx& tx) const {
   std::uint64_t len = tx.read(off_);
   Offset items = tx.read(off_ + 16);
   for (std::uint64_t i = 0; i < len; ++i) {
-    retire_slot(tx, read_slot(tx, items + 16 * i));
-    write_slot(tx, items + 16 * i, Slot{});
+    retire_cell(tx, read_cell(tx, items + 16 * i));
+    write_cell(tx, items + 16 * i, Cell{});
   }
   tx.write(off_, 0);
 }
@@ -108,7 +108,7 @@ std::vector<Value> List::items(Tx& tx) const {
   Offset items = tx.read(off_ + 16);
   std::vector<Value> out;
   out.reserve(len);
-  for (std::uint64_t i = 0; i < len; ++i) out.push_back(decode(tx, read_slot(tx, items + 16 * i)));
+  for (std::uint64_t i = 0; i < len; ++i) out.push_back(decode(tx, read_cell(tx, items + 16 * i)));
   return out;
 }
 }  // namespace troupe::shm

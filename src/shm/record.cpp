@@ -1,5 +1,5 @@
 // src/shm/record.cpp: Record, a fixed set of named fields in shared
-// memory: {schema, nfields, stamp, refs, slots}, the schema an immutable
+// memory: {schema, nfields, stamp, refs, cells}, the schema an immutable
 // tuple of the field names (V1 of objects.hpp: peeked, T8). Keeps V1 and V2.
 #include <fmt/format.h>
 
@@ -12,13 +12,13 @@ namespace troupe::shm {
 
 using namespace detail;
 
-// ---- Record: {schema, nfields, stamp, refs, slots} -----------------------------------
+// ---- Record: {schema, nfields, stamp, refs, cells} -----------------------------------
 
 Record new_record(Tx& tx, const std::vector<std::string>& fields) {
   std::vector<Value> names;
   for (auto& f : fields) names.emplace_back(f);
-  Slot schema = encode(tx, Value::tuple(std::move(names)));
-  Offset b = tx.allocate(kRecordSlots + 16 * fields.size());
+  Cell schema = encode(tx, Value::tuple(std::move(names)));
+  Offset b = tx.allocate(kRecordCells + 16 * fields.size());
   auto* p = tx.heap().ptr<std::uint64_t>(b);  // private (X6), T9; schema and nfields never change
   std::uint64_t stamp = fresh_stamp();
   put(p, schema.payload);
@@ -44,11 +44,11 @@ std::vector<std::string> Record::fields(Tx& tx) const {
   return out;
 }
 
-// The schema's names are inline slots or blobs, all immutable (T8).
+// The schema's names are inline cells or blobs, all immutable (T8).
 std::size_t Record::index(Tx& tx, std::string_view field) const {
-  std::vector<Slot> names = read_tuple(tx, record_header(tx, off_).first);
+  std::vector<Cell> names = read_tuple(tx, record_header(tx, off_).first);
   for (std::size_t i = 0; i < names.size(); ++i) {
-    Slot s = names[i];
+    Cell s = names[i];
     bool same;
     if (unsigned n = inline_len_plus1(s.tag))
       same = n - 1 == field.size() && n <= 9 &&
@@ -62,16 +62,16 @@ std::size_t Record::index(Tx& tx, std::string_view field) const {
 
 Value Record::get(Tx& tx, std::string_view field) const {
   live(tx);
-  return decode(tx, read_slot(tx, off_ + kRecordSlots + 16 * index(tx, field)));
+  return decode(tx, read_cell(tx, off_ + kRecordCells + 16 * index(tx, field)));
 }
 
 void Record::set(Tx& tx, std::string_view field, const Value& v) const {
   live(tx);
-  store_slot(tx, off_ + kRecordSlots + 16 * index(tx, field), v);  // V2
+  store_cell(tx, off_ + kRecordCells + 16 * index(tx, field), v);  // V2
 }
 
 Offset Record::payload_word(Tx& tx, std::string_view field) const {
   live(tx);
-  return off_ + kRecordSlots + 16 * index(tx, field) + 8;
+  return off_ + kRecordCells + 16 * index(tx, field) + 8;
 }
 }  // namespace troupe::shm

@@ -1,8 +1,8 @@
 // src/shm/roots.cpp: named roots of shared objects: a root is a heap root
-// (Heap::root) naming a cell, a published 16-byte block holding one slot,
-// created once and never freed; get_root/set_root read and write its slot in
+// (Heap::root) naming a cell, a published 16-byte block holding one value,
+// created once and never freed; get_root/set_root read and write its cell in
 // a transaction, root_dict makes a dict root. Keeps V2 (objects.hpp: a root's
-// value is counted like any slot's) and T9 (tx.hpp: the cell is initialised
+// value is counted like any cell's) and T9 (tx.hpp: the cell is initialised
 // with atomic stores).
 #include <fmt/format.h>
 
@@ -26,7 +26,7 @@ std::mutex g_cells_mu;
 // again under its name, even at the same address, has other cells).
 std::map<std::pair<std::uint64_t, std::string>, Offset> g_cells;
 
-// The cell behind root `name`: a published 16-byte block holding one slot,
+// The cell behind root `name`: a published 16-byte block holding one value,
 // created by the first process that asks (compare_exchange_root), never freed.
 Offset root_cell(Heap& h, std::string_view name, bool create) {
   std::pair<std::uint64_t, std::string> key{h.instance(), std::string(name)};
@@ -59,11 +59,11 @@ Offset root_cell(Heap& h, std::string_view name, bool create) {
 Value get_root(Tx& tx, std::string_view name) {
   Offset cell = root_cell(tx.heap(), name, false);
   if (!cell) return Value();
-  return decode(tx, read_slot(tx, cell));
+  return decode(tx, read_cell(tx, cell));
 }
 
 void set_root(Tx& tx, std::string_view name, const Value& v) {
-  store_slot(tx, root_cell(tx.heap(), name, true), v);  // V2
+  store_cell(tx, root_cell(tx.heap(), name, true), v);  // V2
 }
 
 Dict root_dict(TxHeap& layer, std::string_view name, std::size_t buckets) {

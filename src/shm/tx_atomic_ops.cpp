@@ -26,7 +26,7 @@ namespace {
 
 [[noreturn]] void not_an_int(const char* op, Offset word, std::uint64_t tag) {
   throw Error(Errc::invalid_argument,
-              fmt::format("TxHeap::{} on word {:#x}: the value there is not an int (its slot "
+              fmt::format("TxHeap::{} on word {:#x}: the value there is not an int (its cell "
                           "tag is {:#x}); atomic operations change int values only",
                           op, word, tag));
 }
@@ -39,7 +39,7 @@ std::uint64_t atomic_op(TxHeap& l, const char* op, Offset word, F f) {
                   fmt::format("TxHeap::{} on heap '{}' inside a transaction of heap '{}': it "
                               "could not commit or roll back with it",
                               op, l.heap().name(), tx->heap().name()));
-    if (std::uint64_t tag = tx->read(word - 8); tag != kIntSlotTag) not_an_int(op, word, tag);
+    if (std::uint64_t tag = tx->read(word - 8); tag != kIntCellTag) not_an_int(op, word, tag);
     std::uint64_t old = tx->read(word);
     tx->write(word, f(old));
     return old;
@@ -71,11 +71,11 @@ std::uint64_t atomic_op(TxHeap& l, const char* op, Offset word, F f) {
       // last writer's release of the stripe.
       if (lk.compare_exchange_weak(cur, locked_word(slot), std::memory_order_seq_cst,
                                    std::memory_order_relaxed)) {
-        // The slot's kind cannot change while we hold its payload's stripe
+        // The cell's kind cannot change while we hold its payload's stripe
         // (V4 of objects.hpp: the tag is written only with the payload);
         // the acquire above ordered its last write before this load.
         std::uint64_t tag = std::atomic_ref(p[-1]).load(std::memory_order_relaxed);
-        if (tag != kIntSlotTag) {
+        if (tag != kIntCellTag) {
           lk.store(cur, std::memory_order_release);  // unchanged: the old version stands
           r.state.store(seq << 32, std::memory_order_release);
           not_an_int(op, word, tag);

@@ -1,5 +1,5 @@
 // src/shm/value.cpp: Value, a value outside shared memory (what is read
-// from, and written into, a slot): its constructors, accessors, equality,
+// from, and written into, a cell): its constructors, accessors, equality,
 // hashing (V3 of objects.hpp: the hash of a key, the same in every process)
 // and repr; the containers' liveness checks (V2).
 #include <fmt/format.h>

@@ -169,7 +169,7 @@ class TxHeap {
   Heap& heap() const { return *heap_; }
   detail::TxTable& table() const { return *table_; }
 
-  // Single-word atomic operations on an int value (`word` is its slot's
+  // Single-word atomic operations on an int value (`word` is its cell's
   // payload word: payload_word() in objects.hpp), no transaction needed
   // (linearizable with transactions: they lock the word's stripe and publish
   // a new version). The word must stay allocated while they run (e.g. a
