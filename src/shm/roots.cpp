@@ -66,9 +66,9 @@ void set_root(Tx& tx, std::string_view name, const Value& v) {
   store_cell(tx, root_cell(tx.heap(), name, true), v);  // V2
 }
 
-Dict root_dict(TxHeap& layer, std::string_view name, std::size_t buckets) {
-  root_cell(layer.heap(), name, true);  // outside the transaction: no retries
-  return atomically(layer, [&](Tx& tx) {
+Dict root_dict(TxHeap& txh, std::string_view name, std::size_t buckets) {
+  root_cell(txh.heap(), name, true);  // outside the transaction: no retries
+  return atomically(txh, [&](Tx& tx) {
     Value v = get_root(tx, name);
     if (v.kind() == Kind::dict) return v.as_dict();
     if (!v.is_none())

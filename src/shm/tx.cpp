@@ -50,23 +50,23 @@ Tx*& detail::current_tx() {
   return t;
 }
 
-Tx& detail::thread_tx(TxHeap& layer) {
+Tx& detail::thread_tx(TxHeap& txh) {
   static thread_local std::unique_ptr<Tx> cached;
   static thread_local std::uint64_t serial = 0;
-  if (!cached || serial != layer.serial()) {
-    cached = std::make_unique<Tx>(layer);
-    serial = layer.serial();
+  if (!cached || serial != txh.serial()) {
+    cached = std::make_unique<Tx>(txh);
+    serial = txh.serial();
   }
   return *cached;
 }
 
 // ---- Tx -----------------------------------------------------------------------
 
-Tx::Tx(TxHeap& layer)
-    : layer_(&layer),
-      heap_(&layer.heap()),
-      table_(&layer.table()),
-      counters_(layer.new_counters()),
+Tx::Tx(TxHeap& txh)
+    : tx_heap_(&txh),
+      heap_(&txh.heap()),
+      table_(&txh.table()),
+      counters_(txh.new_counters()),
       rng_(reinterpret_cast<std::uintptr_t>(this) * 0x9E3779B97F4A7C15ull + 1) {}
 
 Tx::~Tx() { finish(); }
@@ -85,7 +85,7 @@ void Tx::take_irrevocable() {
     std::uint64_t z = 0;
     if (table_->irrevocable.compare_exchange_weak(z, slot_ + 1)) break;
     relax(n < 10 ? n : 10);
-    if (n % 4096 == 4095) layer_->clear_stale_token();
+    if (n % 4096 == 4095) tx_heap_->clear_stale_token();
   }
   irrevocable_ = true;
   counters_->bump(counters_->irrevocable);
@@ -95,10 +95,10 @@ void Tx::begin() {
   slot_ = heap_->slot_index();  // may recover dead slots
   if (slot_ >= kTxSlots) throw Error(Errc::invalid_argument, "heap slot beyond the tx table");
   rec_ = &table_->slots[slot_];
-  seq_ = layer_->settle(slot_);
+  seq_ = tx_heap_->settle(slot_);
   // Relaxed: a hint; recover_orphans synchronises through the records.
   if (table_->deferred.load(std::memory_order_relaxed) != 0 && ++deferred_tick_ % 64 == 0)
-    layer_->recover_orphans();
+    tx_heap_->recover_orphans();
   if (attempt_ >= kIrrevocableAfter && !irrevocable_) take_irrevocable();
   if (!irrevocable_)
     for (unsigned n = 0;; ++n) {
@@ -109,7 +109,7 @@ void Tx::begin() {
         break;
       }
       relax(n < 10 ? n : 10);
-      if (n % 4096 == 4095) layer_->clear_stale_token();
+      if (n % 4096 == 4095) tx_heap_->clear_stale_token();
     }
   // The snapshot (T2: a load, nothing announced; X5). Seq_cst: X8 (b, c).
   rv_ = table_->clock.load();
@@ -188,7 +188,7 @@ void Tx::wait_unlocked(const std::atomic<std::uint64_t>& lk) {
     // make a corrupt heap slow to report (T10).
     const bool orphan =
         holder == slot_ || ((n % 1024 == 1023 || v == last_orphan_) &&
-                            (!layer_->slot_alive(holder) ||
+                            (!tx_heap_->slot_alive(holder) ||
                              is_idle(table_->slots[holder].state.load(std::memory_order_acquire))));
     if (orphan) {
       if (attempt_ >= kUnexplainedAfter)  // T10
@@ -428,8 +428,8 @@ void Tx::backoff() {
   std::uint64_t spins = rng_ % (std::uint64_t{16} << e);
   for (std::uint64_t i = 0; i < spins; ++i) __builtin_ia32_pause();
   if (attempt_ > 4) std::this_thread::yield();
-  if (attempt_ % 16 == 15) heap_->recover();           // a lock may belong to the dead
-  if (attempt_ % 64 == 63) layer_->recover_orphans();  // ... or to a record no hook saw
+  if (attempt_ % 16 == 15) heap_->recover();             // a lock may belong to the dead
+  if (attempt_ % 64 == 63) tx_heap_->recover_orphans();  // ... or to a record no hook saw
 }
 
 void Tx::commit() {
@@ -606,8 +606,8 @@ void Tx::commit() {
     // transaction still reading one of them fails its next check; free now.
     r.state.store(seq_ << 32 | kTxFreeing, std::memory_order_release);
     for (std::size_t i = 0; i < frees_.size(); ++i)
-      layer_->free_entry(L.free_(i), frees_[i],
-                         std::find(taken_.begin(), taken_.end(), frees_[i]) != taken_.end());
+      tx_heap_->free_entry(L.free_(i), frees_[i],
+                           std::find(taken_.begin(), taken_.end(), frees_[i]) != taken_.end());
   }
   r.state.store(seq_ << 32, std::memory_order_release);
   if (irrevocable_) {

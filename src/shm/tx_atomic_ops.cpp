@@ -20,7 +20,7 @@ using namespace detail;
 // Single-word atomic operations: lock the stripe (try, back off), check that
 // the word is an int value's payload, change it, release with a version
 // above every snapshot that may have read it. Inside a transaction of the
-// same layer they are made of its reads and writes instead (so they commit,
+// same TxHeap they are made of its reads and writes instead (so they commit,
 // roll back and retry with it, and leave its record alone: X7).
 namespace {
 
@@ -32,20 +32,20 @@ namespace {
 }
 
 template <class F>
-std::uint64_t atomic_op(TxHeap& l, const char* op, Offset word, F f) {
+std::uint64_t atomic_op(TxHeap& txh, const char* op, Offset word, F f) {
   if (Tx* tx = current_tx()) {
-    if (&tx->layer() != &l)
+    if (&tx->tx_heap() != &txh)
       throw Error(Errc::invalid_argument,
                   fmt::format("TxHeap::{} on heap '{}' inside a transaction of heap '{}': it "
                               "could not commit or roll back with it",
-                              op, l.heap().name(), tx->heap().name()));
+                              op, txh.heap().name(), tx->heap().name()));
     if (std::uint64_t tag = tx->read(word - 8); tag != kIntCellTag) not_an_int(op, word, tag);
     std::uint64_t old = tx->read(word);
     tx->write(word, f(old));
     return old;
   }
-  Heap& h = l.heap();
-  TxTable& t = l.table();
+  Heap& h = txh.heap();
+  TxTable& t = txh.table();
   std::uint64_t s = stripe_of(word);
   auto& lk = t.stripes[s];
   auto* p = h.ptr<std::uint64_t>(word);
@@ -58,7 +58,7 @@ std::uint64_t atomic_op(TxHeap& l, const char* op, Offset word, F f) {
   __builtin_prefetch(&t.clock, 1);
   unsigned slot = h.slot_index();
   SlotRecord& r = t.slots[slot];
-  std::uint64_t seq = l.settle(slot);
+  std::uint64_t seq = txh.settle(slot);
   for (unsigned n = 0;; ++n) {
     std::uint64_t cur = lk.load(std::memory_order_relaxed);
     if (!is_locked(cur)) {

@@ -21,8 +21,8 @@ using namespace detail;
 
 namespace {
 
-std::mutex g_layers_mu;
-std::map<const Heap*, std::unique_ptr<TxHeap>> g_layers;
+std::mutex g_tx_heaps_mu;
+std::map<const Heap*, std::unique_ptr<TxHeap>> g_tx_heaps;
 std::atomic<std::uint64_t> g_next_serial{1};
 
 }  // namespace
@@ -30,17 +30,17 @@ std::atomic<std::uint64_t> g_next_serial{1};
 // ---- TxHeap ---------------------------------------------------------------------
 
 TxHeap& TxHeap::attach(Heap& heap) {
-  std::lock_guard<std::mutex> lk(g_layers_mu);
-  auto& slot = g_layers[&heap];
-  // A Heap object reused for another segment (or moved into) needs a new layer.
+  std::lock_guard<std::mutex> lk(g_tx_heaps_mu);
+  auto& slot = g_tx_heaps[&heap];
+  // A Heap object reused for another segment (or moved into) needs a new TxHeap.
   if (!slot || slot->base_ != heap.base() || slot->name_ != heap.name())
     slot = std::make_unique<TxHeap>(heap);
   return *slot;
 }
 
 void TxHeap::detach(Heap& heap) {
-  std::lock_guard<std::mutex> lk(g_layers_mu);
-  g_layers.erase(&heap);
+  std::lock_guard<std::mutex> lk(g_tx_heaps_mu);
+  g_tx_heaps.erase(&heap);
   if (heap) heap.set_recovery_hook(nullptr);
 }
 
@@ -91,7 +91,7 @@ TxStats TxHeap::stats() const {
   return s;
 }
 
-// One set per thread (a thread that alternates layers makes a new Tx at each
+// One set per thread (a thread that alternates TxHeaps makes a new Tx at each
 // switch, and reuses its counters; a thread id reused later adds to them).
 std::shared_ptr<TxCounters> TxHeap::new_counters() {
   std::lock_guard<std::mutex> lk(counters_mu_);
@@ -105,7 +105,7 @@ std::size_t TxHeap::stuck_locks() const {
   for (auto& s : table_->stripes) n += is_locked(s.load());
   return n;
 }
-std::size_t TxHeap::layer_bytes() const {
+std::size_t TxHeap::tx_heap_bytes() const {
   std::size_t n = heap_->usable_size(heap_->offset_of(table_));
   for (auto& r : table_->slots)
     if (Offset log = r.log.load()) n += heap_->usable_size(log);

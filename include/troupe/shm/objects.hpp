@@ -254,6 +254,6 @@ Record new_record(Tx& tx, const std::vector<std::string>& fields);
 Value get_root(Tx& tx, std::string_view name);
 void set_root(Tx& tx, std::string_view name, const Value& v);
 // The dict at root `name`, created (with `buckets`) if the root is none.
-Dict root_dict(TxHeap& layer, std::string_view name, std::size_t buckets = 16);
+Dict root_dict(TxHeap& txh, std::string_view name, std::size_t buckets = 16);
 
 }  // namespace troupe::shm
