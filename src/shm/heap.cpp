@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "shm/heap_state.hpp"
+#include "troupe/detail/platform.hpp"
 
 namespace troupe::shm {
 
@@ -85,7 +86,7 @@ struct RootLock {
                                                 "{}, which is not attached",
                                                 st.name, seen - 1));
       }
-      std::this_thread::yield();
+      troupe::detail::Spin::yield_thread();
     }
   }
   ~RootLock() { st.hdr->root_lock.store(0, std::memory_order_release); }

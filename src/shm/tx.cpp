@@ -16,6 +16,7 @@
 
 #include "shm/fault.hpp"
 #include "shm/tx_private.hpp"
+#include "troupe/detail/platform.hpp"
 
 namespace troupe::shm {
 
@@ -33,11 +34,11 @@ std::atomic<detail::TxWaitHook> wait_hook{nullptr};
 
 void detail::relax(unsigned n) {
   if (n < 8) {
-    for (unsigned i = 0; i < (1u << n); ++i) __builtin_ia32_pause();
+    troupe::detail::Spin::backoff(n);  // 2^n pauses (I2 of platform.hpp)
   } else if (detail::TxWaitHook h = wait_hook.load(std::memory_order_relaxed)) {
     h();  // e.g. the Python package: yields with the GIL released
   } else {
-    std::this_thread::yield();
+    troupe::detail::Spin::yield_thread();
   }
 }
 
@@ -426,8 +427,8 @@ void Tx::backoff() {
   rng_ ^= rng_ << 17;
   unsigned e = std::min(attempt_, 10u);
   std::uint64_t spins = rng_ % (std::uint64_t{16} << e);
-  for (std::uint64_t i = 0; i < spins; ++i) __builtin_ia32_pause();
-  if (attempt_ > 4) std::this_thread::yield();
+  for (std::uint64_t i = 0; i < spins; ++i) troupe::detail::cpu_relax();
+  if (attempt_ > 4) troupe::detail::Spin::yield_thread();
   if (attempt_ % 16 == 15) heap_->recover();             // a lock may belong to the dead
   if (attempt_ % 64 == 63) tx_heap_->recover_orphans();  // ... or to a record no hook saw
 }
