@@ -11,6 +11,7 @@
 #include <string>
 
 #include "shm/objects_private.hpp"
+#include "shm/publish_once.hpp"
 #include "troupe/shm/objects.hpp"
 
 namespace troupe::shm {
@@ -37,17 +38,15 @@ Offset root_cell(Heap& h, std::string_view name, bool create) {
   Offset cell = h.root(name);
   if (!cell) {
     if (!create) return null_offset;
-    Offset mine = h.allocate(16);
-    detail::fresh_block_fence();               // T9 of tx.hpp (as Tx::allocate), then atomic stores
-    put_zeros(h.ptr<std::uint64_t>(mine), 2);  // none
-    h.publish(mine);
-    Offset expected = null_offset;
-    if (h.compare_exchange_root(name, expected, mine)) {
-      cell = mine;
-    } else {
-      h.free(mine);
-      cell = expected;
-    }
+    cell = publish_once(
+        h, 16,
+        [&](Offset mine) {
+          detail::fresh_block_fence();  // T9 of tx.hpp (as Tx::allocate), then atomic stores
+          put_zeros(h.ptr<std::uint64_t>(mine), 2);  // none
+        },
+        [&](Offset& expected, Offset mine) {
+          return h.compare_exchange_root(name, expected, mine);
+        });
   }
   std::lock_guard<std::mutex> lk(g_cells_mu);
   g_cells[key] = cell;

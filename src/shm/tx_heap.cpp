@@ -12,6 +12,7 @@
 #include <mutex>
 #include <thread>
 
+#include "shm/publish_once.hpp"
 #include "shm/tx_private.hpp"
 #include "troupe/shm/tx.hpp"
 
@@ -53,23 +54,21 @@ TxHeap::TxHeap(Heap& heap)
   // Acquire: pairs with the release CAS below (the table is initialised).
   Offset off = word.load(std::memory_order_acquire);
   if (off == null_offset) {
-    Offset mine = heap.allocate(sizeof(TxTable));
-    auto* t = heap.ptr<TxTable>(mine);
-    std::memset(static_cast<void*>(t), 0, sizeof(TxTable));
-    t->magic = kTxMagic;
-    t->stripe_count = kStripes;
-    t->clock.store(1, std::memory_order_relaxed);  // above every stripe's version 0
-    heap.publish(mine);
-    Offset expected = null_offset;
-    // Release: the table's contents before its offset; acquire on failure:
-    // see the load above.
-    if (word.compare_exchange_strong(expected, mine, std::memory_order_acq_rel,
-                                     std::memory_order_acquire)) {
-      off = mine;
-    } else {
-      heap.free(mine);
-      off = expected;
-    }
+    off = publish_once(
+        heap, sizeof(TxTable),
+        [&](Offset mine) {
+          auto* t = heap.ptr<TxTable>(mine);
+          std::memset(static_cast<void*>(t), 0, sizeof(TxTable));
+          t->magic = kTxMagic;
+          t->stripe_count = kStripes;
+          t->clock.store(1, std::memory_order_relaxed);  // above every stripe's version 0
+        },
+        [&](Offset& expected, Offset mine) {
+          // Release: the table's contents before its offset; acquire on
+          // failure: see the load above.
+          return word.compare_exchange_strong(expected, mine, std::memory_order_acq_rel,
+                                              std::memory_order_acquire);
+        });
   }
   table_ = heap.ptr<TxTable>(off);
   if (table_->magic != kTxMagic || table_->stripe_count != kStripes)
