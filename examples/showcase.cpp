@@ -453,15 +453,15 @@ constexpr long kBankStart = 1000;
 // each one transaction; with `die`, kill -9 itself half way.
 long bank_transfers(proc::Fd heap_fd, int count, int seed, bool die) {
   shm::Heap heap = shm::Heap::open_fd(heap_fd.get());
-  shm::TxHeap& layer = shm::TxHeap::attach(heap);
+  shm::TxHeap& txh = shm::TxHeap::attach(heap);
   shm::Dict accounts =
-      shm::atomically(layer, [](shm::Tx& tx) { return shm::get_root(tx, "accounts").as_dict(); });
+      shm::atomically(txh, [](shm::Tx& tx) { return shm::get_root(tx, "accounts").as_dict(); });
   std::mt19937 rng(static_cast<unsigned>(seed));
   for (int i = 0; i < count; ++i) {
     if (die && i == count / 2) ::kill(::getpid(), SIGKILL);
     long a = static_cast<long>(rng() % kBankAccounts), b = static_cast<long>(rng() % kBankAccounts);
     long amount = static_cast<long>(rng() % 100);
-    shm::atomically(layer, [&](shm::Tx& tx) {
+    shm::atomically(txh, [&](shm::Tx& tx) {
       accounts.add(tx, a, -amount);
       accounts.add(tx, b, amount);
     });
@@ -479,14 +479,14 @@ void shared_objects() {
   opt.anonymous = true;
   opt.max_size = std::size_t{256} << 20;
   shm::Heap heap = shm::Heap::create(opt);
-  shm::TxHeap& layer = shm::TxHeap::attach(heap);
-  shm::atomically(layer, [](shm::Tx& tx) {
+  shm::TxHeap& txh = shm::TxHeap::attach(heap);
+  shm::atomically(txh, [](shm::Tx& tx) {
     shm::Dict d = shm::new_dict(tx, 64);
     for (long k = 0; k < kBankAccounts; ++k) d.set(tx, k, kBankStart);
     shm::set_root(tx, "accounts", d);
   });
   auto total = [&] {
-    return shm::atomically(layer, [](shm::Tx& tx) {  // read-only: writes no shared memory
+    return shm::atomically(txh, [](shm::Tx& tx) {  // read-only: writes no shared memory
       long sum = 0;
       shm::get_root(tx, "accounts").as_dict().for_each(tx, [&](const shm::Value&, const shm::Value& v) {
         sum += v.as_int();
@@ -519,7 +519,7 @@ void shared_objects() {
   check(killed, "the killed worker was reported lost");
   check(bad_audits == 0, fmt::format("every audit during the run saw the total conserved ({} audits)", audits));
   check(total() == kBankStart * kBankAccounts, "total conserved after recovering the killed worker");
-  check(layer.stuck_locks() == 0, "no lock left held by the dead process");
+  check(txh.stuck_locks() == 0, "no lock left held by the dead process");
   shm::TxHeap::detach(heap);
 }
 

@@ -61,9 +61,9 @@ const std::string& image() {
     o.max_size = 1 << 20;
     o.slots = 8;
     Heap h = Heap::create(o);
-    auto& layer = TxHeap::attach(h);
-    Dict d = root_dict(layer, "d");
-    atomically(layer, [&](Tx& tx) {
+    auto& txh = TxHeap::attach(h);
+    Dict d = root_dict(txh, "d");
+    atomically(txh, [&](Tx& tx) {
       for (long i = 0; i < 24; ++i) d.set(tx, Value(i), Value(i * 1000));
       d.set(tx, Value("name"), Value(std::string(40, 'n')));
       d.set(tx, Value::bytes("k"), Value::bytes(std::string(30, '\x01')));
@@ -139,9 +139,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   if (::pwrite(fd, copy.data(), copy.size(), 0) != static_cast<ssize_t>(copy.size())) std::abort();
   try {
     Heap h = Heap::open_fd(fd);
-    auto& layer = TxHeap::attach(h);
+    auto& txh = TxHeap::attach(h);
     try {
-      atomically(layer, [&](Tx& tx) {
+      atomically(txh, [&](Tx& tx) {
         Value root = get_root(tx, "d");
         std::size_t budget = 2000;
         walk(tx, root, 0, budget);

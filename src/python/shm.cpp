@@ -51,8 +51,8 @@ namespace {
 // One open heap, shared by its Python object and every handle into it (H3).
 struct HeapBox {
   shm::Heap heap;
-  shm::TxHeap* layer = nullptr;
-  explicit HeapBox(shm::Heap h) : heap(std::move(h)), layer(&shm::TxHeap::attach(heap)) {}
+  shm::TxHeap* txh = nullptr;
+  explicit HeapBox(shm::Heap h) : heap(std::move(h)), txh(&shm::TxHeap::attach(heap)) {}
   ~HeapBox() {
     if (heap) {
       shm::TxHeap::detach(heap);
@@ -91,7 +91,7 @@ void yield_without_gil() {
 // any); a TxConflict that escapes to Python code is H1's _Conflict.
 template <class F>
 auto run(HeapBox& h, F&& f) {
-  return shm::atomically(*h.layer, std::forward<F>(f));
+  return shm::atomically(*h.txh, std::forward<F>(f));
 }
 
 // --------------------------------------------------------------- Python -> Value
@@ -299,12 +299,12 @@ void bind_shm(nb::module_& m) {
   nb::class_<HeapBox>(m, "HeapBox", nb::is_weak_referenceable())
       .def_prop_ro("name", [](HeapBox& h) { return h.heap.name(); })
       .def("live_bytes", [](HeapBox& h) { return h.heap.stats().live_bytes(); })
-      .def("used_bytes",  // what shared objects hold: published, less the transaction layer's own
-           [](HeapBox& h) { return h.heap.stats().published - h.layer->layer_bytes(); })
+      .def("used_bytes",  // what shared objects hold: published, less the TxHeap's own
+           [](HeapBox& h) { return h.heap.stats().published - h.txh->tx_heap_bytes(); })
       .def("committed_bytes", [](HeapBox& h) { return h.heap.committed_bytes(); })
       .def("max_size", [](HeapBox& h) { return h.heap.max_size(); })
       .def("verify", [](HeapBox& h) { return h.heap.verify(); })
-      .def("stuck_locks", [](HeapBox& h) { return h.layer->stuck_locks(); })
+      .def("stuck_locks", [](HeapBox& h) { return h.txh->stuck_locks(); })
       .def("recover", [](HeapBox& h) { return h.heap.recover().slots.size(); })
       .def("set_keep", [](HeapBox& h, bool keep) { h.heap.set_keep(keep); })
       .def("close", [](HeapBox& h) {

@@ -24,6 +24,7 @@
 #include <atomic>
 #include <bitset>
 #include <cstdint>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -69,8 +70,19 @@ struct HeapState {
   std::uint64_t page_offset(std::uint64_t page) const { return data_off + page * kPageSize; }
 };
 
-// ---- segment (heap.cpp) ----
+// The open state of a Heap; Error(invalid_argument) once it is closed (heap.cpp).
+HeapState& need(const std::unique_ptr<HeapState>& s);
+
+// ---- segment (segment.cpp) ----
 void ensure_mapped(HeapState& st, std::uint64_t end);
+bool try_lock_byte(int fd, std::uint64_t byte, short type);
+void unlock_byte(int fd, std::uint64_t byte);
+
+// ---- process slots (slots.cpp) ----
+// The process-local registry of open HeapStates (a thread that exits hands
+// its slots back to those still open); register_state also gives st its serial.
+void register_state(HeapState& st);
+void unregister_state(HeapState& st);
 unsigned thread_slot_slow(HeapState& st);
 struct ThreadBinding {
   std::uint64_t serial;
@@ -91,8 +103,6 @@ inline unsigned thread_slot(HeapState& st) {
     return tls_binding.slot;
   return thread_slot_slow(st);
 }
-bool try_lock_byte(int fd, std::uint64_t byte, short type);
-void unlock_byte(int fd, std::uint64_t byte);
 RecoveryReport recover_dead(HeapState& st);
 
 // ---- allocator (alloc.cpp) ----

@@ -1,20 +1,22 @@
-// src/shm/tx.cpp: TL2 transactions with a shared redo log, the
-// single-word atomic operations and the recovery hook that finishes or
-// discards a dead slot's transaction. Invariants T1-T9 (tx.hpp) and X1-X8
-// (detail/tx_layout.hpp) are cited where they are kept.
+// src/shm/tx.cpp: Tx, one running transaction (TL2 with a shared redo log):
+// begin, read (with snapshot extension), write, peek/settled for immutable
+// words, allocate/retire/take, collect at commit, commit, rollback and
+// backoff; and the pacing of waits (relax and the embedder's wait hook).
+// Invariants T1-T11 (tx.hpp) and X1-X8 (detail/tx_layout.hpp) are cited
+// where they are kept.
 #include "troupe/shm/tx.hpp"
 
 #include <fmt/format.h>
-#include <sched.h>
 
 #include <algorithm>
 #include <bit>
-#include <chrono>
 #include <map>
 #include <mutex>
 #include <thread>
 
 #include "shm/fault.hpp"
+#include "shm/tx_private.hpp"
+#include "troupe/detail/platform.hpp"
 
 namespace troupe::shm {
 
@@ -26,56 +28,19 @@ constexpr unsigned kIrrevocableAfter = 24;  // aborts before taking the token
 constexpr std::size_t kLinearWrites = 16;   // write-set lookups scan up to here
 constexpr unsigned kMaxExtensions = 4;      // snapshot extensions per read (X8)
 
-std::mutex g_layers_mu;
-std::map<const Heap*, std::unique_ptr<TxHeap>> g_layers;
-
-std::uint64_t* log_words(Heap& h, const SlotRecord& r) {
-  // Acquire: pairs with the release store of rec.log by its owner (X1).
-  return h.ptr<std::uint64_t>(r.log.load(std::memory_order_acquire));
-}
-
-// Log sections (tx_layout.hpp).
-struct LogView {
-  std::uint64_t* base;
-  std::uint64_t cap;
-  std::atomic_ref<std::uint64_t> w(std::uint64_t i) const { return std::atomic_ref(base[i]); }
-  std::atomic_ref<std::uint64_t> write_addr(std::uint64_t i) const { return w(2 * i); }
-  std::atomic_ref<std::uint64_t> write_val(std::uint64_t i) const { return w(2 * i + 1); }
-  std::atomic_ref<std::uint64_t> lock_stripe(std::uint64_t i) const { return w(2 * cap + 2 * i); }
-  std::atomic_ref<std::uint64_t> lock_old(std::uint64_t i) const { return w(2 * cap + 2 * i + 1); }
-  std::atomic_ref<std::uint64_t> alloc(std::uint64_t i) const { return w(4 * cap + i); }
-  std::atomic_ref<std::uint64_t> free_(std::uint64_t i) const { return w(5 * cap + i); }
-};
-
-LogView view(Heap& h, const SlotRecord& r) {
-  // Relaxed: log_cap is read by the record's owner or its recoverer (X1),
-  // ordered by the acquire of rec.log.
-  std::uint64_t* b = log_words(h, r);
-  return {b, r.log_cap.load(std::memory_order_relaxed)};
-}
-
-// X8 P: makes the clock >= v before the caller releases a stripe with v.
-// Seq_cst load and compare-exchange: clock operations are in S (X8). Only
-// writers call it (commits, single-word ops, recovery), never readers (T2).
-void clock_advance(TxTable& t, std::uint64_t v) {
-  std::uint64_t c = t.clock.load();
-  while (c < v && !t.clock.compare_exchange_weak(c, v)) {
-  }
-}
-
 std::atomic<detail::TxWaitHook> wait_hook{nullptr};
 
-void relax(unsigned n) {
+}  // namespace
+
+void detail::relax(unsigned n) {
   if (n < 8) {
-    for (unsigned i = 0; i < (1u << n); ++i) __builtin_ia32_pause();
+    troupe::detail::Spin::backoff(n);  // 2^n pauses (I2 of platform.hpp)
   } else if (detail::TxWaitHook h = wait_hook.load(std::memory_order_relaxed)) {
     h();  // e.g. the Python package: yields with the GIL released
   } else {
-    std::this_thread::yield();
+    troupe::detail::Spin::yield_thread();
   }
 }
-
-}  // namespace
 
 void detail::set_tx_wait_hook(TxWaitHook hook) noexcept {
   wait_hook.store(hook, std::memory_order_relaxed);  // set once, before transactions run
@@ -86,434 +51,23 @@ Tx*& detail::current_tx() {
   return t;
 }
 
-Tx& detail::thread_tx(TxHeap& layer) {
+Tx& detail::thread_tx(TxHeap& txh) {
   static thread_local std::unique_ptr<Tx> cached;
   static thread_local std::uint64_t serial = 0;
-  if (!cached || serial != layer.serial()) {
-    cached = std::make_unique<Tx>(layer);
-    serial = layer.serial();
+  if (!cached || serial != txh.serial()) {
+    cached = std::make_unique<Tx>(txh);
+    serial = txh.serial();
   }
   return *cached;
 }
 
-namespace {
-std::atomic<std::uint64_t> g_next_serial{1};
-}
-
-// ---- TxHeap ---------------------------------------------------------------------
-
-TxHeap& TxHeap::attach(Heap& heap) {
-  std::lock_guard<std::mutex> lk(g_layers_mu);
-  auto& slot = g_layers[&heap];
-  // A Heap object reused for another segment (or moved into) needs a new layer.
-  if (!slot || slot->base_ != heap.base() || slot->name_ != heap.name())
-    slot = std::make_unique<TxHeap>(heap);
-  return *slot;
-}
-
-void TxHeap::detach(Heap& heap) {
-  std::lock_guard<std::mutex> lk(g_layers_mu);
-  g_layers.erase(&heap);
-  if (heap) heap.set_recovery_hook(nullptr);
-}
-
-TxHeap::TxHeap(Heap& heap)
-    : serial_(g_next_serial.fetch_add(1, std::memory_order_relaxed)),  // uniqueness only
-      heap_(&heap),
-      base_(heap.base()),
-      name_(heap.name()) {
-  auto& word = heap.header_words()[kTableWord];
-  // Acquire: pairs with the release CAS below (the table is initialised).
-  Offset off = word.load(std::memory_order_acquire);
-  if (off == null_offset) {
-    Offset mine = heap.allocate(sizeof(TxTable));
-    auto* t = heap.ptr<TxTable>(mine);
-    std::memset(static_cast<void*>(t), 0, sizeof(TxTable));
-    t->magic = kTxMagic;
-    t->stripe_count = kStripes;
-    t->clock.store(1, std::memory_order_relaxed);  // above every stripe's version 0
-    heap.publish(mine);
-    Offset expected = null_offset;
-    // Release: the table's contents before its offset; acquire on failure:
-    // see the load above.
-    if (word.compare_exchange_strong(expected, mine, std::memory_order_acq_rel,
-                                     std::memory_order_acquire)) {
-      off = mine;
-    } else {
-      heap.free(mine);
-      off = expected;
-    }
-  }
-  table_ = heap.ptr<TxTable>(off);
-  if (table_->magic != kTxMagic || table_->stripe_count != kStripes)
-    throw Error(Errc::version_mismatch,
-                fmt::format("heap '{}' holds a transaction table of another layout", heap.name()));
-  heap.set_recovery_hook([this](Heap&, unsigned slot, std::span<std::atomic<std::uint64_t>>) {
-    recover_slot(slot, true, false);
-  });
-}
-
-TxStats TxHeap::stats() const {
-  std::lock_guard<std::mutex> lk(counters_mu_);
-  TxStats s;
-  for (auto& [id, c] : counters_) {  // relaxed: statistics only
-    s.commits += c->commits.load(std::memory_order_relaxed);
-    s.aborts += c->aborts.load(std::memory_order_relaxed);
-    s.irrevocable += c->irrevocable.load(std::memory_order_relaxed);
-  }
-  return s;
-}
-
-// One set per thread (a thread that alternates layers makes a new Tx at each
-// switch, and reuses its counters; a thread id reused later adds to them).
-std::shared_ptr<TxCounters> TxHeap::new_counters() {
-  std::lock_guard<std::mutex> lk(counters_mu_);
-  auto& c = counters_[std::this_thread::get_id()];
-  if (!c) c = std::make_shared<TxCounters>();
-  return c;
-}
-
-std::size_t TxHeap::stuck_locks() const {
-  std::size_t n = 0;
-  for (auto& s : table_->stripes) n += is_locked(s.load());
-  return n;
-}
-
-std::size_t TxHeap::recover_orphans() {
-  std::size_t n = 0;
-  for (auto& info : heap_->slots()) {
-    if (info.index >= kTxSlots || info.alive || info.attached) continue;
-    if (is_idle(table_->slots[info.index].state.load())) continue;
-    recover_slot(info.index, false, true);
-    ++n;
-  }
-  return n;
-}
-
-std::size_t TxHeap::layer_bytes() const {
-  std::size_t n = heap_->usable_size(heap_->offset_of(table_));
-  for (auto& r : table_->slots)
-    if (Offset log = r.log.load()) n += heap_->usable_size(log);
-  return n;
-}
-
-std::size_t TxHeap::busy_records() const {
-  std::size_t n = 0;
-  for (auto& r : table_->slots) n += !is_idle(r.state.load());
-  return n + (table_->irrevocable.load() != 0);
-}
-
-// X6. Frees the published block of a log entry so that a death at any step
-// leaves it to exactly one party: kFreeing and unpublish() hand it to our heap
-// slot (the heap frees it if we die), the cleared entry tells a later
-// recoverer there is nothing left, and only then is it freed.
-void TxHeap::free_entry(std::atomic_ref<std::uint64_t> entry, Offset block, bool keep) {
-  // Relaxed: a log entry of the record we finish (X1/X7); the recoverer
-  // reads it after acquiring the state.
-  entry.store(block | kEntryFreeing, std::memory_order_relaxed);
-  heap_->unpublish(block);  // ours now: freed by recovery if we die (T11)
-  entry.store(0, std::memory_order_relaxed);
-  if (!keep) heap_->free(block);
-}
-
-// Finishes a log entry left by a dead party (allocs[] when discarding,
-// frees[] when freeing); true when the hook left it for a slotted thread. The block is ours to free
-// only if it is surely still published: flagged kPublished, or flagged kPublishing/kFreeing and
-// still published; the latter we can tell only in the hook (the dead slot's blocks are still
-// tagged, so a published one was not freed and reused). Otherwise the heap frees it (tagged with a
-// dead slot) or, without the hook, it may leak (never freed twice).
-bool TxHeap::finish_entry(std::atomic_ref<std::uint64_t> entry, bool in_hook) {
-  std::uint64_t e = entry.load(std::memory_order_relaxed);
-  Offset b = e & ~kEntryFlags;
-  if (!b) return false;
-  bool ours = (e & kEntryPublished) || ((e & (kEntryPublishing | kEntryFreeing)) && in_hook &&
-                                        heap_->owner(b).kind == Owner::published);
-  if (ours) {
-    if (in_hook) {  // no heap call that needs a slot: leave it, surely ours
-      entry.store(b | kEntryPublished, std::memory_order_relaxed);
-      return true;
-    }
-    free_entry(entry, b);
-    return false;
-  }
-  if ((e & (kEntryPublishing | kEntryFreeing)) && !in_hook)
-    table_->unsettled.fetch_add(1, std::memory_order_relaxed);  // statistics
-  entry.store(0, std::memory_order_relaxed);
-  return false;
-}
-
-// The irrevocable token of a holder that died: its hook clears it; without
-// the hook (recovered by Heap::open) nobody would, so a waiter does.
-void TxHeap::clear_stale_token() {
-  heap_->recover();
-  std::uint64_t tok = table_->irrevocable.load();
-  if (tok != 0 && !slot_alive(static_cast<unsigned>(tok - 1)))
-    table_->irrevocable.compare_exchange_strong(tok, 0);
-}
-
-bool TxHeap::slot_alive(unsigned slot) const {
-  for (auto& s : heap_->slots())
-    if (s.index == slot) return s.alive;
-  return false;
-}
-
-// X7. Takes the right to finish `slot`'s record for the calling thread; false
-// when it is idle, or a live party (its owner, or a live recoverer) has it.
-// `orphan`: the caller is not the hook and not the slot's owner, so the
-// owner's slot must be seen dead after the state was read.
-//   `me`: the claimant's identity, whose liveness others check: the caller's
-// own slot, or in the hook the dead slot itself (we hold its kernel lock
-// while the hook runs; and the hook must not take a slot: the heap would
-// recover the slot under recovery again, recursively).
-bool TxHeap::claim(unsigned slot, bool orphan, unsigned me, std::uint64_t& phase,
-                   std::uint64_t& prev) {
-  auto& st = table_->slots[slot].state;
-  for (;;) {
-    std::uint64_t s = st.load();  // seq_cst: ordered before the liveness checks
-    if (is_idle(s)) return false;
-    if (s & kRecovering) {
-      unsigned r = recoverer_of(s);
-      if (r == me) {
-        phase = phase_of(s);
-        prev = s;
-        return true;
-      }
-      if (slot_alive(r)) return false;
-    } else if (orphan && slot_alive(slot)) {
-      return false;
-    }
-    std::uint64_t want =
-        (s & ~std::uint64_t{0xffff}) | phase_of(s) | kRecovering | std::uint64_t{me + 1} << 8;
-    if (st.compare_exchange_strong(s, want)) {
-      phase = phase_of(s);
-      prev = s;
-      return true;
-    }
-  }
-}
-
-// Finishes (committed) or discards (before the commit point) slot's
-// transaction. Callers: the heap's recovery hook for a dead slot (holding its
-// kernel lock), the slot's new owner finding a record no hook saw, or
-// recover_orphans; X7 makes one of them do it.
-void TxHeap::recover_slot(unsigned slot, bool in_hook, bool orphan) {
-  if (slot >= kTxSlots) return;
-  SlotRecord& r = table_->slots[slot];
-  auto& stripes = table_->stripes;
-  const std::uint64_t mine = locked_word(slot);
-  std::uint64_t state = 0, prev = 0;
-  if (!claim(slot, orphan && !in_hook, in_hook ? slot : heap_->slot_index(), state, prev)) return;
-  if ((prev & kDeferred) && !in_hook) table_->deferred.fetch_sub(1);  // we finish it
-  const std::uint64_t keep = r.state.load(std::memory_order_relaxed) & ~std::uint64_t{0x7f};
-  bool pending = false;  // in the hook: entries left for a slotted thread
-  if (state == kTxLocking || state == kTxCommitted) {
-    LogView L = view(*heap_, r);
-    // Relaxed: written by the dead owner before its release store of state.
-    std::uint64_t nl = std::min(r.n_locks.load(std::memory_order_relaxed), L.cap);
-    if (state == kTxLocking) {
-      // Discard (X3).
-      std::uint64_t na = std::min(r.n_allocs.load(std::memory_order_relaxed), L.cap);
-      for (std::uint64_t i = 0; i < na; ++i) pending |= finish_entry(L.alloc(i), in_hook);  // X6
-      for (std::uint64_t i = 0; i < nl; ++i) {                                              // X2
-        std::uint64_t s = L.lock_stripe(i).load(std::memory_order_relaxed) & (kStripes - 1);
-        std::uint64_t expect = mine;
-        // Release: nothing was written under the lock; pairs with readers' acquire.
-        stripes[s].compare_exchange_strong(expect, L.lock_old(i).load(std::memory_order_relaxed),
-                                           std::memory_order_release, std::memory_order_relaxed);
-      }
-      if (pending) {
-        table_->deferred.fetch_add(1);
-        // Release: the entries' flags before the state (a finisher acquires).
-        r.state.store(keep | kDeferred | kTxLocking, std::memory_order_release);
-        return;
-      }
-    } else {
-      // Roll forward (X4): re-apply the writes whose stripe we still hold.
-      std::uint64_t nw = std::min(r.n_writes.load(std::memory_order_relaxed), L.cap);
-      for (std::uint64_t i = 0; i < nw; ++i) {
-        Offset a = L.write_addr(i).load(std::memory_order_relaxed);
-        // Relaxed: we hold the stripe (no one else writes the word, X4).
-        // Release store of the word: see Tx::read.
-        if (stripes[stripe_of(a)].load(std::memory_order_relaxed) == mine)
-          std::atomic_ref(*heap_->ptr<std::uint64_t>(a))
-              .store(L.write_val(i).load(std::memory_order_relaxed), std::memory_order_release);
-      }
-      std::uint64_t wv = r.wv.load(std::memory_order_relaxed);
-      clock_advance(*table_, wv);
-      for (std::uint64_t i = 0; i < nl; ++i) {
-        std::uint64_t s = L.lock_stripe(i).load(std::memory_order_relaxed) & (kStripes - 1);
-        std::uint64_t expect = mine;
-        // Release: the writes above before the new version (readers acquire).
-        stripes[s].compare_exchange_strong(expect, wv << 1, std::memory_order_release,
-                                           std::memory_order_relaxed);
-      }
-      // Release: the log is applied before the state says so.
-      r.state.store(keep | kTxFreeing, std::memory_order_release);
-      state = kTxFreeing;
-    }
-  }
-  if (state == kTxFreeing) {
-    LogView L = view(*heap_, r);
-    // X5: every stripe of these blocks was released with wv, so they may be
-    // freed now. The hook does not free (a free needs a slot of the
-    // caller's own): it settles the entries and defers the rest to a
-    // slotted thread.
-    std::uint64_t nf = std::min(r.n_frees.load(std::memory_order_relaxed), L.cap);
-    for (std::uint64_t i = 0; i < nf; ++i) {
-      // Entries the owner never started on are published blocks: kPublished
-      // marks them so finish_entry frees them.
-      std::uint64_t e = L.free_(i).load(std::memory_order_relaxed);
-      if (e && !(e & kEntryFlags)) L.free_(i).store(e | kEntryPublished, std::memory_order_relaxed);
-      pending |= finish_entry(L.free_(i), in_hook);
-    }
-    if (pending) {
-      table_->deferred.fetch_add(1);
-      r.state.store(keep | kDeferred | kTxFreeing, std::memory_order_release);  // see above
-      return;
-    }
-  } else if (state == kTxAtomicOp) {
-    std::uint64_t s = r.op_stripe.load(std::memory_order_relaxed) & (kStripes - 1);
-    std::uint64_t old = r.op_old.load(std::memory_order_relaxed);
-    std::uint64_t expect = mine;
-    // The word holds its old or its new value, each a whole state: publish a
-    // fresh version so readers of either revalidate (X8 P: the clock first).
-    // Release: after the word.
-    std::uint64_t v = std::max(version_of(old) + 1, table_->clock.load() + 1);
-    clock_advance(*table_, v);
-    stripes[s].compare_exchange_strong(expect, v << 1, std::memory_order_release,
-                                       std::memory_order_relaxed);
-  }
-  // Relaxed counters: the release store of the state below orders them.
-  r.n_locks.store(0, std::memory_order_relaxed);
-  r.n_writes.store(0, std::memory_order_relaxed);
-  r.n_allocs.store(0, std::memory_order_relaxed);
-  r.n_frees.store(0, std::memory_order_relaxed);
-  r.state.store(keep & ~std::uint64_t{0xffff}, std::memory_order_release);  // idle, same seq
-  std::uint64_t tok = slot + 1;
-  table_->irrevocable.compare_exchange_strong(tok, 0);
-}
-
-// settle() when the record is not idle: a transaction left by a previous
-// owner that no hook finished is finished now, or waited for while a live
-// recoverer does (X7). Returns the record's seq.
-std::uint64_t TxHeap::settle_slow(unsigned slot) {
-  auto& st = table_->slots[slot].state;
-  for (unsigned n = 0;; ++n) {
-    // Acquire: pairs with the release store that made it idle.
-    std::uint64_t s = st.load(std::memory_order_acquire);
-    if (is_idle(s)) return seq_of(s);
-    recover_slot(slot, false, false);
-    if (!is_idle(st.load(std::memory_order_acquire))) relax(n < 10 ? n : 10);
-  }
-}
-
-// Single-word atomic operations: lock the stripe (try, back off), check that
-// the word is an int value's payload, change it, release with a version
-// above every snapshot that may have read it. Inside a transaction of the
-// same layer they are made of its reads and writes instead (so they commit,
-// roll back and retry with it, and leave its record alone: X7).
-namespace {
-
-[[noreturn]] void not_an_int(const char* op, Offset word, std::uint64_t tag) {
-  throw Error(Errc::invalid_argument,
-              fmt::format("TxHeap::{} on word {:#x}: the value there is not an int (its slot "
-                          "tag is {:#x}); atomic operations change int values only",
-                          op, word, tag));
-}
-
-template <class F>
-std::uint64_t atomic_op(TxHeap& l, const char* op, Offset word, F f) {
-  if (Tx* tx = current_tx()) {
-    if (&tx->layer() != &l)
-      throw Error(Errc::invalid_argument,
-                  fmt::format("TxHeap::{} on heap '{}' inside a transaction of heap '{}': it "
-                              "could not commit or roll back with it",
-                              op, l.heap().name(), tx->heap().name()));
-    if (std::uint64_t tag = tx->read(word - 8); tag != kIntSlotTag) not_an_int(op, word, tag);
-    std::uint64_t old = tx->read(word);
-    tx->write(word, f(old));
-    return old;
-  }
-  Heap& h = l.heap();
-  TxTable& t = l.table();
-  std::uint64_t s = stripe_of(word);
-  auto& lk = t.stripes[s];
-  auto* p = h.ptr<std::uint64_t>(word);
-  // Ask for the stripe's, the word's and the clock's lines in exclusive
-  // state now (they are all written below), so that under contention each
-  // comes over once instead of shared for the load, then again for the
-  // write, and the transfers overlap with finding our slot.
-  __builtin_prefetch(&lk, 1);
-  __builtin_prefetch(p, 1);
-  __builtin_prefetch(&t.clock, 1);
-  unsigned slot = h.slot_index();
-  SlotRecord& r = t.slots[slot];
-  std::uint64_t seq = l.settle(slot);
-  for (unsigned n = 0;; ++n) {
-    std::uint64_t cur = lk.load(std::memory_order_relaxed);
-    if (!is_locked(cur)) {
-      // Relaxed: our own record, ordered for a recoverer by the release below.
-      r.op_stripe.store(s, std::memory_order_relaxed);
-      r.op_old.store(cur, std::memory_order_relaxed);
-      ++seq;                                                              // X7
-      r.state.store(seq << 32 | kTxAtomicOp, std::memory_order_release);  // X2 for one stripe
-      // Seq_cst: before our clock load below (X8 c); acquires the word's
-      // last writer's release of the stripe.
-      if (lk.compare_exchange_weak(cur, locked_word(slot), std::memory_order_seq_cst,
-                                   std::memory_order_relaxed)) {
-        // The slot's kind cannot change while we hold its payload's stripe
-        // (V4 of objects.hpp: the tag is written only with the payload);
-        // the acquire above ordered its last write before this load.
-        std::uint64_t tag = std::atomic_ref(p[-1]).load(std::memory_order_relaxed);
-        if (tag != kIntSlotTag) {
-          lk.store(cur, std::memory_order_release);  // unchanged: the old version stands
-          r.state.store(seq << 32, std::memory_order_release);
-          not_an_int(op, word, tag);
-        }
-        std::atomic_ref<std::uint64_t> w(*p);
-        // Relaxed load: we hold the stripe. Release store: see Tx::read.
-        std::uint64_t old = w.load(std::memory_order_relaxed);
-        w.store(f(old), std::memory_order_release);
-        // A version above every current snapshot (X8 b), the clock made
-        // >= it before anyone can see it (X8 P) by the same fetch_add that
-        // reads it (one read-modify-write, no separate load: one transfer
-        // of the clock's line). Under P the old version is <= the clock, so
-        // v is c + 1; the max only guards P itself. Seq_cst: X8 (c).
-        std::uint64_t c = t.clock.fetch_add(1);
-        std::uint64_t v = std::max(version_of(cur) + 1, c + 1);
-        if (v != c + 1) clock_advance(t, v);
-        // Release: the word before its new version.
-        lk.store(v << 1, std::memory_order_release);
-        r.state.store(seq << 32, std::memory_order_release);
-        return old;
-      }
-      r.state.store(seq << 32, std::memory_order_release);
-    }
-    relax(n < 12 ? n : 12);
-    if (n % 8192 == 8191) h.recover();
-  }
-}
-}  // namespace
-
-std::int64_t TxHeap::fetch_add(Offset word, std::int64_t delta) {
-  return static_cast<std::int64_t>(atomic_op(*this, "fetch_add", word, [delta](std::uint64_t v) {
-    return v + static_cast<std::uint64_t>(delta);
-  }));
-}
-std::uint64_t TxHeap::exchange(Offset word, std::uint64_t value) {
-  return atomic_op(*this, "exchange", word, [value](std::uint64_t) { return value; });
-}
-std::uint64_t TxHeap::load(Offset word) {
-  return atomically(*this, [&](Tx& tx) { return tx.read(word); });
-}
-
 // ---- Tx -----------------------------------------------------------------------
 
-Tx::Tx(TxHeap& layer)
-    : layer_(&layer),
-      heap_(&layer.heap()),
-      table_(&layer.table()),
-      counters_(layer.new_counters()),
+Tx::Tx(TxHeap& txh)
+    : tx_heap_(&txh),
+      heap_(&txh.heap()),
+      table_(&txh.table()),
+      counters_(txh.new_counters()),
       rng_(reinterpret_cast<std::uintptr_t>(this) * 0x9E3779B97F4A7C15ull + 1) {}
 
 Tx::~Tx() { finish(); }
@@ -532,7 +86,7 @@ void Tx::take_irrevocable() {
     std::uint64_t z = 0;
     if (table_->irrevocable.compare_exchange_weak(z, slot_ + 1)) break;
     relax(n < 10 ? n : 10);
-    if (n % 4096 == 4095) layer_->clear_stale_token();
+    if (n % 4096 == 4095) tx_heap_->clear_stale_token();
   }
   irrevocable_ = true;
   counters_->bump(counters_->irrevocable);
@@ -542,10 +96,10 @@ void Tx::begin() {
   slot_ = heap_->slot_index();  // may recover dead slots
   if (slot_ >= kTxSlots) throw Error(Errc::invalid_argument, "heap slot beyond the tx table");
   rec_ = &table_->slots[slot_];
-  seq_ = layer_->settle(slot_);
+  seq_ = tx_heap_->settle(slot_);
   // Relaxed: a hint; recover_orphans synchronises through the records.
   if (table_->deferred.load(std::memory_order_relaxed) != 0 && ++deferred_tick_ % 64 == 0)
-    layer_->recover_orphans();
+    tx_heap_->recover_orphans();
   if (attempt_ >= kIrrevocableAfter && !irrevocable_) take_irrevocable();
   if (!irrevocable_)
     for (unsigned n = 0;; ++n) {
@@ -556,7 +110,7 @@ void Tx::begin() {
         break;
       }
       relax(n < 10 ? n : 10);
-      if (n % 4096 == 4095) layer_->clear_stale_token();
+      if (n % 4096 == 4095) tx_heap_->clear_stale_token();
     }
   // The snapshot (T2: a load, nothing announced; X5). Seq_cst: X8 (b, c).
   rv_ = table_->clock.load();
@@ -633,10 +187,10 @@ void Tx::wait_unlocked(const std::atomic<std::uint64_t>& lk) {
     // The same lock value found orphaned by an earlier attempt is checked at
     // once: recovery ran in between (backoff), and waiting again would only
     // make a corrupt heap slow to report (T10).
-    const bool orphan = holder == slot_ ||
-                        ((n % 1024 == 1023 || v == last_orphan_) &&
-                         (!layer_->slot_alive(holder) ||
-                          is_idle(table_->slots[holder].state.load(std::memory_order_acquire))));
+    const bool orphan =
+        holder == slot_ || ((n % 1024 == 1023 || v == last_orphan_) &&
+                            (!tx_heap_->slot_alive(holder) ||
+                             is_idle(table_->slots[holder].state.load(std::memory_order_acquire))));
     if (orphan) {
       if (attempt_ >= kUnexplainedAfter)  // T10
         corrupt_lock(v, "belongs to no live transaction and recovery did not clear it");
@@ -873,10 +427,10 @@ void Tx::backoff() {
   rng_ ^= rng_ << 17;
   unsigned e = std::min(attempt_, 10u);
   std::uint64_t spins = rng_ % (std::uint64_t{16} << e);
-  for (std::uint64_t i = 0; i < spins; ++i) __builtin_ia32_pause();
-  if (attempt_ > 4) std::this_thread::yield();
-  if (attempt_ % 16 == 15) heap_->recover();           // a lock may belong to the dead
-  if (attempt_ % 64 == 63) layer_->recover_orphans();  // ... or to a record no hook saw
+  for (std::uint64_t i = 0; i < spins; ++i) troupe::detail::cpu_relax();
+  if (attempt_ > 4) troupe::detail::Spin::yield_thread();
+  if (attempt_ % 16 == 15) heap_->recover();             // a lock may belong to the dead
+  if (attempt_ % 64 == 63) tx_heap_->recover_orphans();  // ... or to a record no hook saw
 }
 
 void Tx::commit() {
@@ -1053,8 +607,8 @@ void Tx::commit() {
     // transaction still reading one of them fails its next check; free now.
     r.state.store(seq_ << 32 | kTxFreeing, std::memory_order_release);
     for (std::size_t i = 0; i < frees_.size(); ++i)
-      layer_->free_entry(L.free_(i), frees_[i],
-                         std::find(taken_.begin(), taken_.end(), frees_[i]) != taken_.end());
+      tx_heap_->free_entry(L.free_(i), frees_[i],
+                           std::find(taken_.begin(), taken_.end(), frees_[i]) != taken_.end());
   }
   r.state.store(seq_ << 32, std::memory_order_release);
   if (irrevocable_) {

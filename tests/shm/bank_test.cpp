@@ -38,7 +38,7 @@ constexpr std::string_view kTxFaults[] = {"tx.after_some_locks", "tx.before_comm
 
 std::size_t user_bytes(Heap& h) {
   h.flush_thread_cache();
-  return h.stats().published - TxHeap::attach(h).layer_bytes();
+  return h.stats().published - TxHeap::attach(h).tx_heap_bytes();
 }
 
 // At quiescence, after recovery.

@@ -30,7 +30,7 @@ std::size_t published(Heap& h) {
 
 // Published bytes besides the layer's (its table and redo logs, which grow
 // with the largest transaction so far): root cells and objects.
-std::size_t user_bytes(Heap& h) { return published(h) - TxHeap::attach(h).layer_bytes(); }
+std::size_t user_bytes(Heap& h) { return published(h) - TxHeap::attach(h).tx_heap_bytes(); }
 
 // A container's reference count: word 3 of its block (objects.hpp, V2).
 std::uint64_t refs(Tx& tx, Offset container) { return tx.read(container + 24); }
@@ -932,13 +932,13 @@ TEST(ShmObjects, OldHandlesUnderConcurrentReplacementGiveDataOrTheTypedError) {
 // fails the transaction with bad_segment instead of retrying for ever.
 TEST(Corrupt, ForgedStripeLocksFailWithBadSegment) {
   auto heap = objects_test_heap::make_heap();
-  auto& layer = TxHeap::attach(heap);
-  Dict d = root_dict(layer, "d");
+  auto& txh = TxHeap::attach(heap);
+  Dict d = root_dict(txh, "d");
   Offset word = atomically(heap, [&](Tx& tx) {
     d.set(tx, Value(1), Value(10));
     return d.payload_word(tx, Value(1));
   });
-  auto& stripe = layer.table().stripes[troupe::shm::detail::stripe_of(word)];
+  auto& stripe = txh.table().stripes[troupe::shm::detail::stripe_of(word)];
   const std::uint64_t saved = stripe.load();
   for (std::uint64_t holder : {std::uint64_t{999}, std::uint64_t{200}}) {  // beyond the table; a slot no one holds
     stripe.store(((holder + 1) << 1) | 1);

@@ -107,8 +107,8 @@ TEST(Queue, ThreadsProduceAndConsumeEachItemOnce) {
 // holding it loses nothing for good: recovery frees the blob.
 TEST(Queue, InPlaceGetHandsTheBlobToTheTaker) {
   auto heap = objects_test_heap::make_heap();
-  auto& layer = troupe::shm::TxHeap::attach(heap);
-  auto used = [&] { return heap.stats().published - layer.layer_bytes(); };  // shared data
+  auto& txh = troupe::shm::TxHeap::attach(heap);
+  auto used = [&] { return heap.stats().published - txh.tx_heap_bytes(); };  // shared data
   Queue q = Queue::create(heap, "q", 2);
   const std::size_t empty = used();
   const std::string big(1000, 'b');

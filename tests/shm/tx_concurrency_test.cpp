@@ -193,7 +193,7 @@ TEST(ShmTxConcurrency, SharedRecordCountsStayExact) {
   Dict holders = root_dict(l, "holders", 64);
   constexpr int kPool = 8, kHolders = 32;
   h.flush_thread_cache();
-  const std::size_t base = h.stats().published - l.layer_bytes();
+  const std::size_t base = h.stats().published - l.tx_heap_bytes();
   auto make = [](Tx& tx, int n) {
     Record r = new_record(tx, {"name", "hits"});
     r.set(tx, "name", std::string(24 + n % 40, static_cast<char>('a' + n % 26)));
@@ -251,7 +251,7 @@ TEST(ShmTxConcurrency, SharedRecordCountsStayExact) {
     for (int j = 0; j < kHolders; ++j) holders.erase(tx, j);
   });
   h.flush_thread_cache();
-  EXPECT_EQ(h.stats().published - l.layer_bytes(), base) << "leaked bytes";
+  EXPECT_EQ(h.stats().published - l.tx_heap_bytes(), base) << "leaked bytes";
   EXPECT_EQ(l.stuck_locks(), 0u);
   EXPECT_EQ(l.busy_records(), 0u);
   for (auto& p : h.verify()) ADD_FAILURE() << p;
@@ -284,7 +284,7 @@ TEST(ShmTxConcurrency, ReadersRaceImmediateFreesAndReuse) {
   constexpr long kKeys = 8;
   Dict d = root_dict(l, "d", 16);
   h.flush_thread_cache();
-  const std::size_t base = h.stats().published - l.layer_bytes();
+  const std::size_t base = h.stats().published - l.tx_heap_bytes();
   auto record = [](Tx& tx, long k, std::size_t len) {
     Record r = new_record(tx, {"a long field name", "label"});
     r.set(tx, "a long field name", static_cast<long long>(len));
@@ -393,7 +393,7 @@ TEST(ShmTxConcurrency, ReadersRaceImmediateFreesAndReuse) {
     set_root(tx, "list", Value());
   });
   h.flush_thread_cache();
-  EXPECT_EQ(h.stats().published - l.layer_bytes(), base + 16) << "leaked bytes (the root cell: 16)";
+  EXPECT_EQ(h.stats().published - l.tx_heap_bytes(), base + 16) << "leaked bytes (the root cell: 16)";
   EXPECT_EQ(l.stuck_locks(), 0u);
   EXPECT_EQ(l.busy_records(), 0u);
   for (auto& p : h.verify()) ADD_FAILURE() << p;

@@ -23,7 +23,7 @@ inline constexpr std::size_t kCacheLine = 64;
 
 inline void cpu_relax() noexcept {
 #if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
+  asm volatile("pause" ::: "memory");
 #elif defined(__aarch64__)
   asm volatile("yield" ::: "memory");
 #endif

@@ -7,40 +7,40 @@
 // that made them, V2), named roots holding a Value, and the reference counts
 // and stamps of containers (V2).
 //
-// Encoding of a value in shared memory: a *slot* of two words {tag, payload}.
+// Encoding of a value in shared memory: a *cell* of two words {tag, payload}.
 //   tag = kind | (inline length + 1) << 8   (inline strings/bytes of <= 8 bytes)
 //   payload = the bool/int64/double bits, the inline bytes, or the Offset of
-//   the value's block: blob {len, bytes} for strings/bytes, {n, n slots} for
+//   the value's block: blob {len, bytes} for strings/bytes, {n, n cells} for
 //   tuples (whose items may be containers: each such item is a reference),
 //   and the container blocks below, whose word 3 is the reference count and
 //   whose stamp word (V2) is a random non-zero value chosen at creation.
-//   list   {len, cap, items, refs, stamp, 0}   items = cap slots
+//   list   {len, cap, items, refs, stamp, 0}   items = cap cells
 //   dict   {count, nbuckets, buckets, refs, stamp, 0}   buckets = nbuckets
-//          entry offsets; entry {next, hash, key slot, value slot} (chained
+//          entry offsets; entry {next, hash, key cell, value cell} (chained
 //          hashing)
-//   record {schema, nfields, stamp, refs, nfields slots}   schema = tuple of
+//   record {schema, nfields, stamp, refs, nfields cells}   schema = tuple of
 //          field names
 // Invariants:
-//   V1. Every mutable word (container fields, slots, links) is read and
+//   V1. Every mutable word (container fields, cells, links) is read and
 //       written only through Tx (T1 of tx.hpp). Blobs, tuples and a record's
 //       schema and field count are immutable after their transaction
 //       commits: they are written with atomic stores before it (T9) and
 //       peeked afterwards, each use after Tx::settled() (T8), since their
 //       block may be freed and reused under a reader (a container a tuple
 //       holds is not immutable: only its offset in the tuple is).
-//   V2. Blobs and tuples have exactly one owner (the slot or tuple item
+//   V2. Blobs and tuples have exactly one owner (the cell or tuple item
 //       that holds them): storing a value copies strings, bytes and tuples,
 //       and overwriting or removing it retires its copy. Lists, dicts and
 //       records are shared and reference-counted: a container's refs word
-//       counts the slots, tuple items and roots in shared memory that name
+//       counts the cells, tuple items and roots in shared memory that name
 //       it. Storing it anywhere adds one; overwriting, erasing, popping or
-//       clearing a slot, or retiring a tuple that names it, drops one. The
+//       clearing a cell, or retiring a tuple that names it, drops one. The
 //       count is an ordinary word of the transaction's write set, so an
 //       abort or retry rolls it back and a killed process's transaction
 //       changes it wholly or not at all (X3 of tx_layout.hpp). A container
 //       whose count is zero when its transaction commits (dropped to zero,
 //       or created and never stored) is retired then (T7 of tx.hpp): its
-//       slots drop their references in turn, and its blocks are freed when
+//       cells drop their references in turn, and its blocks are freed when
 //       that transaction commits, after their stripes are bumped (X5 of
 //       tx_layout.hpp): a transaction still reading them fails its next
 //       check, so nobody waits for readers.
@@ -51,7 +51,7 @@
 //       Every container gets a fresh random non-zero stamp when it is created
 //       (never written again while it lives; zeroed in the transaction that
 //       retires it), and a handle copies it when it is made (decoded from a
-//       slot, a tuple item or a root, or returned by new_*). Every handle
+//       cell, a tuple item or a root, or returned by new_*). Every handle
 //       method, and storing a handle anywhere, first reads the stamp word
 //       through Tx::read (validated, and in the read set: a free of the
 //       container after that aborts the transaction at its next check, and
@@ -71,13 +71,13 @@
 //       checked: they are valid only while the container lives.
 //       Cycles (a.append(b); b.append(a), or a.append(a)) keep their counts
 //       above zero and are never freed once unreachable, as in Python
-//       without its cycle collector: break them (clear a slot) before
+//       without its cycle collector: break them (clear a cell) before
 //       dropping the last outside reference.
 //   V3. Dict keys are int (bigint too), bool, string, bytes or tuples of those; the hash of
 //       a key depends only on its value, so every process finds it.
-//   V4. A slot's tag word is written only together with its payload word, in
+//   V4. A cell's tag word is written only together with its payload word, in
 //       the same transaction: whoever holds the payload word's stripe (a
-//       single-word atomic operation, tx.hpp) sees the slot's kind fixed.
+//       single-word atomic operation, tx.hpp) sees the cell's kind fixed.
 #pragma once
 
 #include <cstdint>
@@ -250,10 +250,10 @@ Record new_record(Tx& tx, std::initializer_list<std::string_view> fields);
 Record new_record(Tx& tx, const std::vector<std::string>& fields);
 
 // Named roots: the heap's root `name` names a published cell holding a Value
-// slot (created on first use, never freed). Reading an absent root gives none.
+// cell (created on first use, never freed). Reading an absent root gives none.
 Value get_root(Tx& tx, std::string_view name);
 void set_root(Tx& tx, std::string_view name, const Value& v);
 // The dict at root `name`, created (with `buckets`) if the root is none.
-Dict root_dict(TxHeap& layer, std::string_view name, std::size_t buckets = 16);
+Dict root_dict(TxHeap& txh, std::string_view name, std::size_t buckets = 16);
 
 }  // namespace troupe::shm

@@ -1,7 +1,7 @@
 // troupe/shm/tx.hpp: transactions over words of a shared heap, from many
 // threads and processes, that survive any of them being killed.
 //
-// Owns: troupe::shm::TxHeap (the transaction layer attached to a Heap in this
+// Owns: troupe::shm::TxHeap (the transaction table attached to a Heap in this
 // process), troupe::shm::Tx (one running transaction), atomically(), and the
 // single-word atomic operations that need no transaction.
 //
@@ -106,7 +106,7 @@
 //       read it is dead. So it is freed exactly once, by its taker or by
 //       recovery.
 //
-// Every process that changes objects must attach the layer (TxHeap::attach)
+// Every process that changes objects must attach the TxHeap (TxHeap::attach)
 // right after opening the heap: attaching installs the recovery hook that
 // finishes a dead slot's transaction. Heap::open recovers dead slots before a
 // hook can be installed; a record such a recovery skipped is finished later
@@ -114,7 +114,7 @@
 // aborting, or by recover_orphans()), exactly for the state of its shared
 // words, but a block caught between publish() and the log's next word may
 // then leak. A process that reaps a dead worker should therefore call
-// heap.recover() (with the layer attached) before starting the next one.
+// heap.recover() (with the TxHeap attached) before starting the next one.
 #pragma once
 
 #include <atomic>
@@ -147,7 +147,7 @@ struct TxStats {
 
 class Tx;
 
-// One thread's statistics for one layer: written only by that thread (a
+// One thread's statistics for one TxHeap: written only by that thread (a
 // load and a store, no shared read-modify-write per transaction), summed by
 // TxHeap::stats().
 struct TxCounters {
@@ -160,22 +160,22 @@ struct TxCounters {
 
 class TxHeap {
  public:
-  // The layer for this heap in this process (created and its hook installed on
+  // The TxHeap of this heap in this process (created and its hook installed on
   // first call; the shared table is created by the first process).
   static TxHeap& attach(Heap& heap);
-  // Forget the layer of this heap (call before closing the Heap).
+  // Forget the TxHeap of this heap (call before closing the Heap).
   static void detach(Heap& heap);
 
   Heap& heap() const { return *heap_; }
   detail::TxTable& table() const { return *table_; }
 
-  // Single-word atomic operations on an int value (`word` is its slot's
+  // Single-word atomic operations on an int value (`word` is its cell's
   // payload word: payload_word() in objects.hpp), no transaction needed
   // (linearizable with transactions: they lock the word's stripe and publish
   // a new version). The word must stay allocated while they run (e.g. a
   // record field). Anything but an int value there: Error(invalid_argument).
-  // Called inside a transaction on this layer they are part of it (commit,
-  // roll back and retry with it); inside one on another layer they throw.
+  // Called inside a transaction on this TxHeap they are part of it (commit,
+  // roll back and retry with it); inside one on another TxHeap they throw.
   std::int64_t fetch_add(Offset word, std::int64_t delta);
   std::uint64_t exchange(Offset word, std::uint64_t value);
   std::uint64_t load(Offset word);  // a consistent single-word read
@@ -195,9 +195,9 @@ class TxHeap {
   // Log entries recoveries without the hook left unsettled (each may be one
   // leaked block; see X6 of tx_layout.hpp).
   std::uint64_t unsettled() const { return table_->unsettled.load(); }
-  // Published bytes the layer itself holds (its table and the slots' redo
+  // Published bytes the TxHeap itself holds (its table and the slots' redo
   // logs), for leak accounting at quiescence.
-  std::size_t layer_bytes() const;
+  std::size_t tx_heap_bytes() const;
 
   explicit TxHeap(Heap& heap);
   std::uint64_t serial() const { return serial_; }
@@ -289,13 +289,13 @@ class Tx {
   void collect_at_commit(Offset block, std::uint64_t arg, Collector collect);
 
   Heap& heap() const { return *heap_; }
-  TxHeap& layer() const { return *layer_; }
+  TxHeap& tx_heap() const { return *tx_heap_; }
   std::uint64_t read_version() const { return rv_; }
   bool read_only() const { return writes_.empty(); }
   unsigned attempt() const { return attempt_; }
 
   // ---- driven by atomically() ----
-  explicit Tx(TxHeap& layer);
+  explicit Tx(TxHeap& txh);
   void begin();
   void commit();
   void rollback();  // after an abort or a user exception
@@ -309,7 +309,7 @@ class Tx {
     std::uint64_t value;
   };
   [[noreturn]] void conflict();
-  // Every word the layer reads or writes is 8-aligned and not null; an
+  // Every word a transaction reads or writes is 8-aligned and not null; an
   // offset that is not came from corrupt memory (T10: bad_segment, not
   // undefined behaviour).
   void check_aligned(Offset word) const {
@@ -318,9 +318,9 @@ class Tx {
   }
   [[noreturn]] void misaligned(Offset word) const;
   [[noreturn]] void corrupt_lock(std::uint64_t v, const char* why);  // T10
-  static constexpr unsigned kUnexplainedAfter = 256;                  // T10
-  static constexpr unsigned kGiveUpAfter = 1024;                      // T10
-  std::uint64_t last_orphan_ = 0;  // T10: a lock value an earlier attempt found orphaned
+  static constexpr unsigned kUnexplainedAfter = 256;                 // T10
+  static constexpr unsigned kGiveUpAfter = 1024;                     // T10
+  std::uint64_t last_orphan_ = 0;           // T10: a lock value an earlier attempt found orphaned
   bool extend(std::uint64_t seen_version);  // X8: moves rv_ forward or fails
   void wait_unlocked(const std::atomic<std::uint64_t>& lk);
   void lock_freed_blocks();  // X5: adds the frees' stripes to lock_order_
@@ -329,7 +329,7 @@ class Tx {
   void release_locks(std::size_t n, std::uint64_t version_word, bool restore);
   void take_irrevocable();
 
-  TxHeap* layer_;
+  TxHeap* tx_heap_;
   Heap* heap_;
   detail::TxTable* table_;
   std::shared_ptr<TxCounters> counters_;  // this thread's (statistics)
@@ -380,26 +380,26 @@ inline void fresh_block_fence() {
   std::atomic_thread_fence(std::memory_order_release);  // a compiler barrier on x86
 #endif
 }
-Tx& thread_tx(TxHeap& layer);  // this thread's Tx for layer (reset for a new transaction)
+Tx& thread_tx(TxHeap& txh);  // this thread's Tx for txh (reset for a new transaction)
 }  // namespace detail
 
 // Runs f(tx) as one transaction: all of its writes become visible at once or
 // none does. Retries f on conflict (f must have no effects outside tx but
 // idempotent local ones); a user exception aborts and propagates. Nested
 // calls on the same thread join the outer transaction; a nested call on
-// another heap's layer throws Error (it could not commit with the outer one).
+// another heap's TxHeap throws Error (it could not commit with the outer one).
 template <class F>
-auto atomically(TxHeap& layer, F&& f) -> decltype(f(std::declval<Tx&>())) {
+auto atomically(TxHeap& txh, F&& f) -> decltype(f(std::declval<Tx&>())) {
   using R = decltype(f(std::declval<Tx&>()));
   if (Tx* outer = detail::current_tx()) {
-    if (&outer->layer() != &layer)
-      throw Error(Errc::invalid_argument, "atomically() on heap '" + layer.heap().name() +
+    if (&outer->tx_heap() != &txh)
+      throw Error(Errc::invalid_argument, "atomically() on heap '" + txh.heap().name() +
                                               "' inside a transaction of heap '" +
                                               outer->heap().name() +
                                               "': transactions cannot span heaps");
     return f(*outer);
   }
-  Tx& tx = detail::thread_tx(layer);  // reused: its buffers keep their capacity
+  Tx& tx = detail::thread_tx(txh);  // reused: its buffers keep their capacity
   for (;;) {
     tx.begin();
     detail::current_tx() = &tx;

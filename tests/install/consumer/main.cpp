@@ -28,12 +28,12 @@ int main(int argc, char** argv) {
 
   namespace shm = troupe::shm;
   shm::Heap heap = shm::Heap::create();
-  shm::TxHeap& layer = shm::TxHeap::attach(heap);
-  shm::Dict d = shm::root_dict(layer, "d", 16);
-  shm::atomically(layer, [&](shm::Tx& tx) { d.add(tx, shm::Value("k"), 5); });
+  shm::TxHeap& txh = shm::TxHeap::attach(heap);
+  shm::Dict d = shm::root_dict(txh, "d", 16);
+  shm::atomically(txh, [&](shm::Tx& tx) { d.add(tx, shm::Value("k"), 5); });
   auto q = shm::Queue::create(heap, "q", 4);
   q.try_put(shm::Value(7));
-  long from_shm = shm::atomically(layer, [&](shm::Tx& tx) { return d.get_int(tx, shm::Value("k")); }) +
+  long from_shm = shm::atomically(txh, [&](shm::Tx& tx) { return d.get_int(tx, shm::Value("k")); }) +
                   q.try_get()->as_int();
 
   troupe::exec::Executor ex;

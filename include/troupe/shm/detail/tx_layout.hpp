@@ -176,10 +176,10 @@ struct TxTable {
   alignas(128) std::atomic<std::uint64_t> stripes[kStripes];
 };
 
-// The tag word of an int value's slot (objects.hpp: {tag, payload}, tag =
+// The tag word of an int value's cell (objects.hpp: {tag, payload}, tag =
 // Kind::integer); the single-word atomic operations change only words whose
 // preceding word holds it.
-inline constexpr std::uint64_t kIntSlotTag = 2;
+inline constexpr std::uint64_t kIntCellTag = 2;
 
 inline constexpr std::uint64_t kEntryPublishing = 1;
 inline constexpr std::uint64_t kEntryPublished = 2;

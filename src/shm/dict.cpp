@@ -1,0 +1,167 @@
+// src/shm/dict.cpp: Dict, a chained hash table in shared memory:
+// {count, nbuckets, buckets, refs, stamp}, entries {next, hash, key cell,
+// value cell}, rechained into 4x the buckets when it holds twice as many
+// entries. Keeps V1-V3 (objects.hpp: keys hashable, never containers).
+#include <fmt/format.h>
+
+#include <vector>
+
+#include "shm/objects_private.hpp"
+#include "troupe/shm/objects.hpp"
+
+namespace troupe::shm {
+
+using namespace detail;
+
+namespace {
+
+bool key_equals(Tx& tx, Offset cell_at, const Value& key) {
+  if (auto s = encode_inline(key))
+    return tx.read(cell_at) == s->tag && tx.read(cell_at + 8) == s->payload;
+  Cell s = read_cell(tx, cell_at);
+  if (kind_of(s.tag) != key.kind() || inline_len_plus1(s.tag) != 0) return false;
+  return decode(tx, s) == key;
+}
+
+}  // namespace
+
+// ---- Dict: {count, nbuckets, buckets, refs, stamp}, entry {next, hash, key, value} ------
+
+Dict new_dict(Tx& tx, std::size_t buckets) {
+  std::size_t nb = 1;
+  while (nb < buckets) nb *= 2;
+  Offset b = tx.allocate(kHeaderBytes);
+  Offset bk = tx.allocate(8 * nb);
+  put_zeros(tx.heap().ptr<std::uint64_t>(bk), nb);  // private (X6), T9
+  return Dict(b, init_header(tx, Kind::dict, b, nb, bk));
+}
+
+std::size_t Dict::size(Tx& tx) const {
+  live(tx);
+  return tx.read(off_);
+}
+
+Offset Dict::find(Tx& tx, const Value& key, std::uint64_t h, Offset* link) const {
+  std::uint64_t nb = tx.read(off_ + 8);
+  Offset at = tx.read(off_ + 16) + 8 * (h & (nb - 1));
+  for (Offset e = tx.read(at); e; e = tx.read(at)) {
+    if (tx.read(e + 8) == h && key_equals(tx, e + 16, key)) {
+      if (link) *link = at;
+      return e;
+    }
+    at = e;  // the entry's next word
+  }
+  if (link) *link = at;
+  return null_offset;
+}
+
+std::optional<Value> Dict::get(Tx& tx, const Value& key) const {
+  live(tx);
+  Offset e = find(tx, key, key.hash(), nullptr);
+  if (!e) return std::nullopt;
+  return decode(tx, read_cell(tx, e + 32));
+}
+
+bool Dict::contains(Tx& tx, const Value& key) const {
+  live(tx);
+  return find(tx, key, key.hash(), nullptr) != null_offset;
+}
+
+std::int64_t Dict::get_int(Tx& tx, const Value& key, std::int64_t otherwise) const {
+  live(tx);
+  Offset e = find(tx, key, key.hash(), nullptr);
+  if (!e) return otherwise;
+  return decode(tx, read_cell(tx, e + 32)).as_int();
+}
+
+Offset Dict::payload_word(Tx& tx, const Value& key) const {
+  live(tx);
+  Offset e = find(tx, key, key.hash(), nullptr);
+  return e ? e + 40 : null_offset;
+}
+
+void Dict::set(Tx& tx, const Value& key, const Value& v) const {
+  live(tx);
+  std::uint64_t h = key.hash();
+  Offset link = 0;
+  if (Offset e = find(tx, key, h, &link)) {
+    store_cell(tx, e + 32, v);  // V2
+    return;
+  }
+  Cell fresh = encode(tx, v);  // V2
+  Offset e = tx.allocate(48);
+  auto* p = tx.heap().ptr<std::uint64_t>(e);  // private until commit (X6), T9
+  put(p, 0);
+  put(p + 1, h);
+  encode_into(tx, p + 2, key);  // V3: hashable, so no container to count
+  put(p + 4, fresh.tag);
+  put(p + 5, fresh.payload);
+  tx.write(link, e);
+  std::uint64_t count = tx.read(off_) + 1;
+  tx.write(off_, count);
+  std::uint64_t nb = tx.read(off_ + 8);
+  if (count > 2 * nb) {  // grow: rechain every entry into 4x the buckets
+    std::uint64_t nb2 = nb * 4;
+    Offset old = tx.read(off_ + 16);
+    std::vector<Offset> heads(nb2, 0);
+    for (std::uint64_t i = 0; i < nb; ++i)
+      for (Offset x = tx.read(old + 8 * i); x;) {
+        Offset next = tx.read(x);
+        std::uint64_t b = tx.read(x + 8) & (nb2 - 1);
+        tx.write(x, heads[b]);
+        heads[b] = x;
+        x = next;
+      }
+    Offset fresh = tx.allocate(8 * nb2);
+    auto* q = tx.heap().ptr<std::uint64_t>(fresh);  // private (X6), T9
+    for (std::uint64_t i = 0; i < nb2; ++i) put(q + i, heads[i]);
+    tx.write(off_ + 8, nb2);
+    tx.write(off_ + 16, fresh);
+    tx.retire(old);
+  }
+}
+
+std::int64_t Dict::add(Tx& tx, const Value& key, std::int64_t delta) const {
+  live(tx);
+  Offset e = find(tx, key, key.hash(), nullptr);
+  if (!e) {
+    set(tx, key, Value(static_cast<long long>(delta)));
+    return delta;
+  }
+  if (kind_of(tx.read(e + 32)) != Kind::integer)
+    throw Error(Errc::invalid_argument, fmt::format("dict value of {} is not an int", key.repr()));
+  auto v = static_cast<std::int64_t>(tx.read(e + 40)) + delta;
+  tx.write(e + 40, static_cast<std::uint64_t>(v));
+  return v;
+}
+
+bool Dict::erase(Tx& tx, const Value& key) const {
+  live(tx);
+  Offset link = 0;
+  Offset e = find(tx, key, key.hash(), &link);
+  if (!e) return false;
+  tx.write(link, tx.read(e));
+  retire_cell(tx, read_cell(tx, e + 16));
+  retire_cell(tx, read_cell(tx, e + 32));
+  tx.retire(e);
+  tx.write(off_, tx.read(off_) - 1);
+  return true;
+}
+
+void Dict::for_each(Tx& tx,
+                    const std::function<void(const Value& key, const Value& value)>& f) const {
+  live(tx);
+  std::uint64_t nb = tx.read(off_ + 8);
+  Offset buckets = tx.read(off_ + 16);
+  for (std::uint64_t i = 0; i < nb; ++i)
+    for (Offset e = tx.read(buckets + 8 * i); e; e = tx.read(e))
+      f(decode(tx, read_cell(tx, e + 16)), decode(tx, read_cell(tx, e + 32)));
+}
+
+std::vector<Value> Dict::keys(Tx& tx) const {
+  live(tx);
+  std::vector<Value> out;
+  for_each(tx, [&](const Value& k, const Value&) { out.push_back(k); });
+  return out;
+}
+}  // namespace troupe::shm
