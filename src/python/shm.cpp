@@ -8,15 +8,15 @@
 // every function here keeps.
 //
 // Invariants:
-//   H1. A conflict met inside a Python transaction body unwinds through the
+//   PH1. A conflict met inside a Python transaction body unwinds through the
 //       Python code as troupe.shm._Conflict (a BaseException, so `except
 //       Exception` does not swallow it) and becomes TxConflict again at the
 //       body's edge, where the C++ loop retries the body.
-//   H2. A transaction that waits for another (a lock, the irrevocable token)
+//   PH2. A transaction that waits for another (a lock, the irrevocable token)
 //       releases the GIL while it yields (tx.hpp TxWaitHook): the one it waits
 //       for may be another thread of this process that needs the GIL to
 //       finish.
-//   H3. Handles (Dict, List, Record in Python) hold the HeapBox, so the heap
+//   PH3. Handles (Dict, List, Record in Python) hold the HeapBox, so the heap
 //       stays mapped while any handle lives; a handle whose container was
 //       freed raises troupe.shm.StaleHandle (Errc::not_found), never another
 //       container's data (objects.hpp V2).
@@ -48,7 +48,7 @@ using shm::null_offset;
 
 namespace {
 
-// One open heap, shared by its Python object and every handle into it (H3).
+// One open heap, shared by its Python object and every handle into it (PH3).
 struct HeapBox {
   shm::Heap heap;
   shm::TxHeap* txh = nullptr;
@@ -64,7 +64,7 @@ using Box = std::shared_ptr<HeapBox>;
 
 // Set by the package; leaked on purpose (a static nb::object would be
 // released after the interpreter is gone).
-nb::object& conflict_type = *new nb::object();  // troupe._errors._Conflict (H1)
+nb::object& conflict_type = *new nb::object();  // troupe._errors._Conflict (PH1)
 nb::object& factories = *new nb::object();      // (make_dict, make_list, make_record)
 
 // pickle.dumps / pickle.loads, looked up once (leaked like the others).
@@ -77,7 +77,7 @@ nb::object& pickle_loads() {
   return f;
 }
 
-// H2
+// PH2
 void yield_without_gil() {
   if (PyGILState_Check()) {
     Py_BEGIN_ALLOW_THREADS std::this_thread::yield();
@@ -88,7 +88,7 @@ void yield_without_gil() {
 }
 
 // Runs f(tx) as a transaction on this thread (joining the Python body's, if
-// any); a TxConflict that escapes to Python code is H1's _Conflict.
+// any); a TxConflict that escapes to Python code is PH1's _Conflict.
 template <class F>
 auto run(HeapBox& h, F&& f) {
   return shm::atomically(*h.txh, std::forward<F>(f));
@@ -241,7 +241,7 @@ std::size_t index_of(Tx& tx, shm::List l, long long i) {
 
 // A block of the heap exposed through the buffer protocol (memoryview,
 // numpy.frombuffer) without a copy. The Python object holds the HeapBox, so
-// the mapping outlives every view (H3). The block is freed when the owner
+// the mapping outlives every view (PH3). The block is freed when the owner
 // (the object heap.buffer() returned in the allocating process) is
 // collected: every memoryview or numpy array made from it references it, so
 // none can outlive the block. Copies unpickled in other processes never free.
@@ -294,7 +294,7 @@ nb::object queue_item(const Box& box, const Value& v) {
 }  // namespace
 
 void bind_shm(nb::module_& m) {
-  shm::detail::set_tx_wait_hook(&yield_without_gil);  // H2
+  shm::detail::set_tx_wait_hook(&yield_without_gil);  // PH2
 
   nb::class_<HeapBox>(m, "HeapBox", nb::is_weak_referenceable())
       .def_prop_ro("name", [](HeapBox& h) { return h.heap.name(); })
@@ -330,13 +330,13 @@ void bind_shm(nb::module_& m) {
   });
   m.def("shm_remove", [](std::string name) { shm::Heap::remove(name); });
 
-  // H1: runs fn() as one transaction, again on conflict.
+  // PH1: runs fn() as one transaction, again on conflict.
   m.def("shm_atomically", [](Box box, nb::callable fn) -> nb::object {
     return run(*box, [&](Tx&) -> nb::object {
       try {
         return fn();
       } catch (nb::python_error& e) {
-        if (e.matches(conflict_type)) throw shm::TxConflict{};  // H1: the loop retries
+        if (e.matches(conflict_type)) throw shm::TxConflict{};  // PH1: the loop retries
         throw;
       }
     });

@@ -9,14 +9,14 @@
 // refilled by claiming half a cache of tag-0 blocks from the slot's current
 // superblock, eight owner bytes per compare-exchange (the owner bytes double
 // as the superblock's free bitmap, so "free" and "claimed" are one atomic
-// transition, I1 of layout.hpp). A full cache releases half its blocks with
+// transition, L1 of layout.hpp). A full cache releases half its blocks with
 // one fetch_and each. No lists link free blocks, so nothing can be torn by a
-// kill: recovery only rewrites tags (I2). Page runs: a first-fit scan of the
+// kill: recovery only rewrites tags (L2). Page runs: a first-fit scan of the
 // page map claims pages one compare-exchange at a time (kPending, tagged),
-// then writes the head and the tails (I4). There is no allocator-wide lock:
-// superblocks are held by one slot at a time (I3), pages and blocks are
+// then writes the head and the tails (L4). There is no allocator-wide lock:
+// superblocks are held by one slot at a time (L3), pages and blocks are
 // claimed by CAS.
-// Invariants (besides layout.hpp's I1-I6):
+// Invariants (besides layout.hpp's L1-L6):
 //   A1. A slot's cache holds only blocks tagged with that slot, at most
 //       cache_cap(cls) of them, all of class cls.
 //   A2. Superblock fields other than nfree/owner are read only after an
@@ -113,13 +113,13 @@ std::uint64_t claim_pages(HeapState& st, std::uint64_t n, std::uint64_t align, s
       for (; k < n; ++k) {
         std::uint64_t zero = 0;
         // Acquire: pairs with the release store of 0 by the page's last
-        // owner, so its writes to the page happen before ours (I4).
+        // owner, so its writes to the page happen before ours (L4).
         if (!pm[i + k].compare_exchange_strong(zero, pm_pending(tag), std::memory_order_acquire,
                                                std::memory_order_relaxed))
           break;
       }
       if (k < n) {
-        // Lost a race: give back what we took (we are responsible, I1).
+        // Lost a race: give back what we took (we are responsible, L1).
         for (std::uint64_t m = 0; m < k; ++m) pm[i + m].store(0, std::memory_order_release);
         i = (i + k + 1 + align - 1) / align * align;
         continue;
@@ -196,18 +196,18 @@ std::uint64_t alloc_pages(HeapState& st, std::uint64_t n, std::uint64_t align, s
   }
 }
 
-// Turns claimed kPending(tag) pages into a large run owned by tag (I4: head
+// Turns claimed kPending(tag) pages into a large run owned by tag (L4: head
 // first, then tails).
 void build_run(HeapState& st, std::uint64_t p, std::uint64_t n, std::uint8_t tag) {
   // Release on every page-map store: a recoverer must see these steps in
-  // program order (I4), and the final zeroes publish the pages' contents.
+  // program order (L4), and the final zeroes publish the pages' contents.
   st.pagemap[p].store(pm_large(tag, n), std::memory_order_release);
   fault_point("alloc.large.after_head");
   for (std::uint64_t k = 1; k < n; ++k) st.pagemap[p + k].store(kTail, std::memory_order_release);
 }
 
 // Dismantles a large run whose head carries `tag` (our responsibility):
-// tails back to kPending(tag), then the head, then everything to 0 (I4).
+// tails back to kPending(tag), then the head, then everything to 0 (L4).
 void free_run(HeapState& st, std::uint64_t p, std::uint8_t tag) {
   auto* pm = st.pagemap;
   std::uint64_t n = pm_len(pm[p].load(std::memory_order_relaxed));
@@ -247,13 +247,13 @@ std::uint64_t new_superblock(HeapState& st, unsigned cls, std::uint8_t tag) {
   for (std::uint32_t w = 0; w < (n + 7) / 8; ++w) sb->owner[w].store(0, std::memory_order_relaxed);
   fault_point("alloc.sb.after_init");
   // Release: the fields above are visible to whoever reads the SB head (A2).
-  // We are its holder from the start (I3).
+  // We are its holder from the start (L3).
   st.pagemap[p].store(pm_sb(cls, tag), std::memory_order_release);
   return p;
 }
 
 // Finds a superblock of class cls with no holder and (by its hint) free
-// blocks, and becomes its holder (I3).
+// blocks, and becomes its holder (L3).
 std::uint64_t adopt_superblock(HeapState& st, unsigned cls, std::uint8_t tag) {
   std::uint64_t end = committed_pages(st) / kSbPages * kSbPages;
   if (end == 0) return kNone;
@@ -271,7 +271,7 @@ std::uint64_t adopt_superblock(HeapState& st, unsigned cls, std::uint8_t tag) {
       // creator's release of the head (A2).
       if (st.pagemap[i].compare_exchange_strong(w, pm_sb(cls, tag), std::memory_order_acquire,
                                                 std::memory_order_relaxed)) {
-        // Ours now, so the superblock cannot be retired under us (I3).
+        // Ours now, so the superblock cannot be retired under us (L3).
         // Relaxed: nfree is a hint.
         if (st.sb_at(i)->nfree.load(std::memory_order_relaxed) > 0) {
           st.hdr->class_cursor[cls].store(i, std::memory_order_relaxed);  // hint
@@ -311,7 +311,7 @@ unsigned claim_blocks(HeapState& st, std::uint64_t p, Slot& slot, unsigned cls, 
     }
     if (k > 0) {
       // Acquire: pairs with the release fetch_and of whoever freed these
-      // blocks, so their last writes happen before ours (I1).
+      // blocks, so their last writes happen before ours (L1).
       if (!sb->owner[i].compare_exchange_weak(w, desired, std::memory_order_acquire,
                                               std::memory_order_relaxed))
         continue;  // reread the same word
@@ -365,7 +365,7 @@ void flush_half(HeapState& st, Slot& slot, unsigned cls, bool all) {
     std::uint32_t idx =
         static_cast<std::uint32_t>(((rel - p * kPageSize - sb->first) * sb->reciprocal) >> 32);
     // nfree first: after the tag is 0 the superblock may be retired and its
-    // memory reused, so we must not touch it any more (I3). Relaxed: a hint.
+    // memory reused, so we must not touch it any more (L3). Relaxed: a hint.
     sb->nfree.fetch_add(1, std::memory_order_relaxed);
     // Release: our writes to the block happen before the next claimer's.
     sb->owner[idx >> 3].fetch_and(~(std::uint64_t{0xff} << (8 * (idx & 7))),
@@ -489,7 +489,7 @@ void free_block(HeapState& st, Offset off) {
   Superblock* sb = at.sb;
   auto& word = sb->owner[at.idx >> 3];
   const unsigned b = at.idx & 7;
-  // Relaxed: if the tag is ours, we wrote it on this thread (I1).
+  // Relaxed: if the tag is ours, we wrote it on this thread (L1).
   std::uint8_t v = byte_at(word.load(std::memory_order_relaxed), b);
   if (v != tag) {
     if (v == 0) bad_block(st, off, "already free (double free)");
@@ -572,7 +572,7 @@ std::size_t retire_empty(HeapState& st, std::uint8_t tag, bool exact) {
     std::uint64_t h = st.pagemap[p].load(std::memory_order_relaxed);
     if (!pm_is_sb(h) || pm_tag(h) != 0) continue;
     const unsigned cls = pm_class(h);
-    // Acquire: pairs with the last holder's release detach (I3) and A2.
+    // Acquire: pairs with the last holder's release detach (L3) and A2.
     if (!st.pagemap[p].compare_exchange_strong(h, pm_sb(cls, tag), std::memory_order_acquire,
                                                std::memory_order_relaxed))
       continue;
@@ -608,11 +608,11 @@ std::size_t retire_empty(HeapState& st, std::uint8_t tag, bool exact) {
       continue;
     }
     fault_point("retire.after_claim");
-    // Every block is ours: the superblock becomes a plain run of ours (I4).
+    // Every block is ours: the superblock becomes a plain run of ours (L4).
     st.pagemap[p].store(pm_large(tag, kSbPages), std::memory_order_release);
-    // I6: after the head stops saying SB, before the pages can be reused.
+    // L6: after the head stops saying SB, before the pages can be reused.
     // Release: a recoverer whose acquire load sees the new epoch sees the
-    // head above. A crash right here leaks nothing (the run is ours, I2) and
+    // head above. A crash right here leaks nothing (the run is ours, L2) and
     // a missed increment is harmless: the pages are not freed yet.
     st.hdr->retire_epoch.fetch_add(1, std::memory_order_release);
     free_run(st, p, tag);
@@ -627,13 +627,13 @@ void recover_tags(HeapState& st, const TagSet& dead, RecoveryReport& rep) {
   auto* pm = st.pagemap;
   bool faulted = false;
   for (std::uint64_t i = 0; i < end;) {
-    // Acquire: I6, the epoch before the head; the head: A2.
+    // Acquire: L6, the epoch before the head; the head: A2.
     const std::uint32_t epoch = st.hdr->retire_epoch.load(std::memory_order_acquire);
     std::uint64_t w = pm[i].load(std::memory_order_acquire);
     switch (pm_kind(w)) {
       case kPending:
         if (dead[pm_tag(w)]) {
-          pm[i].store(0, std::memory_order_release);  // I2; release as in free_run
+          pm[i].store(0, std::memory_order_release);  // L2; release as in free_run
           ++rep.pages_freed;
         }
         ++i;
@@ -648,14 +648,14 @@ void recover_tags(HeapState& st, const TagSet& dead, RecoveryReport& rep) {
           i += n;
         } else {
           // We do not hold this superblock (its holder may be live, and we
-          // may have no slot): another slot may retire it (I3) and its pages
+          // may have no slot): another slot may retire it (L3) and its pages
           // become someone's data while we read it. So the size comes from
           // the head, not the superblock, and each owner word with a dead
-          // tag is checked against the epoch before we write it (I6). If the
+          // tag is checked against the epoch before we write it (L6). If the
           // epoch is unchanged, the word was read while the pages were a
           // superblock, and then its dead bytes are real; a superblock with
           // a dead-tagged block cannot be retired (a retire claims every
-          // word from 0, and only we change a dead tag, I1), so it is still
+          // word from 0, and only we change a dead tag, L1), so it is still
           // one when the fetch_and below lands. (A value the word took after
           // the pages were freed would be later than the increment, which
           // the acquire load of the word orders before our second epoch
@@ -670,8 +670,8 @@ void recover_tags(HeapState& st, const TagSet& dead, RecoveryReport& rep) {
           const std::uint32_t n = sb_nblocks(kClassSize[cls]), nw = (n + 7) / 8;
           bool retired = false;
           for (std::uint32_t u = 0; u < nw && !retired; ++u) {
-            // Acquire: orders the epoch load below after this one (I6). The
-            // dead slot's bytes cannot change under us (I1); others' bytes
+            // Acquire: orders the epoch load below after this one (L6). The
+            // dead slot's bytes cannot change under us (L1); others' bytes
             // are kept by the masked fetch_and.
             std::uint64_t x = sb->owner[u].load(std::memory_order_acquire);
             if (x == 0) continue;
@@ -685,7 +685,7 @@ void recover_tags(HeapState& st, const TagSet& dead, RecoveryReport& rep) {
               }
             }
             if (!mask) continue;
-            // Acquire: I6, pairs with the retirer's release increment.
+            // Acquire: L6, pairs with the retirer's release increment.
             if (st.hdr->retire_epoch.load(std::memory_order_acquire) != epoch) {
               retired = true;  // maybe retired: look at page i again
               break;
@@ -697,7 +697,7 @@ void recover_tags(HeapState& st, const TagSet& dead, RecoveryReport& rep) {
           }
           if (retired) continue;  // the for loop: page i, fresh epoch and head
           std::uint8_t h = pm_tag(w);
-          if (h != 0 && dead[h])  // a dead holder: nobody else writes this word now (I3)
+          if (h != 0 && dead[h])  // a dead holder: nobody else writes this word now (L3)
             pm[i].compare_exchange_strong(w, pm_sb(pm_class(w)), std::memory_order_release,
                                           std::memory_order_relaxed);
           if (!faulted) {

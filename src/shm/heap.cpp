@@ -4,7 +4,7 @@
 // process slots slots.cpp's. Keeps H1 (heap.hpp) where offsets come in:
 // ptr_slow maps only committed offsets, and the block calls reach the
 // allocator, which rejects any other; a dead holder's root lock is released
-// by recovery (I2 of layout.hpp), which RootLock runs while it waits.
+// by recovery (L2 of layout.hpp), which RootLock runs while it waits.
 #include <fcntl.h>
 #include <fmt/format.h>
 
@@ -62,7 +62,7 @@ struct RootLock {
     std::uint32_t stuck = 0;  // checks in a row that saw an impossible holder
     for (int spins = 0;; ++spins) {
       std::uint32_t seen = 0;
-      // Acquire/release: a lock; recovery releases a dead holder's (I2).
+      // Acquire/release: a lock; recovery releases a dead holder's (L2).
       if (st.hdr->root_lock.compare_exchange_weak(seen, tag, std::memory_order_acquire,
                                                   std::memory_order_relaxed))
         return;

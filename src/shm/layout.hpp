@@ -13,28 +13,28 @@
 //   s + 1        slot s: in s's cache, or allocated by s and not yet published
 //   kPublished   reachable from shared data; whoever frees it takes it back
 // Invariants:
-//   I1. A tag changes from 0 only by a compare-exchange (a claim), and from
+//   L1. A tag changes from 0 only by a compare-exchange (a claim), and from
 //       non-zero only by its responsible party (or, once that party's slot is
 //       dead, by the survivor holding the dead slot's kernel lock). So each
 //       transition is one atomic step: a process killed between any two
 //       instructions leaves every block with exactly one responsible party.
-//   I2. Recovery of dead slot s sets every tag s+1 to 0. Nothing else is
+//   L2. Recovery of dead slot s sets every tag s+1 to 0. Nothing else is
 //       needed: caches and half-done operations are described by the tags.
-//   I3. Only the holder of a superblock (tag s+1 in the holder byte of its
+//   L3. Only the holder of a superblock (tag s+1 in the holder byte of its
 //       page-map head) claims blocks from it; a superblock with holder 0 may
 //       be retired, and only by a slot that first becomes its holder and then
 //       claims every block. The holder lives in the page-map word, not in the
 //       superblock, so adopting is a CAS on a word that is never reused for
 //       anything else: a superblock retired and reused under a slow adopter
 //       makes the adopter's CAS fail instead of writing into user data.
-//   I4. A page-map word leaves 0 only by compare-exchange (kPending, tagged);
+//   L4. A page-map word leaves 0 only by compare-exchange (kPending, tagged);
 //       a run's head is written before its tails become kTail, and a run is
 //       dismantled tails-first back to kPending, so a page is never a tail of a
 //       run whose head is gone (see Heap allocator, free_run).
-//   I5. The header's layout fields are written once, before the magic, by the
+//   L5. The header's layout fields are written once, before the magic, by the
 //       creator while it holds the write lock on lock byte 0; readers check the
 //       magic, version and ABI fingerprint before trusting any other field.
-//   I6. Header::retire_epoch is incremented by every retire of a superblock
+//   L6. Header::retire_epoch is incremented by every retire of a superblock
 //       after its head stops saying SB and before its pages are freed, so a
 //       reader that does not hold a superblock (recovery) and reads the epoch,
 //       then the head, then a word, then the epoch again unchanged, read the
@@ -50,7 +50,7 @@
 namespace troupe::shm::detail {
 
 inline constexpr char kMagic[8] = {'T', 'R', 'O', 'U', 'P', 'E', 'S', 'H'};
-inline constexpr std::uint32_t kLayoutVersion = 2;  // 2: retire_epoch (I6)
+inline constexpr std::uint32_t kLayoutVersion = 2;  // 2: retire_epoch (L6)
 
 inline constexpr std::size_t kPageSize = 4096;
 inline constexpr std::size_t kPageShift = 12;
@@ -127,7 +127,7 @@ struct Superblock {
   std::uint32_t nblocks;
   std::uint32_t first;       // byte offset of block 0 inside the superblock
   std::uint64_t reciprocal;  // ceil(2^32 / block_size): index = (d * r) >> 32
-  std::uint32_t unused;      // (the holder is in the page-map head, I3)
+  std::uint32_t unused;      // (the holder is in the page-map head, L3)
   // Approximate count of tag-0 blocks: a hint for adoption and retiring, never
   // trusted for correctness (a crash between a tag change and this update
   // leaves it off by the batch). Everyone updates it with relaxed RMWs.
@@ -189,7 +189,7 @@ struct RootEntry {
 };
 
 struct Header {
-  char magic[8];  // written last at create (I5)
+  char magic[8];  // written last at create (L5)
   std::uint32_t layout_version;
   std::uint32_t header_bytes;
   std::uint64_t abi;
@@ -212,7 +212,7 @@ struct Header {
   // Tiny lock for creating/removing roots: 0 or slot+1; recovery releases a
   // dead holder's. Not used by the allocator.
   std::atomic<std::uint32_t> root_lock;
-  // I6. Incremented (release RMW) by whoever retires a superblock; read by
+  // L6. Incremented (release RMW) by whoever retires a superblock; read by
   // recovery to notice a retire under it. Wraps: 2^32 retires do not fit in
   // one recovery's look at one owner word.
   std::atomic<std::uint32_t> retire_epoch;

@@ -2,7 +2,7 @@
 // by fd), check its header, map it, close it (the last process removes the
 // name), remove it by name, and find or remove stale segments; the kernel lock
 // bytes on the file. Keeps S2 and S3 (below), P1 (heap_state.hpp: the
-// mapping) and I5 (layout.hpp: openers wait until the creator wrote the magic).
+// mapping) and L5 (layout.hpp: openers wait until the creator wrote the magic).
 //
 // Liveness. Lock bytes on the segment file, taken with fcntl F_OFD_SETLK
 // (open-file-description locks: the kernel drops them when the last fd of the
@@ -68,7 +68,7 @@ T field(const unsigned char* buf, std::size_t off) {
 #define TROUPE_FIELD(buf, T, member) field<T>(buf, offsetof(Header, member))
 
 // Checks a header read with pread (never through a mapping, so a truncated
-// file cannot SIGBUS us). Throws the error that names what is wrong (I5).
+// file cannot SIGBUS us). Throws the error that names what is wrong (L5).
 void validate_header(const unsigned char* buf, std::uint64_t file_size, const std::string& name) {
   if (std::memcmp(buf, kMagic, sizeof kMagic) != 0) {
     bool zero = true;
@@ -341,7 +341,7 @@ Heap Heap::create(const CreateOptions& o) {
   std::unique_ptr<HeapState> st;
   try {
     ::fchmod(fd, 0600);         // exactly 0600, whatever the umask did
-    lock_wait(fd, 0, F_WRLCK);  // I5: openers wait until the magic is written
+    lock_wait(fd, 0, F_WRLCK);  // L5: openers wait until the magic is written
     Geometry g = geometry(o.slots, max_size);
     int r = ::posix_fallocate(fd, 0, static_cast<off_t>(g.data_off + initial));
     if (r != 0)
@@ -366,7 +366,7 @@ Heap Heap::create(const CreateOptions& o) {
     h->max_pages = g.max_pages;
     h->create_time = static_cast<std::uint64_t>(::time(nullptr));
     // Relaxed: the segment is private to us until the magic is written and
-    // the write lock released (I5); the lock orders these for openers.
+    // the write lock released (L5); the lock orders these for openers.
     h->committed_pages.store(initial / kPageSize, std::memory_order_relaxed);
     h->attached.store(1, std::memory_order_relaxed);
     h->flags.store(o.keep ? std::uint32_t{kFlagKeep} : 0u, std::memory_order_relaxed);

@@ -34,7 +34,7 @@ std::atomic<detail::TxWaitHook> wait_hook{nullptr};
 
 void detail::relax(unsigned n) {
   if (n < 8) {
-    troupe::detail::Spin::backoff(n);  // 2^n pauses (I2 of platform.hpp)
+    troupe::detail::Spin::backoff(n);  // 2^n pauses (PF2 of platform.hpp)
   } else if (detail::TxWaitHook h = wait_hook.load(std::memory_order_relaxed)) {
     h();  // e.g. the Python package: yields with the GIL released
   } else {

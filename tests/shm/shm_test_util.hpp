@@ -6,8 +6,8 @@
 //   allocate -> write id into the block -> entry {id,size} -> ALLOCATING
 //   -> publish -> LIVE;   LIVE -> check id -> FREEING -> free -> EMPTY.
 // Invariants:
-//   T1. A LIVE entry's block is published and starts with the entry's id.
-//   T2. A block is named by at most one non-EMPTY entry whose id it carries.
+//   TU1. A LIVE entry's block is published and starts with the entry's id.
+//   TU2. A block is named by at most one non-EMPTY entry whose id it carries.
 // After a worker dies its entries are reconciled by the parent: a block that
 // is published and carries the entry's id is the entry's (the parent frees
 // it); anything else was never published or already freed.
@@ -60,7 +60,7 @@ struct Entry {
 
 struct Table {
   std::atomic<std::uint64_t> stop;        // parent: 1 = workers finish and close
-  std::atomic<std::uint64_t> violations;  // anyone: T1/T2 broken
+  std::atomic<std::uint64_t> violations;  // anyone: TU1/TU2 broken
   std::atomic<std::uint64_t> ops[kWorkers];
   Entry e[kWorkers][kThreads][kEntries];
 };
