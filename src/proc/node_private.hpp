@@ -50,6 +50,13 @@
 //   N6. Bookkeeping is bounded by live work: dead_ keeps the last kDeadKept
 //       workers that hosted objects (only a handle names a worker later);
 //       a worker's unstarted_ holds only calls received and not yet started.
+//   N9. Placement (proc::Placement) applies to spawns for "any worker": a
+//       group's actors go to the worker groups_ names while it lives and is
+//       not retiring (else where spread would put them, and groups_ is
+//       updated at assignment, under mu_, so two spawns of a group queued
+//       together land together); a fresh one goes only to a worker hosting no
+//       actor, or waits for a new one, and fails at once when this program's
+//       budget is all workers that host actors (it could wait for ever).
 //   W1. A worker with one thread (the default) runs every call, and every
 //       behaviour of the actors it hosts, on the thread that receives them.
 //   N7. Every message between root and worker goes through the worker's
@@ -170,6 +177,7 @@ struct PendingEntry {
   std::uint32_t worker = 0;
   Clock::time_point deadline = Clock::time_point::max();
   bool spawns_object = false;
+  PlacementRule placement;  // a spawn's (N9)
 };
 
 class Node;
@@ -226,7 +234,9 @@ class Node {
   // and retiring (N3-N6).
   std::uint64_t dispatch(detail::OutCall&& call, std::unique_ptr<PendingBase> p,
                          bool expect = false);
-  std::shared_ptr<WorkerRec> ready_worker_locked(bool spawns);
+  std::shared_ptr<WorkerRec> ready_worker_locked(bool spawns, const PlacementRule& rule);
+  std::shared_ptr<WorkerRec> place_locked(bool spawns, const PlacementRule& rule, bool& start_new);
+  bool fresh_impossible_locked() const;
   static bool busy(const WorkerRec& w, bool spawns);
   bool may_spawn_locked() const;
   void assign_locked(PendingEntry& e, WorkerRec& w);
@@ -267,6 +277,7 @@ class Node {
   std::map<std::uint32_t, std::shared_ptr<WorkerRec>> workers_;
   std::unordered_map<std::uint64_t, PendingEntry> pending_;
   std::map<std::uint32_t, std::string> dead_;  // N6: the last kDeadKept, by worker id
+  std::map<std::string, std::uint32_t> groups_;  // N9: placement group -> its worker
   static constexpr std::size_t kDeadKept = 256;
   std::deque<Waiting> waiting_;                        // N5
   std::unordered_map<std::uint64_t, bool> unstarted_;  // W2: call id -> cancelled

@@ -33,6 +33,14 @@ std::string describe_status(int status) {
   return "ended";
 }
 
+// N9: a fresh placement that could only wait for ever.
+Error no_fresh_worker(const std::string& call, std::size_t budget) {
+  return Error(Errc::invalid_argument,
+               fmt::format("{}: Placement::fresh: each of this program's {} workers (its budget) "
+                           "hosts actors",
+                           call, budget));
+}
+
 }  // namespace
 
 // Sends the call to a worker now, or queues it for the IO thread (N4, N5).
@@ -65,7 +73,13 @@ std::uint64_t Node::dispatch(detail::OutCall&& call, std::unique_ptr<PendingBase
     }
     w = it->second;
   } else if (waiting_.empty()) {  // N5: first come, first served
-    w = ready_worker_locked(call.name.rfind("new ", 0) == 0);
+    const bool spawns = call.name.rfind("new ", 0) == 0;
+    w = ready_worker_locked(spawns, call.placement);
+    if (!w && spawns && call.placement.kind == PlacementRule::fresh && fresh_impossible_locked()) {
+      lock.unlock();  // N9
+      p->fail(std::make_exception_ptr(no_fresh_worker(call.name, opts_.budget)));
+      return 0;
+    }
   }
   Waiting q;
   if (!w) {
@@ -88,6 +102,7 @@ std::uint64_t Node::dispatch(detail::OutCall&& call, std::unique_ptr<PendingBase
   PendingEntry e;
   e.p = std::move(p);
   e.spawns_object = call.name.rfind("new ", 0) == 0;
+  e.placement = std::move(call.placement);
   if (call.timeout.count() > 0) {
     e.deadline = Clock::now() + call.timeout;
     deadlines_++;
@@ -114,10 +129,45 @@ std::uint64_t Node::dispatch(detail::OutCall&& call, std::unique_ptr<PendingBase
 // busy), or none is usable yet (N5). `spawns`: the call creates an actor,
 // and actors spread over the budget: one goes next to another only when no
 // new worker can start.
-std::shared_ptr<WorkerRec> Node::ready_worker_locked(bool spawns) {
+std::shared_ptr<WorkerRec> Node::ready_worker_locked(bool spawns, const PlacementRule& rule) {
+  bool start_new = false;
+  std::shared_ptr<WorkerRec> w = place_locked(spawns, rule, start_new);
+  return start_new ? nullptr : w;
+}
+
+// Where a call for "any worker" would go now (N9 for spawns), and whether a
+// new worker should be started for it instead (`start_new`; the program is
+// under its budget and the candidate is busy, or there is none).
+std::shared_ptr<WorkerRec> Node::place_locked(bool spawns, const PlacementRule& rule,
+                                              bool& start_new) {
+  if (spawns && rule.kind == PlacementRule::in_group) {
+    if (auto it = groups_.find(rule.group); it != groups_.end()) {
+      auto wit = workers_.find(it->second);
+      if (wit != workers_.end() && !wit->second->retiring) {
+        start_new = false;
+        return wit->second;
+      }
+      groups_.erase(it);  // its worker is gone: the group starts anew
+    }
+  }
+  if (spawns && rule.kind == PlacementRule::fresh) {
+    std::shared_ptr<WorkerRec> best;
+    for (auto& [id, w] : workers_)
+      if (!w->retiring && w->objects == 0 && (!best || w->outstanding < best->outstanding)) best = w;
+    start_new = (!best || best->outstanding > 0) && may_spawn_locked();
+    return best;
+  }
   std::shared_ptr<WorkerRec> w = pick_locked(spawns);
-  if (w && busy(*w, spawns) && may_spawn_locked()) return nullptr;
+  start_new = (!w || busy(*w, spawns)) && may_spawn_locked();
   return w;
+}
+
+// N9: no worker free of actors, and none can be added.
+bool Node::fresh_impossible_locked() const {
+  if (workers_.size() < opts_.budget) return false;
+  for (auto& [id, w] : workers_)
+    if (w->retiring || w->objects == 0) return false;
+  return true;
 }
 
 bool Node::busy(const WorkerRec& w, bool spawns) {
@@ -134,6 +184,8 @@ bool Node::may_spawn_locked() const {
 void Node::assign_locked(PendingEntry& e, WorkerRec& w) {
   e.worker = w.id;
   if (e.spawns_object) w.objects++;
+  if (e.spawns_object && e.placement.kind == PlacementRule::in_group)
+    groups_[e.placement.group] = w.id;  // N9
   w.outstanding++;
   w.last_used = Clock::now();
 }
@@ -160,8 +212,20 @@ void Node::drain_waiting() {
     if (waiting_.empty()) return;
     auto front = pending_.find(waiting_.front().id);
     bool spawns = front != pending_.end() && front->second.spawns_object;
-    std::shared_ptr<WorkerRec> w = pick_locked(spawns);
-    if ((!w || busy(*w, spawns)) && may_spawn_locked()) {
+    const PlacementRule rule = front != pending_.end() ? front->second.placement : PlacementRule{};
+    bool start_new = false;
+    std::shared_ptr<WorkerRec> w = place_locked(spawns, rule, start_new);
+    if (!w && spawns && rule.kind == PlacementRule::fresh && fresh_impossible_locked()) {
+      // N9: it would wait for ever; fail it (the others may go on).
+      auto p = std::move(front->second.p);
+      forget_deadline_locked(front->second);
+      pending_.erase(front);
+      waiting_.pop_front();
+      lock.unlock();
+      p->fail(std::make_exception_ptr(no_fresh_worker(p->name, opts_.budget)));
+      continue;
+    }
+    if (start_new) {
       try {
         if (auto fresh = spawn_locked())
           w = std::move(fresh);

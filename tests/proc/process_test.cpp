@@ -339,7 +339,7 @@ TEST(Process, NestedSubmissionsStayWithinBudget) {
 
 TEST(Process, BadCallsAreRejectedAndTheWorkerKeepsServing) {
   // An unknown name.
-  auto unknown = proc::detail::send_call<int>(0, 0, "fn no_such_function", {}, 1);
+  auto unknown = proc::detail::send_call<int>(0, 0, "fn no_such_function", {}, {}, 1);
   try {
     unknown.get();
     FAIL();
@@ -349,9 +349,9 @@ TEST(Process, BadCallsAreRejectedAndTheWorkerKeepsServing) {
   }
   // Arguments of the wrong type and count.
   std::string add_name = proc::detail::FunctionEntry<&add>::name();
-  auto wrong = proc::detail::send_call<int>(0, 0, add_name, {}, std::string("x"), 2);
+  auto wrong = proc::detail::send_call<int>(0, 0, add_name, {}, {}, std::string("x"), 2);
   EXPECT_THROW(wrong.get(), Error);
-  auto short_args = proc::detail::send_call<int>(0, 0, add_name, {}, 2);
+  auto short_args = proc::detail::send_call<int>(0, 0, add_name, {}, {}, 2);
   EXPECT_THROW(short_args.get(), Error);
   // A forged actor handle.
   auto c = proc::spawn<Counter>(0L).get();
@@ -363,7 +363,7 @@ TEST(Process, BadCallsAreRejectedAndTheWorkerKeepsServing) {
     EXPECT_EQ(e.code(), Errc::bad_message);
   }
   // A result of the wrong type for the caller.
-  auto mistyped = proc::detail::send_call<std::string>(0, 0, add_name, {}, 1, 2);
+  auto mistyped = proc::detail::send_call<std::string>(0, 0, add_name, {}, {}, 1, 2);
   EXPECT_THROW(mistyped.get(), Error);
   EXPECT_EQ(proc::call<&add>(20, 22).get(), 42);
   EXPECT_EQ(c.call<&Counter::add>(3L).get(), 3);

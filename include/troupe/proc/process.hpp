@@ -33,6 +33,7 @@
 #pragma once
 
 #include <sys/types.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <cstdint>
@@ -123,6 +124,40 @@ class CancelToken {
     std::atomic<bool> cancelled{false};
   };
   std::shared_ptr<State> state_;
+};
+
+// Where proc::spawn_with puts an actor (spawn: spread).
+class Placement {
+ public:
+  // The default: a worker hosting the fewest actors, a new one while the
+  // budget allows, so that actors of one program share no process (and no
+  // core) until the budget is spent.
+  static Placement spread() { return Placement(detail::PlacementRule::spread, {}, 0); }
+  // A worker that hosts no other actor (an idle one, or a new one). Fails at
+  // once (Errc::invalid_argument) when every worker this program may run
+  // hosts actors.
+  static Placement fresh() { return Placement(detail::PlacementRule::fresh, {}, 0); }
+  // Actors of one group share a worker: the first goes where spread() would,
+  // the others join it (anew if it has died).
+  static Placement group(std::string name) {
+    if (name.empty()) throw Error(Errc::invalid_argument, "Placement::group needs a name");
+    return Placement(detail::PlacementRule::in_group, std::move(name), 0);
+  }
+  // In the worker of `other` (Errc::worker_lost if it is gone).
+  template <class A>
+  static Placement next_to(const A& other) {
+    if (other.worker() == 0) throw Error(Errc::invalid_argument, "Placement::next_to an empty handle");
+    return Placement(detail::PlacementRule::spread, {}, other.worker());
+  }
+
+  const detail::PlacementRule& rule() const noexcept { return rule_; }
+  std::uint32_t worker() const noexcept { return worker_; }
+
+ private:
+  Placement(detail::PlacementRule::Kind k, std::string g, std::uint32_t w)
+      : rule_{k, std::move(g)}, worker_(w) {}
+  detail::PlacementRule rule_;
+  std::uint32_t worker_ = 0;  // next_to
 };
 
 struct CallOptions {
@@ -243,7 +278,7 @@ void invoke_new(const msgpack::object& args, std::uint64_t, std::uint64_t id) {
           std::apply([](auto&&... a) { return make_actor<T>(std::move(a)...); }, std::move(*t));
       std::uint64_t object =
           add_object(type_name<T>(), std::make_shared<Actor<T>>(std::move(actor)));
-      return std::make_tuple(self_worker_id(), object);
+      return std::make_tuple(self_worker_id(), object, static_cast<std::int32_t>(::getpid()));
     });
   });
 }
@@ -315,13 +350,15 @@ void PendingCall<R>::complete(Message& m) {
   res.set_exception(std::move(err));
 }
 
-// Packs [worker, object, name, args...] and submits it.
+// Packs [worker, object, name, args...] and submits it; a spawn says where
+// (`placement`, for worker 0).
 template <class R, class... A>
 Promise<R> send_call(std::uint32_t worker, std::uint64_t object, std::string name,
-                     const CallOptions& opt, A&&... args) {
+                     const CallOptions& opt, PlacementRule placement, A&&... args) {
   auto [promise, resolver] = make_promise<R>();
   OutCall call;
   call.worker = worker;
+  call.placement = std::move(placement);
   call.name = name;
   call.timeout = opt.timeout;
   {
@@ -378,8 +415,8 @@ template <class T>
 class RemoteActor {
  public:
   RemoteActor() = default;
-  RemoteActor(std::uint32_t worker, std::uint64_t object, bool owning)
-      : worker_(worker), object_(object) {
+  RemoteActor(std::uint32_t worker, std::uint64_t object, bool owning, pid_t pid = 0)
+      : worker_(worker), object_(object), pid_(pid) {
     if (owning) owner_ = std::make_shared<detail::RemoteOwner>(worker, object);
   }
 
@@ -393,43 +430,55 @@ class RemoteActor {
     static_assert(std::is_same_v<typename Tr::cls, T>, "method of another type");
     (void)detail::MethodEntry<M>::registered;  // PS1
     using R = std::decay_t<typename Tr::result>;
-    return detail::send_call<R>(worker_, object_, detail::MethodEntry<M>::name(), opt,
+    return detail::send_call<R>(worker_, object_, detail::MethodEntry<M>::name(), opt, {},
                                 std::forward<A>(args)...);
   }
 
   std::uint32_t worker() const noexcept { return worker_; }
   std::uint64_t object() const noexcept { return object_; }
+  // The process the actor lives in (0 for a default-constructed handle).
+  pid_t pid() const noexcept { return pid_; }
 
   template <class Packer>
   void msgpack_pack(Packer& pk) const {
-    pk.pack_array(2);
+    pk.pack_array(3);
     pk.pack(worker_);
     pk.pack(object_);
+    pk.pack(static_cast<std::int32_t>(pid_));
   }
   void msgpack_unpack(const msgpack::object& o) {
-    if (o.type != msgpack::type::ARRAY || o.via.array.size != 2) throw msgpack::type_error();
+    if (o.type != msgpack::type::ARRAY || o.via.array.size != 3) throw msgpack::type_error();
     worker_ = o.via.array.ptr[0].as<std::uint32_t>();
     object_ = o.via.array.ptr[1].as<std::uint64_t>();
+    pid_ = o.via.array.ptr[2].as<std::int32_t>();
     owner_.reset();
   }
 
  private:
   std::uint32_t worker_ = 0;
   std::uint64_t object_ = 0;
+  pid_t pid_ = 0;
   std::shared_ptr<detail::RemoteOwner> owner_;  // PS2 (root only)
 };
 
-// Creates a T in a worker from args; the promise gives its handle.
+// Creates a T in a worker from args, placed by `where`; the promise gives
+// its handle.
 template <class T, class... A>
-Promise<RemoteActor<T>> spawn(A&&... args) {
+Promise<RemoteActor<T>> spawn_with(const Placement& where, A&&... args) {
   using Entry = detail::NewEntry<T, std::decay_t<A>...>;
   (void)Entry::registered;  // PS1
-  auto raw = detail::send_call<std::tuple<std::uint32_t, std::uint64_t>>(
-      0, 0, Entry::name(), CallOptions{}, std::forward<A>(args)...);
+  using Id = std::tuple<std::uint32_t, std::uint64_t, std::int32_t>;
+  auto raw = detail::send_call<Id>(where.worker(), 0, Entry::name(), CallOptions{}, where.rule(),
+                                   std::forward<A>(args)...);
   bool owning = !is_worker();
-  return raw.then([owning](const std::tuple<std::uint32_t, std::uint64_t>& id) {
-    return RemoteActor<T>(std::get<0>(id), std::get<1>(id), owning);
+  return raw.then([owning](const Id& id) {
+    return RemoteActor<T>(std::get<0>(id), std::get<1>(id), owning, std::get<2>(id));
   });
+}
+// The same, spread (Placement::spread()).
+template <class T, class... A>
+Promise<RemoteActor<T>> spawn(A&&... args) {
+  return spawn_with<T>(Placement::spread(), std::forward<A>(args)...);
 }
 
 // Runs the free function F in a worker (an isolated call).
@@ -438,7 +487,7 @@ auto call_with(const CallOptions& opt, A&&... args) {
   using Tr = detail::fn_traits<decltype(F)>;
   (void)detail::FunctionEntry<F>::registered;  // PS1
   using R = std::decay_t<typename Tr::result>;
-  return detail::send_call<R>(0, 0, detail::FunctionEntry<F>::name(), opt,
+  return detail::send_call<R>(0, 0, detail::FunctionEntry<F>::name(), opt, {},
                               std::forward<A>(args)...);
 }
 template <auto F, class... A>

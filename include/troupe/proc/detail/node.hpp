@@ -36,8 +36,15 @@ struct PendingBase {
   std::string name;                             // what was called, for messages
 };
 
+// Where a spawned actor goes (proc::Placement; the root applies it).
+struct PlacementRule {
+  enum Kind : std::uint8_t { spread, fresh, in_group } kind = spread;
+  std::string group;  // kind == in_group
+};
+
 struct OutCall {
-  std::uint32_t worker = 0;  // 0: any worker
+  std::uint32_t worker = 0;  // 0: any worker (for a spawn: by `placement`)
+  PlacementRule placement;
   std::string name;          // registered name
   std::string body;          // packed [worker, object, name, args]
   std::vector<int> fds;      // borrowed (ND2)
