@@ -78,7 +78,12 @@ void Node::shut_down() {
 
 Stats Node::stats() {
   std::lock_guard lock(mu_);
-  return stats_;
+  Stats s = stats_;
+  s.waiting = waiting_.size();
+  if (!waiting_.empty())
+    s.longest_wait = std::chrono::duration_cast<std::chrono::milliseconds>(
+        Clock::now() - waiting_.front().since);  // N5: first come, first served
+  return s;
 }
 
 detail::TableSizes Node::table_sizes() {

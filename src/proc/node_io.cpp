@@ -50,8 +50,11 @@ void Node::io_loop() {
       std::lock_guard lock(mu_);
       if (deadlines_ > 0 || !waiting_.empty())  // N5: queued calls retry the budget
         timeout_ms = 10;
-      else if (!workers_.empty())
-        timeout_ms = static_cast<int>(std::clamp<long>(opts_.idle_timeout.count() / 4, 10, 1000));
+      else if (!workers_.empty())  // idle retirement, and N10's probe for a waiting program
+        timeout_ms = static_cast<int>(std::clamp<long>(
+            std::min<long>(opts_.idle_timeout.count() / 4,
+                           std::max<long>(opts_.give_back_after.count(), 50)),
+            10, 1000));
       if (retire_all_) timeout_ms = 0;
       polled_.clear();
       for (auto& [id, w] : workers_) {

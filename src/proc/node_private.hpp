@@ -57,6 +57,15 @@
 //       together land together); a fresh one goes only to a worker hosting no
 //       actor, or waits for a new one, and fails at once when this program's
 //       budget is all workers that host actors (it could wait for ever).
+//   N10. Fairness of the machine-wide budget: while this program has calls
+//       queued because the budget file had no free slot (and its own budget
+//       has room), it holds a shared OFD lock on byte kWaitByte of the file
+//       (released when it stops waiting, or by the kernel when it dies).
+//       Another program's IO thread that has a worker idle (no call, no
+//       actor) for Options::give_back_after probes that byte (at most every
+//       50 ms) and retires that worker, so the slot goes to the waiter
+//       instead of idling until idle_timeout. A probe through our own open
+//       file description does not see our own mark.
 //   W1. A worker with one thread (the default) runs every call, and every
 //       behaviour of the actors it hosts, on the thread that receives them.
 //   N7. Every message between root and worker goes through the worker's
@@ -168,6 +177,7 @@ struct Watch {
 // A call waiting for a worker (N5): its pending entry has worker 0.
 struct Waiting {
   std::uint64_t id = 0;
+  Clock::time_point since = Clock::now();  // stats().longest_wait
   std::string body;
   std::vector<Fd> fds;  // dups, owned: the caller's were borrowed (node.hpp ND2)
 };
@@ -247,6 +257,8 @@ class Node {
   std::string lost_worker_locked(std::uint32_t worker) const;
   std::shared_ptr<WorkerRec> pick_locked(bool spawns = false);
   Fd take_budget_slot();
+  void mark_waiting_for_budget(bool on);  // N10
+  bool other_program_waits();             // N10
   std::shared_ptr<WorkerRec> spawn_locked();
   void on_exit(const std::shared_ptr<WorkerRec>& w);
   void expire_and_retire();
@@ -289,6 +301,9 @@ class Node {
   bool initialized_ = false;            // init() was called (mu_)
   std::atomic<bool> shut_{false};       // shutdown() was called: nothing is dispatched
   Clock::time_point next_spawn_try_{};  // back-off after the budget file said no
+  Fd budget_probe_;                      // N10: our mark of waiting, and the probe for others'
+  bool marked_waiting_ = false;          // N10: IO thread only
+  Clock::time_point next_probe_{};       // N10: IO thread only
   Stats stats_;
   std::unique_ptr<detail::Channel> parent_;         // worker mode (N7)
   std::vector<std::shared_ptr<WorkerRec>> polled_;  // IO thread only: io_loop's snapshot

@@ -98,6 +98,7 @@ std::uint64_t Node::dispatch(detail::OutCall&& call, std::unique_ptr<PendingBase
       q.fds.emplace_back(d);
     }
   }
+  if (call.timeout.count() == 0) call.timeout = opts_.call_timeout;  // Options::call_timeout
   std::uint64_t id = next_call_++;
   PendingEntry e;
   e.p = std::move(p);
@@ -209,7 +210,10 @@ void Node::send_call(const WorkerRec& w, std::uint64_t id, std::string_view body
 void Node::drain_waiting() {
   for (;;) {
     std::unique_lock lock(mu_);
-    if (waiting_.empty()) return;
+    if (waiting_.empty()) {
+      mark_waiting_for_budget(false);  // N10
+      return;
+    }
     auto front = pending_.find(waiting_.front().id);
     bool spawns = front != pending_.end() && front->second.spawns_object;
     const PlacementRule rule = front != pending_.end() ? front->second.placement : PlacementRule{};
@@ -227,10 +231,12 @@ void Node::drain_waiting() {
     }
     if (start_new) {
       try {
-        if (auto fresh = spawn_locked())
+        if (auto fresh = spawn_locked()) {
           w = std::move(fresh);
-        else
+        } else {
           next_spawn_try_ = Clock::now() + std::chrono::milliseconds(20);
+          if (!w) mark_waiting_for_budget(true);  // N10: another program holds the slots
+        }
       } catch (const Error& err) {
         next_spawn_try_ = Clock::now() + std::chrono::milliseconds(20);
         if (!w) {
@@ -293,6 +299,40 @@ std::shared_ptr<WorkerRec> Node::pick_locked(bool spawns) {
     if (!best || key(*w) < key(*best)) best = w;
   }
   return best;
+}
+
+// N10: the byte of the budget file that waiting programs lock shared (far
+// beyond any slot byte).
+constexpr off_t kWaitByte = off_t{1} << 20;
+
+void Node::mark_waiting_for_budget(bool on) {
+  if (on == marked_waiting_) return;
+  if (!budget_probe_) {
+    budget_probe_ = Fd(::open(opts_.budget_file.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+    if (!budget_probe_) return;  // the slots' own open reports the cause
+  }
+  struct flock fl {};
+  fl.l_type = on ? F_RDLCK : F_UNLCK;
+  fl.l_whence = SEEK_SET;
+  fl.l_start = kWaitByte;
+  fl.l_len = 1;
+  if (::fcntl(budget_probe_.get(), F_OFD_SETLK, &fl) == 0) marked_waiting_ = on;
+}
+
+bool Node::other_program_waits() {
+  auto now = Clock::now();
+  if (now < next_probe_) return false;
+  next_probe_ = now + std::chrono::milliseconds(50);
+  if (!budget_probe_) {
+    budget_probe_ = Fd(::open(opts_.budget_file.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+    if (!budget_probe_) return false;
+  }
+  struct flock fl {};
+  fl.l_type = F_WRLCK;  // would a writer conflict with someone's shared mark?
+  fl.l_whence = SEEK_SET;
+  fl.l_start = kWaitByte;
+  fl.l_len = 1;
+  return ::fcntl(budget_probe_.get(), F_OFD_GETLK, &fl) == 0 && fl.l_type != F_UNLCK;
 }
 
 // N3: one byte lock per worker, on a descriptor of its own.
@@ -422,14 +462,23 @@ void Node::expire_and_retire() {
       for (auto& [id, e] : pending_)
         if (e.deadline <= now) expired.emplace_back(id, e.p->name);
     }
+    std::shared_ptr<WorkerRec> longest_idle;  // N10: the one to give back
     for (auto& [id, w] : workers_) {
-      if (!w->retiring && w->outstanding == 0 && w->objects == 0 &&
-          (retire_all_ || now - w->last_used >= opts_.idle_timeout)) {
+      if (w->retiring || w->outstanding != 0 || w->objects != 0) continue;
+      if (retire_all_ || now - w->last_used >= opts_.idle_timeout) {
         w->retiring = true;
         retire.push_back(w);
+      } else if (now - w->last_used >= opts_.give_back_after &&
+                 (!longest_idle || w->last_used < longest_idle->last_used)) {
+        longest_idle = w;
       }
     }
     retire_all_ = false;
+    if (longest_idle && waiting_.empty() && other_program_waits()) {
+      longest_idle->retiring = true;
+      retire.push_back(longest_idle);
+      stats_.given_back++;
+    }
   }
   for (auto& [id, name] : expired) {
     std::shared_ptr<WorkerRec> w;

@@ -65,6 +65,13 @@ struct Options {
   // `python -m troupe._worker`) names it here; that program must call init
   // first, as main does. Workers of every command share one budget.
   std::vector<std::string> worker_command;
+  // The timeout of every call and spawn this program makes whose
+  // CallOptions name none (0: none; Errc::timeout at the deadline).
+  std::chrono::milliseconds call_timeout{0};
+  // The budget is machine-wide and fair: while another troupe program waits
+  // for a slot of the budget file, a worker of this one that has been idle
+  // (no call, no actor) this long is retired, giving its slot back.
+  std::chrono::milliseconds give_back_after{100};
 };
 
 // Call first thing in main. In a worker: serves calls, then exits. In the
@@ -92,6 +99,12 @@ struct Stats {
   // N8: its own reply or, while it waits, other calls' replies from the same
   // worker) rather than by the runtime's IO thread.
   std::size_t replies_to_waiters = 0;
+  // Calls waiting now for a worker to start or free up (node_private.hpp N5),
+  // and how long the oldest of them has waited.
+  std::size_t waiting = 0;
+  std::chrono::milliseconds longest_wait{0};
+  // Idle workers retired early because another program waited for a slot.
+  std::size_t given_back = 0;
 };
 Stats stats();
 std::vector<pid_t> worker_pids();
