@@ -184,6 +184,15 @@ std::unique_ptr<HeapState> attach(int fd, std::string name, bool is_path, bool a
   std::vector<unsigned char> buf(sizeof(Header));
   for (int attempt = 0;; ++attempt) {
     lock_wait(fd, 0, F_RDLCK);
+    // The header first, then the file's size: a grower extends the file
+    // before it raises committed_pages (alloc.cpp), so a size read after
+    // the header covers what the header says, whoever grows meanwhile.
+    ssize_t got = ::pread(fd, buf.data(), buf.size(), 0);
+    if (got < 0) {
+      int e = errno;
+      ::close(fd);
+      throw errno_error(Errc::system, e, "pread");
+    }
     struct stat sb {};
     if (::fstat(fd, &sb) != 0) {
       int e = errno;
@@ -192,14 +201,9 @@ std::unique_ptr<HeapState> attach(int fd, std::string name, bool is_path, bool a
     }
     std::uint64_t size = static_cast<std::uint64_t>(sb.st_size);
     bool fresh = size == 0;
-    if (!fresh && size >= sizeof(Header)) {
-      if (::pread(fd, buf.data(), buf.size(), 0) != static_cast<ssize_t>(buf.size())) {
-        int e = errno;
-        ::close(fd);
-        throw errno_error(Errc::system, e, "pread");
-      }
-      fresh = std::all_of(buf.begin(), buf.begin() + 8, [](unsigned char c) { return c == 0; });
-    }
+    if (!fresh && size >= sizeof(Header))  // a header not yet all there: a creator at work
+      fresh = got < static_cast<ssize_t>(buf.size()) ||
+              std::all_of(buf.begin(), buf.begin() + 8, [](unsigned char c) { return c == 0; });
     // A creator between its O_EXCL open and its lock: give it a moment.
     if (fresh && attempt < 20) {
       unlock_byte(fd, 0);

@@ -3,11 +3,15 @@
 // Opens the heap, attaches the transaction layer (its recovery hook) and runs
 // run_bank (or run_churn) on each thread until the parent sets stop (or
 // max_ops each).
+#include <sys/prctl.h>
+
+#include <csignal>
 #include <thread>
 
 #include "bank_util.hpp"
 
 int main(int argc, char** argv) {
+  ::prctl(PR_SET_PDEATHSIG, SIGKILL);  // a test that fails early leaves no worker running
   if (argc < 4) return 2;
   using namespace troupe::shm;
   Heap h = Heap::open(argv[1]);

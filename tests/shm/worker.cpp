@@ -10,9 +10,11 @@
 //   grow <name> <blocks>               allocates 64 KiB blocks, root "grown"
 // Exit codes: 0 done, 2 usage, 3 error (message on stderr), 4 check failed.
 #include <fmt/format.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 #include <chrono>
+#include <csignal>
 #include <cstring>
 #include <random>
 #include <thread>
@@ -175,6 +177,7 @@ int grow(const std::string& name, int blocks) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  ::prctl(PR_SET_PDEATHSIG, SIGKILL);  // a test that fails early leaves no worker running
   if (argc < 3) return 2;
   std::string mode = argv[1];
   try {
