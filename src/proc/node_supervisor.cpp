@@ -306,11 +306,7 @@ std::shared_ptr<WorkerRec> Node::pick_locked(bool spawns) {
 constexpr off_t kWaitByte = off_t{1} << 20;
 
 void Node::mark_waiting_for_budget(bool on) {
-  if (on == marked_waiting_) return;
-  if (!budget_probe_) {
-    budget_probe_ = Fd(::open(opts_.budget_file.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
-    if (!budget_probe_) return;  // the slots' own open reports the cause
-  }
+  if (on == marked_waiting_ || !budget_probe_) return;  // no descriptor: spawn_locked reports why
   struct flock fl {};
   fl.l_type = on ? F_RDLCK : F_UNLCK;
   fl.l_whence = SEEK_SET;
@@ -323,10 +319,7 @@ bool Node::other_program_waits() {
   auto now = Clock::now();
   if (now < next_probe_) return false;
   next_probe_ = now + std::chrono::milliseconds(50);
-  if (!budget_probe_) {
-    budget_probe_ = Fd(::open(opts_.budget_file.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
-    if (!budget_probe_) return false;
-  }
+  if (!budget_probe_) return false;
   struct flock fl {};
   fl.l_type = F_WRLCK;  // would a writer conflict with someone's shared mark?
   fl.l_whence = SEEK_SET;
@@ -354,6 +347,8 @@ Fd Node::take_budget_slot() {
 // N4: the IO thread only. Throws Error naming the cause if a worker cannot
 // be started; null if the budget file has no free slot.
 std::shared_ptr<WorkerRec> Node::spawn_locked() {
+  if (!budget_probe_)  // N10's descriptor: opened once, with the first worker, kept for life
+    budget_probe_ = Fd(::open(opts_.budget_file.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
   Fd slot = take_budget_slot();
   if (!slot) return nullptr;
   int sv[2];
