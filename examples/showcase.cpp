@@ -543,6 +543,15 @@ int main(int argc, char** argv) {
   processes();
   shared_heap();
   shared_objects();
+  Stats rt = troupe::stats();
+  proc::Stats ps = proc::stats();
+  fmt::print("\n## runtime statistics (troupe::stats(), proc::stats())\n");
+  fmt::print("  pool: {} threads ran {} behaviours and tasks, {} of them stolen; "
+             "{} sleeps, {} wake-ups\n",
+             rt.threads, rt.run, rt.stolen, rt.sleeps, rt.wakes);
+  fmt::print("  worker processes: {} started, at most {} at once, {} lost; {} replies taken by "
+             "the waiting caller itself\n",
+             ps.started, ps.max_alive, ps.lost, ps.replies_to_waiters);
   troupe::shutdown();
   fmt::print("\nall done in {:.2f} s: {}\n", secs(t0), failures ? "FAILURES" : "every check passed");
   return failures ? 1 : 0;

@@ -99,11 +99,17 @@ Work* Pool::steal_any(Worker* self, bool take_next) {
   for (std::size_t i = 0; i < n; ++i) {
     Worker* v = workers_[(start + i) % n].get();
     if (v == self) continue;
-    if (Work* w = v->deque.steal()) return w;
+    if (Work* w = v->deque.steal()) {
+      self->counters.bump(self->counters.stolen);  // PL9
+      return w;
+    }
     // PL6: a next slot only late in the search. Load first so that an empty
     // slot's cache line is not written.
     if (take_next && v->next.load(std::memory_order_relaxed))
-      if (Work* w = v->next.exchange(nullptr, std::memory_order_acq_rel)) return w;
+      if (Work* w = v->next.exchange(nullptr, std::memory_order_acq_rel)) {
+        self->counters.bump(self->counters.stolen);
+        return w;
+      }
   }
   return nullptr;
 }
@@ -131,6 +137,21 @@ Work* Pool::find_work(Worker* self) {
   return found;
 }
 
+PoolStats Pool::stats() const noexcept {
+  PoolStats s;
+  s.threads = workers_.size();
+  s.queued = static_cast<std::size_t>(std::max<std::int64_t>(injection_.size_hint(), 0));
+  for (auto& w : workers_) {
+    const auto& c = w->counters;  // PL9: relaxed snapshots of each owner's counts
+    s.run += c.run.load(std::memory_order_relaxed);
+    s.stolen += c.stolen.load(std::memory_order_relaxed);
+    s.sleeps += c.sleeps.load(std::memory_order_relaxed);
+    s.wakes += c.wakes.load(std::memory_order_relaxed);
+    s.queued += w->deque.size_hint() + (w->next.load(std::memory_order_relaxed) ? 1 : 0);
+  }
+  return s;
+}
+
 bool Pool::any_work_visible() const {
   if (injection_.size_hint() > 0) return true;
   for (auto& w : workers_)
@@ -149,6 +170,7 @@ void Pool::worker_main(Worker* self) {
   set_current(this);
   for (;;) {
     if (Work* w = find_work(self)) {
+      self->counters.bump(self->counters.run);  // PL9
       w->run();
       continue;
     }
@@ -163,7 +185,9 @@ void Pool::worker_main(Worker* self) {
     }
     // PL4: count ourselves idle before sleeping; the last one in tells wait_idle.
     if (idle_.fetch_add(1, std::memory_order_seq_cst) + 1 == workers_.size()) note_idle_change();
+    self->counters.bump(self->counters.sleeps);
     sleep_.wait(key);
+    self->counters.bump(self->counters.wakes);
     idle_.fetch_sub(1, std::memory_order_seq_cst);
   }
   set_current(nullptr);
@@ -195,6 +219,7 @@ void Pool::help_until(Waiter& waiter) {
       if (!w) w = injection_.try_pop();
     }
     if (w) {
+      self->counters.bump(self->counters.run);
       ++tl_help_depth;
       w->run();
       --tl_help_depth;
@@ -215,7 +240,9 @@ void Pool::help_until(Waiter& waiter) {
       sleep.cancel();
       continue;
     }
+    self->counters.bump(self->counters.sleeps);
     sleep.wait(key);  // not idle (PL4): we are inside a task
+    self->counters.bump(self->counters.wakes);
     slept = true;
     spins = 0;
   }

@@ -125,6 +125,19 @@ bool init(const Options& options) {
 
 void wait_idle() { sched::default_scheduler().wait_idle(); }
 
+Stats stats() {
+  Stats s;
+  if (sched::g_override.load(std::memory_order_acquire)) return s;  // not the pool
+  // Under the mutex: shutdown() takes the pool out under it before it
+  // destroys it, so the pool we read lives until we are done.
+  std::lock_guard lock(sched::g_pool_mutex);
+  if (sched::g_pool) {
+    sched::PoolStats ps = sched::g_pool->stats();
+    s = Stats{ps.threads, ps.run, ps.stolen, ps.sleeps, ps.wakes, ps.queued};
+  }
+  return s;
+}
+
 void shutdown() {
   // Drain while the pool is still the default, so work that is still running
   // keeps scheduling onto it rather than starting a second pool.

@@ -46,6 +46,32 @@ TEST(Pool, RunsEveryItemAndWaitsIdle) {
   EXPECT_EQ(when(c, [](Counter& k) { return k.n; }).get(), 20000);
 }
 
+// PL9: the counters add up: every behaviour run once, none left queued,
+// every wake-up preceded by a sleep; troupe::stats() reads the default pool.
+TEST(Pool, StatsCountWhatRan) {
+  sched::Pool pool(2);
+  EXPECT_EQ(pool.stats().run, 0u);
+  std::vector<Actor<Counter>> cs;
+  for (int i = 0; i < 8; ++i) cs.push_back(make_actor_on<Counter>(pool));
+  for (int i = 0; i < 8000; ++i) when(cs[static_cast<std::size_t>(i % 8)], [](Counter& k) { k.n++; });
+  pool.wait_idle();
+  sched::PoolStats s = pool.stats();
+  EXPECT_EQ(s.threads, 2u);
+  EXPECT_EQ(s.run, 8000u);
+  EXPECT_EQ(s.queued, 0u);
+  EXPECT_LE(s.stolen, s.run);
+  EXPECT_GE(s.sleeps, s.wakes);
+  EXPECT_LE(s.sleeps, s.wakes + 2);  // at most each worker asleep now
+
+  Stats before = troupe::stats();
+  auto c = make_actor<Counter>();
+  for (int i = 0; i < 100; ++i) when(c, [](Counter& k) { k.n++; });
+  troupe::wait_idle();
+  Stats after = troupe::stats();
+  EXPECT_GE(after.run, before.run + 100);
+  EXPECT_GT(after.threads, 0u);
+}
+
 TEST(Pool, WaitIdleWaitsForCascades) {
   sched::Pool pool(2);
   std::atomic<int> leaves{0};

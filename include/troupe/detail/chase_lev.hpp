@@ -99,6 +99,11 @@ class ChaseLevDeque {
   bool empty_hint() const {
     return bottom_.load(std::memory_order_seq_cst) <= top_.load(std::memory_order_seq_cst);
   }
+  // Any thread; a hint only. Relaxed: statistics, no decision rests on it.
+  std::size_t size_hint() const noexcept {
+    std::int64_t n = bottom_.load(std::memory_order_relaxed) - top_.load(std::memory_order_relaxed);
+    return n > 0 ? static_cast<std::size_t>(n) : 0;
+  }
 
  private:
   Buffer* grow(Buffer* old, std::int64_t t, std::int64_t b) {

@@ -32,11 +32,14 @@
 //   PL8. Wake-ups for new work are never swallowed by a thread that will not
 //       take it: helpers too deep to steal (PL7) sleep on deep_sleep_, which
 //       only wake_helpers() notifies; a helper woken on sleep_ that returns to
+//   PL9. Statistics cost no shared write: each worker counts what it runs,
+//       steals and sleeps in counters only it writes; stats() sums them.
 //       its task while work is visible passes the wake-up on.
 #pragma once
 
 #include <atomic>
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <thread>
 #include <vector>
@@ -47,6 +50,16 @@
 #include "troupe/sched/scheduler.hpp"
 
 namespace troupe::sched {
+
+// What a pool has done since it started (Pool::stats; troupe::stats()).
+struct PoolStats {
+  std::size_t threads = 0;
+  std::uint64_t run = 0;     // items run (behaviours and tasks), helping waits included
+  std::uint64_t stolen = 0;  // items taken from another worker's deque or next slot
+  std::uint64_t sleeps = 0;  // times a worker (or a helping wait) went to sleep
+  std::uint64_t wakes = 0;   // ... and woke up again
+  std::size_t queued = 0;    // items waiting in the queues now (a snapshot)
+};
 
 class Pool final : public Scheduler {
  public:
@@ -61,6 +74,8 @@ class Pool final : public Scheduler {
   void wake_helpers() override;
   void wait_idle() override;
   std::size_t concurrency() const noexcept override { return workers_.size(); }
+  // PL9: counters kept by each worker for itself; a snapshot, not a barrier.
+  PoolStats stats() const noexcept;
 
   static constexpr unsigned kFairnessInterval = 61;  // PL2
   static constexpr unsigned kSpinRounds = 64;        // steal rounds before sleeping
@@ -75,6 +90,14 @@ class Pool final : public Scheduler {
     unsigned index = 0;
     unsigned tick = 0;      // owner only: items run since the last fair pick (PL2)
     std::uint64_t rng = 0;  // owner only: victim selection
+    // PL9: written by the owner only (a relaxed load and store, no RMW),
+    // read by stats(); on a line of their own, away from what thieves touch.
+    struct alignas(detail::kCacheLine) Counters {
+      std::atomic<std::uint64_t> run{0}, stolen{0}, sleeps{0}, wakes{0};
+      void bump(std::atomic<std::uint64_t>& c) noexcept {
+        c.store(c.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+      }
+    } counters;
   };
 
   void worker_main(Worker* self);
