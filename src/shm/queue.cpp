@@ -42,12 +42,12 @@ Queue::Queue(Heap& heap, std::string name, Record rec, Tx& tx)
   head_word_ = rec.payload_word(tx, "head");
   tail_word_ = rec.payload_word(tx, "tail");
   closed_word_ = rec.payload_word(tx, "closed");
-  slots_ = items_.payload_word(tx, 0) - 8;  // the first slot's tag word
+  cells_ = items_.payload_word(tx, 0) - 8;  // the first cell's tag word
 }
 
-// Q1: a slot's tag word says its kind; none is 0.
-bool Queue::slot_taken(Tx& tx, std::uint64_t n) const {
-  return (tx.read(slots_ + 16 * (n % capacity_)) & 0xff) != 0;
+// Q1: a cell's tag word says its kind; none is 0.
+bool Queue::cell_taken(Tx& tx, std::uint64_t n) const {
+  return (tx.read(cells_ + 16 * (n % capacity_)) & 0xff) != 0;
 }
 
 Queue Queue::create(Heap& heap, std::string_view name, std::size_t capacity) {
@@ -96,12 +96,12 @@ Queue Queue::open(Heap& heap, std::string_view name) {
 
 bool Queue::try_put(const Value& v) {
   if (v.is_none())
-    throw Error(Errc::invalid_argument, "a queue item cannot be none (an empty slot is, Q1)");
+    throw Error(Errc::invalid_argument, "a queue item cannot be none (an empty cell is, Q1)");
   bool put = atomically(*heap_, [&](Tx& tx) {
     if (tx.read(closed_word_) != 0)
       throw Error(Errc::shutdown, "put on queue '" + name_ + "', which is closed");
     std::uint64_t tail = tx.read(tail_word_);
-    if (slot_taken(tx, tail)) return false;  // Q1: the oldest item is still there: full
+    if (cell_taken(tx, tail)) return false;  // Q1: the oldest item is still there: full
     items_.set(tx, static_cast<std::size_t>(tail % capacity_), v);
     tx.write(tail_word_, tail + 1);
     return true;
@@ -116,10 +116,10 @@ bool Queue::try_put(const Value& v) {
 std::optional<Value> Queue::try_get() {
   auto got = atomically(*heap_, [&](Tx& tx) -> std::optional<Value> {
     std::uint64_t head = tx.read(head_word_);
-    if (!slot_taken(tx, head)) return std::nullopt;  // Q1: empty
+    if (!cell_taken(tx, head)) return std::nullopt;  // Q1: empty
     auto at = static_cast<std::size_t>(head % capacity_);
     Value v = items_.get(tx, at);
-    items_.set(tx, at, Value());  // Q1: the slot releases its value
+    items_.set(tx, at, Value());  // Q1: the cell releases its value
     tx.write(head_word_, head + 1);
     return v;
   });
@@ -137,18 +137,18 @@ std::optional<Queue::InPlace> Queue::try_get_in_place() {
                 "queue '" + name_ + "': an in-place get cannot join a larger transaction");
   auto got = atomically(*heap_, [&](Tx& tx) -> std::optional<InPlace> {
     std::uint64_t head = tx.read(head_word_);
-    if (!slot_taken(tx, head)) return std::nullopt;  // Q1: empty
-    const Offset slot = slots_ + 16 * (head % capacity_);
+    if (!cell_taken(tx, head)) return std::nullopt;  // Q1: empty
+    const Offset cell = cells_ + 16 * (head % capacity_);
     InPlace r;
-    if (tx.read(slot) == kBytesBlob) {  // Q5: empty the slot, keep its blob
-      r.block = static_cast<Offset>(tx.read(slot + 8));
-      tx.write(slot, 0);
-      tx.write(slot + 8, 0);
+    if (tx.read(cell) == kBytesBlob) {  // Q5: empty the cell, keep its blob
+      r.block = static_cast<Offset>(tx.read(cell + 8));
+      tx.write(cell, 0);
+      tx.write(cell + 8, 0);
       tx.take(r.block);
     } else {
       auto at = static_cast<std::size_t>(head % capacity_);
       r.value = items_.get(tx, at);
-      items_.set(tx, at, Value());  // Q1: the slot releases its value
+      items_.set(tx, at, Value());  // Q1: the cell releases its value
     }
     tx.write(head_word_, head + 1);
     return r;
@@ -178,7 +178,7 @@ void Queue::wait(bool for_put, std::chrono::nanoseconds at_most) {
   std::uint32_t seen = seq.load();
   bool ready = atomically(*heap_, [&](Tx& tx) {
     if (tx.read(closed_word_) != 0) return true;
-    return for_put ? !slot_taken(tx, tx.read(tail_word_)) : slot_taken(tx, tx.read(head_word_));
+    return for_put ? !cell_taken(tx, tx.read(tail_word_)) : cell_taken(tx, tx.read(head_word_));
   });
   if (ready) return;
   // Q4: the other side is often a few microseconds from its next put (get):

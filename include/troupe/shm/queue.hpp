@@ -12,17 +12,17 @@
 // took in the same transaction takes it exactly once).
 //
 // Layout: the root `name` holds a record {items, head, tail, capacity,
-// closed, sync}: items is a list of `capacity` slots used as a ring (slot
+// closed, sync}: items is a list of `capacity` cells used as a ring (cell
 // i % capacity), head and tail count gets and puts since creation, sync is
 // the offset of a published block of futex words that no transaction touches.
 //
 // Invariants:
-//   Q1. 0 <= tail - head <= capacity; the items of the queue are the slots
-//       head..tail-1 (mod capacity), oldest first; a slot outside that range
-//       holds none (a get clears the slot it took, releasing its value), and
-//       no item is none. So a put needs only tail and its slot (occupied:
-//       full) and a get only head and its slot (empty: empty): producers and
-//       consumers conflict only on a slot both want, never on head or tail.
+//   Q1. 0 <= tail - head <= capacity; the items of the queue are the cells
+//       head..tail-1 (mod capacity), oldest first; a cell outside that range
+//       holds none (a get clears the cell it took, releasing its value), and
+//       no item is none. So a put needs only tail and its cell (occupied:
+//       full) and a get only head and its cell (empty: empty): producers and
+//       consumers conflict only on a cell both want, never on head or tail.
 //   Q2. A waiter never misses an item: it reads the sequence word (puts for a
 //       getter, gets for a putter) before it tries, and sleeps on the futex
 //       only while the word still has that value; every committed put (get)
@@ -34,7 +34,7 @@
 //   Q4. A waiter watches the sequence word for up to 50 us (Spin's pacing)
 //       before it counts itself a sleeper and sleeps: an idle queue costs no
 //       CPU after that, and a busy one no system call on either side.
-//   Q5. try_get_in_place() empties the slot and takes the item's blob out of
+//   Q5. try_get_in_place() empties the cell and takes the item's blob out of
 //       the shared data in the same transaction (tx.hpp T11): the blob is
 //       the taker's from the commit on, freed exactly once, by the taker or
 //       by recovery if the taker dies.
@@ -53,7 +53,7 @@ namespace troupe::shm {
 
 class Queue {
  public:
-  // The queue at root `name`: created with `capacity` slots if absent (an
+  // The queue at root `name`: created with `capacity` cells if absent (an
   // existing queue keeps its capacity).
   static Queue create(Heap& heap, std::string_view name, std::size_t capacity);
   // The queue at root `name`; Error(not_found) if there is none.
@@ -94,7 +94,7 @@ class Queue {
  private:
   Queue(Heap& heap, std::string name, Record rec, Tx& tx);
   void notify(bool after_put);
-  bool slot_taken(Tx& tx, std::uint64_t n) const;  // the slot of item n holds one
+  bool cell_taken(Tx& tx, std::uint64_t n) const;  // the cell of item n holds one
   Heap* heap_ = nullptr;
   std::string name_;
   Record rec_;
@@ -102,10 +102,10 @@ class Queue {
   Offset sync_ = null_offset;
   // Words of the queue's record and ring, stable while the queue lives (it
   // lives as long as the heap): the payload words of head, tail and closed,
-  // and the ring's item slots (the list never grows).
+  // and the ring's item cells (the list never grows).
   List items_;
   Offset head_word_ = null_offset, tail_word_ = null_offset, closed_word_ = null_offset;
-  Offset slots_ = null_offset;
+  Offset cells_ = null_offset;
 };
 
 }  // namespace troupe::shm
