@@ -233,6 +233,7 @@ void Node::drain_waiting() {
       try {
         if (auto fresh = spawn_locked()) {
           w = std::move(fresh);
+          mark_waiting_for_budget(false);  // N10: the file gave us a slot
         } else {
           next_spawn_try_ = Clock::now() + std::chrono::milliseconds(20);
           if (!w) mark_waiting_for_budget(true);  // N10: another program holds the slots
