@@ -2,7 +2,7 @@
 // begin, read (with snapshot extension), write, peek/settled for immutable
 // words, allocate/retire/take, collect at commit, commit, rollback and
 // backoff; and the pacing of waits (relax and the embedder's wait hook).
-// Invariants T1-T11 (tx.hpp) and X1-X8 (detail/tx_layout.hpp) are cited
+// Invariants T1-T11 (tx.hpp) and X1-X9 (detail/tx_layout.hpp) are cited
 // where they are kept.
 #include "troupe/shm/tx.hpp"
 
@@ -113,7 +113,10 @@ void Tx::begin() {
       if (n % 4096 == 4095) tx_heap_->clear_stale_token();
     }
   // The snapshot (T2: a load, nothing announced; X5). Seq_cst: X8 (b, c).
-  rv_ = table_->clock.load();
+  // A first attempt starts from the last clock value this Tx saw (X9): no
+  // load of a line every commit writes; a retry loads the clock afresh.
+  rv_ = attempt_ == 0 && seen_clock_ != 0 ? seen_clock_ : table_->clock.load();
+  seen_clock_ = rv_;
   settle_tries_ = 0;
   reads_.clear();
   writes_.clear();
@@ -130,7 +133,7 @@ void Tx::begin() {
 // least any version it met (X8 P).
 void Tx::conflict() { throw TxConflict{}; }
 
-std::uint64_t Tx::read(Offset word) {
+std::uint64_t Tx::read_slow(Offset word) {
   check_aligned(word);
   if (!writes_.empty())
     if (WriteEntry* w = find_write(word)) return w->value;
@@ -228,7 +231,7 @@ bool Tx::extend(std::uint64_t seen) {
     std::uint64_t w = table_->stripes[s].load();  // seq_cst: X8 (c)
     if (is_locked(w) || version_of(w) > rv_) return false;
   }
-  rv_ = now;
+  rv_ = seen_clock_ = now;
   return true;
 }
 
@@ -526,19 +529,22 @@ void Tx::commit() {
   // commit, no separate load), so P holds long before our release.
   // Seq_cst: after our locks in the single total order (X8 c).
   const std::uint64_t wv = table_->clock.fetch_add(1) + 1;
-  // Validate the read set (always; with GV1, wv == rv + 1 would let TL2 skip
-  // it, an optimisation left out).
+  seen_clock_ = wv;  // X9: a value of the clock, written by us
+  // Validate the read set, unless wv == rv + 1 (X9): then no clock change
+  // came between our snapshot's clock load and our fetch_add, so no stripe
+  // was released above rv meanwhile and every read is still valid.
   // Seq_cst loads (plain loads on x86): X8 (b, c).
-  for (std::uint32_t s : reads_) {
-    std::uint64_t w = table_->stripes[s].load();
-    if (w == mine) {
-      auto it = std::lower_bound(lock_order_.begin(), lock_order_.end(), s);
-      std::uint64_t before = L.lock_old(it - lock_order_.begin()).load(std::memory_order_relaxed);
-      if (version_of(before) > rv_) fail();
-    } else if (is_locked(w) || version_of(w) > rv_) {
-      fail();
+  if (wv != rv_ + 1)
+    for (std::uint32_t s : reads_) {
+      std::uint64_t w = table_->stripes[s].load();
+      if (w == mine) {
+        auto it = std::lower_bound(lock_order_.begin(), lock_order_.end(), s);
+        std::uint64_t before = L.lock_old(it - lock_order_.begin()).load(std::memory_order_relaxed);
+        if (version_of(before) > rv_) fail();
+      } else if (is_locked(w) || version_of(w) > rv_) {
+        fail();
+      }
     }
-  }
   if (!irrevocable_) {
     std::uint64_t tok = table_->irrevocable.load();
     if (tok != 0 && tok != slot_ + 1u) fail();

@@ -28,7 +28,7 @@
 // commit, abort and recover with the rest of the write set; the blocks whose
 // count reached zero are collected just before the commit point (T7, deferred
 // reference counting with a zero-count table: Deutsch and Bobrow, CACM 1976).
-// Crash safety: see tx_layout.hpp (X1-X8) and TxHeap's recovery hook.
+// Crash safety: see tx_layout.hpp (X1-X9) and TxHeap's recovery hook.
 //
 // Invariants:
 //   T1. Opacity: every value Tx::read has returned belongs to the snapshot
@@ -238,7 +238,24 @@ class TxHeap {
 class Tx {
  public:
   // Reads a word (T1). Throws TxConflict when it cannot be placed at rv.
-  std::uint64_t read(Offset word);
+  // Inline: the common case (nothing written yet, the stripe unlocked and
+  // within the snapshot) is the seqlock read of Tx::read_slow without a call.
+  std::uint64_t read(Offset word) {
+    if (writes_.empty() && (word & 7) == 0 && word != null_offset) [[likely]] {
+      const std::uint64_t s = detail::stripe_of(word);
+      auto& lk = table_->stripes[s];
+      auto* p = heap_->ptr<std::uint64_t>(word);
+      // The protocol and its memory orders are read_slow's (tx.cpp).
+      const std::uint64_t v1 = lk.load();
+      const std::uint64_t val = std::atomic_ref(*p).load(std::memory_order_acquire);
+      const std::uint64_t v2 = lk.load(std::memory_order_relaxed);
+      if (v1 == v2 && !detail::is_locked(v1) && detail::version_of(v1) <= rv_) [[likely]] {
+        reads_.push_back(static_cast<std::uint32_t>(s));  // T3
+        return val;
+      }
+    }
+    return read_slow(word);
+  }
   void write(Offset word, std::uint64_t value);
 
   template <class T>
@@ -309,6 +326,7 @@ class Tx {
     std::uint64_t value;
   };
   [[noreturn]] void conflict();
+  std::uint64_t read_slow(Offset word);  // read(): a buffered write, a lock, a newer version
   // Every word a transaction reads or writes is 8-aligned and not null; an
   // offset that is not came from corrupt memory (T10: bad_segment, not
   // undefined behaviour).
@@ -336,7 +354,8 @@ class Tx {
   detail::SlotRecord* rec_ = nullptr;
   unsigned slot_ = 0;
   std::uint64_t rv_ = 0;
-  std::uint64_t seq_ = 0;  // the record's transaction count (X7)
+  std::uint64_t seen_clock_ = 0;  // the last clock value loaded or written (X9)
+  std::uint64_t seq_ = 0;         // the record's transaction count (X7)
   std::uint64_t deferred_tick_ = 0;
   unsigned attempt_ = 0;
   unsigned settle_tries_ = 0;  // extensions by settled() since the last success

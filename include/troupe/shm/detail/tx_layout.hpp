@@ -103,6 +103,21 @@
 //       itself, or a later commit could take a wv <= rv' and T would see
 //       half of it. The price of P: every commit and every single-word op
 //       writes the clock's line once (a second locked instruction in an op).
+//   X9. A snapshot may be any clock value the transaction's thread has seen,
+//       not only a fresh load: a first attempt starts from the last value its
+//       Tx loaded or wrote (its previous commit's wv, or an extension's load),
+//       so a commit-heavy thread does not load the line every commit writes;
+//       a retry loads the clock. (b) and (c) of X8 hold for any such value:
+//       the load or fetch_add that gave it lies before the transaction's
+//       stripe loads in S, which is all they use; an old snapshot only costs
+//       extensions. A commit whose fetch_add reads exactly rv (wv == rv + 1)
+//       skips validation (TL2's own shortcut): no clock change lies between
+//       the event that gave rv and that fetch_add, so no commit released a
+//       stripe of the read set in between (by (b) it would have released it
+//       above rv, after a fetch_add of its own, in between); a committer
+//       still holding such a stripe locked it after our read and takes its
+//       wv after ours, so it serialises after us (if it read a word we write,
+//       its own validation meets our lock or our version).
 #pragma once
 
 #include <atomic>
