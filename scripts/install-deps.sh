@@ -9,7 +9,7 @@ set -euo pipefail
 REQUIRED=(
   build-essential g++ cmake ninja-build pkg-config
   libfmt-dev libgtest-dev libgmock-dev libbenchmark-dev
-  libtbb-dev libboost-dev libmsgpack-cxx-dev
+  libtbb-dev libboost-dev libmsgpack-cxx-dev nlohmann-json3-dev
   clang libclang-rt-dev
   python3 python3-venv python3-dev
 )

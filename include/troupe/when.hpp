@@ -37,6 +37,7 @@
 //       no continuation list): the common fire-and-forget message is cheaper.
 #pragma once
 
+#include <algorithm>
 #include <concepts>
 #include <cstddef>
 #include <memory>
@@ -50,6 +51,7 @@
 #include "troupe/actor.hpp"
 #include "troupe/detail/small_alloc.hpp"
 #include "troupe/promise.hpp"
+#include "troupe/trace.hpp"
 
 namespace troupe {
 
@@ -181,10 +183,27 @@ struct Behaviour final : BehaviourBase, PromiseState<R>, SmallObject {
 
   Raw invoke_block() {
     // cown.hpp CW7: a wait in the block checks what this behaviour holds.
+    // trace.hpp: the behaviour's event, and the end of its acquisition.
     struct Running {
+      const BehaviourBase* self;
       const BehaviourBase* prev;
-      explicit Running(const BehaviourBase* b) : prev(std::exchange(tl_running_behaviour, b)) {}
-      ~Running() { tl_running_behaviour = prev; }
+      std::uint64_t t0 = 0;
+      explicit Running(const BehaviourBase* b)
+          : self(b), prev(std::exchange(tl_running_behaviour, b)) {
+        if (trace::on()) [[unlikely]] {
+          t0 = trace::now_ns();
+          if (b->nrequests > 1) trace::async_end("acquire", "acquire", b, t0);
+        }
+      }
+      ~Running() {
+        tl_running_behaviour = prev;
+        if (t0 != 0) [[unlikely]] {
+          const void* cowns[16];
+          std::uint32_t n = std::min<std::uint32_t>(self->nrequests, 16);
+          for (std::uint32_t i = 0; i < n; ++i) cowns[i] = self->requests[i].cown;
+          trace::behaviour(cowns, n, t0, trace::now_ns());
+        }
+      }
     } running(this);
     const WhenKey key;
     return std::apply(

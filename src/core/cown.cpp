@@ -4,11 +4,11 @@
 
 #include <fmt/core.h>
 
-#include "troupe/error.hpp"
-#include "troupe/promise.hpp"
-
 #include "troupe/detail/platform.hpp"
 #include "troupe/detail/systematic.hpp"
+#include "troupe/error.hpp"
+#include "troupe/promise.hpp"
+#include "troupe/trace.hpp"
 
 namespace troupe::detail {
 
@@ -113,6 +113,9 @@ void BehaviourBase::resolve_one() {
 }
 
 void BehaviourBase::schedule() {
+  // trace.hpp: a multi-actor behaviour's acquisition starts here.
+  if (trace::on() && nrequests > 1) [[unlikely]]
+    trace::async_begin("acquire", "acquire", this, trace::now_ns());
   // relaxed: nobody else sees this behaviour before the first swap below,
   // whose acq_rel publishes it.
   pending.store(nrequests + 1, std::memory_order_relaxed);
@@ -146,7 +149,8 @@ void BehaviourBase::schedule() {
   // because a reader passes its cown on at once and must not wait for a
   // successor that is waiting for our phase 1.
   for (std::uint32_t i = 0; i < nrequests; ++i)
-    if (requests[i].free_at_enqueue) grant(&requests[i], /*from_writer=*/false);  // readers may be left
+    if (requests[i].free_at_enqueue)
+      grant(&requests[i], /*from_writer=*/false);  // readers may be left
   // The end of phase 1.
   resolve_one();
 }
@@ -188,8 +192,8 @@ void refuse_wait_on_held(const BehaviourBase& running, const PromiseBase* p) {
          s = s->next.load(std::memory_order_acquire)) {
       const BehaviourBase* b = s->behaviour;
       if (!b || (mine.read && s->read)) continue;  // readers share the cown
-      auto* theirs = reinterpret_cast<const PromiseBase*>(reinterpret_cast<const char*>(b) +
-                                                          b->promise_at);
+      auto* theirs =
+          reinterpret_cast<const PromiseBase*>(reinterpret_cast<const char*>(b) + b->promise_at);
       if (theirs == p)
         throw Error(Errc::invalid_argument,
                     fmt::format("get() inside a behaviour on the promise of a behaviour queued "

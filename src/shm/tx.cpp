@@ -17,6 +17,7 @@
 #include "shm/fault.hpp"
 #include "shm/tx_private.hpp"
 #include "troupe/detail/platform.hpp"
+#include "troupe/trace.hpp"
 
 namespace troupe::shm {
 
@@ -127,6 +128,17 @@ void Tx::begin() {
   candidates_.clear();
   if (!collected_.empty()) collected_.clear();  // clear() sweeps every bucket
   committed_ = false;
+  if (troupe::detail::trace::on()) [[unlikely]]
+    trace_t0_ = troupe::detail::trace::now_ns();
+}
+
+// trace.hpp: a commit's event, from begin to now.
+void Tx::trace_commit() {
+  troupe::detail::trace::complete(
+      "tx", "commit", trace_t0_, troupe::detail::trace::now_ns(),
+      fmt::format("\"heap\":{},\"reads\":{},\"writes\":{},\"attempt\":{}",
+                  troupe::detail::trace::json_string(heap_->name()), reads_.size(), writes_.size(),
+                  attempt_));
 }
 
 // T2: an abort writes nothing shared either; the retry's clock load is at
@@ -409,6 +421,11 @@ void Tx::rollback() {
   allocs_.clear();
   ++attempt_;
   counters_->bump(counters_->aborts);
+  if (troupe::detail::trace::on()) [[unlikely]]
+    troupe::detail::trace::instant(
+        "tx", "abort",
+        fmt::format("\"heap\":{},\"attempt\":{}", troupe::detail::trace::json_string(heap_->name()),
+                    attempt_));
 }
 
 void Tx::backoff() {
@@ -449,6 +466,8 @@ void Tx::commit() {
       table_->irrevocable.store(0);
       irrevocable_ = false;
     }
+    if (troupe::detail::trace::on()) [[unlikely]]
+      trace_commit();
     attempt_ = 0;
     counters_->bump(counters_->commits);
     return;
@@ -624,6 +643,8 @@ void Tx::commit() {
   allocs_.clear();
   frees_.clear();
   taken_.clear();
+  if (troupe::detail::trace::on()) [[unlikely]]
+    trace_commit();
   attempt_ = 0;
   counters_->bump(counters_->commits);
 }

@@ -327,6 +327,7 @@ class Tx {
   };
   [[noreturn]] void conflict();
   std::uint64_t read_slow(Offset word);  // read(): a buffered write, a lock, a newer version
+  void trace_commit();
   // Every word a transaction reads or writes is 8-aligned and not null; an
   // offset that is not came from corrupt memory (T10: bad_segment, not
   // undefined behaviour).
@@ -355,6 +356,7 @@ class Tx {
   unsigned slot_ = 0;
   std::uint64_t rv_ = 0;
   std::uint64_t seen_clock_ = 0;  // the last clock value loaded or written (X9)
+  std::uint64_t trace_t0_ = 0;    // begin's time, while tracing (trace.hpp)
   std::uint64_t seq_ = 0;         // the record's transaction count (X7)
   std::uint64_t deferred_tick_ = 0;
   unsigned attempt_ = 0;
