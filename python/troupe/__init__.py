@@ -38,7 +38,7 @@ from ._errors import (
 from ._executor import Executor
 from ._future import Future
 from ._isolated import Isolated, isolated
-from ._runtime import init, is_worker, shutdown, stats, worker_pids
+from ._runtime import init, is_worker, shutdown, start_trace, stats, stop_trace, trace, worker_pids
 from ._queue import Queue
 from ._serial import Fd
 
@@ -69,7 +69,10 @@ __all__ = [
     "isolated",
     "shutdown",
     "spawn",
+    "start_trace",
     "stats",
+    "stop_trace",
+    "trace",
     "when",
     "when_all",
     "when_any",

@@ -18,15 +18,26 @@ Invariants:
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import os
 import sys
 import threading
-from typing import Any
+from typing import Any, Iterator
 
 from . import _core
 
-__all__ = ["init", "shutdown", "ensure", "stats", "worker_pids", "is_worker"]
+__all__ = [
+    "init",
+    "shutdown",
+    "ensure",
+    "stats",
+    "worker_pids",
+    "is_worker",
+    "start_trace",
+    "stop_trace",
+    "trace",
+]
 
 _lock = threading.Lock()
 _started = False
@@ -38,7 +49,13 @@ def _worker_command() -> list[str]:
     return [sys.executable, "-m", "troupe._worker", json.dumps(sys.path), os.getcwd()]
 
 
-def init(*, budget: int | None = None, idle_timeout: float = 2.0, budget_file: str | None = None) -> None:
+def init(
+    *,
+    budget: int | None = None,
+    idle_timeout: float = 2.0,
+    budget_file: str | None = None,
+    call_timeout: float | None = None,
+) -> None:
     """Configures and starts the runtime. Optional; call it before first use.
 
     budget: worker processes at most, machine-wide, shared with every other
@@ -47,6 +64,9 @@ def init(*, budget: int | None = None, idle_timeout: float = 2.0, budget_file: s
     budget_file: where the machine-wide budget lives (default
     /dev/shm/troupe-budget-<uid>; programs that name another file do not
     share slots with the others: for tests and benchmarks).
+    call_timeout: seconds after which every call to a worker that names no
+    timeout of its own (isolated calls, spawns, actor method calls) fails
+    with CallTimeout (default: none).
 
     Raises RuntimeError if the runtime already started.
     """
@@ -61,7 +81,9 @@ def init(*, budget: int | None = None, idle_timeout: float = 2.0, budget_file: s
         if budget is not None and budget < 1:
             raise ValueError(f"budget must be at least 1, not {budget}")
         _command_key = (list(sys.path), os.getcwd())
-        _core.init(_worker_command(), budget or 0, float(idle_timeout), budget_file or "")
+        if call_timeout is not None and call_timeout <= 0:
+            raise ValueError(f"call_timeout must be positive, not {call_timeout}")
+        _core.init(_worker_command(), budget or 0, float(idle_timeout), budget_file or "", float(call_timeout or 0.0))
         atexit.register(_at_exit)
         _started = True
 
@@ -104,8 +126,47 @@ def shutdown() -> None:
 
 
 def stats() -> dict[str, int]:
-    """Counters of the worker processes: alive, started, max_alive, lost, replies_to_waiters."""
+    """Counters of the runtime, as a dict.
+
+    Worker processes: ``alive``, ``started``, ``max_alive``, ``lost``,
+    ``replies_to_waiters``; calls ``waiting`` for a worker now and the
+    ``longest_wait_ms`` among them; ``given_back`` (idle workers retired
+    because another troupe program waited for a slot of the machine-wide
+    budget). The thread pool: ``threads``, ``behaviours_run``, ``stolen``,
+    ``sleeps``, ``wakes``, ``queued``.
+    """
     return dict(_core.stats())
+
+
+def start_trace(path: str) -> None:
+    """Starts recording a timeline into ``path`` (Chrome trace / Perfetto JSON).
+
+    Recorded: actor behaviours, multi-actor ``when`` acquisitions, calls to
+    worker processes and shared-heap transactions. The file is written by
+    :func:`stop_trace`. ``TROUPE_TRACE=path.json`` in the environment records
+    the whole run instead (each worker process writes ``path.<pid>.json``).
+    Raises ``ValueError`` if a recording is already running.
+    """
+    _core.trace_start(os.fspath(path))
+
+
+def stop_trace() -> int:
+    """Stops recording, writes the file and returns the number of events.
+
+    Returns 0 (and writes nothing) when no recording is running; raises
+    ``troupe.TroupeError`` when the file cannot be written.
+    """
+    return int(_core.trace_stop())
+
+
+@contextlib.contextmanager
+def trace(path: str) -> Iterator[None]:
+    """Records a timeline of the block into ``path`` (see :func:`start_trace`)."""
+    start_trace(path)
+    try:
+        yield
+    finally:
+        stop_trace()
 
 
 def worker_pids() -> list[int]:

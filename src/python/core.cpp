@@ -44,6 +44,7 @@
 #include "troupe/runtime.hpp"
 #include "troupe/sched/loop.hpp"
 #include "troupe/shm/tx.hpp"
+#include "troupe/trace.hpp"
 #include "troupe/when.hpp"
 
 namespace nb = nanobind;
@@ -553,8 +554,10 @@ void post_many(std::vector<LocalActor*> actors, nb::handle job) {
 
 // ------------------------------------------------------------------ lifecycle
 void init(std::vector<std::string> worker_command, std::size_t budget, double idle_timeout_s,
-          std::string budget_file) {
+          std::string budget_file, double call_timeout_s) {
   proc::Options o;
+  if (call_timeout_s > 0)  // 0: none; else at least a millisecond
+    o.call_timeout = std::chrono::milliseconds(std::max(1L, static_cast<long>(call_timeout_s * 1000)));
   o.budget_file = std::move(budget_file);
   o.budget = budget;
   o.idle_timeout = std::chrono::milliseconds(static_cast<long>(idle_timeout_s * 1000));
@@ -665,8 +668,22 @@ NB_MODULE(_core, m) {
     d["max_alive"] = s.max_alive;
     d["lost"] = s.lost;
     d["replies_to_waiters"] = s.replies_to_waiters;
+    d["waiting"] = s.waiting;
+    d["longest_wait_ms"] = static_cast<std::int64_t>(s.longest_wait.count());
+    d["given_back"] = s.given_back;
+    auto r = troupe::stats();  // the pool's counters (zero before it starts)
+    d["threads"] = r.threads;
+    d["behaviours_run"] = r.run;
+    d["stolen"] = r.stolen;
+    d["sleeps"] = r.sleeps;
+    d["wakes"] = r.wakes;
+    d["queued"] = r.queued;
     return d;
   });
+  m.def("trace_start", [](const std::string& path) { troupe::trace::start(path); });
+  m.def("trace_stop", [] { return troupe::trace::stop(); },
+        nb::call_guard<nb::gil_scoped_release>());
+  m.def("trace_active", &troupe::trace::active);
   m.attr("CALL_FUNCTION") = 0;
   m.attr("CALL_METHOD") = 1;
   m.attr("CALL_CREATE") = 2;
