@@ -18,10 +18,13 @@
 //   RM4. The references (the serial BFS's levels, the serial service's final
 //       balances) are computed once, untimed, before any run; every timed run
 //       of every side is checked against them (realwork.hpp RW2, RW3).
+#include <sys/resource.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
 #include <functional>
 #include <string>
 #include <string_view>
@@ -146,6 +149,28 @@ void check_service(const char* side, const Sizes& s, const std::vector<Request>&
 
 namespace {
 
+// CPU seconds every process spent (from /proc/stat: all but idle and iowait)
+// and this process spent (getrusage), and the wall clock, to say how much of
+// the machine other processes took while a case ran.
+struct CpuSample {
+  double machine_busy = 0, self = 0, wall = 0;
+};
+CpuSample cpu_sample() {
+  CpuSample c;
+  std::ifstream stat("/proc/stat");
+  std::string cpu;
+  double user = 0, nice = 0, system = 0, idle = 0, iowait = 0, irq = 0, softirq = 0, steal = 0;
+  stat >> cpu >> user >> nice >> system >> idle >> iowait >> irq >> softirq >> steal;
+  c.machine_busy = (user + nice + system + irq + softirq + steal) / 100.0;  // USER_HZ
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  c.self = static_cast<double>(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+           static_cast<double>(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1e-6;
+  c.wall =
+      std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+  return c;
+}
+
 struct Side {
   std::string name;
   std::function<double()> run;
@@ -157,6 +182,7 @@ struct Case {
   std::string what;
   std::vector<Side> sides;  // troupe, one thread, mutex
   troupe::Stats before, after;
+  CpuSample cpu_before, cpu_after;
 };
 
 double median(std::vector<double> v) {
@@ -265,6 +291,8 @@ int main(int argc, char** argv) {
           Side{"one thread", [&] { return serial_side::bfs(s, graph, levels); }, {}},
           Side{"std::thread + mutex", [&] { return mutex_side::bfs(s, graph, levels); }, {}}},
          {},
+         {},
+         {},
          {}});
   }
   auto service_case = [&](const char* name, const Sizes& z) {
@@ -279,6 +307,8 @@ int main(int argc, char** argv) {
          Side{"std::thread + mutex",
               [&, zp = &z] { return mutex_side::service(*zp, reqs, ref); },
               {}}},
+        {},
+        {},
         {},
         {}};
   };
@@ -297,12 +327,14 @@ int main(int argc, char** argv) {
     };
     for (Side& side : c.sides) once(side, false);  // RM1: warm-up
     c.before = troupe::stats();
+    c.cpu_before = cpu_sample();
     for (int r = 0; r < runs; ++r) {
       std::fprintf(stderr, " |");
       for (std::size_t k = 0; k < c.sides.size(); ++k)
         once(c.sides[(k + static_cast<std::size_t>(r)) % c.sides.size()], true);
     }
     c.after = troupe::stats();
+    c.cpu_after = cpu_sample();
     std::fprintf(stderr, "\n");
     std::fflush(stderr);
   }
