@@ -47,15 +47,20 @@ struct Sizes {
   std::uint32_t accounts_per_server = 1000;
   std::uint32_t requests_per_client = 20;
   std::int64_t initial_balance = 1000;
-  int work_rounds = 250;    // the receipt's mixing rounds: about 1 us per request
+  int work_rounds = 250;  // the receipt's mixing rounds: about 1 us per request
+  // service-heavy: about 10 us of receipt per request, fewer requests each.
+  int heavy_work_rounds = 3500;
+  std::uint32_t heavy_requests_per_client = 4;
   std::size_t threads = 0;  // troupe's pool, and the mutex side's std::threads
 
-  // A smoke run: a 64 Ki-vertex graph, 10 000 clients with 2 requests each.
+  // A smoke run: a 64 Ki-vertex graph, 10 000 clients with 2 requests each
+  // (1 in service-heavy).
   Sizes quick() const {
     Sizes s = *this;
     s.bfs_vertices = 1u << 16;
     s.bfs_edges = 8u << 16;
     s.requests_per_client = 2;
+    s.heavy_requests_per_client = 1;
     return s;
   }
 };
@@ -67,16 +72,28 @@ struct Sizes {
     if (!(cond)) ::realwork::fail(__FILE__, __LINE__, #cond, fmt::format(__VA_ARGS__)); \
   } while (0)
 
+// This process's CPU time so far (every thread), in seconds.
+double process_cpu_seconds();
+
+// Times one run from its construction to ms(), which each side calls once,
+// on the main thread, when its result is known; ms() also records how many
+// cores the whole process used meanwhile (CPU time / wall time) in
+// last_run_cores, which the run loop reads after the run.
+inline double last_run_cores = 0;  // main thread only
 class Stopwatch {
  public:
-  Stopwatch() : start_(std::chrono::steady_clock::now()) {}
+  Stopwatch() : start_(std::chrono::steady_clock::now()), cpu_(process_cpu_seconds()) {}
   double ms() const {
-    return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start_)
-        .count();
+    const double ms =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start_)
+            .count();
+    last_run_cores = (process_cpu_seconds() - cpu_) * 1e3 / ms;
+    return ms;
   }
 
  private:
   std::chrono::steady_clock::time_point start_;
+  double cpu_;
 };
 
 // splitmix64: the inputs' random numbers, the same on every run.

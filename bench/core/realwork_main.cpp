@@ -3,7 +3,7 @@
 // runs and the statistics; the sides live in realwork_troupe.cpp (ours) and
 // realwork_plain.cpp (one thread; std::thread + mutex).
 //
-//   bench_realwork [--runs N] [--case bfs,service,service-bare] [--quick]
+//   bench_realwork [--runs N] [--case bfs,service,service-bare,service-heavy] [--quick]
 //                  [--threads N] [--work ROUNDS]
 //
 // Invariants:
@@ -24,6 +24,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <deque>
 #include <fstream>
 #include <functional>
 #include <string>
@@ -147,6 +148,13 @@ void check_service(const char* side, const Sizes& s, const std::vector<Request>&
                  side);
 }
 
+double process_cpu_seconds() {
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  return static_cast<double>(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+         static_cast<double>(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1e-6;
+}
+
 namespace {
 
 // CPU seconds every process spent (from /proc/stat: all but idle and iowait)
@@ -162,10 +170,7 @@ CpuSample cpu_sample() {
   double user = 0, nice = 0, system = 0, idle = 0, iowait = 0, irq = 0, softirq = 0, steal = 0;
   stat >> cpu >> user >> nice >> system >> idle >> iowait >> irq >> softirq >> steal;
   c.machine_busy = (user + nice + system + irq + softirq + steal) / 100.0;  // USER_HZ
-  rusage ru{};
-  getrusage(RUSAGE_SELF, &ru);
-  c.self = static_cast<double>(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
-           static_cast<double>(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1e-6;
+  c.self = process_cpu_seconds();
   c.wall =
       std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
   return c;
@@ -175,11 +180,13 @@ struct Side {
   std::string name;
   std::function<double()> run;
   std::vector<double> ms;
+  std::vector<double> cores;  // CPU time / wall time of each timed run
 };
 
 struct Case {
   std::string name;
   std::string what;
+  std::size_t requests;     // 0: not a service case
   std::vector<Side> sides;  // troupe, one thread, mutex
   troupe::Stats before, after;
   CpuSample cpu_before, cpu_after;
@@ -201,7 +208,7 @@ std::string cell(const std::vector<double>& ms) {
                "bench_realwork: %s\n"
                "usage: bench_realwork [--runs N] [--case NAME[,NAME...]] [--quick] [--threads N] "
                "[--work ROUNDS]\n"
-               "cases: bfs service service-bare\n",
+               "cases: bfs service service-bare service-heavy\n",
                why);
   std::exit(2);
 }
@@ -249,7 +256,8 @@ int main(int argc, char** argv) {
     at = comma + 1;
   }
   for (const std::string& w : wanted)
-    if (w != "bfs" && w != "service" && w != "service-bare") usage("unknown case");
+    if (w != "bfs" && w != "service" && w != "service-bare" && w != "service-heavy")
+      usage("unknown case");
   auto selected = [&](const std::string& name) {
     return wanted.empty() || std::find(wanted.begin(), wanted.end(), name) != wanted.end();
   };
@@ -258,8 +266,6 @@ int main(int argc, char** argv) {
   if (quick) sizes = sizes.quick();
   if (work >= 0) sizes.work_rounds = work;
   sizes.threads = threads;
-  Sizes bare = sizes;
-  bare.work_rounds = 0;
 
   // The inputs and the references (RM4), untimed.
   Graph graph;
@@ -268,8 +274,17 @@ int main(int argc, char** argv) {
     graph = make_graph(sizes, 0x6A09E667F3BCC908ull);
     levels = bfs_serial(graph, kBfsSource);
   }
-  const std::vector<Request> reqs = make_requests(sizes, 0xBB67AE8584CAA73Bull);
-  const ServiceResult ref = serial_side::run_service(sizes, reqs);
+  struct ServiceInput {
+    Sizes s;
+    std::vector<Request> reqs;
+    ServiceResult ref;
+  };
+  std::deque<ServiceInput> inputs;  // stable addresses for the sides' closures
+  auto service_input = [&](const Sizes& z) -> const ServiceInput& {
+    std::vector<Request> reqs = make_requests(z, 0xBB67AE8584CAA73Bull);
+    ServiceResult ref = serial_side::run_service(z, reqs);
+    return inputs.emplace_back(ServiceInput{z, std::move(reqs), std::move(ref)});
+  };
 
   troupe_side::start(threads);  // RM3
   const Sizes& s = sizes;
@@ -287,25 +302,29 @@ int main(int argc, char** argv) {
                      "{} reached, {} levels",
                      s.bfs_vertices, s.bfs_edges, s.threads * s.bfs_parts_per_thread, reached,
                      depth + 1),
-         {Side{"troupe", [&] { return troupe_side::bfs(s, graph, levels); }, {}},
-          Side{"one thread", [&] { return serial_side::bfs(s, graph, levels); }, {}},
-          Side{"std::thread + mutex", [&] { return mutex_side::bfs(s, graph, levels); }, {}}},
+         0,
+         {Side{"troupe", [&] { return troupe_side::bfs(s, graph, levels); }, {}, {}},
+          Side{"one thread", [&] { return serial_side::bfs(s, graph, levels); }, {}, {}},
+          Side{"std::thread + mutex", [&] { return mutex_side::bfs(s, graph, levels); }, {}, {}}},
          {},
          {},
          {},
          {}});
   }
   auto service_case = [&](const char* name, const Sizes& z) {
+    const ServiceInput& in = service_input(z);
     return Case{
         name,
         fmt::format("{} clients x {} requests, {} servers x {} accounts, 45 % queries, 45 % moves, "
                     "10 % cross-server transfers; receipt: {} mixing rounds per request",
                     z.clients, z.requests_per_client, z.servers, z.accounts_per_server,
                     z.work_rounds),
-        {Side{"troupe", [&, zp = &z] { return troupe_side::service(*zp, reqs, ref); }, {}},
-         Side{"one thread", [&, zp = &z] { return serial_side::service(*zp, reqs, ref); }, {}},
+        in.reqs.size(),
+        {Side{"troupe", [&in] { return troupe_side::service(in.s, in.reqs, in.ref); }, {}, {}},
+         Side{"one thread", [&in] { return serial_side::service(in.s, in.reqs, in.ref); }, {}, {}},
          Side{"std::thread + mutex",
-              [&, zp = &z] { return mutex_side::service(*zp, reqs, ref); },
+              [&in] { return mutex_side::service(in.s, in.reqs, in.ref); },
+              {},
               {}}},
         {},
         {},
@@ -313,7 +332,17 @@ int main(int argc, char** argv) {
         {}};
   };
   if (selected("service")) cases.push_back(service_case("service", sizes));
-  if (selected("service-bare")) cases.push_back(service_case("service-bare", bare));
+  if (selected("service-bare")) {
+    Sizes bare = sizes;
+    bare.work_rounds = 0;
+    cases.push_back(service_case("service-bare", bare));
+  }
+  if (selected("service-heavy")) {
+    Sizes heavy = sizes;
+    heavy.work_rounds = sizes.heavy_work_rounds;
+    heavy.requests_per_client = sizes.heavy_requests_per_client;
+    cases.push_back(service_case("service-heavy", heavy));
+  }
 
   for (Case& c : cases) {
     std::fprintf(stderr, "%-13s", c.name.c_str());
@@ -321,7 +350,10 @@ int main(int argc, char** argv) {
       double ms = side.run();
       troupe_side::settle();  // RM2
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
-      if (timed) side.ms.push_back(ms);
+      if (timed) {
+        side.ms.push_back(ms);
+        side.cores.push_back(last_run_cores);
+      }
       std::fprintf(stderr, timed ? " %.0f" : " (%.0f)", ms);
       std::fflush(stderr);
     };
@@ -364,12 +396,23 @@ int main(int argc, char** argv) {
     // Every run of every side in the timed rounds: only troupe's side
     // schedules on the pool, so the counters are its own.
     const double n = runs;
+    const double wall = c.cpu_after.wall - c.cpu_before.wall;
+    const double others = std::max(0.0, (c.cpu_after.machine_busy - c.cpu_before.machine_busy) -
+                                            (c.cpu_after.self - c.cpu_before.self)) /
+                          wall;
+    std::string per_request;
+    if (c.requests > 0)
+      per_request = fmt::format(" ({:.2f} us per request on one thread)",
+                                median(c.sides[1].ms) * 1e3 / static_cast<double>(c.requests));
     std::printf(
-        "- %s: %s. troupe::stats() per timed troupe run: %.0f behaviours run, %.0f stolen, "
-        "%.0f sleeps, %.0f wake-ups\n",
-        c.name.c_str(), c.what.c_str(), (c.after.run - c.before.run) / n,
+        "- %s: %s%s. troupe::stats() per timed troupe run: %.0f behaviours run, %.0f "
+        "stolen, %.0f sleeps, %.0f wake-ups. Other processes took %.2f of the machine's "
+        "%u cores during the timed runs; cores this process used (CPU / wall, median): "
+        "troupe %.2f, one thread %.2f, std::thread + mutex %.2f.\n",
+        c.name.c_str(), c.what.c_str(), per_request.c_str(), (c.after.run - c.before.run) / n,
         (c.after.stolen - c.before.stolen) / n, (c.after.sleeps - c.before.sleeps) / n,
-        (c.after.wakes - c.before.wakes) / n);
+        (c.after.wakes - c.before.wakes) / n, others, std::thread::hardware_concurrency(),
+        median(c.sides[0].cores), median(c.sides[1].cores), median(c.sides[2].cores));
   }
   return 0;
 }
