@@ -118,17 +118,24 @@ struct Graph {
 };
 Graph make_graph(const Sizes& s, std::uint64_t seed);
 
-// Vertices are split into `parts` contiguous blocks of `block` vertices; the
-// partition that owns v keeps v's level.
+// Vertices are split into contiguous blocks of 2^shift vertices (the
+// smallest power of two that gives at most the partitions asked for: a shift,
+// not a division, per edge); the partition that owns v keeps v's level.
 struct Partitioning {
   std::uint32_t parts = 0;
-  std::uint32_t block = 0;
-  std::uint32_t owner(std::uint32_t v) const { return v / block; }
-  std::uint32_t lo(std::uint32_t p, std::uint32_t n) const { return std::min(n, p * block); }
-  std::uint32_t hi(std::uint32_t p, std::uint32_t n) const { return std::min(n, (p + 1) * block); }
+  std::uint32_t shift = 0;
+  std::uint32_t owner(std::uint32_t v) const { return v >> shift; }
+  std::uint32_t lo(std::uint32_t p, std::uint32_t n) const { return std::min(n, p << shift); }
+  std::uint32_t hi(std::uint32_t p, std::uint32_t n) const {
+    return static_cast<std::uint32_t>(std::min<std::uint64_t>(n, (std::uint64_t{p} + 1) << shift));
+  }
 };
 inline Partitioning partition(std::uint32_t n, std::uint32_t parts) {
-  return {parts, (n + parts - 1) / parts};
+  std::uint32_t shift = 0;
+  while ((std::uint64_t{n} + (std::uint64_t{1} << shift) - 1) >> shift > parts) ++shift;
+  const auto used =
+      static_cast<std::uint32_t>((std::uint64_t{n} + (std::uint64_t{1} << shift) - 1) >> shift);
+  return {used, shift};
 }
 
 // Remote discoveries travel in batches of at most this many vertices: a
