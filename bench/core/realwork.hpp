@@ -12,9 +12,9 @@
 //
 // Invariants:
 //   RW1. Every side of a program gets the same Sizes, the same graph and the
-//       same request list, and runs the same per-item code (bfs_owner, the
-//       service's query/move/transfer below), so the sides do the same work and
-//       differ only in how they coordinate.
+//       same request list, and runs the same per-item code (Partitioning, the
+//       service's query/move_within/transfer below), so the sides do the same
+//       work and differ only in how they coordinate.
 //   RW2. The service's updates are additions of fixed amounts, so the final
 //       balances do not depend on the order requests ran in: every side's
 //       final accounts must equal the reference exactly, whatever the
@@ -40,16 +40,16 @@ struct Sizes {
   // vertices, 8 M undirected edges (average degree 16), from vertex 0.
   std::uint32_t bfs_vertices = 1u << 20;
   std::uint64_t bfs_edges = 8u << 20;
-  std::uint32_t bfs_parts_per_thread = 4;  // partitions (actors) = 4 x threads
+  std::uint32_t bfs_parts_per_thread = 4;  // partitions (actors): at most 4 x threads
   // Service: clients in a closed loop (one request outstanding each).
   std::uint32_t clients = 10'000;
   std::uint32_t servers = 100;
   std::uint32_t accounts_per_server = 1000;
   std::uint32_t requests_per_client = 20;
   std::int64_t initial_balance = 1000;
-  int work_rounds = 250;  // the receipt's mixing rounds: about 1 us per request
+  int work_rounds = 600;  // the receipt's mixing rounds: about 1 us per request
   // service-heavy: about 10 us of receipt per request, fewer requests each.
-  int heavy_work_rounds = 3500;
+  int heavy_work_rounds = 6000;
   std::uint32_t heavy_requests_per_client = 4;
   std::size_t threads = 0;  // troupe's pool, and the mutex side's std::threads
 

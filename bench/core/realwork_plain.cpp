@@ -22,11 +22,11 @@
 //                   by std::lock's algorithm).
 //
 // Invariants:
-//   PB1. The mutex bfs's frontier of level L is lists[L % 2] of a partition,
+//   RP1. The mutex bfs's frontier of level L is lists[L % 2] of a partition,
 //       only read during level L (no lock); discoveries go to lists[(L+1) % 2]
 //       under the partition's mutex; the barrier's completion step clears the
 //       frontiers. The levels are written only under their partition's mutex.
-//   PB2. Every shared server is touched only under its mutex; a reply's
+//   RP2. Every shared server is touched only under its mutex; a reply's
 //       counters live in the issuing thread's own tally.
 #include <algorithm>
 #include <atomic>
@@ -99,8 +99,8 @@ namespace {
 struct alignas(64) LockedPart {  // one per cache line at least: no false sharing
   std::mutex m;
   std::uint32_t lo = 0;
-  std::vector<std::int32_t> level;      // guarded by m (PB1)
-  std::vector<std::uint32_t> lists[2];  // the next frontier guarded by m (PB1)
+  std::vector<std::int32_t> level;      // guarded by m (RP1)
+  std::vector<std::uint32_t> lists[2];  // the next frontier guarded by m (RP1)
 };
 
 void apply(LockedPart& p, const std::vector<std::uint32_t>& batch, std::int32_t level) {
@@ -133,7 +133,7 @@ double bfs(const Sizes& s, const Graph& g, const std::vector<std::int32_t>& ref)
   std::int32_t level = 0;  // written by the barrier's completion step only
   std::int32_t levels = 0;
   bool done = false;
-  auto end_level = [&]() noexcept {  // runs on one thread, the others wait (PB1)
+  auto end_level = [&]() noexcept {  // runs on one thread, the others wait (RP1)
     for (LockedPart& p : parts) p.lists[level & 1].clear();
     if (expanded.load(std::memory_order_relaxed) == 0) {
       done = true;
@@ -184,9 +184,9 @@ double bfs(const Sizes& s, const Graph& g, const std::vector<std::int32_t>& ref)
 namespace {
 struct alignas(64) LockedServer {
   std::mutex m;
-  Server s;  // guarded by m (PB2)
+  Server s;  // guarded by m (RP2)
 };
-struct alignas(64) Tally {  // one thread's (PB2)
+struct alignas(64) Tally {  // one thread's (RP2)
   std::uint64_t replies = 0;
   std::uint64_t receipts = 0;
 };

@@ -21,18 +21,18 @@
 //            which fulfils the driver's promise when the last one did.
 //
 // Invariants:
-//   RT-BFS1. A partition's frontier for level L is lists[L % 2]; every vertex
+//   RA1. A partition's frontier for level L is lists[L % 2]; every vertex
 //       discovered during level L (by its own expand or by a batch applied to
 //       it) goes to lists[(L + 1) % 2] with level L + 1. The frontier is not
 //       written during its level and is cleared at the end of its expand, so
 //       a batch of level L that arrives before the partition's own expand of
 //       level L is kept for level L + 1.
-//   RT-BFS2. Level L + 1's expands are sent only after every expand of level
+//   RA2. Level L + 1's expands are sent only after every expand of level
 //       L and every batch they sent were applied (the driver's when_all over
 //       promises flattened through each expand's when_all of its batches).
-//   RT-SV1. A client has at most one request outstanding; its counters are
+//   RA3. A client has at most one request outstanding; its counters are
 //       written only by its own behaviours.
-//   RT-SV2. The context every client points to (request list, server
+//   RA4. The context every client points to (request list, server
 //       handles, sink) lives on the driver's stack until the sink fulfilled
 //       the driver's promise, after the last client's last behaviour used it.
 #include <memory>
@@ -56,7 +56,7 @@ struct Part {
   std::uint32_t index = 0;
   std::uint32_t lo = 0;
   std::vector<std::int32_t> level;      // of vertices [lo, lo + level.size())
-  std::vector<std::uint32_t> lists[2];  // RT-BFS1
+  std::vector<std::uint32_t> lists[2];  // RA1
 };
 
 struct Net {
@@ -83,7 +83,7 @@ tr::Promise<void> send(const Net& net, std::uint32_t to, std::vector<std::uint32
 }
 
 // Expands level `level` of partition p; the promise says how many frontier
-// vertices it had, once every batch it sent was applied (RT-BFS2).
+// vertices it had, once every batch it sent was applied (RA2).
 tr::Promise<std::size_t> expand(const Net& net, Part& p, std::int32_t level) {
   std::vector<std::uint32_t>& frontier = p.lists[level & 1];
   std::vector<std::uint32_t>& next = p.lists[(level + 1) & 1];
@@ -108,7 +108,7 @@ tr::Promise<std::size_t> expand(const Net& net, Part& p, std::int32_t level) {
   }
   for (std::uint32_t q = 0; q < parts; ++q)
     if (!out[q].empty()) sent.push_back(send(net, q, std::move(out[q]), level + 1));
-  frontier.clear();  // RT-BFS1
+  frontier.clear();  // RA1
   return tr::when_all(std::move(sent)).then([count] { return count; });
 }
 }  // namespace
@@ -126,7 +126,7 @@ double bfs(const Sizes& s, const Graph& g, const std::vector<std::int32_t>& ref)
     discover(p, std::span<const std::uint32_t>(&src, 1), 0);
   });
   std::int32_t levels = 0;
-  for (std::int32_t level = 0;; ++level) {  // RT-BFS2: one level at a time
+  for (std::int32_t level = 0;; ++level) {  // RA2: one level at a time
     std::vector<tr::Promise<std::size_t>> expanded;
     for (auto& part : net.parts)
       expanded.push_back(
@@ -153,7 +153,7 @@ struct Sink {
   tr::Resolver<std::uint64_t> done;
 };
 
-struct Context {  // RT-SV2
+struct Context {  // RA4
   const Sizes* sizes;
   const std::vector<Request>* requests;
   std::vector<tr::Actor<Server>> servers;
@@ -196,7 +196,7 @@ void issue(const tr::Actor<Client>& self, Client& c) {
     return;
   }
   const Request& q = (*x.requests)[static_cast<std::size_t>(c.id) * per + c.next++];
-  tr::when(ask(x, q), self, [self](const Reply& r, Client& me) {  // RT-SV1
+  tr::when(ask(x, q), self, [self](const Reply& r, Client& me) {  // RA3
     ++me.replies;
     me.receipts ^= r.receipt;
     issue(self, me);
