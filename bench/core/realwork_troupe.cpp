@@ -35,7 +35,6 @@
 //   RA4. The context every client points to (request list, server
 //       handles, sink) lives on the driver's stack until the sink fulfilled
 //       the driver's promise, after the last client's last behaviour used it.
-#include <memory>
 #include <span>
 #include <troupe/troupe.hpp>
 #include <utility>
