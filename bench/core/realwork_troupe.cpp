@@ -1,7 +1,7 @@
 // bench/core/realwork_troupe.cpp: troupe's side of bench_realwork, written the
 // way a user of the library would write it, with the public API only.
 //
-//   bfs:     one actor per partition of the vertices (4 x threads of them),
+//   bfs:     one actor per partition of the vertices (at most 4 x threads),
 //            owning its vertices' levels. A driver (the main thread) runs one
 //            level at a time: it asks every partition to expand its frontier
 //            and waits for all of them (when_all(...).get()). A partition
