@@ -72,7 +72,8 @@ void Node::cancel(std::uint64_t id) {
       auto po = peers_out_.find(it->second.worker);
       if (po != peers_out_.end()) {
         auto& q = po->second.queued;
-        auto qit = std::find_if(q.begin(), q.end(), [id](const Waiting& w) { return w.id == id; });
+        auto qit =
+            std::find_if(q.begin(), q.end(), [id](const Waiting& qw) { return qw.id == id; });
         unsent = qit != q.end();
         if (unsent) q.erase(qit);
         peer = po->second.chan;
