@@ -75,7 +75,8 @@
 //       its ring and its socket. In the root only the holder of a worker's
 //       claim (WorkerRec::claimed) receives from it, so messages are handled
 //       one at a time in order: the IO thread, or a caller waiting (N8); only
-//       the worker's main thread receives (worker).
+//       the worker's main thread receives (worker), from its parent's channel
+//       and from its direct channels to other workers (N11, channel.hpp C7).
 //   N8. Caller-side receive (root): a thread outside any scheduler that waits
 //       on a promise while its last remote call is pending (the blocking
 //       poller, scheduler.hpp SC4) claims the channel of the worker that call
