@@ -52,6 +52,12 @@ std::uint64_t Node::submit_direct(detail::OutCall&& call, std::unique_ptr<Pendin
     id = next_call_++;
     PendingEntry e;
     e.p = std::move(p);
+    // N11: the deadline the root would have kept, had it relayed the call.
+    const auto timeout = call.timeout.count() > 0 ? call.timeout : opts_.call_timeout;
+    if (timeout.count() > 0) {
+      e.deadline = Clock::now() + timeout;
+      deadlines_++;
+    }
     auto [it, first] = peers_out_.try_emplace(call.worker);
     PeerOut& po = it->second;
     if (po.state == PeerOut::connecting) {
@@ -276,6 +282,7 @@ void Node::drop_peer(const std::shared_ptr<PeerChan>& pc) {
       for (auto pit = pending_.begin(); pit != pending_.end();) {
         if (pit->second.worker == pc->peer) {
           lost.push_back(std::move(pit->second.p));
+          forget_deadline_locked(pit->second);
           pit = pending_.erase(pit);
         } else {
           ++pit;
@@ -296,6 +303,20 @@ void Node::drop_peer(const std::shared_ptr<PeerChan>& pc) {
               fmt::format("worker {} (pid {}) is lost while running {}: its direct channel to "
                           "worker {} closed (it exited or was killed)",
                           pc->peer, pc->pid, p->name, self_id_))));
+}
+
+// N11: direct calls past their deadline fail with Errc::timeout, and the
+// peer is told to skip them (as the root does for the calls it relays).
+void Node::expire_direct() {
+  std::vector<std::uint64_t> expired;
+  {
+    std::lock_guard lock(mu_);
+    if (deadlines_ == 0) return;
+    const auto now = Clock::now();
+    for (auto& [id, e] : pending_)
+      if (e.deadline <= now) expired.push_back(id);
+  }
+  for (std::uint64_t id : expired) cancel(id, true);
 }
 
 }  // namespace troupe::proc::detail

@@ -58,7 +58,9 @@ void Node::release_remote(std::uint32_t worker, std::uint64_t object) {
   }
 }
 
-void Node::cancel(std::uint64_t id) {
+// Ends call `id` now: Errc::cancelled, or Errc::timeout (`timed_out`); the
+// worker it went to is told to skip it.
+void Node::cancel(std::uint64_t id, bool timed_out) {
   std::unique_ptr<PendingBase> p;
   std::shared_ptr<WorkerRec> w;
   std::shared_ptr<PeerChan> peer;  // N11: a direct call's channel
@@ -98,7 +100,8 @@ void Node::cancel(std::uint64_t id) {
   } catch (const std::exception& e) {  // the call fails as cancelled all the same
     log_failure(e, fmt::format("cannot send the cancel of {}", p->name));
   }
-  p->fail(std::make_exception_ptr(Error(Errc::cancelled, p->name + " was cancelled")));
+  p->fail(std::make_exception_ptr(timed_out ? Error(Errc::timeout, p->name + " timed out")
+                                            : Error(Errc::cancelled, p->name + " was cancelled")));
 }
 
 // Completes the call `m` answers. True if calls wait for a worker (N5):

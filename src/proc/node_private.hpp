@@ -126,7 +126,10 @@
 //       B received still run, so the actor's state is what they made it, and
 //       their replies are dropped. No wait is unbounded: a direct call ends
 //       by its reply or the channel's end of stream, which the kernel gives
-//       when the peer dies; a connect, by the root's answer. B gives each
+//       when the peer dies, or by its deadline (CallOptions::timeout, else
+//       Options::call_timeout, as the root would have applied: the main
+//       thread sleeps at most 10 ms while one is due, then expire_direct);
+//       a connect, by the root's answer. B gives each
 //       call from a channel an id of its own (kPeerCall bit set; in_calls_
 //       maps it to the channel and the caller's id), so that ids of two
 //       callers never collide and its reply (send_reply, any thread) goes back
@@ -295,6 +298,7 @@ class Node {
   void cancel_from_peer(const PeerChan& pc, std::uint64_t id);
   bool reply_to_peer(std::uint64_t id, std::string_view body, std::span<const int> fds);
   void drop_peer(const std::shared_ptr<PeerChan>& pc);
+  void expire_direct();
 
   // ---------------------------------------------------------------- both sides
   // Below (a template) and node.cpp: a rejected message (wire.hpp WR3).
@@ -307,7 +311,7 @@ class Node {
   std::uint64_t submit(detail::OutCall&& call, std::unique_ptr<PendingBase> p);
   std::uint64_t submit_to_parent(detail::OutCall&& call, std::unique_ptr<PendingBase> p);
   void release_remote(std::uint32_t worker, std::uint64_t object);
-  void cancel(std::uint64_t id);
+  void cancel(std::uint64_t id, bool timed_out = false);
   bool complete(Message& m, bool waiter = false);
   void fail_pending(std::uint64_t id, std::exception_ptr e);
   void unassign_locked(const PendingEntry& e, WorkerRec& w);

@@ -76,7 +76,12 @@ bool Node::wait_and_serve(int extra, Busy&& busy) {
     fds.push_back({p->chan->socket(), POLLIN, 0});
     fds.push_back({p->chan->wake_fd(), POLLIN, 0});
   }
-  int r = sleep && !busy() ? ::poll(fds.data(), fds.size(), -1) : 0;
+  int timeout_ms = -1;  // N11: a direct call's deadline is checked every 10 ms
+  {
+    std::lock_guard lock(mu_);
+    if (deadlines_ > 0) timeout_ms = 10;
+  }
+  int r = sleep && !busy() ? ::poll(fds.data(), fds.size(), timeout_ms) : 0;
   auto signalled = [&](std::size_t i) { return r > 0 && (fds[i].revents & POLLIN); };
   auto readable = [&](std::size_t i) {
     return r > 0 && (fds[i].revents & (POLLIN | POLLHUP | POLLERR));
@@ -91,7 +96,9 @@ bool Node::wait_and_serve(int extra, Busy&& busy) {
   std::vector<char> socket_ready(1 + peers.size());
   socket_ready[0] = readable(0);
   for (std::size_t i = 0; i < peers.size(); ++i) socket_ready[i + 1] = readable(3 + 2 * i);
-  return serve_all(&socket_ready);
+  const bool go_on = serve_all(&socket_ready);
+  if (timeout_ms >= 0) expire_direct();
+  return go_on;
 }
 
 // Acts on one message from the parent. False: stop serving.

@@ -4,8 +4,9 @@
 // with no call relayed by the root (and relayed, every call, when
 // proc::set_direct_calls(false)); killing the callee fails the caller's call
 // in flight with worker_lost naming the method while the caller keeps
-// serving; killing the caller leaves the callee serving others, its state
-// what the calls it received made it.
+// serving; a direct call's timeout is kept by the caller; killing the
+// caller leaves the callee serving others, its state what the calls it
+// received made it.
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -90,6 +91,15 @@ struct Caller {
   std::string hang_on(proc::RemoteActor<Counter> c, std::string marker) {
     try {
       c.call<&Counter::hang>(std::move(marker)).get();
+      return "no error";
+    } catch (const Error& e) {
+      return std::to_string(static_cast<int>(e.code())) + ": " + e.what();
+    }
+  }
+  // "code: what" of the error hang() ends with under a 100 ms timeout.
+  std::string hang_for_a_while(proc::RemoteActor<Counter> c, std::string marker) {
+    try {
+      c.call_with<&Counter::hang>(proc::CallOptions{.timeout = 100ms}, std::move(marker)).get();
       return "no error";
     } catch (const Error& e) {
       return std::to_string(static_cast<int>(e.code())) + ": " + e.what();
@@ -212,6 +222,22 @@ TEST(Direct, KillingTheCalleeFailsTheCallInFlightNamingTheMethodAndTheCallerServ
     EXPECT_NE(std::string(e.what()).find("Counter::add"), std::string::npos) << e.what();
     EXPECT_NE(std::string(e.what()).find("worker"), std::string::npos) << e.what();
   }
+}
+
+TEST(Direct, ADirectCallTimesOutInTheCallerNamingTheMethod) {
+  no_workers();
+  auto b = proc::spawn_with<Counter>(proc::Placement::fresh()).get();
+  auto a = proc::spawn_with<Caller>(proc::Placement::fresh()).get();
+  const proc::Stats s0 = proc::stats();
+  const std::string marker = marker_path("timeout");
+  ::unlink(marker.c_str());
+  std::string what = a.call<&Caller::hang_for_a_while>(b, marker).get();
+  ::unlink(marker.c_str());
+  EXPECT_EQ(what.rfind(std::to_string(static_cast<int>(Errc::timeout)) + ": ", 0), 0u) << what;
+  EXPECT_NE(what.find("Counter::hang"), std::string::npos) << what;
+  EXPECT_EQ(proc::stats().relayed, s0.relayed) << "the call went through the root";
+  EXPECT_EQ(a.call<&Caller::pid>().get(), static_cast<long>(a.pid()));  // a serves on
+  ASSERT_EQ(::kill(b.pid(), SIGKILL), 0);                               // b still sleeps in hang()
 }
 
 TEST(Direct, KillingTheCallerLeavesTheCalleeServingOthers) {

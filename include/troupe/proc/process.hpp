@@ -190,9 +190,11 @@ class Placement {
 };
 
 struct CallOptions {
-  // 0: none. Enforced by the root process's IO thread; a call made from inside
-  // a worker does not time out (its CancelToken still works; a call to an
-  // actor in a worker that dies fails with Errc::worker_lost).
+  // 0: none (then Options::call_timeout). Enforced by the root process's IO
+  // thread; a call made from inside a worker times out only if it goes to an
+  // actor in another worker (the calling worker keeps its deadline; a call it
+  // relays gets Options::call_timeout of the root). Its CancelToken works
+  // everywhere.
   std::chrono::milliseconds timeout{0};
   const CancelToken* cancel = nullptr;
 };
