@@ -141,7 +141,8 @@ void parse_release(Message& m) {
 }
 
 void accept(Message& m, std::size_t fds_in, bool body_in_fd) {
-  if (static_cast<int>(m.kind) < 1 || static_cast<int>(m.kind) > 5) violated("kind out of range");
+  if (static_cast<int>(m.kind) < 1 || static_cast<int>(m.kind) > kLastKind)
+    violated("kind out of range");
   if (m.fds.size() != fds_in - (body_in_fd ? 1 : 0)) violated("descriptor count");  // FW3
   try {
     switch (m.kind) {

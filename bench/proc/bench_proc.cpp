@@ -4,6 +4,7 @@
 //
 //   bench_proc [--runs N] [--quick] [--case rt,pipe,tasks,cold,idle]
 //              [--side troupe|baseline]   (one side only: for perf and strace)
+//   bench_proc --case w2w,chain            (not in the default set: BP6)
 //
 // Cases (ratio = troupe / baseline, whatever the unit):
 //   rt     call round trip to a remote actor's empty method, one at a time,
@@ -22,6 +23,23 @@
 //   cold   a fresh process's first spawn<T>() to its handle (no worker yet,
 //          no runtime threads yet), vs posix_spawn of this same binary that
 //          writes one byte back over a socketpair from main and exits.
+//   w2w    an actor in worker A calling an empty method of an actor in worker
+//          B, one at a time, timed inside A (Pinger::ping), over the direct
+//          A-B channel (src/proc/node_private.hpp N11), vs the root-to-worker
+//          round trip of `rt` in the same run; then the same pair relayed by
+//          the root (proc::set_direct_calls(false) before the pair's first
+//          call) vs root-to-worker again. Goal: direct within 1.5x of rt.
+//   chain  a 3-stage pipeline producer -> transformer -> sink of actors in
+//          three workers (Placement::fresh), moving n longs; each stage keeps
+//          up to 256 calls to the next in flight and awaits the oldest; the
+//          sink checks count, sum and order (BP4). Items/s, timed in the root
+//          around Producer::run (which ends once every item is at the sink),
+//          direct channels vs the same pipeline relayed by the root. Goal:
+//          >= 200 000 items/s on 2 cores.
+//          Measured on a 2-vCPU VM at load 4 (--runs 5): w2w direct 1.5-1.6
+//          µs beside rt 1.3-1.7 µs, relayed 27-54 µs (before direct channels,
+//          every worker-to-worker call: 27 µs); chain direct 450 000-670 000
+//          items/s, relayed 315 000-513 000 (before: 243 000-543 000).
 //   idle   CPU ticks (/proc/<pid>/stat utime+stime, 1 tick = 1/CLK_TCK s)
 //          that the idle workers burn in 1 s after the runs, vs an idle
 //          fork/pipe pool measured in the same second; and the root process.
@@ -44,6 +62,12 @@
 //   BP4. Every result is checked; a wrong one aborts the bench.
 //   BP5. The budget lock file is private to this process (by pid), so other
 //       troupe programs on the machine neither take our slots nor we theirs.
+//   BP6. w2w and chain set up a direct and a relayed set of actors before the
+//       runs (the choice is made when a worker's first call to another sets
+//       up the channel) and keep both alive, each actor in a worker of its
+//       own: when --case names either, the budget is at least 10 workers
+//       (main scans --case before proc::init, reading argv only). The two
+//       sides then alternate (BP2) on idle workers that do not interfere.
 #include <dirent.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -85,6 +109,68 @@ struct Noop {
   void noop() {}
 };
 int inc(int x) { return x + 1; }
+
+// w2w: an actor in one worker calling another worker's Noop, timed there.
+struct Pinger {
+  // n calls of b's empty method, one at a time, after 1000 untimed: µs per call.
+  double ping(proc::RemoteActor<Noop> b, long n) {
+    for (int i = 0; i < 1000; ++i) b.call<&Noop::noop>().get();
+    auto t0 = Clock::now();
+    for (long i = 0; i < n; ++i) b.call<&Noop::noop>().get();
+    return std::chrono::duration<double>(Clock::now() - t0).count() / static_cast<double>(n) * 1e6;
+  }
+};
+
+// chain: producer -> transformer -> sink, each in its own worker. Each stage
+// keeps up to kStageWindow calls to the next in flight, awaiting the oldest.
+constexpr std::size_t kStageWindow = 256;
+struct Sink {
+  long count = 0, sum = 0, last = -1;
+  bool ordered = true;
+  void put(long x) {
+    ordered = ordered && x > last;
+    last = x;
+    count++;
+    sum += x;
+  }
+  // [count, sum, ordered], then starts afresh.
+  std::tuple<long, long, bool> take() {
+    auto r = std::make_tuple(count, sum, ordered);
+    count = sum = 0;
+    last = -1;
+    ordered = true;
+    return r;
+  }
+};
+struct Transformer {
+  explicit Transformer(proc::RemoteActor<Sink> s) : sink(std::move(s)), ring(kStageWindow) {}
+  void put(long x) {
+    auto& p = ring[next++ % kStageWindow];
+    if (p.valid()) p.get();
+    p = sink.call<&Sink::put>(x * 2);
+  }
+  void flush() {
+    for (auto& p : ring)
+      if (p.valid()) std::exchange(p, troupe::Promise<void>()).get();
+  }
+  proc::RemoteActor<Sink> sink;
+  std::vector<troupe::Promise<void>> ring;
+  std::size_t next = 0;
+};
+struct Producer {
+  // Sends 0..n-1 through t, then flushes t: every item has reached the sink.
+  void run(proc::RemoteActor<Transformer> t, long n) {
+    std::vector<troupe::Promise<void>> ring(kStageWindow);
+    for (long i = 0; i < n; ++i) {
+      auto& p = ring[static_cast<std::size_t>(i) % kStageWindow];
+      if (p.valid()) p.get();
+      p = t.call<&Transformer::put>(i);
+    }
+    for (auto& p : ring)
+      if (p.valid()) p.get();
+    t.call<&Transformer::flush>().get();
+  }
+};
 
 double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
@@ -331,6 +417,43 @@ double troupe_tasks_per_s(long n) {
   return static_cast<double>(n) / seconds_since(t0);
 }
 
+// w2w and chain: actors in workers of their own (Placement::fresh).
+struct W2wPair {
+  proc::RemoteActor<Pinger> a;
+  proc::RemoteActor<Noop> b;
+};
+W2wPair make_w2w_pair() {
+  auto b = proc::spawn_with<Noop>(proc::Placement::fresh()).get();
+  auto a = proc::spawn_with<Pinger>(proc::Placement::fresh()).get();
+  check(a.pid() != b.pid(), "w2w: the two actors in two workers");
+  return {std::move(a), std::move(b)};
+}
+double w2w_round_trip_us(const W2wPair& pair, long n) {
+  return pair.a.call<&Pinger::ping>(pair.b, n).get();
+}
+
+struct Chain {
+  proc::RemoteActor<Sink> sink;
+  proc::RemoteActor<Transformer> mid;
+  proc::RemoteActor<Producer> src;
+};
+Chain make_chain() {
+  auto sink = proc::spawn_with<Sink>(proc::Placement::fresh()).get();
+  auto mid = proc::spawn_with<Transformer>(proc::Placement::fresh(), sink).get();
+  auto src = proc::spawn_with<Producer>(proc::Placement::fresh()).get();
+  check(sink.pid() != mid.pid() && mid.pid() != src.pid() && sink.pid() != src.pid(),
+        "chain: three actors in three workers");
+  return {std::move(sink), std::move(mid), std::move(src)};
+}
+double chain_items_per_s(const Chain& c, long n) {
+  auto t0 = Clock::now();
+  c.src.call<&Producer::run>(c.mid, n).get();
+  double s = seconds_since(t0);
+  auto [count, sum, ordered] = c.sink.call<&Sink::take>().get();
+  check(count == n && sum == n * (n - 1) && ordered, "chain: every item at the sink, in order");
+  return static_cast<double>(n) / s;
+}
+
 // ------------------------------------------------------------ cold start
 pid_t spawn_self(std::vector<std::string> args, posix_spawn_file_actions_t* fa) {
   std::vector<char*> argv;
@@ -491,9 +614,21 @@ Row measure(std::string name, int runs, int precision, const std::function<doubl
 
 }  // namespace
 
+// BP6: w2w and chain keep a direct and a relayed set of actors alive side by
+// side, each actor in a worker of its own: 2 + 2 + 3 + 3 workers at most.
+bool names_worker_graph_case(int argc, char** argv) {
+  for (int i = 1; i + 1 < argc; ++i)
+    if (std::string_view(argv[i]) == "--case") {
+      std::string c = "," + std::string(argv[i + 1]) + ",";
+      return c.find(",w2w,") != std::string::npos || c.find(",chain,") != std::string::npos;
+    }
+  return false;
+}
+
 int main(int argc, char** argv) {
   proc::Options opts;
   opts.budget = std::max(1u, std::thread::hardware_concurrency());
+  if (names_worker_graph_case(argc, argv)) opts.budget = std::max<std::size_t>(opts.budget, 10);
   opts.idle_timeout = 60s;  // workers stay for the idle case; the bench retires them at the end
   opts.budget_file = fmt::format("/tmp/troupe-bench-budget-{}-{}", getuid(), getpid());  // BP5
   proc::init(argc, argv, opts);  // BP1
@@ -537,6 +672,7 @@ int main(int argc, char** argv) {
   const long rt_n = quick ? 1000 : 20000;
   const long pipe_n = quick ? 10000 : 100000;
   const long task_n = quick ? 10000 : 100000;
+  const long chain_n = quick ? 20000 : 200000;
   const std::size_t budget = opts.budget;
 
   std::fprintf(stderr,
@@ -560,6 +696,37 @@ int main(int argc, char** argv) {
                                   kWindow, budget),
                       runs, 0, [&] { return troupe_tasks_per_s(task_n); },
                       [&] { return pool_tasks_per_s(budget, task_n); }));
+  if (want("w2w")) {
+    // BP6: the direct pair, then the relayed one (its channel refused).
+    W2wPair direct = make_w2w_pair();
+    w2w_round_trip_us(direct, 10);  // sets the channel up
+    proc::set_direct_calls(false);
+    W2wPair relayed = make_w2w_pair();
+    w2w_round_trip_us(relayed, 10);
+    proc::set_direct_calls(true);
+    print_row(measure(
+        "worker-to-worker round trip, direct, vs root-to-worker round trip (µs)", runs, 2,
+        [&] { return w2w_round_trip_us(direct, rt_n); },
+        [&] { return troupe_round_trip_us(rt_n); }));
+    print_row(measure(
+        "worker-to-worker round trip, relayed by the root, vs root-to-worker (µs)", runs, 2,
+        [&] { return w2w_round_trip_us(relayed, rt_n); },
+        [&] { return troupe_round_trip_us(rt_n); }));
+  }
+  if (want("chain")) {
+    Chain direct = make_chain();
+    chain_items_per_s(direct, 1000);  // sets the channels up
+    proc::set_direct_calls(false);
+    Chain relayed = make_chain();
+    chain_items_per_s(relayed, 1000);
+    proc::set_direct_calls(true);
+    print_row(measure(
+        fmt::format("3-stage pipeline of actors in 3 workers, items/s ({} in flight "
+                    "per stage), direct vs relayed by the root",
+                    kStageWindow),
+        runs, 0, [&] { return chain_items_per_s(direct, chain_n); },
+        [&] { return chain_items_per_s(relayed, chain_n); }));
+  }
   if (want("cold"))
     print_row(measure("cold start: first spawn to its result, vs posix_spawn of this binary "
                       "replying 1 byte (ms)",

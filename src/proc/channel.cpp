@@ -1,5 +1,5 @@
-// src/proc/channel.cpp: the root/worker link, rings plus socket (channel.hpp
-// C1-C6, ring.hpp R1-R4).
+// src/proc/channel.cpp: the root/worker link (and a direct worker/worker
+// one), rings plus socket (channel.hpp C1-C7, ring.hpp R1-R4).
 #include "proc/channel.hpp"
 
 #include <fmt/core.h>
@@ -71,7 +71,22 @@ std::unique_ptr<Channel> Channel::create(Fd sock, ChannelFds& peer, std::size_t 
                                               std::move(to_worker), map, len, capacity, true));
 }
 
-std::unique_ptr<Channel> Channel::attach(Fd sock, ChannelFds fds) {
+ChannelFds Channel::make_parts(std::size_t capacity) {
+  const std::size_t len = 2 * Ring::bytes(capacity);
+  ChannelFds parts;
+  parts.memfd = Fd(::memfd_create("troupe-rings", MFD_CLOEXEC));
+  if (!parts.memfd) sys_error("memfd_create");
+  if (::ftruncate(parts.memfd.get(), static_cast<off_t>(len)) != 0) sys_error("ftruncate");
+  void* map = map_rings(parts.memfd.get(), len);
+  Ring::init(map);
+  Ring::init(static_cast<char*>(map) + Ring::bytes(capacity));
+  ::munmap(map, len);
+  parts.to_worker = make_eventfd();
+  parts.to_root = make_eventfd();
+  return parts;
+}
+
+std::unique_ptr<Channel> Channel::attach(Fd sock, ChannelFds fds, bool root_end) {
   struct stat st {};
   if (::fstat(fds.memfd.get(), &st) != 0) sys_error("fstat of the rings' memfd");
   const auto len = static_cast<std::size_t>(st.st_size);
@@ -80,6 +95,10 @@ std::unique_ptr<Channel> Channel::attach(Fd sock, ChannelFds fds) {
     throw Error(Errc::system, fmt::format("the rings' memfd holds {} bytes: not two rings", len));
   void* map = map_rings(fds.memfd.get(), len);
   fds.memfd.reset();  // C6
+  if (root_end)       // C7: a direct channel's caller
+    return std::unique_ptr<Channel>(new Channel(std::move(sock), std::move(fds.to_root),
+                                                std::move(fds.to_worker), map, len, capacity,
+                                                true));
   return std::unique_ptr<Channel>(new Channel(std::move(sock), std::move(fds.to_worker),
                                               std::move(fds.to_root), map, len, capacity, false));
 }

@@ -1,8 +1,9 @@
 // src/proc/channel.hpp: one end of the link between the root and a
-// worker: the control socket (SOCK_SEQPACKET, wire.hpp) and the data path, two
-// shared-memory rings (ring.hpp) in one memfd that both processes map, ring 0
-// carrying root -> worker, ring 1 worker -> root. Each receiver has an
-// eventfd that its sender writes only when the receiver said it sleeps.
+// worker, or between two workers (C7): the control socket (SOCK_SEQPACKET,
+// wire.hpp) and the data path, two shared-memory rings (ring.hpp) in one
+// memfd that both processes map, ring 0 carrying root -> worker, ring 1
+// worker -> root. Each receiver has an eventfd that its sender writes only
+// when the receiver said it sleeps.
 //
 // A message goes in the ring unless it carries descriptors (SCM_RIGHTS needs
 // the socket), its body travels in a memfd (over kMaxInline), or the ring has
@@ -34,6 +35,13 @@
 //   C6. The channel owns its socket, its two eventfds and its mapping; the
 //       memfd is closed as soon as it is mapped (the root keeps it only until
 //       the worker has been started with it).
+//   C7. A direct channel between two workers (src/proc/node_private.hpp N11)
+//       is the same pair of rings, socket and eventfds: the root makes them
+//       (make_parts, a socketpair), passes them to both workers once over
+//       their own channels (SCM_RIGHTS) and closes its copies; the worker
+//       that calls through it takes the root's end (ring 0 out, wake-up
+//       `to_root`), the one that serves takes the worker's end. C1-C6 hold
+//       as between root and worker.
 #pragma once
 
 #include <sched.h>
@@ -75,9 +83,13 @@ class Channel {
   // what the worker's end needs (C6).
   static std::unique_ptr<Channel> create(Fd sock, ChannelFds& peer,
                                          std::size_t capacity = kRingCapacity);
-  // The worker's end, from what the root passed. Throws Error(system) if the
-  // memfd is not a pair of rings.
-  static std::unique_ptr<Channel> attach(Fd sock, ChannelFds fds);
+  // The worker's end, from what the root passed; `root_end`: the other end
+  // (a direct channel's caller, C7). Throws Error(system) if the memfd is not
+  // a pair of rings.
+  static std::unique_ptr<Channel> attach(Fd sock, ChannelFds fds, bool root_end = false);
+  // C7: fresh rings (initialised, not mapped here) and two eventfds, for
+  // two ends that attach() elsewhere.
+  static ChannelFds make_parts(std::size_t capacity = kRingCapacity);
   ~Channel();
   Channel(const Channel&) = delete;
   Channel& operator=(const Channel&) = delete;

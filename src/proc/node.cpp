@@ -166,6 +166,7 @@ bool is_worker() noexcept { return node().worker_mode_; }
 void set_worker_command(std::vector<std::string> command) {
   node().set_worker_command(std::move(command));
 }
+void set_direct_calls(bool on) { node().set_direct_calls(on); }
 void shutdown() { node().shut_down(); }
 Stats stats() { return node().stats(); }
 std::vector<pid_t> worker_pids() { return node().pids(); }

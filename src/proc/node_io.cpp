@@ -1,13 +1,15 @@
 // src/proc/node_io.cpp: root side of Node (node_private.hpp): the IO thread
 // (epoll over every worker's channel, spinning on the rings while replies
 // are due) and what the holder of a worker's claim does with what it
-// receives: complete replies, route workers' own calls, release objects.
+// receives: complete replies, route workers' own calls, release objects,
+// set up a direct channel between two workers (N11).
 // Keeps N2 (a sender holds the WorkerRec), N4 (the IO thread starts the
 // workers and ends after them), N7 (only the claim's holder receives), and
 // the IO thread's side of N8 (io_asleep_, claims, socket_hint).
 #include <pthread.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -156,6 +158,8 @@ bool Node::receive_from(const std::shared_ptr<WorkerRec>& w, bool socket_ready, 
       if (complete(m, helper) && helper) wake_io();  // N5: a worker may be free for them
     } else if (m.kind == Kind::call) {
       route(w, m);
+    } else if (m.kind == Kind::connect) {
+      connect_workers(w, m);  // N11
     } else if (m.kind == Kind::release) {
       try {
         auto oh = detail::unpack_body(m.body);
@@ -225,9 +229,72 @@ void Node::route(const std::shared_ptr<WorkerRec>& from, Message& m) {
   }
   call.body = std::move(m.body);
   for (auto& f : m.fds) call.fds.push_back(f.get());  // borrowed until sent (node.hpp ND2)
+  {
+    std::lock_guard lock(mu_);
+    stats_.relayed++;
+  }
   auto fwd = std::make_unique<Forward>(this, from->id, m.id);
   fwd->name = call.name;  // "... while running <name>" when the callee dies
   dispatch(std::move(call), std::move(fwd));
+}
+
+// N11: worker `from` asks for a direct channel to the worker its body names.
+// Always answered: the channel's two ends (to that worker first, so that it
+// serves what `from` sends), or `relay`.
+void Node::connect_workers(const std::shared_ptr<WorkerRec>& from, const Message& m) {
+  std::uint32_t target = 0;
+  try {
+    auto oh = detail::unpack_body(m.body);
+    target = std::get<0>(oh.get().as<std::tuple<std::uint32_t>>());
+  } catch (const std::exception& e) {  // not from our worker code: it waits for no answer
+    log_failure(e, fmt::format("from worker {}: a connect that cannot be read", from->id));
+    return;
+  }
+  auto answer = [](std::uint32_t peer, pid_t pid, PeerRole role) {
+    msgpack::sbuffer b;
+    msgpack::pack(
+        b, std::make_tuple(peer, static_cast<std::int32_t>(pid), static_cast<std::uint8_t>(role)));
+    return std::string(b.data(), b.size());
+  };
+  std::shared_ptr<WorkerRec> to;
+  {
+    std::lock_guard lock(mu_);
+    auto it = workers_.find(target);
+    if (opts_.direct_calls && it != workers_.end() && !it->second->retiring && target != from->id)
+      to = it->second;
+  }
+  if (to) {
+    try {
+      int sv[2];
+      if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0)
+        throw errno_error(Errc::system, errno, "socketpair for a direct channel");
+      Fd caller_end(sv[0]), serving_end(sv[1]);
+      for (int fd : {sv[0], sv[1]}) {  // as spawn_locked: room for many messages in flight
+        int bytes = 8 << 20;
+        if (::setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &bytes, sizeof bytes) != 0)
+          ::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &bytes, sizeof bytes);
+      }
+      detail::ChannelFds parts = detail::Channel::make_parts();  // C7
+      const int to_serving[4] = {serving_end.get(), parts.memfd.get(), parts.to_worker.get(),
+                                 parts.to_root.get()};
+      to->chan->send(Kind::connect, 0, answer(from->id, from->pid, PeerRole::serve), to_serving);
+      const int to_caller[4] = {caller_end.get(), parts.memfd.get(), parts.to_worker.get(),
+                                parts.to_root.get()};
+      // If this fails, `from` is gone: the serving end sees the end of stream.
+      from->chan->send(Kind::connect, 0, answer(to->id, to->pid, PeerRole::call), to_caller);
+      std::lock_guard lock(mu_);
+      stats_.direct_channels++;
+      return;  // C7: our copies close here
+    } catch (const std::exception& e) {
+      log_failure(e, fmt::format("cannot connect worker {} to worker {}", from->id, target));
+    }
+  }
+  send_to(from->id, Kind::connect, 0, answer(target, 0, PeerRole::relay), {});
+}
+
+void Node::set_direct_calls(bool on) {
+  std::lock_guard lock(mu_);
+  opts_.direct_calls = on;
 }
 
 void Node::stop() {

@@ -17,6 +17,7 @@ std::uint64_t Node::submit(detail::OutCall&& call, std::unique_ptr<PendingBase> 
 }
 
 std::uint64_t Node::submit_to_parent(detail::OutCall&& call, std::unique_ptr<PendingBase> p) {
+  if (goes_direct(call)) return submit_direct(std::move(call), std::move(p));  // N11
   std::uint64_t id;
   {
     std::lock_guard lock(mu_);
@@ -57,14 +58,30 @@ void Node::release_remote(std::uint32_t worker, std::uint64_t object) {
   }
 }
 
-void Node::cancel(std::uint64_t id) {
+// Ends call `id` now: Errc::cancelled, or Errc::timeout (`timed_out`); the
+// worker it went to is told to skip it.
+void Node::cancel(std::uint64_t id, bool timed_out) {
   std::unique_ptr<PendingBase> p;
   std::shared_ptr<WorkerRec> w;
+  std::shared_ptr<PeerChan> peer;  // N11: a direct call's channel
+  bool unsent = false;             // N11: still queued, the peer never sees it
   {
     std::lock_guard lock(mu_);
     auto it = pending_.find(id);
     if (it == pending_.end()) return;  // already done
     p = std::move(it->second.p);
+    if (worker_mode_ && it->second.worker != 0) {
+      auto po = peers_out_.find(it->second.worker);
+      if (po != peers_out_.end()) {
+        auto& q = po->second.queued;
+        auto qit =
+            std::find_if(q.begin(), q.end(), [id](const Waiting& qw) { return qw.id == id; });
+        unsent = qit != q.end();
+        if (unsent) q.erase(qit);
+        peer = po->second.chan;
+      }
+      unsent = unsent || !peer;
+    }
     if (!worker_mode_) {
       auto wit = workers_.find(it->second.worker);
       if (wit != workers_.end()) {
@@ -78,11 +95,13 @@ void Node::cancel(std::uint64_t id) {
   }
   try {
     detail::Channel* chan = worker_mode_ ? parent_.get() : (w ? w->chan.get() : nullptr);
-    if (chan) chan->send(Kind::cancel, id, {});
+    if (peer) chan = peer->chan.get();
+    if (chan && !unsent) chan->send(Kind::cancel, id, {});
   } catch (const std::exception& e) {  // the call fails as cancelled all the same
     log_failure(e, fmt::format("cannot send the cancel of {}", p->name));
   }
-  p->fail(std::make_exception_ptr(Error(Errc::cancelled, p->name + " was cancelled")));
+  p->fail(std::make_exception_ptr(timed_out ? Error(Errc::timeout, p->name + " timed out")
+                                            : Error(Errc::cancelled, p->name + " was cancelled")));
 }
 
 // Completes the call `m` answers. True if calls wait for a worker (N5):

@@ -6,30 +6,32 @@
 //   node.cpp             the node's lifetime (configure, shut down, ~Node), the
 //                        public entry points (init, shutdown, detail::*)
 //   node_worker.cpp      worker side: the serving loop (W1, W2)
+//   node_peer.cpp        worker side: direct channels to other workers (N11)
 //   node_pending.cpp     both sides: the table of pending calls (N1, N5),
 //                        cancel and release
 //   node_supervisor.cpp  root side: dispatching, spawning, the budget,
 //                        deaths, timeouts and retiring (N3-N6)
 //   node_io.cpp          root side: the IO loop and the claim holder's
-//                        receive (N2, N4, N7)
+//                        receive (N2, N4, N7), setting up direct channels
+//                        between workers (N11)
 //   node_wait.cpp        root side: the waiting caller's own receive (N8)
 //
 // Root: one IO thread waits (epoll) on every worker's channel (its socket and
 // its wake eventfd, channel.hpp) and on a wake eventfd of its own; it starts
 // workers, sends the calls that waited for one, completes replies, routes
-// workers' own calls, fails the calls of a worker that died, times calls out
-// and retires idle workers. Callers send directly from their own thread when
-// a worker is ready for them. While calls are outstanding, the IO thread
-// spins briefly on the rings before it sleeps (kSpin). A caller that waits
-// for a reply receives it itself for a while (N8): a round trip then needs
-// no thread hand-off and no system call when both sides are busy.
-// Worker: the main thread receives from the parent; calls run on the worker's
-// pool (or on their actor), replies are sent from wherever they finish. After
-// each batch of messages it spins briefly on its ring before it sleeps.
+// workers' own calls (but a worker's calls to an actor in another worker go
+// over a direct channel between the two, N11), fails the calls of a worker that died, times calls
+// out and retires idle workers. Callers send directly from their own thread when a worker is ready
+// for them. While calls are outstanding, the IO thread spins briefly on the rings before it sleeps
+// (kSpin). A caller that waits for a reply receives it itself for a while (N8): a round trip then
+// needs no thread hand-off and no system call when both sides are busy. Worker: the main thread
+// receives from the parent and from its direct channels to other workers (N11); calls run on the
+// worker's pool (or on their actor), replies are sent from wherever they finish. After each batch
+// of messages it spins briefly on its ring before it sleeps.
 //
 // Invariants (in addition to node.hpp's):
 //   N1. mu_ guards workers_, pending_, waiting_, dead_, objects_, unstarted_,
-//       stats_ and the id counters. No message is sent and no promise
+//       stats_, peers_out_, in_calls_ and the id counters. No message is sent and no promise
 //       completed while it is held, except spawning a worker and sending
 //       `shutdown`.
 //   N2. A WorkerRec's channel (socket, eventfds, rings) is closed only when
@@ -73,7 +75,8 @@
 //       its ring and its socket. In the root only the holder of a worker's
 //       claim (WorkerRec::claimed) receives from it, so messages are handled
 //       one at a time in order: the IO thread, or a caller waiting (N8); only
-//       the worker's main thread receives (worker).
+//       the worker's main thread receives (worker), from its parent's channel
+//       and from its direct channels to other workers (N11, channel.hpp C7).
 //   N8. Caller-side receive (root): a thread outside any scheduler that waits
 //       on a promise while its last remote call is pending (the blocking
 //       poller, scheduler.hpp SC4) claims the channel of the worker that call
@@ -97,6 +100,45 @@
 //       ~Node uninstalls the poller and waits for the threads inside it.
 //   W2. A cancel marks a call in unstarted_ only if it has not started; the
 //       entry goes when the call starts (take_cancelled) or is rejected.
+//   N11. Direct channels between workers (node_peer.cpp; channel.hpp C7). A
+//       worker's call to a method of an actor in another worker B (its
+//       OutCall names B, not itself, and is not a spawn) does not go through
+//       the root. The first such call sends `connect [B]` to the root and is
+//       queued in peers_out_[B] (state connecting, holding dups of its
+//       descriptors, node.hpp ND2), and so is every later call to B until the
+//       root answers. The root makes a channel and sends its ends to B
+//       (`serve`) and then to the caller (`call`), or answers `relay` (
+//       Options::direct_calls off, B gone or retiring, the channel could not
+//       be made or sent to B): it answers every request. The caller's main
+//       thread then sends the queued calls in order over the channel (or to
+//       the root), popping each under mu_, and sets the state to direct (or
+//       relayed) under mu_ when the queue is empty; a call submitted
+//       meanwhile joins the queue. Order per sender: every call to B takes
+//       one path, never the root first and the channel after, and each path
+//       keeps one sender's order (C1, C2; the root forwards a worker's calls
+//       to B in the order it receives them). `relayed` is final.
+//       Failures: the caller's pending entry of a queued or direct call names
+//       B (PendingEntry::worker). The end of stream on the channel (C5: B
+//       died, or dropped the channel) fails each of them with worker_lost
+//       naming B, its pid and the method, and makes the state relayed (later
+//       calls go through the root, which knows B's fate). The end of stream
+//       on B's side (the caller died) drops the channel: calls from it that
+//       B received still run, so the actor's state is what they made it, and
+//       their replies are dropped. No wait is unbounded: a direct call ends
+//       by its reply or the channel's end of stream, which the kernel gives
+//       when the peer dies, or by its deadline (CallOptions::timeout, else
+//       Options::call_timeout, as the root would have applied: the main
+//       thread sleeps at most 10 ms while one is due, then expire_direct);
+//       a connect, by the root's answer. B gives each
+//       call from a channel an id of its own (kPeerCall bit set; in_calls_
+//       maps it to the channel and the caller's id), so that ids of two
+//       callers never collide and its reply (send_reply, any thread) goes back
+//       where the call came from. Only the worker's main thread receives, from
+//       the parent and from every channel (N7), so W1 holds for direct calls:
+//       wait_and_serve spins on every ring, then sleeps in one poll over every
+//       socket and wake eventfd (C4 for each). Budget: a channel is a socket,
+//       two eventfds and 512 KiB of rings in each of the two workers, never a
+//       process (N3 counts workers).
 #pragma once
 
 #include <fmt/core.h>
@@ -133,6 +175,10 @@ constexpr std::chrono::microseconds kSpin{50};
 constexpr std::size_t kHelperBatch = 16;
 // epoll data: a worker's id, with this bit for its channel's wake eventfd.
 constexpr std::uint64_t kWakeEvent = std::uint64_t{1} << 32;
+// N11: a worker's own id for a call that came over a direct channel.
+constexpr std::uint64_t kPeerCall = std::uint64_t{1} << 63;
+// N11: the role a connect message from the root gives its receiver.
+enum class PeerRole : std::uint8_t { call = 0, serve = 1, relay = 2 };
 
 struct WorkerRec {
   std::uint32_t id = 0;
@@ -190,6 +236,28 @@ struct PendingEntry {
   PlacementRule placement;  // a spawn's (N9)
 };
 
+// N11, worker side: a direct channel to another worker.
+struct PeerChan {
+  std::uint32_t peer = 0;  // the other worker's id
+  pid_t pid = 0;
+  bool caller = false;  // this worker calls through it (else it serves the peer's calls)
+  std::unique_ptr<detail::Channel> chan;
+  std::atomic<bool> closed{false};  // end of stream seen: dropped (main thread sets it)
+};
+
+// N11: this worker's calls to one other worker.
+struct PeerOut {
+  enum State : std::uint8_t { connecting, direct, relayed } state = connecting;
+  std::shared_ptr<PeerChan> chan;  // direct (and while the queue is sent)
+  std::deque<Waiting> queued;      // connecting: in the order they were made
+};
+
+// N11: a call that came over a direct channel, by this worker's id for it.
+struct InCall {
+  std::shared_ptr<PeerChan> from;
+  std::uint64_t id = 0;  // the caller's id
+};
+
 class Node;
 Node& node();
 
@@ -220,6 +288,18 @@ class Node {
   std::uint64_t add_object(std::string_view type, std::shared_ptr<void> actor);
   std::shared_ptr<void> find_object(std::uint64_t id, std::string_view type);
 
+  // node_peer.cpp: direct channels to other workers (N11).
+  bool goes_direct(const detail::OutCall& call) const;
+  std::uint64_t submit_direct(detail::OutCall&& call, std::unique_ptr<PendingBase> p);
+  void on_connect(Message& m);
+  void send_queued(std::uint32_t peer, const std::shared_ptr<PeerChan>& via);
+  bool serve_peer(const std::shared_ptr<PeerChan>& pc, bool socket_ready);
+  void serve_peer_call(const std::shared_ptr<PeerChan>& pc, Message& m);
+  void cancel_from_peer(const PeerChan& pc, std::uint64_t id);
+  bool reply_to_peer(std::uint64_t id, std::string_view body, std::span<const int> fds);
+  void drop_peer(const std::shared_ptr<PeerChan>& pc);
+  void expire_direct();
+
   // ---------------------------------------------------------------- both sides
   // Below (a template) and node.cpp: a rejected message (wire.hpp WR3).
   template <class Reply>
@@ -231,7 +311,7 @@ class Node {
   std::uint64_t submit(detail::OutCall&& call, std::unique_ptr<PendingBase> p);
   std::uint64_t submit_to_parent(detail::OutCall&& call, std::unique_ptr<PendingBase> p);
   void release_remote(std::uint32_t worker, std::uint64_t object);
-  void cancel(std::uint64_t id);
+  void cancel(std::uint64_t id, bool timed_out = false);
   bool complete(Message& m, bool waiter = false);
   void fail_pending(std::uint64_t id, std::exception_ptr e);
   void unassign_locked(const PendingEntry& e, WorkerRec& w);
@@ -274,6 +354,8 @@ class Node {
   void send_to(std::uint32_t worker, Kind kind, std::uint64_t id, std::string_view body,
                std::span<const int> fds);
   void route(const std::shared_ptr<WorkerRec>& from, Message& m);
+  void connect_workers(const std::shared_ptr<WorkerRec>& from, const Message& m);
+  void set_direct_calls(bool on);
   void stop();
 
   // node_wait.cpp: the waiting caller's own receive (N8).
@@ -305,7 +387,13 @@ class Node {
   bool marked_waiting_ = false;          // N10: IO thread only
   Clock::time_point next_probe_{};       // N10: IO thread only
   Stats stats_;
-  std::unique_ptr<detail::Channel> parent_;         // worker mode (N7)
+  std::unique_ptr<detail::Channel> parent_;             // worker mode (N7)
+  std::map<std::uint32_t, PeerOut> peers_out_;          // worker mode, N11 (mu_)
+  std::unordered_map<std::uint64_t, InCall> in_calls_;  // worker mode, N11 (mu_)
+  std::uint64_t next_in_call_ = 0;                      // N11 (mu_)
+  // Worker mode, N11: the direct channels the main thread receives from (it
+  // alone reads and changes this list, N7).
+  std::vector<std::shared_ptr<PeerChan>> peer_chans_;
   std::vector<std::shared_ptr<WorkerRec>> polled_;  // IO thread only: io_loop's snapshot
   Fd epfd_, wake_;
   std::once_flag io_once_;

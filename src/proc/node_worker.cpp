@@ -1,5 +1,6 @@
 // src/proc/node_worker.cpp: worker side of Node (node_private.hpp): the
-// serving loop that receives from the parent's channel and acts on each
+// serving loop that receives from the parent's channel and the direct
+// channels of other workers (N11: one poll over all of them) and acts on each
 // message, the single-threaded worker's scheduler (WorkerLoop), running
 // calls, replying, the objects this worker hosts. Keeps W1 (one thread
 // receives and runs everything), W2 (a cancel skips only a call not yet
@@ -40,24 +41,64 @@ bool Node::serve_available(bool socket_ready) {
   }
 }
 
-// Waits until the parent's channel has something (or `extra`, if >= 0, is
-// readable), spinning on the ring first (C4); then serves what is there.
-// False: stop serving.
+// Waits until the parent's channel or a direct one (N11) has something (or
+// `extra`, if >= 0, is readable), spinning on the rings first (C4); then
+// serves what is there. False: stop serving.
 template <class Busy>
 bool Node::wait_and_serve(int extra, Busy&& busy) {
-  if (parent_->spin(kSpin)) return serve_available(false);
+  // A snapshot: handling a message may add a channel (on_connect) or drop
+  // one (drop_peer), also from a wait nested in a call (W1).
+  std::vector<std::shared_ptr<PeerChan>> peers = peer_chans_;
+  auto serve_all = [&](const std::vector<char>* socket_ready) {
+    bool go_on = serve_available(socket_ready && (*socket_ready)[0]);
+    for (std::size_t i = 0; i < peers.size(); ++i)
+      if (!serve_peer(peers[i], socket_ready && (*socket_ready)[i + 1])) drop_peer(peers[i]);
+    return go_on;
+  };
+  auto any_ready = [&] {
+    if (parent_->ready()) return true;
+    for (auto& p : peers)
+      if (p->chan->ready()) return true;
+    return false;
+  };
+  if (spin_until(kSpin, any_ready)) return serve_all(nullptr);
   if (busy()) return true;
-  if (!parent_->prepare_sleep()) return serve_available(false);
-  pollfd fds[3] = {
-      {parent_->socket(), POLLIN, 0}, {parent_->wake_fd(), POLLIN, 0}, {extra, POLLIN, 0}};
-  int r = busy() ? 0 : ::poll(fds, extra >= 0 ? 3 : 2, -1);
-  parent_->woke(r > 0 && (fds[1].revents & POLLIN));
+  // C4 on every channel: each prepare_sleep that finds its ring non-empty
+  // clears its own word; the others are cleared by woke() below.
+  bool sleep = parent_->prepare_sleep();
+  for (auto& p : peers) sleep = p->chan->prepare_sleep() && sleep;
+  std::vector<pollfd> fds;
+  fds.reserve(3 + 2 * peers.size());
+  fds.push_back({parent_->socket(), POLLIN, 0});
+  fds.push_back({parent_->wake_fd(), POLLIN, 0});
+  fds.push_back({extra, POLLIN, 0});  // a negative fd is ignored by poll
+  for (auto& p : peers) {
+    fds.push_back({p->chan->socket(), POLLIN, 0});
+    fds.push_back({p->chan->wake_fd(), POLLIN, 0});
+  }
+  int timeout_ms = -1;  // N11: a direct call's deadline is checked every 10 ms
+  {
+    std::lock_guard lock(mu_);
+    if (deadlines_ > 0) timeout_ms = 10;
+  }
+  int r = sleep && !busy() ? ::poll(fds.data(), fds.size(), timeout_ms) : 0;
+  auto signalled = [&](std::size_t i) { return r > 0 && (fds[i].revents & POLLIN); };
+  auto readable = [&](std::size_t i) {
+    return r > 0 && (fds[i].revents & (POLLIN | POLLHUP | POLLERR));
+  };
+  parent_->woke(signalled(1));
+  for (std::size_t i = 0; i < peers.size(); ++i) peers[i]->chan->woke(signalled(4 + 2 * i));
   if (r < 0 && errno != EINTR) return false;
-  if (extra >= 0 && (fds[2].revents & POLLIN)) {
+  if (extra >= 0 && signalled(2)) {
     std::uint64_t v;
     [[maybe_unused]] auto rr = ::read(extra, &v, sizeof v);
   }
-  return serve_available(r > 0 && (fds[0].revents & (POLLIN | POLLHUP | POLLERR)));
+  std::vector<char> socket_ready(1 + peers.size());
+  socket_ready[0] = readable(0);
+  for (std::size_t i = 0; i < peers.size(); ++i) socket_ready[i + 1] = readable(3 + 2 * i);
+  const bool go_on = serve_all(&socket_ready);
+  if (timeout_ms >= 0) expire_direct();
+  return go_on;
 }
 
 // Acts on one message from the parent. False: stop serving.
@@ -75,6 +116,8 @@ bool Node::handle(Message& m) {
     release_local(m);
   } else if (m.kind == Kind::shutdown) {
     return false;
+  } else if (m.kind == Kind::connect) {
+    on_connect(m);  // N11
   }
   return true;
 }
@@ -226,6 +269,7 @@ void Node::release_local(Message& m) {
 }
 
 void Node::send_reply(std::uint64_t id, std::string_view body, std::span<const int> fds) {
+  if (reply_to_peer(id, body, fds)) return;  // N11: a call from another worker
   try {
     parent_->send(Kind::reply, id, body, fds);
   } catch (const Error& e) {

@@ -45,7 +45,7 @@ std::uint64_t seq_of(const char* data, std::size_t len, const Header& h) {
 bool readable_header(const char* data, std::size_t len, Header& h) {
   if (len < sizeof h) return false;
   std::memcpy(&h, data, sizeof h);
-  return h.magic == kMagic && h.kind >= 1 && h.kind <= 5;
+  return h.magic == kMagic && h.kind >= 1 && h.kind <= kLastKind;
 }
 }  // namespace
 
@@ -68,7 +68,7 @@ Message decode(const char* data, std::size_t len, std::vector<Fd> fds) {
   Header h;
   std::memcpy(&h, data, sizeof h);
   if (h.magic != kMagic) bad(fmt::format("wrong magic 0x{:08x}", h.magic));
-  if (h.kind < 1 || h.kind > 5) bad(fmt::format("unknown kind {}", h.kind));
+  if (h.kind < 1 || h.kind > kLastKind) bad(fmt::format("unknown kind {}", h.kind));
   // From here on every rejection names the message (WR3) and its number (WR4).
   const std::uint64_t seq = seq_of(data, len, h);
   if (h.nfds != fds.size())

@@ -12,7 +12,10 @@
 // on demand, reused, retired after an idle timeout, and counted against one
 // machine-wide budget (default: the number of cores) held as byte locks on a
 // file in /dev/shm that the kernel releases when a worker dies. Work that a
-// worker submits goes through the root, so nesting never adds processes.
+// worker submits goes through the root, so nesting never adds processes;
+// except that a worker's calls to an actor in another worker go over a
+// direct channel between the two, set up through the root on the first such
+// call (it starts no process; src/proc/node_private.hpp N11).
 //
 // Arguments and results are serialised with msgpack-cxx: standard containers,
 // strings, numbers, and user types declaring MSGPACK_DEFINE(fields...);
@@ -72,6 +75,11 @@ struct Options {
   // for a slot of the budget file, a worker of this one that has been idle
   // (no call, no actor) this long is retired, giving its slot back.
   std::chrono::milliseconds give_back_after{100};
+  // A worker's calls to the methods of an actor in another worker go over a
+  // direct channel between the two (set up on the first one; in order per
+  // caller). false: the root relays them, as it does every other call a
+  // worker makes (a spawn, a free function).
+  bool direct_calls = true;
 };
 
 // Call first thing in main. In a worker: serves calls, then exits. In the
@@ -83,6 +91,10 @@ bool is_worker() noexcept;
 // Replaces Options::worker_command for workers started from now on (the
 // running ones keep theirs).
 void set_worker_command(std::vector<std::string> command);
+// Replaces Options::direct_calls for the direct channels asked for from now
+// on (a pair of workers already connected, or already told to relay, keeps
+// what it has).
+void set_direct_calls(bool on);
 // Stops the root's IO thread, asks every worker to leave (killing those
 // that do not within 1 s) and fails every pending call with Errc::shutdown.
 // Later calls fail with Errc::shutdown. Idempotent; a no-op in a worker.
@@ -105,6 +117,10 @@ struct Stats {
   std::chrono::milliseconds longest_wait{0};
   // Idle workers retired early because another program waited for a slot.
   std::size_t given_back = 0;
+  // Calls of one worker to another that the root relayed, and the direct
+  // channels it set up between two workers (Options::direct_calls).
+  std::size_t relayed = 0;
+  std::size_t direct_channels = 0;
 };
 Stats stats();
 std::vector<pid_t> worker_pids();
@@ -174,8 +190,11 @@ class Placement {
 };
 
 struct CallOptions {
-  // 0: none. Enforced by the root process's IO thread; a call made from inside
-  // a worker does not time out (its CancelToken still works).
+  // 0: none (then Options::call_timeout). Enforced by the root process's IO
+  // thread; a call made from inside a worker times out only if it goes to an
+  // actor in another worker (the calling worker keeps its deadline; a call it
+  // relays gets Options::call_timeout of the root). Its CancelToken works
+  // everywhere.
   std::chrono::milliseconds timeout{0};
   const CancelToken* cancel = nullptr;
 };

@@ -5,7 +5,9 @@
 // routes calls that workers make (nested work goes through the root, so the
 // budget holds for it too), notices deaths and retires idle workers. In a
 // worker the node serves calls from the parent and forwards the worker's own
-// calls to it.
+// calls to it, but for method calls to an actor in another worker, which go
+// over a direct channel between the two that the root sets up (no process is
+// added; src/proc/node_private.hpp N11).
 //
 // Invariants:
 //   ND1. Every submitted call completes exactly once: by its reply, or by

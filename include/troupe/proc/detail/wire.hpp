@@ -15,6 +15,15 @@
 //   cancel   id = call id            body []  (skip it if not started)
 //   release  id = 0                  body [object]  (the remote actor is dropped)
 //   shutdown id = 0                  body []  (idle: exit)
+//   connect  id = 0                  worker -> root: body [worker] (a direct
+//                                    channel to that worker, please);
+//                                    root -> worker: body [peer, pid, role],
+//                                    role 0 `call` (yours, to call the peer
+//                                    through), 1 `serve` (the peer calls you
+//                                    through it), 2 `relay` (no channel: go
+//                                    through the root); 0 and 1 carry the
+//                                    channel's socket, memfd and two eventfds
+//                                    (src/proc/node_private.hpp N11)
 //
 // Invariants:
 //   WR1. decode() accepts only what it fully checked: magic, kind, lengths,
@@ -43,7 +52,15 @@
 
 namespace troupe::proc::detail {
 
-enum class Kind : std::uint8_t { call = 1, reply = 2, cancel = 3, release = 4, shutdown = 5 };
+enum class Kind : std::uint8_t {
+  call = 1,
+  reply = 2,
+  cancel = 3,
+  release = 4,
+  shutdown = 5,
+  connect = 6
+};
+inline constexpr std::uint8_t kLastKind = 6;
 enum class Status : std::uint8_t { ok = 0, exception = 1, error = 2 };
 
 struct Header {
