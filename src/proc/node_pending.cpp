@@ -8,10 +8,22 @@
 #include <algorithm>
 
 #include "node_private.hpp"
+#include "troupe/trace.hpp"
 
 namespace troupe::proc::detail {
 
+PendingBase::~PendingBase() {
+  if (trace_t0 != 0) [[unlikely]] {  // trace.hpp: the call, from submit to its end
+    std::string args = fmt::format("\"outcome\":\"{}\"", trace_outcome);
+    if (trace_pid != 0) fmt::format_to(std::back_inserter(args), ",\"worker_pid\":{}", trace_pid);
+    troupe::detail::trace::complete("proc", name, trace_t0, troupe::detail::trace::now_ns(),
+                                    std::move(args));
+  }
+}
+
 std::uint64_t Node::submit(detail::OutCall&& call, std::unique_ptr<PendingBase> p) {
+  if (troupe::detail::trace::on()) [[unlikely]]
+    p->trace_t0 = troupe::detail::trace::now_ns();
   if (worker_mode_) return submit_to_parent(std::move(call), std::move(p));
   return dispatch(std::move(call), std::move(p), true);
 }
@@ -117,11 +129,15 @@ bool Node::complete(Message& m, bool waiter) {
     if (it == pending_.end()) return queued;  // timed out or cancelled: drop the late reply
     if (waiter) stats_.replies_to_waiters++;
     p = std::move(it->second.p);
-    if (!worker_mode_) note_reply_locked(it->second, m);
+    if (!worker_mode_) {
+      const pid_t pid = note_reply_locked(it->second, m);
+      if (p->trace_t0 != 0) p->trace_pid = pid;  // trace.hpp
+    }
     forget_deadline_locked(it->second);
     forget_waiting_locked(it->first, it->second);
     pending_.erase(it);
   }
+  p->trace_outcome = "replied";
   p->complete(m);  // N1: outside the lock
   return queued;
 }
@@ -166,9 +182,9 @@ void Node::forget_waiting_locked(std::uint64_t id, const PendingEntry& e) {
   if (it != waiting_.end()) waiting_.erase(it);
 }
 
-void Node::note_reply_locked(PendingEntry& e, const Message& m) {
+pid_t Node::note_reply_locked(PendingEntry& e, const Message& m) {
   auto wit = workers_.find(e.worker);
-  if (wit == workers_.end()) return;
+  if (wit == workers_.end()) return 0;
   WorkerRec& w = *wit->second;
   w.outstanding--;
   w.last_used = Clock::now();
@@ -177,5 +193,6 @@ void Node::note_reply_locked(PendingEntry& e, const Message& m) {
     bool ok = m.body.size() >= 2 && static_cast<unsigned char>(m.body[0]) == 0x92 && m.body[1] == 0;
     if (!ok && w.objects > 0) w.objects--;
   }
+  return w.pid;
 }
 }  // namespace troupe::proc::detail

@@ -317,7 +317,7 @@ class Node {
   void unassign_locked(const PendingEntry& e, WorkerRec& w);
   void forget_deadline_locked(const PendingEntry& e);
   void forget_waiting_locked(std::uint64_t id, const PendingEntry& e);
-  void note_reply_locked(PendingEntry& e, const Message& m);
+  pid_t note_reply_locked(PendingEntry& e, const Message& m);  // the worker's pid, 0 if gone
 
   // ---------------------------------------------------------------- root side
   // node_supervisor.cpp: dispatching, spawning, the budget, deaths, timeouts
@@ -370,7 +370,7 @@ class Node {
   Options opts_;
   std::map<std::uint32_t, std::shared_ptr<WorkerRec>> workers_;
   std::unordered_map<std::uint64_t, PendingEntry> pending_;
-  std::map<std::uint32_t, std::string> dead_;  // N6: the last kDeadKept, by worker id
+  std::map<std::uint32_t, std::string> dead_;    // N6: the last kDeadKept, by worker id
   std::map<std::string, std::uint32_t> groups_;  // N9: placement group -> its worker
   static constexpr std::size_t kDeadKept = 256;
   std::deque<Waiting> waiting_;                        // N5
@@ -383,9 +383,9 @@ class Node {
   bool initialized_ = false;            // init() was called (mu_)
   std::atomic<bool> shut_{false};       // shutdown() was called: nothing is dispatched
   Clock::time_point next_spawn_try_{};  // back-off after the budget file said no
-  Fd budget_probe_;                      // N10: our mark of waiting, and the probe for others'
-  bool marked_waiting_ = false;          // N10: IO thread only
-  Clock::time_point next_probe_{};       // N10: IO thread only
+  Fd budget_probe_;                     // N10: our mark of waiting, and the probe for others'
+  bool marked_waiting_ = false;         // N10: IO thread only
+  Clock::time_point next_probe_{};      // N10: IO thread only
   Stats stats_;
   std::unique_ptr<detail::Channel> parent_;             // worker mode (N7)
   std::map<std::uint32_t, PeerOut> peers_out_;          // worker mode, N11 (mu_)

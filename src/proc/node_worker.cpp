@@ -15,8 +15,26 @@
 
 #include "node_private.hpp"
 #include "troupe/detail/mpsc_queue.hpp"
+#include "troupe/trace.hpp"
 
 namespace troupe::proc::detail {
+
+namespace {
+
+// A worker ends with _exit (no static destructors: they belong to the
+// program the worker was started from): what would have been written at
+// exit is written here, the trace (trace.hpp: TROUPE_TRACE) and stdio.
+[[noreturn]] void leave(int status) {
+  try {
+    troupe::trace::stop();
+  } catch (const Error& e) {
+    std::fprintf(stderr, "troupe worker: %s\n", e.what());
+  }
+  std::fflush(nullptr);
+  _exit(status);
+}
+
+}  // namespace
 
 // Receives every message the parent's channel can deliver now and acts on
 // each (N7). False: stop serving (the parent is gone, or it asked this
@@ -153,8 +171,7 @@ class Node::WorkerLoop final : public sched::Scheduler {
       }
       if (!wait_and_receive()) {
         // The parent is gone while a call waits on it: nothing can finish.
-        std::fflush(nullptr);
-        _exit(0);
+        leave(0);
       }
     }
   }
@@ -206,8 +223,7 @@ class Node::WorkerLoop final : public sched::Scheduler {
     }
     troupe::shutdown();  // drain this worker's pool
   }
-  std::fflush(nullptr);
-  _exit(0);
+  leave(0);
 }
 
 void Node::serve_call(Message& m) {

@@ -15,11 +15,14 @@
 #include <chrono>
 #include <csignal>
 #include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
 #include <numeric>
 #include <sstream>
 #include <thread>
 
 #include "proc/fd_util.hpp"
+#include "troupe/trace.hpp"
 #include "util/proc_fs.hpp"
 
 using namespace troupe;
@@ -414,3 +417,34 @@ TEST(Process, IdleWorkersUseNoCpuAndRetire) {
   EXPECT_EQ(proc::call<&add>(2, 2).get(), 4);  // and start again on demand
 }
 
+// trace.hpp: each remote call is a complete event (cat "proc") named by what
+// was called, with the pid of the worker that answered and how it ended.
+TEST(Process, RemoteCallsInTheTrace) {
+  const std::string path = "/tmp/troupe_proc_trace_" + std::to_string(::getpid()) + ".json";
+  auto c = proc::spawn<Counter>(1L).get();
+  trace::start(path);
+  EXPECT_EQ(c.call<&Counter::add>(2L).get(), 3);
+  EXPECT_EQ(proc::call<&add>(4, 5).get(), 9);
+  EXPECT_THROW(proc::call<&fail_with>(std::string("x")).get(), proc::RemoteException);
+  trace::stop();
+  std::ifstream in(path);
+  nlohmann::json doc = nlohmann::json::parse(in);
+  std::map<std::string, nlohmann::json> calls;
+  for (const auto& e : doc["traceEvents"])
+    if (e.value("cat", "") == "proc") calls[e["name"].get<std::string>()] = e;
+  ASSERT_EQ(calls.size(), 3u) << doc.dump();
+  for (auto& [name, e] : calls) {
+    EXPECT_EQ(e["ph"], "X");
+    EXPECT_GE(e["dur"].get<double>(), 0.0);
+    EXPECT_EQ(e["args"]["outcome"], "replied") << name;  // an exception is a reply too
+    EXPECT_GT(e["args"]["worker_pid"].get<long>(), 0) << name;
+  }
+  bool method_seen = false;
+  for (auto& [name, e] : calls)
+    if (name.find("Counter::add") != std::string::npos) {
+      method_seen = true;
+      EXPECT_EQ(e["args"]["worker_pid"].get<long>(), c.pid());
+    }
+  EXPECT_TRUE(method_seen) << doc.dump();
+  std::remove(path.c_str());
+}

@@ -32,10 +32,16 @@
 namespace troupe::proc::detail {
 
 struct PendingBase {
-  virtual ~PendingBase() = default;
+  // While tracing (troupe/trace.hpp), records the call from trace_t0 to now.
+  virtual ~PendingBase();
   virtual void complete(Message& m) = 0;        // the reply arrived (ND1)
   virtual void fail(std::exception_ptr e) = 0;  // it never will (ND1)
   std::string name;                             // what was called, for messages
+  // trace.hpp: when the call was submitted (0: not tracing), how it ended
+  // and the pid of the worker that answered (0: not known here).
+  std::uint64_t trace_t0 = 0;
+  const char* trace_outcome = "failed";
+  std::int64_t trace_pid = 0;
 };
 
 // Where a spawned actor goes (proc::Placement; the root applies it).
@@ -47,9 +53,9 @@ struct PlacementRule {
 struct OutCall {
   std::uint32_t worker = 0;  // 0: any worker (for a spawn: by `placement`)
   PlacementRule placement;
-  std::string name;          // registered name
-  std::string body;          // packed [worker, object, name, args]
-  std::vector<int> fds;      // borrowed (ND2)
+  std::string name;      // registered name
+  std::string body;      // packed [worker, object, name, args]
+  std::vector<int> fds;  // borrowed (ND2)
   std::chrono::milliseconds timeout{0};
 };
 
