@@ -305,7 +305,13 @@ void bind_shm(nb::module_& m) {
       .def("max_size", [](HeapBox& h) { return h.heap.max_size(); })
       .def("verify", [](HeapBox& h) { return h.heap.verify(); })
       .def("stuck_locks", [](HeapBox& h) { return h.txh->stuck_locks(); })
-      .def("recover", [](HeapBox& h) { return h.heap.recover().slots.size(); })
+      .def("recover",
+           [](HeapBox& h) {
+             nb::gil_scoped_release nogil;
+             std::size_t n = h.heap.recover().slots.size();
+             h.txh->recover_orphans();
+             return n;
+           })
       .def("set_keep", [](HeapBox& h, bool keep) { h.heap.set_keep(keep); })
       .def("close", [](HeapBox& h) {
         if (h.heap) {

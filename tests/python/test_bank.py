@@ -75,7 +75,7 @@ def _bank(kills_wanted: int, seed: int) -> None:
             p.kill()
             p.wait()
     assert sum(bank.values()) == TOTAL
-    heap._box.recover()  # the dead processes' slots, now
+    heap.recover()  # the dead processes' slots, now
     assert heap.stuck_locks() == 0
     assert heap.used_bytes() == baseline, "bytes leaked"
     assert heap.verify() == []
