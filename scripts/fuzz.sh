@@ -21,8 +21,8 @@ FLAGS=(-std=c++20 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recov
 case "$TARGET" in
   wire)  # wire.cpp holds decode and fd_context, fd.cpp Fd; nothing else of troupe is linked.
     SOURCES=(fuzz/wire_fuzz.cpp src/proc/wire.cpp src/proc/fd.cpp); MAXLEN=4096; SEEDS=(fuzz/corpus) ;;
-  heap)  # the shared-objects layer (every source of src/shm), Spin and futexes, nothing else.
-    SOURCES=(fuzz/heap_fuzz.cpp src/shm/*.cpp src/sched/platform.cpp)
+  heap)  # the shared-objects layer (every source of src/shm), Spin and futexes, the trace recorder.
+    SOURCES=(fuzz/heap_fuzz.cpp src/shm/*.cpp src/sched/platform.cpp src/sched/trace.cpp)
     MAXLEN=384; SEEDS=(fuzz/heap-corpus) ;;
   *) echo "fuzz.sh: FUZZ_TARGET is wire or heap, not $TARGET" >&2; exit 2 ;;
 esac

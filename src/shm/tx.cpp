@@ -2,7 +2,7 @@
 // begin, read (with snapshot extension), write, peek/settled for immutable
 // words, allocate/retire/take, collect at commit, commit, rollback and
 // backoff; and the pacing of waits (relax and the embedder's wait hook).
-// Invariants T1-T11 (tx.hpp) and X1-X9 (detail/tx_layout.hpp) are cited
+// Invariants T1-T11 (tx.hpp) and X1-X8 (detail/tx_layout.hpp) are cited
 // where they are kept.
 #include "troupe/shm/tx.hpp"
 
@@ -114,10 +114,7 @@ void Tx::begin() {
       if (n % 4096 == 4095) tx_heap_->clear_stale_token();
     }
   // The snapshot (T2: a load, nothing announced; X5). Seq_cst: X8 (b, c).
-  // A first attempt starts from the last clock value this Tx saw (X9): no
-  // load of a line every commit writes; a retry loads the clock afresh.
-  rv_ = attempt_ == 0 && seen_clock_ != 0 ? seen_clock_ : table_->clock.load();
-  seen_clock_ = rv_;
+  rv_ = table_->clock.load();
   settle_tries_ = 0;
   reads_.clear();
   writes_.clear();
@@ -141,8 +138,8 @@ void Tx::trace_commit() {
                   attempt_));
 }
 
-// T2: an abort writes nothing shared either; the retry's clock load is at
-// least any version it met (X8 P).
+// T2: an abort writes nothing shared either; the retry extends its snapshot
+// past any version it meets again (X8).
 void Tx::conflict() { throw TxConflict{}; }
 
 std::uint64_t Tx::read_slow(Offset word) {
@@ -230,20 +227,25 @@ void Tx::corrupt_lock(std::uint64_t v, const char* why) {
                           heap_->name(), v, why, attempt_));
 }
 
-// X8 (snapshot extension, LSA). Takes the clock, >= `seen` by X8 P, as the
-// new snapshot and keeps it only if every stripe read so far is still
+// X8 (snapshot extension, LSA). Advances the clock to `seen` if it is behind
+// (a commit's version, GV5), takes it as the new snapshot (>= seen) and
+// keeps it only if every stripe read so far is still
 // unlocked at a version within the old one: by X8 (b) none of them changed
 // since it was read, by X8 (c) every commit with a version up to the new
 // snapshot is visible to these loads, so all our reads belong to it (T1).
 // Writes nothing (T2).
 bool Tx::extend(std::uint64_t seen) {
-  const std::uint64_t now = table_->clock.load();  // seq_cst: X8 (c)
-  if (now < seen) return false;  // P broken (cannot happen): abort rather than accept
+  std::uint64_t now = table_->clock.load();  // seq_cst: X8 (c)
+  if (seen > now + 1) return false;          // X8 Q: no run of the protocol releases this (T10)
+  if (now < seen) {                          // a commit's version the clock has not reached
+    clock_advance(*table_, seen);
+    now = table_->clock.load();
+  }
   for (std::uint32_t s : reads_) {
     std::uint64_t w = table_->stripes[s].load();  // seq_cst: X8 (c)
     if (is_locked(w) || version_of(w) > rv_) return false;
   }
-  rv_ = seen_clock_ = now;
+  rv_ = now;
   return true;
 }
 
@@ -543,27 +545,22 @@ void Tx::commit() {
     fault_point("tx.after_some_locks");
   }
 
-  // X8: wv = the clock + 1, and the clock advanced to it by the same
-  // fetch_add (GV1 of TL2: one read-modify-write of the clock's line per
-  // commit, no separate load), so P holds long before our release.
-  // Seq_cst: after our locks in the single total order (X8 c).
-  const std::uint64_t wv = table_->clock.fetch_add(1) + 1;
-  seen_clock_ = wv;  // X9: a value of the clock, written by us
-  // Validate the read set, unless wv == rv + 1 (X9): then no clock change
-  // came between our snapshot's clock load and our fetch_add, so no stripe
-  // was released above rv meanwhile and every read is still valid.
-  // Seq_cst loads (plain loads on x86): X8 (b, c).
-  if (wv != rv_ + 1)
-    for (std::uint32_t s : reads_) {
-      std::uint64_t w = table_->stripes[s].load();
-      if (w == mine) {
-        auto it = std::lower_bound(lock_order_.begin(), lock_order_.end(), s);
-        std::uint64_t before = L.lock_old(it - lock_order_.begin()).load(std::memory_order_relaxed);
-        if (version_of(before) > rv_) fail();
-      } else if (is_locked(w) || version_of(w) > rv_) {
-        fail();
-      }
+  // X8 (GV5): wv = the clock + 1, the clock left as it is (commits running
+  // together may share a version; a reader that meets wv above the clock
+  // advances it). Seq_cst: after our locks in the single total order (X8 c).
+  const std::uint64_t wv = table_->clock.load() + 1;
+  // Validate the read set (always: with shared versions, wv == rv + 1 says
+  // nothing about other commits). Seq_cst loads (plain loads on x86): X8 (b, c).
+  for (std::uint32_t s : reads_) {
+    std::uint64_t w = table_->stripes[s].load();
+    if (w == mine) {
+      auto it = std::lower_bound(lock_order_.begin(), lock_order_.end(), s);
+      std::uint64_t before = L.lock_old(it - lock_order_.begin()).load(std::memory_order_relaxed);
+      if (version_of(before) > rv_) fail();
+    } else if (is_locked(w) || version_of(w) > rv_) {
+      fail();
     }
+  }
   if (!irrevocable_) {
     std::uint64_t tok = table_->irrevocable.load();
     if (tok != 0 && tok != slot_ + 1u) fail();

@@ -1,7 +1,7 @@
 // src/shm/tx_atomic_ops.cpp: the single-word atomic operations on an int
 // value (TxHeap::fetch_add, exchange, load), outside a transaction or as part
 // of one. Keeps X2 (the record names the stripe before it is locked), X7 (a
-// new seq), X8 (the clock before the version) and V4 (objects.hpp: only an
+// new seq), X8 (the clock advanced before the version) and V4 (objects.hpp: only an
 // int cell's payload is changed).
 #include <fmt/format.h>
 
@@ -84,11 +84,11 @@ std::uint64_t atomic_op(TxHeap& txh, const char* op, Offset word, F f) {
         // Relaxed load: we hold the stripe. Release store: see Tx::read.
         std::uint64_t old = w.load(std::memory_order_relaxed);
         w.store(f(old), std::memory_order_release);
-        // A version above every current snapshot (X8 b), the clock made
-        // >= it before anyone can see it (X8 P) by the same fetch_add that
-        // reads it (one read-modify-write, no separate load: one transfer
-        // of the clock's line). Under P the old version is <= the clock, so
-        // v is c + 1; the max only guards P itself. Seq_cst: X8 (c).
+        // A version above every current snapshot (X8 b) and above the
+        // stripe's own (X8 a: a commit may have released it at clock + 1,
+        // GV5), the clock made >= it before anyone can see it by the same
+        // fetch_add that reads it, or by an advance when the stripe's was
+        // ahead. Seq_cst: X8 (c).
         std::uint64_t c = t.clock.fetch_add(1);
         std::uint64_t v = std::max(version_of(cur) + 1, c + 1);
         if (v != c + 1) clock_advance(t, v);

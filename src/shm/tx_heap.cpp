@@ -3,7 +3,7 @@
 // recovery hook installed) and detach, the per-thread counters, and the
 // checks tests use (stuck locks, busy records, the bytes it holds). It keeps
 // no invariant of its own beyond creating the table whole before its offset
-// is published (the release compare-exchange); the records' (X1-X9 of
+// is published (the release compare-exchange); the records' (X1-X8 of
 // tx_layout.hpp) are kept by tx.cpp, tx_recovery.cpp and tx_atomic_ops.cpp.
 #include <fmt/format.h>
 

@@ -1,6 +1,6 @@
 // src/shm/tx_private.hpp: what the transaction files share (tx_heap.cpp,
 // tx_recovery.cpp, tx_atomic_ops.cpp, tx.cpp): a view of a slot record's redo
-// log (its sections, tx_layout.hpp), the clock's advance (X8 P) and the
+// log (its sections, tx_layout.hpp), the clock's advance (X8) and the
 // pacing of a wait (relax). Private: not installed.
 #pragma once
 
@@ -37,9 +37,10 @@ inline LogView view(Heap& h, const SlotRecord& r) {
   return {b, r.log_cap.load(std::memory_order_relaxed)};
 }
 
-// X8 P: makes the clock >= v before the caller releases a stripe with v.
-// Seq_cst load and compare-exchange: clock operations are in S (X8). Only
-// writers call it (commits, single-word ops, recovery), never readers (T2).
+// X8: makes the clock >= v: before a single-word op or a recoverer releases
+// a stripe with v, and before a transaction that met v (a commit's version,
+// GV5) takes a snapshot >= v. Seq_cst load and compare-exchange: clock
+// operations are in S (X8).
 inline void clock_advance(TxTable& t, std::uint64_t v) {
   std::uint64_t c = t.clock.load();
   while (c < v && !t.clock.compare_exchange_weak(c, v)) {

@@ -202,7 +202,7 @@ void TxHeap::recover_slot(unsigned slot, bool in_hook, bool orphan) {
     std::uint64_t old = r.op_old.load(std::memory_order_relaxed);
     std::uint64_t expect = mine;
     // The word holds its old or its new value, each a whole state: publish a
-    // fresh version so readers of either revalidate (X8 P: the clock first).
+    // fresh version so readers of either revalidate (X8: the clock advanced first).
     // Release: after the word.
     std::uint64_t v = std::max(version_of(old) + 1, table_->clock.load() + 1);
     clock_advance(*table_, v);

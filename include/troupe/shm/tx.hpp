@@ -12,8 +12,8 @@
 // (Riegel, Felber, Fetzer, DISC 2006), or the transaction aborts), buffers
 // writes locally, and at commit try-locks the write stripes (and those of
 // the blocks it frees) in order (never waiting while holding one: a busy
-// lock aborts), takes a write version wv = clock + 1 by incrementing the
-// clock (GV1 of TL2; X8 of tx_layout.hpp), validates the read set, writes its
+// lock aborts), takes a write version wv = clock + 1 without writing the
+// clock (GV5 of TL2; X8 of tx_layout.hpp), validates the read set, writes its
 // redo log, marks it committed (the commit point), applies it and releases
 // the stripes with wv.
 // Conflicts retry with randomised exponential backoff; after kIrrevocableAfter
@@ -28,7 +28,7 @@
 // commit, abort and recover with the rest of the write set; the blocks whose
 // count reached zero are collected just before the commit point (T7, deferred
 // reference counting with a zero-count table: Deutsch and Bobrow, CACM 1976).
-// Crash safety: see tx_layout.hpp (X1-X9) and TxHeap's recovery hook.
+// Crash safety: see tx_layout.hpp (X1-X8) and TxHeap's recovery hook.
 //
 // Invariants:
 //   T1. Opacity: every value Tx::read has returned belongs to the snapshot
@@ -37,14 +37,17 @@
 //       read that cannot be placed there throws TxConflict before returning,
 //       so user code never sees a half-applied state of another transaction.
 //   T2. A read-only transaction writes no shared word: it announces nothing
-//       (X5), only loads the clock (X8), and its commit is local. Three
-//       exceptions, none of which happens while no process has died and the
+//       (X5), only loads the clock (X8), and its commit is local. Four
+//       exceptions, the first three never while no process has died and the
 //       transaction commits within kIrrevocableAfter attempts: a thread's
 //       first transaction on a heap takes a heap slot; after
 //       kIrrevocableAfter aborts a transaction, read-only or not, takes the
 //       irrevocable token (no livelock needs a way to stop the writers that
 //       keep aborting it); and a transaction that keeps aborting helps
-//       recover dead slots (Heap::recover, recover_orphans). Also outside
+//       recover dead slots (Heap::recover, recover_orphans); and a
+//       transaction that meets a version the clock has not reached (a
+//       commit's, GV5) advances the clock to it (X8), which writes the
+//       clock's line at most once per such version. Also outside
 //       the letter: while a dead process's record waits for a slotted thread
 //       (the table's `deferred` count), every 64th begin helps finish it; the
 //       thread's own record is settled at begin when a recovery left it
@@ -355,9 +358,8 @@ class Tx {
   detail::SlotRecord* rec_ = nullptr;
   unsigned slot_ = 0;
   std::uint64_t rv_ = 0;
-  std::uint64_t seen_clock_ = 0;  // the last clock value loaded or written (X9)
-  std::uint64_t trace_t0_ = 0;    // begin's time, while tracing (trace.hpp)
-  std::uint64_t seq_ = 0;         // the record's transaction count (X7)
+  std::uint64_t trace_t0_ = 0;  // begin's time, while tracing (trace.hpp)
+  std::uint64_t seq_ = 0;       // the record's transaction count (X7)
   std::uint64_t deferred_tick_ = 0;
   unsigned attempt_ = 0;
   unsigned settle_tries_ = 0;  // extensions by settled() since the last success

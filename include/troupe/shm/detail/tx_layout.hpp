@@ -64,60 +64,52 @@
 //       idempotent (lock words compared with "locked by s", frees[] and
 //       allocs[] entries cleared by exchange before use), so a recoverer that
 //       dies is replaced by another that starts over.
-//   X8. The clock (GV1 of TL2, with LSA snapshot extension). A commit takes
-//       wv = c + 1 where c is read by a fetch_add(1) of the clock after its
-//       last lock; a single-word atomic op likewise takes v = c + 1 (the max
-//       with its stripe's old version + 1 is a guard), and recovery catches
-//       the clock up to a version before releasing with it (compare-exchange
-//       to a larger value). So:
-//         P. A stripe released at version v is seen only after the clock is
-//            >= v (the advance precedes the release, which the reader's
-//            stripe load acquires).
-//       A commit that aborts after its fetch_add wasted a tick, nothing else.
-//       The clock never goes down. Transactions only load it: at begin (rv)
-//       and when they meet a version above rv, never writing it (T2).
+//   X8. The clock (GV5 of TL2, with LSA snapshot extension). A commit takes
+//       wv = c + 1 where c is a load of the clock after its last lock, and
+//       leaves the clock as it is: commits that run together may share a
+//       version, and the clock's line stays shared in the caches of every
+//       core instead of moving with each commit. The clock moves only when
+//       needed: a transaction that meets an unlocked version v above its rv
+//       advances the clock to v (compare-exchange to the larger value)
+//       before it takes a snapshot >= v; a single-word atomic op takes
+//       v = max(its stripe's version + 1, c + 1) by a fetch_add that read c,
+//       advancing to v when that is larger; recovery advances the clock to a
+//       version before releasing with it. So:
+//         Q. A released version is never above clock + 1 (a commit's c was a
+//            value of the clock, which never goes down; the others advance
+//            first). A version above it is corrupt memory (T10).
 //       Stripe lock compare-exchanges, clock operations and the stripe loads
 //       the argument uses (a read's first load, extension's and validation's
 //       loads) are seq_cst, so they lie in one total order S; a read's second
 //       load and the wait for a lock may be weaker. Why validation stays correct:
-//       (a) Versions of a stripe never decrease: a locker's clock
-//           read-modify-write follows the previous release of the stripe
-//           (via the lock's acquire), so by P it reads >= that version.
+//       (a) Versions of a stripe never decrease: a locker's clock load
+//           follows the previous release of the stripe (via the lock's
+//           acquire), so it reads at least the previous locker's c: equal
+//           versions are possible, smaller ones are not.
 //       (b) A commit (or op) that locks stripe s after transaction T loaded
 //           rv releases s with a version > rv: its clock read follows its
 //           lock, which follows T's clock load in S, so it reads >= rv. So a
 //           stripe of T's read set still unlocked at a version <= rv has not
 //           changed since T read it.
 //       (c) If T's snapshot rv >= wv of commit W, T sees each of W's locks or
-//           a later value of the stripe: W's locks precede W's fetch_add
-//           (which read wv - 1 and wrote wv), which precedes T's clock load
-//           (which read >= wv), which precedes T's stripe loads in S. So T
-//           never reads a word W wrote with its value before W; with (b),
-//           every read accepted at a version <= rv is the word's value at
+//           a later value of the stripe: W's locks precede W's clock load,
+//           which read wv - 1 < rv, so it precedes in S the write that took
+//           the clock past wv - 1, which precedes (or is) the load or advance
+//           that gave T its rv, which precedes T's stripe loads. So T never
+//           reads a word W wrote with its value before W; with (b), every
+//           read accepted at a version <= rv is the word's value at
 //           snapshot rv (T1). The same holds for a single-word op.
-//       Extension: T, meeting an unlocked version v > rv, loads the clock as
-//       rv' (>= v by P) and revalidates its read set at <= rv: by (b)
-//       nothing it read changed, by (c) nothing committed at <= rv' is
-//       hidden, so all its reads belong to snapshot rv'. Without P (GV5, a
-//       clock that commits do not advance) T would have to advance the clock
-//       itself, or a later commit could take a wv <= rv' and T would see
-//       half of it. The price of P: every commit and every single-word op
-//       writes the clock's line once (a second locked instruction in an op).
-//   X9. A snapshot may be any clock value the transaction's thread has seen,
-//       not only a fresh load: a first attempt starts from the last value its
-//       Tx loaded or wrote (its previous commit's wv, or an extension's load),
-//       so a commit-heavy thread does not load the line every commit writes;
-//       a retry loads the clock. (b) and (c) of X8 hold for any such value:
-//       the load or fetch_add that gave it lies before the transaction's
-//       stripe loads in S, which is all they use; an old snapshot only costs
-//       extensions. A commit whose fetch_add reads exactly rv (wv == rv + 1)
-//       skips validation (TL2's own shortcut): no clock change lies between
-//       the event that gave rv and that fetch_add, so no commit released a
-//       stripe of the read set in between (by (b) it would have released it
-//       above rv, after a fetch_add of its own, in between); a committer
-//       still holding such a stripe locked it after our read and takes its
-//       wv after ours, so it serialises after us (if it read a word we write,
-//       its own validation meets our lock or our version).
+//       Validation is always done: with shared versions, TL2's shortcut
+//       (skip it when wv == rv + 1) says nothing about other commits.
+//       Extension: T, meeting an unlocked version v > rv, advances the clock
+//       to v, loads it as rv' (>= v) and revalidates its read set at <= rv:
+//       by (b) nothing it read changed, by (c) nothing committed at <= rv'
+//       is hidden, so all its reads belong to snapshot rv'.
+//       Why GV5 and not GV1 (a fetch_add of the clock per commit): with GV1
+//       the clock's line moved between the cores of every committing
+//       process; in bench_shm_tx's increments from 2 processes it took a
+//       quarter of the samples, and GV5 took that row from 9.2 to 15.0 Mop/s
+//       (1 process: 18.3 to 16.7, the price of always validating).
 #pragma once
 
 #include <atomic>
@@ -126,10 +118,12 @@
 namespace troupe::shm::detail {
 
 // The table's format and protocol, and the objects' layout built on it
-// (objects.hpp): "TROUPTX3" since readers stopped announcing epochs (X5),
-// commits advance the clock (X8) and containers carry a stamp (V2); a heap
-// whose table has another magic is refused (mixing them would be unsafe).
-inline constexpr std::uint64_t kTxMagic = 0x5452'4f55'5054'5833ull;  // "TROUPTX3"
+// (objects.hpp): "TROUPTX4" since commits stopped advancing the clock (X8,
+// GV5; TX3: readers stopped announcing epochs, X5, and containers carry a
+// stamp, V2); a heap whose table has another magic is refused (mixing them
+// would be unsafe: a TX3 process takes a version above the clock for
+// corrupt memory).
+inline constexpr std::uint64_t kTxMagic = 0x5452'4f55'5054'5834ull;  // "TROUPTX4"
 inline constexpr unsigned kTableWord = 0;  // header_words() index of the table
 inline constexpr unsigned kTxSlots = 256;
 inline constexpr std::uint64_t kStripeBits = 16;
@@ -177,10 +171,10 @@ struct alignas(128) SlotRecord {
 struct TxTable {
   std::uint64_t magic;  // written before the table's offset is published
   std::uint64_t stripe_count;
-  // TL2 global version clock: advanced only by committers, single-word ops
-  // and recoverers, before they release a version above it (X8 P): a commit
-  // by the fetch_add that gives it wv; loaded by every transaction at begin
-  // and on extension; on a line of its own.
+  // TL2 global version clock (X8, GV5): loaded by every transaction at
+  // begin and by every commit; advanced by a transaction that meets a
+  // version above it, by single-word ops and by recoverers; on a line of
+  // its own.
   alignas(128) std::atomic<std::uint64_t> clock;
   alignas(128) std::atomic<std::uint64_t> irrevocable;  // 0 or slot + 1
   // Log entries a recovery without the hook could not settle (X6): each may
