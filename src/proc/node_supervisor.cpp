@@ -154,7 +154,8 @@ std::shared_ptr<WorkerRec> Node::place_locked(bool spawns, const PlacementRule& 
   if (spawns && rule.kind == PlacementRule::fresh) {
     std::shared_ptr<WorkerRec> best;
     for (auto& [id, w] : workers_)
-      if (!w->retiring && w->objects == 0 && (!best || w->outstanding < best->outstanding)) best = w;
+      if (!w->retiring && w->objects == 0 && (!best || w->outstanding < best->outstanding))
+        best = w;
     start_new = (!best || best->outstanding > 0) && may_spawn_locked();
     return best;
   }
@@ -306,14 +307,24 @@ std::shared_ptr<WorkerRec> Node::pick_locked(bool spawns) {
 // beyond any slot byte).
 constexpr off_t kWaitByte = off_t{1} << 20;
 
+// One byte of the budget file, as the open-file-description locks take it
+// (N3, N10): `cmd` F_OFD_SETLK or F_OFD_GETLK; for GETLK, `type` is updated
+// to what would conflict (F_UNLCK: nothing). True if fcntl succeeded.
+static bool budget_byte_lock(int fd, int cmd, short& type, off_t byte) {
+  struct flock fl {};
+  fl.l_type = type;
+  fl.l_whence = SEEK_SET;
+  fl.l_start = byte;
+  fl.l_len = 1;
+  if (::fcntl(fd, cmd, &fl) != 0) return false;
+  type = fl.l_type;
+  return true;
+}
+
 void Node::mark_waiting_for_budget(bool on) {
   if (on == marked_waiting_ || !budget_probe_) return;  // no descriptor: spawn_locked reports why
-  struct flock fl {};
-  fl.l_type = on ? F_RDLCK : F_UNLCK;
-  fl.l_whence = SEEK_SET;
-  fl.l_start = kWaitByte;
-  fl.l_len = 1;
-  if (::fcntl(budget_probe_.get(), F_OFD_SETLK, &fl) == 0) marked_waiting_ = on;
+  short type = on ? F_RDLCK : F_UNLCK;
+  if (budget_byte_lock(budget_probe_.get(), F_OFD_SETLK, type, kWaitByte)) marked_waiting_ = on;
 }
 
 bool Node::other_program_waits() {
@@ -321,26 +332,17 @@ bool Node::other_program_waits() {
   if (now < next_probe_) return false;
   next_probe_ = now + std::chrono::milliseconds(50);
   if (!budget_probe_) return false;
-  struct flock fl {};
-  fl.l_type = F_WRLCK;  // would a writer conflict with someone's shared mark?
-  fl.l_whence = SEEK_SET;
-  fl.l_start = kWaitByte;
-  fl.l_len = 1;
-  return ::fcntl(budget_probe_.get(), F_OFD_GETLK, &fl) == 0 && fl.l_type != F_UNLCK;
+  short type = F_WRLCK;  // would a writer conflict with someone's shared mark?
+  return budget_byte_lock(budget_probe_.get(), F_OFD_GETLK, type, kWaitByte) && type != F_UNLCK;
 }
 
 // N3: one byte lock per worker, on a descriptor of its own.
 Fd Node::take_budget_slot() {
   Fd fd(::open(opts_.budget_file.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
-  if (!fd)
-    throw errno_error(Errc::system, errno, fmt::format("budget file {}", opts_.budget_file));
+  if (!fd) throw errno_error(Errc::system, errno, fmt::format("budget file {}", opts_.budget_file));
   for (std::size_t slot = 0; slot < opts_.budget; ++slot) {
-    struct flock fl {};
-    fl.l_type = F_WRLCK;
-    fl.l_whence = SEEK_SET;
-    fl.l_start = static_cast<off_t>(slot);
-    fl.l_len = 1;
-    if (::fcntl(fd.get(), F_OFD_SETLK, &fl) == 0) return fd;
+    short type = F_WRLCK;
+    if (budget_byte_lock(fd.get(), F_OFD_SETLK, type, static_cast<off_t>(slot))) return fd;
   }
   return Fd();
 }
