@@ -18,6 +18,7 @@
 #include <thread>
 #include <vector>
 
+#include "proc/test_main.hpp"
 #include "troupe/proc/process.hpp"
 
 extern char** environ;
@@ -123,15 +124,6 @@ int main(int argc, char** argv) {
   o.budget = 2;
   o.idle_timeout = std::chrono::minutes(1);  // only giving back frees a slot in time
   o.give_back_after = 100ms;
-  g_budget_file = "/tmp/troupe-test-fair-budget-" + std::to_string(getuid()) + "-" +
-                  std::to_string(getpid());
-  const char* inherited = std::getenv("TROUPE_TEST_BUDGET_FILE");
-  if (inherited) g_budget_file = inherited;  // workers use the parent's
-  else setenv("TROUPE_TEST_BUDGET_FILE", g_budget_file.c_str(), 1);
-  o.budget_file = g_budget_file;
-  proc::init(argc, argv, o);
-  ::testing::InitGoogleTest(&argc, argv);
-  int rc = RUN_ALL_TESTS();
-  unlink(g_budget_file.c_str());
-  return rc;
+  o.budget_file = g_budget_file = proc_test::budget_file("fair-budget");
+  return proc_test::run_tests(argc, argv, o);
 }

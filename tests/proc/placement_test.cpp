@@ -14,6 +14,7 @@
 #include <thread>
 #include <vector>
 
+#include "proc/test_main.hpp"
 #include "troupe/proc/process.hpp"
 
 using namespace troupe;
@@ -129,14 +130,6 @@ int main(int argc, char** argv) {
   proc::Options o;
   o.budget = 3;
   o.idle_timeout = std::chrono::milliseconds(1500);
-  o.budget_file = "/tmp/troupe-test-placement-" + std::to_string(getuid()) + "-" +
-                  std::to_string(getpid());
-  const char* inherited = std::getenv("TROUPE_TEST_BUDGET_FILE");
-  if (inherited) o.budget_file = inherited;  // workers use the parent's
-  else setenv("TROUPE_TEST_BUDGET_FILE", o.budget_file.c_str(), 1);
-  proc::init(argc, argv, o);
-  ::testing::InitGoogleTest(&argc, argv);
-  int rc = RUN_ALL_TESTS();
-  unlink(o.budget_file.c_str());
-  return rc;
+  o.budget_file = proc_test::budget_file("placement");
+  return proc_test::run_tests(argc, argv, o);
 }
