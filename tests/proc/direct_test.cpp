@@ -4,7 +4,8 @@
 // with no call relayed by the root (and relayed, every call, when
 // proc::set_direct_calls(false)); killing the callee fails the caller's call
 // in flight with worker_lost naming the method while the caller keeps
-// serving; a direct call's timeout is kept by the caller; killing the
+// serving; a direct call's timeout is kept by the caller, and its cancel
+// reaches the callee; killing the
 // caller leaves the callee serving others, its state what the calls it
 // received made it.
 #include <gtest/gtest.h>
@@ -78,6 +79,7 @@ struct Counter {
   long n = 0;
   long add(long d) { return n += d; }
   long get() const { return n; }
+  void nap(long ms) { std::this_thread::sleep_for(std::chrono::milliseconds(ms)); }
   // Marks that it started (the file), then sleeps: a call in flight for ever.
   void hang(std::string marker) {
     std::ofstream(marker) << "in";
@@ -116,6 +118,23 @@ struct Caller {
     std::this_thread::sleep_for(60s);
   }
   long pid() const { return static_cast<long>(::getpid()); }
+  // Sends add(1) behind a call that keeps the callee busy, and cancels it
+  // at once: the cancel goes over the direct channel too (W2: the callee
+  // skips a call not yet started). "<code of the add's error> <counter>".
+  std::string cancel_behind_busy(proc::RemoteActor<Counter> c) {
+    auto busy = c.call<&Counter::nap>(300L);
+    proc::CancelToken token;
+    auto add = c.call_with<&Counter::add>(proc::CallOptions{.cancel = &token}, 1L);
+    token.cancel();
+    std::string r = "ran";
+    try {
+      add.get();
+    } catch (const Error& e) {
+      r = std::to_string(static_cast<int>(e.code()));
+    }
+    busy.get();
+    return r + " " + std::to_string(c.call<&Counter::get>().get());
+  }
 };
 
 // Waits until the program holds no worker (so each test starts alike).
@@ -239,6 +258,17 @@ TEST(Direct, ADirectCallTimesOutInTheCallerNamingTheMethod) {
   EXPECT_EQ(proc::stats().relayed, s0.relayed) << "the call went through the root";
   EXPECT_EQ(a.call<&Caller::pid>().get(), static_cast<long>(a.pid()));  // a serves on
   ASSERT_EQ(::kill(b.pid(), SIGKILL), 0);                               // b still sleeps in hang()
+}
+
+TEST(Direct, ACancelReachesTheCalleeOverTheDirectChannel) {
+  no_workers();
+  auto b = proc::spawn_with<Counter>(proc::Placement::fresh()).get();
+  auto a = proc::spawn_with<Caller>(proc::Placement::fresh()).get();
+  a.call<&Caller::add_to>(b, 0L).get();  // the channel is up
+  const proc::Stats s0 = proc::stats();
+  EXPECT_EQ(a.call<&Caller::cancel_behind_busy>(b).get(),
+            std::to_string(static_cast<int>(Errc::cancelled)) + " 0");
+  EXPECT_EQ(proc::stats().relayed, s0.relayed) << "a call went through the root";
 }
 
 TEST(Direct, KillingTheCallerLeavesTheCalleeServingOthers) {
