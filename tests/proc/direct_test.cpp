@@ -28,6 +28,19 @@ using namespace std::chrono_literals;
 
 namespace {
 
+std::string marker_path(const char* what) {
+  return "/tmp/troupe-direct-test-" + std::to_string(::getpid()) + "-" + what;
+}
+// Waits (bounded) for the file `path`: the callee has started.
+bool wait_for_file(const std::string& path) {
+  struct stat st {};
+  for (int i = 0; i < 1000; ++i) {
+    if (::stat(path.c_str(), &st) == 0) return true;
+    std::this_thread::sleep_for(10ms);
+  }
+  return false;
+}
+
 // Counts the items of each sender and whether each sender's came in order.
 struct Sink {
   std::vector<long> last = std::vector<long>(4, -1), count = std::vector<long>(4, 0);
@@ -79,7 +92,11 @@ struct Counter {
   long n = 0;
   long add(long d) { return n += d; }
   long get() const { return n; }
-  void nap(long ms) { std::this_thread::sleep_for(std::chrono::milliseconds(ms)); }
+  // Marks that it runs (marker.in), then waits (bounded) for marker.out.
+  void busy_until(std::string marker) {
+    std::ofstream(marker + ".in") << "in";
+    wait_for_file(marker + ".out");
+  }
   // Marks that it started (the file), then sleeps: a call in flight for ever.
   void hang(std::string marker) {
     std::ofstream(marker) << "in";
@@ -118,14 +135,20 @@ struct Caller {
     std::this_thread::sleep_for(60s);
   }
   long pid() const { return static_cast<long>(::getpid()); }
-  // Sends add(1) behind a call that keeps the callee busy, and cancels it
-  // at once: the cancel goes over the direct channel too (W2: the callee
-  // skips a call not yet started). "<code of the add's error> <counter>".
-  std::string cancel_behind_busy(proc::RemoteActor<Counter> c) {
-    auto busy = c.call<&Counter::nap>(300L);
+  // Sends add(1) while the callee's only thread is busy, and cancels it
+  // at once: the cancel goes over the direct channel too, and the callee,
+  // receiving both once it is free, skips the add (W2: not yet started).
+  // The files order it: the add is sent only once the busy call runs, and
+  // the busy call ends only once the cancel is sent (a receiver that took
+  // the add in before running the busy call would run it before it could
+  // see the cancel). "<code of the add's error> <counter>".
+  std::string cancel_behind_busy(proc::RemoteActor<Counter> c, std::string marker) {
+    auto busy = c.call<&Counter::busy_until>(marker);
+    if (!wait_for_file(marker + ".in")) return "the busy call never started";
     proc::CancelToken token;
     auto add = c.call_with<&Counter::add>(proc::CallOptions{.cancel = &token}, 1L);
     token.cancel();
+    std::ofstream(marker + ".out") << "cancelled";
     std::string r = "ran";
     try {
       add.get();
@@ -144,19 +167,6 @@ void no_workers() {
     std::this_thread::sleep_for(10ms);
     proc::retire_idle_workers();
   }
-}
-
-std::string marker_path(const char* what) {
-  return "/tmp/troupe-direct-test-" + std::to_string(::getpid()) + "-" + what;
-}
-// Waits (bounded) for the file `path`: the callee has started.
-bool wait_for_file(const std::string& path) {
-  struct stat st {};
-  for (int i = 0; i < 1000; ++i) {
-    if (::stat(path.c_str(), &st) == 0) return true;
-    std::this_thread::sleep_for(10ms);
-  }
-  return false;
 }
 
 struct ChainResult {
@@ -266,8 +276,11 @@ TEST(Direct, ACancelReachesTheCalleeOverTheDirectChannel) {
   auto a = proc::spawn_with<Caller>(proc::Placement::fresh()).get();
   a.call<&Caller::add_to>(b, 0L).get();  // the channel is up
   const proc::Stats s0 = proc::stats();
-  EXPECT_EQ(a.call<&Caller::cancel_behind_busy>(b).get(),
+  const std::string marker = marker_path("cancel");
+  EXPECT_EQ(a.call<&Caller::cancel_behind_busy>(b, marker).get(),
             std::to_string(static_cast<int>(Errc::cancelled)) + " 0");
+  ::unlink((marker + ".in").c_str());
+  ::unlink((marker + ".out").c_str());
   EXPECT_EQ(proc::stats().relayed, s0.relayed) << "a call went through the root";
 }
 
