@@ -22,7 +22,19 @@ first use (or ``troupe.init()``).
 
 from __future__ import annotations
 
-from ._actor import Actor, LocalActor, RemoteActor, actor, spawn, when, when_all, when_any, worker_of
+from ._actor import (
+    Actor,
+    LocalActor,
+    Placement,
+    RemoteActor,
+    actor,
+    spawn,
+    spawn_with,
+    when,
+    when_all,
+    when_any,
+    worker_of,
+)
 from ._errors import (
     BadMessage,
     BadSegment,
@@ -57,6 +69,7 @@ __all__ = [
     "Isolated",
     "Queue",
     "LocalActor",
+    "Placement",
     "RemoteActor",
     "RemoteError",
     "RemoteTraceback",
@@ -69,6 +82,7 @@ __all__ = [
     "isolated",
     "shutdown",
     "spawn",
+    "spawn_with",
     "start_trace",
     "stats",
     "stop_trace",

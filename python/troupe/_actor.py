@@ -26,7 +26,19 @@ from . import _core, _runtime
 from ._future import Future, loop_bridge
 from ._serial import decode_reply, encode
 
-__all__ = ["actor", "spawn", "when", "when_all", "when_any", "LocalActor", "RemoteActor", "Actor", "worker_of"]
+__all__ = [
+    "actor",
+    "spawn",
+    "spawn_with",
+    "Placement",
+    "when",
+    "when_all",
+    "when_any",
+    "LocalActor",
+    "RemoteActor",
+    "Actor",
+    "worker_of",
+]
 
 T = TypeVar("T")
 
@@ -159,17 +171,71 @@ def worker_of(handle: RemoteActor[Any]) -> int:
     return handle._troupe_pid
 
 
+class Placement:
+    """Where ``spawn_with`` puts an actor (the C++ ``proc::Placement``).
+
+    ``Placement.spread()`` (what ``spawn`` does): the worker hosting the
+    fewest actors, a new one while the budget allows, so that a program's
+    actors share no process (and no core) until the budget is spent.
+    ``Placement.fresh()``: a worker hosting no other actor (raises ValueError
+    at once when every worker the budget allows hosts actors).
+    ``Placement.group(name)``: actors of one group share a worker.
+    ``Placement.next_to(handle)``: in the worker of another remote actor
+    (WorkerLost if it is gone).
+    """
+
+    __slots__ = ("_kind", "_group", "_worker")
+
+    def __init__(self, kind: int, group: str = "", worker: int = 0) -> None:
+        self._kind, self._group, self._worker = kind, group, worker
+
+    @classmethod
+    def spread(cls) -> Placement:
+        return cls(_core.PLACE_SPREAD)
+
+    @classmethod
+    def fresh(cls) -> Placement:
+        return cls(_core.PLACE_FRESH)
+
+    @classmethod
+    def group(cls, name: str) -> Placement:
+        if not isinstance(name, str) or not name:
+            raise ValueError("Placement.group needs a non-empty name")
+        return cls(_core.PLACE_GROUP, name)
+
+    @classmethod
+    def next_to(cls, other: RemoteActor[Any]) -> Placement:
+        if not isinstance(other, RemoteActor):
+            raise TypeError(f"Placement.next_to takes a RemoteActor, not {type(other).__name__}")
+        return cls(_core.PLACE_SPREAD, "", other._troupe_ref.worker)
+
+    def __repr__(self) -> str:
+        kind = {_core.PLACE_SPREAD: "spread", _core.PLACE_FRESH: "fresh", _core.PLACE_GROUP: "group"}[self._kind]
+        if self._worker:
+            return f"Placement.next_to(worker {self._worker})"
+        return f"Placement.{kind}({self._group!r})" if self._group else f"Placement.{kind}()"
+
+
 def spawn(cls: Callable[..., T], /, *args: Any, **kwargs: Any) -> RemoteActor[T]:
     """Creates ``cls(*args, **kwargs)`` in a worker process; returns its handle.
 
     Waits until the object exists; an exception from its constructor is
-    raised here.
+    raised here. Placement: ``Placement.spread()`` (see ``spawn_with``).
     """
+    return spawn_with(Placement.spread(), cls, *args, **kwargs)
+
+
+def spawn_with(where: Placement, cls: Callable[..., T], /, *args: Any, **kwargs: Any) -> RemoteActor[T]:
+    """As ``spawn``, in the worker ``where`` names (a ``Placement``)."""
+    if not isinstance(where, Placement):
+        raise TypeError(f"spawn_with takes a Placement first, not {type(where).__name__}")
     _runtime.ensure()
     name = getattr(cls, "__qualname__", type(cls).__name__)
     created: Future[Any] = Future()
     created._troupe_decode = _decode_created
-    created._troupe_call = _core.submit(_core.CALL_CREATE, 0, 0, f"new {name}", b"", [], 0.0, created)
+    created._troupe_call = _core.submit(
+        _core.CALL_CREATE, where._worker, 0, f"new {name}", b"", [], 0.0, created, where._kind, where._group
+    )
     worker, obj = created.result()
     handle: RemoteActor[T] = RemoteActor(_core.RemoteRef(worker, obj, True), name, 0)
     handle._troupe_pid = handle._troupe_send(("new", cls, args, kwargs), f"{name}.__init__").result()

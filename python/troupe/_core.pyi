@@ -43,7 +43,13 @@ def submit(
     fds: list[int],
     timeout: float,
     future: object,
+    placement: int = 0,
+    group: str = "",
 ) -> Call: ...
+
+PLACE_SPREAD: int
+PLACE_FRESH: int
+PLACE_GROUP: int
 def init(
     worker_command: list[str], budget: int, idle_timeout: float, budget_file: str, call_timeout: float
 ) -> None: ...

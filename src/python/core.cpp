@@ -431,12 +431,20 @@ enum class CallKind { function = 0, method = 1, create = 2 };
 // Sends one call; the reply reaches `future` through the completer (PY1, PY3)
 // unless a waiting thread claims it first.
 Call submit(int kind_int, std::uint32_t worker, std::uint64_t object, std::string display,
-            nb::bytes blob, std::vector<int> fds, double timeout_s, nb::handle future) {
+            nb::bytes blob, std::vector<int> fds, double timeout_s, nb::handle future,
+            int placement, std::string group) {
   auto kind = static_cast<CallKind>(kind_int);
   auto st = std::make_shared<CallState>();
   st->future = PyRef(future);
   proc::detail::OutCall call;
   call.worker = worker;
+  // A create's placement (process.hpp Placement; `worker` names next_to's).
+  using Rule = proc::detail::PlacementRule;
+  if (placement < Rule::spread || placement > Rule::in_group)
+    throw Error(Errc::invalid_argument, fmt::format("{}: placement {}", display, placement));
+  if (placement == Rule::in_group && group.empty())
+    throw Error(Errc::invalid_argument, fmt::format("{}: a placement group needs a name", display));
+  call.placement = Rule{static_cast<Rule::Kind>(placement), std::move(group)};
   call.name = kind == CallKind::function ? registered_function()
               : kind == CallKind::method ? registered_method()
                                          : registered_new();
@@ -651,7 +659,12 @@ NB_MODULE(_core, m) {
       .def("post", &post);
 
   m.def("post_many", &post_many);
-  m.def("submit", &submit);
+  m.def("submit", &submit, nb::arg("kind"), nb::arg("worker"), nb::arg("object"), nb::arg("display"),
+        nb::arg("blob"), nb::arg("fds"), nb::arg("timeout"), nb::arg("future"),
+        nb::arg("placement") = 0, nb::arg("group") = "");
+  m.attr("PLACE_SPREAD") = static_cast<int>(troupe::proc::detail::PlacementRule::spread);
+  m.attr("PLACE_FRESH") = static_cast<int>(troupe::proc::detail::PlacementRule::fresh);
+  m.attr("PLACE_GROUP") = static_cast<int>(troupe::proc::detail::PlacementRule::in_group);
   m.def("init", &troupe::py::init);
   m.def("shutdown", &troupe::py::shutdown);
   m.def("set_deliver", [](nb::handle fn) { completer().set_deliver(fn); });
