@@ -135,12 +135,16 @@ void init(int argc, char** argv, const Options& options) {
   unsigned sock = 0, id = 0, lockfd = 0, memfd = 0, to_worker = 0, to_root = 0;
   std::size_t threads = 1;
   long parent = 0;
-  if (std::sscanf(w, "%u:%u:%zu:%u:%ld:%u:%u:%u", &sock, &id, &threads, &lockfd, &parent, &memfd,
-                  &to_worker, &to_root) != 8) {
+  long long call_timeout_ms = 0;
+  if (std::sscanf(w, "%u:%u:%zu:%u:%ld:%u:%u:%u:%lld", &sock, &id, &threads, &lockfd, &parent,
+                  &memfd, &to_worker, &to_root, &call_timeout_ms) != 9) {
     std::fprintf(stderr, "troupe: malformed TROUPE_WORKER=%s\n", w);
     _exit(2);
   }
   ::unsetenv("TROUPE_WORKER");  // the worker's own children are not workers
+  // The root's default timeout, for the calls this worker makes directly to
+  // other workers (N11), whatever Options the worker's own init passed.
+  n.set_call_timeout(std::chrono::milliseconds(call_timeout_ms));
   // Never outlive the program: the root starts workers from its IO thread
   // only, which lives as long as the runtime (N4), so this fires when the
   // program ends, not when some short-lived thread of it does.

@@ -9,6 +9,7 @@
 // mu_), node.hpp ND1 (each call completes once) and ND2 (a queued call holds
 // dups of its descriptors).
 #include <fcntl.h>
+#include <sys/eventfd.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -46,6 +47,7 @@ std::uint64_t Node::submit_direct(detail::OutCall&& call, std::unique_ptr<Pendin
   }
   std::uint64_t id;
   std::shared_ptr<PeerChan> via;
+  bool first_deadline = false;  // the main thread may sleep in poll without a timeout
   bool ask = false, queued = false;
   {
     std::lock_guard lock(mu_);
@@ -56,7 +58,7 @@ std::uint64_t Node::submit_direct(detail::OutCall&& call, std::unique_ptr<Pendin
     const auto timeout = call.timeout.count() > 0 ? call.timeout : opts_.call_timeout;
     if (timeout.count() > 0) {
       e.deadline = Clock::now() + timeout;
-      deadlines_++;
+      first_deadline = deadlines_++ == 0;
     }
     auto [it, first] = peers_out_.try_emplace(call.worker);
     PeerOut& po = it->second;
@@ -75,6 +77,11 @@ std::uint64_t Node::submit_direct(detail::OutCall&& call, std::unique_ptr<Pendin
     }
     pending_.emplace(id, std::move(e));
   }
+  // N11: a main thread asleep in poll with no deadline to watch (this call
+  // comes from a pool thread of a worker with several) wakes, so that it
+  // sleeps at most 10 ms from now on. Its own wake eventfd: woke() clears it.
+  if (first_deadline) [[maybe_unused]]
+    auto rc = ::eventfd_write(parent_->wake_fd(), 1);
   if (queued) {
     if (ask) {
       msgpack::sbuffer b;
@@ -313,6 +320,8 @@ void Node::expire_direct() {
     std::lock_guard lock(mu_);
     if (deadlines_ == 0) return;
     const auto now = Clock::now();
+    if (now < next_expiry_scan_) return;  // at most one scan every 10 ms
+    next_expiry_scan_ = now + std::chrono::milliseconds(10);
     for (auto& [id, e] : pending_)
       if (e.deadline <= now) expired.push_back(id);
   }

@@ -361,6 +361,13 @@ class Node {
   // node_wait.cpp: the waiting caller's own receive (N8).
   bool help_wait(sched::Waiter& wt);
 
+  // A worker: the root's Options::call_timeout (TROUPE_WORKER), for its
+  // direct calls (N11).
+  void set_call_timeout(std::chrono::milliseconds t) {
+    std::lock_guard lock(mu_);
+    opts_.call_timeout = t;
+  }
+
   std::vector<std::string> argv_;
   bool worker_mode_ = false;
   std::uint32_t self_id_ = 0;
@@ -378,7 +385,8 @@ class Node {
   std::unordered_map<std::uint64_t, std::pair<std::string, std::shared_ptr<void>>> objects_;
   std::uint64_t next_call_ = 1, next_object_ = 1;
   std::uint32_t next_worker_ = 1;
-  std::size_t deadlines_ = 0;  // pending entries with a deadline (scan only if > 0)
+  std::size_t deadlines_ = 0;             // pending entries with a deadline (scan only if > 0)
+  Clock::time_point next_expiry_scan_{};  // expire_direct: not before (throttle)
   bool retire_all_ = false;
   bool initialized_ = false;            // init() was called (mu_)
   std::atomic<bool> shut_{false};       // shutdown() was called: nothing is dispatched

@@ -370,9 +370,12 @@ std::shared_ptr<WorkerRec> Node::spawn_locked() {
   w->id = next_worker_++;
   detail::ChannelFds peer;  // N7: the worker's end of its rings; closed here after the spawn
   w->chan = detail::Channel::create(std::move(mine), peer);
-  std::string env_value = fmt::format("TROUPE_WORKER={}:{}:{}:{}:{}:{}:{}:{}", theirs.get(), w->id,
-                                      opts_.worker_threads, slot.get(), ::getpid(),
-                                      peer.memfd.get(), peer.to_worker.get(), peer.to_root.get());
+  // The last field: this program's default call timeout, which the worker
+  // keeps for the calls it makes to other workers directly (N11).
+  std::string env_value = fmt::format("TROUPE_WORKER={}:{}:{}:{}:{}:{}:{}:{}:{}", theirs.get(),
+                                      w->id, opts_.worker_threads, slot.get(), ::getpid(),
+                                      peer.memfd.get(), peer.to_worker.get(), peer.to_root.get(),
+                                      static_cast<long long>(opts_.call_timeout.count()));
   std::vector<char*> envp;
   for (char** e = environ; *e; ++e)
     if (std::strncmp(*e, "TROUPE_WORKER=", 14) != 0) envp.push_back(*e);

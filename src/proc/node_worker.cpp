@@ -79,8 +79,17 @@ bool Node::wait_and_serve(int extra, Busy&& busy) {
       if (p->chan->ready()) return true;
     return false;
   };
-  if (spin_until(kSpin, any_ready)) return serve_all(nullptr);
-  if (busy()) return true;
+  // N11: whichever way this returns, direct calls past their deadline fail
+  // (expire_direct scans at most every 10 ms).
+  if (spin_until(kSpin, any_ready)) {
+    const bool go_on = serve_all(nullptr);
+    expire_direct();
+    return go_on;
+  }
+  if (busy()) {
+    expire_direct();
+    return true;
+  }
   // C4 on every channel: each prepare_sleep that finds its ring non-empty
   // clears its own word; the others are cleared by woke() below.
   bool sleep = parent_->prepare_sleep();
@@ -115,7 +124,7 @@ bool Node::wait_and_serve(int extra, Busy&& busy) {
   socket_ready[0] = readable(0);
   for (std::size_t i = 0; i < peers.size(); ++i) socket_ready[i + 1] = readable(3 + 2 * i);
   const bool go_on = serve_all(&socket_ready);
-  if (timeout_ms >= 0) expire_direct();
+  expire_direct();
   return go_on;
 }
 

@@ -137,6 +137,25 @@ class Stage:
         return os.getpid()
 
 
+class Napper:
+    """An actor whose method sleeps; and one that calls another actor's."""
+
+    def nap(self, seconds: float) -> str:
+        time.sleep(seconds)
+        return "rested"
+
+    def call_nap(self, other: Any, seconds: float) -> str:
+        try:
+            return other.nap(seconds).result()
+        except troupe.CallTimeout:
+            return "timeout"
+
+
+def call_nap(other: Any, seconds: float) -> str:
+    """Napper.call_nap as a function (an isolated call names its own timeout)."""
+    return Napper().call_nap(other, seconds)
+
+
 class BadInit:
     def __init__(self) -> None:
         raise RuntimeError("no way")

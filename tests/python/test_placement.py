@@ -73,3 +73,21 @@ def test_bad_placements_are_typed_errors() -> None:
         troupe.Placement.next_to("not an actor")  # type: ignore[arg-type]
     with pytest.raises(TypeError):
         troupe.spawn_with("spread", dict)  # type: ignore[arg-type]
+
+
+def test_init_call_timeout_applies_to_calls_between_workers(tmp_path: Path) -> None:
+    # The root's default reaches the workers: a call made in one worker to an
+    # actor in another (a direct channel) times out too.
+    r = run_script(
+        f"""
+        import troupe, helpers
+        from troupe import Placement, spawn_with
+        troupe.init(budget=2, budget_file={str(tmp_path / "budget")!r}, call_timeout=0.5)
+        b = spawn_with(Placement.fresh(), helpers.Napper)
+        caller = troupe.isolated(helpers.call_nap, timeout=30)  # its own timeout: 30 s
+        print(caller(b, 3))
+        print(caller(b, 0))
+        """
+    )
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["timeout", "rested"]
