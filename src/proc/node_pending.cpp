@@ -12,12 +12,16 @@
 
 namespace troupe::proc::detail {
 
-PendingBase::~PendingBase() {
-  if (trace_t0 != 0) [[unlikely]] {  // trace.hpp: the call, from submit to its end
+void PendingBase::trace_end() noexcept {
+  if (trace_t0 == 0) [[likely]]
+    return;
+  const std::uint64_t t0 = std::exchange(trace_t0, 0);
+  try {  // trace.hpp: the call, from submit to its end
     std::string args = fmt::format("\"outcome\":\"{}\"", trace_outcome);
     if (trace_pid != 0) fmt::format_to(std::back_inserter(args), ",\"worker_pid\":{}", trace_pid);
-    troupe::detail::trace::complete("proc", name, trace_t0, troupe::detail::trace::now_ns(),
+    troupe::detail::trace::complete("proc", name, t0, troupe::detail::trace::now_ns(),
                                     std::move(args));
+  } catch (...) {  // out of memory while tracing: the event is lost, not the call
   }
 }
 
@@ -112,6 +116,8 @@ void Node::cancel(std::uint64_t id, bool timed_out) {
   } catch (const std::exception& e) {  // the call fails as cancelled all the same
     log_failure(e, fmt::format("cannot send the cancel of {}", p->name));
   }
+  p->trace_outcome = timed_out ? "timed out" : "cancelled";
+  p->trace_end();
   p->fail(std::make_exception_ptr(timed_out ? Error(Errc::timeout, p->name + " timed out")
                                             : Error(Errc::cancelled, p->name + " was cancelled")));
 }
@@ -138,6 +144,7 @@ bool Node::complete(Message& m, bool waiter) {
     pending_.erase(it);
   }
   p->trace_outcome = "replied";
+  p->trace_end();
   p->complete(m);  // N1: outside the lock
   return queued;
 }
@@ -157,6 +164,7 @@ void Node::fail_pending(std::uint64_t id, std::exception_ptr e) {
     forget_waiting_locked(it->first, it->second);
     pending_.erase(it);
   }
+  p->trace_end();
   p->fail(std::move(e));
 }
 

@@ -307,7 +307,8 @@ void bind_shm(nb::module_& m) {
       .def("stuck_locks", [](HeapBox& h) { return h.txh->stuck_locks(); })
       .def("recover",
            [](HeapBox& h) {
-             nb::gil_scoped_release nogil;
+             // With the GIL held: close() from another thread must not
+             // unmap the heap under it (recovery is short).
              std::size_t n = h.heap.recover().slots.size();
              h.txh->recover_orphans();
              return n;

@@ -13,6 +13,7 @@
 #include <cstdlib>
 #include <memory>
 #include <mutex>
+#include <unordered_set>
 #include <vector>
 
 #include "troupe/error.hpp"
@@ -64,6 +65,9 @@ Buffer& my_buffer() {
 }
 
 void record(Event&& e) noexcept {
+  // A behaviour or call that began while recording may end after stop():
+  // its event is not kept (it would wait for the next start()).
+  if (!g_on.load(std::memory_order_relaxed)) return;
   try {
     Buffer& b = my_buffer();
     std::lock_guard lk(b.mu);
@@ -193,11 +197,21 @@ std::size_t stop() {
                  "{{\"ph\":\"M\",\"name\":\"process_name\",\"pid\":{},\"tid\":0,"
                  "\"args\":{{\"name\":\"troupe {}\"}}}}",
                  pid, pid);
+  // Async slices begun in this recording: an end whose begin came before
+  // start() (not recorded) is left out, so every slice in the file is whole
+  // at its start.
+  std::unordered_set<const void*> begun;
+  for (auto& b : g.buffers) {
+    std::lock_guard bl(b->mu);  // TR1
+    for (const Event& e : b->events)
+      if (e.ph == 'b' && e.ts >= g.epoch_ns) begun.insert(e.id);
+  }
   for (auto& b : g.buffers) {
     std::lock_guard bl(b->mu);  // TR1
     dropped += b->dropped;
     for (const Event& e : b->events) {
       if (e.ts < g.epoch_ns) continue;  // recorded by a thread that saw the flag late
+      if (e.ph == 'e' && !begun.contains(e.id)) continue;
       fmt::format_to(std::back_inserter(out),
                      ",\n{{\"ph\":\"{}\",\"cat\":\"{}\",\"name\":{},\"ts\":{:.3f},\"pid\":{},"
                      "\"tid\":{}",

@@ -130,12 +130,15 @@ void Tx::begin() {
 }
 
 // trace.hpp: a commit's event, from begin to now.
-void Tx::trace_commit() {
-  troupe::detail::trace::complete(
-      "tx", "commit", trace_t0_, troupe::detail::trace::now_ns(),
-      fmt::format("\"heap\":{},\"reads\":{},\"writes\":{},\"attempt\":{}",
-                  troupe::detail::trace::json_string(heap_->name()), reads_.size(), writes_.size(),
-                  attempt_));
+void Tx::trace_commit() noexcept {
+  try {  // after the commit point: nothing here may fail the transaction
+    troupe::detail::trace::complete(
+        "tx", "commit", trace_t0_, troupe::detail::trace::now_ns(),
+        fmt::format("\"heap\":{},\"reads\":{},\"writes\":{},\"attempt\":{}",
+                    troupe::detail::trace::json_string(heap_->name()), reads_.size(),
+                    writes_.size(), attempt_));
+  } catch (...) {  // out of memory while tracing: the event is lost
+  }
 }
 
 // T2: an abort writes nothing shared either; the retry extends its snapshot
@@ -228,12 +231,14 @@ void Tx::corrupt_lock(std::uint64_t v, const char* why) {
 }
 
 // X8 (snapshot extension, LSA). Advances the clock to `seen` if it is behind
-// (a commit's version, GV5), takes it as the new snapshot (>= seen) and
-// keeps it only if every stripe read so far is still
-// unlocked at a version within the old one: by X8 (b) none of them changed
-// since it was read, by X8 (c) every commit with a version up to the new
-// snapshot is visible to these loads, so all our reads belong to it (T1).
-// Writes nothing (T2).
+// (a commit's version, GV5: T2's fourth exception, the only write here),
+// takes it as the new snapshot (>= seen) and keeps it only if every stripe
+// read so far is still unlocked at a version within the old one: by X8 (b)
+// none of them changed since it was read, by X8 (c) every commit with a
+// version up to the new snapshot is visible to these loads, so all our reads
+// belong to it (T1). A version more than one above the clock (X8 Q) is
+// corrupt memory: the extension fails, the transaction aborts, and after
+// kGiveUpAfter attempts backoff() fails it with bad_segment (T10).
 bool Tx::extend(std::uint64_t seen) {
   std::uint64_t now = table_->clock.load();  // seq_cst: X8 (c)
   if (seen > now + 1) return false;          // X8 Q: no run of the protocol releases this (T10)
@@ -423,11 +428,15 @@ void Tx::rollback() {
   allocs_.clear();
   ++attempt_;
   counters_->bump(counters_->aborts);
-  if (troupe::detail::trace::on()) [[unlikely]]
-    troupe::detail::trace::instant(
-        "tx", "abort",
-        fmt::format("\"heap\":{},\"attempt\":{}", troupe::detail::trace::json_string(heap_->name()),
-                    attempt_));
+  if (troupe::detail::trace::on()) [[unlikely]] {
+    try {  // rollback runs while an exception unwinds: it must not replace it
+      troupe::detail::trace::instant(
+          "tx", "abort",
+          fmt::format("\"heap\":{},\"attempt\":{}",
+                      troupe::detail::trace::json_string(heap_->name()), attempt_));
+    } catch (...) {
+    }
+  }
 }
 
 void Tx::backoff() {

@@ -101,15 +101,18 @@ TEST(Soak, MillionActorsTenMillionMessagesFlatMemory) {
   std::mutex mu;
   std::condition_variable cv;
   bool done = false;
-  long warm_rss = 0, max_after_warm = 0;
+  long warm_rss = 0, max_after_warm = 0, samples_after_warm = 0;
   auto t0 = std::chrono::steady_clock::now();
   std::thread monitor([&] {
     std::unique_lock lk(mu);
     auto next_print = t0;
     for (;;) {
       const long h = s.hops.load(std::memory_order_relaxed), rss = rss_kib();
-      if (h >= total / 5) {
-        if (warm_rss == 0) warm_rss = rss;
+      if (h >= total / 5 && !done) {
+        if (warm_rss == 0)
+          warm_rss = rss;
+        else
+          ++samples_after_warm;
         max_after_warm = std::max(max_after_warm, rss);
       }
       auto now = std::chrono::steady_clock::now();
@@ -139,12 +142,15 @@ TEST(Soak, MillionActorsTenMillionMessagesFlatMemory) {
   long visits = 0;
   for (auto& a : s.actors) visits += when(read(a), [](const Node& n) { return n.visits; }).get();
   EXPECT_EQ(visits, s.visits_expected.load());
-  ASSERT_GT(warm_rss, 0);
 #if defined(__SANITIZE_ADDRESS__)
   // ASan keeps freed memory in quarantine (its use-after-free check), so the
   // resident set grows by design there; leaks are its own report at exit.
   GTEST_SKIP() << "resident set not checked under AddressSanitizer (quarantine)";
 #endif
+  // A run too short to sample the memory after warm-up (a scaled-down one)
+  // has nothing to compare.
+  if (samples_after_warm < 10)
+    GTEST_SKIP() << "only " << samples_after_warm << " samples after warm-up: RSS not checked";
   EXPECT_LE(max_after_warm, warm_rss + warm_rss / 10 + 32 * 1024)
       << "resident set grew after warm-up: " << warm_rss / 1024 << " MiB -> "
       << max_after_warm / 1024 << " MiB";

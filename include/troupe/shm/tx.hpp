@@ -46,8 +46,9 @@
 //       keep aborting it); and a transaction that keeps aborting helps
 //       recover dead slots (Heap::recover, recover_orphans); and a
 //       transaction that meets a version the clock has not reached (a
-//       commit's, GV5) advances the clock to it (X8), which writes the
-//       clock's line at most once per such version. Also outside
+//       commit's, GV5) advances the clock to it (X8): one successful
+//       compare-exchange of the clock (alone on its page) per such version,
+//       whoever meets it. Also outside
 //       the letter: while a dead process's record waits for a slotted thread
 //       (the table's `deferred` count), every 64th begin helps finish it; the
 //       thread's own record is settled at begin when a recovery left it
@@ -330,7 +331,7 @@ class Tx {
   };
   [[noreturn]] void conflict();
   std::uint64_t read_slow(Offset word);  // read(): a buffered write, a lock, a newer version
-  void trace_commit();
+  void trace_commit() noexcept;
   // Every word a transaction reads or writes is 8-aligned and not null; an
   // offset that is not came from corrupt memory (T10: bad_segment, not
   // undefined behaviour).

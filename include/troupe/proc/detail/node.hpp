@@ -32,8 +32,7 @@
 namespace troupe::proc::detail {
 
 struct PendingBase {
-  // While tracing (troupe/trace.hpp), records the call from trace_t0 to now.
-  virtual ~PendingBase();
+  virtual ~PendingBase() { trace_end(); }
   virtual void complete(Message& m) = 0;        // the reply arrived (ND1)
   virtual void fail(std::exception_ptr e) = 0;  // it never will (ND1)
   std::string name;                             // what was called, for messages
@@ -42,6 +41,10 @@ struct PendingBase {
   std::uint64_t trace_t0 = 0;
   const char* trace_outcome = "failed";
   std::int64_t trace_pid = 0;
+  // While tracing, records the call from trace_t0 to now, once: called just
+  // before the promise is completed or failed (so the event exists when a
+  // caller's get() returns), and by the destructor for any other path.
+  void trace_end() noexcept;
 };
 
 // Where a spawned actor goes (proc::Placement; the root applies it).

@@ -108,8 +108,8 @@
 //       Why GV5 and not GV1 (a fetch_add of the clock per commit): with GV1
 //       the clock's line moved between the cores of every committing
 //       process; in bench_shm_tx's increments from 2 processes it took a
-//       quarter of the samples, and GV5 took that row from 9.2 to 15.0 Mop/s
-//       (1 process: 18.3 to 16.7, the price of always validating).
+//       quarter of the samples, and GV5 took that row from 9.2 to 14.6 Mop/s
+//       (1 process: 18.3 to 16.4, the price of always validating).
 #pragma once
 
 #include <atomic>
