@@ -33,6 +33,7 @@
 #include <troupe/runtime.hpp>
 #include <vector>
 
+#include "bench_args.hpp"
 #include "realwork.hpp"
 
 namespace realwork {
@@ -192,11 +193,7 @@ struct Case {
   CpuSample cpu_before, cpu_after;
 };
 
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  std::size_t n = v.size();
-  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
+using bench::median;
 
 std::string cell(const std::vector<double>& ms) {
   auto [lo, hi] = std::minmax_element(ms.begin(), ms.end());
@@ -218,49 +215,22 @@ std::string cell(const std::vector<double>& ms) {
 
 int main(int argc, char** argv) {
   using namespace realwork;
-  int runs = 5;
-  bool quick = false;
-  std::string only;
   int work = -1;
-  std::size_t threads = std::max(1u, std::thread::hardware_concurrency());
-  for (int i = 1; i < argc; ++i) {
-    std::string_view a = argv[i];
-    auto value = [&]() -> std::string {
-      if (i + 1 >= argc) usage("missing value");
-      return argv[++i];
-    };
-    if (a == "--runs") {
-      runs = std::atoi(value().c_str());
-      if (runs < 1) usage("--runs must be >= 1");
-    } else if (a == "--case") {
-      only = value();
-    } else if (a == "--quick") {
-      quick = true;
-    } else if (a == "--threads") {
-      int t = std::atoi(value().c_str());
-      if (t < 1) usage("--threads must be >= 1");
-      threads = static_cast<std::size_t>(t);
-    } else if (a == "--work") {
-      work = std::atoi(value().c_str());
-      if (work < 0) usage("--work must be >= 0");
-    } else if (a == "--help" || a == "-h") {
-      usage("help");
-    } else {
-      usage("unknown argument");
-    }
-  }
-  std::vector<std::string> wanted;
-  for (std::size_t at = 0; !only.empty() && at <= only.size();) {
-    std::size_t comma = std::min(only.find(',', at), only.size());
-    wanted.push_back(only.substr(at, comma - at));
-    at = comma + 1;
-  }
+  const bench::Args args =
+      bench::parse_args(argc, argv, usage, [&](std::string_view flag, const auto& value) {
+        if (flag != "--work") return false;
+        work = std::atoi(value().c_str());
+        if (work < 0) usage("--work must be >= 0");
+        return true;
+      });
+  const int runs = args.runs;
+  const bool quick = args.quick;
+  const std::size_t threads = args.threads;
+  const std::vector<std::string>& wanted = args.cases;
   for (const std::string& w : wanted)
     if (w != "bfs" && w != "service" && w != "service-bare" && w != "service-heavy")
       usage("unknown case");
-  auto selected = [&](const std::string& name) {
-    return wanted.empty() || std::find(wanted.begin(), wanted.end(), name) != wanted.end();
-  };
+  auto selected = [&](const std::string& name) { return args.selected(name); };
 
   Sizes sizes;
   if (quick) sizes = sizes.quick();

@@ -23,6 +23,7 @@
 #include <thread>
 #include <vector>
 
+#include "bench_args.hpp"
 #include "savina.hpp"
 
 namespace savina {
@@ -63,11 +64,7 @@ struct Case {
   std::vector<Side> peers;
 };
 
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  std::size_t n = v.size();
-  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
+using bench::median;
 
 [[noreturn]] void usage(const char* why) {
   std::fprintf(stderr,
@@ -84,33 +81,10 @@ double median(std::vector<double> v) {
 
 int main(int argc, char** argv) {
   using namespace savina;
-  int runs = 5;
-  bool quick = false;
-  std::string only;
-  std::size_t threads = std::max(1u, std::thread::hardware_concurrency());
-  for (int i = 1; i < argc; ++i) {
-    std::string_view a = argv[i];
-    auto value = [&]() -> std::string {
-      if (i + 1 >= argc) usage("missing value");
-      return argv[++i];
-    };
-    if (a == "--runs") {
-      runs = std::atoi(value().c_str());
-      if (runs < 1) usage("--runs must be >= 1");
-    } else if (a == "--case") {
-      only = value();
-    } else if (a == "--quick") {
-      quick = true;
-    } else if (a == "--threads") {
-      int t = std::atoi(value().c_str());
-      if (t < 1) usage("--threads must be >= 1");
-      threads = static_cast<std::size_t>(t);
-    } else if (a == "--help" || a == "-h") {
-      usage("help");
-    } else {
-      usage("unknown argument");
-    }
-  }
+  const bench::Args args = bench::parse_args(argc, argv, usage);
+  const int runs = args.runs;
+  const bool quick = args.quick;
+  const std::size_t threads = args.threads;
 
   Sizes sizes;
   if (quick) sizes = sizes.quick();
@@ -146,28 +120,22 @@ int main(int argc, char** argv) {
        {Side{"CAF 0.17", [&] { return caf_side::banking(s, transfers); }, caf_settle, {}},
         Side{"std::scoped_lock", [&] { return lock_side::banking(s, transfers); }, nothing, {}}}});
   cases.push_back({"skynet", ours(troupe_side::skynet), {caf(caf_side::skynet)}});
-  cases.push_back({"fib", ours(troupe_side::fib),
+  cases.push_back({"fib",
+                   ours(troupe_side::fib),
                    {Side{"oneTBB task_group", [&] { return tbb_side::fib(s); }, nothing, {}}}});
 
   // --case takes one name or a comma-separated list.
-  std::vector<std::string> wanted;
-  for (std::size_t at = 0; !only.empty() && at <= only.size();) {
-    std::size_t comma = std::min(only.find(',', at), only.size());
-    wanted.push_back(only.substr(at, comma - at));
-    at = comma + 1;
-  }
-  for (const std::string& w : wanted)
+  for (const std::string& w : args.cases)
     if (std::none_of(cases.begin(), cases.end(), [&](const Case& c) { return c.name == w; }))
       usage("unknown case");
-  auto selected = [&](const Case& c) {
-    return wanted.empty() || std::find(wanted.begin(), wanted.end(), c.name) != wanted.end();
-  };
+  auto selected = [&](const Case& c) { return args.selected(c.name); };
 
   // The header first and each case's rows as soon as it is done, so that a
   // case that dies still leaves the rows before it.
-  std::printf("threads: %zu per runtime (troupe pool, CAF scheduler.max-threads, oneTBB "
-              "max_allowed_parallelism, banking std::threads); medians of %d runs%s\n\n",
-              threads, runs, quick ? "; --quick sizes (10x smaller)" : "");
+  std::printf(
+      "threads: %zu per runtime (troupe pool, CAF scheduler.max-threads, oneTBB "
+      "max_allowed_parallelism, banking std::threads); medians of %d runs%s\n\n",
+      threads, runs, quick ? "; --quick sizes (10x smaller)" : "");
   std::printf("| case | troupe ms | peer | peer ms | troupe/peer |\n");
   std::printf("| --- | ---: | --- | ---: | ---: |\n");
   std::fflush(stdout);
