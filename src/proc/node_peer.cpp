@@ -286,15 +286,7 @@ void Node::drop_peer(const std::shared_ptr<PeerChan>& pc) {
         it->second.state = PeerOut::relayed;  // the root knows the peer's fate
         it->second.chan.reset();
       }
-      for (auto pit = pending_.begin(); pit != pending_.end();) {
-        if (pit->second.worker == pc->peer) {
-          lost.push_back(std::move(pit->second.p));
-          forget_deadline_locked(pit->second);
-          pit = pending_.erase(pit);
-        } else {
-          ++pit;
-        }
-      }
+      lost = take_pending_of_locked(pc->peer);
     } else {
       for (auto it = in_calls_.begin(); it != in_calls_.end();) {
         if (it->second.from == pc)

@@ -190,6 +190,20 @@ void Node::forget_waiting_locked(std::uint64_t id, const PendingEntry& e) {
   if (it != waiting_.end()) waiting_.erase(it);
 }
 
+std::vector<std::unique_ptr<PendingBase>> Node::take_pending_of_locked(std::uint32_t worker) {
+  std::vector<std::unique_ptr<PendingBase>> taken;
+  for (auto it = pending_.begin(); it != pending_.end();) {
+    if (it->second.worker == worker) {
+      taken.push_back(std::move(it->second.p));
+      forget_deadline_locked(it->second);
+      it = pending_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  return taken;
+}
+
 pid_t Node::note_reply_locked(PendingEntry& e, const Message& m) {
   auto wit = workers_.find(e.worker);
   if (wit == workers_.end()) return 0;

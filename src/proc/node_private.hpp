@@ -317,7 +317,11 @@ class Node {
   void unassign_locked(const PendingEntry& e, WorkerRec& w);
   void forget_deadline_locked(const PendingEntry& e);
   void forget_waiting_locked(std::uint64_t id, const PendingEntry& e);
-  pid_t note_reply_locked(PendingEntry& e, const Message& m);  // the worker's pid, 0 if gone
+  pid_t note_reply_locked(PendingEntry& e, const Message& m);
+  // Erases every pending call that went to `worker` and returns them, to be
+  // failed once mu_ is released (mu_ held; N1).
+  std::vector<std::unique_ptr<PendingBase>> take_pending_of_locked(
+      std::uint32_t worker);  // the worker's pid, 0 if gone
 
   // ---------------------------------------------------------------- root side
   // node_supervisor.cpp: dispatching, spawning, the budget, deaths, timeouts
@@ -385,8 +389,8 @@ class Node {
   std::unordered_map<std::uint64_t, std::pair<std::string, std::shared_ptr<void>>> objects_;
   std::uint64_t next_call_ = 1, next_object_ = 1;
   std::uint32_t next_worker_ = 1;
-  std::size_t deadlines_ = 0;             // pending entries with a deadline (scan only if > 0)
-  Clock::time_point next_expiry_scan_{};  // expire_direct: not before (throttle)
+  std::size_t deadlines_ = 0;             // pending entries with a deadline (scan only if > 0; mu_)
+  Clock::time_point next_expiry_scan_{};  // expire_direct: not before (throttle; mu_)
   bool retire_all_ = false;
   bool initialized_ = false;            // init() was called (mu_)
   std::atomic<bool> shut_{false};       // shutdown() was called: nothing is dispatched

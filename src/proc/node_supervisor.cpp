@@ -427,15 +427,7 @@ void Node::on_exit(const std::shared_ptr<WorkerRec>& w) {
   std::vector<std::unique_ptr<PendingBase>> lost;
   {
     std::lock_guard lock(mu_);
-    for (auto it = pending_.begin(); it != pending_.end();) {
-      if (it->second.worker == w->id) {
-        lost.push_back(std::move(it->second.p));
-        forget_deadline_locked(it->second);
-        it = pending_.erase(it);
-      } else {
-        ++it;
-      }
-    }
+    lost = take_pending_of_locked(w->id);
     ::epoll_ctl(epfd_.get(), EPOLL_CTL_DEL, w->chan->socket(), nullptr);
     ::epoll_ctl(epfd_.get(), EPOLL_CTL_DEL, w->chan->wake_fd(), nullptr);
     workers_.erase(w->id);

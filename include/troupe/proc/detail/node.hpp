@@ -37,7 +37,10 @@ struct PendingBase {
   virtual void fail(std::exception_ptr e) = 0;  // it never will (ND1)
   std::string name;                             // what was called, for messages
   // trace.hpp: when the call was submitted (0: not tracing), how it ended
-  // and the pid of the worker that answered (0: not known here).
+  // and the pid of the worker that answered (0: not known here). Written by
+  // the submitting thread before the entry is published, then only by the
+  // thread that took the entry out of the table (ND1: one does), so never
+  // by two threads at once.
   std::uint64_t trace_t0 = 0;
   const char* trace_outcome = "failed";
   std::int64_t trace_pid = 0;
