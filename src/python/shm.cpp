@@ -123,8 +123,8 @@ Value from_int(nb::handle o) {
           .c_str());
 }
 
-Value to_value(Tx& tx, const Box& box, nb::handle o, Where w, int depth) {
-  if (depth > 200) throw nb::value_error("a value nested more than 200 deep (a cycle?)");
+// None, bool, int, float and str: their Value needs no transaction.
+std::optional<Value> scalar_value(nb::handle o) {
   if (o.is_none()) return Value();
   if (PyBool_Check(o.ptr())) return Value(o.ptr() == Py_True);
   if (PyLong_CheckExact(o.ptr())) return from_int(o);
@@ -135,6 +135,12 @@ Value to_value(Tx& tx, const Box& box, nb::handle o, Where w, int depth) {
     if (!s) throw nb::python_error();
     return Value(std::string_view(s, static_cast<std::size_t>(n)));
   }
+  return std::nullopt;
+}
+
+Value to_value(Tx& tx, const Box& box, nb::handle o, Where w, int depth) {
+  if (depth > 200) throw nb::value_error("a value nested more than 200 deep (a cycle?)");
+  if (auto v = scalar_value(o)) return std::move(*v);
   if (PyBytes_CheckExact(o.ptr()))
     return Value::bytes(std::string_view(PyBytes_AS_STRING(o.ptr()),
                                          static_cast<std::size_t>(PyBytes_GET_SIZE(o.ptr()))));
@@ -420,6 +426,11 @@ void bind_shm(nb::module_& m) {
     });
   });
   m.def("dict_add", [](Box box, Offset off, std::uint64_t st, nb::handle key, long long delta) {
+    // Outside a transaction a scalar key takes Dict::increment's single
+    // atomic operation (no transaction's logs); else add() in one.
+    if (!shm::detail::current_tx())
+      if (auto k = scalar_value(key); k && k->hashable())
+        return dict_of(off, st).increment(*box->txh, *k, delta);
     return run(*box, [&](Tx& tx) { return dict_of(off, st).add(tx, key_of(tx, box, key), delta); });
   }, nb::arg("box"), nb::arg("off"), nb::arg("st"), nb::arg("key").none(), nb::arg("delta"));
 

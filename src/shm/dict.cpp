@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "shm/objects_private.hpp"
+#include "shm/tx_private.hpp"
 #include "troupe/shm/objects.hpp"
 
 namespace troupe::shm {
@@ -21,6 +22,27 @@ bool key_equals(Tx& tx, Offset cell_at, const Value& key) {
   Cell s = read_cell(tx, cell_at);
   if (kind_of(s.tag) != key.kind() || inline_len_plus1(s.tag) != 0) return false;
   return decode(tx, s) == key;
+}
+
+// The chain walk of Dict::find for any reader R (Tx, or SnapshotOp: a read
+// that returns 0 ends the walk, S1 of tx_private.hpp). `link` gets the word
+// that points at the entry found, or the chain's last next word.
+// With `check_hash` false, `equals` alone decides (an inline key's cell is
+// the whole key: one read fewer per entry than the hash and then the cell).
+template <class R, class Eq>
+Offset find_entry(R& r, Offset dict, std::uint64_t h, Offset* link, bool check_hash,
+                  Eq&& equals) {
+  std::uint64_t nb = r.read(dict + 8);
+  Offset at = r.read(dict + 16) + 8 * (h & (nb - 1));
+  for (Offset e = r.read(at); e; e = r.read(at)) {
+    if ((!check_hash || r.read(e + 8) == h) && equals(e + 16)) {
+      if (link) *link = at;
+      return e;
+    }
+    at = e;  // the entry's next word
+  }
+  if (link) *link = at;
+  return null_offset;
 }
 
 }  // namespace
@@ -42,17 +64,7 @@ std::size_t Dict::size(Tx& tx) const {
 }
 
 Offset Dict::find(Tx& tx, const Value& key, std::uint64_t h, Offset* link) const {
-  std::uint64_t nb = tx.read(off_ + 8);
-  Offset at = tx.read(off_ + 16) + 8 * (h & (nb - 1));
-  for (Offset e = tx.read(at); e; e = tx.read(at)) {
-    if (tx.read(e + 8) == h && key_equals(tx, e + 16, key)) {
-      if (link) *link = at;
-      return e;
-    }
-    at = e;  // the entry's next word
-  }
-  if (link) *link = at;
-  return null_offset;
+  return find_entry(tx, off_, h, link, true, [&](Offset cell) { return key_equals(tx, cell, key); });
 }
 
 std::optional<Value> Dict::get(Tx& tx, const Value& key) const {
@@ -133,6 +145,40 @@ std::int64_t Dict::add(Tx& tx, const Value& key, std::int64_t delta) const {
   auto v = static_cast<std::int64_t>(tx.read(e + 40)) + delta;
   tx.write(e + 40, static_cast<std::uint64_t>(v));
   return v;
+}
+
+std::int64_t Dict::increment(TxHeap& txh, const Value& key, std::int64_t delta) const {
+  auto in_tx = [&] { return atomically(txh, [&](Tx& tx) { return add(tx, key, delta); }); };
+  if (current_tx() || off_ == null_offset) return in_tx();  // joins it, or its error
+  const auto cell = encode_inline(key);
+  if (!cell) return in_tx();  // its comparison decodes: a transaction's reads
+  const std::uint64_t h = key.hash();
+  SnapshotOp op(txh);
+  for (unsigned n = 0; n < 64; ++n) {
+    op.begin();
+    // V2: a stale handle is told so by add()'s check, in a transaction.
+    if (stamp_ != 0 && op.read(off_ + stamp_word(Kind::dict)) != stamp_ && !op.failed()) break;
+    const Offset e = find_entry(op, off_, h, nullptr, false, [&](Offset at) {
+      return op.peek(at) == cell->tag && op.peek(at + 8) == cell->payload;  // S1
+    });
+    if (op.failed()) {
+      if (!op.retry(n)) break;
+      continue;
+    }
+    if (!e) break;  // absent: set() in a transaction
+    std::int64_t old = 0;
+    switch (op.fetch_add(e + 40, delta, &old)) {
+      case SnapshotOp::Result::done:
+        return old + delta;
+      case SnapshotOp::Result::not_int:
+        throw Error(Errc::invalid_argument,
+                    fmt::format("dict value of {} is not an int", key.repr()));
+      case SnapshotOp::Result::conflict:
+        op.retry(n);
+        break;
+    }
+  }
+  return in_tx();
 }
 
 bool Dict::erase(Tx& tx, const Value& key) const {

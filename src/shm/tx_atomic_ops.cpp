@@ -10,6 +10,7 @@
 #include <mutex>
 #include <thread>
 
+#include "shm/fault.hpp"
 #include "shm/tx_private.hpp"
 #include "troupe/shm/tx.hpp"
 
@@ -115,6 +116,84 @@ std::uint64_t TxHeap::exchange(Offset word, std::uint64_t value) {
 }
 std::uint64_t TxHeap::load(Offset word) {
   return atomically(*this, [&](Tx& tx) { return tx.read(word); });
+}
+
+// ---- SnapshotOp (tx_private.hpp S1-S2) ----
+
+SnapshotOp::SnapshotOp(TxHeap& txh)
+    : txh_(&txh), heap_(&txh.heap()), table_(&txh.table()), slot_(heap_->slot_index()) {
+  if (slot_ >= kTxSlots) throw Error(Errc::invalid_argument, "heap slot beyond the tx table");
+  seq_ = txh.settle(slot_);
+}
+
+bool SnapshotOp::retry(unsigned n) {
+  if (newer_ == ~std::uint64_t{0}) return false;
+  if (newer_ > rv_) clock_advance(*table_, newer_);  // X8: as an extension does
+  if (locked_) {
+    relax(n < 12 ? n : 12);
+    if (n % 8192 == 8191) heap_->recover();  // the holder may be dead
+  }
+  return true;
+}
+
+SnapshotOp::Result SnapshotOp::fetch_add(Offset word, std::int64_t delta, std::int64_t* old) {
+  fault_point("tx.op.found");  // the lookup done, nothing taken
+  const std::uint64_t s = stripe_of(word);
+  auto& lk = table_->stripes[s];
+  auto* p = heap_->ptr<std::uint64_t>(word);
+  SlotRecord& r = table_->slots[slot_];
+  // The word itself was not read by the lookup (unless its stripe was, which
+  // the validation checks): its version may be above rv.
+  std::uint64_t cur = lk.load(std::memory_order_relaxed);
+  if (is_locked(cur)) {
+    locked_ = true;
+    newer_ = 0;
+    return Result::conflict;
+  }
+  // As atomic_op: the record names the stripe before it is taken (X2).
+  r.op_stripe.store(s, std::memory_order_relaxed);
+  r.op_old.store(cur, std::memory_order_relaxed);
+  ++seq_;                                                              // X7
+  r.state.store(seq_ << 32 | kTxAtomicOp, std::memory_order_release);  // X2 for one stripe
+  auto give_up = [&](Result why) {
+    lk.store(cur, std::memory_order_release);  // unchanged: the old version stands
+    r.state.store(seq_ << 32, std::memory_order_release);
+    return why;
+  };
+  // Seq_cst: our lock precedes our validation and clock loads in S (X8 c).
+  if (!lk.compare_exchange_strong(cur, locked_word(slot_), std::memory_order_seq_cst,
+                                  std::memory_order_relaxed)) {
+    r.state.store(seq_ << 32, std::memory_order_release);
+    locked_ = true;
+    newer_ = 0;
+    return Result::conflict;
+  }
+  fault_point("tx.op.locked");
+  // S2: the lookup still holds. Seq_cst loads: as a commit's validation.
+  for (unsigned i = 0; i < n_; ++i) {
+    const std::uint64_t w = table_->stripes[stripes_[i]].load();
+    const bool stale = stripes_[i] == s ? version_of(cur) > rv_
+                                        : is_locked(w) || version_of(w) > rv_;
+    if (stale) {
+      locked_ = is_locked(w) && stripes_[i] != s;
+      newer_ = locked_ ? 0 : version_of(w);
+      return give_up(Result::conflict);
+    }
+  }
+  // V4: the cell's tag is written only with its payload, under this stripe.
+  if (std::atomic_ref(p[-1]).load(std::memory_order_relaxed) != kIntCellTag)
+    return give_up(Result::not_int);
+  std::atomic_ref<std::uint64_t> w(*p);
+  const std::uint64_t before = w.load(std::memory_order_relaxed);  // we hold the stripe
+  w.store(before + static_cast<std::uint64_t>(delta), std::memory_order_release);  // Tx::read
+  fault_point("tx.op.stored");
+  // GV5 (X8): a version above every snapshot that may have read the word,
+  // as a commit takes it. Seq_cst: after our lock in S.
+  const std::uint64_t v = table_->clock.load() + 1;
+  lk.store(v << 1, std::memory_order_release);  // the word before its version
+  r.state.store(seq_ << 32, std::memory_order_release);
+  *old = static_cast<std::int64_t>(before);
+  return Result::done;
 }
 
 }  // namespace troupe::shm

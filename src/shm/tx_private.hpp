@@ -1,7 +1,9 @@
 // src/shm/tx_private.hpp: what the transaction files share (tx_heap.cpp,
 // tx_recovery.cpp, tx_atomic_ops.cpp, tx.cpp): a view of a slot record's redo
-// log (its sections, tx_layout.hpp), the clock's advance (X8) and the
-// pacing of a wait (relax). Private: not installed.
+// log (its sections, tx_layout.hpp), the clock's advance (X8), the
+// pacing of a wait (relax) and SnapshotOp, a single-word op on a word found
+// by a lookup outside any transaction (tx_atomic_ops.cpp). Private: not
+// installed.
 #pragma once
 
 #include <algorithm>
@@ -51,5 +53,101 @@ inline void clock_advance(TxTable& t, std::uint64_t v) {
 // record being recovered), `n` rounds in: Spin::backoff's pauses, then the
 // embedder's wait hook (set_tx_wait_hook) or a yield (tx.cpp).
 void relax(unsigned n);
+
+// A single-word atomic op (fetch_add) on a word that a lookup finds, outside
+// any transaction, without a transaction's logs (Dict::increment). It keeps
+// X8 as a transaction with one write does:
+//   S1. The lookup's reads are seqlock reads at a snapshot rv (a clock load),
+//       each accepted only unlocked at a version <= rv, so by X8 (b, c) they
+//       all belong to snapshot rv. The first read that cannot be accepted
+//       ends the attempt: it and every later read return 0 without loading
+//       anything (the lookup, written so that a 0 ends it, stops), and
+//       retry() waits for the lock or advances the clock to the newer
+//       version (X8) before the next attempt. At most kMaxReads stripes.
+//       peek() loads a word of a block that never changes while the block
+//       is linked (a dict entry's key cell, V3) without its stripe: it is
+//       usable when a link to the block was read, since unlinking writes
+//       that link (so S2's validation fails) before the block can be freed
+//       and reused; until then the value peeked may be anything, and is
+//       only compared.
+//   S2. fetch_add(word) locks the word's stripe as a single-word op does
+//       (the record names it first, kTxAtomicOp: recovery publishes a fresh
+//       version, tx_recovery.cpp), then validates every stripe the lookup
+//       read (unlocked at <= rv, or the one it holds with its old version
+//       <= rv): the lookup's result still holds at the lock, which is the
+//       op's linearization point. The word itself is loaded only under the
+//       lock, so its stripe's version may be above rv when the lookup did
+//       not read that stripe (GV5 leaves recent versions at clock + 1:
+//       refusing them would make most ops on a busy word retry). On failure it releases the stripe
+//       unchanged and the attempt is retried. Then it checks the int tag
+//       (V4), adds, and releases with wv = clock + 1 (GV5, as a commit).
+// Not for use inside a transaction (Dict::increment runs add() there).
+class SnapshotOp {
+ public:
+  static constexpr unsigned kMaxReads = 24;
+  explicit SnapshotOp(TxHeap& txh);  // this thread's slot, its record settled
+  void begin() {
+    rv_ = table_->clock.load();  // seq_cst: X8 (b, c), as Tx::begin
+    n_ = 0;
+    failed_ = false;
+    newer_ = 0;
+    locked_ = false;
+  }
+  // S1. The word's value at snapshot rv, or 0 once the attempt failed.
+  std::uint64_t read(Offset word) {
+    if (failed_) return 0;
+    if ((word & 7) != 0 || word == null_offset || n_ == kMaxReads) {
+      failed_ = true;  // not a lookup this op serves: the caller falls back
+      newer_ = ~std::uint64_t{0};
+      return 0;
+    }
+    const std::uint64_t s = stripe_of(word);
+    auto& lk = table_->stripes[s];
+    auto* p = heap_->ptr<std::uint64_t>(word);
+    // Tx::read_slow's seqlock read and memory orders.
+    const std::uint64_t v1 = lk.load();
+    const std::uint64_t val = std::atomic_ref(*p).load(std::memory_order_acquire);
+    const std::uint64_t v2 = lk.load(std::memory_order_relaxed);
+    if (v1 == v2 && !is_locked(v1) && version_of(v1) <= rv_) [[likely]] {
+      stripes_[n_++] = static_cast<std::uint32_t>(s);
+      return val;
+    }
+    return fail_read(v1, v2);
+  }
+  // S1: a word of a block reached through a link this op read.
+  std::uint64_t peek(Offset word) {
+    if (failed_) return 0;
+    if ((word & 7) != 0 || word == null_offset) return fail_read(1, 1);  // locked: retry
+    // Acquire: as Tx::peek (T8).
+    return std::atomic_ref(*heap_->ptr<std::uint64_t>(word)).load(std::memory_order_acquire);
+  }
+  [[gnu::noinline, gnu::cold]] std::uint64_t fail_read(std::uint64_t v1, std::uint64_t v2) {
+    failed_ = true;
+    if (is_locked(v1) || is_locked(v2))
+      locked_ = true;
+    else if (v1 == v2)
+      newer_ = std::max(newer_, version_of(v1));
+    return 0;
+  }
+  bool failed() const { return failed_; }
+  // After a failed lookup: false when it cannot be served here (too many
+  // reads: use a transaction); else waits for the lock met (one relax
+  // round, `n` attempts in) or advances the clock to the version met.
+  bool retry(unsigned n);
+  enum class Result { done, conflict, not_int };
+  // S2. On done, *old holds the word's value before the add.
+  Result fetch_add(Offset word, std::int64_t delta, std::int64_t* old);
+
+ private:
+  TxHeap* txh_;
+  Heap* heap_;
+  TxTable* table_;
+  unsigned slot_;
+  std::uint64_t seq_;
+  std::uint64_t rv_ = 0, newer_ = 0;
+  unsigned n_ = 0;
+  bool failed_ = false, locked_ = false;
+  std::uint32_t stripes_[kMaxReads];
+};
 
 }  // namespace troupe::shm::detail

@@ -8,6 +8,8 @@
 //   hold <name> <unpublished> <published>  allocates, sets root "ready", sleeps
 //   churn <name> <seconds>             alloc/publish/free/trim loop (fault points)
 //   grow <name> <blocks>               allocates 64 KiB blocks, root "grown"
+//   increment <name> <n>               n times: Dict::increment of "k" in root
+//                                      dict "d", then fetch_add of its "acked"
 // Exit codes: 0 done, 2 usage, 3 error (message on stderr), 4 check failed.
 #include <fmt/format.h>
 #include <sys/prctl.h>
@@ -19,6 +21,7 @@
 #include <random>
 #include <thread>
 #include <troupe/shm/heap.hpp>
+#include <troupe/shm/objects.hpp>
 
 #include "shm_test_util.hpp"
 
@@ -174,6 +177,23 @@ int grow(const std::string& name, int blocks) {
   return 0;
 }
 
+// Each increment is acknowledged after it returns: k - acked is 0 or 1 after
+// a kill anywhere (the op in flight applied or not, never half or twice).
+int increment(const std::string& name, long n) {
+  using namespace troupe::shm;
+  Heap heap = Heap::open(name);
+  TxHeap& l = TxHeap::attach(heap);
+  Dict d = root_dict(l, "d");
+  Offset acked = atomically(l, [&](Tx& tx) { return d.payload_word(tx, "acked"); });
+  for (long i = 0; i < n; ++i) {
+    d.increment(l, "k", 1);
+    l.fetch_add(acked, 1);
+  }
+  TxHeap::detach(heap);
+  heap.close();
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -188,6 +208,7 @@ int main(int argc, char** argv) {
     if (mode == "hold" && argc == 5) return hold(argv[2], std::atoi(argv[3]), std::atoi(argv[4]));
     if (mode == "churn" && argc == 4) return churn(argv[2], std::atof(argv[3]));
     if (mode == "grow" && argc == 4) return grow(argv[2], std::atoi(argv[3]));
+    if (mode == "increment" && argc == 4) return increment(argv[2], std::atol(argv[3]));
   } catch (const std::exception& e) {
     fmt::print(stderr, "shm_worker {}: {}\n", mode, e.what());
     return 3;

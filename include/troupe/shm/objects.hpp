@@ -211,6 +211,13 @@ class Dict {
   bool erase(Tx& tx, const Value& key) const;
   // Adds delta to an int value (absent counts as 0); returns the new value.
   std::int64_t add(Tx& tx, const Value& key, std::int64_t delta) const;
+  // add() as one atomic operation of its own: outside a transaction, a lookup
+  // at a snapshot without a transaction's logs, then a single-word add on the
+  // value that checks the lookup still holds (S1-S2 of src/shm/tx_private.hpp;
+  // linearizable with transactions); an absent key, a key not stored inline
+  // (V3) or a lookup that keeps meeting writers runs add() in a transaction
+  // instead. Inside a transaction on txh it is add(tx, ...).
+  std::int64_t increment(TxHeap& txh, const Value& key, std::int64_t delta = 1) const;
   void for_each(Tx& tx, const std::function<void(const Value& key, const Value& value)>& f) const;
   std::vector<Value> keys(Tx& tx) const;
   // Offset of key's payload word (for TxHeap::fetch_add); null if absent.
