@@ -255,3 +255,22 @@ def test_shared_buffer_filled_by_two_workers_without_copies() -> None:
     finally:
         h.close()
         shm.Heap.remove(name, missing_ok=True)
+
+
+def test_increment_is_one_atomic_operation(heap: shm.Heap) -> None:
+    d = heap.root("inc", shm.Dict)
+    d.update({"n": 10, "s": "text", "k" * 100: 1, 7: 0})
+    assert d.increment("n", 5) == 15
+    assert d.increment("absent") == 1 and d["absent"] == 1  # inserted
+    assert d.increment("k" * 100, 2) == 3  # a long key: a transaction's path
+    assert d.increment(7) == 1
+    with pytest.raises(ValueError, match="not an int"):
+        d.increment("s")
+
+    def rolled_back() -> None:
+        assert d.increment("n", 100) == 115
+        raise RuntimeError("undo")
+
+    with pytest.raises(RuntimeError):
+        heap.atomically(rolled_back)  # inside a transaction it is part of it
+    assert d["n"] == 15 and d["s"] == "text"
