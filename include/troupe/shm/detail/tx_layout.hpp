@@ -71,10 +71,12 @@
 //       core instead of moving with each commit. The clock moves only when
 //       needed: a transaction that meets an unlocked version v above its rv
 //       advances the clock to v (compare-exchange to the larger value)
-//       before it takes a snapshot >= v; a single-word atomic op takes
-//       v = max(its stripe's version + 1, c + 1) by a fetch_add that read c,
-//       advancing to v when that is larger; recovery advances the clock to a
-//       version before releasing with it. So:
+//       before it takes a snapshot >= v; a single-word atomic op
+//       (TxHeap::fetch_add, exchange) takes v = max(its stripe's version + 1,
+//       c + 1) by a fetch_add that read c, advancing to v when that is
+//       larger; Dict::increment's op (S1-S2 of src/shm/tx_private.hpp) takes
+//       wv = c + 1 after its lock, as a commit with one write does; recovery
+//       advances the clock to a version before releasing with it. So:
 //         Q. A released version is never above clock + 1 (a commit's c was a
 //            value of the clock, which never goes down; the others advance
 //            first). A version above it is corrupt memory (T10).
