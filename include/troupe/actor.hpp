@@ -11,7 +11,7 @@
 //       cown (Cown::refs), and is destroyed exactly once, by the last one.
 //   AC2. The T is only reachable through when_args, which needs a WhenKey, and
 //       only the runtime makes WhenKeys, inside a running behaviour.
-//   AC3. Idle cost: sizeof(Cown) (48 bytes on 64-bit) + sizeof(T), one
+//   AC3. Idle cost: sizeof(Cown) (64 bytes on 64-bit) + sizeof(T), one
 //       allocation per actor.
 #pragma once
 
@@ -107,6 +107,19 @@ class Actor {
   void when_enter(const WhenKey&) const noexcept {}
   std::tuple<T&> when_args(const WhenKey&) const noexcept { return {c_->value}; }
   void when_exit(const WhenKey&) const noexcept {}
+
+  // troupe/backpressure.hpp: the number of behaviours queued on this actor
+  // beyond which senders are slowed down (0: none). Starts at the process's
+  // default (set_backpressure). Takes effect for later sends.
+  void set_mailbox_limit(std::uint32_t n) const {
+    if (!c_) throw Error(Errc::invalid_argument, "set_mailbox_limit on an empty Actor handle");
+    c_->limit.store(n, std::memory_order_relaxed);  // a setting (BP1)
+  }
+  std::uint32_t mailbox_limit() const noexcept {
+    return c_ ? c_->limit.load(std::memory_order_relaxed) : 0;
+  }
+  // Behaviours queued on it now, approximately (0 unless it has a limit).
+  std::uint32_t backlog() const noexcept { return c_ && mailbox_limit() ? c_->backlog() : 0; }
 
   // For the runtime and sync objects: the cown under the handle.
   detail::Cown* cown() const noexcept { return c_; }

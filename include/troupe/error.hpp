@@ -36,6 +36,8 @@ enum class Errc {
   worker_lost,          // the worker running the call died
   bad_message,          // truncated, forged or mistyped message
   remote_exception,     // user code in another process threw
+  // actors
+  overloaded,           // an actor's queue is over its limit (troupe/backpressure.hpp)
 };
 
 inline std::string_view to_string(Errc c) noexcept {
@@ -46,6 +48,7 @@ inline std::string_view to_string(Errc c) noexcept {
     case Errc::timeout: return "timeout";
     case Errc::shutdown: return "shutdown";
     case Errc::invalid_argument: return "invalid_argument";
+    case Errc::overloaded: return "overloaded";
     case Errc::bad_segment: return "bad_segment";
     case Errc::version_mismatch: return "version_mismatch";
     case Errc::out_of_memory: return "out_of_memory";

@@ -35,6 +35,11 @@
 //   WN5. If every Promise handle to a behaviour's result was dropped before it
 //       ran, nobody can observe the result and it is not published (no wake,
 //       no continuation list): the common fire-and-forget message is cheaper.
+//   WN6. Backpressure (detail/cown.hpp BP1-BP7, troupe/backpressure.hpp):
+//       when() admits a behaviour before starting it (an outside thread may
+//       block, or get Error(overloaded) with nothing enqueued), and a
+//       behaviour that sent to an overloaded actor may pause between its
+//       block and finish(): WN2, WN3 and WN5 then happen when it resumes.
 #pragma once
 
 #include <algorithm>
@@ -49,6 +54,7 @@
 #include <vector>
 
 #include "troupe/actor.hpp"
+#include "troupe/backpressure.hpp"
 #include "troupe/detail/small_alloc.hpp"
 #include "troupe/promise.hpp"
 #include "troupe/trace.hpp"
@@ -232,8 +238,9 @@ struct Behaviour final : BehaviourBase, PromiseState<R>, SmallObject {
       } catch (...) {
         err = std::current_exception();
       }
-      BehaviourBase::release_cowns();  // WN3
-      closure_.~Closure();             // WN2
+      if (Cown* target = take_mute_target()) target->release();  // BP3: not paused
+      BehaviourBase::release_cowns();                               // WN3
+      closure_.~Closure();                                          // WN2
       if (err || !inner->valid()) {
         this->set_error_deferred(
             err ? err
@@ -257,12 +264,29 @@ struct Behaviour final : BehaviourBase, PromiseState<R>, SmallObject {
       });
     } else {
       std::uint32_t how = capture_result<R>(*this, [&]() -> R { return invoke_block(); });
-      BehaviourBase::release_cowns();  // WN3
-      closure_.~Closure();             // WN2
-      // WN5: a fire-and-forget behaviour (its Promise dropped) skips publishing.
-      if (!this->unobserved()) this->publish(how);
-      this->PromiseBase::release();  // the runtime's reference
+      // cown.hpp BP3: it sent to an overloaded actor: paused, the rest of
+      // this run is finish_fn, called by whoever resumes it.
+      if (Cown* target = take_mute_target()) [[unlikely]]
+        if (try_pause(this, target, how, &Behaviour::finish_fn)) return;
+      finish(how);
     }
+  }
+
+  void finish(std::uint32_t how) {
+    BehaviourBase::release_cowns();  // WN3
+    closure_.~Closure();             // WN2
+    // WN5: a fire-and-forget behaviour (its Promise dropped) skips publishing.
+    if (!this->unobserved()) this->publish(how);
+    this->PromiseBase::release();  // the runtime's reference
+  }
+  static void finish_fn(BehaviourBase* b, std::uint32_t how) {
+    static_cast<Behaviour*>(b)->finish(how);
+  }
+
+  // when() could not send it (cown.hpp BP2): nothing was enqueued.
+  void discard() {
+    closure_.~Closure();
+    this->PromiseBase::release();  // the only reference
   }
 
   ~Behaviour() {}  // closure_ was destroyed by run() (WN2)
@@ -303,6 +327,12 @@ auto when(Args&&... args) {
     auto* b = new B(std::forward<std::tuple_element_t<n, Tup>>(std::get<n>(all)),
                     detail::as_whenable(std::forward<std::tuple_element_t<I, Tup>>(
                         std::get<I>(all)))...);
+    try {
+      detail::admit_if_bounded(*b);  // cown.hpp BP2: may block or throw
+    } catch (...) {
+      b->discard();
+      throw;
+    }
     b->add_ref();  // one reference for the returned handle, one for the runtime
     Promise<R> result = adopt_promise<R>(b);
     b->start();

@@ -123,9 +123,16 @@ void BehaviourBase::schedule() {
     Request* s = &requests[i];
     s->behaviour = this;
     s->next.store(nullptr, std::memory_order_relaxed);
-    // acq_rel: release publishes our request to the successor that finds it in
+    Cown* c = s->cown;
+    // BP1: counted while the cown is bounded (relaxed: a setting; the
+    // count's own RMW is on the line the exchange below takes anyway).
+    s->counted = c->limit.load(std::memory_order_relaxed) != 0;
+    if (s->counted) [[unlikely]]
+      c->enq.fetch_add(1, std::memory_order_relaxed);
+    // Release publishes our request to the successor that finds it in
     // `last`; acquire lets us read our predecessor's request and behaviour.
-    Request* prev = s->cown->last.exchange(s, std::memory_order_acq_rel);
+    // Seq_cst (the same xchg on x86): before our read of `flags` (BP5).
+    Request* prev = c->last.exchange(s, std::memory_order_seq_cst);
     TROUPE_YIELD();
     if (prev == nullptr) {
       s->free_at_enqueue = true;
@@ -142,6 +149,9 @@ void BehaviourBase::schedule() {
       TROUPE_YIELD();
     }
     prev->next.store(s, std::memory_order_release);  // CW2; pairs with wait_next
+    // BP5: on several cowns, we may be queued on a paused sender's target.
+    if (nrequests > 1 && (c->flags.load() & Cown::kHeldPaused)) [[unlikely]]
+      wanted(c);
   }
   // release: successors waiting in their phase 1 may now link behind us.
   enqueued.store(true, std::memory_order_release);
@@ -159,6 +169,13 @@ void BehaviourBase::release_cowns() {
   for (std::uint32_t i = 0; i < nrequests; ++i) {
     Request* s = &requests[i];
     Cown* c = s->cown;
+    if (s->counted) [[unlikely]] {
+      // BP4: seq_cst RMW, then seq_cst load of flags. We still hold c (or
+      // read it), so it is alive (BP7).
+      c->done.fetch_add(1);
+      if (c->flags.load() & (Cown::kMutedOn | Cown::kBlockedOn)) [[unlikely]]
+        drained(c);
+    }
     if (s->read) {
       // Readers left the queue when they got the cown; sign out (CW4).
       // acq_rel: release publishes our reads' end to the writer we may grant;

@@ -27,7 +27,7 @@ const msgpack::object* open_reply(const msgpack::object_handle& oh, const std::s
   }
   if (status == static_cast<int>(Status::error)) {
     int code = payload.via.array.ptr[0].as<int>();
-    if (code < 1 || code > static_cast<int>(Errc::remote_exception)) throw msgpack::type_error();
+    if (code < 1 || code > static_cast<int>(Errc::overloaded)) throw msgpack::type_error();  // the last
     err = std::make_exception_ptr(
         Error(static_cast<Errc>(code), payload.via.array.ptr[1].as<std::string>()));
     return nullptr;

@@ -45,12 +45,53 @@
 //       (CW4), and a reader registers only once it holds the cown, which comes
 //       after the writer passed it on. So a writer handed the cown by a
 //       writer skips the rstate check.
+//
+// Backpressure (troupe/backpressure.hpp; src/core/backpressure.cpp):
+//   BP1. A cown with limit != 0 counts: `enq` += 1 when a request joins its
+//       queue (phase 1, the request marked `counted`), `done` += 1 when that
+//       request leaves it (release_cowns). backlog = enq - done, read
+//       without a lock (approximate). Unbounded cowns pay one load of
+//       `limit` per request, nothing at release.
+//   BP2. A send (when(), before anything is enqueued) to a cown over its
+//       limit marks the running behaviour's thread-local mute target (the
+//       first such cown), or blocks/fails an outside thread (a thread of no
+//       scheduler), which therefore never enqueues a part of a behaviour.
+//   BP3. After its block, a behaviour with a mute target tries to pause:
+//       it keeps its cowns and hands the rest of its run (release, publish)
+//       to whoever resumes it. The paused set lives in a registry under one
+//       mutex; `flags` mirrors it on the cowns: kMutedOn (a paused behaviour
+//       waits for this cown's backlog to fall to limit/2), kHeldPaused (a
+//       paused, or pausing, behaviour holds it), kWanted (a behaviour on
+//       several cowns joined this cown's queue while it was held paused),
+//       kBlockedOn (an outside thread waits for it).
+//   BP4. Wake-ups are never lost: a releaser increments `done` and then reads
+//       `flags` (both seq_cst); a pauser sets kMutedOn and then reads the
+//       backlog; a blocked thread sets kBlockedOn and then reads the backlog
+//       under the mutex. One of each pair sees the other.
+//   BP5. No deadlock. A pause is refused when the behaviour holds a cown
+//       read-only, holds its target, holds a cown a paused behaviour waits
+//       on, or targets a cown a paused behaviour holds (so no paused
+//       behaviour waits, directly, on another), and when a behaviour on
+//       several cowns is queued behind one of its requests. A behaviour on
+//       several cowns that joins the queue of a held-paused cown later
+//       (phase 1, after its seq_cst exchange of `last`) sets kWanted and
+//       resumes the holder; the pauser, which set kHeldPaused by an RMW
+//       before walking its successors, sees kWanted after registering, or
+//       the joiner finds it registered. So a target's queue only ever waits
+//       on running behaviours or on behaviours queued on one cown, which do
+//       not wait on the target: every target drains, every pause ends.
+//   BP6. A paused behaviour is resumed exactly once (removed from the
+//       registry under the mutex by the resumer), which then runs the rest
+//       of its run outside the mutex.
+//   BP7. A cown stays alive while it is a pause's target (the registry holds
+//       a reference) and while it is held (its behaviour's closure does).
 #pragma once
 
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <type_traits>
+#include <utility>
 
 #include "troupe/sched/scheduler.hpp"
 
@@ -59,17 +100,31 @@ namespace troupe::detail {
 struct Request;
 struct BehaviourBase;
 
+// BP1: the limit of cowns made from now on (set_backpressure).
+std::uint32_t default_mailbox_limit() noexcept;
+
 struct Cown {
   using Destroy = void (*)(Cown*);
-  Cown(sched::Scheduler* s, Destroy d) noexcept : sched(s), destroy(d) {}
+  Cown(sched::Scheduler* s, Destroy d) noexcept
+      : limit(default_mailbox_limit()), sched(s), destroy(d) {}
 
   std::atomic<Request*> last{
       nullptr};  // queue tail; swapped by enqueuers, CAS'd to null by leavers
   std::atomic<std::uint64_t> rstate{0};  // CW4: (readers << 1) | writer-waiting
   Request* waiting_writer = nullptr;     // CW4: written by the parked writer before it sets bit 0
   std::atomic<std::uint32_t> refs{1};    // handles + behaviours holding it
+  std::atomic<std::uint32_t> limit;      // BP1: 0 none; relaxed (a setting)
   sched::Scheduler* sched;               // where its behaviours run (nullptr: default); immutable
   Destroy destroy;                       // immutable
+  std::atomic<std::uint32_t> enq{0};     // BP1
+  std::atomic<std::uint32_t> done{0};    // BP1
+  std::atomic<std::uint32_t> flags{0};   // BP3
+  static constexpr std::uint32_t kMutedOn = 1, kHeldPaused = 2, kWanted = 4, kBlockedOn = 8;
+
+  std::uint32_t backlog() const noexcept {
+    // seq_cst: BP4.
+    return enq.load() - done.load();
+  }
 
   // relaxed: a new reference is taken from an existing one.
   void add_ref() noexcept { refs.fetch_add(1, std::memory_order_relaxed); }
@@ -85,6 +140,7 @@ struct Request {
   std::atomic<Request*> next{nullptr};  // CW2: written once by the successor
   bool read = false;                    // read-only access
   bool free_at_enqueue = false;         // owner only, during scheduling: cown was free
+  bool counted = false;                 // BP1: counted in cown->enq (owner only)
 };
 
 struct BehaviourBase {
@@ -128,8 +184,38 @@ static_assert(sizeof(BehaviourBase) == 48, "one-actor behaviours fit two cache l
 static_assert(std::is_standard_layout_v<BehaviourBase> && offsetof(BehaviourBase, work) == 0,
               "Behaviour::run_fn casts Work* to BehaviourBase*");
 
+static_assert(sizeof(Cown) == 64, "an idle actor costs one cache line + sizeof(T) (actor.hpp AC3)");
+
 // Sorts requests by cown address and merges duplicates (a write wins over a
 // read). Returns the new count.
 std::uint32_t sort_and_merge(Request* requests, std::uint32_t n) noexcept;
+
+// ---- backpressure (BP1-BP7; src/core/backpressure.cpp) ----
+
+// BP2: called by when() for a new behaviour before it is started. Throws
+// Error(overloaded) (an outside thread, nothing enqueued) or returns.
+void admit(const BehaviourBase& b);
+inline void admit_if_bounded(const BehaviourBase& b) {
+  for (std::uint32_t i = 0; i < b.nrequests; ++i)
+    // relaxed: a setting; BP1 says limits are approximate.
+    if (b.requests[i].cown->limit.load(std::memory_order_relaxed) != 0) [[unlikely]] {
+      admit(b);
+      return;
+    }
+}
+// BP3: the running behaviour's mute target (a counted reference), taken.
+inline thread_local Cown* tl_mute_target = nullptr;
+inline Cown* take_mute_target() noexcept { return std::exchange(tl_mute_target, nullptr); }
+// The rest of a paused behaviour's run: release its cowns, publish its
+// result (`how`), drop the runtime's reference.
+using Finish = void (*)(BehaviourBase*, std::uint32_t how);
+// BP3/BP5: pauses `b` on `target` (taking over its reference) and returns
+// true, or returns false (the caller finishes the run itself).
+bool try_pause(BehaviourBase* b, Cown* target, std::uint32_t how, Finish finish);
+// BP5: a behaviour on several cowns joined `c`'s queue while it is held
+// paused: resume its holder.
+void wanted(Cown* c);
+// BP4: `c`'s backlog fell and someone waits on it.
+void drained(Cown* c);
 
 }  // namespace troupe::detail

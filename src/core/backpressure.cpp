@@ -1,0 +1,279 @@
+// src/core/backpressure.cpp: the registry of paused senders and of outside
+// threads waiting for an overloaded actor (troupe/backpressure.hpp), and the
+// rules that keep it deadlock-free. The invariants BP1-BP7 cited here are
+// those of troupe/detail/cown.hpp. Everything here runs only when a bounded
+// actor is over its limit or someone waits on one: the common path is the
+// counting in cown.cpp.
+#include <fmt/core.h>
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <mutex>
+#include <vector>
+
+#include "troupe/backpressure.hpp"
+#include "troupe/detail/cown.hpp"
+#include "troupe/detail/platform.hpp"
+#include "troupe/error.hpp"
+#include "troupe/promise.hpp"
+
+namespace troupe {
+
+namespace detail {
+namespace {
+
+struct Paused {
+  BehaviourBase* b;
+  Cown* target;  // a counted reference (BP7)
+  std::uint32_t how;
+  Finish finish;
+};
+
+struct Registry {
+  std::mutex mu;
+  std::condition_variable cv;  // outside threads (kBlockedOn)
+  std::vector<Paused> paused;  // BP3; few entries
+  std::vector<std::pair<Cown*, unsigned>> blocked;  // outside threads per cown
+  Backpressure settings;
+};
+
+Registry& registry() {
+  static Registry* r = new Registry;  // never destroyed: used until the last thread ends
+  return *r;
+}
+
+std::atomic<std::uint32_t> g_default_limit{0};
+std::atomic<std::uint64_t> g_paused{0}, g_resumed_early{0}, g_skipped{0}, g_blocked{0},
+    g_refused{0};
+
+std::uint32_t low_mark(const Cown* c) {
+  return c->limit.load(std::memory_order_relaxed) / 2;
+}
+
+bool holds(const BehaviourBase* b, const Cown* c) {
+  for (std::uint32_t i = 0; i < b->nrequests; ++i)
+    if (b->requests[i].cown == c) return true;
+  return false;
+}
+
+// Under r.mu: takes entry i out of the registry and clears what it set on
+// the cowns (BP3, BP6). The caller finishes it after unlocking.
+Paused take(Registry& r, std::size_t i) {
+  Paused p = r.paused[i];
+  r.paused.erase(r.paused.begin() + static_cast<std::ptrdiff_t>(i));
+  for (std::uint32_t k = 0; k < p.b->nrequests; ++k)
+    p.b->requests[k].cown->flags.fetch_and(~(Cown::kHeldPaused | Cown::kWanted));
+  bool still = std::any_of(r.paused.begin(), r.paused.end(),
+                           [&](const Paused& q) { return q.target == p.target; });
+  if (!still) p.target->flags.fetch_and(~Cown::kMutedOn);
+  return p;
+}
+
+void finish(const std::vector<Paused>& ps) {
+  for (const Paused& p : ps) {
+    p.finish(p.b, p.how);
+    p.target->release();
+  }
+}
+
+// BP5, before registering: is a behaviour on several cowns queued behind one
+// of b's requests? Walks the successors; one that swapped `last` but has
+// not linked yet is waited for (its phase 1 ends: CW1). A queue longer than
+// kMaxWalk counts as yes (refusing a pause is always safe), so a flooded
+// sender's attempts cost O(1), not O(its queue).
+constexpr unsigned kMaxWalk = 64;
+bool multi_cown_successor(const BehaviourBase* b) {
+  for (std::uint32_t i = 0; i < b->nrequests; ++i) {
+    Request* x = &b->requests[i];
+    for (unsigned walked = 0;; ++walked) {
+      if (walked == kMaxWalk) return true;
+      // Acquire: pairs with the successor's release of its link (CW2); its
+      // request and behaviour were initialised before.
+      Request* n = x->next.load(std::memory_order_acquire);
+      if (!n) {
+        // Seq_cst: after our RMW of kHeldPaused (BP5).
+        if (x->cown->last.load() == x) break;  // x is the tail
+        Spin spin;
+        while ((n = x->next.load(std::memory_order_acquire)) == nullptr) spin.step();
+      }
+      if (n->behaviour->nrequests > 1) return true;
+      x = n;
+    }
+  }
+  return false;
+}
+
+}  // namespace
+
+std::uint32_t default_mailbox_limit() noexcept {
+  return g_default_limit.load(std::memory_order_relaxed);
+}
+
+void admit(const BehaviourBase& b) {
+  for (std::uint32_t i = 0; i < b.nrequests; ++i) {
+    Cown* c = b.requests[i].cown;
+    const std::uint32_t limit = c->limit.load(std::memory_order_relaxed);
+    if (limit == 0 || c->backlog() < limit) continue;
+    if (tl_running_behaviour) {  // a behaviour sends: pause it after its block
+      if (!tl_mute_target) {
+        c->add_ref();  // BP7
+        tl_mute_target = c;
+      }
+      continue;
+    }
+    if (sched::current()) {  // a pool thread outside a behaviour must not wait
+      g_skipped.fetch_add(1, std::memory_order_relaxed);
+      continue;
+    }
+    Registry& r = registry();
+    std::unique_lock lk(r.mu);
+    const Backpressure set = r.settings;
+    auto refuse = [&](const char* why) {
+      g_refused.fetch_add(1, std::memory_order_relaxed);
+      throw Error(Errc::overloaded,
+                  fmt::format("actor@{} has {} behaviours queued, over its mailbox limit of {}{}",
+                              static_cast<const void*>(c), c->backlog(), limit, why));
+    };
+    if (set.outside == Overload::fail) refuse("");
+    g_blocked.fetch_add(1, std::memory_order_relaxed);
+    auto it = std::find_if(r.blocked.begin(), r.blocked.end(),
+                           [&](const auto& e) { return e.first == c; });
+    if (it == r.blocked.end()) {
+      c->add_ref();  // alive while we wait on it
+      r.blocked.emplace_back(c, 1u);
+    } else {
+      ++it->second;
+    }
+    c->flags.fetch_or(Cown::kBlockedOn);  // BP4: then the backlog, under r.mu
+    const auto deadline = std::chrono::steady_clock::now() + set.block_for;
+    const bool ok = r.cv.wait_until(lk, deadline, [&] { return c->backlog() <= low_mark(c); });
+    it = std::find_if(r.blocked.begin(), r.blocked.end(),
+                      [&](const auto& e) { return e.first == c; });
+    bool last = --it->second == 0;
+    if (last) {
+      c->flags.fetch_and(~Cown::kBlockedOn);
+      r.blocked.erase(it);
+    }
+    if (!ok) {
+      if (last) {
+        lk.unlock();
+        c->release();
+        lk.lock();
+      }
+      refuse(fmt::format(" for {} ms (Overload::block's block_for): is it waiting for this "
+                         "thread?",
+                         set.block_for.count())
+                 .c_str());
+    }
+    if (last) {
+      lk.unlock();
+      c->release();
+    }
+  }
+}
+
+bool try_pause(BehaviourBase* b, Cown* t, std::uint32_t how, Finish fin) {
+  auto refuse = [&] {
+    g_skipped.fetch_add(1, std::memory_order_relaxed);
+    t->release();
+    return false;
+  };
+  for (std::uint32_t i = 0; i < b->nrequests; ++i)
+    if (b->requests[i].read || b->requests[i].cown == t) return refuse();  // BP5
+  // BP5: mark what we hold (RMW, dropping a kWanted left by an earlier
+  // pause), then look for behaviours on several cowns queued behind us.
+  for (std::uint32_t i = 0; i < b->nrequests; ++i) {
+    auto& f = b->requests[i].cown->flags;
+    std::uint32_t old = f.load();
+    while (!f.compare_exchange_weak(old, (old | Cown::kHeldPaused) & ~Cown::kWanted)) {
+    }
+  }
+  auto unmark = [&] {
+    for (std::uint32_t i = 0; i < b->nrequests; ++i)
+      b->requests[i].cown->flags.fetch_and(~(Cown::kHeldPaused | Cown::kWanted));
+  };
+  if (multi_cown_successor(b)) {
+    unmark();
+    return refuse();
+  }
+  Registry& r = registry();
+  std::unique_lock lk(r.mu);
+  for (const Paused& p : r.paused)
+    if (holds(p.b, t) || holds(b, p.target)) {  // BP5: no paused waits on a paused
+      lk.unlock();
+      unmark();
+      return refuse();
+    }
+  r.paused.push_back({b, t, how, fin});
+  t->flags.fetch_or(Cown::kMutedOn);  // BP4: then the backlog
+  bool early = t->backlog() <= low_mark(t);
+  for (std::uint32_t i = 0; i < b->nrequests && !early; ++i)
+    early = (b->requests[i].cown->flags.load() & Cown::kWanted) != 0;  // BP5
+  if (!early) {
+    g_paused.fetch_add(1, std::memory_order_relaxed);
+    return true;
+  }
+  // Drained already, or wanted already: not paused after all.
+  take(r, r.paused.size() - 1);
+  lk.unlock();
+  g_skipped.fetch_add(1, std::memory_order_relaxed);
+  t->release();
+  return false;
+}
+
+void wanted(Cown* c) {
+  c->flags.fetch_or(Cown::kWanted);  // BP5: seen by a pauser still registering
+  Registry& r = registry();
+  std::vector<Paused> out;
+  {
+    std::lock_guard lk(r.mu);
+    for (std::size_t i = 0; i < r.paused.size(); ++i)
+      if (holds(r.paused[i].b, c)) {
+        out.push_back(take(r, i));
+        break;  // one holder at a time
+      }
+  }
+  g_resumed_early.fetch_add(out.size(), std::memory_order_relaxed);
+  finish(out);
+}
+
+void drained(Cown* c) {
+  Registry& r = registry();
+  std::vector<Paused> out;
+  {
+    std::lock_guard lk(r.mu);
+    if (c->backlog() > low_mark(c)) return;
+    for (std::size_t i = 0; i < r.paused.size();)
+      if (r.paused[i].target == c)
+        out.push_back(take(r, i));
+      else
+        ++i;
+    if (c->flags.load() & Cown::kBlockedOn) r.cv.notify_all();
+  }
+  finish(out);
+}
+
+}  // namespace detail
+
+void set_backpressure(const Backpressure& b) {
+  detail::Registry& r = detail::registry();
+  std::lock_guard lk(r.mu);
+  r.settings = b;
+  detail::g_default_limit.store(b.mailbox_limit, std::memory_order_relaxed);
+}
+
+Backpressure backpressure() {
+  detail::Registry& r = detail::registry();
+  std::lock_guard lk(r.mu);
+  return r.settings;
+}
+
+BackpressureStats backpressure_stats() {
+  using detail::g_paused;
+  auto ld = [](const std::atomic<std::uint64_t>& a) { return a.load(std::memory_order_relaxed); };
+  return {ld(g_paused), ld(detail::g_resumed_early), ld(detail::g_skipped), ld(detail::g_blocked),
+          ld(detail::g_refused)};
+}
+
+}  // namespace troupe
