@@ -8,6 +8,7 @@
 #pragma once
 
 #include "troupe/actor.hpp"
+#include "troupe/backpressure.hpp"
 #include "troupe/error.hpp"
 #include "troupe/promise.hpp"
 #include "troupe/runtime.hpp"

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
+#include <cstdlib>
 #include <mutex>
 #include <vector>
 
@@ -23,6 +24,18 @@ namespace troupe {
 namespace detail {
 namespace {
 
+// TROUPE_MAILBOX_LIMIT=n sets the process's default limit at start (as
+// set_backpressure would), so a program can be bounded without a rebuild.
+std::uint32_t limit_from_env() {
+  const char* v = std::getenv("TROUPE_MAILBOX_LIMIT");
+  if (!v || !*v) return 0;
+  char* end = nullptr;
+  unsigned long n = std::strtoul(v, &end, 10);
+  if (*end != '\0' || n > UINT32_MAX) return 0;  // not a number: no limit
+  return static_cast<std::uint32_t>(n);
+}
+std::atomic<std::uint32_t> g_default_limit{limit_from_env()};
+
 struct Paused {
   BehaviourBase* b;
   Cown* target;  // a counted reference (BP7)
@@ -31,6 +44,7 @@ struct Paused {
 };
 
 struct Registry {
+  Registry() { settings.mailbox_limit = g_default_limit.load(std::memory_order_relaxed); }
   std::mutex mu;
   std::condition_variable cv;  // outside threads (kBlockedOn)
   std::vector<Paused> paused;  // BP3; few entries
@@ -43,7 +57,6 @@ Registry& registry() {
   return *r;
 }
 
-std::atomic<std::uint32_t> g_default_limit{0};
 std::atomic<std::uint64_t> g_paused{0}, g_resumed_early{0}, g_skipped{0}, g_blocked{0},
     g_refused{0};
 

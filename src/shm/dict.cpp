@@ -25,7 +25,7 @@ bool key_equals(Tx& tx, Offset cell_at, const Value& key) {
 }
 
 // The chain walk of Dict::find for any reader R (Tx, or SnapshotOp: a read
-// that returns 0 ends the walk, S1 of tx_private.hpp). `link` gets the word
+// that returns 0 ends the walk, SO1 of tx_private.hpp). `link` gets the word
 // that points at the entry found, or the chain's last next word.
 // With `check_hash` false, `equals` alone decides (an inline key's cell is
 // the whole key: one read fewer per entry than the hash and then the cell).
@@ -159,7 +159,7 @@ std::int64_t Dict::increment(TxHeap& txh, const Value& key, std::int64_t delta) 
     // V2: a stale handle is told so by add()'s check, in a transaction.
     if (stamp_ != 0 && op.read(off_ + stamp_word(Kind::dict)) != stamp_ && !op.failed()) break;
     const Offset e = find_entry(op, off_, h, nullptr, false, [&](Offset at) {
-      return op.peek(at) == cell->tag && op.peek(at + 8) == cell->payload;  // S1
+      return op.peek(at) == cell->tag && op.peek(at + 8) == cell->payload;  // SO1
     });
     if (op.failed()) {
       if (!op.retry(n)) break;

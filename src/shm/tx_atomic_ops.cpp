@@ -118,7 +118,7 @@ std::uint64_t TxHeap::load(Offset word) {
   return atomically(*this, [&](Tx& tx) { return tx.read(word); });
 }
 
-// ---- SnapshotOp (tx_private.hpp S1-S2) ----
+// ---- SnapshotOp (tx_private.hpp SO1-SO2) ----
 
 SnapshotOp::SnapshotOp(TxHeap& txh)
     : txh_(&txh), heap_(&txh.heap()), table_(&txh.table()), slot_(heap_->slot_index()) {
@@ -169,7 +169,7 @@ SnapshotOp::Result SnapshotOp::fetch_add(Offset word, std::int64_t delta, std::i
     return Result::conflict;
   }
   fault_point("tx.op.locked");
-  // S2: the lookup still holds. Seq_cst loads: as a commit's validation.
+  // SO2: the lookup still holds. Seq_cst loads: as a commit's validation.
   for (unsigned i = 0; i < n_; ++i) {
     const std::uint64_t w = table_->stripes[stripes_[i]].load();
     const bool stale = stripes_[i] == s ? version_of(cur) > rv_

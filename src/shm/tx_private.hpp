@@ -57,7 +57,7 @@ void relax(unsigned n);
 // A single-word atomic op (fetch_add) on a word that a lookup finds, outside
 // any transaction, without a transaction's logs (Dict::increment). It keeps
 // X8 as a transaction with one write does:
-//   S1. The lookup's reads are seqlock reads at a snapshot rv (a clock load),
+//   SO1. The lookup's reads are seqlock reads at a snapshot rv (a clock load),
 //       each accepted only unlocked at a version <= rv, so by X8 (b, c) they
 //       all belong to snapshot rv. The first read that cannot be accepted
 //       ends the attempt: it and every later read return 0 without loading
@@ -67,10 +67,10 @@ void relax(unsigned n);
 //       peek() loads a word of a block that never changes while the block
 //       is linked (a dict entry's key cell, V3) without its stripe: it is
 //       usable when a link to the block was read, since unlinking writes
-//       that link (so S2's validation fails) before the block can be freed
+//       that link (so SO2's validation fails) before the block can be freed
 //       and reused; until then the value peeked may be anything, and is
 //       only compared.
-//   S2. fetch_add(word) locks the word's stripe as a single-word op does
+//   SO2. fetch_add(word) locks the word's stripe as a single-word op does
 //       (the record names it first, kTxAtomicOp: recovery publishes a fresh
 //       version, tx_recovery.cpp), then validates every stripe the lookup
 //       read (unlocked at <= rv, or the one it holds with its old version
@@ -93,7 +93,7 @@ class SnapshotOp {
     newer_ = 0;
     locked_ = false;
   }
-  // S1. The word's value at snapshot rv, or 0 once the attempt failed.
+  // SO1. The word's value at snapshot rv, or 0 once the attempt failed.
   std::uint64_t read(Offset word) {
     if (failed_) return 0;
     if ((word & 7) != 0 || word == null_offset || n_ == kMaxReads) {
@@ -114,7 +114,7 @@ class SnapshotOp {
     }
     return fail_read(v1, v2);
   }
-  // S1: a word of a block reached through a link this op read.
+  // SO1: a word of a block reached through a link this op read.
   std::uint64_t peek(Offset word) {
     if (failed_) return 0;
     if ((word & 7) != 0 || word == null_offset) return fail_read(1, 1);  // locked: retry
@@ -135,7 +135,7 @@ class SnapshotOp {
   // round, `n` attempts in) or advances the clock to the version met.
   bool retry(unsigned n);
   enum class Result { done, conflict, not_int };
-  // S2. On done, *old holds the word's value before the add.
+  // SO2. On done, *old holds the word's value before the add.
   Result fetch_add(Offset word, std::int64_t delta, std::int64_t* old);
 
  private:

@@ -2,7 +2,7 @@
 // (TxHeap::fetch_add, exchange, Dict::increment) on int values: outside a
 // transaction they apply at once; inside one they are part of it (rolled
 // back with it, applied once however often it retries); on anything but an
-// int value they throw. Dict::increment's lookup without logs (S1-S2 of
+// int value they throw. Dict::increment's lookup without logs (SO1-SO2 of
 // src/shm/tx_private.hpp) races transactions that unlink, move and rehash
 // its entries and loses no increment; killed at its fault points it applies
 // once or not at all and leaves no lock behind.

@@ -213,7 +213,7 @@ class Dict {
   std::int64_t add(Tx& tx, const Value& key, std::int64_t delta) const;
   // add() as one atomic operation of its own: outside a transaction, a lookup
   // at a snapshot without a transaction's logs, then a single-word add on the
-  // value that checks the lookup still holds (S1-S2 of src/shm/tx_private.hpp;
+  // value that checks the lookup still holds (SO1-SO2 of src/shm/tx_private.hpp;
   // linearizable with transactions); an absent key, a key not stored inline
   // (V3) or a lookup that keeps meeting writers runs add() in a transaction
   // instead. Inside a transaction on txh it is add(tx, ...).

@@ -74,7 +74,7 @@
 //       before it takes a snapshot >= v; a single-word atomic op
 //       (TxHeap::fetch_add, exchange) takes v = max(its stripe's version + 1,
 //       c + 1) by a fetch_add that read c, advancing to v when that is
-//       larger; Dict::increment's op (S1-S2 of src/shm/tx_private.hpp) takes
+//       larger; Dict::increment's op (SO1-SO2 of src/shm/tx_private.hpp) takes
 //       wv = c + 1 after its lock, as a commit with one write does; recovery
 //       advances the clock to a version before releasing with it. So:
 //         Q. A released version is never above clock + 1 (a commit's c was a
