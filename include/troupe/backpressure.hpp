@@ -19,8 +19,10 @@
 //     (Overload::block, at most `block_for`, then Error(Errc::overloaded)),
 //     or gets Error(Errc::overloaded) at once (Overload::fail); either way
 //     nothing was sent when it throws.
-//   - a pool thread outside a behaviour (a task, a promise's continuation)
-//     sends without pausing or blocking (a pool thread must not wait).
+//   - a pool thread outside a behaviour (a task, a promise's continuation),
+//     and the thread that alone runs the actor's scheduler (an event loop's
+//     thread, sched/loop.hpp: Scheduler::runs_here), send without pausing
+//     or blocking (they must not wait for work that needs them).
 // Limits are approximate (counters read without a lock): a few behaviours
 // beyond the limit may be queued before senders notice.
 #pragma once

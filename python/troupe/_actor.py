@@ -38,6 +38,8 @@ __all__ = [
     "RemoteActor",
     "Actor",
     "worker_of",
+    "set_backpressure",
+    "backpressure_stats",
 ]
 
 T = TypeVar("T")
@@ -79,10 +81,17 @@ class _LocalMethod:
 class LocalActor(Generic[T]):
     """A handle on an object made active in this process (``troupe.actor``)."""
 
-    def __init__(self, obj: T, *, loop: Any = None) -> None:
+    def __init__(self, obj: T, *, loop: Any = None, mailbox_limit: int = 0) -> None:
         self._troupe_type = type(obj)
         bridge = loop_bridge(loop) if loop is not None else None
-        self._troupe_core = _core.LocalActor(obj, bridge)
+        if mailbox_limit < 0:
+            raise ValueError(f"mailbox_limit must be >= 0, not {mailbox_limit}")
+        self._troupe_core = _core.LocalActor(obj, bridge, mailbox_limit)
+
+    @property
+    def backlog(self) -> int:
+        """Calls queued on it now, approximately (0 unless it has a mailbox limit)."""
+        return int(self._troupe_core.backlog)
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__") or not callable(getattr(self._troupe_type, name, None)):
@@ -101,9 +110,36 @@ class LocalActor(Generic[T]):
         return f"<troupe.LocalActor {self._troupe_type.__name__}>"
 
 
-def actor(obj: T, *, loop: Any = None) -> LocalActor[T]:
-    """Makes obj an actor of this process (on asyncio ``loop``'s thread if given)."""
-    return LocalActor(obj, loop=loop)
+def actor(obj: T, *, loop: Any = None, mailbox_limit: int = 0) -> LocalActor[T]:
+    """Makes obj an actor of this process (on asyncio ``loop``'s thread if given).
+
+    ``mailbox_limit=n`` bounds its queue (0: the process's default, see
+    ``set_backpressure``): while n calls are queued on it, an actor method that
+    calls it is paused after it returns until the queue drained to n/2, and a
+    plain thread's call blocks (the GIL released) or raises ``Overloaded``.
+    """
+    return LocalActor(obj, loop=loop, mailbox_limit=mailbox_limit)
+
+
+def set_backpressure(mailbox_limit: int = 0, *, outside: str = "block", block_for: float = 30.0) -> None:
+    """Process-wide backpressure settings (``troupe/backpressure.hpp``).
+
+    ``mailbox_limit``: the limit of actors made from now on (0: none).
+    ``outside``: what a plain thread's call to an overloaded actor does:
+    ``"block"`` (until it drained to half its limit, at most ``block_for``
+    seconds, then ``Overloaded``) or ``"fail"`` (``Overloaded`` at once).
+    Nothing is sent when ``Overloaded`` is raised.
+    """
+    if outside not in ("block", "fail"):
+        raise ValueError(f"outside must be 'block' or 'fail', not {outside!r}")
+    if mailbox_limit < 0 or block_for <= 0:
+        raise ValueError("mailbox_limit must be >= 0 and block_for > 0")
+    _core.set_backpressure(mailbox_limit, outside == "fail", block_for)
+
+
+def backpressure_stats() -> dict[str, int]:
+    """Since start: calls paused, resumed early, not paused (skipped), blocked, refused."""
+    return dict(_core.backpressure_stats())
 
 
 # ------------------------------------------------------------------ remote

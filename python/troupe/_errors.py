@@ -24,6 +24,7 @@ __all__ = [
     "BadMessage",
     "CallTimeout",
     "ShutdownError",
+    "Overloaded",
     "from_code",
 ]
 
@@ -88,6 +89,13 @@ class BadSegment(TroupeError):
     code = "bad_segment"
 
 
+class Overloaded(TroupeError):
+    """An actor's mailbox is over its limit and this thread may not wait (``outside="fail"``),
+    or waited longer than ``block_for``: nothing was sent."""
+
+    code = "overloaded"
+
+
 class RemoteTraceback(Exception):
     """The worker's traceback, attached as ``__cause__`` of a remote exception."""
 
@@ -133,6 +141,7 @@ _CODES = [
     "worker_lost",
     "bad_message",
     "remote_exception",
+    "overloaded",
 ]
 
 _CLASSES: dict[str, type[TroupeError]] = {
@@ -144,6 +153,7 @@ _CLASSES: dict[str, type[TroupeError]] = {
     "not_found": NotFound,
     "bad_segment": BadSegment,
     "version_mismatch": BadSegment,
+    "overloaded": Overloaded,
 }
 
 

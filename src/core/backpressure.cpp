@@ -135,7 +135,11 @@ void admit(const BehaviourBase& b) {
       }
       continue;
     }
-    if (sched::current()) {  // a pool thread outside a behaviour must not wait
+    // A pool thread outside a behaviour must not wait; nor may the thread
+    // that alone runs the target's work (an event loop's: it would wait for
+    // itself).
+    sched::Scheduler* runs = c->sched ? c->sched : &sched::default_scheduler();
+    if (sched::current() || runs->runs_here()) {
       g_skipped.fetch_add(1, std::memory_order_relaxed);
       continue;
     }

@@ -537,12 +537,25 @@ LocalActor make_local(nb::handle obj, LoopBridge* bridge) {
   return {make_actor<PyCell>(PyRef(obj))};
 }
 
+// when() on a bounded actor may block this thread (backpressure.hpp): never
+// with the GIL held (PY1), or the actor's behaviour, which takes the GIL,
+// could not drain it. The closure's PyRefs may be dropped without the GIL
+// (PY2) if when() refuses the send.
+template <class Send>
+void send_releasing_gil(bool bounded, Send&& send) {
+  if (!bounded) return send();
+  nb::gil_scoped_release nogil;
+  send();
+}
+
 // Runs job(obj) as a behaviour of `a` (the job sets its own future).
 void post(LocalActor& a, nb::handle job) {
-  when(a.actor, [j = PyRef(job)](PyCell& c) {
-    nb::gil_scoped_acquire gil;
-    drain_graveyard();
-    call_reporting(j.get(), c.obj.get());
+  send_releasing_gil(a.actor.mailbox_limit() != 0, [&, j = PyRef(job)]() mutable {
+    when(a.actor, [j = std::move(j)](PyCell& c) {
+      nb::gil_scoped_acquire gil;
+      drain_graveyard();
+      call_reporting(j.get(), c.obj.get());
+    });
   });
 }
 
@@ -550,13 +563,19 @@ void post(LocalActor& a, nb::handle job) {
 // global order, no deadlock; an actor named twice is held once).
 void post_many(std::vector<LocalActor*> actors, nb::handle job) {
   std::vector<Actor<PyCell>> v;
-  for (auto* a : actors) v.push_back(a->actor);
-  when(std::move(v), [j = PyRef(job)](std::span<PyCell*> cells) {
-    nb::gil_scoped_acquire gil;
-    drain_graveyard();
-    nb::list objs;
-    for (PyCell* c : cells) objs.append(c->obj.get());
-    call_reporting(j.get(), *nb::tuple(objs));
+  bool bounded = false;
+  for (auto* a : actors) {
+    v.push_back(a->actor);
+    bounded |= a->actor.mailbox_limit() != 0;
+  }
+  send_releasing_gil(bounded, [&, j = PyRef(job)]() mutable {
+    when(std::move(v), [j = std::move(j)](std::span<PyCell*> cells) {
+      nb::gil_scoped_acquire gil;
+      drain_graveyard();
+      nb::list objs;
+      for (PyCell* c : cells) objs.append(c->obj.get());
+      call_reporting(j.get(), *nb::tuple(objs));
+    });
   });
 }
 
@@ -652,11 +671,31 @@ NB_MODULE(_core, m) {
 
   nb::class_<LocalActor>(m, "LocalActor")
       .def("__init__",
-           [](LocalActor* self, nb::handle obj, LoopBridge* bridge) {
+           [](LocalActor* self, nb::handle obj, LoopBridge* bridge, std::uint32_t limit) {
              new (self) LocalActor(make_local(obj, bridge));
+             if (limit) self->actor.set_mailbox_limit(limit);
            },
-           nb::arg("obj"), nb::arg("bridge").none() = nb::none())
-      .def("post", &post);
+           nb::arg("obj"), nb::arg("bridge").none() = nb::none(), nb::arg("mailbox_limit") = 0)
+      .def("post", &post)
+      .def_prop_ro("mailbox_limit", [](LocalActor& a) { return a.actor.mailbox_limit(); })
+      .def_prop_ro("backlog", [](LocalActor& a) { return a.actor.backlog(); });
+  m.def("set_backpressure", [](std::uint32_t limit, bool fail, double block_for_s) {
+    troupe::Backpressure b;
+    b.mailbox_limit = limit;
+    b.outside = fail ? troupe::Overload::fail : troupe::Overload::block;
+    b.block_for = std::chrono::milliseconds(static_cast<long>(block_for_s * 1000));
+    troupe::set_backpressure(b);
+  });
+  m.def("backpressure_stats", [] {
+    troupe::BackpressureStats s = troupe::backpressure_stats();
+    nb::dict d;
+    d["paused"] = s.paused;
+    d["resumed_early"] = s.resumed_early;
+    d["skipped"] = s.skipped;
+    d["blocked"] = s.blocked;
+    d["refused"] = s.refused;
+    return d;
+  });
 
   m.def("post_many", &post_many);
   m.def("submit", &submit, nb::arg("kind"), nb::arg("worker"), nb::arg("object"), nb::arg("display"),

@@ -35,6 +35,7 @@ std::size_t LoopScheduler::run_pending(std::size_t max) {
   std::uint64_t v;
   [[maybe_unused]] ssize_t r = ::read(fd_, &v, sizeof v);  // LP1: reset first
   Scheduler* prev = set_current(this);                     // LP2
+  loop_thread_.store(std::this_thread::get_id(), std::memory_order_relaxed);
   std::size_t n = 0;
   while (n < max) {
     Work* w = q_.try_pop();

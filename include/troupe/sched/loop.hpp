@@ -15,6 +15,7 @@
 
 #include <atomic>
 #include <cstddef>
+#include <thread>
 
 #include "troupe/detail/mpsc_queue.hpp"
 #include "troupe/sched/scheduler.hpp"
@@ -34,10 +35,15 @@ class LoopScheduler final : public Scheduler {
   void help_until(Waiter& w) override;
   void wake_helpers() override;
   void wait_idle() override;  // drains on the calling thread
+  // The thread that last called run_pending() (the loop's).
+  bool runs_here() const noexcept override {
+    return loop_thread_.load(std::memory_order_relaxed) == std::this_thread::get_id();
+  }
 
  private:
   detail::MpscQueue<Work> q_;
   int fd_ = -1;
+  std::atomic<std::thread::id> loop_thread_{};  // a hint (relaxed)
 };
 
 }  // namespace troupe::sched

@@ -49,6 +49,9 @@ struct Waiter {
   ~Waiter() = default;
 };
 
+class Scheduler;
+Scheduler* current() noexcept;
+
 class Scheduler {
  public:
   virtual ~Scheduler() = default;
@@ -68,6 +71,11 @@ class Scheduler {
 
   // How many threads run this scheduler's work (a hint for partitioning).
   virtual std::size_t concurrency() const noexcept { return 1; }
+
+  // True when this scheduler's work runs only on the calling thread (an
+  // event loop's, a manual scheduler's driver): waiting here for that work
+  // would never end (backpressure.hpp: such a thread is never blocked).
+  virtual bool runs_here() const noexcept { return current() == this; }
 };
 
 // The scheduler whose thread is running this code, or nullptr (SC3).
