@@ -68,6 +68,10 @@ class PromiseBase;
 // Behaviour::run (when.hpp), read by PromiseBase::wait to refuse a wait that
 // can never end (cown.cpp).
 inline thread_local const struct BehaviourBase* tl_running_behaviour = nullptr;
+// cown.hpp BP5 (src/core/backpressure.cpp): a running behaviour is about to
+// block in wait() / is done waiting.
+void behaviour_wait_begins();
+void behaviour_wait_ends() noexcept;
 // Throws Error(invalid_argument) if `p` is the promise of a behaviour queued
 // behind the running one on an actor the running one holds: it cannot run
 // before the running one ends, so waiting for it would never return.
@@ -169,6 +173,17 @@ class PromiseBase {
   void wait() {
     if (ready()) return;
     if (const BehaviourBase* b = tl_running_behaviour) refuse_wait_on_held(*b, this);
+    // cown.hpp BP5: no behaviour stays paused while a behaviour waits here
+    // (what it waits for may be queued behind a paused one).
+    struct InBehaviour {
+      bool on = tl_running_behaviour != nullptr;
+      InBehaviour() {
+        if (on) behaviour_wait_begins();
+      }
+      ~InBehaviour() {
+        if (on) behaviour_wait_ends();
+      }
+    } in_behaviour;
     struct W final : sched::Waiter {
       explicit W(PromiseBase* p) : p(p) {}
       bool ready() const noexcept override { return p->ready(); }

@@ -233,12 +233,13 @@ struct Behaviour final : BehaviourBase, PromiseState<R>, SmallObject {
     if constexpr (is_promise<Raw>::value) {
       std::optional<Raw> inner;
       std::exception_ptr err;
+      Cown* outer = std::exchange(tl_mute_target, nullptr);
       try {
         inner.emplace(invoke_block());
       } catch (...) {
         err = std::current_exception();
       }
-      if (Cown* target = take_mute_target()) target->release();  // BP3: not paused
+      if (Cown* target = std::exchange(tl_mute_target, outer)) target->release();  // BP3: not paused
       BehaviourBase::release_cowns();                               // WN3
       closure_.~Closure();                                          // WN2
       if (err || !inner->valid()) {
@@ -263,10 +264,14 @@ struct Behaviour final : BehaviourBase, PromiseState<R>, SmallObject {
         this->PromiseBase::release();
       });
     } else {
+      // cown.hpp BP3: the mute target is this run's own (a behaviour run
+      // nested in a wait of an outer one on this thread keeps the outer's).
+      Cown* outer = std::exchange(tl_mute_target, nullptr);
       std::uint32_t how = capture_result<R>(*this, [&]() -> R { return invoke_block(); });
-      // cown.hpp BP3: it sent to an overloaded actor: paused, the rest of
-      // this run is finish_fn, called by whoever resumes it.
-      if (Cown* target = take_mute_target()) [[unlikely]]
+      Cown* target = std::exchange(tl_mute_target, outer);
+      // It sent to an overloaded actor: paused, the rest of this run is
+      // finish_fn, called by whoever resumes it.
+      if (target) [[unlikely]]
         if (try_pause(this, target, how, &Behaviour::finish_fn)) return;
       finish(how);
     }

@@ -59,6 +59,9 @@ Registry& registry() {
 
 std::atomic<std::uint64_t> g_paused{0}, g_resumed_early{0}, g_skipped{0}, g_blocked{0},
     g_refused{0};
+// BP5: behaviours blocked in wait() now, and entries in the registry (a
+// Dekker pair: each side changes its own with an RMW, then reads the other).
+std::atomic<std::uint64_t> g_waiting{0}, g_registered{0};
 
 std::uint32_t low_mark(const Cown* c) {
   return c->limit.load(std::memory_order_relaxed) / 2;
@@ -75,6 +78,7 @@ bool holds(const BehaviourBase* b, const Cown* c) {
 Paused take(Registry& r, std::size_t i) {
   Paused p = r.paused[i];
   r.paused.erase(r.paused.begin() + static_cast<std::ptrdiff_t>(i));
+  g_registered.fetch_sub(1);
   for (std::uint32_t k = 0; k < p.b->nrequests; ++k)
     p.b->requests[k].cown->flags.fetch_and(~(Cown::kHeldPaused | Cown::kWanted));
   bool still = std::any_of(r.paused.begin(), r.paused.end(),
@@ -223,8 +227,9 @@ bool try_pause(BehaviourBase* b, Cown* t, std::uint32_t how, Finish fin) {
       return refuse();
     }
   r.paused.push_back({b, t, how, fin});
+  g_registered.fetch_add(1);          // BP5: then the waiters
   t->flags.fetch_or(Cown::kMutedOn);  // BP4: then the backlog
-  bool early = t->backlog() <= low_mark(t);
+  bool early = t->backlog() <= low_mark(t) || g_waiting.load() != 0;
   for (std::uint32_t i = 0; i < b->nrequests && !early; ++i)
     early = (b->requests[i].cown->flags.load() & Cown::kWanted) != 0;  // BP5
   if (!early) {
@@ -254,6 +259,21 @@ void wanted(Cown* c) {
   g_resumed_early.fetch_add(out.size(), std::memory_order_relaxed);
   finish(out);
 }
+
+void behaviour_wait_begins() {
+  g_waiting.fetch_add(1);  // BP5: then the registered count
+  if (g_registered.load() == 0) return;
+  Registry& r = registry();
+  std::vector<Paused> out;
+  {
+    std::lock_guard lk(r.mu);
+    while (!r.paused.empty()) out.push_back(take(r, r.paused.size() - 1));
+  }
+  g_resumed_early.fetch_add(out.size(), std::memory_order_relaxed);
+  finish(out);
+}
+
+void behaviour_wait_ends() noexcept { g_waiting.fetch_sub(1); }
 
 void drained(Cown* c) {
   Registry& r = registry();

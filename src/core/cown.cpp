@@ -119,6 +119,7 @@ void BehaviourBase::schedule() {
   // relaxed: nobody else sees this behaviour before the first swap below,
   // whose acq_rel publishes it.
   pending.store(nrequests + 1, std::memory_order_relaxed);
+  bool any_held_paused = false;
   for (std::uint32_t i = 0; i < nrequests; ++i) {
     Request* s = &requests[i];
     s->behaviour = this;
@@ -150,11 +151,18 @@ void BehaviourBase::schedule() {
     }
     prev->next.store(s, std::memory_order_release);  // CW2; pairs with wait_next
     // BP5: on several cowns, we may be queued on a paused sender's target.
-    if (nrequests > 1 && (c->flags.load() & Cown::kHeldPaused)) [[unlikely]]
-      wanted(c);
+    // Noted here (the seq_cst load after our exchange), acted on below.
+    s->held_paused = nrequests > 1 && (c->flags.load() & Cown::kHeldPaused) != 0;
+    any_held_paused |= s->held_paused;
   }
   // release: successors waiting in their phase 1 may now link behind us.
   enqueued.store(true, std::memory_order_release);
+  // BP5: resume the paused holders only now: their finish may schedule
+  // behaviours (continuations) that queue behind us and wait for `enqueued`.
+  // We cannot run before the resolve_one at the end.
+  if (any_held_paused) [[unlikely]]
+    for (std::uint32_t i = 0; i < nrequests; ++i)
+      if (requests[i].held_paused) wanted(requests[i].cown);
   // Phase 2: the cowns that were free are ours; take them now, after phase 1,
   // because a reader passes its cown on at once and must not wait for a
   // successor that is waiting for our phase 1.
@@ -166,15 +174,22 @@ void BehaviourBase::schedule() {
 }
 
 void BehaviourBase::release_cowns() {
+  // BP5: cowns whose waiters are woken after the loop (our closure keeps
+  // them alive until then, BP7); a ninth such cown is woken at once.
+  Cown* to_wake[8];
+  std::uint32_t n_wake = 0;
   for (std::uint32_t i = 0; i < nrequests; ++i) {
     Request* s = &requests[i];
     Cown* c = s->cown;
     if (s->counted) [[unlikely]] {
-      // BP4: seq_cst RMW, then seq_cst load of flags. We still hold c (or
-      // read it), so it is alive (BP7).
+      // BP4: seq_cst RMW, then seq_cst load of flags.
       c->done.fetch_add(1);
-      if (c->flags.load() & (Cown::kMutedOn | Cown::kBlockedOn)) [[unlikely]]
-        drained(c);
+      if (c->flags.load() & (Cown::kMutedOn | Cown::kBlockedOn)) [[unlikely]] {
+        if (n_wake < 8)
+          to_wake[n_wake++] = c;
+        else
+          drained(c);
+      }
     }
     if (s->read) {
       // Readers left the queue when they got the cown; sign out (CW4).
@@ -193,6 +208,7 @@ void BehaviourBase::release_cowns() {
     TROUPE_YIELD();
     if (Request* n = pass_on(s)) grant(n, /*from_writer=*/true);  // CW6
   }
+  for (std::uint32_t i = 0; i < n_wake; ++i) drained(to_wake[i]);
 }
 
 }  // namespace troupe::detail

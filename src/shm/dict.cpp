@@ -151,7 +151,10 @@ std::int64_t Dict::increment(TxHeap& txh, const Value& key, std::int64_t delta) 
   auto in_tx = [&] { return atomically(txh, [&](Tx& tx) { return add(tx, key, delta); }); };
   if (current_tx() || off_ == null_offset) return in_tx();  // joins it, or its error
   const auto cell = encode_inline(key);
-  if (!cell) return in_tx();  // its comparison decodes: a transaction's reads
+  if (!cell) {
+    increment_fallbacks().fetch_add(1, std::memory_order_relaxed);
+    return in_tx();  // its comparison decodes: a transaction's reads
+  }
   const std::uint64_t h = key.hash();
   SnapshotOp op(txh);
   for (unsigned n = 0; n < 64; ++n) {
@@ -174,10 +177,11 @@ std::int64_t Dict::increment(TxHeap& txh, const Value& key, std::int64_t delta) 
         throw Error(Errc::invalid_argument,
                     fmt::format("dict value of {} is not an int", key.repr()));
       case SnapshotOp::Result::conflict:
-        op.retry(n);
+        if (!op.retry(n)) n = 64;  // to a transaction
         break;
     }
   }
+  increment_fallbacks().fetch_add(1, std::memory_order_relaxed);
   return in_tx();
 }
 

@@ -128,7 +128,12 @@ SnapshotOp::SnapshotOp(TxHeap& txh)
 
 bool SnapshotOp::retry(unsigned n) {
   if (newer_ == ~std::uint64_t{0}) return false;
-  if (newer_ > rv_) clock_advance(*table_, newer_);  // X8: as an extension does
+  if (newer_ > rv_) {
+    // X8 Q: a version above clock + 1 is corrupt memory (T10): a
+    // transaction reports it; never move the clock there.
+    if (newer_ > table_->clock.load() + 1) return false;
+    clock_advance(*table_, newer_);  // X8: as an extension does
+  }
   if (locked_) {
     relax(n < 12 ? n : 12);
     if (n % 8192 == 8191) heap_->recover();  // the holder may be dead
@@ -169,13 +174,19 @@ SnapshotOp::Result SnapshotOp::fetch_add(Offset word, std::int64_t delta, std::i
     return Result::conflict;
   }
   fault_point("tx.op.locked");
+  // An irrevocable transaction (T2) must commit: as a commit does, yield to
+  // it (seq_cst, after our lock). We wait for its token in retry().
+  if (std::uint64_t tok = table_->irrevocable.load(); tok != 0 && tok != slot_ + 1u) {
+    locked_ = true;
+    newer_ = 0;
+    return give_up(Result::conflict);
+  }
   // SO2: the lookup still holds. Seq_cst loads: as a commit's validation.
   for (unsigned i = 0; i < n_; ++i) {
-    const std::uint64_t w = table_->stripes[stripes_[i]].load();
-    const bool stale = stripes_[i] == s ? version_of(cur) > rv_
-                                        : is_locked(w) || version_of(w) > rv_;
-    if (stale) {
-      locked_ = is_locked(w) && stripes_[i] != s;
+    const bool own = stripes_[i] == s;
+    const std::uint64_t w = own ? cur : table_->stripes[stripes_[i]].load();
+    if (is_locked(w) || version_of(w) > rv_) {
+      locked_ = is_locked(w);
       newer_ = locked_ ? 0 : version_of(w);
       return give_up(Result::conflict);
     }

@@ -82,6 +82,14 @@ void relax(unsigned n);
 //       unchanged and the attempt is retried. Then it checks the int tag
 //       (V4), adds, and releases with wv = clock + 1 (GV5, as a commit).
 // Not for use inside a transaction (Dict::increment runs add() there).
+// Dict::increment calls outside a transaction that ran add() in one instead
+// (an absent or long key, repeated conflicts), in this process: statistics
+// and tests (relaxed).
+inline std::atomic<std::uint64_t>& increment_fallbacks() {
+  static std::atomic<std::uint64_t> n{0};
+  return n;
+}
+
 class SnapshotOp {
  public:
   static constexpr unsigned kMaxReads = 24;

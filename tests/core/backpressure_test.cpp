@@ -8,6 +8,7 @@
 //   - cycles cannot deadlock: actors that flood each other, flood
 //     themselves, and behaviours on two actors queued on a flooded one all
 //     finish; also under many seeded interleavings (explore).
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -237,39 +238,83 @@ struct Node {
   long handled = 0;
 };
 
-void flood(Actor<Node> from, Actor<Node> to, Actor<Node> third, std::shared_ptr<std::atomic<long>> budget) {
+struct Count {
+  std::atomic<long> sent{0}, handled{0};
+};
+
+void flood(Actor<Node> from, Actor<Node> to, Actor<Node> third,
+           std::shared_ptr<std::atomic<long>> budget, std::shared_ptr<Count> n) {
   if (budget->fetch_sub(1) <= 0) return;
-  when(from, [from, to, third, budget](Node& n) {
-    ++n.handled;
-    flood(to, from, third, budget);    // to the other (may be flooded)
-    flood(from, to, third, budget);    // to itself (never paused on itself)
-    if (n.handled % 7 == 0)            // on two actors, one of them maybe flooded
-      when(from, third, [budget](Node& a, Node& b) {
+  n->sent.fetch_add(1);
+  when(from, [from, to, third, budget, n](Node& x) {
+    ++x.handled;
+    n->handled.fetch_add(1);
+    flood(to, from, third, budget, n);  // to the other (may be flooded)
+    flood(from, to, third, budget, n);  // to itself (never paused on itself)
+    if (x.handled % 7 == 0) {           // on two actors, one of them maybe flooded
+      n->sent.fetch_add(1);
+      when(from, third, [n](Node& a, Node& b) {
         ++a.handled;
         ++b.handled;
+        n->handled.fetch_add(1);
       });
+    }
   });
 }
 
-long run_cycle(long messages, std::uint32_t limit) {
+// Every behaviour sent ran: the pair (sent, handled).
+std::pair<long, long> run_cycle(long messages, std::uint32_t limit) {
   auto a = make_actor<Node>(), b = make_actor<Node>(), c = make_actor<Node>();
   for (auto* x : {&a, &b, &c}) x->set_mailbox_limit(limit);
   auto budget = std::make_shared<std::atomic<long>>(messages);
-  flood(a, b, c, budget);
-  flood(b, a, c, budget);
-  flood(c, a, b, budget);
+  auto n = std::make_shared<Count>();
+  flood(a, b, c, budget, n);
+  flood(b, a, c, budget, n);
+  flood(c, a, b, budget, n);
   wait_idle();
-  long total = 0;
-  for (auto* x : {&a, &b, &c}) total += when(read(*x), [](const Node& n) { return n.handled; }).get();
-  return total;
+  return {n->sent.load(), n->handled.load()};
+}
+
+// BP5's waits and resumes in the same program: P (on b) floods t and is
+// paused; a continuation on P's promise needs d, which Y (on d and a)
+// queues on before it meets a held-paused cown; O (on a) get()s a behaviour
+// queued on b behind P; M (on t and a) is queued on the flooded t.
+std::pair<long, long> run_waits(long rounds, std::uint32_t limit) {
+  auto t = make_actor<Node>(), a = make_actor<Node>(), b = make_actor<Node>(),
+       d = make_actor<Node>();
+  t.set_mailbox_limit(limit);
+  auto n = std::make_shared<Count>();
+  auto one = [n] { n->handled.fetch_add(1); };
+  for (long r = 0; r < rounds; ++r) {
+    n->sent.fetch_add(5);
+    auto p = when(b, [t, n, one](Node&) {
+      one();
+      for (int i = 0; i < 3; ++i) {
+        n->sent.fetch_add(1);
+        when(t, [one](Node&) { one(); });
+      }
+    });
+    when(p, d, [one](Node&) { one(); });
+    when(d, a, [one](Node&, Node&) { one(); });
+    when(a, [b, n, one](Node&) {
+      one();
+      n->sent.fetch_add(1);
+      when(b, [one](Node&) { one(); }).get();
+    });
+    when(t, a, [one](Node&, Node&) { one(); });
+  }
+  wait_idle();
+  return {n->sent.load(), n->handled.load()};
 }
 
 TEST(Backpressure, FloodingCyclesNeverDeadlock) {
   Settings s({});
   const auto stats0 = backpressure_stats();
   // A deadlock would hang here: ctest's timeout fails it.
-  long total = run_cycle(kSanitized ? 20'000 : 200'000, 8);
-  EXPECT_GT(total, 0);
+  auto [sent, handled] = run_cycle(kSanitized ? 20'000 : 200'000, 8);
+  EXPECT_EQ(handled, sent);
+  auto [sent2, handled2] = run_waits(kSanitized ? 300 : 3'000, 4);
+  EXPECT_EQ(handled2, sent2);
   const auto stats = backpressure_stats();
   std::printf("  paused %llu, resumed early %llu, skipped %llu\n",
               static_cast<unsigned long long>(stats.paused - stats0.paused),
@@ -284,9 +329,6 @@ TEST(Backpressure, FloodingCyclesNeverDeadlock) {
 // wanted()). Every message sent is handled.
 struct Prod {
   long sent = 0;
-};
-struct Count {
-  std::atomic<long> sent{0}, handled{0};
 };
 
 void prod_loop(Actor<Prod> p, Actor<Node> t, Actor<Node> u, std::shared_ptr<Count> n,
@@ -354,10 +396,9 @@ TEST(Backpressure, FloodingCyclesUnderExplore) {
   Settings s({});
   const auto stats0 = backpressure_stats();
   auto report = test::explore(kSanitized ? 50 : 300, [] {
-    long total = run_cycle(300, 3);
-    if (total <= 0) throw std::logic_error("nothing ran");
-    auto [sent, handled] = run_producers(100, 4, false);
-    if (sent != handled) throw std::logic_error("a message was lost");
+    for (auto [sent, handled] : {run_cycle(300, 3), run_producers(100, 4, false), run_waits(20, 2)})
+      if (sent != handled)
+        throw std::logic_error(fmt::format("sent {}, handled {}", sent, handled));
   });
   EXPECT_TRUE(report) << report.failure;
   EXPECT_GT(backpressure_stats().paused, stats0.paused);

@@ -14,10 +14,12 @@
 #include <functional>
 #include <random>
 #include <thread>
+#include <troupe/detail/platform.hpp>
 #include <troupe/shm/objects.hpp>
 #include <vector>
 
 #include "shm/fault.hpp"
+#include "shm/tx_private.hpp"
 #include "shm_test_util.hpp"
 #include "test_heap.hpp"
 
@@ -288,6 +290,7 @@ TEST(ShmAtomicOps, DictIncrementRacesTransactionsThatMoveItsEntries) {
     }
   });
   std::atomic<long> increments{0};
+  const std::uint64_t fallbacks0 = troupe::shm::detail::increment_fallbacks().load();
   std::vector<std::thread> ts;
   for (int t = 0; t < 2; ++t)
     ts.emplace_back([&, t] {
@@ -306,10 +309,48 @@ TEST(ShmAtomicOps, DictIncrementRacesTransactionsThatMoveItsEntries) {
     return s;
   });
   EXPECT_GT(increments.load(), 0);
+  // Most increments took the op's own path, not a transaction.
+  const std::uint64_t fallbacks = troupe::shm::detail::increment_fallbacks().load() - fallbacks0;
+  EXPECT_LT(fallbacks * 4, static_cast<std::uint64_t>(increments.load())) << fallbacks;
   EXPECT_EQ(sum, increments.load());
   EXPECT_EQ(l.stuck_locks(), 0u);
   EXPECT_EQ(l.busy_records(), 0u);
   EXPECT_TRUE(h.verify().empty());
+}
+
+// Transactions that add to the key two threads increment commit (they turn
+// irrevocable after repeated aborts, and the op yields to the token as a
+// commit does, instead of failing them until they give up as corrupt).
+TEST(ShmAtomicOps, DictIncrementYieldsToAnIrrevocableTransaction) {
+  Heap h = make_heap();
+  TxHeap& l = TxHeap::attach(h);
+  Dict d = root_dict(l, "d");
+  atomically(l, [&](Tx& tx) { d.set(tx, "hot", 0); });
+  std::atomic<bool> done{false};
+  std::atomic<long> ops{0};
+  std::vector<std::thread> ts;
+  for (int t = 0; t < 2; ++t)
+    ts.emplace_back([&] {
+      long n = 0;
+      for (; !done.load(std::memory_order_relaxed); ++n) d.increment(l, "hot", 1);
+      ops.fetch_add(n);
+    });
+  const long txs = kSanitized ? 100 : 1000;
+  for (long i = 0; i < txs; ++i)
+    atomically(l, [&](Tx& tx) {
+      std::int64_t v = d.get_int(tx, "hot");
+      for (int k = 0; k < 50; ++k) troupe::detail::cpu_relax();  // a window for the ops
+      d.set(tx, "hot", v + 1);
+    });
+  done.store(true);
+  for (auto& t : ts) t.join();
+  atomically(l, [&](Tx& tx) { EXPECT_EQ(d.get_int(tx, "hot"), ops.load() + txs); });
+  auto st = l.stats();
+  std::printf("  %ld ops, %ld transactions: %llu aborts, %llu irrevocable\n", ops.load(), txs,
+              static_cast<unsigned long long>(st.aborts),
+              static_cast<unsigned long long>(st.irrevocable));
+  EXPECT_EQ(l.stuck_locks(), 0u);
+  EXPECT_EQ(l.busy_records(), 0u);
 }
 
 // kill -9 at the op's fault points (lock taken; word stored, lock held):

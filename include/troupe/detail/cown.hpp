@@ -77,9 +77,17 @@
 //       (phase 1, after its seq_cst exchange of `last`) sets kWanted and
 //       resumes the holder; the pauser, which set kHeldPaused by an RMW
 //       before walking its successors, sees kWanted after registering, or
-//       the joiner finds it registered. So a target's queue only ever waits
-//       on running behaviours or on behaviours queued on one cown, which do
-//       not wait on the target: every target drains, every pause ends.
+//       the joiner finds it registered. A behaviour that blocks in wait()
+//       (a get() inside its block) resumes every paused behaviour, and no
+//       pause is registered while one waits (what it waits for may be queued
+//       behind a paused one: a counter and the paused count, a Dekker pair
+//       like BP4's). So a target's queue only ever waits on running
+//       behaviours that do not block, or on behaviours queued on one cown,
+//       which do not wait on the target: every target drains, every pause
+//       ends. Resumes found during phase 1 (wanted) or a release (drained)
+//       run after it: after `enqueued` is set, after every cown is passed
+//       on (a resumed behaviour's continuations may schedule behaviours
+//       that queue behind ours).
 //   BP6. A paused behaviour is resumed exactly once (removed from the
 //       registry under the mutex by the resumer), which then runs the rest
 //       of its run outside the mutex.
@@ -122,8 +130,10 @@ struct Cown {
   static constexpr std::uint32_t kMutedOn = 1, kHeldPaused = 2, kWanted = 4, kBlockedOn = 8;
 
   std::uint32_t backlog() const noexcept {
-    // seq_cst: BP4.
-    return enq.load() - done.load();
+    // seq_cst: BP4. `done` first: each counted enq += 1 happens before its
+    // done += 1, so the difference cannot wrap below 0.
+    const std::uint32_t d = done.load();
+    return enq.load() - d;
   }
 
   // relaxed: a new reference is taken from an existing one.
@@ -141,6 +151,7 @@ struct Request {
   bool read = false;                    // read-only access
   bool free_at_enqueue = false;         // owner only, during scheduling: cown was free
   bool counted = false;                 // BP1: counted in cown->enq (owner only)
+  bool held_paused = false;             // BP5: phase 1 met kHeldPaused here (owner only)
 };
 
 struct BehaviourBase {
@@ -203,9 +214,9 @@ inline void admit_if_bounded(const BehaviourBase& b) {
       return;
     }
 }
-// BP3: the running behaviour's mute target (a counted reference), taken.
+// BP3: the running behaviour's mute target (a counted reference); Behaviour::run
+// saves an outer run's around its own.
 inline thread_local Cown* tl_mute_target = nullptr;
-inline Cown* take_mute_target() noexcept { return std::exchange(tl_mute_target, nullptr); }
 // The rest of a paused behaviour's run: release its cowns, publish its
 // result (`how`), drop the runtime's reference.
 using Finish = void (*)(BehaviourBase*, std::uint32_t how);
