@@ -72,6 +72,15 @@ std::uint64_t atomic_op(TxHeap& txh, const char* op, Offset word, F f) {
       // last writer's release of the stripe.
       if (lk.compare_exchange_weak(cur, locked_word(slot), std::memory_order_seq_cst,
                                    std::memory_order_relaxed)) {
+        // An irrevocable transaction (T2) must commit: yield to it as a
+        // commit does (seq_cst, after our lock), and wait below.
+        if (std::uint64_t tok = t.irrevocable.load(); tok != 0 && tok != slot + 1u) {
+          lk.store(cur, std::memory_order_release);  // unchanged
+          r.state.store(seq << 32, std::memory_order_release);
+          relax(n < 12 ? n : 12);
+          if (n % 4096 == 4095) txh.clear_stale_token();  // its holder may be dead
+          continue;
+        }
         // The cell's kind cannot change while we hold its payload's stripe
         // (V4 of objects.hpp: the tag is written only with the payload);
         // the acquire above ordered its last write before this load.
