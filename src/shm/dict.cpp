@@ -159,8 +159,13 @@ std::int64_t Dict::increment(TxHeap& txh, const Value& key, std::int64_t delta) 
   SnapshotOp op(txh);
   for (unsigned n = 0; n < 64; ++n) {
     op.begin();
-    // V2: a stale handle is told so by add()'s check, in a transaction.
-    if (stamp_ != 0 && op.read(off_ + stamp_word(Kind::dict)) != stamp_ && !op.failed()) break;
+    // V2: a stale handle is told so by add()'s check, in a transaction. The
+    // stamp is peeked (SO1), first: a match now means the dict was live
+    // from before our snapshot (it existed when the handle was made) until
+    // now (a retire zeroes it), so the header words read next are the
+    // dict's; a retire after now locks and bumps every stripe of the
+    // header block (X5), nb's and buckets' among them, which SO2 validates.
+    if (stamp_ != 0 && op.peek(off_ + stamp_word(Kind::dict)) != stamp_ && !op.failed()) break;
     const Offset e = find_entry(op, off_, h, nullptr, false, [&](Offset at) {
       return op.peek(at) == cell->tag && op.peek(at + 8) == cell->payload;  // SO1
     });

@@ -65,11 +65,12 @@ void relax(unsigned n);
 //       retry() waits for the lock or advances the clock to the newer
 //       version (X8) before the next attempt. At most kMaxReads stripes.
 //       peek() loads a word of a block that never changes while the block
-//       is linked (a dict entry's key cell, V3) without its stripe: it is
-//       usable when a link to the block was read, since unlinking writes
-//       that link (so SO2's validation fails) before the block can be freed
-//       and reused; until then the value peeked may be anything, and is
-//       only compared.
+//       is linked (a dict entry's key cell, V3; a dict's stamp, V2) without
+//       its stripe: it is usable when a link to the block was read, since
+//       unlinking writes that link (so SO2's validation fails) before the
+//       block can be freed and reused, or when other words of the block are
+//       read and validated (a retire bumps every stripe of the block, X5);
+//       until then the value peeked may be anything, and is only compared.
 //   SO2. fetch_add(word) locks the word's stripe as a single-word op does
 //       (the record names it first, kTxAtomicOp: recovery publishes a fresh
 //       version, tx_recovery.cpp), then validates every stripe the lookup
