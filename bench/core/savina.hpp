@@ -115,6 +115,7 @@ void settle();  // SV2
 double pingpong(const Sizes& s);
 double counting(const Sizes& s);
 double fjthrput(const Sizes& s);
+double fjthrput_bounded(const Sizes& s);  // mailboxes of 1000 (backpressure.hpp)
 double fjcreate(const Sizes& s);
 double threadring(const Sizes& s);
 double chameneos(const Sizes& s);

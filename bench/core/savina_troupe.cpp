@@ -101,10 +101,13 @@ struct Worker {
 };
 }  // namespace fj
 
-double fjthrput(const Sizes& s) {
+double fjthrput_limited(const Sizes& s, std::uint32_t mailbox_limit) {
   Stopwatch sw;
   std::vector<tr::Actor<fj::Worker>> workers;
-  for (std::int64_t k = 0; k < s.fj_actors; ++k) workers.push_back(tr::make_actor<fj::Worker>());
+  for (std::int64_t k = 0; k < s.fj_actors; ++k) {
+    workers.push_back(tr::make_actor<fj::Worker>());
+    if (mailbox_limit) workers.back().set_mailbox_limit(mailbox_limit);
+  }
   for (std::int64_t m = 0; m < s.fj_messages; ++m)
     for (auto& w : workers) tr::when(w, [](fj::Worker& x) { x.acc += fj_work(++x.count); });
   std::vector<tr::Promise<std::int64_t>> counts;
@@ -117,6 +120,12 @@ double fjthrput(const Sizes& s) {
                  s.fj_messages);
   return ms;
 }
+
+double fjthrput(const Sizes& s) { return fjthrput_limited(s, 0); }
+
+// The same with each worker's mailbox bounded at 1000 (troupe/backpressure.hpp):
+// the sending thread blocks instead of queueing all 6 M messages at once.
+double fjthrput_bounded(const Sizes& s) { return fjthrput_limited(s, 1000); }
 
 // --- fork-join create: N actors, each made for one message: it does trivial
 // work and reports to a sink, which fulfils the driver's promise at N.

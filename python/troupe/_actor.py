@@ -335,7 +335,11 @@ def when(*targets: Any) -> Callable[[Callable[..., T]], Future[T]]:
                     result.set_result(r)
 
             if cores:
-                _core.post_many(cores, job)
+                try:
+                    _core.post_many(cores, job)
+                except BaseException as e:  # Overloaded, or shut down: settle, never hang
+                    if result.set_running_or_notify_cancel():
+                        result.set_exception(e)
             else:
                 job()
 

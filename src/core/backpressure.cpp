@@ -143,7 +143,7 @@ void admit(const BehaviourBase& b) {
     // that alone runs the target's work (an event loop's: it would wait for
     // itself).
     sched::Scheduler* runs = c->sched ? c->sched : &sched::default_scheduler();
-    if (sched::current() || runs->runs_here()) {
+    if (sched::current() || tl_never_block || runs->runs_here()) {
       g_skipped.fetch_add(1, std::memory_order_relaxed);
       continue;
     }
@@ -260,6 +260,13 @@ void wanted(Cown* c) {
   finish(out);
 }
 
+void drop_mute_target() noexcept {
+  if (Cown* t = std::exchange(tl_mute_target, nullptr)) {
+    g_skipped.fetch_add(1, std::memory_order_relaxed);
+    t->release();
+  }
+}
+
 void behaviour_wait_begins() {
   g_waiting.fetch_add(1);  // BP5: then the registered count
   if (g_registered.load() == 0) return;
@@ -267,6 +274,12 @@ void behaviour_wait_begins() {
   std::vector<Paused> out;
   {
     std::lock_guard lk(r.mu);
+    try {
+      out.reserve(r.paused.size());  // nothing taken yet if it throws
+    } catch (...) {
+      g_waiting.fetch_sub(1);  // the caller's guard is not built
+      throw;
+    }
     while (!r.paused.empty()) out.push_back(take(r, r.paused.size() - 1));
   }
   g_resumed_early.fetch_add(out.size(), std::memory_order_relaxed);

@@ -4,6 +4,8 @@
 
 #include <fmt/core.h>
 
+#include <vector>
+
 #include "troupe/detail/platform.hpp"
 #include "troupe/detail/systematic.hpp"
 #include "troupe/error.hpp"
@@ -175,9 +177,10 @@ void BehaviourBase::schedule() {
 
 void BehaviourBase::release_cowns() {
   // BP5: cowns whose waiters are woken after the loop (our closure keeps
-  // them alive until then, BP7); a ninth such cown is woken at once.
+  // them alive until then, BP7); beyond eight, in a vector.
   Cown* to_wake[8];
   std::uint32_t n_wake = 0;
+  std::vector<Cown*> more_to_wake;
   for (std::uint32_t i = 0; i < nrequests; ++i) {
     Request* s = &requests[i];
     Cown* c = s->cown;
@@ -188,7 +191,7 @@ void BehaviourBase::release_cowns() {
         if (n_wake < 8)
           to_wake[n_wake++] = c;
         else
-          drained(c);
+          more_to_wake.push_back(c);
       }
     }
     if (s->read) {
@@ -209,6 +212,7 @@ void BehaviourBase::release_cowns() {
     if (Request* n = pass_on(s)) grant(n, /*from_writer=*/true);  // CW6
   }
   for (std::uint32_t i = 0; i < n_wake; ++i) drained(to_wake[i]);
+  for (Cown* c : more_to_wake) drained(c);
 }
 
 }  // namespace troupe::detail

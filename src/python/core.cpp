@@ -152,7 +152,12 @@ class Completer {
     {
       std::lock_guard lock(mu_);
       if (stopped_) return;  // shutdown(): the interpreter is ending
-      if (!thread_.joinable()) thread_ = std::thread([this] { run(); });
+      if (!thread_.joinable()) thread_ = std::thread([this] {
+        // A done-callback it runs may call a bounded actor: it must not wait
+        // there, every remote reply waits behind it (PY1, backpressure.hpp).
+        troupe::detail::tl_never_block = true;
+        run();
+      });
       q_.push_back(std::move(c));
       wake = q_.size() == 1;
     }
@@ -541,20 +546,39 @@ LocalActor make_local(nb::handle obj, LoopBridge* bridge) {
 // with the GIL held (PY1), or the actor's behaviour, which takes the GIL,
 // could not drain it. The closure's PyRefs may be dropped without the GIL
 // (PY2) if when() refuses the send.
+// A thread running an asyncio loop never waits there (it would stall the
+// loop, or wait for itself when the actor is served on it): it sends at
+// once, as a pool thread does.
 template <class Send>
 void send_releasing_gil(bool bounded, Send&& send) {
   if (!bounded) return send();
+  static nb::object& running_loop = *new nb::object(  // leaked: PY2
+      nb::module_::import_("asyncio.events").attr("_get_running_loop"));
+  const bool on_loop = !running_loop().is_none();
   nb::gil_scoped_release nogil;
-  send();
+  const bool before = std::exchange(troupe::detail::tl_never_block,
+                                    troupe::detail::tl_never_block || on_loop);
+  try {
+    send();
+  } catch (...) {
+    troupe::detail::tl_never_block = before;
+    throw;
+  }
+  troupe::detail::tl_never_block = before;
 }
 
 // Runs job(obj) as a behaviour of `a` (the job sets its own future).
 void post(LocalActor& a, nb::handle job) {
   send_releasing_gil(a.actor.mailbox_limit() != 0, [&, j = PyRef(job)]() mutable {
     when(a.actor, [j = std::move(j)](PyCell& c) {
-      nb::gil_scoped_acquire gil;
-      drain_graveyard();
-      call_reporting(j.get(), c.obj.get());
+      {
+        nb::gil_scoped_acquire gil;
+        drain_graveyard();
+        call_reporting(j.get(), c.obj.get());
+      }
+      // Python code may wait on anything (a future's result()): never
+      // paused (cown.hpp BP3, BP5).
+      troupe::detail::drop_mute_target();
     });
   });
 }
@@ -570,11 +594,14 @@ void post_many(std::vector<LocalActor*> actors, nb::handle job) {
   }
   send_releasing_gil(bounded, [&, j = PyRef(job)]() mutable {
     when(std::move(v), [j = std::move(j)](std::span<PyCell*> cells) {
-      nb::gil_scoped_acquire gil;
-      drain_graveyard();
-      nb::list objs;
-      for (PyCell* c : cells) objs.append(c->obj.get());
-      call_reporting(j.get(), *nb::tuple(objs));
+      {
+        nb::gil_scoped_acquire gil;
+        drain_graveyard();
+        nb::list objs;
+        for (PyCell* c : cells) objs.append(c->obj.get());
+        call_reporting(j.get(), *nb::tuple(objs));
+      }
+      troupe::detail::drop_mute_target();  // as post()
     });
   });
 }

@@ -29,10 +29,12 @@ bool key_equals(Tx& tx, Offset cell_at, const Value& key) {
 // that points at the entry found, or the chain's last next word.
 // With `check_hash` false, `equals` alone decides (an inline key's cell is
 // the whole key: one read fewer per entry than the hash and then the cell).
-template <class R, class Eq>
-Offset find_entry(R& r, Offset dict, std::uint64_t h, Offset* link, bool check_hash,
-                  Eq&& equals) {
+// `after_nb()` runs after the first read of the header (false: stop, null).
+template <class R, class Eq, class After>
+Offset find_entry(R& r, Offset dict, std::uint64_t h, Offset* link, bool check_hash, Eq&& equals,
+                  After&& after_nb) {
   std::uint64_t nb = r.read(dict + 8);
+  if (!after_nb()) return null_offset;
   Offset at = r.read(dict + 16) + 8 * (h & (nb - 1));
   for (Offset e = r.read(at); e; e = r.read(at)) {
     if ((!check_hash || r.read(e + 8) == h) && equals(e + 16)) {
@@ -64,7 +66,9 @@ std::size_t Dict::size(Tx& tx) const {
 }
 
 Offset Dict::find(Tx& tx, const Value& key, std::uint64_t h, Offset* link) const {
-  return find_entry(tx, off_, h, link, true, [&](Offset cell) { return key_equals(tx, cell, key); });
+  return find_entry(
+      tx, off_, h, link, true, [&](Offset cell) { return key_equals(tx, cell, key); },
+      [] { return true; });
 }
 
 std::optional<Value> Dict::get(Tx& tx, const Value& key) const {
@@ -160,15 +164,22 @@ std::int64_t Dict::increment(TxHeap& txh, const Value& key, std::int64_t delta) 
   for (unsigned n = 0; n < 64; ++n) {
     op.begin();
     // V2: a stale handle is told so by add()'s check, in a transaction. The
-    // stamp is peeked (SO1), first: a match now means the dict was live
-    // from before our snapshot (it existed when the handle was made) until
-    // now (a retire zeroes it), so the header words read next are the
-    // dict's; a retire after now locks and bumps every stripe of the
-    // header block (X5), nb's and buckets' among them, which SO2 validates.
-    if (stamp_ != 0 && op.peek(off_ + stamp_word(Kind::dict)) != stamp_ && !op.failed()) break;
-    const Offset e = find_entry(op, off_, h, nullptr, false, [&](Offset at) {
-      return op.peek(at) == cell->tag && op.peek(at + 8) == cell->payload;  // SO1
-    });
+    // stamp is peeked (SO1) right after nb's validated read: had that read
+    // seen the release of a transaction retiring the dict, the peek would
+    // see the stamp it zeroed before; so a match means that transaction
+    // locks after our read, releases at a version above rv (X8 b) and SO2
+    // refuses the op, while every read before then is the live dict's.
+    bool stale = false;
+    const Offset e = find_entry(
+        op, off_, h, nullptr, false,
+        [&](Offset at) {
+          return op.peek(at) == cell->tag && op.peek(at + 8) == cell->payload;  // SO1
+        },
+        [&] {
+          stale = stamp_ != 0 && !op.failed() && op.peek(off_ + stamp_word(Kind::dict)) != stamp_;
+          return !stale;
+        });
+    if (stale) break;
     if (op.failed()) {
       if (!op.retry(n)) break;
       continue;

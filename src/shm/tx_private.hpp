@@ -68,9 +68,11 @@ void relax(unsigned n);
 //       is linked (a dict entry's key cell, V3; a dict's stamp, V2) without
 //       its stripe: it is usable when a link to the block was read, since
 //       unlinking writes that link (so SO2's validation fails) before the
-//       block can be freed and reused, or when other words of the block are
-//       read and validated (a retire bumps every stripe of the block, X5);
-//       until then the value peeked may be anything, and is only compared.
+//       block can be freed and reused, or, for the stamp, right after a
+//       validated read of another word of the block (a retire zeroes the
+//       stamp, then bumps every stripe of the block, X5: see
+//       Dict::increment); the value peeked may be anything, and is only
+//       compared.
 //   SO2. fetch_add(word) locks the word's stripe as a single-word op does
 //       (the record names it first, kTxAtomicOp: recovery publishes a fresh
 //       version, tx_recovery.cpp), then validates every stripe the lookup

@@ -3,8 +3,8 @@
 A plain thread's calls to a full actor block with the GIL released (the
 actor's methods, which need the GIL, drain it meanwhile) or raise
 ``troupe.Overloaded`` with nothing sent; an actor method that floods another
-actor is paused after it returns. Every call that was accepted runs, in
-order per sender.
+actor is not paused (Python code may wait on anything). Every call that was
+accepted runs, in order per sender; a refused ``when`` settles its future.
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ def test_a_thread_can_be_refused_instead() -> None:
     assert busy.count().result(10) == accepted  # a refused call sent nothing
 
 
-def test_an_actor_flooding_another_is_paused() -> None:
+def test_an_actor_flooding_another_is_not_paused() -> None:
     sink = troupe.actor(Sink(), mailbox_limit=20)
     sink.set_me(sink).result(10)
 
@@ -110,9 +110,11 @@ def test_an_actor_flooding_another_is_paused() -> None:
     seen, max_backlog = sink.result().result(60)
     assert seen == list(range(1000))
     after = troupe.backpressure_stats()
-    assert after["paused"] + after["skipped"] > before["paused"] + before["skipped"]
-    # A burst sends 25 calls before the producer can be paused.
-    assert max_backlog <= 20 + 25 + 2
+    # Python methods may wait on anything (a future's result()): the
+    # producer is never paused, its overloaded sends are counted as skipped.
+    assert after["paused"] == before["paused"]
+    assert after["skipped"] > before["skipped"]
+    assert max_backlog > 0
 
 
 def test_bad_settings_are_refused() -> None:
@@ -120,3 +122,45 @@ def test_bad_settings_are_refused() -> None:
         troupe.set_backpressure(outside="drop")
     with pytest.raises(ValueError):
         troupe.actor(Sink(), mailbox_limit=-1)
+
+
+def test_a_refused_when_settles_its_future() -> None:
+    troupe.set_backpressure(outside="fail")
+    gate = threading.Event()
+
+    class Busy:
+        def wait(self) -> None:
+            gate.wait(30)
+
+        def nothing(self) -> None:
+            pass
+
+    busy = troupe.actor(Busy(), mailbox_limit=2)
+    busy.wait()
+    while True:  # fill it
+        try:
+            busy.nothing()
+        except troupe.Overloaded:
+            break
+    fut = troupe.when(busy)(lambda b: 1)
+    with pytest.raises(troupe.Overloaded):
+        fut.result(10)
+    gate.set()
+
+
+def test_the_event_loop_thread_is_never_blocked() -> None:
+    import asyncio
+
+    class Slow:
+        def work(self) -> None:
+            time.sleep(0.001)
+
+    async def flood() -> int:
+        s = troupe.actor(Slow(), mailbox_limit=4)
+        t0 = time.monotonic()
+        futs = [s.work() for _ in range(40)]
+        sent_in = time.monotonic() - t0
+        await asyncio.wrap_future(futs[-1])
+        return int(sent_in < 0.02)  # queued at once, not waiting for the actor
+
+    assert asyncio.run(flood()) == 1

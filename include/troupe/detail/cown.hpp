@@ -217,6 +217,13 @@ inline void admit_if_bounded(const BehaviourBase& b) {
 // BP3: the running behaviour's mute target (a counted reference); Behaviour::run
 // saves an outer run's around its own.
 inline thread_local Cown* tl_mute_target = nullptr;
+// BP2: a thread that must never wait in when() (an event loop's, a thread
+// that delivers results): sends from it go out as a pool thread's do.
+inline thread_local bool tl_never_block = false;
+// BP3: a block that may wait on anything the runtime cannot see (Python
+// code) drops its mute target instead of pausing its behaviour (a pause
+// could close a cycle with such a wait); counted as skipped.
+void drop_mute_target() noexcept;
 // The rest of a paused behaviour's run: release its cowns, publish its
 // result (`how`), drop the runtime's reference.
 using Finish = void (*)(BehaviourBase*, std::uint32_t how);
