@@ -4,6 +4,8 @@
 // those of troupe/detail/cown.hpp. Everything here runs only when a bounded
 // actor is over its limit or someone waits on one: the common path is the
 // counting in cown.cpp.
+#include "troupe/backpressure.hpp"
+
 #include <fmt/core.h>
 
 #include <algorithm>
@@ -13,7 +15,6 @@
 #include <mutex>
 #include <vector>
 
-#include "troupe/backpressure.hpp"
 #include "troupe/detail/cown.hpp"
 #include "troupe/detail/platform.hpp"
 #include "troupe/error.hpp"
@@ -46,8 +47,8 @@ struct Paused {
 struct Registry {
   Registry() { settings.mailbox_limit = g_default_limit.load(std::memory_order_relaxed); }
   std::mutex mu;
-  std::condition_variable cv;  // outside threads (kBlockedOn)
-  std::vector<Paused> paused;  // BP3; few entries
+  std::condition_variable cv;                       // outside threads (kBlockedOn)
+  std::vector<Paused> paused;                       // BP3; few entries
   std::vector<std::pair<Cown*, unsigned>> blocked;  // outside threads per cown
   Backpressure settings;
 };
@@ -63,9 +64,7 @@ std::atomic<std::uint64_t> g_paused{0}, g_resumed_early{0}, g_skipped{0}, g_bloc
 // Dekker pair: each side changes its own with an RMW, then reads the other).
 std::atomic<std::uint64_t> g_waiting{0}, g_registered{0};
 
-std::uint32_t low_mark(const Cown* c) {
-  return c->limit.load(std::memory_order_relaxed) / 2;
-}
+std::uint32_t low_mark(const Cown* c) { return c->limit.load(std::memory_order_relaxed) / 2; }
 
 bool holds(const BehaviourBase* b, const Cown* c) {
   for (std::uint32_t i = 0; i < b->nrequests; ++i)

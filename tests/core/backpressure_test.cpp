@@ -23,15 +23,13 @@
 #include <troupe/troupe.hpp>
 #include <vector>
 
+#include "../sanitizers.hpp"
+
 using namespace troupe;
 
 namespace {
 
-#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
-constexpr bool kSanitized = true;
-#else
-constexpr bool kSanitized = false;
-#endif
+using troupe_tests::kSanitized;
 
 std::size_t rss_bytes() {
   std::ifstream f("/proc/self/statm");
@@ -123,12 +121,13 @@ TEST(Backpressure, FourProducersIntoOneSlowConsumer) {
   wait_idle();
   auto k = when(read(consumer), [](const Consumer& k) { return k; }).get();
   const auto stats = backpressure_stats();
-  std::printf("  received %ld, max backlog %u (limit %u), RSS +%zu KiB (bound %zu KiB), "
-              "paused %llu, resumed early %llu, skipped %llu\n",
-              k.received, k.max_backlog, kLimit, (k.max_rss - std::min(k.max_rss, rss0)) >> 10,
-              kBound >> 10, static_cast<unsigned long long>(stats.paused - stats0.paused),
-              static_cast<unsigned long long>(stats.resumed_early - stats0.resumed_early),
-              static_cast<unsigned long long>(stats.skipped - stats0.skipped));
+  std::printf(
+      "  received %ld, max backlog %u (limit %u), RSS +%zu KiB (bound %zu KiB), "
+      "paused %llu, resumed early %llu, skipped %llu\n",
+      k.received, k.max_backlog, kLimit, (k.max_rss - std::min(k.max_rss, rss0)) >> 10,
+      kBound >> 10, static_cast<unsigned long long>(stats.paused - stats0.paused),
+      static_cast<unsigned long long>(stats.resumed_early - stats0.resumed_early),
+      static_cast<unsigned long long>(stats.skipped - stats0.skipped));
   EXPECT_EQ(k.received, 4 * per_producer);
   EXPECT_EQ(k.out_of_order, 0);
   for (long n : k.next) EXPECT_EQ(n, per_producer);
@@ -331,8 +330,7 @@ struct Prod {
   long sent = 0;
 };
 
-void prod_loop(Actor<Prod> p, Actor<Node> t, Actor<Node> u, std::shared_ptr<Count> n,
-               long total) {
+void prod_loop(Actor<Prod> p, Actor<Node> t, Actor<Node> u, std::shared_ptr<Count> n, long total) {
   when(p, [p, t, u, n, total](Prod& me) {
     if (me.sent++ == total) return;
     n->sent.fetch_add(1);

@@ -6,10 +6,9 @@
 // src/shm/tx_private.hpp) races transactions that unlink, move and rehash
 // its entries and loses no increment; killed at its fault points it applies
 // once or not at all and leaves no lock behind.
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <signal.h>
-
-#include <fmt/format.h>
 
 #include <functional>
 #include <random>
@@ -18,6 +17,7 @@
 #include <troupe/shm/objects.hpp>
 #include <vector>
 
+#include "../sanitizers.hpp"
 #include "shm/fault.hpp"
 #include "shm/tx_private.hpp"
 #include "shm_test_util.hpp"
@@ -30,11 +30,7 @@ using objects_test_heap::make_heap;
 
 namespace {
 
-#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
-constexpr bool kSanitized = true;
-#else
-constexpr bool kSanitized = false;
-#endif
+using troupe_tests::kSanitized;
 
 struct Boom {};
 

@@ -13,17 +13,14 @@
 #include <thread>
 
 #include "bank_util.hpp"
+#include "../sanitizers.hpp"
 
 using namespace troupe::shm;
 using namespace bank;
 
 namespace {
 
-#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
-constexpr bool kSanitized = true;
-#else
-constexpr bool kSanitized = false;
-#endif
+using troupe_tests::kSanitized;
 
 CreateOptions bank_heap() {
   CreateOptions o;
