@@ -12,7 +12,10 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdlib>
+#include <iterator>
+#include <list>
 #include <mutex>
+#include <unordered_map>
 #include <vector>
 
 #include "troupe/detail/cown.hpp"
@@ -46,9 +49,16 @@ struct Paused {
 
 struct Registry {
   Registry() { settings.mailbox_limit = g_default_limit.load(std::memory_order_relaxed); }
+  using Entry = std::list<Paused>::iterator;
   std::mutex mu;
-  std::condition_variable cv;                       // outside threads (kBlockedOn)
-  std::vector<Paused> paused;                       // BP3; few entries
+  std::condition_variable cv;  // outside threads (kBlockedOn)
+  // BP3: the paused behaviours, indexed by the cown each waits on and by
+  // every cown each holds (one paused holder per cown), so that a drain, a
+  // wanted cown and BP5's checks cost O(what they touch), not O(all paused):
+  // thousands of senders may wait on one flooded actor.
+  std::list<Paused> paused;
+  std::unordered_map<Cown*, std::vector<Entry>> by_target;
+  std::unordered_map<Cown*, Entry> by_held;
   std::vector<std::pair<Cown*, unsigned>> blocked;  // outside threads per cown
   Backpressure settings;
 };
@@ -66,24 +76,48 @@ std::atomic<std::uint64_t> g_waiting{0}, g_registered{0};
 
 std::uint32_t low_mark(const Cown* c) { return c->limit.load(std::memory_order_relaxed) / 2; }
 
-bool holds(const BehaviourBase* b, const Cown* c) {
-  for (std::uint32_t i = 0; i < b->nrequests; ++i)
-    if (b->requests[i].cown == c) return true;
-  return false;
+// Under r.mu: registers a pause (BP3).
+void add(Registry& r, const Paused& p) {
+  auto it = r.paused.insert(r.paused.end(), p);
+  r.by_target[p.target].push_back(it);
+  for (std::uint32_t k = 0; k < p.b->nrequests; ++k) r.by_held[p.b->requests[k].cown] = it;
+  g_registered.fetch_add(1);  // BP5: then the waiters (try_pause)
 }
 
-// Under r.mu: takes entry i out of the registry and clears what it set on
-// the cowns (BP3, BP6). The caller finishes it after unlocking.
-Paused take(Registry& r, std::size_t i) {
-  Paused p = r.paused[i];
-  r.paused.erase(r.paused.begin() + static_cast<std::ptrdiff_t>(i));
+// Under r.mu: takes an entry out of the registry and clears what it set on
+// the cowns it holds (BP3, BP6); its target's list is the caller's to
+// update (drop_from_target). The caller finishes it after unlocking.
+Paused take(Registry& r, Registry::Entry it) {
+  Paused p = *it;
+  for (std::uint32_t k = 0; k < p.b->nrequests; ++k) {
+    Cown* h = p.b->requests[k].cown;
+    r.by_held.erase(h);
+    h->flags.fetch_and(~(Cown::kHeldPaused | Cown::kWanted));
+  }
+  r.paused.erase(it);
   g_registered.fetch_sub(1);
-  for (std::uint32_t k = 0; k < p.b->nrequests; ++k)
-    p.b->requests[k].cown->flags.fetch_and(~(Cown::kHeldPaused | Cown::kWanted));
-  bool still = std::any_of(r.paused.begin(), r.paused.end(),
-                           [&](const Paused& q) { return q.target == p.target; });
-  if (!still) p.target->flags.fetch_and(~Cown::kMutedOn);
   return p;
+}
+
+// Under r.mu: the target's list without `it` (O(pauses on that target)).
+void drop_from_target(Registry& r, Cown* t, Registry::Entry it) {
+  auto found = r.by_target.find(t);
+  auto& v = found->second;
+  auto pos = std::find(v.begin(), v.end(), it);
+  *pos = v.back();
+  v.pop_back();
+  if (v.empty()) {
+    r.by_target.erase(found);
+    t->flags.fetch_and(~Cown::kMutedOn);
+  }
+}
+
+// Under r.mu: every pause waiting on `t`, taken.
+void take_target(Registry& r, Cown* t, std::vector<Paused>& out) {
+  auto node = r.by_target.extract(t);
+  if (node.empty()) return;
+  t->flags.fetch_and(~Cown::kMutedOn);
+  for (Registry::Entry it : node.mapped()) out.push_back(take(r, it));
 }
 
 void finish(const std::vector<Paused>& ps) {
@@ -219,14 +253,17 @@ bool try_pause(BehaviourBase* b, Cown* t, std::uint32_t how, Finish fin) {
   }
   Registry& r = registry();
   std::unique_lock lk(r.mu);
-  for (const Paused& p : r.paused)
-    if (holds(p.b, t) || holds(b, p.target)) {  // BP5: no paused waits on a paused
-      lk.unlock();
-      unmark();
-      return refuse();
-    }
-  r.paused.push_back({b, t, how, fin});
-  g_registered.fetch_add(1);          // BP5: then the waiters
+  // BP5: no paused behaviour waits on one that is paused: t is not held by
+  // one, and nothing we hold is waited on by one.
+  bool conflict = r.by_held.contains(t);
+  for (std::uint32_t i = 0; i < b->nrequests && !conflict; ++i)
+    conflict = r.by_target.contains(b->requests[i].cown);
+  if (conflict) {
+    lk.unlock();
+    unmark();
+    return refuse();
+  }
+  add(r, {b, t, how, fin});           // BP5: then the waiters
   t->flags.fetch_or(Cown::kMutedOn);  // BP4: then the backlog
   bool early = t->backlog() <= low_mark(t) || g_waiting.load() != 0;
   for (std::uint32_t i = 0; i < b->nrequests && !early; ++i)
@@ -236,7 +273,9 @@ bool try_pause(BehaviourBase* b, Cown* t, std::uint32_t how, Finish fin) {
     return true;
   }
   // Drained already, or wanted already: not paused after all.
-  take(r, r.paused.size() - 1);
+  auto it = std::prev(r.paused.end());
+  drop_from_target(r, t, it);
+  take(r, it);
   lk.unlock();
   g_skipped.fetch_add(1, std::memory_order_relaxed);
   t->release();
@@ -249,11 +288,11 @@ void wanted(Cown* c) {
   std::vector<Paused> out;
   {
     std::lock_guard lk(r.mu);
-    for (std::size_t i = 0; i < r.paused.size(); ++i)
-      if (holds(r.paused[i].b, c)) {
-        out.push_back(take(r, i));
-        break;  // one holder at a time
-      }
+    if (auto h = r.by_held.find(c); h != r.by_held.end()) {
+      Registry::Entry it = h->second;
+      drop_from_target(r, it->target, it);
+      out.push_back(take(r, it));
+    }
   }
   g_resumed_early.fetch_add(out.size(), std::memory_order_relaxed);
   finish(out);
@@ -279,7 +318,7 @@ void behaviour_wait_begins() {
       g_waiting.fetch_sub(1);  // the caller's guard is not built
       throw;
     }
-    while (!r.paused.empty()) out.push_back(take(r, r.paused.size() - 1));
+    while (!r.by_target.empty()) take_target(r, r.by_target.begin()->first, out);
   }
   g_resumed_early.fetch_add(out.size(), std::memory_order_relaxed);
   finish(out);
@@ -293,11 +332,7 @@ void drained(Cown* c) {
   {
     std::lock_guard lk(r.mu);
     if (c->backlog() > low_mark(c)) return;
-    for (std::size_t i = 0; i < r.paused.size();)
-      if (r.paused[i].target == c)
-        out.push_back(take(r, i));
-      else
-        ++i;
+    take_target(r, c, out);
     if (c->flags.load() & Cown::kBlockedOn) r.cv.notify_all();
   }
   finish(out);
