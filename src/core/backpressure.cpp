@@ -114,8 +114,10 @@ void drop_from_target(Registry& r, Cown* t, Registry::Entry it) {
 
 // Under r.mu: every pause waiting on `t`, taken.
 void take_target(Registry& r, Cown* t, std::vector<Paused>& out) {
-  auto node = r.by_target.extract(t);
-  if (node.empty()) return;
+  auto found = r.by_target.find(t);
+  if (found == r.by_target.end()) return;
+  out.reserve(out.size() + found->second.size());  // may throw: nothing taken yet
+  auto node = r.by_target.extract(found);
   t->flags.fetch_and(~Cown::kMutedOn);
   for (Registry::Entry it : node.mapped()) out.push_back(take(r, it));
 }
