@@ -11,6 +11,7 @@
 #include <signal.h>
 
 #include <functional>
+#include <mutex>
 #include <random>
 #include <thread>
 #include <troupe/detail/platform.hpp>
@@ -309,6 +310,78 @@ TEST(ShmAtomicOps, DictIncrementRacesTransactionsThatMoveItsEntries) {
   const std::uint64_t fallbacks = troupe::shm::detail::increment_fallbacks().load() - fallbacks0;
   EXPECT_LT(fallbacks * 4, static_cast<std::uint64_t>(increments.load())) << fallbacks;
   EXPECT_EQ(sum, increments.load());
+  EXPECT_EQ(l.stuck_locks(), 0u);
+  EXPECT_EQ(l.busy_records(), 0u);
+  EXPECT_TRUE(h.verify().empty());
+}
+
+// Increments through handles of dicts that another thread keeps freeing
+// (each round replaces the root dict, whose last reference goes) and whose
+// memory it hands to fresh witness dicts: every increment lands in a live
+// dict of its own handle or fails with not_found; no witness value (all 0)
+// ever changes, so no add went into memory that was freed and reused.
+TEST(ShmAtomicOps, DictIncrementOnFreedDictsNeverWritesElsewhere) {
+  Heap h = make_heap();
+  TxHeap& l = TxHeap::attach(h);
+  std::mutex mu;
+  Dict current = atomically(l, [&](Tx& tx) {
+    Dict x = new_dict(tx, 4);
+    x.set(tx, "n", 0);
+    set_root(tx, "x", x);
+    set_root(tx, "witnesses", new_list(tx));
+    return x;
+  });
+  std::atomic<bool> done{false};
+  std::atomic<long> landed{0}, refused{0};
+  std::thread incrementer([&] {
+    while (!done.load()) {
+      Dict d;
+      {
+        std::lock_guard lk(mu);
+        d = current;
+      }
+      try {
+        d.increment(l, "n", 1);
+        landed.fetch_add(1);
+      } catch (const Error& e) {
+        EXPECT_EQ(e.code(), troupe::Errc::not_found) << e.what();
+        refused.fetch_add(1);
+      }
+    }
+  });
+  const int rounds = kSanitized ? 300 : 3000;
+  for (int r = 0; r < rounds; ++r) {
+    Dict fresh = atomically(l, [&](Tx& tx) {
+      Dict x = new_dict(tx, 4);
+      x.set(tx, "n", 0);
+      set_root(tx, "x", x);  // the previous dict's last reference: freed
+      return x;
+    });
+    {
+      std::lock_guard lk(mu);
+      current = fresh;
+    }
+    if (r % 4 == 0)
+      atomically(l, [&](Tx& tx) {  // witnesses, likely in the freed blocks
+        Dict w = new_dict(tx, 4);
+        for (int k = 0; k < 3; ++k) w.set(tx, k, 0);
+        get_root(tx, "witnesses").as_list().append(tx, w);
+      });
+  }
+  done.store(true);
+  incrementer.join();
+  long nonzero = 0, witnesses = 0;
+  atomically(l, [&](Tx& tx) {
+    nonzero = witnesses = 0;
+    for (const Value& v : get_root(tx, "witnesses").as_list().items(tx)) {
+      ++witnesses;
+      v.as_dict().for_each(tx, [&](const Value&, const Value& x) { nonzero += x.as_int() != 0; });
+    }
+  });
+  std::printf("  %ld increments landed, %ld refused (stale handle), %ld witness dicts\n",
+              landed.load(), refused.load(), witnesses);
+  EXPECT_EQ(nonzero, 0);
+  EXPECT_GT(landed.load(), 0);
   EXPECT_EQ(l.stuck_locks(), 0u);
   EXPECT_EQ(l.busy_records(), 0u);
   EXPECT_TRUE(h.verify().empty());
