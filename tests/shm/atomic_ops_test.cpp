@@ -293,9 +293,10 @@ TEST(ShmAtomicOps, DictIncrementRacesTransactionsThatMoveItsEntries) {
     ts.emplace_back([&, t] {
       std::mt19937 rng(static_cast<unsigned>(t + 1));
       long n = 0;
-      started.fetch_add(1);
-      for (; moved.load(std::memory_order_relaxed) < rounds; ++n)
+      do {  // at least one before the mover starts, however late this thread runs
         d.increment(l, static_cast<long>(rng() % kKeys), 1);
+        if (++n == 1) started.fetch_add(1);
+      } while (moved.load(std::memory_order_relaxed) < rounds);
       increments.fetch_add(n);
     });
   for (auto& t : ts) t.join();
@@ -349,6 +350,9 @@ TEST(ShmAtomicOps, DictIncrementOnFreedDictsNeverWritesElsewhere) {
       }
     }
   });
+  // Frees only once increments land (the thread may start late on a loaded
+  // machine: 3000 rounds take a few ms).
+  while (landed.load() == 0) std::this_thread::yield();
   const int rounds = kSanitized ? 300 : 3000;
   for (int r = 0; r < rounds; ++r) {
     Dict fresh = atomically(l, [&](Tx& tx) {
