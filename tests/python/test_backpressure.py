@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Iterator
+from typing import Callable, Iterator
 
 import pytest
 
@@ -22,6 +22,20 @@ import troupe
 def default_settings() -> Iterator[None]:
     yield
     troupe.set_backpressure()  # back to no limit, block
+
+
+def _until(pred: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Holds the calling actor until pred() (a sender met the full mailbox):
+    the senders meet it however fast the actor is (sanitizers slow senders
+    more than a consumer that sleeps)."""
+    end = time.monotonic() + timeout
+    while not pred() and time.monotonic() < end:
+        time.sleep(0.001)
+
+
+def _grew(counter: str) -> Callable[[], bool]:
+    before = troupe.backpressure_stats()[counter]
+    return lambda: troupe.backpressure_stats()[counter] > before
 
 
 class Sink:
@@ -39,6 +53,9 @@ class Sink:
     def set_me(self, me: troupe.LocalActor[Sink]) -> None:
         self.me = me
 
+    def hold(self, pred: Callable[[], bool]) -> None:
+        _until(pred)
+
     def result(self) -> tuple[list[int], int]:
         return self.seen, self.max_backlog
 
@@ -47,6 +64,7 @@ def test_a_thread_blocks_with_the_gil_released() -> None:
     sink = troupe.actor(Sink(), mailbox_limit=50)
     sink.set_me(sink).result(10)
     before = troupe.backpressure_stats()["blocked"]
+    sink.hold(_grew("blocked"))
     futs = [sink.take(i) for i in range(1000)]
     for f in futs:
         f.result(60)
@@ -103,6 +121,7 @@ def test_an_actor_flooding_another_is_not_paused() -> None:
 
     prod = troupe.actor(Producer(sink))
     before = troupe.backpressure_stats()
+    sink.hold(_grew("skipped"))
     last = None
     for k in range(40):
         last = prod.burst(k * 25, 25)
@@ -156,8 +175,12 @@ def test_the_event_loop_thread_is_never_blocked() -> None:
         def work(self) -> None:
             time.sleep(0.001)
 
+        def hold(self, pred: Callable[[], bool]) -> None:
+            _until(pred)
+
     async def flood() -> None:
         s = troupe.actor(Slow(), mailbox_limit=4)
+        s.hold(_grew("skipped"))
         futs = [s.work() for _ in range(40)]
         await asyncio.wrap_future(futs[-1])
 
