@@ -32,6 +32,54 @@ namespace {
                           op, word, tag));
 }
 
+// One stripe taken by a single-word op (TxHeap's, or SnapshotOp's): X2 for
+// one stripe. The record names the stripe and its word before the lock, as
+// recovery needs (tx_recovery.cpp, kTxAtomicOp); each attempt is a new seq
+// (X7). Only the record's owner thread uses it.
+struct OpStripe {
+  enum class Took { yes, busy, irrevocable };
+  TxTable& t;
+  unsigned slot;
+  std::uint64_t& seq;
+  std::uint64_t s;
+  SlotRecord& r = t.slots[slot];
+  std::atomic<std::uint64_t>& lk = t.stripes[s];
+
+  // `cur`: the stripe's word, just loaded unlocked.
+  Took take(std::uint64_t cur) {
+    // Relaxed: our own record, ordered for a recoverer by the release below.
+    r.op_stripe.store(s, std::memory_order_relaxed);
+    r.op_old.store(cur, std::memory_order_relaxed);
+    ++seq;                                                              // X7
+    r.state.store(seq << 32 | kTxAtomicOp, std::memory_order_release);  // X2 for one stripe
+    // Seq_cst: before the op's validation and clock loads (X8 c); acquires
+    // the word's last writer's release of the stripe.
+    if (!lk.compare_exchange_strong(cur, locked_word(slot), std::memory_order_seq_cst,
+                                    std::memory_order_relaxed)) {
+      idle();
+      return Took::busy;
+    }
+    // An irrevocable transaction (T2) must commit: yield to it as a commit
+    // does (seq_cst, after our lock).
+    if (std::uint64_t tok = t.irrevocable.load(); tok != 0 && tok != slot + 1u) {
+      put_back(cur);
+      return Took::irrevocable;
+    }
+    return Took::yes;
+  }
+  // Unchanged: the old version stands.
+  void put_back(std::uint64_t cur) {
+    lk.store(cur, std::memory_order_release);
+    idle();
+  }
+  // Release: the word before its new version v.
+  void release_at(std::uint64_t v) {
+    lk.store(v << 1, std::memory_order_release);
+    idle();
+  }
+  void idle() { r.state.store(seq << 32, std::memory_order_release); }
+};
+
 template <class F>
 std::uint64_t atomic_op(TxHeap& txh, const char* op, Offset word, F f) {
   if (Tx* tx = current_tx()) {
@@ -58,36 +106,19 @@ std::uint64_t atomic_op(TxHeap& txh, const char* op, Offset word, F f) {
   __builtin_prefetch(p, 1);
   __builtin_prefetch(&t.clock, 1);
   unsigned slot = h.slot_index();
-  SlotRecord& r = t.slots[slot];
   std::uint64_t seq = txh.settle(slot);
+  OpStripe held{t, slot, seq, s};
   for (unsigned n = 0;; ++n) {
     std::uint64_t cur = lk.load(std::memory_order_relaxed);
     if (!is_locked(cur)) {
-      // Relaxed: our own record, ordered for a recoverer by the release below.
-      r.op_stripe.store(s, std::memory_order_relaxed);
-      r.op_old.store(cur, std::memory_order_relaxed);
-      ++seq;                                                              // X7
-      r.state.store(seq << 32 | kTxAtomicOp, std::memory_order_release);  // X2 for one stripe
-      // Seq_cst: before our clock load below (X8 c); acquires the word's
-      // last writer's release of the stripe.
-      if (lk.compare_exchange_weak(cur, locked_word(slot), std::memory_order_seq_cst,
-                                   std::memory_order_relaxed)) {
-        // An irrevocable transaction (T2) must commit: yield to it as a
-        // commit does (seq_cst, after our lock), and wait below.
-        if (std::uint64_t tok = t.irrevocable.load(); tok != 0 && tok != slot + 1u) {
-          lk.store(cur, std::memory_order_release);  // unchanged
-          r.state.store(seq << 32, std::memory_order_release);
-          relax(n < 12 ? n : 12);
-          if (n % 4096 == 4095) txh.clear_stale_token();  // its holder may be dead
-          continue;
-        }
+      OpStripe::Took took = held.take(cur);
+      if (took == OpStripe::Took::yes) {
         // The cell's kind cannot change while we hold its payload's stripe
         // (V4 of objects.hpp: the tag is written only with the payload);
         // the acquire above ordered its last write before this load.
         std::uint64_t tag = std::atomic_ref(p[-1]).load(std::memory_order_relaxed);
         if (tag != kIntCellTag) {
-          lk.store(cur, std::memory_order_release);  // unchanged: the old version stands
-          r.state.store(seq << 32, std::memory_order_release);
+          held.put_back(cur);
           not_an_int(op, word, tag);
         }
         std::atomic_ref<std::uint64_t> w(*p);
@@ -102,12 +133,11 @@ std::uint64_t atomic_op(TxHeap& txh, const char* op, Offset word, F f) {
         std::uint64_t c = t.clock.fetch_add(1);
         std::uint64_t v = std::max(version_of(cur) + 1, c + 1);
         if (v != c + 1) clock_advance(t, v);
-        // Release: the word before its new version.
-        lk.store(v << 1, std::memory_order_release);
-        r.state.store(seq << 32, std::memory_order_release);
+        held.release_at(v);
         return old;
       }
-      r.state.store(seq << 32, std::memory_order_release);
+      if (took == OpStripe::Took::irrevocable && n % 4096 == 4095)
+        txh.clear_stale_token();  // its holder may be dead
     }
     relax(n < 12 ? n : 12);
     if (n % 8192 == 8191) h.recover();
@@ -153,65 +183,39 @@ bool SnapshotOp::retry(unsigned n) {
 SnapshotOp::Result SnapshotOp::fetch_add(Offset word, std::int64_t delta, std::int64_t* old) {
   fault_point("tx.op.found");  // the lookup done, nothing taken
   const std::uint64_t s = stripe_of(word);
-  auto& lk = table_->stripes[s];
   auto* p = heap_->ptr<std::uint64_t>(word);
-  SlotRecord& r = table_->slots[slot_];
+  OpStripe held{*table_, slot_, seq_, s};
   // The word itself was not read by the lookup (unless its stripe was, which
   // the validation checks): its version may be above rv.
-  std::uint64_t cur = lk.load(std::memory_order_relaxed);
-  if (is_locked(cur)) {
-    locked_ = true;
-    newer_ = 0;
-    return Result::conflict;
-  }
-  // As atomic_op: the record names the stripe before it is taken (X2).
-  r.op_stripe.store(s, std::memory_order_relaxed);
-  r.op_old.store(cur, std::memory_order_relaxed);
-  ++seq_;                                                              // X7
-  r.state.store(seq_ << 32 | kTxAtomicOp, std::memory_order_release);  // X2 for one stripe
-  auto give_up = [&](Result why) {
-    lk.store(cur, std::memory_order_release);  // unchanged: the old version stands
-    r.state.store(seq_ << 32, std::memory_order_release);
-    return why;
-  };
-  // Seq_cst: our lock precedes our validation and clock loads in S (X8 c).
-  if (!lk.compare_exchange_strong(cur, locked_word(slot_), std::memory_order_seq_cst,
-                                  std::memory_order_relaxed)) {
-    r.state.store(seq_ << 32, std::memory_order_release);
-    locked_ = true;
+  const std::uint64_t cur = held.lk.load(std::memory_order_relaxed);
+  if (is_locked(cur) || held.take(cur) != OpStripe::Took::yes) {
+    locked_ = true;  // retry() waits (for the holder, or the irrevocable token)
     newer_ = 0;
     return Result::conflict;
   }
   fault_point("tx.op.locked");
-  // An irrevocable transaction (T2) must commit: as a commit does, yield to
-  // it (seq_cst, after our lock). We wait for its token in retry().
-  if (std::uint64_t tok = table_->irrevocable.load(); tok != 0 && tok != slot_ + 1u) {
-    locked_ = true;
-    newer_ = 0;
-    return give_up(Result::conflict);
-  }
   // SO2: the lookup still holds. Seq_cst loads: as a commit's validation.
   for (unsigned i = 0; i < n_; ++i) {
-    const bool own = stripes_[i] == s;
-    const std::uint64_t w = own ? cur : table_->stripes[stripes_[i]].load();
+    const std::uint64_t w = stripes_[i] == s ? cur : table_->stripes[stripes_[i]].load();
     if (is_locked(w) || version_of(w) > rv_) {
       locked_ = is_locked(w);
       newer_ = locked_ ? 0 : version_of(w);
-      return give_up(Result::conflict);
+      held.put_back(cur);
+      return Result::conflict;
     }
   }
   // V4: the cell's tag is written only with its payload, under this stripe.
-  if (std::atomic_ref(p[-1]).load(std::memory_order_relaxed) != kIntCellTag)
-    return give_up(Result::not_int);
+  if (std::atomic_ref(p[-1]).load(std::memory_order_relaxed) != kIntCellTag) {
+    held.put_back(cur);
+    return Result::not_int;
+  }
   std::atomic_ref<std::uint64_t> w(*p);
   const std::uint64_t before = w.load(std::memory_order_relaxed);  // we hold the stripe
   w.store(before + static_cast<std::uint64_t>(delta), std::memory_order_release);  // Tx::read
   fault_point("tx.op.stored");
   // GV5 (X8): a version above every snapshot that may have read the word,
   // as a commit takes it. Seq_cst: after our lock in S.
-  const std::uint64_t v = table_->clock.load() + 1;
-  lk.store(v << 1, std::memory_order_release);  // the word before its version
-  r.state.store(seq_ << 32, std::memory_order_release);
+  held.release_at(table_->clock.load() + 1);
   *old = static_cast<std::int64_t>(before);
   return Result::done;
 }
