@@ -152,30 +152,20 @@ std::uint64_t Tx::read_slow(Offset word) {
   const std::uint64_t s = stripe_of(word);
   auto& lk = table_->stripes[s];
   auto* p = heap_->ptr<std::uint64_t>(word);
-  // Seqlock read (T1). v1 acquire: pairs with the writer's release of the
-  // stripe, so the word is at least as new as v1. The word's load is acquire
-  // and every writer stores words with release after locking the stripe: if
-  // we read a word a writer stored, we also see its lock (or later) in v2,
-  // and the acquire keeps v2's load after the word's. So v1 == v2, unlocked,
-  // means no writer came between (no fence: free on x86, understood by TSan).
-  //   v1 is seq_cst, not just acquire, for X8 (c): it must follow our clock
-  // load in the single total order (the same plain load on x86).
   for (unsigned tries = 0;;) {
-    std::uint64_t v1 = lk.load();
-    std::uint64_t val = std::atomic_ref(*p).load(std::memory_order_acquire);
-    std::uint64_t v2 = lk.load(std::memory_order_relaxed);
-    if (!is_locked(v1) && v1 == v2 && version_of(v1) <= rv_) [[likely]] {
+    const StripeRead r = stripe_read(lk, p);  // T1 (tx.hpp)
+    if (r.at_or_before(rv_)) [[likely]] {
       reads_.push_back(static_cast<std::uint32_t>(s));  // T3
-      return val;
+      return r.val;
     }
-    if (is_locked(v1) || is_locked(v2)) {  // a commit in progress: wait for it
+    if (is_locked(r.v1) || is_locked(r.v2)) {  // a commit in progress: wait for it
       wait_unlocked(lk);
       continue;
     }
     // A commit came between the loads (read again), or the word is newer than
     // the snapshot but settled (move the snapshot forward, X8, and read
     // again); a failed extension, or too many, aborts.
-    if (++tries > kMaxExtensions || (v1 == v2 && !extend(version_of(v1)))) conflict();
+    if (++tries > kMaxExtensions || (r.v1 == r.v2 && !extend(version_of(r.v1)))) conflict();
   }
 }
 

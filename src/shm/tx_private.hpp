@@ -113,17 +113,12 @@ class SnapshotOp {
       return 0;
     }
     const std::uint64_t s = stripe_of(word);
-    auto& lk = table_->stripes[s];
-    auto* p = heap_->ptr<std::uint64_t>(word);
-    // Tx::read_slow's seqlock read and memory orders.
-    const std::uint64_t v1 = lk.load();
-    const std::uint64_t val = std::atomic_ref(*p).load(std::memory_order_acquire);
-    const std::uint64_t v2 = lk.load(std::memory_order_relaxed);
-    if (v1 == v2 && !is_locked(v1) && version_of(v1) <= rv_) [[likely]] {
+    const StripeRead r = stripe_read(table_->stripes[s], heap_->ptr<std::uint64_t>(word));
+    if (r.at_or_before(rv_)) [[likely]] {
       stripes_[n_++] = static_cast<std::uint32_t>(s);
-      return val;
+      return r.val;
     }
-    return fail_read(v1, v2);
+    return fail_read(r.v1, r.v2);
   }
   // SO1: a word of a block reached through a link this op read.
   std::uint64_t peek(Offset word) {

@@ -239,6 +239,32 @@ class TxHeap {
   std::unordered_map<std::thread::id, std::shared_ptr<TxCounters>> counters_;
 };
 
+namespace detail {
+// T1's seqlock read of one word under its stripe (Tx::read, Tx::read_slow,
+// SnapshotOp::read). v1 acquire: pairs with the writer's release of the
+// stripe, so the word is at least as new as v1. The word's load is acquire
+// and every writer stores words with release after locking the stripe: if
+// we read a word a writer stored, we also see its lock (or later) in v2, and
+// the acquire keeps v2's load after the word's. So v1 == v2, unlocked, means
+// no writer came between (no fence: free on x86, understood by TSan).
+//   v1 is seq_cst, not just acquire, for X8 (c): it must follow the reader's
+// clock load in the single total order (the same plain load on x86).
+struct StripeRead {
+  std::uint64_t v1, val, v2;
+  // The word's value at a version <= rv.
+  bool at_or_before(std::uint64_t rv) const {
+    return v1 == v2 && !is_locked(v1) && version_of(v1) <= rv;
+  }
+};
+inline StripeRead stripe_read(std::atomic<std::uint64_t>& lk, std::uint64_t* p) {
+  StripeRead r;
+  r.v1 = lk.load();
+  r.val = std::atomic_ref(*p).load(std::memory_order_acquire);
+  r.v2 = lk.load(std::memory_order_relaxed);
+  return r;
+}
+}  // namespace detail
+
 class Tx {
  public:
   // Reads a word (T1). Throws TxConflict when it cannot be placed at rv.
@@ -247,15 +273,11 @@ class Tx {
   std::uint64_t read(Offset word) {
     if (writes_.empty() && (word & 7) == 0 && word != null_offset) [[likely]] {
       const std::uint64_t s = detail::stripe_of(word);
-      auto& lk = table_->stripes[s];
-      auto* p = heap_->ptr<std::uint64_t>(word);
-      // The protocol and its memory orders are read_slow's (tx.cpp).
-      const std::uint64_t v1 = lk.load();
-      const std::uint64_t val = std::atomic_ref(*p).load(std::memory_order_acquire);
-      const std::uint64_t v2 = lk.load(std::memory_order_relaxed);
-      if (v1 == v2 && !detail::is_locked(v1) && detail::version_of(v1) <= rv_) [[likely]] {
+      const detail::StripeRead r =
+          detail::stripe_read(table_->stripes[s], heap_->ptr<std::uint64_t>(word));
+      if (r.at_or_before(rv_)) [[likely]] {
         reads_.push_back(static_cast<std::uint32_t>(s));  // T3
-        return val;
+        return r.val;
       }
     }
     return read_slow(word);
