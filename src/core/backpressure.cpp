@@ -50,6 +50,7 @@ struct Paused {
 struct Registry {
   Registry() { settings.mailbox_limit = g_default_limit.load(std::memory_order_relaxed); }
   using Entry = std::list<Paused>::iterator;
+  // Every field below is read and written under mu only.
   std::mutex mu;
   std::condition_variable cv;  // outside threads (kBlockedOn)
   // BP3: the paused behaviours, indexed by the cown each waits on and by
@@ -59,7 +60,7 @@ struct Registry {
   std::list<Paused> paused;
   std::unordered_map<Cown*, std::vector<Entry>> by_target;
   std::unordered_map<Cown*, Entry> by_held;
-  std::vector<std::pair<Cown*, unsigned>> blocked;  // outside threads per cown
+  std::unordered_map<Cown*, unsigned> blocked;  // outside threads waiting, per cown
   Backpressure settings;
 };
 
@@ -193,39 +194,20 @@ void admit(const BehaviourBase& b) {
     };
     if (set.outside == Overload::fail) refuse("");
     g_blocked.fetch_add(1, std::memory_order_relaxed);
-    auto it = std::find_if(r.blocked.begin(), r.blocked.end(),
-                           [&](const auto& e) { return e.first == c; });
-    if (it == r.blocked.end()) {
-      c->add_ref();  // alive while we wait on it
-      r.blocked.emplace_back(c, 1u);
-    } else {
-      ++it->second;
-    }
+    // c stays alive: the behaviour being admitted holds it (BP7).
+    ++r.blocked[c];
     c->flags.fetch_or(Cown::kBlockedOn);  // BP4: then the backlog, under r.mu
     const auto deadline = std::chrono::steady_clock::now() + set.block_for;
     const bool ok = r.cv.wait_until(lk, deadline, [&] { return c->backlog() <= low_mark(c); });
-    it = std::find_if(r.blocked.begin(), r.blocked.end(),
-                      [&](const auto& e) { return e.first == c; });
-    bool last = --it->second == 0;
-    if (last) {
+    if (--r.blocked[c] == 0) {
+      r.blocked.erase(c);
       c->flags.fetch_and(~Cown::kBlockedOn);
-      r.blocked.erase(it);
     }
-    if (!ok) {
-      if (last) {
-        lk.unlock();
-        c->release();
-        lk.lock();
-      }
+    if (!ok)
       refuse(fmt::format(" for {} ms (Overload::block's block_for): is it waiting for this "
                          "thread?",
                          set.block_for.count())
                  .c_str());
-    }
-    if (last) {
-      lk.unlock();
-      c->release();
-    }
   }
 }
 

@@ -154,11 +154,12 @@ std::int64_t Dict::add(Tx& tx, const Value& key, std::int64_t delta) const {
 std::int64_t Dict::increment(TxHeap& txh, const Value& key, std::int64_t delta) const {
   auto in_tx = [&] { return atomically(txh, [&](Tx& tx) { return add(tx, key, delta); }); };
   if (current_tx() || off_ == null_offset) return in_tx();  // joins it, or its error
-  const auto cell = encode_inline(key);
-  if (!cell) {
+  auto fall_back = [&] {
     increment_fallbacks().fetch_add(1, std::memory_order_relaxed);
-    return in_tx();  // its comparison decodes: a transaction's reads
-  }
+    return in_tx();
+  };
+  const auto cell = encode_inline(key);
+  if (!cell) return fall_back();  // its comparison decodes: a transaction's reads
   const std::uint64_t h = key.hash();
   SnapshotOp op(txh);
   for (unsigned n = 0; n < 64; ++n) {
@@ -197,8 +198,7 @@ std::int64_t Dict::increment(TxHeap& txh, const Value& key, std::int64_t delta) 
         break;
     }
   }
-  increment_fallbacks().fetch_add(1, std::memory_order_relaxed);
-  return in_tx();
+  return fall_back();
 }
 
 bool Dict::erase(Tx& tx, const Value& key) const {
