@@ -84,7 +84,8 @@ void relax(unsigned n);
 //       refusing them would make most ops on a busy word retry). On failure it releases the stripe
 //       unchanged and the attempt is retried. Then it checks the int tag
 //       (V4), adds, and releases with wv = clock + 1 (GV5, as a commit).
-// Not for use inside a transaction (Dict::increment runs add() there).
+// Not for use inside a transaction (Dict::increment runs add() there). A
+// SnapshotOp is a local of one call: only its thread touches its fields.
 // Dict::increment calls outside a transaction that ran add() in one instead
 // (an absent or long key, repeated conflicts), in this process: statistics
 // and tests (relaxed).
