@@ -7,8 +7,9 @@
 // (read(a)). An existing object is activated by moving it in (activate).
 //
 // Invariants:
-//   AC1. A T lives as long as any handle or scheduled behaviour refers to its
-//       cown (Cown::refs), and is destroyed exactly once, by the last one.
+//   AC1. A T lives as long as any handle refers to its cown or a behaviour
+//       is queued on it (Cown::refs, cown.hpp CW8), and is destroyed exactly
+//       once, by the last of them.
 //   AC2. The T is only reachable through when_args, which needs a WhenKey, and
 //       only the runtime makes WhenKeys, inside a running behaviour.
 //   AC3. Idle cost: sizeof(Cown) (64 bytes on 64-bit) + sizeof(T), one
@@ -179,6 +180,36 @@ template <class T>
 ReadOnly<T> read(Actor<T> a) {
   return ReadOnly<T>(std::move(a));
 }
+
+namespace detail {
+// How a behaviour that is scheduled within its when() call names an actor
+// exclusively (when.hpp WN7): the cown, without a counted reference. From
+// the swap of `last` until the behaviour passes the cown on, the queue
+// keeps it alive (cown.hpp CW8); before that, the caller's handle does.
+template <class T>
+class HeldActor {
+ public:
+  explicit HeldActor(const Actor<T>& a) noexcept : c_(a.cown()) {}
+  static constexpr std::size_t when_cown_count = 1;
+  template <class Sink>
+  void when_cowns(Sink& s) const {
+    if (!c_) throw Error(Errc::invalid_argument, "when() on an empty Actor handle (moved from?)");
+    s.add(c_, false);
+  }
+  template <class K>
+  void when_await(K&& k) const {
+    k();
+  }
+  void when_enter(const WhenKey&) const noexcept {}
+  std::tuple<T&> when_args(const WhenKey&) const noexcept {
+    return {static_cast<CownBox<T>*>(c_)->value};
+  }
+  void when_exit(const WhenKey&) const noexcept {}
+
+ private:
+  Cown* c_;
+};
+}  // namespace detail
 
 // A set of actors chosen at run time: the block receives std::span<T*>
 // (ActorSet), or std::span<const T*> for read-only access (ReadSet, from

@@ -40,6 +40,15 @@
 //       block, or get Error(overloaded) with nothing enqueued), and a
 //       behaviour that sent to an overloaded actor may pause between its
 //       block and finish(): WN2, WN3 and WN5 then happen when it resumes.
+//   WN7. A behaviour whose arguments are all actors, read(actor)s or actor
+//       vectors is scheduled before when() returns, while the caller's
+//       handles count; it keeps each actor it names exclusively as a
+//       HeldActor (actor.hpp), with no reference of its own: the cown's
+//       queue keeps it alive (cown.hpp CW8). A message to a busy actor then
+//       writes no reference count on either side. Read handles and actor
+//       vectors stay counted (a reader leaves the queue before it runs);
+//       so does every argument of a behaviour that awaits a promise or a
+//       sync object first.
 #pragma once
 
 #include <algorithm>
@@ -88,20 +97,38 @@ struct is_actor_vector<std::vector<Actor<T>>> : std::true_type {
   using element = T;
 };
 
+// WN7: arguments whose when_await runs its continuation at once.
+template <class D>
+struct awaits_nothing : is_actor_vector<D> {};
+template <class T>
+struct awaits_nothing<Actor<T>> : std::true_type {};
+template <class T>
+struct awaits_nothing<ReadOnly<T>> : std::true_type {};
+template <class T, bool R>
+struct awaits_nothing<BasicActorSet<T, R>> : std::true_type {};
+
+template <class D>
+struct is_actor : std::false_type {};
+template <class T>
+struct is_actor<Actor<T>> : std::true_type {};
+
 // Lifts what the user passed into a Whenable (a vector of actors becomes an
-// ActorSet; everything else is taken as it is).
-template <class W>
+// ActorSet; an actor of a behaviour scheduled at once, kHeld, a HeldActor
+// (WN7); everything else is taken as it is).
+template <bool kHeld = false, class W>
 auto as_whenable(W&& w) {
   using D = std::decay_t<W>;
   if constexpr (is_actor_vector<D>::value) {
     return ActorSet<typename is_actor_vector<D>::element>(std::forward<W>(w));
+  } else if constexpr (kHeld && is_actor<D>::value) {
+    return HeldActor<typename D::element_type>(w);
   } else {
     return D(std::forward<W>(w));
   }
 }
 
-template <class W>
-using whenable_t = decltype(as_whenable(std::declval<W>()));
+template <class W, bool kHeld = false>
+using whenable_t = decltype(as_whenable<kHeld>(std::declval<W>()));
 
 template <class W>
 using args_of = decltype(std::declval<W&>().when_args(std::declval<const WhenKey&>()));
@@ -321,16 +348,19 @@ auto when(Args&&... args) {
   return [&]<std::size_t... I>(std::index_sequence<I...>) {
     using F = std::decay_t<std::tuple_element_t<n, std::tuple<Args...>>>;
     using Tup = std::tuple<Args...>;
-    static_assert((Whenable<detail::whenable_t<std::tuple_element_t<I, Tup>>> && ...),
+    // WN7: scheduled before when() returns, so actors need not be counted.
+    constexpr bool kHeld =
+        (detail::awaits_nothing<std::decay_t<std::tuple_element_t<I, Tup>>>::value && ...);
+    static_assert((Whenable<detail::whenable_t<std::tuple_element_t<I, Tup>, kHeld>> && ...),
                   "every argument of when() but the last must be Whenable (actor, read(actor), "
                   "vector of actors, promise or sync object)");
     using R = typename detail::is_promise<
-        detail::when_result_t<F, detail::whenable_t<std::tuple_element_t<I, Tup>>...>>::inner;
+        detail::when_result_t<F, detail::whenable_t<std::tuple_element_t<I, Tup>, kHeld>...>>::inner;
     constexpr std::size_t N = detail::static_cown_count(
-        {detail::whenable_t<std::tuple_element_t<I, Tup>>::when_cown_count...});
-    using B = detail::Behaviour<N, R, F, detail::whenable_t<std::tuple_element_t<I, Tup>>...>;
+        {detail::whenable_t<std::tuple_element_t<I, Tup>, kHeld>::when_cown_count...});
+    using B = detail::Behaviour<N, R, F, detail::whenable_t<std::tuple_element_t<I, Tup>, kHeld>...>;
     auto* b = new B(std::forward<std::tuple_element_t<n, Tup>>(std::get<n>(all)),
-                    detail::as_whenable(std::forward<std::tuple_element_t<I, Tup>>(
+                    detail::as_whenable<kHeld>(std::forward<std::tuple_element_t<I, Tup>>(
                         std::get<I>(all)))...);
     try {
       detail::admit_if_bounded(*b);  // cown.hpp BP2: may block or throw

@@ -29,7 +29,8 @@ Request* wait_next(Request* s) noexcept {
 }
 
 // The request after `s` on its cown, or nullptr if `s` was last and the cown is
-// now free. After this returns, `s` is out of the queue (CW3).
+// now free; then the caller owes the queue's reference (CW8). After this
+// returns, `s` is out of the queue (CW3).
 Request* pass_on(Request* s) noexcept {
   Request* n = s->next.load(std::memory_order_acquire);  // see wait_next
   if (n) return n;
@@ -56,6 +57,9 @@ void grant(Request* s, bool from_writer) noexcept {
       // either in this thread (program order) or through `last` (acq_rel).
       c->rstate.fetch_add(2, std::memory_order_relaxed);
       Request* n = pass_on(s);
+      // CW8: the reader emptied the queue. Its read handle still counts, so
+      // this cannot be the last reference while it reads.
+      if (n == nullptr) c->release();
       s->behaviour->resolve_one();  // may run and free s's behaviour: s is dead now
       s = n;
       from_writer = false;
@@ -114,7 +118,41 @@ void BehaviourBase::resolve_one() {
   }
 }
 
+// One cown: phase 1 is the swap and the link, and nothing comes after it on
+// a later cown (CW1), so `enqueued` is set before the swap and the end of
+// phase 1 is not counted: the link (or the grant) is the last this thread
+// touches of the behaviour, and the thread that runs it takes its line
+// once, not back and forth.
+void BehaviourBase::schedule_one() {
+  Request* s = &requests[0];
+  s->behaviour = this;
+  s->next.store(nullptr, std::memory_order_relaxed);
+  Cown* c = s->cown;
+  s->counted = c->limit.load(std::memory_order_relaxed) != 0;  // BP1, as below
+  if (s->counted) [[unlikely]]
+    c->enq.fetch_add(1, std::memory_order_relaxed);
+  // relaxed: both published by the swap's release.
+  pending.store(1, std::memory_order_relaxed);
+  enqueued.store(true, std::memory_order_relaxed);
+  Request* prev = c->last.exchange(s, std::memory_order_seq_cst);
+  TROUPE_YIELD();
+  if (prev == nullptr) {
+    c->add_ref();  // CW8, as below
+    s->free_at_enqueue = true;
+    grant(s, /*from_writer=*/false);
+    return;
+  }
+  s->free_at_enqueue = false;
+  Spin spin;
+  while (!prev->behaviour->enqueued.load(std::memory_order_acquire)) {  // CW1, as below
+    spin.step();
+    TROUPE_YIELD();
+  }
+  prev->next.store(s, std::memory_order_release);  // CW2: from here `this` may run and be freed
+}
+
 void BehaviourBase::schedule() {
+  if (nrequests == 1) return schedule_one();
   // trace.hpp: a multi-actor behaviour's acquisition starts here.
   if (trace::on() && nrequests > 1) [[unlikely]]
     trace::async_begin("acquire", "acquire", this, trace::now_ns());
@@ -138,6 +176,9 @@ void BehaviourBase::schedule() {
     Request* prev = c->last.exchange(s, std::memory_order_seq_cst);
     TROUPE_YIELD();
     if (prev == nullptr) {
+      // CW8: the queue was empty; it holds the cown from now until it is
+      // empty again (relaxed: our caller's handle is a counted reference).
+      c->add_ref();
       s->free_at_enqueue = true;
       continue;
     }
@@ -176,8 +217,9 @@ void BehaviourBase::schedule() {
 }
 
 void BehaviourBase::release_cowns() {
-  // BP5: cowns whose waiters are woken after the loop (our closure keeps
-  // them alive until then, BP7); beyond eight, in a vector.
+  // BP5: cowns whose waiters are woken after the loop, each with a
+  // reference taken for it (a successor may empty the queue meanwhile,
+  // CW8); beyond eight, in a vector.
   Cown* to_wake[8];
   std::uint32_t n_wake = 0;
   std::vector<Cown*> more_to_wake;
@@ -188,6 +230,7 @@ void BehaviourBase::release_cowns() {
       // BP4: seq_cst RMW, then seq_cst load of flags.
       c->done.fetch_add(1);
       if (c->flags.load() & (Cown::kMutedOn | Cown::kBlockedOn)) [[unlikely]] {
+        c->add_ref();  // we hold the cown: a counted reference exists (CW8)
         if (n_wake < 8)
           to_wake[n_wake++] = c;
         else
@@ -209,10 +252,16 @@ void BehaviourBase::release_cowns() {
       continue;
     }
     TROUPE_YIELD();
-    if (Request* n = pass_on(s)) grant(n, /*from_writer=*/true);  // CW6
+    Request* n = pass_on(s);
+    s->emptied = n == nullptr;
+    if (n) grant(n, /*from_writer=*/true);  // CW6
   }
-  for (std::uint32_t i = 0; i < n_wake; ++i) drained(to_wake[i]);
-  for (Cown* c : more_to_wake) drained(c);
+  for (std::uint32_t i = 0; i < n_wake; ++i) drained(to_wake[i]), to_wake[i]->release();
+  for (Cown* c : more_to_wake) drained(c), c->release();
+  // CW8: the queues we emptied drop their references last, so that a T
+  // destroyed here runs its destructor after every cown was passed on.
+  for (std::uint32_t i = 0; i < nrequests; ++i)
+    if (requests[i].emptied && !requests[i].read) requests[i].cown->release();
 }
 
 }  // namespace troupe::detail

@@ -188,12 +188,13 @@ TEST(Actor, OneActorMessageFitsTwoCacheLines) {
   // two cache lines (the allocator adds no header): what a sender and the
   // worker that runs it move between their caches per message.
   auto f = [](Account&) {};
-  using B = detail::Behaviour<1, void, decltype(f), Actor<Account>>;
+  // What when(a, f) builds: the actor held without a reference (when.hpp WN7).
+  using B = detail::Behaviour<1, void, decltype(f), detail::HeldActor<Account>>;
   std::printf("bytes per one-actor message: %zu\n", sizeof(B));
   EXPECT_LE(sizeof(B), 2 * detail::kCacheLine);
   // A message with 8 bytes of captures still fits.
   auto g = [p = static_cast<long*>(nullptr)](Account&) { (void)p; };
-  EXPECT_LE(sizeof(detail::Behaviour<1, void, decltype(g), Actor<Account>>),
+  EXPECT_LE(sizeof(detail::Behaviour<1, void, decltype(g), detail::HeldActor<Account>>),
             2 * detail::kCacheLine);
   // Blocks are cache-line aligned (small_alloc.hpp SA5).
   auto a = make_actor<Account>();
@@ -203,6 +204,55 @@ TEST(Actor, OneActorMessageFitsTwoCacheLines) {
     detail::small_free(p, sizeof(B));
   }
   when(a, f).get();
+}
+
+namespace {
+// Counts its messages; when destroyed, records how many it had seen.
+struct Tracked {
+  std::atomic<int>* destroyed;
+  std::atomic<long>* seen_at_death;
+  long seen = 0;
+  Tracked(std::atomic<int>* d, std::atomic<long>* s) : destroyed(d), seen_at_death(s) {}
+  ~Tracked() {
+    seen_at_death->store(seen);
+    destroyed->fetch_add(1);
+  }
+};
+}  // namespace
+
+// cown.hpp CW8, actor.hpp AC1: behaviours hold no reference to an actor
+// they name (when.hpp WN7), so the queue keeps it alive. With every handle
+// dropped while messages are queued, from several threads at once, the
+// object lives until the last message ran and is destroyed exactly once,
+// after it (ASan sees a use after free otherwise).
+TEST(Actor, LivesUntilItsQueuedBehavioursRanWithNoHandleLeft) {
+  struct Sender {};
+  constexpr int kRounds = 200, kSenders = 4, kPer = 50;
+  std::vector<Actor<Sender>> senders;
+  for (int i = 0; i < kSenders; ++i) senders.push_back(make_actor<Sender>());
+  for (int round = 0; round < kRounds; ++round) {
+    std::atomic<int> destroyed{0};
+    std::atomic<long> seen_at_death{-1};
+    std::atomic<long> read_seen{0};
+    {
+      auto a = make_actor<Tracked>(&destroyed, &seen_at_death);
+      // Senders on pool threads send and drop their copies as they go.
+      for (auto& s : senders)
+        when(s, [a, &read_seen](Sender&) mutable {
+          for (int i = 0; i < kPer; ++i) when(a, [](Tracked& t) { ++t.seen; });
+          when(read(a), [&read_seen](const Tracked& t) { read_seen.fetch_add(t.seen >= 0); });
+          when(a, make_actor<Account>(), [](Tracked& t, Account&) { ++t.seen; });
+          a = Actor<Tracked>();
+        });
+      // A temporary named by a multi-actor when.
+      when(make_actor<Account>(), make_actor<Account>(),
+           [](Account& x, Account& y) { x.balance = 1, y.balance = 2; });
+    }  // this thread's handle goes while messages are queued
+    wait_idle();
+    ASSERT_EQ(destroyed.load(), 1) << "round " << round;
+    EXPECT_EQ(seen_at_death.load(), kSenders * (kPer + 1)) << "round " << round;
+    EXPECT_EQ(read_seen.load(), kSenders);
+  }
 }
 
 namespace {
@@ -258,7 +308,8 @@ TEST(Actor, GetOnABehaviourThatNeedsAHeldActorFailsInsteadOfHanging) {
     EXPECT_NE(std::string(e.what()).find("holds"), std::string::npos) << e.what();
   }
   // Waiting on a behaviour of another actor is fine, and `a` is free again.
-  auto ok = troupe::when(a, [&](int& x) { return x + troupe::when(b, [](int& y) { return y; }).get(); });
+  auto ok =
+      troupe::when(a, [&](int& x) { return x + troupe::when(b, [](int& y) { return y; }).get(); });
   EXPECT_EQ(ok.get(), 3);
   // Readers of one actor share it: a reader may wait for another reader.
   auto r = troupe::when(troupe::read(a), [&](const int& x) {
@@ -284,7 +335,8 @@ TEST(Actor, ReadOnlyOverARunTimeSet) {
   auto reader = [&](std::span<const long*>) {
     inside.fetch_add(1);
     auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
-    while (inside.load() < 2 && std::chrono::steady_clock::now() < deadline) std::this_thread::yield();
+    while (inside.load() < 2 && std::chrono::steady_clock::now() < deadline)
+      std::this_thread::yield();
     return inside.load();
   };
   auto r1 = troupe::when(troupe::read(accounts), reader);
@@ -298,5 +350,7 @@ TEST(Actor, ReadOnlyOverARunTimeSet) {
   }
   auto w = troupe::when(accounts, [](std::span<long*> xs) { *xs[0] += 100; });
   w.get();
-  EXPECT_EQ(troupe::when(troupe::read(accounts), [](std::span<const long*> xs) { return *xs[0]; }).get(), 100);
+  EXPECT_EQ(
+      troupe::when(troupe::read(accounts), [](std::span<const long*> xs) { return *xs[0]; }).get(),
+      100);
 }

@@ -19,7 +19,9 @@
 //   CW1. Cowns are always enqueued in ascending address order, and a behaviour
 //       never overtakes, on any later cown, a predecessor that is still in its
 //       phase 1. Hence the order of any two behaviours is the same on every
-//       cown they share, and no cycle of waits can form (no deadlock).
+//       cown they share, and no cycle of waits can form (no deadlock). A
+//       behaviour on one cown has no later cown: it sets `enqueued` before
+//       its swap and counts no end of phase 1 (schedule_one).
 //   CW2. A request's `next` is written once, by its successor, after the
 //       successor's swap of `last`; a request leaving the queue waits for that
 //       write if `last` no longer points at it.
@@ -41,6 +43,15 @@
 //       until it passes the cown on, CW3, which cannot happen while we hold
 //       it, so the walk reads live memory). One not yet linked (still in its
 //       phase 1, or awaiting a promise) is not seen.
+//   CW8. A non-empty queue keeps its cown alive: the request whose swap of
+//       `last` found null (the queue was empty) takes one reference, and the
+//       request that ends that stretch (pass_on's CAS of `last` back to
+//       null) drops it: a reader at once (its ReadOnly handle still counts),
+//       a writer after its release loop. So a behaviour need not count a
+//       reference per cown it holds, and under a stream of messages the
+//       count's line is not written at all (when.hpp WN7). The scheduling
+//       thread holds a counted handle while it swaps (when() is synchronous,
+//       or the behaviour keeps counted handles while it awaits).
 //   CW6. While a writer holds a cown, rstate == 0: it ran only at count 0
 //       (CW4), and a reader registers only once it holds the cown, which comes
 //       after the writer passed it on. So a writer handed the cown by a
@@ -120,7 +131,7 @@ struct Cown {
       nullptr};  // queue tail; swapped by enqueuers, CAS'd to null by leavers
   std::atomic<std::uint64_t> rstate{0};  // CW4: (readers << 1) | writer-waiting
   Request* waiting_writer = nullptr;     // CW4: written by the parked writer before it sets bit 0
-  std::atomic<std::uint32_t> refs{1};    // handles + behaviours holding it
+  std::atomic<std::uint32_t> refs{1};    // handles + 1 while the queue is non-empty (CW8)
   std::atomic<std::uint32_t> limit;      // BP1: 0 none; relaxed (a setting)
   sched::Scheduler* sched;               // where its behaviours run (nullptr: default); immutable
   Destroy destroy;                       // immutable
@@ -152,6 +163,7 @@ struct Request {
   bool free_at_enqueue = false;         // owner only, during scheduling: cown was free
   bool counted = false;                 // BP1: counted in cown->enq (owner only)
   bool held_paused = false;             // BP5: phase 1 met kHeldPaused here (owner only)
+  bool emptied = false;                 // CW8: a writer's pass_on emptied the queue (owner only)
 };
 
 struct BehaviourBase {
@@ -172,6 +184,7 @@ struct BehaviourBase {
   // Runs phase 1 and 2 (CW1). Requests must be filled (cown, read) by the caller;
   // sorting and de-duplication happen here.
   void schedule();
+  void schedule_one();  // schedule() for one cown
   // Called after the body ran: passes every cown on (writers) or signs out
   // (readers). The behaviour must not touch its requests afterwards. (Not
   // PromiseBase::release or Cown::release, which drop a reference.)
