@@ -119,21 +119,21 @@ void BehaviourBase::resolve_one() {
 }
 
 // One cown: phase 1 is the swap and the link, and nothing comes after it on
-// a later cown (CW1), so `enqueued` is set before the swap and the end of
+// a later cown (CW1), so the request is linkable before the swap and the end of
 // phase 1 is not counted: the link (or the grant) is the last this thread
 // touches of the behaviour, and the thread that runs it takes its line
 // once, not back and forth.
 void BehaviourBase::schedule_one() {
   Request* s = &requests[0];
+  Cown* c = s->cown;
   s->behaviour = this;
   s->next.store(nullptr, std::memory_order_relaxed);
-  Cown* c = s->cown;
   s->counted = c->limit.load(std::memory_order_relaxed) != 0;  // BP1, as below
   if (s->counted) [[unlikely]]
     c->enq.fetch_add(1, std::memory_order_relaxed);
   // relaxed: both published by the swap's release.
   pending.store(1, std::memory_order_relaxed);
-  enqueued.store(true, std::memory_order_relaxed);
+  s->linkable.store(true, std::memory_order_relaxed);
   Request* prev = c->last.exchange(s, std::memory_order_seq_cst);
   TROUPE_YIELD();
   if (prev == nullptr) {
@@ -144,7 +144,7 @@ void BehaviourBase::schedule_one() {
   }
   s->free_at_enqueue = false;
   Spin spin;
-  while (!prev->behaviour->enqueued.load(std::memory_order_acquire)) {  // CW1, as below
+  while (!prev->linkable.load(std::memory_order_acquire)) {  // CW1, as below
     spin.step();
     TROUPE_YIELD();
   }
@@ -164,6 +164,7 @@ void BehaviourBase::schedule() {
     Request* s = &requests[i];
     s->behaviour = this;
     s->next.store(nullptr, std::memory_order_relaxed);
+    s->linkable.store(false, std::memory_order_relaxed);
     Cown* c = s->cown;
     // BP1: counted while the cown is bounded (relaxed: a setting; the
     // count's own RMW is on the line the exchange below takes anyway).
@@ -186,9 +187,9 @@ void BehaviourBase::schedule() {
     // CW1: do not go on to later cowns before the predecessor has finished
     // its phase 1. It cannot be freed meanwhile (CW3): it cannot leave this
     // cown's queue before we link, and it cannot run before it is enqueued.
-    // acquire: pairs with the predecessor's release store of `enqueued`.
+    // acquire: pairs with the predecessor's release store of `linkable`.
     Spin spin;
-    while (!prev->behaviour->enqueued.load(std::memory_order_acquire)) {
+    while (!prev->linkable.load(std::memory_order_acquire)) {
       spin.step();
       TROUPE_YIELD();
     }
@@ -199,9 +200,10 @@ void BehaviourBase::schedule() {
     any_held_paused |= s->held_paused;
   }
   // release: successors waiting in their phase 1 may now link behind us.
-  enqueued.store(true, std::memory_order_release);
+  for (std::uint32_t i = 0; i < nrequests; ++i)
+    requests[i].linkable.store(true, std::memory_order_release);
   // BP5: resume the paused holders only now: their finish may schedule
-  // behaviours (continuations) that queue behind us and wait for `enqueued`.
+  // behaviours (continuations) that queue behind us and wait for `linkable`.
   // We cannot run before the resolve_one at the end.
   if (any_held_paused) [[unlikely]]
     for (std::uint32_t i = 0; i < nrequests; ++i)

@@ -11,7 +11,7 @@
 //   phase 1: in one global order of cowns (address order), swap our request into
 //            each cown's `last`; if there was a predecessor, wait until its
 //            behaviour has finished its own phase 1, then link behind it.
-//   phase 2: mark ourselves enqueued, then take the cowns that were free.
+//   phase 2: mark our requests linkable, then take the cowns that were free.
 // A behaviour is counted down once per cown it receives plus once for the end
 // of phase 1; the count reaching zero makes it runnable.
 //
@@ -20,14 +20,16 @@
 //       never overtakes, on any later cown, a predecessor that is still in its
 //       phase 1. Hence the order of any two behaviours is the same on every
 //       cown they share, and no cycle of waits can form (no deadlock). A
-//       behaviour on one cown has no later cown: it sets `enqueued` before
-//       its swap and counts no end of phase 1 (schedule_one).
+//       behaviour on one cown has no later cown: it marks its request
+//       linkable before its swap and counts no end of phase 1
+//       (schedule_one). The flag lies in the request, beside the `next` the
+//       successor writes, so linking touches one line of the predecessor.
 //   CW2. A request's `next` is written once, by its successor, after the
 //       successor's swap of `last`; a request leaving the queue waits for that
 //       write if `last` no longer points at it.
 //   CW3. A request stays in memory until it has passed its cown on, and a
 //       behaviour's memory outlives all its requests: the successor's link and
-//       its wait on `enqueued` never touch freed memory.
+//       its wait on `linkable` never touch freed memory.
 //   CW4. Writer exclusion: a writer runs only when rstate's reader count is 0;
 //       readers register (rstate += 2) before passing the cown on, so the
 //       writer behind them sees them. A writer that finds readers parks itself
@@ -96,7 +98,7 @@
 //       behaviours that do not block, or on behaviours queued on one cown,
 //       which do not wait on the target: every target drains, every pause
 //       ends. Resumes found during phase 1 (wanted) or a release (drained)
-//       run after it: after `enqueued` is set, after every cown is passed
+//       run after it: after `linkable` is set, after every cown is passed
 //       on (a resumed behaviour's continuations may schedule behaviours
 //       that queue behind ours).
 //   BP6. A paused behaviour is resumed exactly once (removed from the
@@ -159,6 +161,9 @@ struct Request {
   Cown* cown = nullptr;
   BehaviourBase* behaviour = nullptr;
   std::atomic<Request*> next{nullptr};  // CW2: written once by the successor
+  // CW1: its behaviour's phase 1 is done, a successor may link behind it;
+  // set once, by the scheduling thread.
+  std::atomic<bool> linkable{false};
   bool read = false;                    // read-only access
   bool free_at_enqueue = false;         // owner only, during scheduling: cown was free
   bool counted = false;                 // BP1: counted in cown->enq (owner only)
@@ -175,7 +180,6 @@ struct BehaviourBase {
   std::uint32_t nrequests = 0;            // written by the scheduling thread before phase 1
   Request* requests = nullptr;            // nrequests requests, sorted by cown, no duplicates
   sched::Scheduler* sched = nullptr;      // where to run
-  std::atomic<bool> enqueued{false};      // phase 1 done (CW1); set once, by the scheduling thread
   // Where the behaviour's own promise lies, as a byte offset from this base
   // (in the padding: the struct stays 48 bytes). Set by the constructor,
   // immutable; lets a waiter recognise a behaviour's promise (CW7).
