@@ -12,8 +12,10 @@
 //       once, by the last of them.
 //   AC2. The T is only reachable through when_args, which needs a WhenKey, and
 //       only the runtime makes WhenKeys, inside a running behaviour.
-//   AC3. Idle cost: sizeof(Cown) (64 bytes on 64-bit) + sizeof(T), one
-//       allocation per actor.
+//   AC3. Idle cost: sizeof(Cown) (64 bytes on 64-bit) + sizeof(T), rounded
+//       up to the small-object heap's size class (128 bytes for a T of up
+//       to 64), one cache-line-aligned allocation per actor: the cown's
+//       line and the T's never share a line.
 #pragma once
 
 #include <cstddef>
@@ -24,6 +26,7 @@
 #include <vector>
 
 #include "troupe/detail/cown.hpp"
+#include "troupe/detail/small_alloc.hpp"
 #include "troupe/error.hpp"
 
 namespace troupe {
@@ -32,8 +35,12 @@ namespace detail {
 template <std::size_t, class, class, class...>
 struct Behaviour;
 
+// From the small-object heap (small_alloc.hpp): a cache-line-aligned block
+// (SA5) of 64 bytes + sizeof(T) rounded up to the next size class, so the
+// cown's one line (the queue tail senders swap, the settings they read) and
+// the T the running behaviour writes never share a line (AC3).
 template <class T>
-struct CownBox final : Cown {
+struct CownBox final : Cown, SmallObject {
   template <class... A>
   explicit CownBox(sched::Scheduler* s, A&&... a)
       : Cown(s, [](Cown* c) { delete static_cast<CownBox*>(c); }), value(std::forward<A>(a)...) {}
