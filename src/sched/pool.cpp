@@ -5,6 +5,7 @@
 #include <climits>
 #include <cstdio>
 #include <cstdlib>
+#include <utility>
 
 #include "troupe/detail/platform.hpp"
 #include "troupe/detail/systematic.hpp"
@@ -168,8 +169,16 @@ void Pool::worker_main(Worker* self) {
   tl_worker = self;
   tl_pool = this;
   set_current(this);
+  // PL3: our search ended empty-handed, but the re-check found work. The
+  // producers of that work may have skipped their wake-up because we were
+  // searching, so when we take one item, more visible work gets a sleeper
+  // woken, as the last searcher's duty in find_work (without this, two
+  // items pushed while we searched ran one after the other, the second
+  // worker asleep throughout).
+  bool searched_late = false;
   for (;;) {
     if (Work* w = find_work(self)) {
+      if (std::exchange(searched_late, false) && any_work_visible()) sleep_.notify_one();
       self->counters.bump(self->counters.run);  // PL9
       w->run();
       continue;
@@ -177,6 +186,7 @@ void Pool::worker_main(Worker* self) {
     std::uint32_t key = sleep_.prepare();  // PL3: announce, then re-check
     if (any_work_visible()) {
       sleep_.cancel();
+      searched_late = true;
       continue;
     }
     if (stop_.load(std::memory_order_seq_cst)) {

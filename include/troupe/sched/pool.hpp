@@ -13,7 +13,11 @@
 //       of work that keeps re-spawning itself cannot starve older work.
 //   PL3. A worker sleeps only after announcing itself in sleep_ and finding
 //       every queue empty; every producer notifies sleep_ after publishing
-//       (EventCount PL1), so no work waits while a worker sleeps.
+//       (EventCount PL1), unless a worker is searching, so no work waits
+//       while a worker sleeps. A producer that skipped its notify relies on
+//       the searcher: a searcher that stops searching and takes one item
+//       (found in its search, or in its re-check before sleeping) wakes a
+//       sleeper if more work is visible.
 //   PL4. idle_ counts workers asleep with nothing to do (not those sleeping in
 //       help_until, which are still running a task). idle_ == threads and all
 //       queues empty means quiescent.
