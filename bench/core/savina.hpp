@@ -121,6 +121,11 @@ double threadring(const Sizes& s);
 double chameneos(const Sizes& s);
 double big(const Sizes& s);
 double banking(const Sizes& s, const std::vector<Transfer>& transfers);
+// One teller per thread, each sending its share of the transfers (every
+// threads-th), as the std::scoped_lock program's threads do; no reply per
+// transfer: an audit over every account, sent once the tellers are done,
+// queues behind all of them.
+double banking_tellers(const Sizes& s, const std::vector<Transfer>& transfers);
 double skynet(const Sizes& s);
 double fib(const Sizes& s);
 }  // namespace troupe_side

@@ -71,8 +71,7 @@ using bench::median;
                "bench_savina: %s\n"
                "usage: bench_savina [--runs N] [--case NAME[,NAME...]] [--quick] [--threads N]\n"
                "cases: pingpong counting fjthrput-bounded fjthrput fjcreate threadring chameneos big "
-               "banking "
-               "skynet fib\n",
+               "banking banking-tellers skynet fib\n",
                why);
   std::exit(2);
 }
@@ -126,6 +125,10 @@ int main(int argc, char** argv) {
        Side{"troupe", [&] { return troupe_side::banking(s, transfers); }, troupe_settle, {}},
        {Side{"CAF 0.17", [&] { return caf_side::banking(s, transfers); }, caf_settle, {}},
         Side{"std::scoped_lock", [&] { return lock_side::banking(s, transfers); }, nothing, {}}}});
+  cases.push_back(
+      {"banking-tellers",
+       Side{"troupe", [&] { return troupe_side::banking_tellers(s, transfers); }, troupe_settle, {}},
+       {Side{"std::scoped_lock", [&] { return lock_side::banking(s, transfers); }, nothing, {}}}});
   cases.push_back({"skynet", ours(troupe_side::skynet), {caf(caf_side::skynet)}});
   cases.push_back({"fib",
                    ours(troupe_side::fib),

@@ -394,6 +394,45 @@ double banking(const Sizes& s, const std::vector<Transfer>& transfers) {
   return ms;
 }
 
+double banking_tellers(const Sizes& s, const std::vector<Transfer>& transfers) {
+  Stopwatch sw;
+  std::vector<tr::Actor<bank::Account>> accounts;
+  for (std::int64_t i = 0; i < s.bank_accounts; ++i)
+    accounts.push_back(tr::make_actor<bank::Account>(bank::Account{s.bank_initial_balance, 0}));
+  const std::size_t t = s.threads;
+  std::vector<tr::Promise<void>> tellers;
+  for (std::size_t k = 0; k < t; ++k)
+    tellers.push_back(tr::when(tr::make_actor<bank::Teller>(), [&accounts, &transfers, k, t](bank::Teller&) {
+      for (std::size_t i = k; i < transfers.size(); i += t) {
+        const Transfer& x = transfers[i];
+        tr::when(accounts[x.src], accounts[x.dst],
+                 [amount = x.amount](bank::Account& a, bank::Account& b) {
+                   a.balance -= amount;
+                   b.balance += amount;
+                   ++a.transfers;
+                   ++b.transfers;
+                 });
+      }
+    }));
+  tr::when_all(std::move(tellers)).get();
+  // Every transfer is queued on its accounts now: the audit runs after them.
+  auto [total, count] = tr::when(accounts, [](std::span<bank::Account*> as) {
+                          std::int64_t sum = 0, c = 0;
+                          for (bank::Account* a : as) {
+                            sum += a->balance;
+                            c += a->transfers;
+                          }
+                          return std::pair{sum, c};
+                        }).get();
+  double ms = sw.ms();
+  SAVINA_CHECK(total == s.bank_initial_balance * s.bank_accounts,
+               "troupe banking-tellers: total {} not conserved", total);
+  SAVINA_CHECK(count == 2 * s.bank_transfers,
+               "troupe banking-tellers: {} account updates, expected {}", count,
+               2 * s.bank_transfers);
+  return ms;
+}
+
 // --- skynet: every actor makes 10 children and sums their replies; the 10^6
 // leaves reply with their number.
 namespace sky {
