@@ -78,8 +78,35 @@ class WhenKey {
 
 inline constexpr std::size_t kDynamicCowns = static_cast<std::size_t>(-1);
 
+namespace detail {
+// The `when` protocol (troupe/when.hpp) of one actor held exclusively, for
+// Actor<T> and HeldActor<T>: Self::box() is the actor's CownBox<T>, or
+// nullptr for an empty handle.
+template <class Self, class T>
+class ExclusiveWhenable {
+ public:
+  static constexpr std::size_t when_cown_count = 1;
+  template <class Sink>
+  void when_cowns(Sink& s) const {
+    if (!self().box())
+      throw Error(Errc::invalid_argument, "when() on an empty Actor handle (moved from?)");
+    s.add(self().box(), false);
+  }
+  template <class K>
+  void when_await(K&& k) const {
+    k();
+  }
+  void when_enter(const WhenKey&) const noexcept {}
+  std::tuple<T&> when_args(const WhenKey&) const noexcept { return {self().box()->value}; }
+  void when_exit(const WhenKey&) const noexcept {}
+
+ private:
+  const Self& self() const noexcept { return static_cast<const Self&>(*this); }
+};
+}  // namespace detail
+
 template <class T>
-class Actor {
+class Actor : public detail::ExclusiveWhenable<Actor<T>, T> {
  public:
   using element_type = T;
 
@@ -101,20 +128,7 @@ class Actor {
   // An identity usable as a map key; stable for the actor's life.
   const void* id() const noexcept { return c_; }
 
-  // --- the `when` protocol (troupe/when.hpp): one cown, exclusive ---
-  static constexpr std::size_t when_cown_count = 1;
-  template <class Sink>
-  void when_cowns(Sink& s) const {
-    if (!c_) throw Error(Errc::invalid_argument, "when() on an empty Actor handle (moved from?)");
-    s.add(c_, false);
-  }
-  template <class K>
-  void when_await(K&& k) const {
-    k();
-  }
-  void when_enter(const WhenKey&) const noexcept {}
-  std::tuple<T&> when_args(const WhenKey&) const noexcept { return {c_->value}; }
-  void when_exit(const WhenKey&) const noexcept {}
+  // The `when` protocol: one cown, exclusive (detail::ExclusiveWhenable).
 
   // troupe/backpressure.hpp: the number of behaviours queued on this actor
   // beyond which senders are slowed down (0: none). Starts at the process's
@@ -136,7 +150,9 @@ class Actor {
  private:
   template <class U, class... A>
   friend Actor<U> make_actor_on(sched::Scheduler* s, A&&... a);
+  friend class detail::ExclusiveWhenable<Actor, T>;
   explicit Actor(detail::CownBox<T>* c) noexcept : c_(c) {}
+  detail::CownBox<T>* box() const noexcept { return c_; }
   detail::CownBox<T>* c_ = nullptr;  // AC1
 };
 
@@ -194,27 +210,14 @@ namespace detail {
 // the swap of `last` until the behaviour passes the cown on, the queue
 // keeps it alive (cown.hpp CW8); before that, the caller's handle does.
 template <class T>
-class HeldActor {
+class HeldActor : public ExclusiveWhenable<HeldActor<T>, T> {
  public:
-  explicit HeldActor(const Actor<T>& a) noexcept : c_(a.cown()) {}
-  static constexpr std::size_t when_cown_count = 1;
-  template <class Sink>
-  void when_cowns(Sink& s) const {
-    if (!c_) throw Error(Errc::invalid_argument, "when() on an empty Actor handle (moved from?)");
-    s.add(c_, false);
-  }
-  template <class K>
-  void when_await(K&& k) const {
-    k();
-  }
-  void when_enter(const WhenKey&) const noexcept {}
-  std::tuple<T&> when_args(const WhenKey&) const noexcept {
-    return {static_cast<CownBox<T>*>(c_)->value};
-  }
-  void when_exit(const WhenKey&) const noexcept {}
+  explicit HeldActor(const Actor<T>& a) noexcept : c_(static_cast<CownBox<T>*>(a.cown())) {}
 
  private:
-  Cown* c_;
+  friend class ExclusiveWhenable<HeldActor, T>;
+  CownBox<T>* box() const noexcept { return c_; }
+  CownBox<T>* c_;
 };
 }  // namespace detail
 
