@@ -42,10 +42,12 @@
 //       block and finish(): WN2, WN3 and WN5 then happen when it resumes.
 //   WN7. A behaviour whose arguments are all actors, read(actor)s or actor
 //       vectors is scheduled before when() returns, while the caller's
-//       handles count; it keeps each actor it names exclusively as a
-//       HeldActor (actor.hpp), with no reference of its own: the cown's
-//       queue keeps it alive (cown.hpp CW8). A message to a busy actor then
-//       writes no reference count on either side. Read handles and actor
+//       handles count; it keeps each actor handle the caller keeps (an
+//       lvalue) and names exclusively as a HeldActor (actor.hpp), with no
+//       reference of its own: the cown's queue keeps it alive (cown.hpp
+//       CW8). A message to a busy actor then writes no reference count on
+//       either side. A handle passed with std::move is moved in (when()
+//       empties it, as before), and read handles and actor
 //       vectors stay counted (a reader leaves the queue before it runs);
 //       so does every argument of a behaviour that awaits a promise or a
 //       sync object first.
@@ -113,14 +115,15 @@ template <class T>
 struct is_actor<Actor<T>> : std::true_type {};
 
 // Lifts what the user passed into a Whenable (a vector of actors becomes an
-// ActorSet; an actor of a behaviour scheduled at once, kHeld, a HeldActor
-// (WN7); everything else is taken as it is).
+// ActorSet; an actor handle the caller keeps, of a behaviour scheduled at
+// once (kHeld), a HeldActor (WN7); everything else is taken as it is, so a
+// handle passed with std::move is moved into the behaviour).
 template <bool kHeld = false, class W>
 auto as_whenable(W&& w) {
   using D = std::decay_t<W>;
   if constexpr (is_actor_vector<D>::value) {
     return ActorSet<typename is_actor_vector<D>::element>(std::forward<W>(w));
-  } else if constexpr (kHeld && is_actor<D>::value) {
+  } else if constexpr (kHeld && is_actor<D>::value && std::is_lvalue_reference_v<W>) {
     return HeldActor<typename D::element_type>(w);
   } else {
     return D(std::forward<W>(w));

@@ -194,7 +194,7 @@ void admit(const BehaviourBase& b) {
     };
     if (set.outside == Overload::fail) refuse("");
     g_blocked.fetch_add(1, std::memory_order_relaxed);
-    // c stays alive: the behaviour being admitted holds it (BP7).
+    // c stays alive: when()'s caller holds a handle to it during admit.
     ++r.blocked[c];
     c->flags.fetch_or(Cown::kBlockedOn);  // BP4: then the backlog, under r.mu
     const auto deadline = std::chrono::steady_clock::now() + set.block_for;

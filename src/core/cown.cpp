@@ -186,7 +186,7 @@ void BehaviourBase::schedule() {
     s->free_at_enqueue = false;
     // CW1: do not go on to later cowns before the predecessor has finished
     // its phase 1. It cannot be freed meanwhile (CW3): it cannot leave this
-    // cown's queue before we link, and it cannot run before it is enqueued.
+    // cown's queue before we link, and it cannot run before it is linkable.
     // acquire: pairs with the predecessor's release store of `linkable`.
     Spin spin;
     while (!prev->linkable.load(std::memory_order_acquire)) {
@@ -232,11 +232,11 @@ void BehaviourBase::release_cowns() {
       // BP4: seq_cst RMW, then seq_cst load of flags.
       c->done.fetch_add(1);
       if (c->flags.load() & (Cown::kMutedOn | Cown::kBlockedOn)) [[unlikely]] {
-        c->add_ref();  // we hold the cown: a counted reference exists (CW8)
         if (n_wake < 8)
           to_wake[n_wake++] = c;
         else
-          more_to_wake.push_back(c);
+          more_to_wake.push_back(c);  // may throw: no reference taken yet
+        c->add_ref();  // we hold the cown: a counted reference exists (CW8)
       }
     }
     if (s->read) {
@@ -274,12 +274,15 @@ namespace troupe::detail {
 void refuse_wait_on_held(const BehaviourBase& running, const PromiseBase* p) {
   for (std::uint32_t i = 0; i < running.nrequests; ++i) {
     const Request& mine = running.requests[i];
+    // A reader passed its cown on when it got it (grant): what is linked
+    // behind it may have run and been freed, so it is not walked.
+    if (mine.read) continue;
     // Acquire: pairs with the successor's release of its link (CW2); its request
     // and behaviour were initialised before.
     for (Request* s = mine.next.load(std::memory_order_acquire); s;
          s = s->next.load(std::memory_order_acquire)) {
       const BehaviourBase* b = s->behaviour;
-      if (!b || (mine.read && s->read)) continue;  // readers share the cown
+      if (!b) continue;
       auto* theirs =
           reinterpret_cast<const PromiseBase*>(reinterpret_cast<const char*>(b) + b->promise_at);
       if (theirs == p)

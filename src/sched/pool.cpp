@@ -183,6 +183,7 @@ void Pool::worker_main(Worker* self) {
       w->run();
       continue;
     }
+    searched_late = false;
     std::uint32_t key = sleep_.prepare();  // PL3: announce, then re-check
     if (any_work_visible()) {
       sleep_.cancel();

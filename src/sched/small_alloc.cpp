@@ -94,9 +94,19 @@ Heap* adopt() {
   return h;
 }
 
+// SA7: the thread's heap, in a trivially destructible thread_local that
+// stays readable after ThreadHeap's destructor ran (objects destroyed later
+// at the thread's exit, e.g. a static Actor at the main thread's, still
+// free through it).
+thread_local Heap* tl_heap = nullptr;
+thread_local bool tl_heap_orphaned = false;
+
 struct ThreadHeap {
   Heap* heap = adopt();
+  ThreadHeap() { tl_heap = heap; }
   ~ThreadHeap() {
+    tl_heap = nullptr;
+    tl_heap_orphaned = true;
     std::lock_guard lock(g_mutex);
     heap->next_orphan = g_orphans;
     g_orphans = heap;  // SA3
@@ -104,8 +114,19 @@ struct ThreadHeap {
 };
 
 Heap* my_heap() {
-  thread_local ThreadHeap th;
-  return th.heap;
+  if (Heap* h = tl_heap) return h;
+  if (!tl_heap_orphaned) {
+    thread_local ThreadHeap th;
+    return th.heap;
+  }
+  // SA7: our heap is on the orphan list, where a new thread may adopt it:
+  // from now on this thread frees to it as a remote thread does, and takes
+  // new blocks from a heap of its own that is never orphaned.
+  std::lock_guard lock(g_mutex);
+  if (!g_all) g_all = new std::vector<Heap*>();
+  tl_heap = new Heap();
+  g_all->push_back(tl_heap);
+  return tl_heap;
 }
 
 }  // namespace

@@ -27,6 +27,18 @@ TEST(Actor, SingleWhenReturnsPromise) {
   EXPECT_EQ(when(a, [](Account& x) { return x.balance; }).get(), 0);
 }
 
+// when.hpp WN7: a handle the caller keeps is held without a count; one
+// passed with std::move is moved into the behaviour, as a move promises.
+TEST(Actor, AHandlePassedWithMoveIsMovedIn) {
+  auto a = make_actor<Account>();
+  auto kept = a;
+  auto p = when(std::move(a), [](Account& x) { return ++x.balance; });
+  EXPECT_FALSE(a);  // NOLINT(bugprone-use-after-move): the point of the test
+  EXPECT_EQ(p.get(), 1);
+  EXPECT_EQ(when(kept, [](Account& x) { return ++x.balance; }).get(), 2);
+  EXPECT_TRUE(kept);
+}
+
 TEST(Actor, EmptyHandleIsATypedError) {
   Actor<Account> empty;
   try {

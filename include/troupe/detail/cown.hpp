@@ -12,8 +12,9 @@
 //            each cown's `last`; if there was a predecessor, wait until its
 //            behaviour has finished its own phase 1, then link behind it.
 //   phase 2: mark our requests linkable, then take the cowns that were free.
-// A behaviour is counted down once per cown it receives plus once for the end
-// of phase 1; the count reaching zero makes it runnable.
+// A behaviour is counted down once per cown it receives plus, on several
+// cowns, once for the end of phase 1; the count reaching zero makes it
+// runnable.
 //
 // Invariants:
 //   CW1. Cowns are always enqueued in ascending address order, and a behaviour
@@ -40,18 +41,22 @@
 //   CW7. A behaviour whose block waits (get()) on the promise of a behaviour
 //       linked behind one of its requests (on a cown it holds, not both
 //       readers) would wait forever: that one runs only after this one
-//       releases. PromiseBase::wait checks the successors linked so far and
-//       throws Error(invalid_argument) instead (a successor's request lives
-//       until it passes the cown on, CW3, which cannot happen while we hold
-//       it, so the walk reads live memory). One not yet linked (still in its
-//       phase 1, or awaiting a promise) is not seen.
+//       releases. PromiseBase::wait checks the successors linked so far
+//       behind the cowns it holds as a writer and throws
+//       Error(invalid_argument) instead (a successor's request lives until it
+//       passes the cown on, CW3, which cannot happen while we hold it, so the
+//       walk reads live memory). Not seen: one not yet linked (still in its
+//       phase 1, or awaiting a promise), and any behind a cown held
+//       read-only (a reader passes its cown on when it gets it, so its
+//       successors may be gone).
 //   CW8. A non-empty queue keeps its cown alive: the request whose swap of
 //       `last` found null (the queue was empty) takes one reference, and the
 //       request that ends that stretch (pass_on's CAS of `last` back to
 //       null) drops it: a reader at once (its ReadOnly handle still counts),
 //       a writer after its release loop. So a behaviour need not count a
-//       reference per cown it holds, and under a stream of messages the
-//       count's line is not written at all (when.hpp WN7). The scheduling
+//       reference per cown it holds, and under a stream of messages nobody
+//       writes the count (when.hpp WN7); its line is still the one `last`
+//       is swapped on. The scheduling
 //       thread holds a counted handle while it swaps (when() is synchronous,
 //       or the behaviour keeps counted handles while it awaits).
 //   CW6. While a writer holds a cown, rstate == 0: it ran only at count 0
@@ -105,7 +110,7 @@
 //       registry under the mutex by the resumer), which then runs the rest
 //       of its run outside the mutex.
 //   BP7. A cown stays alive while it is a pause's target (the registry holds
-//       a reference) and while it is held (its behaviour's closure does).
+//       a reference) and while it is held (its queue is not empty, CW8).
 #pragma once
 
 #include <atomic>
@@ -176,7 +181,7 @@ struct BehaviourBase {
   // Packed into 48 bytes so that a one-actor behaviour with its request, promise
   // and an empty block fits two cache lines (troupe/when.hpp).
   sched::Work work;                       // what the scheduler runs once every cown is held
-  std::atomic<std::uint32_t> pending{0};  // cowns still to receive + 1 for phase 1
+  std::atomic<std::uint32_t> pending{0};  // cowns still to receive (+ 1 for phase 1 on several)
   std::uint32_t nrequests = 0;            // written by the scheduling thread before phase 1
   Request* requests = nullptr;            // nrequests requests, sorted by cown, no duplicates
   sched::Scheduler* sched = nullptr;      // where to run

@@ -29,6 +29,11 @@
 //   SA4. Under AddressSanitizer blocks come straight from ::operator new, so
 //       ASan still sees every use-after-free and overflow.
 //   SA5. Blocks are aligned to 64 bytes (a multiple of max_align_t).
+//   SA7. A thread whose heap was orphaned at its exit (SA3) but which still
+//       frees or allocates (a static object destroyed after the main
+//       thread's thread_locals) frees to that heap remotely and allocates
+//       from a fresh heap: it never touches the orphan's local lists, which
+//       the thread that adopts it owns.
 #pragma once
 
 #include <cstddef>

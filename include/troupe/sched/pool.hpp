@@ -15,9 +15,10 @@
 //       every queue empty; every producer notifies sleep_ after publishing
 //       (EventCount PL1), unless a worker is searching, so no work waits
 //       while a worker sleeps. A producer that skipped its notify relies on
-//       the searcher: a searcher that stops searching and takes one item
-//       (found in its search, or in its re-check before sleeping) wakes a
-//       sleeper if more work is visible.
+//       the searcher: the last searcher to stop, when it found an item, and
+//       a worker whose search found nothing but whose re-check before
+//       sleeping did, wake a sleeper once they took one item if more work is
+//       visible.
 //   PL4. idle_ counts workers asleep with nothing to do (not those sleeping in
 //       help_until, which are still running a task). idle_ == threads and all
 //       queues empty means quiescent.
