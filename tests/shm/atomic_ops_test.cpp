@@ -35,6 +35,13 @@ using troupe_tests::kSanitized;
 
 struct Boom {};
 
+// Nothing left behind: no stripe locked, no record busy, the heap sound.
+void expect_settled(TxHeap& l, Heap& h) {
+  EXPECT_EQ(l.stuck_locks(), 0u);
+  EXPECT_EQ(l.busy_records(), 0u);
+  EXPECT_TRUE(h.verify().empty());
+}
+
 TEST(ShmAtomicOps, InsideATransactionTheyArePartOfIt) {
   Heap h = make_heap();
   TxHeap& l = TxHeap::attach(h);
@@ -72,8 +79,7 @@ TEST(ShmAtomicOps, InsideATransactionTheyArePartOfIt) {
     EXPECT_EQ(d.get_int(tx, "n"), 7);
     EXPECT_EQ(d.get_int(tx, "m"), 1);
   });
-  EXPECT_EQ(l.stuck_locks(), 0u);
-  EXPECT_EQ(l.busy_records(), 0u);
+  expect_settled(l, h);
 }
 
 TEST(ShmAtomicOps, InsideATransactionOfAnotherHeapTheyThrow) {
@@ -131,9 +137,7 @@ TEST(ShmAtomicOps, OnlyIntValues) {
     EXPECT_EQ(d.get(tx, "real")->as_double(), 1.5);
     EXPECT_EQ(d.get(tx, "n")->as_string(), text);
   });
-  EXPECT_EQ(l.stuck_locks(), 0u);
-  EXPECT_EQ(l.busy_records(), 0u);
-  EXPECT_TRUE(h.verify().empty());
+  expect_settled(l, h);
 }
 
 TEST(ShmAtomicOps, DictIncrementAddsInsertsAndRefuses) {
@@ -181,9 +185,7 @@ TEST(ShmAtomicOps, DictIncrementAddsInsertsAndRefuses) {
     EXPECT_EQ(d.get_int(tx, long_key), 3);
     EXPECT_EQ(d.get(tx, "s")->as_string(), "text");
   });
-  EXPECT_EQ(l.stuck_locks(), 0u);
-  EXPECT_EQ(l.busy_records(), 0u);
-  EXPECT_TRUE(h.verify().empty());
+  expect_settled(l, h);
 }
 
 // Between its lookup and its lock (fault point tx.op.found) a transaction on
@@ -242,9 +244,7 @@ TEST(ShmAtomicOps, DictIncrementRevalidatesItsLookup) {
     EXPECT_EQ(d.get_int(tx, "other"), 0);
     EXPECT_EQ(d.get_int(tx, 199L), 199);
   });
-  EXPECT_EQ(l.stuck_locks(), 0u);
-  EXPECT_EQ(l.busy_records(), 0u);
-  EXPECT_TRUE(h.verify().empty());
+  expect_settled(l, h);
 }
 
 // Increments from two threads race a thread whose transactions erase an
@@ -311,9 +311,7 @@ TEST(ShmAtomicOps, DictIncrementRacesTransactionsThatMoveItsEntries) {
   const std::uint64_t fallbacks = troupe::shm::detail::increment_fallbacks().load() - fallbacks0;
   EXPECT_LT(fallbacks * 4, static_cast<std::uint64_t>(increments.load())) << fallbacks;
   EXPECT_EQ(sum, increments.load());
-  EXPECT_EQ(l.stuck_locks(), 0u);
-  EXPECT_EQ(l.busy_records(), 0u);
-  EXPECT_TRUE(h.verify().empty());
+  expect_settled(l, h);
 }
 
 // Increments through handles of dicts that another thread keeps freeing
@@ -386,9 +384,7 @@ TEST(ShmAtomicOps, DictIncrementOnFreedDictsNeverWritesElsewhere) {
               landed.load(), refused.load(), witnesses);
   EXPECT_EQ(nonzero, 0);
   EXPECT_GT(landed.load(), 0);
-  EXPECT_EQ(l.stuck_locks(), 0u);
-  EXPECT_EQ(l.busy_records(), 0u);
-  EXPECT_TRUE(h.verify().empty());
+  expect_settled(l, h);
 }
 
 // Transactions that add to the key two threads increment commit (they turn
@@ -422,8 +418,7 @@ TEST(ShmAtomicOps, DictIncrementYieldsToAnIrrevocableTransaction) {
   std::printf("  %ld ops, %ld transactions: %llu aborts, %llu irrevocable\n", ops.load(), txs,
               static_cast<unsigned long long>(st.aborts),
               static_cast<unsigned long long>(st.irrevocable));
-  EXPECT_EQ(l.stuck_locks(), 0u);
-  EXPECT_EQ(l.busy_records(), 0u);
+  expect_settled(l, h);
 }
 
 // kill -9 at the op's fault points (lock taken; word stored, lock held):
