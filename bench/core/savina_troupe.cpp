@@ -356,81 +356,75 @@ struct Account {
   std::int64_t transfers = 0;
 };
 struct Teller {};
-}  // namespace bank
+using Accounts = std::vector<tr::Actor<Account>>;
 
-double banking(const Sizes& s, const std::vector<Transfer>& transfers) {
-  Stopwatch sw;
-  std::vector<tr::Actor<bank::Account>> accounts;
+Accounts open(const Sizes& s) {
+  Accounts accounts;
   for (std::int64_t i = 0; i < s.bank_accounts; ++i)
-    accounts.push_back(tr::make_actor<bank::Account>(bank::Account{s.bank_initial_balance, 0}));
-  auto teller = tr::make_actor<bank::Teller>();
-  auto all = tr::when(teller, [accounts, &transfers](bank::Teller&) {
-    std::vector<tr::Promise<void>> replies;
-    replies.reserve(transfers.size());
-    for (const Transfer& t : transfers)
-      replies.push_back(tr::when(accounts[t.src], accounts[t.dst],
-                                 [amount = t.amount](bank::Account& a, bank::Account& b) {
-                                   a.balance -= amount;
-                                   b.balance += amount;
-                                   ++a.transfers;
-                                   ++b.transfers;
-                                 }));
-    return tr::when_all(std::move(replies));
-  });
-  all.get();  // flattened: done when every transfer is
-  double ms = sw.ms();
-  auto [total, count] = tr::when(accounts, [](std::span<bank::Account*> as) {
-                          std::int64_t t = 0, c = 0;
-                          for (bank::Account* a : as) {
-                            t += a->balance;
-                            c += a->transfers;
-                          }
-                          return std::pair{t, c};
-                        }).get();
-  SAVINA_CHECK(total == s.bank_initial_balance * s.bank_accounts,
-               "troupe banking: total {} not conserved", total);
-  SAVINA_CHECK(count == 2 * s.bank_transfers, "troupe banking: {} account updates, expected {}",
-               count, 2 * s.bank_transfers);
-  return ms;
+    accounts.push_back(tr::make_actor<Account>(Account{s.bank_initial_balance, 0}));
+  return accounts;
 }
 
-double banking_tellers(const Sizes& s, const std::vector<Transfer>& transfers) {
-  Stopwatch sw;
-  std::vector<tr::Actor<bank::Account>> accounts;
-  for (std::int64_t i = 0; i < s.bank_accounts; ++i)
-    accounts.push_back(tr::make_actor<bank::Account>(bank::Account{s.bank_initial_balance, 0}));
-  const std::size_t t = s.threads;
-  std::vector<tr::Promise<void>> tellers;
-  for (std::size_t k = 0; k < t; ++k)
-    tellers.push_back(tr::when(tr::make_actor<bank::Teller>(), [&accounts, &transfers, k, t](bank::Teller&) {
-      for (std::size_t i = k; i < transfers.size(); i += t) {
-        const Transfer& x = transfers[i];
-        tr::when(accounts[x.src], accounts[x.dst],
-                 [amount = x.amount](bank::Account& a, bank::Account& b) {
-                   a.balance -= amount;
-                   b.balance += amount;
-                   ++a.transfers;
-                   ++b.transfers;
-                 });
-      }
-    }));
-  tr::when_all(std::move(tellers)).get();
-  // Every transfer is queued on its accounts now: the audit runs after them.
-  auto [total, count] = tr::when(accounts, [](std::span<bank::Account*> as) {
+// One transfer: atomic over both accounts.
+tr::Promise<void> transfer(const Accounts& accounts, const Transfer& x) {
+  return tr::when(accounts[x.src], accounts[x.dst],
+                  [amount = x.amount](Account& a, Account& b) {
+                    a.balance -= amount;
+                    b.balance += amount;
+                    ++a.transfers;
+                    ++b.transfers;
+                  });
+}
+
+// The total balance and the number of account updates, read over every
+// account at once; checked against what `name`'s run must have left.
+void audit(const Sizes& s, const Accounts& accounts, const char* name) {
+  auto [total, count] = tr::when(accounts, [](std::span<Account*> as) {
                           std::int64_t sum = 0, c = 0;
-                          for (bank::Account* a : as) {
+                          for (Account* a : as) {
                             sum += a->balance;
                             c += a->transfers;
                           }
                           return std::pair{sum, c};
                         }).get();
+  SAVINA_CHECK(total == s.bank_initial_balance * s.bank_accounts, "troupe {}: total {} not conserved",
+               name, total);
+  SAVINA_CHECK(count == 2 * s.bank_transfers, "troupe {}: {} account updates, expected {}", name,
+               count, 2 * s.bank_transfers);
+}
+}  // namespace bank
+
+double banking(const Sizes& s, const std::vector<Transfer>& transfers) {
+  Stopwatch sw;
+  bank::Accounts accounts = bank::open(s);
+  auto teller = tr::make_actor<bank::Teller>();
+  auto all = tr::when(teller, [accounts, &transfers](bank::Teller&) {
+    std::vector<tr::Promise<void>> replies;
+    replies.reserve(transfers.size());
+    for (const Transfer& t : transfers) replies.push_back(bank::transfer(accounts, t));
+    return tr::when_all(std::move(replies));
+  });
+  all.get();  // flattened: done when every transfer is
   double ms = sw.ms();
-  SAVINA_CHECK(total == s.bank_initial_balance * s.bank_accounts,
-               "troupe banking-tellers: total {} not conserved", total);
-  SAVINA_CHECK(count == 2 * s.bank_transfers,
-               "troupe banking-tellers: {} account updates, expected {}", count,
-               2 * s.bank_transfers);
+  bank::audit(s, accounts, "banking");
   return ms;
+}
+
+double banking_tellers(const Sizes& s, const std::vector<Transfer>& transfers) {
+  Stopwatch sw;
+  bank::Accounts accounts = bank::open(s);
+  const std::size_t t = s.threads;
+  std::vector<tr::Promise<void>> tellers;
+  for (std::size_t k = 0; k < t; ++k)
+    tellers.push_back(
+        tr::when(tr::make_actor<bank::Teller>(), [&accounts, &transfers, k, t](bank::Teller&) {
+          for (std::size_t i = k; i < transfers.size(); i += t) bank::transfer(accounts, transfers[i]);
+        }));
+  tr::when_all(std::move(tellers)).get();
+  // Every transfer is queued on its accounts now: the audit runs after them
+  // (and is timed: it is how this program learns that they are done).
+  bank::audit(s, accounts, "banking-tellers");
+  return sw.ms();
 }
 
 // --- skynet: every actor makes 10 children and sums their replies; the 10^6
