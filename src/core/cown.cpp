@@ -138,11 +138,9 @@ void BehaviourBase::schedule_one() {
   TROUPE_YIELD();
   if (prev == nullptr) {
     c->add_ref();  // CW8, as below
-    s->free_at_enqueue = true;
     grant(s, /*from_writer=*/false);
     return;
   }
-  s->free_at_enqueue = false;
   Spin spin;
   while (!prev->linkable.load(std::memory_order_acquire)) {  // CW1, as below
     spin.step();
@@ -263,7 +261,7 @@ void BehaviourBase::release_cowns() {
   // CW8: the queues we emptied drop their references last, so that a T
   // destroyed here runs its destructor after every cown was passed on.
   for (std::uint32_t i = 0; i < nrequests; ++i)
-    if (requests[i].emptied && !requests[i].read) requests[i].cown->release();
+    if (requests[i].emptied) requests[i].cown->release();  // only writers set it
 }
 
 }  // namespace troupe::detail

@@ -170,7 +170,7 @@ struct Request {
   // set once, by the scheduling thread.
   std::atomic<bool> linkable{false};
   bool read = false;                    // read-only access
-  bool free_at_enqueue = false;         // owner only, during scheduling: cown was free
+  bool free_at_enqueue = false;         // owner only, during schedule() on several cowns: cown was free
   bool counted = false;                 // BP1: counted in cown->enq (owner only)
   bool held_paused = false;             // BP5: phase 1 met kHeldPaused here (owner only)
   bool emptied = false;                 // CW8: a writer's pass_on emptied the queue (owner only)
