@@ -1,7 +1,8 @@
-// src/sched/small_alloc.cpp: per-thread size-classed heaps with remote frees
-// (small_alloc.hpp, invariants SA1-SA5 there).
+// src/sched/small_alloc.cpp: per-thread size-classed heaps of bitmap chunks
+// with remote frees (small_alloc.hpp, invariants SA1-SA10 there).
 #include "troupe/detail/small_alloc.hpp"
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <cstdint>
@@ -9,6 +10,8 @@
 #include <mutex>
 #include <new>
 #include <vector>
+
+#include <sys/mman.h>
 
 #include "troupe/detail/platform.hpp"
 
@@ -24,12 +27,15 @@ void small_free(void* p, std::size_t) noexcept { ::operator delete(p); }
 namespace {
 
 constexpr std::size_t kChunk = 64 * 1024;
+// SA8: chunks are carved from 2 MiB regions the kernel may back with one
+// huge page, so a heap of tens of MB costs a few TLB entries, not thousands.
+constexpr std::size_t kRegion = 2 * 1024 * 1024;
 constexpr std::size_t kGrain = 64;  // SA5: every class is a multiple of a cache line
 constexpr std::array<std::uint32_t, 8> kClassSize = {64, 128, 192, 256, 384, 512, 768, 1024};
 constexpr std::size_t kClasses = kClassSize.size();
 constexpr std::size_t kMaxSmall = kClassSize[kClasses - 1];
+constexpr std::size_t kWords = kChunk / kGrain / 64;  // bitmap words for the smallest class
 
-// kClassOf[(size + kGrain - 1) / kGrain]: the smallest class that holds size.
 constexpr auto kClassOf = [] {
   std::array<std::uint8_t, kMaxSmall / kGrain + 1> t{};
   std::size_t cls = 0;
@@ -40,47 +46,168 @@ constexpr auto kClassOf = [] {
   return t;
 }();
 
-struct Block {
-  Block* next;
-};
-
 struct Heap;
-struct alignas(kCacheLine) ChunkHeader {  // SA1: written once, before any block is handed out
-  Heap* owner;
+
+// The first lines of a chunk; its blocks follow. Each group of fields has
+// the cache lines of the threads that write it (SA9).
+struct Chunk {
+  // Immutable once carved (SA1): read by every free.
+  alignas(kCacheLine) Heap* owner;
   std::uint32_t cls;
-};
-static_assert(sizeof(ChunkHeader) == kCacheLine);
+  std::uint32_t size;
+  std::uint32_t words;  // bitmap words in use
+  // Written by remote freers (SA9); next_pending also read by the owner after
+  // it took the chunk off its heap's pending stack.
+  alignas(kCacheLine) std::atomic<bool> pending{false};
+  Chunk* next_pending = nullptr;
+  alignas(kCacheLine) std::atomic<std::uint64_t> remote[kWords] = {};
+  // Owner only (SA2).
+  alignas(kCacheLine) std::uint64_t local[kWords] = {};
+  std::uint32_t cursor = 0;  // no local bit below this word
+  bool listed = true;        // current for its class, or on its avail list
+  Chunk* next_avail = nullptr;
 
-struct alignas(kCacheLine) Heap {
-  Block* local[kClasses] = {};                                    // owner only (SA2)
-  alignas(kCacheLine) std::atomic<Block*> remote[kClasses] = {};  // any thread (SA2)
-  std::vector<void*> chunks;                                      // owner only
-  Heap* next_orphan = nullptr;                                    // under g_mutex
+  char* blocks() noexcept { return reinterpret_cast<char*>(this) + sizeof(Chunk); }
 
-  Block* refill(std::size_t cls) {
-    // acquire: see the contents freeing threads wrote before their release push.
-    if (Block* b = remote[cls].exchange(nullptr, std::memory_order_acquire)) return b;
-    std::size_t size = kClassSize[cls];
-    char* chunk = static_cast<char*>(std::aligned_alloc(kChunk, kChunk));  // SA1
-    if (!chunk) throw std::bad_alloc();
-    chunks.push_back(chunk);
-    // Another thread reads the header only after it got one of these blocks,
-    // through a release/acquire chain (a queue, a promise): plain writes do.
-    ::new (chunk) ChunkHeader{this, static_cast<std::uint32_t>(cls)};
-    Block* head = nullptr;
-    std::size_t n = (kChunk - sizeof(ChunkHeader)) / size;
-    for (std::size_t i = n; i-- > 0;) {  // first block at the head: sequential use
-      auto* b = reinterpret_cast<Block*>(chunk + sizeof(ChunkHeader) + i * size);
-      b->next = head;
-      head = b;
+  void* take() noexcept {
+    for (std::uint32_t w = cursor; w < words; ++w) {
+      if (std::uint64_t bits = local[w]) {
+        local[w] = bits & (bits - 1);
+        cursor = w;
+        return blocks() + (w * 64 + static_cast<std::uint32_t>(__builtin_ctzll(bits))) * size;
+      }
     }
-    return head;
+    cursor = words;
+    return nullptr;
   }
 };
+static_assert(sizeof(Chunk) % kCacheLine == 0);
+
+struct alignas(kCacheLine) Heap {
+  Chunk* current[kClasses] = {};  // owner only (SA2): where allocation goes on
+  Chunk* avail[kClasses] = {};    // owner only: other chunks with local bits
+  char* region = nullptr;         // owner only: the rest of the newest region
+  std::size_t region_left = 0;
+  std::vector<void*> regions;  // owner only; keeps them reachable (SA3)
+  Heap* next_orphan = nullptr;  // under g_mutex
+  // Any thread (SA2, SA10): chunks whose remote bits the owner has not taken.
+  alignas(kCacheLine) std::atomic<Chunk*> pending[kClasses] = {};
+
+  void list(std::size_t cls, Chunk* c) noexcept {
+    c->listed = true;
+    c->next_avail = avail[cls];
+    avail[cls] = c;
+  }
+
+  // SA10: take each pending chunk's remote bits into its local ones.
+  bool collect(std::size_t cls) noexcept {
+    Chunk* c = pending[cls].exchange(nullptr, std::memory_order_acquire);
+    bool got = false;
+    while (c) {
+      Chunk* next = c->next_pending;  // before the flag: a freer may push c again after it
+      c->pending.store(false, std::memory_order_seq_cst);
+      bool any = false;
+      for (std::uint32_t w = 0; w < c->words; ++w) {
+        if (c->remote[w].load(std::memory_order_seq_cst) == 0) continue;
+        std::uint64_t bits = c->remote[w].exchange(0, std::memory_order_seq_cst);
+        c->local[w] |= bits;
+        if (w < c->cursor) c->cursor = w;
+        any = true;
+      }
+      if (any && !c->listed) list(cls, c);
+      got = got || any;
+      c = next;
+    }
+    return got;
+  }
+
+  Chunk* carve(std::size_t cls) {
+    if (region_left == 0) {
+      // Map twice the size and keep the aligned half (SA1 needs the chunks
+      // aligned to kChunk; a region aligned to its size can be a huge page).
+      void* m = ::mmap(nullptr, 2 * kRegion, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                       -1, 0);
+      if (m == MAP_FAILED) throw std::bad_alloc();
+      auto base = reinterpret_cast<std::uintptr_t>(m);
+      auto aligned = (base + kRegion - 1) & ~(kRegion - 1);
+      if (aligned > base) ::munmap(m, aligned - base);
+      if (std::size_t tail = base + 2 * kRegion - (aligned + kRegion))
+        ::munmap(reinterpret_cast<void*>(aligned + kRegion), tail);
+      region = reinterpret_cast<char*>(aligned);
+      ::madvise(region, kRegion, MADV_HUGEPAGE);  // a hint: no huge pages is fine
+      regions.push_back(region);
+      region_left = kRegion / kChunk;
+    }
+    auto* c = ::new (region) Chunk();
+    region += kChunk;
+    --region_left;
+    // Another thread reads the header only after it got one of these blocks,
+    // through a release/acquire chain (a queue, a promise): plain writes do.
+    c->owner = this;
+    c->cls = static_cast<std::uint32_t>(cls);
+    c->size = kClassSize[cls];
+    std::size_t n = (kChunk - sizeof(Chunk)) / c->size;
+    c->words = static_cast<std::uint32_t>((n + 63) / 64);
+    for (std::size_t w = 0; w < c->words; ++w) {
+      std::size_t in_word = std::min<std::size_t>(64, n - w * 64);
+      c->local[w] = in_word == 64 ? ~std::uint64_t{0} : (std::uint64_t{1} << in_word) - 1;
+    }
+    return c;
+  }
+
+  // The current chunk of `cls` is exhausted: go on in the next chunk with a
+  // free block, taking remote frees in before carving a new chunk.
+  void* alloc_slow(std::size_t cls) {
+    if (Chunk* c = current[cls]) c->listed = false;
+    current[cls] = nullptr;
+    for (;;) {
+      if (Chunk* c = avail[cls]) {
+        avail[cls] = c->next_avail;
+        current[cls] = c;
+        if (void* p = c->take()) return p;
+        c->listed = false;
+        current[cls] = nullptr;
+        continue;
+      }
+      if (collect(cls)) continue;
+      Chunk* c = carve(cls);
+      current[cls] = c;
+      return c->take();
+    }
+  }
+
+  void free_local(Chunk* c, std::size_t i) noexcept {
+    auto w = static_cast<std::uint32_t>(i / 64);
+    c->local[w] |= std::uint64_t{1} << (i % 64);
+    if (w < c->cursor) c->cursor = w;
+    if (!c->listed) list(c->cls, c);
+  }
+};
+
+// SA10: a freer sets the block's remote bit, then makes sure the chunk is on
+// its owner's pending stack: the one freer that raises `pending` pushes it.
+void free_remote(Chunk* c, std::size_t i) noexcept {
+  c->remote[i / 64].fetch_or(std::uint64_t{1} << (i % 64), std::memory_order_seq_cst);
+  if (c->pending.load(std::memory_order_seq_cst)) return;
+  if (c->pending.exchange(true, std::memory_order_seq_cst)) return;
+  std::atomic<Chunk*>& head = c->owner->pending[c->cls];
+  Chunk* h = head.load(std::memory_order_relaxed);
+  do {
+    c->next_pending = h;
+    // release: the owner that takes the stack sees next_pending.
+  } while (!head.compare_exchange_weak(h, c, std::memory_order_release, std::memory_order_relaxed));
+}
 
 std::mutex g_mutex;                   // guards g_orphans and g_all
 Heap* g_orphans = nullptr;            // heaps of exited threads (SA3)
 std::vector<Heap*>* g_all = nullptr;  // every heap ever made, kept reachable (SA3)
+
+Heap* new_heap_locked() {  // caller holds g_mutex
+  if (!g_all) g_all = new std::vector<Heap*>();
+  Heap* h = new Heap();
+  g_all->push_back(h);
+  return h;
+}
 
 Heap* adopt() {
   std::lock_guard lock(g_mutex);
@@ -88,10 +215,7 @@ Heap* adopt() {
     g_orphans = h->next_orphan;
     return h;
   }
-  if (!g_all) g_all = new std::vector<Heap*>();
-  Heap* h = new Heap();
-  g_all->push_back(h);
-  return h;
+  return new_heap_locked();
 }
 
 // SA7: the thread's heap, in a trivially destructible thread_local that
@@ -123,9 +247,7 @@ Heap* my_heap() {
   // from now on this thread frees to it as a remote thread does, and takes
   // new blocks from a heap of its own that is never orphaned.
   std::lock_guard lock(g_mutex);
-  if (!g_all) g_all = new std::vector<Heap*>();
-  tl_heap = new Heap();
-  g_all->push_back(tl_heap);
+  tl_heap = new_heap_locked();
   return tl_heap;
 }
 
@@ -135,10 +257,9 @@ void* small_alloc(std::size_t size) {
   if (size > kMaxSmall) return ::operator new(size);  // SA1
   std::size_t cls = kClassOf[(size + kGrain - 1) / kGrain];
   Heap* heap = my_heap();
-  Block* b = heap->local[cls];
-  if (!b) b = heap->refill(cls);
-  heap->local[cls] = b->next;
-  return b;
+  if (Chunk* c = heap->current[cls])
+    if (void* p = c->take()) return p;
+  return heap->alloc_slow(cls);
 }
 
 void small_free(void* p, std::size_t size) noexcept {
@@ -147,21 +268,12 @@ void small_free(void* p, std::size_t size) noexcept {
     ::operator delete(p);
     return;
   }
-  auto* chunk = reinterpret_cast<ChunkHeader*>(reinterpret_cast<std::uintptr_t>(p) & ~(kChunk - 1));
-  Heap* owner = chunk->owner;
-  std::uint32_t cls = chunk->cls;
-  auto* b = static_cast<Block*>(p);
-  if (owner == my_heap()) {
-    b->next = owner->local[cls];
-    owner->local[cls] = b;
-    return;
-  }
-  Block* head = owner->remote[cls].load(std::memory_order_relaxed);
-  do {
-    b->next = head;
-    // release: the owner that takes the list sees b->next and the block.
-  } while (!owner->remote[cls].compare_exchange_weak(head, b, std::memory_order_release,
-                                                     std::memory_order_relaxed));
+  auto* c = reinterpret_cast<Chunk*>(reinterpret_cast<std::uintptr_t>(p) & ~(kChunk - 1));
+  std::size_t i = static_cast<std::size_t>(static_cast<char*>(p) - c->blocks()) / c->size;
+  if (c->owner == my_heap())
+    c->owner->free_local(c, i);
+  else
+    free_remote(c, i);
 }
 
 #endif

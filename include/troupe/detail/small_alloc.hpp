@@ -1,19 +1,31 @@
 // troupe/detail/small_alloc.hpp: the allocator behind behaviours and tasks.
 //
-// Each thread owns a heap of size-classed free lists (64 B to 1 KiB blocks,
-// carved from 64 KiB chunks). A block freed by its owner goes back to the
-// owner's list with no atomic operation; a block freed by another thread is
-// pushed onto the owner's lock-free remote list (Treiber push; the owner takes
-// the whole list with one exchange, so there is no ABA), the scheme of
-// mimalloc's thread-free lists and snmalloc's message passing. This replaces
-// glibc's arena lock, which a sender allocating and a worker freeing contend
-// on in every message-heavy program.
+// Each thread owns a heap of size classes (64 B to 1 KiB blocks, carved from
+// 64 KiB chunks, carved from 2 MiB regions). A chunk keeps its free blocks as
+// bitmaps, not as lists threaded through the blocks: a block freed by its
+// owner sets a bit in the chunk's local bitmap, with no atomic operation; a
+// block freed by another thread sets a bit in the chunk's remote bitmap (one
+// atomic OR), and the first such free since the owner last looked pushes the
+// chunk onto the owner's pending stack, where the owner takes the bits back
+// when its chunks run dry (the scheme of mimalloc's per-page thread-free
+// lists, with bitmaps as in snmalloc's and Go's span allocators). This
+// replaces glibc's arena lock, which a sender allocating and a worker freeing
+// contend on in every message-heavy program.
 //
-// Blocks carry no header: as in mimalloc's segments, a chunk is aligned to its
-// size and opens with the owner heap and the size class of all its blocks, so
-// a one-actor behaviour of 120 bytes takes two cache lines, not three. The
-// caller passes the size back to small_free (class-specific sized delete),
-// which tells a small block from a large one.
+// Why bitmaps: a sender that allocates one behaviour per message takes
+// blocks that the workers freed. A free list threaded through the blocks
+// makes each allocation read the link the freeing core just wrote (a cache
+// miss on the critical path, 55 % of such a sender's time), and hands blocks
+// out in the scrambled order they were freed in, so a heap of tens of MB
+// costs a TLB miss per message and slows down the longer it runs. With
+// bitmaps an allocation reads only its own chunk's header and hands blocks
+// out in address order, one chunk at a time.
+//
+// Blocks carry no header: a chunk is aligned to its size and opens with the
+// owner heap and the size class of all its blocks, so a one-actor behaviour
+// of 120 bytes takes two cache lines, not three. The caller passes the size
+// back to small_free (class-specific sized delete), which tells a small
+// block from a large one.
 //
 // Invariants:
 //   SA1. A block of a size class lies in a kChunk-aligned chunk whose first
@@ -21,19 +33,34 @@
 //       larger than the largest class comes from ::operator new and is given
 //       back to ::operator delete; small_free tells them apart by the size,
 //       which must be the size passed to small_alloc.
-//   SA2. local[] is touched only by the owner thread; remote[] by any thread
-//       through atomics only.
+//   SA2. A heap's current/avail lists and a chunk's local bitmap, cursor and
+//       avail link are touched only by the owner thread; a chunk's remote
+//       bitmap, pending flag and the heap's pending stacks through atomics.
 //   SA3. Heaps are never destroyed: a thread that exits leaves its heap on an
 //       orphan list for the next new thread, so frees that arrive later (from
 //       blocks still in flight) always find it, and the chunks stay reachable.
 //   SA4. Under AddressSanitizer blocks come straight from ::operator new, so
 //       ASan still sees every use-after-free and overflow.
 //   SA5. Blocks are aligned to 64 bytes (a multiple of max_align_t).
+//   SA6. A block is free iff its bit is set in exactly one of its chunk's
+//       bitmaps (local: the owner may hand it out; remote: freed elsewhere,
+//       not yet taken back); a live block has neither bit set.
 //   SA7. A thread whose heap was orphaned at its exit (SA3) but which still
 //       frees or allocates (a static object destroyed after the main
 //       thread's thread_locals) frees to that heap remotely and allocates
-//       from a fresh heap: it never touches the orphan's local lists, which
+//       from a fresh heap: it never touches the orphan's local state, which
 //       the thread that adopts it owns.
+//   SA8. Regions are 2 MiB aligned and advised as huge pages (a hint).
+//   SA9. A chunk's header keeps apart the cache lines each side writes: the
+//       immutable line every free reads, the freers' flag and remote
+//       bitmap, and the owner's local bitmap.
+//   SA10. No remote free is lost: a freer ORs its bit (seq_cst), then reads
+//       `pending`; the owner clears `pending` (seq_cst), then exchanges the
+//       remote words. Either the owner's exchange sees the bit, or the
+//       freer sees `pending` false, raises it and pushes the chunk again.
+//       A chunk is on its heap's pending stack at most once: only the freer
+//       that raises `pending` pushes it, and only the owner, after taking
+//       the stack, lowers it.
 #pragma once
 
 #include <cstddef>
