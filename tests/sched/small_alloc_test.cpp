@@ -7,6 +7,8 @@
 // Each block is filled with a tag of its owner and serial number across its
 // whole size and checked at its free: two live blocks that overlapped, or a
 // block handed out twice, would break a tag.
+#include "troupe/detail/small_alloc.hpp"
+
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -21,15 +23,13 @@
 #include <thread>
 #include <vector>
 
-#include "troupe/detail/small_alloc.hpp"
-
 using troupe::detail::small_alloc;
 using troupe::detail::small_free;
 
 namespace {
 
 constexpr std::uintptr_t kChunkMask = 64 * 1024 - 1;
-constexpr std::size_t kSizes[] = {1, 8, 63, 64, 65, 120, 128, 129, 192, 200,
+constexpr std::size_t kSizes[] = {1,   8,   63,  64,  65,  120, 128, 129,  192, 200,
                                   256, 300, 384, 500, 512, 700, 768, 1000, 1024};
 
 void fill(void* p, std::size_t size, std::uint64_t tag) {
@@ -166,7 +166,7 @@ TEST(SmallAlloc, AllToAllFreesKeepEveryBlockWhole) {
   for (int t = 0; t < kThreads; ++t)
     threads.emplace_back([&, t] {
       std::mt19937_64 rng(static_cast<std::uint64_t>(t) + 1);
-      std::vector<Item> mine;  // blocks this thread keeps a while, then frees itself
+      std::vector<Item> mine;   // blocks this thread keeps a while, then frees itself
       std::thread reader([&] {  // checks and frees what others sent thread t
         Item it;
         while (inbox[static_cast<std::size_t>(t)]->pop(it)) {
