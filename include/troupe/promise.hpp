@@ -34,6 +34,12 @@
 //       wake-up it armed has run: ready() turns true before the publisher
 //       runs the continuations, and that one names the waiter's frame and
 //       its scheduler (a LoopScheduler may live on the waiter's stack).
+//   PR6. when_all over a vector keeps one continuation attached, on the
+//       first promise not yet fulfilled (`at`): every promise before `at`
+//       is fulfilled, so it is fulfilled once `at` reaches the end, with no
+//       counter that the fulfilling threads share. A continuation node is
+//       on one promise's list at a time: it is attached again only after
+//       it fired (the fulfiller read its `next` first) or was refused.
 #pragma once
 
 #include <atomic>
@@ -157,16 +163,19 @@ class PromiseBase {
 
   // Runs n once ready (PR2). n must be heap-allocated; fire frees it.
   void on_ready(ContNode* n) {
+    if (!on_ready_if_pending(n)) n->fire(n);
+  }
+  // Attaches n and returns true; or, if the promise is fulfilled already,
+  // returns false and leaves n to the caller (nothing fired).
+  bool on_ready_if_pending(ContNode* n) {
     ContNode* head = conts_.load(std::memory_order_acquire);
     do {
-      if (head == closed()) {
-        n->fire(n);
-        return;
-      }
+      if (head == closed()) return false;
       n->next = head;
       // release: publish n's contents to the fulfiller that takes the list.
     } while (!conts_.compare_exchange_weak(head, n, std::memory_order_acq_rel,
                                            std::memory_order_acquire));
+    return true;
   }
   template <class F>
   void then_do(F f) {
@@ -532,31 +541,44 @@ auto when_all(std::vector<Promise<T>> ps) {
       res.set_value(Out{});
     return std::move(out);
   }
-  struct Join {
+  // PR6: one continuation at a time, on the first promise not yet
+  // fulfilled; when it fires, the join skips every promise fulfilled
+  // meanwhile and waits on the next one. No counter shared by the threads
+  // that fulfil the promises (a counter decremented by each of them took a
+  // cache-line transfer per promise, half the time of 50 000 transfers
+  // joined this way), and no allocation per promise.
+  struct Join final : detail::ContNode {
     std::vector<Promise<T>> ps;
     Resolver<Out> res;
-    std::atomic<std::size_t> left{0};
-  };
-  auto join = std::make_shared<Join>();
-  join->ps = std::move(ps);
-  join->res = std::move(res);
-  join->left.store(join->ps.size(), std::memory_order_relaxed);
-  for (auto& p : join->ps) {
-    detail::state_of(p)->then_do([join] {
-      // acq_rel: the last arrival sees every other promise fulfilled.
-      if (join->left.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
-      for (auto& q : join->ps)
-        if (q.failed()) return join->res.set_exception(q.error());
+    std::size_t at = 0;  // every promise before it is fulfilled
+
+    static void step(ContNode* n) {
+      auto* j = static_cast<Join*>(n);
+      for (;;) {
+        while (j->at < j->ps.size() && j->ps[j->at].ready()) ++j->at;
+        if (j->at == j->ps.size()) return j->finish();
+        if (detail::state_of(j->ps[j->at])->on_ready_if_pending(j)) return;
+      }
+    }
+    void finish() {
+      std::unique_ptr<Join> self(this);
+      for (auto& q : ps)
+        if (q.failed()) return res.set_exception(q.error());
       if constexpr (std::is_void_v<T>) {
-        join->res.set_value();
+        res.set_value();
       } else {
         Out values;
-        values.reserve(join->ps.size());
-        for (auto& q : join->ps) values.push_back(detail::state_of(q)->value());
-        join->res.set_value(std::move(values));
+        values.reserve(ps.size());
+        for (auto& q : ps) values.push_back(detail::state_of(q)->value());
+        res.set_value(std::move(values));
       }
-    });
-  }
+    }
+  };
+  auto* join = new Join();
+  join->fire = &Join::step;
+  join->ps = std::move(ps);
+  join->res = std::move(res);
+  Join::step(join);
   return std::move(out);
 }
 

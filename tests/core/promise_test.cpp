@@ -2,6 +2,10 @@
 // when_all / when_any, waiting from outside and inside the pool.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <random>
+#include <stdexcept>
+#include <string>
 #include <thread>
 
 #include "troupe/troupe.hpp"
@@ -112,6 +116,71 @@ TEST(Promise, WhenAllAndWhenAny) {
   er.set_exception(std::make_exception_ptr(std::runtime_error("one failed")));
   EXPECT_THROW(all_err.get(), std::runtime_error);
   EXPECT_TRUE(when_all(std::vector<Promise<int>>{}).get().empty());
+}
+
+// PR6: when_all over promises fulfilled by several threads in a scrambled
+// order, some before the join is made, some while it walks them: the
+// values arrive in the promises' order, the join fulfils only after the last
+// one, and an error anywhere wins over the values (the first by index).
+TEST(Promise, WhenAllOverPromisesFulfilledByManyThreadsInAnyOrder) {
+  constexpr int kN = 20000, kThreads = 3;
+  for (int round = 0; round < 6; ++round) {
+    std::vector<Promise<int>> ps;
+    std::vector<Resolver<int>> rs;
+    for (int i = 0; i < kN; ++i) {
+      auto [p, r] = make_promise<int>();
+      ps.push_back(p);
+      rs.push_back(std::move(r));
+    }
+    std::vector<int> order(kN);
+    for (int i = 0; i < kN; ++i) order[static_cast<std::size_t>(i)] = i;
+    std::mt19937 rng(static_cast<unsigned>(round));
+    std::shuffle(order.begin(), order.end(), rng);
+    const bool with_errors = round % 2 == 1;
+    auto fulfil = [&](int i) {
+      auto& r = rs[static_cast<std::size_t>(i)];
+      if (with_errors && i % 5000 == 1234)
+        r.set_exception(std::make_exception_ptr(std::runtime_error(std::to_string(i))));
+      else
+        r.set_value(i * 3);
+    };
+    // A tenth before the join exists.
+    for (int k = 0; k < kN / 10; ++k) fulfil(order[static_cast<std::size_t>(k)]);
+    auto all = when_all(ps);
+    std::vector<std::thread> ts;
+    for (int t = 0; t < kThreads; ++t)
+      ts.emplace_back([&, t] {
+        for (int k = kN / 10 + t; k < kN - 1; k += kThreads)
+          fulfil(order[static_cast<std::size_t>(k)]);
+      });
+    for (auto& t : ts) t.join();
+    EXPECT_FALSE(all.ready());  // one promise is still open
+    fulfil(order[kN - 1]);
+    if (with_errors) {
+      try {
+        all.get();
+        ADD_FAILURE() << "no error";
+      } catch (const std::runtime_error& e) {
+        EXPECT_STREQ(e.what(), "1234");  // the first failed promise by index
+      }
+    } else {
+      std::vector<int> got = all.get();
+      ASSERT_EQ(got.size(), static_cast<std::size_t>(kN));
+      for (int i = 0; i < kN; ++i) ASSERT_EQ(got[static_cast<std::size_t>(i)], i * 3);
+    }
+  }
+  // Void promises from behaviours on many actors, joined inside a behaviour.
+  std::vector<Actor<long>> actors;
+  for (int i = 0; i < 50; ++i) actors.push_back(make_actor<long>(0));
+  auto driver = make_actor<int>(0);
+  auto joined = when(driver, [&actors](int&) {
+    std::vector<Promise<void>> ps;
+    for (int k = 0; k < 10000; ++k)
+      ps.push_back(when(actors[static_cast<std::size_t>(k % 50)], [](long& x) { ++x; }));
+    return when_all(std::move(ps));
+  });
+  joined.get();
+  for (auto& a : actors) EXPECT_EQ(when(a, [](long& x) { return x; }).get(), 200);
 }
 
 TEST(Promise, GetInsideWorkerHelps) {
