@@ -533,6 +533,10 @@ void run_task(F f) {
 template <class T>
 auto when_all(std::vector<Promise<T>> ps) {
   using Out = std::conditional_t<std::is_void_v<T>, void, std::vector<T>>;
+  for (const Promise<T>& p : ps)
+    if (!p.valid())
+      throw Error(Errc::invalid_argument,
+                  "when_all on an empty Promise (default-constructed or moved from)");
   auto [out, res] = make_promise<Out>();
   if (ps.empty()) {
     if constexpr (std::is_void_v<T>)
@@ -560,17 +564,23 @@ auto when_all(std::vector<Promise<T>> ps) {
         if (detail::state_of(j->ps[j->at])->on_ready_if_pending(j)) return;
       }
     }
-    void finish() {
+    // Runs inside the publish of the promise that fired it: nothing may
+    // escape (a copy of a value that throws fails the join instead).
+    void finish() noexcept {
       std::unique_ptr<Join> self(this);
       for (auto& q : ps)
         if (q.failed()) return res.set_exception(q.error());
       if constexpr (std::is_void_v<T>) {
         res.set_value();
       } else {
-        Out values;
-        values.reserve(ps.size());
-        for (auto& q : ps) values.push_back(detail::state_of(q)->value());
-        res.set_value(std::move(values));
+        try {
+          Out values;
+          values.reserve(ps.size());
+          for (auto& q : ps) values.push_back(detail::state_of(q)->value());
+          res.set_value(std::move(values));
+        } catch (...) {
+          res.set_exception(std::current_exception());
+        }
       }
     }
   };

@@ -56,8 +56,9 @@ struct Chunk {
   std::uint32_t cls;
   std::uint32_t size;
   std::uint32_t words;  // bitmap words in use
-  // Written by remote freers (SA9); next_pending also read by the owner after
-  // it took the chunk off its heap's pending stack.
+  // The freers' line (SA9): `pending` is raised by a freer and lowered by the
+  // owner; next_pending is written by the freer that raised it and read by
+  // the owner after it took the chunk off its heap's pending stack (SA10).
   alignas(kCacheLine) std::atomic<bool> pending{false};
   Chunk* next_pending = nullptr;
   alignas(kCacheLine) std::atomic<std::uint64_t> remote[kWords] = {};
@@ -81,14 +82,41 @@ struct Chunk {
     return nullptr;
   }
 };
-static_assert(sizeof(Chunk) % kCacheLine == 0);
+static_assert(sizeof(Chunk) % kGrain == 0, "blocks start 64-byte aligned (SA5)");
+
+// SA8: every heap takes its chunks from the same regions, so a thread that
+// allocates a few blocks costs a chunk per class it uses, not a region.
+std::mutex g_region_mutex;
+char* g_region = nullptr;  // the rest of the newest region, under g_region_mutex
+std::size_t g_region_left = 0;
+
+void* take_chunk() {
+  std::lock_guard lock(g_region_mutex);
+  if (g_region_left == 0) {
+    // Map twice the size and keep the 2 MiB-aligned window inside it (SA1
+    // needs the chunks aligned to kChunk; a region aligned to its size can
+    // be a huge page).
+    void* m =
+        ::mmap(nullptr, 2 * kRegion, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED) throw std::bad_alloc();
+    auto base = reinterpret_cast<std::uintptr_t>(m);
+    auto aligned = (base + kRegion - 1) & ~(kRegion - 1);
+    if (aligned > base) ::munmap(m, aligned - base);
+    if (std::size_t tail = base + 2 * kRegion - (aligned + kRegion))
+      ::munmap(reinterpret_cast<void*>(aligned + kRegion), tail);
+    g_region = reinterpret_cast<char*>(aligned);
+    ::madvise(g_region, kRegion, MADV_HUGEPAGE);  // a hint: no huge pages is fine
+    g_region_left = kRegion / kChunk;
+  }
+  void* chunk = g_region;
+  g_region += kChunk;
+  --g_region_left;
+  return chunk;
+}
 
 struct alignas(kCacheLine) Heap {
   Chunk* current[kClasses] = {};  // owner only (SA2): where allocation goes on
   Chunk* avail[kClasses] = {};    // owner only: other chunks with local bits
-  char* region = nullptr;         // owner only: the rest of the newest region
-  std::size_t region_left = 0;
-  std::vector<void*> regions;  // owner only; keeps them reachable (SA3)
   Heap* next_orphan = nullptr;  // under g_mutex
   // Any thread (SA2, SA10): chunks whose remote bits the owner has not taken.
   alignas(kCacheLine) std::atomic<Chunk*> pending[kClasses] = {};
@@ -122,25 +150,7 @@ struct alignas(kCacheLine) Heap {
   }
 
   Chunk* carve(std::size_t cls) {
-    if (region_left == 0) {
-      // Map twice the size and keep the aligned half (SA1 needs the chunks
-      // aligned to kChunk; a region aligned to its size can be a huge page).
-      void* m = ::mmap(nullptr, 2 * kRegion, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-                       -1, 0);
-      if (m == MAP_FAILED) throw std::bad_alloc();
-      auto base = reinterpret_cast<std::uintptr_t>(m);
-      auto aligned = (base + kRegion - 1) & ~(kRegion - 1);
-      if (aligned > base) ::munmap(m, aligned - base);
-      if (std::size_t tail = base + 2 * kRegion - (aligned + kRegion))
-        ::munmap(reinterpret_cast<void*>(aligned + kRegion), tail);
-      region = reinterpret_cast<char*>(aligned);
-      ::madvise(region, kRegion, MADV_HUGEPAGE);  // a hint: no huge pages is fine
-      regions.push_back(region);
-      region_left = kRegion / kChunk;
-    }
-    auto* c = ::new (region) Chunk();
-    region += kChunk;
-    --region_left;
+    auto* c = ::new (take_chunk()) Chunk();
     // Another thread reads the header only after it got one of these blocks,
     // through a release/acquire chain (a queue, a promise): plain writes do.
     c->owner = this;

@@ -116,6 +116,8 @@ TEST(Promise, WhenAllAndWhenAny) {
   er.set_exception(std::make_exception_ptr(std::runtime_error("one failed")));
   EXPECT_THROW(all_err.get(), std::runtime_error);
   EXPECT_TRUE(when_all(std::vector<Promise<int>>{}).get().empty());
+  // An empty handle among them is refused up front, with a typed error.
+  EXPECT_THROW(when_all(std::vector<Promise<int>>{ready_promise(1), Promise<int>{}}), Error);
 }
 
 // PR6: when_all over promises fulfilled by several threads in a scrambled

@@ -29,6 +29,13 @@ using troupe::detail::small_free;
 namespace {
 
 constexpr std::uintptr_t kChunkMask = 64 * 1024 - 1;
+// SA4: under AddressSanitizer blocks come from ::operator new (16-byte
+// aligned, quarantined when freed): only the checks of content run there.
+#if defined(__SANITIZE_ADDRESS__)
+constexpr bool kOwnBlocks = false;
+#else
+constexpr bool kOwnBlocks = true;
+#endif
 constexpr std::size_t kSizes[] = {1,   8,   63,  64,  65,  120, 128, 129,  192, 200,
                                   256, 300, 384, 500, 512, 700, 768, 1000, 1024};
 
@@ -92,7 +99,9 @@ TEST(SmallAlloc, BlocksOfEverySizeAreDistinctAlignedAndReusedAfterFree) {
     for (std::size_t i = 0; i < kN; ++i) {
       void* p = small_alloc(size);
       ASSERT_NE(p, nullptr);
-      ASSERT_EQ(reinterpret_cast<std::uintptr_t>(p) % 64, 0u) << size;  // SA5
+      if (kOwnBlocks) {
+        ASSERT_EQ(reinterpret_cast<std::uintptr_t>(p) % 64, 0u) << size;  // SA5
+      }
       fill(p, size, i);
       first.push_back(p);
     }
@@ -105,9 +114,12 @@ TEST(SmallAlloc, BlocksOfEverySizeAreDistinctAlignedAndReusedAfterFree) {
     // The same number again fits in the chunks just freed: nothing new carved.
     std::vector<void*> again;
     for (std::size_t i = 0; i < kN; ++i) again.push_back(small_alloc(size));
-    for (void* p : again)
-      EXPECT_TRUE(chunks.count(reinterpret_cast<std::uintptr_t>(p) & ~kChunkMask))
-          << "size " << size << " grew";
+    for (void* p : again) {
+      if (kOwnBlocks) {
+        EXPECT_TRUE(chunks.count(reinterpret_cast<std::uintptr_t>(p) & ~kChunkMask))
+            << "size " << size << " grew";
+      }
+    }
     for (void* p : again) small_free(p, size);
   }
   // Larger than the largest class: ::operator new and delete (SA1).
@@ -149,7 +161,9 @@ TEST(SmallAlloc, BlocksFreedByOtherThreadsReturnToTheirOwner) {
   // chunk being carved and those whose frees were not yet visible. 400 000
   // messages in 8 000 blocks means freed blocks were reused ~50 times over.
   std::printf("distinct blocks for %zu messages: %zu\n", kMessages, distinct.size());
-  EXPECT_LE(distinct.size(), 4 * kInFlight);
+  if (kOwnBlocks) {
+    EXPECT_LE(distinct.size(), 4 * kInFlight);
+  }
 }
 
 // Four threads allocate blocks of random sizes; each keeps a third a while
@@ -208,7 +222,7 @@ TEST(SmallAlloc, AllToAllFreesKeepEveryBlockWhole) {
   EXPECT_EQ(freed.load(), static_cast<std::uint64_t>(kThreads) * kPerThread);
 }
 
-// SA3/SA7: a thread exits with blocks of its heap still live; another thread
+// SA3: a thread exits with blocks of its heap still live; another thread
 // frees them (remote frees to an orphaned heap), and threads started later
 // adopt that heap and allocate from it: every block stays whole throughout.
 TEST(SmallAlloc, AnExitedThreadsBlocksAreFreedLaterAndItsHeapReused) {

@@ -35,7 +35,8 @@
 //       which must be the size passed to small_alloc.
 //   SA2. A heap's current/avail lists and a chunk's local bitmap, cursor and
 //       avail link are touched only by the owner thread; a chunk's remote
-//       bitmap, pending flag and the heap's pending stacks through atomics.
+//       bitmap, pending flag and the heap's pending stacks by any thread,
+//       through atomics; a chunk's next_pending only as SA10 says.
 //   SA3. Heaps are never destroyed: a thread that exits leaves its heap on an
 //       orphan list for the next new thread, so frees that arrive later (from
 //       blocks still in flight) always find it, and the chunks stay reachable.
@@ -51,6 +52,9 @@
 //       from a fresh heap: it never touches the orphan's local state, which
 //       the thread that adopts it owns.
 //   SA8. Regions are 2 MiB aligned and advised as huge pages (a hint).
+//       Every heap carves its chunks from the same region (a lock taken
+//       once per 64 KiB chunk), so a thread that allocates little costs a
+//       chunk per size class it uses, not a region.
 //   SA9. A chunk's header keeps apart the cache lines each side writes: the
 //       immutable line every free reads, the freers' flag and remote
 //       bitmap, and the owner's local bitmap.
