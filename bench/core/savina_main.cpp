@@ -110,9 +110,10 @@ int main(int argc, char** argv) {
   cases.push_back({"pingpong", ours(troupe_side::pingpong), {caf(caf_side::pingpong)}});
   cases.push_back({"counting", ours(troupe_side::counting), {caf(caf_side::counting)}});
   // troupe with bounded mailboxes, beside the same CAF program (which has
-  // none). Before the unbounded case: that one leaves its 6 M queued
-  // behaviours' chunks in the allocator's caches (SA3), which slowed a
-  // bounded run after it 4x in one run.
+  // none). Before the unbounded case: that one leaves the chunks of its
+  // queued behaviours in the allocator (SA3); with free lists threaded
+  // through the blocks that slowed a bounded run after it 4x, with bitmap
+  // chunks (SA10) about 7 % (550 ms first, 576-605 ms after).
   cases.push_back(
       {"fjthrput-bounded", ours(troupe_side::fjthrput_bounded), {caf(caf_side::fjthrput)}});
   cases.push_back({"fjthrput", ours(troupe_side::fjthrput), {caf(caf_side::fjthrput)}});
