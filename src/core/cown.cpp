@@ -44,6 +44,15 @@ Request* pass_on(Request* s) noexcept {
   return wait_next(s);  // a successor swapped `last` but has not linked yet
 }
 
+// `s` has received its cown: one fewer for its behaviour to wait for.
+void resolve(Request* s) noexcept {
+  if (!s->sole) return s->behaviour->resolve_one();
+  // CW9: the only grant it waits for.
+  BehaviourBase* b = s->behaviour;
+  __builtin_prefetch(b);
+  (s->on_default ? &sched::default_scheduler() : b->sched)->schedule(&b->work);
+}
+
 // `s` has just received its cown: apply reader/writer rules (CW4) and, for a
 // reader, pass the cown straight on. Iterative over a run of readers.
 // `from_writer`: a writer passed the cown on, so no reader holds it (CW6) and
@@ -60,7 +69,7 @@ void grant(Request* s, bool from_writer) noexcept {
       // CW8: the reader emptied the queue. Its read handle still counts, so
       // this cannot be the last reference while it reads.
       if (n == nullptr) c->release();
-      s->behaviour->resolve_one();  // may run and free s's behaviour: s is dead now
+      resolve(s);  // may run and free s's behaviour: s is dead now
       s = n;
       from_writer = false;
       continue;
@@ -76,7 +85,7 @@ void grant(Request* s, bool from_writer) noexcept {
       c->waiting_writer = nullptr;
       c->rstate.store(0, std::memory_order_relaxed);
     }
-    s->behaviour->resolve_one();
+    resolve(s);
     return;
   }
 }
@@ -127,12 +136,13 @@ void BehaviourBase::schedule_one() {
   Request* s = &requests[0];
   Cown* c = s->cown;
   s->behaviour = this;
+  s->sole = true;  // CW9
+  s->on_default = sched == nullptr;
   s->next.store(nullptr, std::memory_order_relaxed);
   s->counted = c->limit.load(std::memory_order_relaxed) != 0;  // BP1, as below
   if (s->counted) [[unlikely]]
     c->enq.fetch_add(1, std::memory_order_relaxed);
-  // relaxed: both published by the swap's release.
-  pending.store(1, std::memory_order_relaxed);
+  // relaxed: published by the swap's release. No `pending` count (CW9).
   s->linkable.store(true, std::memory_order_relaxed);
   Request* prev = c->last.exchange(s, std::memory_order_seq_cst);
   TROUPE_YIELD();
@@ -161,6 +171,7 @@ void BehaviourBase::schedule() {
   for (std::uint32_t i = 0; i < nrequests; ++i) {
     Request* s = &requests[i];
     s->behaviour = this;
+    s->sole = false;
     s->next.store(nullptr, std::memory_order_relaxed);
     s->linkable.store(false, std::memory_order_relaxed);
     Cown* c = s->cown;
@@ -247,7 +258,7 @@ void BehaviourBase::release_cowns() {
         c->waiting_writer = nullptr;
         // relaxed: only the parked writer could race, and it is parked.
         c->rstate.store(0, std::memory_order_relaxed);
-        w->behaviour->resolve_one();
+        resolve(w);
       }
       continue;
     }

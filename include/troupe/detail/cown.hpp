@@ -63,6 +63,14 @@
 //       (CW4), and a reader registers only once it holds the cown, which comes
 //       after the writer passed it on. So a writer handed the cown by a
 //       writer skips the rstate check.
+//   CW9. A behaviour on one cown (schedule_one, `sole`) is resolved once,
+//       by the grant of its only request: that grant schedules it without
+//       the `pending` count, so the granting thread touches only the
+//       request's line of it (and prefetches the first line for the thread
+//       that runs it); the request says whether it runs on the default pool
+//       (the cown's line, which senders keep taking, is not read for it). The order a count's acq_rel gave
+//       comes from elsewhere: the granter acquired the request (the swap or
+//       the link) and the scheduler's hand-off is release/acquire.
 //
 // Backpressure (troupe/backpressure.hpp; src/core/backpressure.cpp):
 //   BP1. A cown with limit != 0 counts: `enq` += 1 when a request joins its
@@ -174,14 +182,17 @@ struct Request {
   bool counted = false;                 // BP1: counted in cown->enq (owner only)
   bool held_paused = false;             // BP5: phase 1 met kHeldPaused here (owner only)
   bool emptied = false;                 // CW8: a writer's pass_on emptied the queue (owner only)
+  bool sole = false;                    // CW9: its behaviour's only request (schedule_one)
+  bool on_default = false;              // CW9: with sole, its behaviour runs on the default pool
 };
+static_assert(sizeof(Request) == 32, "a one-actor message fits two cache lines (when.hpp)");
 
 struct BehaviourBase {
   explicit BehaviourBase(sched::Work::Fn run) noexcept : work(run) {}
   // Packed into 48 bytes so that a one-actor behaviour with its request, promise
   // and an empty block fits two cache lines (troupe/when.hpp).
   sched::Work work;                       // what the scheduler runs once every cown is held
-  std::atomic<std::uint32_t> pending{0};  // cowns still to receive (+ 1 for phase 1 on several)
+  std::atomic<std::uint32_t> pending{0};  // cowns still to receive (+ 1 for phase 1); unused on one (CW9)
   std::uint32_t nrequests = 0;            // written by the scheduling thread before phase 1
   Request* requests = nullptr;            // nrequests requests, sorted by cown, no duplicates
   sched::Scheduler* sched = nullptr;      // where to run
