@@ -12,9 +12,9 @@
 //            each cown's `last`; if there was a predecessor, wait until its
 //            behaviour has finished its own phase 1, then link behind it.
 //   phase 2: mark our requests linkable, then take the cowns that were free.
-// A behaviour is counted down once per cown it receives plus, on several
-// cowns, once for the end of phase 1; the count reaching zero makes it
-// runnable.
+// A behaviour on several cowns is counted down once per cown it receives
+// and once for the end of phase 1; the count reaching zero makes it
+// runnable. A behaviour on one cown is made runnable by its one grant (CW9).
 //
 // Invariants:
 //   CW1. Cowns are always enqueued in ascending address order, and a behaviour
@@ -65,12 +65,12 @@
 //       writer skips the rstate check.
 //   CW9. A behaviour on one cown (schedule_one, `sole`) is resolved once,
 //       by the grant of its only request: that grant schedules it without
-//       the `pending` count, so the granting thread touches only the
-//       request's line of it (and prefetches the first line for the thread
-//       that runs it); the request says whether it runs on the default pool
-//       (the cown's line, which senders keep taking, is not read for it). The order a count's acq_rel gave
-//       comes from elsewhere: the granter acquired the request (the swap or
-//       the link) and the scheduler's hand-off is release/acquire.
+//       the `pending` count, and the request says whether it runs on the
+//       default pool, so the granting thread touches only the request's
+//       line of it (it prefetches the first line, for the thread that runs
+//       it). The order needs no count: the granter acquired the request
+//       (it made it, or read the link), and the scheduler's hand-off is
+//       release/acquire.
 //
 // Backpressure (troupe/backpressure.hpp; src/core/backpressure.cpp):
 //   BP1. A cown with limit != 0 counts: `enq` += 1 when a request joins its
