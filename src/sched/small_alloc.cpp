@@ -2,6 +2,8 @@
 // with remote frees (small_alloc.hpp, invariants SA1-SA10 there).
 #include "troupe/detail/small_alloc.hpp"
 
+#include <sys/mman.h>
+
 #include <algorithm>
 #include <array>
 #include <atomic>
@@ -10,8 +12,6 @@
 #include <mutex>
 #include <new>
 #include <vector>
-
-#include <sys/mman.h>
 
 #include "troupe/detail/platform.hpp"
 
@@ -117,7 +117,7 @@ void* take_chunk() {
 struct alignas(kCacheLine) Heap {
   Chunk* current[kClasses] = {};  // owner only (SA2): where allocation goes on
   Chunk* avail[kClasses] = {};    // owner only: other chunks with local bits
-  Heap* next_orphan = nullptr;  // under g_mutex
+  Heap* next_orphan = nullptr;    // under g_mutex
   // Any thread (SA2, SA10): chunks whose remote bits the owner has not taken.
   alignas(kCacheLine) std::atomic<Chunk*> pending[kClasses] = {};
 

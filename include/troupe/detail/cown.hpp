@@ -192,7 +192,7 @@ struct BehaviourBase {
   // Packed into 48 bytes so that a one-actor behaviour with its request, promise
   // and an empty block fits two cache lines (troupe/when.hpp).
   sched::Work work;                       // what the scheduler runs once every cown is held
-  std::atomic<std::uint32_t> pending{0};  // cowns still to receive (+ 1 for phase 1); unused on one (CW9)
+  std::atomic<std::uint32_t> pending{0};  // cowns to receive + 1 (phase 1); one cown: unused, CW9
   std::uint32_t nrequests = 0;            // written by the scheduling thread before phase 1
   Request* requests = nullptr;            // nrequests requests, sorted by cown, no duplicates
   sched::Scheduler* sched = nullptr;      // where to run
