@@ -1,7 +1,8 @@
 // src/sched/small_alloc.cpp: per-thread size-classed heaps of bitmap chunks
-// with remote frees (small_alloc.hpp, invariants SA1-SA10 there).
+// with remote frees (small_alloc.hpp, invariants SA1-SA11 there).
 #include "troupe/detail/small_alloc.hpp"
 
+#include <pthread.h>
 #include <sys/mman.h>
 
 #include <algorithm>
@@ -211,6 +212,27 @@ void free_remote(Chunk* c, std::size_t i) noexcept {
 std::mutex g_mutex;                   // guards g_orphans and g_all
 Heap* g_orphans = nullptr;            // heaps of exited threads (SA3)
 std::vector<Heap*>* g_all = nullptr;  // every heap ever made, kept reachable (SA3)
+
+// SA11: a fork() taken while another thread holds one of the allocator's
+// mutexes would leave it locked in the child, whose next new chunk or
+// thread would wait forever: fork takes both first and releases them on
+// both sides (what glibc does for its arenas).
+const bool g_fork_safe = [] {
+  ::pthread_atfork(
+      [] {
+        g_mutex.lock();
+        g_region_mutex.lock();
+      },
+      [] {
+        g_region_mutex.unlock();
+        g_mutex.unlock();
+      },
+      [] {
+        g_region_mutex.unlock();
+        g_mutex.unlock();
+      });
+  return true;
+}();
 
 Heap* new_heap_locked() {  // caller holds g_mutex
   if (!g_all) g_all = new std::vector<Heap*>();

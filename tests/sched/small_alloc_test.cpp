@@ -10,9 +10,13 @@
 #include "troupe/detail/small_alloc.hpp"
 
 #include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -254,4 +258,56 @@ TEST(SmallAlloc, AnExitedThreadsBlocksAreFreedLaterAndItsHeapReused) {
       }
     }).join();
   }
+}
+
+// SA11: a process forked while another thread keeps carving new chunks (and
+// starting threads, which adopt and orphan heaps) can allocate in the child:
+// the fork never copies one of the allocator's mutexes locked. A child that
+// hangs is killed after 10 s and fails the test.
+TEST(SmallAlloc, AForkWhileAnotherThreadCarvesLeavesTheChildAbleToAllocate) {
+  std::atomic<bool> stop{false};
+  std::thread carver([&] {
+    std::vector<void*> held;
+    while (!stop.load()) {
+      for (int i = 0; i < 200; ++i) held.push_back(small_alloc(1024));  // new chunks
+      std::thread([] { small_free(small_alloc(64), 64); }).join();      // heaps adopted
+      if (held.size() > 20000) {
+        for (void* p : held) small_free(p, 1024);
+        held.clear();
+      }
+    }
+    for (void* p : held) small_free(p, 1024);
+  });
+  for (int round = 0; round < 100; ++round) {
+    pid_t pid = ::fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      // The child: one thread, the carver's heap and mutexes as they were.
+      std::vector<void*> mine;
+      for (int i = 0; i < 3000; ++i) {
+        void* p = small_alloc(1024);
+        fill(p, 1024, static_cast<std::uint64_t>(i));
+        mine.push_back(p);
+      }
+      for (int i = 0; i < 3000; ++i)
+        if (!intact(mine[static_cast<std::size_t>(i)], 1024, static_cast<std::uint64_t>(i)))
+          ::_exit(2);
+      ::_exit(0);
+    }
+    int status = 0;
+    pid_t got = 0;
+    for (int waited_ms = 0; waited_ms < 10000 && got == 0; waited_ms += 5) {
+      got = ::waitpid(pid, &status, WNOHANG);
+      if (got == 0) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    if (got == 0) {
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, &status, 0);
+      ADD_FAILURE() << "the child forked in round " << round << " hung allocating";
+      break;
+    }
+    ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "round " << round;
+  }
+  stop.store(true);
+  carver.join();
 }

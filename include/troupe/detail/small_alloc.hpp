@@ -65,6 +65,8 @@
 //       A chunk is on its heap's pending stack at most once: only the freer
 //       that raises `pending` pushes it, and only the owner, after taking
 //       the stack, lowers it.
+//   SA11. fork() is safe: the allocator's two mutexes (regions; orphaned
+//       heaps) are taken before a fork and released on both sides after.
 #pragma once
 
 #include <cstddef>
