@@ -182,8 +182,10 @@ struct Request {
   bool counted = false;                 // BP1: counted in cown->enq (owner only)
   bool held_paused = false;             // BP5: phase 1 met kHeldPaused here (owner only)
   bool emptied = false;                 // CW8: a writer's pass_on emptied the queue (owner only)
-  bool sole = false;                    // CW9: its behaviour's only request (schedule_one)
-  bool on_default = false;              // CW9: with sole, its behaviour runs on the default pool
+  // CW9, both written by the scheduling thread before the swap (which
+  // publishes them), read by the thread that grants the request.
+  bool sole = false;        // its behaviour's only request (schedule_one)
+  bool on_default = false;  // with sole: its behaviour runs on the default pool
 };
 static_assert(sizeof(Request) == 32, "a one-actor message fits two cache lines (when.hpp)");
 
