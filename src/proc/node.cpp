@@ -18,10 +18,17 @@
 #include <thread>
 
 #include "node_private.hpp"
+#include "troupe/runtime.hpp"
 
 namespace troupe::proc::detail {
 
 Node::~Node() {
+  // N9. From a pool thread (exit() called there) shutdown refuses: nothing
+  // better can be done then than going on.
+  try {
+    troupe::shutdown();
+  } catch (...) {
+  }
   sched::set_blocking_poller(nullptr);  // N8: no wait may reach a node being destroyed
   closing_.store(true);                 // seq_cst, against help_wait's count and load
   while (helpers_inside_.load() > 0) std::this_thread::yield();

@@ -98,6 +98,9 @@
 //       and when hand them to the scheduler; a `then` callback that blocked on
 //       a remote call would keep the claim, as it kept the IO thread before).
 //       ~Node uninstalls the poller and waits for the threads inside it.
+//   N9. ~Node (at exit) first drains and stops the default pool, while the
+//       IO thread still runs: a behaviour still running there may drop a
+//       remote handle, whose release reaches this node's tables.
 //   W2. A cancel marks a call in unstarted_ only if it has not started; the
 //       entry goes when the call starts (take_cancelled) or is rejected.
 //   N11. Direct channels between workers (node_peer.cpp; channel.hpp C7). A
