@@ -1,5 +1,5 @@
 // src/sched/small_alloc.cpp: per-thread size-classed heaps of bitmap chunks
-// with remote frees (small_alloc.hpp, invariants SA1-SA11 there).
+// with remote frees and an owner's cache (small_alloc.hpp, invariants SA1-SA12 there).
 #include "troupe/detail/small_alloc.hpp"
 
 #include <pthread.h>
@@ -115,12 +115,18 @@ void* take_chunk() {
   return chunk;
 }
 
+// SA12: per class, the blocks the owner freed last, handed out first (LIFO).
+constexpr std::uint32_t kCached = 32;
+
 struct alignas(kCacheLine) Heap {
   Chunk* current[kClasses] = {};  // owner only (SA2): where allocation goes on
   Chunk* avail[kClasses] = {};    // owner only: other chunks with local bits
   Heap* next_orphan = nullptr;    // under g_mutex
   // Any thread (SA2, SA10): chunks whose remote bits the owner has not taken.
   alignas(kCacheLine) std::atomic<Chunk*> pending[kClasses] = {};
+  // Owner only (SA12): live in their chunks' bitmaps, free to the owner.
+  alignas(kCacheLine) std::uint32_t cached[kClasses] = {};
+  void* cache[kClasses][kCached];
 
   void list(std::size_t cls, Chunk* c) noexcept {
     c->listed = true;
@@ -269,8 +275,7 @@ struct ThreadHeap {
   }
 };
 
-Heap* my_heap() {
-  if (Heap* h = tl_heap) return h;
+[[gnu::noinline]] Heap* my_heap_slow() {
   if (!tl_heap_orphaned) {
     thread_local ThreadHeap th;
     return th.heap;
@@ -283,29 +288,55 @@ Heap* my_heap() {
   return tl_heap;
 }
 
-}  // namespace
+inline Heap* my_heap() {
+  if (Heap* h = tl_heap) [[likely]]
+    return h;
+  return my_heap_slow();
+}
 
-void* small_alloc(std::size_t size) {
-  if (size > kMaxSmall) return ::operator new(size);  // SA1
-  std::size_t cls = kClassOf[(size + kGrain - 1) / kGrain];
-  Heap* heap = my_heap();
+// The paths past the owner's cache (SA12), out of line so that the fast
+// paths stay a few instructions with no registers to save.
+[[gnu::noinline]] void* alloc_from_chunks(Heap* heap, std::size_t cls) {
   if (Chunk* c = heap->current[cls])
     if (void* p = c->take()) return p;
   return heap->alloc_slow(cls);
 }
 
+[[gnu::noinline]] void free_to_chunk(Heap* heap, Chunk* c, void* p) noexcept {
+  std::size_t i = static_cast<std::size_t>(static_cast<char*>(p) - c->blocks()) / c->size;
+  if (c->owner == heap)
+    heap->free_local(c, i);
+  else
+    free_remote(c, i);
+}
+
+}  // namespace
+
+void* small_alloc(std::size_t size) {
+  if (size > kMaxSmall) [[unlikely]]
+    return ::operator new(size);  // SA1
+  std::size_t cls = kClassOf[(size + kGrain - 1) / kGrain];
+  Heap* heap = my_heap();
+  if (std::uint32_t& n = heap->cached[cls]) return heap->cache[cls][--n];  // SA12
+  return alloc_from_chunks(heap, cls);
+}
+
 void small_free(void* p, std::size_t size) noexcept {
   if (!p) return;
-  if (size > kMaxSmall) {  // SA1
+  if (size > kMaxSmall) [[unlikely]] {  // SA1
     ::operator delete(p);
     return;
   }
   auto* c = reinterpret_cast<Chunk*>(reinterpret_cast<std::uintptr_t>(p) & ~(kChunk - 1));
-  std::size_t i = static_cast<std::size_t>(static_cast<char*>(p) - c->blocks()) / c->size;
-  if (c->owner == my_heap())
-    c->owner->free_local(c, i);
-  else
-    free_remote(c, i);
+  Heap* heap = my_heap();
+  if (c->owner == heap) {
+    std::uint32_t& n = heap->cached[c->cls];
+    if (n < kCached) {  // SA12
+      heap->cache[c->cls][n++] = p;
+      return;
+    }
+  }
+  free_to_chunk(heap, c, p);
 }
 
 #endif

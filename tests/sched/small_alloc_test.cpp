@@ -1,5 +1,5 @@
 // Tests of the allocator behind behaviours and tasks (troupe/detail/
-// small_alloc.hpp, SA1-SA10): every block handed out is distinct and whole
+// small_alloc.hpp, SA1-SA12): every block handed out is distinct and whole
 // until it is freed, by its owner or by any other thread; freed blocks come
 // back (memory stays bounded by what is live, not by what was ever sent);
 // a heap left by an exited thread still takes frees and is reused.
@@ -132,6 +132,40 @@ TEST(SmallAlloc, BlocksOfEverySizeAreDistinctAlignedAndReusedAfterFree) {
   EXPECT_TRUE(intact(big, 4096, 7));
   small_free(big, 4096);
   small_free(nullptr, 64);
+}
+
+// SA12: what the owner freed last it gets back first, while it is still in
+// cache; and a burst of frees larger than the cache goes on into the
+// bitmaps, with no block handed out twice across the two.
+TEST(SmallAlloc, TheOwnersLastFreesComeBackFirstAndNoBlockTwice) {
+  for (std::size_t size : {64, 128, 256, 1024}) {
+    void* a = small_alloc(size);
+    void* b = small_alloc(size);
+    small_free(a, size);
+    small_free(b, size);
+    void* b2 = small_alloc(size);
+    void* a2 = small_alloc(size);
+    if (kOwnBlocks) {
+      EXPECT_EQ(b2, b) << size;
+      EXPECT_EQ(a2, a) << size;
+    }
+    small_free(a2, size);
+    small_free(b2, size);
+    constexpr std::size_t kBurst = 500;  // well past the cache
+    for (int round = 0; round < 4; ++round) {
+      std::vector<void*> live;
+      for (std::size_t i = 0; i < kBurst; ++i) {
+        live.push_back(small_alloc(size));
+        fill(live.back(), size, i);
+      }
+      std::set<void*> distinct(live.begin(), live.end());
+      ASSERT_EQ(distinct.size(), kBurst) << size;
+      for (std::size_t i = 0; i < kBurst; ++i) ASSERT_TRUE(intact(live[i], size, i)) << size;
+      // Free every other block first, then the rest: cache and bitmaps mix.
+      for (std::size_t i = 0; i < kBurst; i += 2) small_free(live[i], size);
+      for (std::size_t i = 1; i < kBurst; i += 2) small_free(live[i], size);
+    }
+  }
 }
 
 // One thread allocates, two others check and free (the shape of an outside

@@ -19,7 +19,10 @@
 // out in the scrambled order they were freed in, so a heap of tens of MB
 // costs a TLB miss per message and slows down the longer it runs. With
 // bitmaps an allocation reads only its own chunk's header and hands blocks
-// out in address order, one chunk at a time.
+// out in address order, one chunk at a time. What a thread frees itself
+// (a behaviour that ran where it was made) goes first to a small LIFO cache
+// per class, an array in the heap (SA12): reused at once, still hot, in a
+// few instructions.
 //
 // Blocks carry no header: a chunk is aligned to its size and opens with the
 // owner heap and the size class of all its blocks, so a one-actor behaviour
@@ -45,7 +48,9 @@
 //   SA5. Blocks are aligned to 64 bytes (a multiple of max_align_t).
 //   SA6. A block is free iff its bit is set in exactly one of its chunk's
 //       bitmaps (local: the owner may hand it out; remote: freed elsewhere,
-//       not yet taken back); a live block has neither bit set.
+//       not yet taken back), or it sits in its owner heap's cache (SA12,
+//       neither bit set); a live block has neither bit set and is in no
+//       cache.
 //   SA7. A thread whose heap was orphaned at its exit (SA3) but which still
 //       frees or allocates (a static object destroyed after the main
 //       thread's thread_locals) frees to that heap remotely and allocates
@@ -67,6 +72,13 @@
 //       the stack, lowers it.
 //   SA11. fork() is safe: the allocator's two mutexes (regions; orphaned
 //       heaps) are taken before a fork and released on both sides after.
+//   SA12. A heap keeps, per class, a cache of up to 32 blocks its owner
+//       freed (owner only, LIFO): the owner's next allocation of that class
+//       takes the newest, a line likely still in its cache, with no bitmap
+//       scan. A free by the owner goes to the cache while it has room, else
+//       to the bitmap; remote frees never touch it (SA10 as before). The
+//       cache belongs to the heap: an orphaned heap's cache passes to the
+//       thread that adopts it (SA3), and SA7's thread never touches it.
 #pragma once
 
 #include <cstddef>
