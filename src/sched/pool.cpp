@@ -62,13 +62,18 @@ Pool::Worker* Pool::this_worker() const noexcept {
 
 void Pool::schedule(Work* w) {
   if (Worker* self = this_worker()) {
-    // PL6: into the next slot. acq_rel: the release half publishes w's contents
-    // to a thief that exchanges it out; the displaced item was put there by
-    // this thread, and a thief's null was written by an exchange we read.
-    Work* displaced = self->next.exchange(w, std::memory_order_acq_rel);
-    if (displaced) self->deque.push(displaced);  // PL1
-    // Orders the push (a plain release store) before the loads below.
-    detail::store_load_fence();
+    // PL6: into the next slot. The release half publishes w's contents to a
+    // thief that exchanges it out; the acquire half: the displaced item was
+    // put there by this thread, and a thief's null was written by an
+    // exchange we read. seq_cst: with the seq_cst loads below, the store half
+    // of PL3's Dekker pair (a searcher or sleeper re-checks `next` with a
+    // seq_cst load after its own seq_cst RMW), so no fence is needed for it.
+    Work* displaced = self->next.exchange(w, std::memory_order_seq_cst);
+    if (displaced) {
+      self->deque.push(displaced);  // PL1
+      // Orders the push (a plain release store) before the loads below.
+      detail::store_load_fence();
+    }
   } else {
     // The queue's seq_cst fetch_add on its size is the same full barrier.
     injection_.push(w);
