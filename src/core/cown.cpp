@@ -151,6 +151,7 @@ void BehaviourBase::schedule_one() {
     grant(s, /*from_writer=*/false);
     return;
   }
+  __builtin_prefetch(prev, 1);  // a hint: we read `linkable`, then write `next`
   Spin spin;
   while (!prev->linkable.load(std::memory_order_acquire)) {  // CW1, as below
     spin.step();
@@ -197,6 +198,7 @@ void BehaviourBase::schedule() {
     // its phase 1. It cannot be freed meanwhile (CW3): it cannot leave this
     // cown's queue before we link, and it cannot run before it is linkable.
     // acquire: pairs with the predecessor's release store of `linkable`.
+    __builtin_prefetch(prev, 1);  // a hint: we read `linkable`, then write `next`
     Spin spin;
     while (!prev->linkable.load(std::memory_order_acquire)) {
       spin.step();
@@ -228,12 +230,34 @@ void BehaviourBase::schedule() {
 }
 
 void BehaviourBase::release_cowns() {
+  // The common case, one unbounded cown held for writing: the loops below
+  // reduced to what they do for it.
+  if (nrequests == 1 && !requests[0].counted && !requests[0].read) [[likely]] {
+    Request* s = &requests[0];
+    TROUPE_YIELD();
+    if (Request* n = pass_on(s))
+      grant(n, /*from_writer=*/true);  // CW6
+    else
+      s->cown->release();  // CW8: the queue we emptied drops its reference last
+    return;
+  }
   // BP5: cowns whose waiters are woken after the loop, each with a
   // reference taken for it (a successor may empty the queue meanwhile,
   // CW8); beyond eight, in a vector.
   Cown* to_wake[8];
   std::uint32_t n_wake = 0;
   std::vector<Cown*> more_to_wake;
+  // A hint: the grants below decrement each waiting successor's `pending`,
+  // a line of its behaviour that prefetch_successors() did not load. Start
+  // every such load now, so that they overlap instead of stalling one after
+  // the other. acquire: pairs with the successor's link (CW2), which
+  // published its `behaviour`; it cannot run (nor be freed) before we pass
+  // it the cown.
+  if (nrequests > 1)
+    for (std::uint32_t i = 0; i < nrequests; ++i)
+      if (!requests[i].read)
+        if (Request* n = requests[i].next.load(std::memory_order_acquire); n && !n->sole)
+          __builtin_prefetch(n->behaviour, 1);
   for (std::uint32_t i = 0; i < nrequests; ++i) {
     Request* s = &requests[i];
     Cown* c = s->cown;
