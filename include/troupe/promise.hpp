@@ -154,6 +154,14 @@ class PromiseBase {
       rev = list;
       list = n;
     }
+    if (!rev) return;
+    // SC5: the work the continuations schedule queues behind what our
+    // release granted (restored after, also for nested publishes).
+    const bool outer = std::exchange(sched::tl_in_continuations, true);
+    struct Restore {
+      bool v;
+      ~Restore() { sched::tl_in_continuations = v; }
+    } restore{outer};
     while (rev) {
       ContNode* n = rev->next;
       rev->fire(rev);

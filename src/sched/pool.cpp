@@ -12,6 +12,8 @@
 
 namespace troupe::sched {
 
+__thread bool tl_in_continuations = false;  // scheduler.hpp SC5
+
 namespace {
 // The worker (of whichever pool) running on this thread; written only by the
 // thread itself, at start and end of worker_main.
@@ -62,6 +64,14 @@ Pool::Worker* Pool::this_worker() const noexcept {
 
 void Pool::schedule(Work* w) {
   if (Worker* self = this_worker()) {
+    // PL10: a continuation's work goes behind an occupied next slot.
+    if (tl_in_continuations && self->next.load(std::memory_order_relaxed)) {
+      self->deque.push(w);  // PL1
+      detail::store_load_fence();
+      TROUPE_YIELD();
+      if (searching_.load(std::memory_order_seq_cst) == 0) sleep_.notify_one(/*fenced=*/true);
+      return;
+    }
     // PL6: into the next slot. The release half publishes w's contents to a
     // thief that exchanges it out; the acquire half: the displaced item was
     // put there by this thread, and a thief's null was written by an
@@ -95,6 +105,8 @@ Work* Pool::find_local(Worker* self) {
   if (self->next.load(std::memory_order_relaxed))
     if (Work* w = self->next.exchange(nullptr, std::memory_order_acq_rel)) return w;
   if (Work* w = self->deque.take()) return w;
+  // PL11: work already inside the pool before new outside work.
+  if (Work* w = steal_any(self, /*take_next=*/false)) return w;
   return injection_.try_pop();
 }
 

@@ -193,6 +193,36 @@ TEST(Promise, GetInsideWorkerHelps) {
   EXPECT_EQ(r.get(), 11);
 }
 
+// Pool PL10: a behaviour's release grants its actor's next behaviour, which
+// holds the actor until it runs; the work its promise's continuations then
+// schedule (a reply to a client) runs after it, not before.
+TEST(Promise, TheActorsNextBehaviourRunsBeforeTheReplysContinuation) {
+  sched::Pool pool(1);  // one thread: the order is the pool's choice alone
+  auto server = make_actor_on<int>(pool, 0);
+  auto client = make_actor_on<int>(pool, 0);
+  auto driver = make_actor_on<int>(pool, 0);
+  std::vector<char> log;  // only the pool's one thread writes it
+  auto done = when(driver, [&](int&) {
+    // X runs after this behaviour (the pool has one thread) and queues Y
+    // behind itself on the server; Z awaits X's reply on the client.
+    auto reply = when(server, [&](int& s) {
+      log.push_back('X');
+      when(server, [&](int& t) {
+        log.push_back('Y');
+        ++t;
+      });
+      return ++s;
+    });
+    return when(reply, client, [&](const int& r, int& c) {
+      log.push_back('Z');
+      c += r;
+    });
+  });
+  done.get();
+  when(server, [](int&) {}).get();  // after Y
+  EXPECT_EQ(std::string(log.begin(), log.end()), "XYZ");
+}
+
 TEST(Promise, ManyWaitersOneValue) {
   auto [p, r] = make_promise<int>();
   std::vector<std::thread> ts;

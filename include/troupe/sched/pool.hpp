@@ -37,9 +37,26 @@
 //   PL8. Wake-ups for new work are never swallowed by a thread that will not
 //       take it: helpers too deep to steal (PL7) sleep on deep_sleep_, which
 //       only wake_helpers() notifies; a helper woken on sleep_ that returns to
+//       its task while work is visible passes the wake-up on.
 //   PL9. Statistics cost no shared write: each worker counts what it runs,
 //       steals and sleeps in counters only it writes; stats() sums them.
-//       its task while work is visible passes the wake-up on.
+//   PL10. What a promise's continuations schedule (scheduler.hpp SC5) does
+//       not displace an occupied `next` slot: it goes to the deque. The
+//       slot then holds what the fulfilling behaviour's release granted (a
+//       successor on its actor), which holds that actor until it runs; the
+//       continuations' work (a reply to a client, say) holds nothing anyone
+//       else waits for, so it waits instead. Without this, under a closed
+//       loop of requests to shared actors, each release buried the next
+//       request of a busy actor under the reply it had just produced, and
+//       the actor stayed held, by a behaviour that was not running, while
+//       other workers' requests queued behind it.
+//   PL11. A worker with nothing of its own steals work already inside the
+//       pool before it takes new outside work from injection_ (which still
+//       gets PL2's fair pick every kFairnessInterval items, and the search
+//       loop's). A worker whose chain of messages queued behind a busy actor
+//       otherwise starts a new outside request at once, each such start
+//       adds to what is in flight, and a closed loop of clients tipped into
+//       having every client in flight, every actor deeply queued.
 #pragma once
 
 #include <atomic>

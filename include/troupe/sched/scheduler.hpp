@@ -18,6 +18,10 @@
 //       progress that some other thread would otherwise make, so a waiter
 //       never depends on it (that other thread may wait for the poller to
 //       return, which it does within its budget).
+//   SC5. tl_in_continuations is true exactly while this thread runs the
+//       continuations of a promise it fulfilled (PromiseBase::publish, nested
+//       publishes restore it). Schedulers may read it as a placement hint
+//       (Pool: PL10); none may depend on it for correctness.
 #pragma once
 
 #include <atomic>
@@ -51,6 +55,10 @@ struct Waiter {
 
 class Scheduler;
 Scheduler* current() noexcept;
+
+// SC5. __thread, not thread_local: a constant-initialised bool read on
+// every schedule(), with no TLS wrapper call.
+extern __thread bool tl_in_continuations;
 
 class Scheduler {
  public:
