@@ -193,9 +193,6 @@ struct Behaviour final : BehaviourBase, PromiseState<R>, SmallObject {
     CownSink sink{requests};
     std::apply([&](auto&, auto&... w) { (w.when_cowns(sink), ...); }, closure_);
     (void)count;
-    // A hint: schedule() swaps on every cown's line; load them for writing
-    // now, before the read of `sched` below takes the first one shared.
-    for (std::uint32_t i = 0; i < sink.n; ++i) __builtin_prefetch(requests[i].cown, 1);
     // The behaviour runs where the first cown named lives (nullptr: default).
     sched = sink.n > 0 ? requests[0].cown->sched : nullptr;
     nrequests = sink.n > 1 ? sort_and_merge(requests, sink.n) : sink.n;
