@@ -105,8 +105,17 @@ Work* Pool::find_local(Worker* self) {
   if (self->next.load(std::memory_order_relaxed))
     if (Work* w = self->next.exchange(nullptr, std::memory_order_acq_rel)) return w;
   if (Work* w = self->deque.take()) return w;
-  // PL11: work already inside the pool before new outside work.
-  if (Work* w = steal_any(self, /*take_next=*/false)) return w;
+  // PL11: work already inside the pool before new outside work. One victim,
+  // at random: a constant cost per empty-handed look, however many workers
+  // (the search in find_work tries them all).
+  if (const std::size_t n = workers_.size(); n > 1) {
+    std::size_t i = xorshift(self->rng) % (n - 1);  // any worker but us
+    if (i >= self->index) ++i;
+    if (Work* w = workers_[i]->deque.steal()) {
+      self->counters.bump(self->counters.stolen);  // PL9
+      return w;
+    }
+  }
   return injection_.try_pop();
 }
 

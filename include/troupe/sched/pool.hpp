@@ -50,8 +50,10 @@
 //       request of a busy actor under the reply it had just produced, and
 //       the actor stayed held, by a behaviour that was not running, while
 //       other workers' requests queued behind it.
-//   PL11. A worker with nothing of its own steals work already inside the
-//       pool before it takes new outside work from injection_ (which still
+//   PL11. A worker with nothing of its own tries to steal work already
+//       inside the pool (from one worker picked at random, so the look costs
+//       the same at any pool size) before it takes new outside work from
+//       injection_ (which still
 //       gets PL2's fair pick every kFairnessInterval items, and the search
 //       loop's). A worker whose chain of messages queued behind a busy actor
 //       otherwise starts a new outside request at once, each such start
