@@ -1,5 +1,5 @@
 // src/sched/pool.cpp: the work-stealing pool (see troupe/sched/pool.hpp for
-// the invariants PL1-PL5 cited here).
+// the invariants PL1-PL11 cited here).
 #include "troupe/sched/pool.hpp"
 
 #include <climits>
@@ -97,8 +97,12 @@ void Pool::schedule(Work* w) {
 Work* Pool::find_local(Worker* self) {
   if (++self->tick >= kFairnessInterval) {  // PL2
     self->tick = 0;
+    const bool deque_first = (++self->fair_picks % kDequeFirstEvery) == 0;
+    if (deque_first)
+      if (Work* w = self->deque.steal()) return w;  // our own oldest item
     if (Work* w = injection_.try_pop()) return w;
-    if (Work* w = self->deque.steal()) return w;  // our own oldest item
+    if (!deque_first)
+      if (Work* w = self->deque.steal()) return w;
   }
   // acq_rel: pairs with the exchange that put the item there (ours or, for
   // the pointer only, a thief's null).

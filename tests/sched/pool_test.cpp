@@ -208,6 +208,62 @@ TEST(Pool, SelfRespawningChainCannotStarveOlderWork) {
   EXPECT_GT(hops.load(), 0);
 }
 
+// Pool PL2, the deque's turn: a chain that keeps itself in the `next` slot
+// while outside work never runs dry still lets the worker's own older work
+// (here a behaviour the chain's first step sent, displaced into the deque)
+// run within a few fair picks, not only once the outside work stops.
+TEST(Pool, AChainInNextCannotStarveItsDequeWhileOutsideWorkKeepsComing) {
+  sched::Pool pool(1);
+  constexpr long kMaxHops = 400000;  // the chain gives up here: starved
+  constexpr long kFlood = 10000;
+  std::atomic<bool> stop{false};
+  std::atomic<long> hops{0}, other_ran_at{-1}, sent{0}, ran{0};
+  auto spinner = make_actor_on<Counter>(pool);
+  auto other = make_actor_on<Counter>(pool);
+  struct Chain {
+    std::atomic<bool>* stop;
+    std::atomic<long>* hops;
+    std::atomic<long>* other_ran_at;
+    std::atomic<long>* sent;
+    Actor<Counter> other;
+    void go(Actor<Counter> a, bool first) const {
+      when(a, [a, first, c = *this](Counter&) {
+        if (first) {
+          // The pool's one thread is ours: the outside work piles up until
+          // the flood is going, so the first fair picks find it there.
+          while (c.sent->load() < kFlood) std::this_thread::yield();
+          // Into the next slot now; displaced into the deque by our successor.
+          when(c.other, [c](Counter&) { c.other_ran_at->store(c.hops->load()); });
+        }
+        const long h = c.hops->fetch_add(1) + 1;
+        if (h < kMaxHops && c.other_ran_at->load() < 0)
+          c.go(a, false);
+        else
+          c.stop->store(true);
+      });
+    }
+  };
+  // Outside work that never runs dry: kFlood items queued at any time, more
+  // than the fair picks of kMaxHops hops take (so even a flooder kept off
+  // the cores cannot let the queue empty).
+  std::thread flooder([&] {
+    while (!stop.load()) {
+      if (sent.load() - ran.load() < kFlood) {
+        sent.fetch_add(1);
+        when(make_actor_on<Counter>(pool), [&ran](Counter&) { ran.fetch_add(1); });
+      } else {
+        std::this_thread::yield();
+      }
+    }
+  });
+  Chain{&stop, &hops, &other_ran_at, &sent, other}.go(spinner, true);
+  flooder.join();
+  pool.wait_idle();
+  EXPECT_GE(other_ran_at.load(), 0) << "the deque's item never ran in " << hops.load() << " hops";
+  EXPECT_LT(other_ran_at.load(), 20 * static_cast<long>(sched::Pool::kFairnessInterval) *
+                                      static_cast<long>(sched::Pool::kDequeFirstEvery));
+}
+
 TEST(Runtime, ShutdownFromAPoolThreadIsATypedError) {
   auto c = make_actor<Counter>();
   auto code = when(c, [](Counter&) {

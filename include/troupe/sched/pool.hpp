@@ -9,8 +9,12 @@
 // Invariants:
 //   PL1. A worker pushes only to its own deque; other threads use injection_.
 //   PL2. Fairness: every kFairnessInterval items a worker takes the oldest
-//       item (injection queue first, then its own deque's far end), so a chain
-//       of work that keeps re-spawning itself cannot starve older work.
+//       item of the injection queue (else of its own deque's far end), and
+//       every kDequeFirstEvery-th such pick the deque's first, so a chain of
+//       work that keeps re-spawning itself in `next` cannot starve older
+//       work, inside or outside the pool, even while outside work never
+//       runs dry (it is taken first most of the time: a worker's own oldest
+//       items are cold, and outside senders wait on them).
 //   PL3. A worker sleeps only after announcing itself in sleep_ and finding
 //       every queue empty; every producer notifies sleep_ after publishing
 //       (EventCount PL1), unless a worker is searching, so no work waits
@@ -41,24 +45,26 @@
 //   PL9. Statistics cost no shared write: each worker counts what it runs,
 //       steals and sleeps in counters only it writes; stats() sums them.
 //   PL10. What a promise's continuations schedule (scheduler.hpp SC5) does
-//       not displace an occupied `next` slot: it goes to the deque. The
-//       slot then holds what the fulfilling behaviour's release granted (a
-//       successor on its actor), which holds that actor until it runs; the
-//       continuations' work (a reply to a client, say) holds nothing anyone
-//       else waits for, so it waits instead. Without this, under a closed
-//       loop of requests to shared actors, each release buried the next
-//       request of a busy actor under the reply it had just produced, and
-//       the actor stayed held, by a behaviour that was not running, while
-//       other workers' requests queued behind it.
+//       not displace an occupied `next` slot: it goes to the deque. In the
+//       case this is for, the slot holds what the fulfilling behaviour's
+//       release just granted: the next request queued on the same actor,
+//       which holds that actor (a busy one: others queued on it) until it
+//       runs. The continuations' work (say a client's behaviour on the
+//       reply, holding that client's actor, on which in a closed loop
+//       nothing else is queued) waits instead. Without this, each release
+//       buried the busy actor's next request under the reply it had just
+//       produced, and the actor stayed held, by a behaviour that was not
+//       running, while other workers' requests queued behind it. The slot
+//       may hold other work (an earlier message the block sent); the rule
+//       is about placement only, and PL2 bounds how long the deque waits.
 //   PL11. A worker with nothing of its own tries to steal work already
 //       inside the pool (from one worker picked at random, so the look costs
 //       the same at any pool size) before it takes new outside work from
-//       injection_ (which still
-//       gets PL2's fair pick every kFairnessInterval items, and the search
-//       loop's). A worker whose chain of messages queued behind a busy actor
-//       otherwise starts a new outside request at once, each such start
-//       adds to what is in flight, and a closed loop of clients tipped into
-//       having every client in flight, every actor deeply queued.
+//       injection_, which still gets PL2's fair pick and the search loop's.
+//       Otherwise a worker whose chain of messages queued behind a busy
+//       actor starts a new outside request at once, each such start adds to
+//       what is in flight, and a closed loop of clients tipped into having
+//       every client in flight and every actor deeply queued.
 #pragma once
 
 #include <atomic>
@@ -102,6 +108,7 @@ class Pool final : public Scheduler {
   PoolStats stats() const noexcept;
 
   static constexpr unsigned kFairnessInterval = 61;  // PL2
+  static constexpr unsigned kDequeFirstEvery = 4;    // PL2: fair picks per deque-first one
   static constexpr unsigned kSpinRounds = 64;        // steal rounds before sleeping
   static constexpr unsigned kStealNextAfter = 32;    // rounds before taking `next` slots (PL6)
   static constexpr unsigned kMaxHelpDepth = 16;      // PL7
@@ -113,6 +120,7 @@ class Pool final : public Scheduler {
     std::thread thread;
     unsigned index = 0;
     unsigned tick = 0;      // owner only: items run since the last fair pick (PL2)
+    unsigned fair_picks = 0;  // owner only: fair picks so far (PL2)
     std::uint64_t rng = 0;  // owner only: victim selection
     // PL9: written by the owner only (a relaxed load and store, no RMW),
     // read by stats(); on a line of their own, away from what thieves touch.

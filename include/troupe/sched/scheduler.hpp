@@ -18,10 +18,12 @@
 //       progress that some other thread would otherwise make, so a waiter
 //       never depends on it (that other thread may wait for the poller to
 //       return, which it does within its budget).
-//   SC5. tl_in_continuations is true exactly while this thread runs the
-//       continuations of a promise it fulfilled (PromiseBase::publish, nested
-//       publishes restore it). Schedulers may read it as a placement hint
-//       (Pool: PL10); none may depend on it for correctness.
+//   SC5. tl_in_continuations is true while this thread runs the
+//       continuations of a promise it fulfilled (PromiseBase::publish;
+//       nested publishes restore it, an exception too), including what they
+//       run inline (a paused behaviour a continuation resumes, say).
+//       Schedulers may read it as a placement hint (Pool: PL10); none may
+//       depend on it for correctness.
 #pragma once
 
 #include <atomic>
