@@ -64,23 +64,19 @@ Pool::Worker* Pool::this_worker() const noexcept {
 
 void Pool::schedule(Work* w) {
   if (Worker* self = this_worker()) {
-    // PL10: a continuation's work goes behind an occupied next slot.
-    if (tl_in_continuations && self->next.load(std::memory_order_relaxed)) {
-      self->deque.push(w);  // PL1
-      detail::store_load_fence();
-      TROUPE_YIELD();
-      if (searching_.load(std::memory_order_seq_cst) == 0) sleep_.notify_one(/*fenced=*/true);
-      return;
-    }
-    // PL6: into the next slot. The release half publishes w's contents to a
-    // thief that exchanges it out; the acquire half: the displaced item was
-    // put there by this thread, and a thief's null was written by an
-    // exchange we read. seq_cst: with the seq_cst loads below, the store half
-    // of PL3's Dekker pair (a searcher or sleeper re-checks `next` with a
-    // seq_cst load after its own seq_cst RMW), so no fence is needed for it.
-    Work* displaced = self->next.exchange(w, std::memory_order_seq_cst);
-    if (displaced) {
-      self->deque.push(displaced);  // PL1
+    // PL6: into the next slot, and what it displaces into the deque; PL10:
+    // a continuation's work goes into the deque itself if the slot is taken.
+    // The exchange's release half publishes w's contents to a thief that
+    // exchanges it out; its acquire half: the displaced item was put there
+    // by this thread, and a thief's null was written by an exchange we read.
+    // seq_cst: with the seq_cst loads below, the store half of PL3's Dekker
+    // pair (a searcher or sleeper re-checks `next` with a seq_cst load after
+    // its own seq_cst RMW), so no fence is needed for it.
+    Work* to_deque = w;
+    if (!tl_in_continuations || !self->next.load(std::memory_order_relaxed))
+      to_deque = self->next.exchange(w, std::memory_order_seq_cst);
+    if (to_deque) {
+      self->deque.push(to_deque);  // PL1
       // Orders the push (a plain release store) before the loads below.
       detail::store_load_fence();
     }
@@ -97,12 +93,10 @@ void Pool::schedule(Work* w) {
 Work* Pool::find_local(Worker* self) {
   if (++self->tick >= kFairnessInterval) {  // PL2
     self->tick = 0;
+    // The oldest outside item or our own oldest, each first in its turn.
     const bool deque_first = (++self->fair_picks % kDequeFirstEvery) == 0;
-    if (deque_first)
-      if (Work* w = self->deque.steal()) return w;  // our own oldest item
-    if (Work* w = injection_.try_pop()) return w;
-    if (!deque_first)
-      if (Work* w = self->deque.steal()) return w;
+    if (Work* w = deque_first ? self->deque.steal() : injection_.try_pop()) return w;
+    if (Work* w = deque_first ? injection_.try_pop() : self->deque.steal()) return w;
   }
   // acq_rel: pairs with the exchange that put the item there (ours or, for
   // the pointer only, a thief's null).
@@ -115,12 +109,15 @@ Work* Pool::find_local(Worker* self) {
   if (const std::size_t n = workers_.size(); n > 1) {
     std::size_t i = xorshift(self->rng) % (n - 1);  // any worker but us
     if (i >= self->index) ++i;
-    if (Work* w = workers_[i]->deque.steal()) {
-      self->counters.bump(self->counters.stolen);  // PL9
-      return w;
-    }
+    if (Work* w = steal_from(self, workers_[i].get())) return w;
   }
   return injection_.try_pop();
+}
+
+Work* Pool::steal_from(Worker* self, Worker* victim) {
+  Work* w = victim->deque.steal();
+  if (w) self->counters.bump(self->counters.stolen);  // PL9
+  return w;
 }
 
 Work* Pool::steal_any(Worker* self, bool take_next) {
@@ -130,10 +127,7 @@ Work* Pool::steal_any(Worker* self, bool take_next) {
   for (std::size_t i = 0; i < n; ++i) {
     Worker* v = workers_[(start + i) % n].get();
     if (v == self) continue;
-    if (Work* w = v->deque.steal()) {
-      self->counters.bump(self->counters.stolen);  // PL9
-      return w;
-    }
+    if (Work* w = steal_from(self, v)) return w;
     // PL6: a next slot only late in the search. Load first so that an empty
     // slot's cache line is not written.
     if (take_next && v->next.load(std::memory_order_relaxed))

@@ -134,6 +134,7 @@ class Pool final : public Scheduler {
 
   void worker_main(Worker* self);
   Work* find_local(Worker* self);
+  Work* steal_from(Worker* self, Worker* victim);  // its deque's oldest, counted (PL9)
   Work* steal_any(Worker* self, bool take_next);
   Work* find_work(Worker* self);
   bool any_work_visible() const;
