@@ -70,6 +70,9 @@ struct Chunk {
   Chunk* next_avail = nullptr;
 
   char* blocks() noexcept { return reinterpret_cast<char*>(this) + sizeof(Chunk); }
+  std::size_t index(void* p) noexcept {
+    return static_cast<std::size_t>(static_cast<char*>(p) - blocks()) / size;
+  }
 
   void* take() noexcept {
     for (std::uint32_t w = cursor; w < words; ++w) {
@@ -302,13 +305,11 @@ inline Heap* my_heap() {
   return heap->alloc_slow(cls);
 }
 
-[[gnu::noinline]] void free_to_chunk(Heap* heap, Chunk* c, void* p) noexcept {
-  std::size_t i = static_cast<std::size_t>(static_cast<char*>(p) - c->blocks()) / c->size;
-  if (c->owner == heap)
-    heap->free_local(c, i);
-  else
-    free_remote(c, i);
+[[gnu::noinline]] void free_to_bitmap(Heap* heap, Chunk* c, void* p) noexcept {
+  heap->free_local(c, c->index(p));
 }
+
+[[gnu::noinline]] void free_elsewhere(Chunk* c, void* p) noexcept { free_remote(c, c->index(p)); }
 
 }  // namespace
 
@@ -329,14 +330,13 @@ void small_free(void* p, std::size_t size) noexcept {
   }
   auto* c = reinterpret_cast<Chunk*>(reinterpret_cast<std::uintptr_t>(p) & ~(kChunk - 1));
   Heap* heap = my_heap();
-  if (c->owner == heap) {
-    std::uint32_t& n = heap->cached[c->cls];
-    if (n < kCached) {  // SA12
-      heap->cache[c->cls][n++] = p;
-      return;
-    }
+  if (c->owner != heap) return free_elsewhere(c, p);
+  std::uint32_t& n = heap->cached[c->cls];
+  if (n < kCached) {  // SA12
+    heap->cache[c->cls][n++] = p;
+    return;
   }
-  free_to_chunk(heap, c, p);
+  free_to_bitmap(heap, c, p);
 }
 
 #endif
