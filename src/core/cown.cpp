@@ -247,17 +247,6 @@ void BehaviourBase::release_cowns() {
   Cown* to_wake[8];
   std::uint32_t n_wake = 0;
   std::vector<Cown*> more_to_wake;
-  // A hint: the grants below decrement each waiting successor's `pending`,
-  // a line of its behaviour that prefetch_successors() did not load. Start
-  // every such load now, so that they overlap instead of stalling one after
-  // the other. acquire: pairs with the successor's link (CW2), which
-  // published its `behaviour`; it cannot run (nor be freed) before we pass
-  // it the cown.
-  if (nrequests > 1)
-    for (std::uint32_t i = 0; i < nrequests; ++i)
-      if (!requests[i].read)
-        if (Request* n = requests[i].next.load(std::memory_order_acquire); n && !n->sole)
-          __builtin_prefetch(n->behaviour, 1);
   for (std::uint32_t i = 0; i < nrequests; ++i) {
     Request* s = &requests[i];
     Cown* c = s->cown;
