@@ -1,7 +1,8 @@
 // src/shm/dict.cpp: Dict, a chained hash table in shared memory:
 // {count, nbuckets, buckets, refs, stamp}, entries {next, hash, key cell,
 // value cell}, rechained into 4x the buckets when it holds twice as many
-// entries. Keeps V1-V3 (objects.hpp: keys hashable, never containers).
+// entries. Keeps V1-V3 (objects.hpp: keys hashable, never containers) and
+// D1 (below: a forged bucket count or a chain cycle is a typed error).
 #include <fmt/format.h>
 
 #include <vector>
@@ -29,19 +30,36 @@ bool key_equals(Tx& tx, Offset cell_at, const Value& key) {
 // that points at the entry found, or the chain's last next word.
 // With `check_hash` false, `equals` alone decides (an inline key's cell is
 // the whole key: one read fewer per entry than the hash and then the cell).
-// `after_nb()` runs after the first read of the header (false: stop, null).
+// `after_nb(nb)` runs after the first read of the header, with the bucket
+// count read (false: stop, null).
+// D1: a bucket count that is not a power of two, or a chain longer than the
+// heap could hold entries (a cycle), is corruption: a typed error, not a
+// bucket past the array or a walk without end. The chain bound is looked at
+// only after kChainCheck steps, so a healthy walk pays one compare a step.
+constexpr std::uint64_t kChainCheck = 4096;
+void check_chain(const Heap& heap, Offset dict, std::uint64_t steps) {
+  if (steps % kChainCheck == 0 && steps > heap.committed_bytes() / 48)
+    corrupt("dict chain", dict, steps);
+}
+void check_buckets(const Heap& heap, Offset dict, std::uint64_t nb) {
+  if (nb == 0 || (nb & (nb - 1)) != 0 || nb >= heap.committed_bytes() / 8)
+    corrupt("dict buckets", dict, nb);
+}
+
 template <class R, class Eq, class After>
-Offset find_entry(R& r, Offset dict, std::uint64_t h, Offset* link, bool check_hash, Eq&& equals,
-                  After&& after_nb) {
+Offset find_entry(R& r, const Heap& heap, Offset dict, std::uint64_t h, Offset* link,
+                  bool check_hash, Eq&& equals, After&& after_nb) {
   std::uint64_t nb = r.read(dict + 8);
-  if (!after_nb()) return null_offset;
+  if (!after_nb(nb)) return null_offset;
   Offset at = r.read(dict + 16) + 8 * (h & (nb - 1));
+  std::uint64_t steps = 0;
   for (Offset e = r.read(at); e; e = r.read(at)) {
     if ((!check_hash || r.read(e + 8) == h) && equals(e + 16)) {
       if (link) *link = at;
       return e;
     }
     at = e;  // the entry's next word
+    if (++steps >= kChainCheck) check_chain(heap, dict, steps);  // D1
   }
   if (link) *link = at;
   return null_offset;
@@ -67,8 +85,11 @@ std::size_t Dict::size(Tx& tx) const {
 
 Offset Dict::find(Tx& tx, const Value& key, std::uint64_t h, Offset* link) const {
   return find_entry(
-      tx, off_, h, link, true, [&](Offset cell) { return key_equals(tx, cell, key); },
-      [] { return true; });
+      tx, tx.heap(), off_, h, link, true, [&](Offset cell) { return key_equals(tx, cell, key); },
+      [&](std::uint64_t nb) {
+        if (nb == 0 || (nb & (nb - 1)) != 0) corrupt("dict buckets", off_, nb);  // D1
+        return true;
+      });
 }
 
 std::optional<Value> Dict::get(Tx& tx, const Value& key) const {
@@ -117,11 +138,14 @@ void Dict::set(Tx& tx, const Value& key, const Value& v) const {
   tx.write(off_, count);
   std::uint64_t nb = tx.read(off_ + 8);
   if (count > 2 * nb) {  // grow: rechain every entry into 4x the buckets
+    check_buckets(tx.heap(), off_, nb);  // D1: before it sizes a vector
     std::uint64_t nb2 = nb * 4;
     Offset old = tx.read(off_ + 16);
     std::vector<Offset> heads(nb2, 0);
+    std::uint64_t steps = 0;
     for (std::uint64_t i = 0; i < nb; ++i)
       for (Offset x = tx.read(old + 8 * i); x;) {
+        if (++steps > count) corrupt("dict chain", off_, steps);  // D1: more entries than counted
         Offset next = tx.read(x);
         std::uint64_t b = tx.read(x + 8) & (nb2 - 1);
         tx.write(x, heads[b]);
@@ -172,11 +196,14 @@ std::int64_t Dict::increment(TxHeap& txh, const Value& key, std::int64_t delta) 
     // refuses the op, while every read before then is the live dict's.
     bool stale = false;
     const Offset e = find_entry(
-        op, off_, h, nullptr, false,
+        op, txh.heap(), off_, h, nullptr, false,
         [&](Offset at) {
           return op.peek(at) == cell->tag && op.peek(at + 8) == cell->payload;  // SO1
         },
-        [&] {
+        [&](std::uint64_t nb) {
+          // D1: a read that failed returned 0 (SO1); one that did not is the
+          // committed count, and a committed count is a power of two.
+          if ((nb & (nb - 1)) != 0) corrupt("dict buckets", off_, nb);
           stale = stamp_ != 0 && !op.failed() && op.peek(off_ + stamp_word(Kind::dict)) != stamp_;
           return !stale;
         });
@@ -217,11 +244,16 @@ bool Dict::erase(Tx& tx, const Value& key) const {
 void Dict::for_each(Tx& tx,
                     const std::function<void(const Value& key, const Value& value)>& f) const {
   live(tx);
-  std::uint64_t nb = tx.read(off_ + 8);
+  std::uint64_t count = tx.read(off_), nb = tx.read(off_ + 8);
+  check_buckets(tx.heap(), off_, nb);  // D1
   Offset buckets = tx.read(off_ + 16);
+  std::uint64_t steps = 0;
   for (std::uint64_t i = 0; i < nb; ++i)
-    for (Offset e = tx.read(buckets + 8 * i); e; e = tx.read(e))
+    for (Offset e = tx.read(buckets + 8 * i); e; e = tx.read(e)) {
+      // D1: more entries than counted (re-read: f may have added some)
+      if (++steps > count && steps > (count = tx.read(off_))) corrupt("dict chain", off_, steps);
       f(decode(tx, read_cell(tx, e + 16)), decode(tx, read_cell(tx, e + 32)));
+    }
 }
 
 std::vector<Value> Dict::keys(Tx& tx) const {

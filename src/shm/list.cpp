@@ -1,7 +1,8 @@
 // src/shm/list.cpp: List, a growable array of cells in shared memory:
 // {len, cap, items, refs, stamp} over an items block of cap cells. Keeps V1
 // and V2 (objects.hpp: every cell written through the transaction, a stored
-// value counted before the one it replaces is dropped).
+// value counted before the one it replaces is dropped) and L1 (below: a
+// length past the capacity is corruption, reported as a typed error).
 #include <fmt/format.h>
 
 #include "shm/objects_private.hpp"
@@ -15,6 +16,22 @@ namespace {
 
 [[noreturn]] void out_of_range(std::size_t i, std::size_t n) {
   throw Error(Errc::invalid_argument, fmt::format("list index {} out of range (size {})", i, n));
+}
+
+// L1: the length a walk, a clear or an append trusts is at most the
+// capacity, and the capacity's cells fit in the heap: a forged length is a
+// typed error, not a huge reserve() or a write past the items block.
+// Only size() and get() skip it: they write nothing, and a cell get() reads
+// past a forged capacity is still inside the heap (Heap::ptr bounds reads).
+struct Shape {
+  std::uint64_t len, cap;
+  Offset items;
+};
+Shape checked_shape(Tx& tx, Offset list) {
+  Shape s{tx.read(list), tx.read(list + 8), tx.read(list + 16)};
+  if (s.cap >= tx.heap().committed_bytes() / 16) corrupt("list capacity", list, s.cap);
+  if (s.len > s.cap) corrupt("list", list, s.len);
+  return s;
 }
 
 }  // namespace
@@ -42,23 +59,22 @@ Value List::get(Tx& tx, std::size_t i) const {
 
 Offset List::payload_word(Tx& tx, std::size_t i) const {
   live(tx);
-  std::size_t n = tx.read(off_);
+  auto [n, cap, items] = checked_shape(tx, off_);  // L1
   if (i >= n) out_of_range(i, n);
-  return tx.read(off_ + 16) + 16 * i + 8;
+  return items + 16 * i + 8;
 }
 
 void List::set(Tx& tx, std::size_t i, const Value& v) const {
   live(tx);
-  std::size_t n = tx.read(off_);
+  auto [n, cap, items] = checked_shape(tx, off_);  // L1
   if (i >= n) out_of_range(i, n);
-  store_cell(tx, tx.read(off_ + 16) + 16 * i, v);  // V2
+  store_cell(tx, items + 16 * i, v);  // V2
 }
 
 void List::append(Tx& tx, const Value& v) const {
   live(tx);
   Cell fresh = encode(tx, v);  // V2
-  std::uint64_t len = tx.read(off_), cap = tx.read(off_ + 8);
-  Offset items = tx.read(off_ + 16);
+  auto [len, cap, items] = checked_shape(tx, off_);  // L1
   if (len == cap) {
     std::uint64_t ncap = cap * 2;
     Offset fresh = tx.allocate(16 * ncap);
@@ -80,9 +96,9 @@ void List::append(Tx& tx, const Value& v) const {
 
 Value List::pop(Tx& tx) const {
   live(tx);
-  std::uint64_t len = tx.read(off_);
+  auto [len, cap, items] = checked_shape(tx, off_);  // L1
   if (len == 0) throw Error(Errc::invalid_argument, "pop from an empty list");
-  Offset at = tx.read(off_ + 16) + 16 * (len - 1);
+  Offset at = items + 16 * (len - 1);
   Cell s = read_cell(tx, at);
   Value v = decode(tx, s);
   retire_cell(tx, s);  // V2: a popped container not stored again is freed at commit
@@ -93,8 +109,7 @@ Value List::pop(Tx& tx) const {
 
 void List::clear(Tx& tx) const {
   live(tx);
-  std::uint64_t len = tx.read(off_);
-  Offset items = tx.read(off_ + 16);
+  auto [len, cap, items] = checked_shape(tx, off_);  // L1
   for (std::uint64_t i = 0; i < len; ++i) {
     retire_cell(tx, read_cell(tx, items + 16 * i));
     write_cell(tx, items + 16 * i, Cell{});
@@ -104,8 +119,7 @@ void List::clear(Tx& tx) const {
 
 std::vector<Value> List::items(Tx& tx) const {
   live(tx);
-  std::uint64_t len = tx.read(off_);
-  Offset items = tx.read(off_ + 16);
+  auto [len, cap, items] = checked_shape(tx, off_);  // L1
   std::vector<Value> out;
   out.reserve(len);
   for (std::uint64_t i = 0; i < len; ++i) out.push_back(decode(tx, read_cell(tx, items + 16 * i)));

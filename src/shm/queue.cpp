@@ -42,6 +42,12 @@ Queue::Queue(Heap& heap, std::string name, Record rec, Tx& tx)
   head_word_ = rec.payload_word(tx, "head");
   tail_word_ = rec.payload_word(tx, "tail");
   closed_word_ = rec.payload_word(tx, "closed");
+  // Q6: a queue record another program scribbled over is a typed error
+  // here, not a division by zero or a futex on a word outside the heap.
+  if (capacity_ == 0 || items_.size(tx) != capacity_ || sync_ == null_offset ||
+      sync_ % alignof(Sync) != 0 || sync_ > heap.committed_bytes() - sizeof(Sync))
+    throw Error(Errc::bad_segment, "queue '" + name_ + "' in heap '" + heap.name() +
+                                       "' is corrupt: its capacity, items or futex block");
   cells_ = items_.payload_word(tx, 0) - 8;  // the first cell's tag word
 }
 

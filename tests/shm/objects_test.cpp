@@ -955,6 +955,76 @@ TEST(Corrupt, ForgedStripeLocksFailWithBadSegment) {
   EXPECT_EQ(atomically(heap, [&](Tx& tx) { return d.get(tx, Value(1))->as_int(); }), 10);
 }
 
+// list.cpp L1, dict.cpp D1: a list length past its capacity, a bucket count
+// that is not a power of two and a chain that loops are bad_segment, not a
+// huge allocation, a write past the items block or a walk without end. Each
+// forgery is written inside the transaction that meets it, so its abort
+// leaves the heap sound; the fuzzer (fuzz/heap_fuzz.cpp) forges them in a
+// heap's bytes.
+TEST(Corrupt, ForgedListLengthsDictBucketsAndChainCyclesFailWithBadSegment) {
+  auto heap = objects_test_heap::make_heap();
+  auto& txh = TxHeap::attach(heap);
+  Dict d = root_dict(txh, "d", 4);
+  List l = atomically(heap, [&](Tx& tx) {
+    List x = new_list(tx, 4);
+    for (int i = 0; i < 3; ++i) x.append(tx, Value(i));
+    set_root(tx, "l", Value(x));
+    for (long i = 0; i < 6; ++i) d.set(tx, Value(i), Value(i));
+    return x;
+  });
+  auto expect_bad = [&](const char* what, auto&& f) {
+    try {
+      atomically(heap, f);
+      ADD_FAILURE() << what << ": no error";
+    } catch (const troupe::Error& e) {
+      EXPECT_EQ(e.code(), troupe::Errc::bad_segment) << what << ": " << e.what();
+    }
+  };
+  expect_bad("huge list length", [&](Tx& tx) {
+    tx.write(l.offset(), std::uint64_t{1} << 40);
+    (void)l.items(tx);
+  });
+  expect_bad("length past capacity", [&](Tx& tx) {
+    tx.write(l.offset(), 4 + 1);
+    l.append(tx, Value(9));
+  });
+  expect_bad("huge capacity", [&](Tx& tx) {
+    tx.write(l.offset() + 8, std::uint64_t{1} << 50);
+    l.set(tx, 0, Value(9));
+  });
+  expect_bad("bucket count not a power of two", [&](Tx& tx) {
+    tx.write(d.offset() + 8, 3);
+    (void)d.get(tx, Value(1));
+  });
+  // A chain that loops: an entry's next word names the entry itself.
+  const std::uint64_t nb = atomically(heap, [&](Tx& tx) { return tx.read(d.offset() + 8); });
+  long absent = 1000;  // a key not in the dict, hashed into the looping chain
+  Offset head = 0;
+  atomically(heap, [&](Tx& tx) {
+    Offset buckets = tx.read(d.offset() + 16);
+    for (std::uint64_t i = 0; i < nb && !head; ++i) head = tx.read(buckets + 8 * i);
+    std::uint64_t bucket = tx.read(head + 8) & (nb - 1);
+    while ((Value(absent).hash() & (nb - 1)) != bucket) ++absent;
+  });
+  ASSERT_NE(head, 0u);
+  expect_bad("chain cycle, for_each", [&](Tx& tx) {
+    tx.write(head, head);
+    d.for_each(tx, [](const Value&, const Value&) {});
+  });
+  expect_bad("chain cycle, lookup", [&](Tx& tx) {
+    tx.write(head, head);
+    (void)d.contains(tx, Value(absent));
+  });
+  expect_bad("chain cycle, growth", [&](Tx& tx) {
+    tx.write(head, head);
+    for (long i = 0; i < 64; ++i) d.set(tx, Value(5000 + i), Value(i));
+  });
+  // Every forgery aborted: the heap is sound and holds what it held.
+  EXPECT_TRUE(heap.verify().empty());
+  EXPECT_EQ(atomically(heap, [&](Tx& tx) { return l.items(tx).size(); }), 3u);
+  EXPECT_EQ(atomically(heap, [&](Tx& tx) { return d.size(tx); }), 6u);
+}
+
 // A heap closed and created again under the same name (often mapped at the
 // same address) has its own roots: nothing cached from the first one leaks
 // into the second.

@@ -1,7 +1,8 @@
 // tests/shm/queue_test.cpp: shm::Queue (queue.hpp Q1-Q5): order,
 // bounds, blocking waits woken by the other side, close, and threads
 // producing and consuming at once with every item taken exactly once, and
-// in-place gets that hand the item's blob to the taker.
+// in-place gets that hand the item's blob to the taker; a scribbled-over
+// queue record is a typed error when opened (Q6).
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -147,4 +148,35 @@ TEST(Queue, InPlaceGetHandsTheBlobToTheTaker) {
   heap.recover();
   EXPECT_LE(heap.stats().live_bytes() + big.size(), live);  // freed by recovery
   EXPECT_EQ(used(), empty);
+}
+
+TEST(Queue, AQueueRecordScribbledOverIsBadSegmentWhenOpened) {
+  using troupe::shm::Tx;
+  auto heap = objects_test_heap::make_heap();
+  Queue::create(heap, "q", 4);
+  auto forge = [&](const char* field, long long v) {
+    troupe::shm::atomically(heap, [&](Tx& tx) {
+      troupe::shm::get_root(tx, "queue:q").as_record().set(tx, field, Value(v));
+    });
+  };
+  auto expect_bad = [&](const char* what) {
+    try {
+      Queue::open(heap, "q");
+      ADD_FAILURE() << what << ": opened";
+    } catch (const troupe::Error& e) {
+      EXPECT_EQ(e.code(), troupe::Errc::bad_segment) << what << ": " << e.what();
+    }
+  };
+  forge("capacity", 0);  // a modulus of 0
+  expect_bad("capacity 0");
+  forge("capacity", 5);  // more cells than the items list has
+  expect_bad("capacity past the items");
+  forge("capacity", 4);
+  EXPECT_NO_THROW(Queue::open(heap, "q"));
+  forge("sync", 0);
+  expect_bad("null futex block");
+  forge("sync", 3);
+  expect_bad("misaligned futex block");
+  forge("sync", 1LL << 40);
+  expect_bad("futex block past the heap");
 }

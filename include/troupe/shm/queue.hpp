@@ -38,6 +38,9 @@
 //       the shared data in the same transaction (tx.hpp T11): the blob is
 //       the taker's from the commit on, freed exactly once, by the taker or
 //       by recovery if the taker dies.
+//   Q6. Opening checks the record: a capacity of 0, an items list of another
+//       length, or a futex block that is null, misaligned or past the heap
+//       is Errc::bad_segment (a record another program scribbled over).
 #pragma once
 
 #include <chrono>
