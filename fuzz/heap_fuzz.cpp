@@ -8,12 +8,13 @@
 //
 // A template heap is made once per process: an anonymous segment (memfd)
 // holding a root dict of ints, strings, bytes, tuples, a nested list and a
-// record. Each input is a list of 12-byte patches {u32 offset, u64 xor}: the
+// record, and a queue of capacity 4 holding two items. Each input is a list of 12-byte patches {u32 offset, u64 xor}: the
 // template's bytes are copied to a fresh memfd, each patch XORs 8 bytes of the
 // body (past the header, 8-aligned), and the copy is opened (open_fd runs the
 // recovery of the slots it finds dead: every slot, since no process holds
 // this file), attached, read through (every key, value, nested item, bounded)
-// and written (a set, an erase) in transactions.
+// and written (a set, an erase) in transactions; the queue is opened, and an
+// item taken and one put.
 //
 // Invariants the target checks (a violation is a crash libFuzzer reports):
 //   G1. Every rejection is a troupe::Error; anything else escapes and aborts.
@@ -34,6 +35,7 @@
 #include "shm/layout.hpp"
 #include "troupe/shm/heap.hpp"
 #include "troupe/shm/objects.hpp"
+#include "troupe/shm/queue.hpp"
 #include "troupe/shm/tx.hpp"
 
 namespace {
@@ -58,7 +60,7 @@ const std::string& image() {
     CreateOptions o;
     o.anonymous = true;
     o.initial_size = 256 << 10;
-    o.max_size = 1 << 20;
+    o.max_size = 4 << 20;
     o.slots = 8;
     Heap h = Heap::create(o);
     auto& txh = TxHeap::attach(h);
@@ -76,6 +78,9 @@ const std::string& image() {
       r.set(tx, "b", Value("bee"));
       d.set(tx, Value("rec"), Value(r));
     });
+    Queue q = Queue::create(h, "q", 4);
+    q.try_put(Value(1L));
+    q.try_put(Value(std::string(20, 'q')));
     std::string img = read_all(h.fd());
     TxHeap::detach(h);
     h.close();
@@ -152,6 +157,13 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         }
       });
     } catch (const troupe::Error&) {  // G1: rejected with a typed error
+    }
+    try {
+      Queue q = Queue::open(h, "q");
+      (void)q.try_get();
+      (void)q.try_put(Value(5L));
+      (void)q.size();
+    } catch (const troupe::Error&) {  // G1
     }
     TxHeap::detach(h);
     h.close();
