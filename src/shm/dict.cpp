@@ -2,7 +2,7 @@
 // {count, nbuckets, buckets, refs, stamp}, entries {next, hash, key cell,
 // value cell}, rechained into 4x the buckets when it holds twice as many
 // entries. Keeps V1-V3 (objects.hpp: keys hashable, never containers) and
-// D1 (below: a forged bucket count or a chain cycle is a typed error).
+// V5 (a forged bucket count or a chain cycle is a typed error).
 #include <fmt/format.h>
 
 #include <vector>
@@ -32,7 +32,7 @@ bool key_equals(Tx& tx, Offset cell_at, const Value& key) {
 // the whole key: one read fewer per entry than the hash and then the cell).
 // `after_nb(nb)` runs after the first read of the header, with the bucket
 // count read (false: stop, null).
-// D1: a bucket count that is not a power of two, or a chain longer than the
+// V5: a bucket count that is not a power of two, or a chain longer than the
 // heap could hold entries (a cycle), is corruption: a typed error, not a
 // bucket past the array or a walk without end. The chain bound is looked at
 // only after kChainCheck steps, so a healthy walk pays one compare a step.
@@ -59,7 +59,7 @@ Offset find_entry(R& r, const Heap& heap, Offset dict, std::uint64_t h, Offset* 
       return e;
     }
     at = e;  // the entry's next word
-    if (++steps >= kChainCheck) check_chain(heap, dict, steps);  // D1
+    if (++steps >= kChainCheck) check_chain(heap, dict, steps);  // V5
   }
   if (link) *link = at;
   return null_offset;
@@ -87,7 +87,7 @@ Offset Dict::find(Tx& tx, const Value& key, std::uint64_t h, Offset* link) const
   return find_entry(
       tx, tx.heap(), off_, h, link, true, [&](Offset cell) { return key_equals(tx, cell, key); },
       [&](std::uint64_t nb) {
-        if (nb == 0 || (nb & (nb - 1)) != 0) corrupt("dict buckets", off_, nb);  // D1
+        if (nb == 0 || (nb & (nb - 1)) != 0) corrupt("dict buckets", off_, nb);  // V5
         return true;
       });
 }
@@ -138,14 +138,14 @@ void Dict::set(Tx& tx, const Value& key, const Value& v) const {
   tx.write(off_, count);
   std::uint64_t nb = tx.read(off_ + 8);
   if (count > 2 * nb) {  // grow: rechain every entry into 4x the buckets
-    check_buckets(tx.heap(), off_, nb);  // D1: before it sizes a vector
+    check_buckets(tx.heap(), off_, nb);  // V5: before it sizes a vector
     std::uint64_t nb2 = nb * 4;
     Offset old = tx.read(off_ + 16);
     std::vector<Offset> heads(nb2, 0);
     std::uint64_t steps = 0;
     for (std::uint64_t i = 0; i < nb; ++i)
       for (Offset x = tx.read(old + 8 * i); x;) {
-        if (++steps > count) corrupt("dict chain", off_, steps);  // D1: more entries than counted
+        if (++steps > count) corrupt("dict chain", off_, steps);  // V5: more entries than counted
         Offset next = tx.read(x);
         std::uint64_t b = tx.read(x + 8) & (nb2 - 1);
         tx.write(x, heads[b]);
@@ -194,20 +194,21 @@ std::int64_t Dict::increment(TxHeap& txh, const Value& key, std::int64_t delta) 
     // see the stamp it zeroed before; so a match means that transaction
     // locks after our read, releases at a version above rv (X8 b) and SO2
     // refuses the op, while every read before then is the live dict's.
-    bool stale = false;
+    bool stale = false, odd = false;
     const Offset e = find_entry(
         op, txh.heap(), off_, h, nullptr, false,
         [&](Offset at) {
           return op.peek(at) == cell->tag && op.peek(at + 8) == cell->payload;  // SO1
         },
         [&](std::uint64_t nb) {
-          // D1: a read that failed returned 0 (SO1); one that did not is the
-          // committed count, and a committed count is a power of two.
-          if ((nb & (nb - 1)) != 0) corrupt("dict buckets", off_, nb);
           stale = stamp_ != 0 && !op.failed() && op.peek(off_ + stamp_word(Kind::dict)) != stamp_;
-          return !stale;
+          // V5: a bucket count that is not a power of two (a failed read
+          // returned 0, SO1) is a stale handle's or corrupt memory: the
+          // transaction below tells which, with its typed error.
+          odd = (nb & (nb - 1)) != 0;
+          return !stale && !odd;
         });
-    if (stale) break;
+    if (stale || odd) break;
     if (op.failed()) {
       if (!op.retry(n)) break;
       continue;
@@ -245,12 +246,12 @@ void Dict::for_each(Tx& tx,
                     const std::function<void(const Value& key, const Value& value)>& f) const {
   live(tx);
   std::uint64_t count = tx.read(off_), nb = tx.read(off_ + 8);
-  check_buckets(tx.heap(), off_, nb);  // D1
+  check_buckets(tx.heap(), off_, nb);  // V5
   Offset buckets = tx.read(off_ + 16);
   std::uint64_t steps = 0;
   for (std::uint64_t i = 0; i < nb; ++i)
     for (Offset e = tx.read(buckets + 8 * i); e; e = tx.read(e)) {
-      // D1: more entries than counted (re-read: f may have added some)
+      // V5: more entries than counted (re-read: f may have added some)
       if (++steps > count && steps > (count = tx.read(off_))) corrupt("dict chain", off_, steps);
       f(decode(tx, read_cell(tx, e + 16)), decode(tx, read_cell(tx, e + 32)));
     }

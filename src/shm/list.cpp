@@ -1,8 +1,8 @@
 // src/shm/list.cpp: List, a growable array of cells in shared memory:
 // {len, cap, items, refs, stamp} over an items block of cap cells. Keeps V1
 // and V2 (objects.hpp: every cell written through the transaction, a stored
-// value counted before the one it replaces is dropped) and L1 (below: a
-// length past the capacity is corruption, reported as a typed error).
+// value counted before the one it replaces is dropped) and V5 (a length past the
+// capacity is corruption, reported as a typed error).
 #include <fmt/format.h>
 
 #include "shm/objects_private.hpp"
@@ -18,7 +18,7 @@ namespace {
   throw Error(Errc::invalid_argument, fmt::format("list index {} out of range (size {})", i, n));
 }
 
-// L1: the length a walk, a clear or an append trusts is at most the
+// V5: the length a walk, a clear or an append trusts is at most the
 // capacity, and the capacity's cells fit in the heap: a forged length is a
 // typed error, not a huge reserve() or a write past the items block.
 // Only size() and get() skip it: they write nothing, and a cell get() reads
@@ -59,14 +59,14 @@ Value List::get(Tx& tx, std::size_t i) const {
 
 Offset List::payload_word(Tx& tx, std::size_t i) const {
   live(tx);
-  auto [n, cap, items] = checked_shape(tx, off_);  // L1
+  auto [n, cap, items] = checked_shape(tx, off_);  // V5
   if (i >= n) out_of_range(i, n);
   return items + 16 * i + 8;
 }
 
 void List::set(Tx& tx, std::size_t i, const Value& v) const {
   live(tx);
-  auto [n, cap, items] = checked_shape(tx, off_);  // L1
+  auto [n, cap, items] = checked_shape(tx, off_);  // V5
   if (i >= n) out_of_range(i, n);
   store_cell(tx, items + 16 * i, v);  // V2
 }
@@ -74,7 +74,7 @@ void List::set(Tx& tx, std::size_t i, const Value& v) const {
 void List::append(Tx& tx, const Value& v) const {
   live(tx);
   Cell fresh = encode(tx, v);  // V2
-  auto [len, cap, items] = checked_shape(tx, off_);  // L1
+  auto [len, cap, items] = checked_shape(tx, off_);  // V5
   if (len == cap) {
     std::uint64_t ncap = cap * 2;
     Offset fresh = tx.allocate(16 * ncap);
@@ -96,7 +96,7 @@ void List::append(Tx& tx, const Value& v) const {
 
 Value List::pop(Tx& tx) const {
   live(tx);
-  auto [len, cap, items] = checked_shape(tx, off_);  // L1
+  auto [len, cap, items] = checked_shape(tx, off_);  // V5
   if (len == 0) throw Error(Errc::invalid_argument, "pop from an empty list");
   Offset at = items + 16 * (len - 1);
   Cell s = read_cell(tx, at);
@@ -109,7 +109,7 @@ Value List::pop(Tx& tx) const {
 
 void List::clear(Tx& tx) const {
   live(tx);
-  auto [len, cap, items] = checked_shape(tx, off_);  // L1
+  auto [len, cap, items] = checked_shape(tx, off_);  // V5
   for (std::uint64_t i = 0; i < len; ++i) {
     retire_cell(tx, read_cell(tx, items + 16 * i));
     write_cell(tx, items + 16 * i, Cell{});
@@ -119,7 +119,7 @@ void List::clear(Tx& tx) const {
 
 std::vector<Value> List::items(Tx& tx) const {
   live(tx);
-  auto [len, cap, items] = checked_shape(tx, off_);  // L1
+  auto [len, cap, items] = checked_shape(tx, off_);  // V5
   std::vector<Value> out;
   out.reserve(len);
   for (std::uint64_t i = 0; i < len; ++i) out.push_back(decode(tx, read_cell(tx, items + 16 * i)));

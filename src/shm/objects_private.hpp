@@ -63,9 +63,9 @@ constexpr Offset stamp_word(Kind k) { return k == Kind::record ? 16 : 32; }
 
 // ---- encoding.cpp ----
 std::uint64_t fresh_stamp();
-// T8/T10: a length, count or chain read from the heap that no heap of this
-// size could hold is corruption: a typed error, never a huge allocation or a
-// walk without end.
+// V5 (objects.hpp), T8/T10: a length, count or chain read from the heap that
+// no sound container could have is corruption: a typed error, never a huge
+// allocation or a walk without end.
 [[noreturn]] void corrupt(const char* what, Offset b, std::uint64_t n);
 void check_live(Tx& tx, Kind k, Offset b, std::uint64_t stamp);
 std::pair<Offset, std::uint64_t> record_header(Tx& tx, Offset r);

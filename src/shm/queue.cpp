@@ -44,10 +44,17 @@ Queue::Queue(Heap& heap, std::string name, Record rec, Tx& tx)
   closed_word_ = rec.payload_word(tx, "closed");
   // Q6: a queue record another program scribbled over is a typed error
   // here, not a division by zero or a futex on a word outside the heap.
-  if (capacity_ == 0 || items_.size(tx) != capacity_ || sync_ == null_offset ||
-      sync_ % alignof(Sync) != 0 || sync_ > heap.committed_bytes() - sizeof(Sync))
-    throw Error(Errc::bad_segment, "queue '" + name_ + "' in heap '" + heap.name() +
-                                       "' is corrupt: its capacity, items or futex block");
+  auto corrupt = [&](const char* what) {
+    throw Error(Errc::bad_segment,
+                "queue '" + name_ + "' in heap '" + heap.name() + "' is corrupt: its " + what);
+  };
+  if (capacity_ == 0 || items_.size(tx) != capacity_) corrupt("capacity or items");
+  if (sync_ == null_offset || sync_ % alignof(Sync) != 0) corrupt("futex block offset");
+  try {
+    (void)heap.ptr(sync_ + sizeof(Sync) - 1);  // throws past the heap's committed end
+  } catch (const Error&) {
+    corrupt("futex block offset");
+  }
   cells_ = items_.payload_word(tx, 0) - 8;  // the first cell's tag word
 }
 

@@ -955,7 +955,7 @@ TEST(Corrupt, ForgedStripeLocksFailWithBadSegment) {
   EXPECT_EQ(atomically(heap, [&](Tx& tx) { return d.get(tx, Value(1))->as_int(); }), 10);
 }
 
-// list.cpp L1, dict.cpp D1: a list length past its capacity, a bucket count
+// objects.hpp V5: a list length past its capacity, a bucket count
 // that is not a power of two and a chain that loops are bad_segment, not a
 // huge allocation, a write past the items block or a walk without end. Each
 // forgery is written inside the transaction that meets it, so its abort

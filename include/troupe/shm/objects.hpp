@@ -78,6 +78,13 @@
 //   V4. A cell's tag word is written only together with its payload word, in
 //       the same transaction: whoever holds the payload word's stripe (a
 //       single-word atomic operation, tx.hpp) sees the cell's kind fixed.
+//   V5. What a container's words say of its shape is checked before it sizes
+//       an allocation, bounds a write or ends a walk: a list length past its
+//       capacity or a capacity past the heap, a dict bucket count that is not
+//       a power of two or past the heap, a chain with more entries than the
+//       dict counts (or than the heap holds: a cycle) are Errc::bad_segment,
+//       like a forged length of a blob, tuple or record (memory another
+//       program scribbled over; fuzz/heap_fuzz.cpp forges them).
 #pragma once
 
 #include <cstdint>
