@@ -8,8 +8,9 @@
 //
 // A template heap is made once per process: an anonymous segment (memfd)
 // holding a root dict of ints, strings, bytes, tuples, a nested list and a
-// record, and a queue of capacity 4 holding two items. Each input is a list of 12-byte patches {u32 offset, u64 xor}: the
-// template's bytes are copied to a fresh memfd, each patch XORs 8 bytes of the
+// record, and a queue of capacity 4 holding two items. Each input is a list
+// of 12-byte patches {u32 offset, u64 xor}: the template's bytes are copied
+// to a fresh memfd, each patch XORs 8 bytes of the
 // body (past the header, 8-aligned), and the copy is opened (open_fd runs the
 // recovery of the slots it finds dead: every slot, since no process holds
 // this file), attached, read through (every key, value, nested item, bounded)
