@@ -2,8 +2,8 @@
 // (Heap::root) naming a cell, a published 16-byte block holding one value,
 // created once and never freed; get_root/set_root read and write its cell in
 // a transaction, root_dict makes a dict root. Keeps V2 (objects.hpp: a root's
-// value is counted like any cell's) and T9 (tx.hpp: the cell is initialised
-// with atomic stores).
+// value is counted like any cell's), T9 (tx.hpp: the cell is initialised
+// with atomic stores) and T12 (a root found missing pins the snapshot).
 #include <fmt/format.h>
 
 #include <map>
@@ -57,7 +57,10 @@ Offset root_cell(Heap& h, std::string_view name, bool create) {
 
 Value get_root(Tx& tx, std::string_view name) {
   Offset cell = root_cell(tx.heap(), name, false);
-  if (!cell) return Value();
+  if (!cell) {
+    tx.pin_snapshot();  // T12: the missing root is part of what this transaction saw
+    return Value();
+  }
   return decode(tx, read_cell(tx, cell));
 }
 

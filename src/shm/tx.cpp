@@ -116,6 +116,7 @@ void Tx::begin() {
   // The snapshot (T2: a load, nothing announced; X5). Seq_cst: X8 (b, c).
   rv_ = table_->clock.load();
   settle_tries_ = 0;
+  pinned_ = false;  // T12
   reads_.clear();
   writes_.clear();
   write_index_.clear();
@@ -230,6 +231,7 @@ void Tx::corrupt_lock(std::uint64_t v, const char* why) {
 // corrupt memory: the extension fails, the transaction aborts, and after
 // kGiveUpAfter attempts backoff() fails it with bad_segment (T10).
 bool Tx::extend(std::uint64_t seen) {
+  if (pinned_) return false;                 // T12
   std::uint64_t now = table_->clock.load();  // seq_cst: X8 (c)
   if (seen > now + 1) return false;          // X8 Q: no run of the protocol releases this (T10)
   if (now < seen) {                          // a commit's version the clock has not reached

@@ -1025,6 +1025,54 @@ TEST(Corrupt, ForgedListLengthsDictBucketsAndChainCyclesFailWithBadSegment) {
   EXPECT_EQ(atomically(heap, [&](Tx& tx) { return d.size(tx); }), 6u);
 }
 
+// tx.hpp T12: two get-or-create transactions of one root. B looks first and
+// finds no root; A then creates it and commits; B creates it too. Without
+// T12, B's snapshot was extended over A's commit (B had read nothing A wrote:
+// a missing root is no word to validate), B committed and replaced A's list,
+// and what A's process went on adding to was lost (CI caught this across
+// processes in tests/python/test_shm.py). With T12, B aborts, retries and
+// finds A's list.
+TEST(ShmObjects, AGetOrCreateOfAMissingRootNeverReplacesOneCreatedMeanwhile) {
+  auto heap = objects_test_heap::make_heap();
+  TxHeap::attach(heap);
+  std::atomic<int> stage{0};
+  auto wait_for = [&](int s) {
+    while (stage.load() < s) std::this_thread::yield();
+  };
+  auto get_or_create = [&](Tx& tx, const char* who) {
+    Value v = get_root(tx, "late");
+    if (v.is_none()) {
+      List l = new_list(tx);
+      l.append(tx, Value(who));
+      set_root(tx, "late", Value(l));
+    }
+  };
+  std::thread a([&] {
+    wait_for(1);
+    atomically(heap, [&](Tx& tx) { get_or_create(tx, "a"); });
+    stage.store(2);
+  });
+  int b_attempts = 0;
+  atomically(heap, [&](Tx& tx) {
+    Value v = get_root(tx, "late");
+    if (++b_attempts == 1) {
+      EXPECT_TRUE(v.is_none());
+      stage.store(1);
+      wait_for(2);  // A created the root and committed
+    }
+    if (v.is_none()) {
+      List l = new_list(tx);
+      l.append(tx, Value("b"));
+      set_root(tx, "late", Value(l));
+    }
+  });
+  a.join();
+  EXPECT_EQ(b_attempts, 2);
+  EXPECT_EQ(atomically(heap, [&](Tx& tx) { return get_root(tx, "late").as_list().get(tx, 0); }),
+            Value("a"));
+  expect_clean(heap, user_bytes(heap));
+}
+
 // A heap closed and created again under the same name (often mapped at the
 // same address) has its own roots: nothing cached from the first one leaks
 // into the second.

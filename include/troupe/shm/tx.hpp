@@ -109,6 +109,13 @@
 //       committer frees it as any logged free: the process that would have
 //       read it is dead. So it is freed exactly once, by its taker or by
 //       recovery.
+//   T12. A transaction that found a root missing (objects.hpp get_root: no
+//       cell yet, so nothing it could read and validate) keeps its snapshot:
+//       pin_snapshot() makes every later extension fail, so a read newer
+//       than rv aborts it. A root created and committed by another
+//       transaction after the look then either is never read (this one
+//       serialises first) or aborts this one, which retries and finds it;
+//       two get-or-create transactions cannot both create it and lose one.
 //
 // Every process that changes objects must attach the TxHeap (TxHeap::attach)
 // right after opening the heap: attaching installs the recovery hook that
@@ -334,6 +341,8 @@ class Tx {
   Heap& heap() const { return *heap_; }
   TxHeap& tx_heap() const { return *tx_heap_; }
   std::uint64_t read_version() const { return rv_; }
+  // T12: no extension of the snapshot from here to the end of this attempt.
+  void pin_snapshot() noexcept { pinned_ = true; }
   bool read_only() const { return writes_.empty(); }
   unsigned attempt() const { return attempt_; }
 
@@ -387,6 +396,7 @@ class Tx {
   unsigned attempt_ = 0;
   unsigned settle_tries_ = 0;  // extensions by settled() since the last success
   bool irrevocable_ = false;
+  bool pinned_ = false;     // T12: this attempt's snapshot may not be extended
   bool committed_ = false;  // past the commit point (T6)
   std::uint64_t rng_;
   std::vector<std::uint32_t> reads_;  // stripes (T3)
