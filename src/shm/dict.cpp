@@ -5,6 +5,7 @@
 // V5 (a forged bucket count or a chain cycle is a typed error).
 #include <fmt/format.h>
 
+#include <bit>
 #include <vector>
 
 #include "shm/objects_private.hpp"
@@ -35,14 +36,13 @@ bool key_equals(Tx& tx, Offset cell_at, const Value& key) {
 // V5: a bucket count that is not a power of two, or a chain longer than the
 // heap could hold entries (a cycle), is corruption: a typed error, not a
 // bucket past the array or a walk without end. The chain bound is looked at
-// only after kChainCheck steps, so a healthy walk pays one compare a step.
+// every kChainCheck steps, so a healthy walk pays one test a step.
 constexpr std::uint64_t kChainCheck = 4096;
 void check_chain(const Heap& heap, Offset dict, std::uint64_t steps) {
-  if (steps % kChainCheck == 0 && steps > heap.committed_bytes() / 48)
-    corrupt("dict chain", dict, steps);
+  if (steps > heap.committed_bytes() / 48) corrupt("dict chain", dict, steps);
 }
 void check_buckets(const Heap& heap, Offset dict, std::uint64_t nb) {
-  if (nb == 0 || (nb & (nb - 1)) != 0 || nb >= heap.committed_bytes() / 8)
+  if (!std::has_single_bit(nb) || nb >= heap.committed_bytes() / 8)
     corrupt("dict buckets", dict, nb);
 }
 
@@ -59,7 +59,7 @@ Offset find_entry(R& r, const Heap& heap, Offset dict, std::uint64_t h, Offset* 
       return e;
     }
     at = e;  // the entry's next word
-    if (++steps >= kChainCheck) check_chain(heap, dict, steps);  // V5
+    if (++steps % kChainCheck == 0) check_chain(heap, dict, steps);  // V5
   }
   if (link) *link = at;
   return null_offset;
@@ -87,7 +87,7 @@ Offset Dict::find(Tx& tx, const Value& key, std::uint64_t h, Offset* link) const
   return find_entry(
       tx, tx.heap(), off_, h, link, true, [&](Offset cell) { return key_equals(tx, cell, key); },
       [&](std::uint64_t nb) {
-        if (nb == 0 || (nb & (nb - 1)) != 0) corrupt("dict buckets", off_, nb);  // V5
+        if (!std::has_single_bit(nb)) corrupt("dict buckets", off_, nb);  // V5
         return true;
       });
 }
@@ -205,7 +205,7 @@ std::int64_t Dict::increment(TxHeap& txh, const Value& key, std::int64_t delta) 
           // V5: a bucket count that is not a power of two (a failed read
           // returned 0, SO1) is a stale handle's or corrupt memory: the
           // transaction below tells which, with its typed error.
-          odd = (nb & (nb - 1)) != 0;
+          odd = nb != 0 && !std::has_single_bit(nb);
           return !stale && !odd;
         });
     if (stale || odd) break;
