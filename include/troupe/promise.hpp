@@ -40,6 +40,11 @@
 //       counter that the fulfilling threads share. A continuation node is
 //       on one promise's list at a time: it is attached again only after
 //       it fired (the fulfiller read its `next` first) or was refused.
+//   PR7. A reference count of 1 seen by a holder (acquire) is final: no
+//       other reference exists to copy, so release() then destroys without
+//       the locked decrement, and a state not yet shared sets its count
+//       with a store. Both save a locked RMW (~20 cycles even uncontended)
+//       on every fire-and-forget behaviour and every promise handed on once.
 #pragma once
 
 #include <atomic>
@@ -126,9 +131,15 @@ class PromiseBase {
 
   // relaxed: taking a reference needs no ordering, we already hold one (PR3).
   void add_ref() noexcept { refs_.fetch_add(1, std::memory_order_relaxed); }
+  // PR7: sets the count of a state no other thread can see yet, in place of
+  // add_ref()s (a plain store, not a locked RMW).
+  void set_refs_unshared(std::uint32_t n) noexcept { refs_.store(n, std::memory_order_relaxed); }
   // acq_rel: the last releaser must see every other holder's writes.
+  // PR7: the sole holder (count 1) destroys without the RMW.
   void release() noexcept {
-    if (refs_.fetch_sub(1, std::memory_order_acq_rel) == 1) destroy_(this);
+    if (refs_.load(std::memory_order_acquire) == 1 ||
+        refs_.fetch_sub(1, std::memory_order_acq_rel) == 1)
+      destroy_(this);
   }
 
   void set_error(std::exception_ptr e) {
@@ -487,8 +498,8 @@ class Resolver {
 
 template <class T>
 std::pair<Promise<T>, Resolver<T>> make_promise() {
-  auto* st = new detail::PromiseState<T>();  // one reference for the promise
-  st->add_ref();                             // one for the resolver
+  auto* st = new detail::PromiseState<T>();
+  st->set_refs_unshared(2);  // PR7: one for the promise, one for the resolver
   return {adopt_promise(st), Resolver<T>(st)};
 }
 

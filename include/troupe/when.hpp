@@ -371,7 +371,7 @@ auto when(Args&&... args) {
       b->discard();
       throw;
     }
-    b->add_ref();  // one reference for the returned handle, one for the runtime
+    b->set_refs_unshared(2);  // PR7: one for the returned handle, one for the runtime
     Promise<R> result = adopt_promise<R>(b);
     b->start();
     return result;

@@ -165,8 +165,12 @@ struct Cown {
   // relaxed: a new reference is taken from an existing one.
   void add_ref() noexcept { refs.fetch_add(1, std::memory_order_relaxed); }
   // acq_rel: the last releaser sees all writes to the object before freeing it.
+  // A count of 1 seen (acquire) is ours alone: destroyed without the RMW
+  // (as promise.hpp PR7).
   void release() noexcept {
-    if (refs.fetch_sub(1, std::memory_order_acq_rel) == 1) destroy(this);
+    if (refs.load(std::memory_order_acquire) == 1 ||
+        refs.fetch_sub(1, std::memory_order_acq_rel) == 1)
+      destroy(this);
   }
 };
 
