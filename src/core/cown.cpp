@@ -4,6 +4,8 @@
 
 #include <fmt/core.h>
 
+#include <algorithm>
+#include <utility>
 #include <vector>
 
 #include "troupe/detail/platform.hpp"
@@ -92,8 +94,19 @@ void grant(Request* s, bool from_writer) noexcept {
 
 }  // namespace
 
-std::uint32_t sort_and_merge(Request* requests, std::uint32_t n) noexcept {
-  // Insertion sort: n is small (the actors named in one `when`).
+std::uint32_t sort_and_merge(Request* requests, std::uint32_t n) {
+  if (n > kInsertionSortMax) {
+    // A run-time set of actors can be large: O(n log n) on a copy of the
+    // keys (a request holds atomics and is not moved), then written back.
+    std::vector<std::pair<Cown*, bool>> keys(n);
+    for (std::uint32_t i = 0; i < n; ++i) keys[i] = {requests[i].cown, requests[i].read};
+    std::sort(keys.begin(), keys.end());
+    for (std::uint32_t i = 0; i < n; ++i) {
+      requests[i].cown = keys[i].first;
+      requests[i].read = keys[i].second;
+    }
+  }
+  // Insertion sort: n is small (the actors named in one `when`), or sorted.
   for (std::uint32_t i = 1; i < n; ++i) {
     Cown* c = requests[i].cown;
     bool r = requests[i].read;

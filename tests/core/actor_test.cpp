@@ -3,8 +3,11 @@
 // per-actor memory, and skynet's 1.11 M actors.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <random>
+#include <span>
 #include <thread>
 #include <vector>
 
@@ -339,6 +342,44 @@ TEST(Actor, GetOnABehaviourThatNeedsAHeldActorFailsInsteadOfHanging) {
 
 // when(read(vector), f): read-only over a set chosen at run time; readers of
 // the same actors overlap, a writer waits for them.
+// A run-time set past kInsertionSortMax goes through std::sort: shuffled,
+// with duplicates, and beside a read-only set that overlaps it (the write
+// wins). A duplicate left unmerged would queue the behaviour behind itself
+// on that actor and it would never run.
+TEST(Actor, ALargeRunTimeSetWithDuplicatesIsSortedAndMerged) {
+  constexpr long kActors = 3000;
+  std::vector<Actor<Account>> all;
+  for (long i = 0; i < kActors; ++i) all.push_back(make_actor<Account>(Account{i}));
+  std::vector<Actor<Account>> pick = all;
+  for (long i = 0; i < kActors; i += 3) pick.push_back(all[static_cast<std::size_t>(i)]);
+  std::mt19937 rng(7);
+  std::shuffle(pick.begin(), pick.end(), rng);
+  auto total = when(pick, [](std::span<Account*> xs) {
+    long s = 0;
+    for (Account* x : xs) s += x->balance;
+    return s;
+  });
+  long expect = kActors * (kActors - 1) / 2;
+  for (long i = 0; i < kActors; i += 3) expect += i;
+  EXPECT_EQ(total.get(), expect);
+  // Read the first half, write the second half and a third of the first.
+  std::vector<Actor<Account>> first(all.begin(), all.begin() + kActors / 2);
+  std::vector<Actor<Account>> written(all.begin() + kActors / 2, all.end());
+  for (long i = 0; i < kActors / 2; i += 3) written.push_back(all[static_cast<std::size_t>(i)]);
+  std::shuffle(written.begin(), written.end(), rng);
+  auto moved = when(read(first), written, [](std::span<const Account*>, std::span<Account*> ws) {
+    for (Account* w : ws) w->balance += 1;
+    return static_cast<long>(ws.size());
+  });
+  EXPECT_EQ(moved.get(), kActors - kActors / 2 + (kActors / 2 + 2) / 3);
+  auto after = when(read(all), [](std::span<const Account*> xs) {
+    long s = 0;
+    for (const Account* x : xs) s += x->balance;
+    return s;
+  });
+  EXPECT_EQ(after.get(), kActors * (kActors - 1) / 2 + kActors - kActors / 2 + (kActors / 2 + 2) / 3);
+}
+
 TEST(Actor, ReadOnlyOverARunTimeSet) {
   std::vector<troupe::Actor<long>> accounts;
   for (long i = 0; i < 8; ++i) accounts.push_back(troupe::make_actor<long>(i));
