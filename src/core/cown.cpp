@@ -59,7 +59,12 @@ void resolve(Request* s) noexcept {
 // reader, pass the cown straight on. Iterative over a run of readers.
 // `from_writer`: a writer passed the cown on, so no reader holds it (CW6) and
 // a writer `s` need not read rstate, whose line the enqueuers keep taking.
-void grant(Request* s, bool from_writer) noexcept {
+// `keep_own` (phase 2 of schedule(), CW10): `s` is the caller's own request;
+// if it received the cown, grant returns true and leaves the count to the
+// caller instead of resolving it. The readers passed on after it are other
+// behaviours': they are resolved here.
+bool grant(Request* s, bool from_writer, bool keep_own = false) noexcept {
+  bool own = keep_own, kept = false;
   while (s) {
     Cown* c = s->cown;
     TROUPE_YIELD();
@@ -71,7 +76,11 @@ void grant(Request* s, bool from_writer) noexcept {
       // CW8: the reader emptied the queue. Its read handle still counts, so
       // this cannot be the last reference while it reads.
       if (n == nullptr) c->release();
-      resolve(s);  // may run and free s's behaviour: s is dead now
+      if (own)
+        kept = true;  // our caller's: it cannot run before the caller counts it
+      else
+        resolve(s);  // may run and free s's behaviour: s is dead now
+      own = false;
       s = n;
       from_writer = false;
       continue;
@@ -81,15 +90,17 @@ void grant(Request* s, bool from_writer) noexcept {
       c->waiting_writer = s;
       // acq_rel: release publishes waiting_writer; acquire sees readers' writes.
       std::uint64_t old = c->rstate.fetch_or(1, std::memory_order_acq_rel);
-      if ((old >> 1) != 0) return;  // parked: the last reader grants us (CW4)
+      if ((old >> 1) != 0) return kept;  // parked: the last reader grants us (CW4)
       // Every reader left between our load and our fetch_or: nobody else can
       // touch rstate now (we hold the cown), so undo the park ourselves.
       c->waiting_writer = nullptr;
       c->rstate.store(0, std::memory_order_relaxed);
     }
+    if (own) return true;
     resolve(s);
-    return;
+    return kept;
   }
+  return kept;
 }
 
 }  // namespace
@@ -234,12 +245,20 @@ void BehaviourBase::schedule() {
       if (requests[i].held_paused) wanted(requests[i].cown);
   // Phase 2: the cowns that were free are ours; take them now, after phase 1,
   // because a reader passes its cown on at once and must not wait for a
-  // successor that is waiting for our phase 1.
+  // successor that is waiting for our phase 1. CW10: what we receive here is
+  // counted down with the end of phase 1, in one step.
+  std::uint32_t received = 1;  // the end of phase 1
   for (std::uint32_t i = 0; i < nrequests; ++i)
     if (requests[i].free_at_enqueue)
-      grant(&requests[i], /*from_writer=*/false);  // readers may be left
-  // The end of phase 1.
-  resolve_one();
+      received += grant(&requests[i], /*from_writer=*/false, /*keep_own=*/true) ? 1 : 0;
+  // CW10: every request received here: nobody else counts this behaviour
+  // down, so no RMW (the scheduler's hand-off is release/acquire, and every
+  // grant happened on this thread).
+  if (received != nrequests + 1) {
+    // acq_rel: as resolve_one.
+    if (pending.fetch_sub(received, std::memory_order_acq_rel) != received) return;
+  }
+  (sched ? sched : &sched::default_scheduler())->schedule(&work);
 }
 
 void BehaviourBase::release_cowns() {

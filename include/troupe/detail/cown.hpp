@@ -71,6 +71,12 @@
 //       it). The order needs no count: the granter acquired the request
 //       (it made it, or read the link), and the scheduler's hand-off is
 //       release/acquire.
+//   CW10. Phase 2 counts down at once what it received itself: the end of
+//       phase 1 and each free cown granted to it then (a writer not parked
+//       behind readers) are one fetch_sub, and none at all when that is
+//       every request (`pending` then never reaches another thread: each of
+//       its requests was granted here). Readers passed on by such a grant
+//       are other behaviours' and are resolved one by one.
 //
 // Backpressure (troupe/backpressure.hpp; src/core/backpressure.cpp):
 //   BP1. A cown with limit != 0 counts: `enq` += 1 when a request joins its
