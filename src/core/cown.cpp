@@ -267,9 +267,11 @@ void BehaviourBase::release_cowns() {
   if (nrequests == 1 && !requests[0].counted && !requests[0].read) [[likely]] {
     Request* s = &requests[0];
     TROUPE_YIELD();
-    if (Request* n = pass_on(s))
-      grant(n, /*from_writer=*/true);  // CW6
-    else
+    if (Request* n = pass_on(s)) {
+      sched::tl_granting_successor = true;  // SC6
+      grant(n, /*from_writer=*/true);       // CW6
+      sched::tl_granting_successor = false;
+    } else
       s->cown->release();  // CW8: the queue we emptied drops its reference last
     return;
   }
@@ -310,7 +312,11 @@ void BehaviourBase::release_cowns() {
     TROUPE_YIELD();
     Request* n = pass_on(s);
     s->emptied = n == nullptr;
-    if (n) grant(n, /*from_writer=*/true);  // CW6
+    if (n) {
+      sched::tl_granting_successor = true;  // SC6
+      grant(n, /*from_writer=*/true);       // CW6
+      sched::tl_granting_successor = false;
+    }
   }
   for (std::uint32_t i = 0; i < n_wake; ++i) drained(to_wake[i]), to_wake[i]->release();
   for (Cown* c : more_to_wake) drained(c), c->release();

@@ -1,5 +1,5 @@
 // src/sched/pool.cpp: the work-stealing pool (see troupe/sched/pool.hpp for
-// the invariants PL1-PL11 cited here).
+// the invariants PL1-PL12 cited here).
 #include "troupe/sched/pool.hpp"
 
 #include <climits>
@@ -12,7 +12,8 @@
 
 namespace troupe::sched {
 
-__thread bool tl_in_continuations = false;  // scheduler.hpp SC5
+__thread bool tl_in_continuations = false;    // scheduler.hpp SC5
+__thread bool tl_granting_successor = false;  // scheduler.hpp SC6
 
 namespace {
 // The worker (of whichever pool) running on this thread; written only by the
@@ -73,10 +74,14 @@ void Pool::schedule(Work* w) {
     // pair (a searcher or sleeper re-checks `next` with a seq_cst load after
     // its own seq_cst RMW), so no fence is needed for it.
     Work* to_deque = w;
-    if (!tl_in_continuations || !self->next.load(std::memory_order_relaxed))
+    bool successor = tl_granting_successor;  // PL12: what to_deque is
+    if (!tl_in_continuations || !self->next.load(std::memory_order_relaxed)) {
       to_deque = self->next.exchange(w, std::memory_order_seq_cst);
+      std::swap(successor, self->next_is_successor);
+    }
     if (to_deque) {
       self->deque.push(to_deque);  // PL1
+      self->newest_is_successor = successor;
       // Orders the push (a plain release store) before the loads below.
       detail::store_load_fence();
     }
@@ -100,9 +105,22 @@ Work* Pool::find_local(Worker* self) {
   }
   // acq_rel: pairs with the exchange that put the item there (ours or, for
   // the pointer only, a thief's null).
+  // PL12: two chains of successors, taken in turn.
+  if (std::exchange(self->took_next, false) && self->next_is_successor &&
+      self->newest_is_successor)
+    if (Work* w = self->deque.take()) {
+      self->newest_is_successor = false;  // not known for the one below it
+      return w;
+    }
   if (self->next.load(std::memory_order_relaxed))
-    if (Work* w = self->next.exchange(nullptr, std::memory_order_acq_rel)) return w;
-  if (Work* w = self->deque.take()) return w;
+    if (Work* w = self->next.exchange(nullptr, std::memory_order_acq_rel)) {
+      self->took_next = true;
+      return w;
+    }
+  if (Work* w = self->deque.take()) {
+    self->newest_is_successor = false;
+    return w;
+  }
   // PL11: work already inside the pool before new outside work. One victim,
   // at random: a constant cost per empty-handed look, however many workers
   // (the search in find_work tries them all).

@@ -6,7 +6,9 @@
 #include <time.h>
 
 #include <atomic>
+#include <algorithm>
 #include <chrono>
+#include <mutex>
 #include <thread>
 #include <vector>
 
@@ -262,6 +264,48 @@ TEST(Pool, AChainInNextCannotStarveItsDequeWhileOutsideWorkKeepsComing) {
   EXPECT_GE(other_ran_at.load(), 0) << "the deque's item never ran in " << hops.load() << " hops";
   EXPECT_LT(other_ran_at.load(), 20 * static_cast<long>(sched::Pool::kFairnessInterval) *
                                       static_cast<long>(sched::Pool::kDequeFirstEvery));
+}
+
+// Pool PL12: two actors' backlogs, each granted by its predecessor's release
+// (SC6), are walked in turn by one worker, not one after the other: neither
+// runs more than two in a row once both have started. Without PL12 the
+// newest in `next` always ran first and one backlog ran out before the other
+// began. Per-actor order is kept either way (CW5).
+TEST(Pool, TwoActorsBacklogsAreTakenInTurn) {
+  sched::Pool pool(1);
+  constexpr int kEach = 12;
+  auto x = make_actor_on<Counter>(pool);
+  auto y = make_actor_on<Counter>(pool);
+  std::mutex m;
+  std::vector<std::pair<char, long>> order;  // (actor, its message number)
+  std::atomic<bool> queued{false};
+  // Holds both actors (and the pool's one thread) until both backlogs are queued.
+  auto blocker = when(x, y, [&queued](Counter&, Counter&) {
+    while (!queued.load()) std::this_thread::yield();
+  });
+  for (long i = 0; i < kEach; ++i) {
+    when(x, [&, i](Counter& c) {
+      EXPECT_EQ(c.n++, i);
+      std::lock_guard lock(m);
+      order.emplace_back('x', i);
+    });
+    when(y, [&, i](Counter& c) {
+      EXPECT_EQ(c.n++, i);
+      std::lock_guard lock(m);
+      order.emplace_back('y', i);
+    });
+  }
+  queued.store(true);
+  blocker.get();
+  pool.wait_idle();
+  std::lock_guard lock(m);
+  ASSERT_EQ(order.size(), 2u * kEach);
+  int longest = 0, run = 0;
+  for (std::size_t i = 0; i < order.size(); ++i) {
+    run = (i > 0 && order[i].first == order[i - 1].first) ? run + 1 : 1;
+    longest = std::max(longest, run);
+  }
+  EXPECT_LE(longest, 2) << "one backlog ran " << longest << " in a row";
 }
 
 TEST(Runtime, ShutdownFromAPoolThreadIsATypedError) {

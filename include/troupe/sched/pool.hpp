@@ -65,6 +65,19 @@
 //       actor starts a new outside request at once, each such start adds to
 //       what is in flight, and a closed loop of clients tipped into having
 //       every client in flight and every actor deeply queued.
+//   PL12. Interleaved backlogs: when the item in `next` and the deque's
+//       newest item are both an actor's queued successor (SC6: each was
+//       waiting in an actor's queue, so each is a link of a chain that goes
+//       on), the owner takes them in turn: after an item from `next`, the
+//       deque's newest first. Each chain's next request then waits one other
+//       item's run instead of none, so the miss on it (a long backlog is
+//       cold: the sender filled it long ago) overlaps with that run rather
+//       than stalling the worker: two chains of cold requests are walked
+//       side by side. An item that is a fresh message (to an idle actor) is
+//       never put before a successor this way, so a bottleneck actor's next
+//       behaviour (granted by its release) still runs right after it. Only
+//       the order of the owner's own items changes: every item still runs
+//       (PL2), and thieves see the same deque.
 #pragma once
 
 #include <atomic>
@@ -121,6 +134,12 @@ class Pool final : public Scheduler {
     unsigned index = 0;
     unsigned tick = 0;      // owner only: items run since the last fair pick (PL2)
     unsigned fair_picks = 0;  // owner only: fair picks so far (PL2)
+    // PL12, owner only: whether the item in `next`, and the deque's newest,
+    // were granted as an actor's queued successor (SC6); whether the item
+    // the owner took last came from `next`.
+    bool next_is_successor = false;
+    bool newest_is_successor = false;
+    bool took_next = false;
     std::uint64_t rng = 0;  // owner only: victim selection
     // PL9: written by the owner only (a relaxed load and store, no RMW),
     // read by stats(); on a line of their own, away from what thieves touch.

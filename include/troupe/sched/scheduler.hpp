@@ -24,6 +24,10 @@
 //       run inline (a paused behaviour a continuation resumes, say).
 //       Schedulers may read it as a placement hint (Pool: PL10); none may
 //       depend on it for correctness.
+//   SC6. tl_granting_successor is true while this thread's release of an
+//       actor grants it to the behaviour queued next on it (a backlog: that
+//       behaviour was waiting in the actor's queue). A placement hint too
+//       (Pool: PL12), never needed for correctness.
 #pragma once
 
 #include <atomic>
@@ -61,6 +65,8 @@ Scheduler* current() noexcept;
 // SC5. __thread, not thread_local: a constant-initialised bool read on
 // every schedule(), with no TLS wrapper call.
 extern __thread bool tl_in_continuations;
+// SC6, as SC5.
+extern __thread bool tl_granting_successor;
 
 class Scheduler {
  public:
