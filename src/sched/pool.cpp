@@ -103,8 +103,6 @@ Work* Pool::find_local(Worker* self) {
     if (Work* w = deque_first ? self->deque.steal() : injection_.try_pop()) return w;
     if (Work* w = deque_first ? injection_.try_pop() : self->deque.steal()) return w;
   }
-  // acq_rel: pairs with the exchange that put the item there (ours or, for
-  // the pointer only, a thief's null).
   // PL12: two chains of successors, taken in turn.
   if (std::exchange(self->took_next, false) && self->next_is_successor &&
       self->newest_is_successor)
@@ -112,6 +110,8 @@ Work* Pool::find_local(Worker* self) {
       self->newest_is_successor = false;  // not known for the one below it
       return w;
     }
+  // acq_rel: pairs with the exchange that put the item there (ours or, for
+  // the pointer only, a thief's null).
   if (self->next.load(std::memory_order_relaxed))
     if (Work* w = self->next.exchange(nullptr, std::memory_order_acq_rel)) {
       self->took_next = true;
