@@ -340,8 +340,6 @@ TEST(Actor, GetOnABehaviourThatNeedsAHeldActorFailsInsteadOfHanging) {
   EXPECT_EQ(r.get(), 2);
 }
 
-// when(read(vector), f): read-only over a set chosen at run time; readers of
-// the same actors overlap, a writer waits for them.
 // A run-time set past kInsertionSortMax goes through std::sort: shuffled,
 // with duplicates, and beside a read-only set that overlaps it (the write
 // wins). A duplicate left unmerged would queue the behaviour behind itself
@@ -377,9 +375,12 @@ TEST(Actor, ALargeRunTimeSetWithDuplicatesIsSortedAndMerged) {
     for (const Account* x : xs) s += x->balance;
     return s;
   });
-  EXPECT_EQ(after.get(), kActors * (kActors - 1) / 2 + kActors - kActors / 2 + (kActors / 2 + 2) / 3);
+  EXPECT_EQ(after.get(),
+            kActors * (kActors - 1) / 2 + kActors - kActors / 2 + (kActors / 2 + 2) / 3);
 }
 
+// when(read(vector), f): read-only over a set chosen at run time; readers of
+// the same actors overlap, a writer waits for them.
 TEST(Actor, ReadOnlyOverARunTimeSet) {
   std::vector<troupe::Actor<long>> accounts;
   for (long i = 0; i < 8; ++i) accounts.push_back(troupe::make_actor<long>(i));

@@ -5,8 +5,8 @@
 #include <gtest/gtest.h>
 #include <time.h>
 
-#include <atomic>
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <mutex>
 #include <thread>
