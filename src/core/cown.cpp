@@ -103,6 +103,14 @@ bool grant(Request* s, bool from_writer, bool keep_own = false) noexcept {
   return kept;
 }
 
+// A writer's release passes its cown to `n`, queued behind it: CW6 (no
+// reader holds it), and SC6 (what this grant schedules was a backlog).
+void grant_successor(Request* n) noexcept {
+  sched::tl_granting_successor = true;
+  grant(n, /*from_writer=*/true);
+  sched::tl_granting_successor = false;
+}
+
 }  // namespace
 
 std::uint32_t sort_and_merge(Request* requests, std::uint32_t n) {
@@ -142,13 +150,11 @@ std::uint32_t sort_and_merge(Request* requests, std::uint32_t n) {
   return out;
 }
 
-void BehaviourBase::resolve_one() {
+void BehaviourBase::resolve_one(std::uint32_t n) {
   // acq_rel: the last decrement sees every grant (and the body's inputs) and
   // hands them to the thread that runs the behaviour through schedule().
-  if (pending.fetch_sub(1, std::memory_order_acq_rel) == 1) {
-    sched::Scheduler* s = sched ? sched : &sched::default_scheduler();
-    s->schedule(&work);
-  }
+  if (pending.fetch_sub(n, std::memory_order_acq_rel) == n)
+    (sched ? sched : &sched::default_scheduler())->schedule(&work);
 }
 
 // One cown: phase 1 is the swap and the link, and nothing comes after it on
@@ -239,7 +245,7 @@ void BehaviourBase::schedule() {
     requests[i].linkable.store(true, std::memory_order_release);
   // BP5: resume the paused holders only now: their finish may schedule
   // behaviours (continuations) that queue behind us and wait for `linkable`.
-  // We cannot run before the resolve_one at the end.
+  // We cannot run before the count at the end.
   if (any_held_paused) [[unlikely]]
     for (std::uint32_t i = 0; i < nrequests; ++i)
       if (requests[i].held_paused) wanted(requests[i].cown);
@@ -254,11 +260,10 @@ void BehaviourBase::schedule() {
   // CW10: every request received here: nobody else counts this behaviour
   // down, so no RMW (the scheduler's hand-off is release/acquire, and every
   // grant happened on this thread).
-  if (received != nrequests + 1) {
-    // acq_rel: as resolve_one.
-    if (pending.fetch_sub(received, std::memory_order_acq_rel) != received) return;
-  }
-  (sched ? sched : &sched::default_scheduler())->schedule(&work);
+  if (received == nrequests + 1)
+    (sched ? sched : &sched::default_scheduler())->schedule(&work);
+  else
+    resolve_one(received);
 }
 
 void BehaviourBase::release_cowns() {
@@ -267,11 +272,9 @@ void BehaviourBase::release_cowns() {
   if (nrequests == 1 && !requests[0].counted && !requests[0].read) [[likely]] {
     Request* s = &requests[0];
     TROUPE_YIELD();
-    if (Request* n = pass_on(s)) {
-      sched::tl_granting_successor = true;  // SC6
-      grant(n, /*from_writer=*/true);       // CW6
-      sched::tl_granting_successor = false;
-    } else
+    if (Request* n = pass_on(s))
+      grant_successor(n);
+    else
       s->cown->release();  // CW8: the queue we emptied drops its reference last
     return;
   }
@@ -312,11 +315,7 @@ void BehaviourBase::release_cowns() {
     TROUPE_YIELD();
     Request* n = pass_on(s);
     s->emptied = n == nullptr;
-    if (n) {
-      sched::tl_granting_successor = true;  // SC6
-      grant(n, /*from_writer=*/true);       // CW6
-      sched::tl_granting_successor = false;
-    }
+    if (n) grant_successor(n);
   }
   for (std::uint32_t i = 0; i < n_wake; ++i) drained(to_wake[i]), to_wake[i]->release();
   for (Cown* c : more_to_wake) drained(c), c->release();

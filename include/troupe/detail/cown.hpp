@@ -221,8 +221,9 @@ struct BehaviourBase {
   // (readers). The behaviour must not touch its requests afterwards. (Not
   // PromiseBase::release or Cown::release, which drop a reference.)
   void release_cowns();
-  // One cown (or the end of phase 1) arrived; at zero the behaviour runs.
-  void resolve_one();
+  // One cown (or the end of phase 1) arrived, or n of them together (CW10);
+  // at zero the behaviour runs.
+  void resolve_one(std::uint32_t n = 1);
   // A hint, before the body runs: start loading the successors already
   // linked behind our requests, which release_cowns() hands the cowns to.
   void prefetch_successors() const noexcept {
