@@ -1,5 +1,5 @@
 // src/sched/pool.cpp: the work-stealing pool (see troupe/sched/pool.hpp for
-// the invariants PL1-PL12 cited here).
+// the invariants PL1-PL13 cited here).
 #include "troupe/sched/pool.hpp"
 
 #include <climits>
@@ -166,7 +166,13 @@ Work* Pool::find_work(Worker* self) {
     if (!found) found = injection_.try_pop();
     if (!found) {
       if (stop_.load(std::memory_order_relaxed)) break;
-      for (int i = 0; i < 32; ++i) detail::cpu_relax();
+      unsigned pauses = 32;
+      if (round >= kYieldAfterRounds) {  // PL13
+        detail::Spin::yield_thread();
+        self->counters.bump(self->counters.yields);
+        pauses = kPausesAfterYield;
+      }
+      for (unsigned i = 0; i < pauses; ++i) detail::cpu_relax();
       TROUPE_YIELD();
     }
   }
@@ -190,6 +196,7 @@ PoolStats Pool::stats() const noexcept {
     s.stolen += c.stolen.load(std::memory_order_relaxed);
     s.sleeps += c.sleeps.load(std::memory_order_relaxed);
     s.wakes += c.wakes.load(std::memory_order_relaxed);
+    s.yields += c.yields.load(std::memory_order_relaxed);
     s.queued += w->deque.size_hint() + (w->next.load(std::memory_order_relaxed) ? 1 : 0);
   }
   return s;

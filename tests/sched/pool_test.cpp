@@ -74,6 +74,21 @@ TEST(Pool, StatsCountWhatRan) {
   EXPECT_GT(after.threads, 0u);
 }
 
+// PL13: a search that finds nothing gives the CPU away in its later rounds.
+// A new pool's workers find no work: each searches kSpinRounds rounds, the
+// last kSpinRounds - kYieldAfterRounds of them yielding, before it sleeps;
+// then the pool still runs what comes.
+TEST(Pool, AFruitlessSearchYieldsTheCpu) {
+  sched::Pool pool(2);
+  pool.wait_idle();
+  sched::PoolStats s = pool.stats();
+  EXPECT_GE(s.yields, 2u * (sched::Pool::kSpinRounds - sched::Pool::kYieldAfterRounds));
+  EXPECT_EQ(s.run, 0u);
+  auto c = make_actor_on<Counter>(pool);
+  for (int i = 0; i < 1000; ++i) when(c, [](Counter& k) { k.n++; });
+  EXPECT_EQ(when(c, [](Counter& k) { return k.n; }).get(), 1000);
+}
+
 TEST(Pool, WaitIdleWaitsForCascades) {
   sched::Pool pool(2);
   std::atomic<int> leaves{0};

@@ -78,6 +78,16 @@
 //       behaviour (granted by its release) still runs right after it. Only
 //       the order of the owner's own items changes: every item still runs
 //       (PL2), and thieves see the same deque.
+//   PL13. A search gives its CPU away while it lasts: from round
+//       kYieldAfterRounds on (about 10 us in, Spin's kYieldAfter), each
+//       round of find_work yields the thread (sched_yield) and pauses less,
+//       so a round keeps its length (the rounds, not the clock, pace PL6's
+//       late look at `next` slots and the sleep after kSpinRounds). With
+//       more runnable threads than cores (an outside thread sending to a
+//       busy pool: a benchmark's driver, a Python program's main thread),
+//       the thread whose work the searcher waits for then runs instead of
+//       the spin; with a core to spare the yield returns at once. Counted
+//       as `yields` (PL9).
 #pragma once
 
 #include <atomic>
@@ -101,6 +111,7 @@ struct PoolStats {
   std::uint64_t stolen = 0;  // items taken from another worker's deque or next slot
   std::uint64_t sleeps = 0;  // times a worker (or a helping wait) went to sleep
   std::uint64_t wakes = 0;   // ... and woke up again
+  std::uint64_t yields = 0;  // search rounds that gave the CPU away (PL13)
   std::size_t queued = 0;    // items waiting in the queues now (a snapshot)
 };
 
@@ -124,6 +135,8 @@ class Pool final : public Scheduler {
   static constexpr unsigned kDequeFirstEvery = 4;    // PL2: fair picks per deque-first one
   static constexpr unsigned kSpinRounds = 64;        // steal rounds before sleeping
   static constexpr unsigned kStealNextAfter = 32;    // rounds before taking `next` slots (PL6)
+  static constexpr unsigned kYieldAfterRounds = 12;  // PL13: rounds of 32 pauses (~0.8 us each) first
+  static constexpr unsigned kPausesAfterYield = 12;  // PL13: a yield (~0.5 us) + these ~ 32 pauses
   static constexpr unsigned kMaxHelpDepth = 16;      // PL7
 
  private:
@@ -144,7 +157,7 @@ class Pool final : public Scheduler {
     // PL9: written by the owner only (a relaxed load and store, no RMW),
     // read by stats(); on a line of their own, away from what thieves touch.
     struct alignas(detail::kCacheLine) Counters {
-      std::atomic<std::uint64_t> run{0}, stolen{0}, sleeps{0}, wakes{0};
+      std::atomic<std::uint64_t> run{0}, stolen{0}, sleeps{0}, wakes{0}, yields{0};
       void bump(std::atomic<std::uint64_t>& c) noexcept {
         c.store(c.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
       }
