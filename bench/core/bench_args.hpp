@@ -1,10 +1,15 @@
 // bench/core/bench_args.hpp: what bench_savina and bench_realwork share: the
 // command line both take (--runs N, --case A,B, --quick, --threads N, plus a
-// program's own options), the case selection, and the median of a run's
-// timings.
+// program's own options), the case selection, the median of a run's
+// timings, and the machine probe printed beside them (cross_core_round_trip_ns).
 #pragma once
 
+#include <pthread.h>
+#include <sched.h>
+
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cstdlib>
 #include <functional>
 #include <string>
@@ -67,6 +72,53 @@ inline double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   std::size_t n = v.size();
   return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+// The machine probe: two threads, pinned to the first two CPUs this process
+// may use, pass one cache line back and forth (an atomic counter each side
+// bumps in turn); returns the median of 3 rounds of the round trip, in ns,
+// or 0 with fewer than 2 CPUs. On a VM it moves with where the host places
+// the vCPUs: on one 2-core VM it read 50 ns and, minutes later, 330 ns, and
+// a program that hands each message to the other core (Savina's counting)
+// took 25 ms and then 230 ms with the same binary. So every table these
+// programs print carries it: figures from different regimes do not compare.
+inline double cross_core_round_trip_ns(int trips = 20000) {
+  cpu_set_t mine;
+  if (pthread_getaffinity_np(pthread_self(), sizeof mine, &mine) != 0) return 0;
+  int cpus[2], found = 0;
+  for (int c = 0; c < CPU_SETSIZE && found < 2; ++c)
+    if (CPU_ISSET(c, &mine)) cpus[found++] = c;
+  if (found < 2) return 0;
+  auto pin = [](int cpu) {
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(cpu, &one);
+    pthread_setaffinity_np(pthread_self(), sizeof one, &one);
+  };
+  std::vector<double> rounds;
+  for (int round = 0; round < 3; ++round) {
+    alignas(64) std::atomic<int> line{0};
+    std::thread other([&] {
+      pin(cpus[1]);
+      for (int i = 0; i < trips; ++i) {
+        while (line.load(std::memory_order_acquire) != 2 * i + 1) {
+        }
+        line.store(2 * i + 2, std::memory_order_release);
+      }
+    });
+    pin(cpus[0]);
+    auto t0 = std::chrono::steady_clock::now();
+    for (int i = 0; i < trips; ++i) {
+      line.store(2 * i + 1, std::memory_order_release);
+      while (line.load(std::memory_order_acquire) != 2 * i + 2) {
+      }
+    }
+    auto t1 = std::chrono::steady_clock::now();
+    other.join();
+    rounds.push_back(std::chrono::duration<double, std::nano>(t1 - t0).count() / trips);
+  }
+  pthread_setaffinity_np(pthread_self(), sizeof mine, &mine);  // the caller's mask back
+  return median(rounds);
 }
 
 }  // namespace bench

@@ -314,8 +314,9 @@ int main(int argc, char** argv) {
     cases.push_back(service_case("service-heavy", heavy));
   }
 
+  const double round_trip_start = bench::cross_core_round_trip_ns();
   for (Case& c : cases) {
-    std::fprintf(stderr, "%-13s", c.name.c_str());
+    std::fprintf(stderr, "%-13s [%.0f ns]", c.name.c_str(), bench::cross_core_round_trip_ns());
     auto once = [](Side& side, bool timed) {
       double ms = side.run();
       troupe_side::settle();  // RM2
@@ -343,8 +344,10 @@ int main(int argc, char** argv) {
 
   std::printf(
       "threads: %zu (troupe pool: %zu; the std::thread + mutex side: %zu std::threads); "
-      "medians of %d runs, (min - max), ms%s\n\n",
-      threads, troupe::stats().threads, threads, runs, quick ? "; --quick sizes" : "");
+      "medians of %d runs, (min - max), ms%s\n"
+      "cross-core round trip (bench_args.hpp): %.0f ns at the start, %.0f ns at the end\n\n",
+      threads, troupe::stats().threads, threads, runs, quick ? "; --quick sizes" : "",
+      round_trip_start, bench::cross_core_round_trip_ns());
   std::printf(
       "| program | troupe | one thread | std::thread + mutex | one thread / troupe | "
       "mutex / troupe | goal: >= 1.5 and >= 1.0 |\n");

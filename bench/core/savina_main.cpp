@@ -145,14 +145,15 @@ int main(int argc, char** argv) {
   // case that dies still leaves the rows before it.
   std::printf(
       "threads: %zu per runtime (troupe pool, CAF scheduler.max-threads, oneTBB "
-      "max_allowed_parallelism, banking std::threads); medians of %d runs%s\n\n",
-      threads, runs, quick ? "; --quick sizes (10x smaller)" : "");
+      "max_allowed_parallelism, banking std::threads); medians of %d runs%s\n"
+      "cross-core round trip at the start: %.0f ns (bench_args.hpp; each case's is on stderr)\n\n",
+      threads, runs, quick ? "; --quick sizes (10x smaller)" : "", bench::cross_core_round_trip_ns());
   std::printf("| case | troupe ms | peer | peer ms | troupe/peer |\n");
   std::printf("| --- | ---: | --- | ---: | ---: |\n");
   std::fflush(stdout);
   for (Case& c : cases) {
     if (!selected(c)) continue;
-    std::fprintf(stderr, "%-11s", c.name.c_str());
+    std::fprintf(stderr, "%-11s [%.0f ns]", c.name.c_str(), bench::cross_core_round_trip_ns());
     auto once = [](Side& side, bool timed) {
       double ms = side.run();
       side.settle();
@@ -181,6 +182,7 @@ int main(int argc, char** argv) {
     std::fflush(stdout);
   }
 
+  std::printf("\ncross-core round trip at the end: %.0f ns\n", bench::cross_core_round_trip_ns());
   caf_side::stop();
   tbb_side::stop();
   return 0;
