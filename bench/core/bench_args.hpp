@@ -12,6 +12,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <functional>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -76,7 +77,8 @@ inline double median(std::vector<double> v) {
 
 // The machine probe: two threads, pinned to the first two CPUs this process
 // may use, pass one cache line back and forth (an atomic counter each side
-// bumps in turn); returns the median of 3 rounds of the round trip, in ns,
+// bumps in turn); returns the median of 3 timed rounds of the round trip
+// (after both threads run pinned and 1000 untimed trips), in ns,
 // or 0 with fewer than 2 CPUs. On a VM it moves with where the host places
 // the vCPUs: on one 2-core VM it read 50 ns and, minutes later, 330 ns, and
 // a program that hands each message to the other core (Savina's counting)
@@ -95,28 +97,47 @@ inline double cross_core_round_trip_ns(int trips = 20000) {
     CPU_SET(cpu, &one);
     pthread_setaffinity_np(pthread_self(), sizeof one, &one);
   };
-  std::vector<double> rounds;
-  for (int round = 0; round < 3; ++round) {
-    alignas(64) std::atomic<int> line{0};
-    std::thread other([&] {
-      pin(cpus[1]);
-      for (int i = 0; i < trips; ++i) {
-        while (line.load(std::memory_order_acquire) != 2 * i + 1) {
-        }
-        line.store(2 * i + 2, std::memory_order_release);
+  struct alignas(64) Line {  // a line of its own: nothing else of either thread's on it
+    std::atomic<int> v{0};
+    char pad[64 - sizeof(std::atomic<int>)];
+  };
+  auto owned = std::make_unique<Line>();
+  std::atomic<int>& line = owned->v;
+  // The other thread answers each odd value with the next even one; -1 is
+  // its sign that it runs pinned (the clock starts after that and after
+  // warm-up trips, so a thread's start and migration are not timed).
+  std::thread other([&] {
+    pin(cpus[1]);
+    line.store(-1, std::memory_order_release);
+    for (int v = 1;; v += 2) {
+      int seen;
+      while ((seen = line.load(std::memory_order_acquire)) != v && seen != -2) {
       }
-    });
-    pin(cpus[0]);
-    auto t0 = std::chrono::steady_clock::now();
-    for (int i = 0; i < trips; ++i) {
-      line.store(2 * i + 1, std::memory_order_release);
-      while (line.load(std::memory_order_acquire) != 2 * i + 2) {
+      if (seen == -2) return;
+      line.store(v + 1, std::memory_order_release);
+    }
+  });
+  pin(cpus[0]);
+  while (line.load(std::memory_order_acquire) != -1) {
+  }
+  int v = 0;
+  auto trip_n = [&](int n) {
+    for (int i = 0; i < n; ++i, v += 2) {
+      line.store(v + 1, std::memory_order_release);
+      while (line.load(std::memory_order_acquire) != v + 2) {
       }
     }
+  };
+  trip_n(1000);  // warm-up
+  std::vector<double> rounds;
+  for (int round = 0; round < 3; ++round) {
+    auto t0 = std::chrono::steady_clock::now();
+    trip_n(trips);
     auto t1 = std::chrono::steady_clock::now();
-    other.join();
     rounds.push_back(std::chrono::duration<double, std::nano>(t1 - t0).count() / trips);
   }
+  line.store(-2, std::memory_order_release);
+  other.join();
   pthread_setaffinity_np(pthread_self(), sizeof mine, &mine);  // the caller's mask back
   return median(rounds);
 }
