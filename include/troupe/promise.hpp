@@ -61,6 +61,7 @@
 #include <vector>
 
 #include "troupe/detail/platform.hpp"
+#include "troupe/detail/refcount.hpp"
 #include "troupe/detail/small_alloc.hpp"
 #include "troupe/error.hpp"
 #include "troupe/sched/scheduler.hpp"
@@ -134,12 +135,10 @@ class PromiseBase {
   // PR7: sets the count of a state no other thread can see yet, in place of
   // add_ref()s (a plain store, not a locked RMW).
   void set_refs_unshared(std::uint32_t n) noexcept { refs_.store(n, std::memory_order_relaxed); }
-  // acq_rel: the last releaser must see every other holder's writes.
-  // PR7: the sole holder (count 1) destroys without the RMW.
+  // PR7 (refcount.hpp RC1): the last releaser sees every other holder's
+  // writes; the sole holder (count 1) destroys without the RMW.
   void release() noexcept {
-    if (refs_.load(std::memory_order_acquire) == 1 ||
-        refs_.fetch_sub(1, std::memory_order_acq_rel) == 1)
-      destroy_(this);
+    if (drop_ref(refs_)) destroy_(this);
   }
 
   void set_error(std::exception_ptr e) {

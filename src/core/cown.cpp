@@ -46,6 +46,12 @@ Request* pass_on(Request* s) noexcept {
   return wait_next(s);  // a successor swapped `last` but has not linked yet
 }
 
+// Every cown of `b` is held: it runs on its scheduler (the default pool if
+// it names none).
+void make_runnable(BehaviourBase& b) {
+  (b.sched ? b.sched : &sched::default_scheduler())->schedule(&b.work);
+}
+
 // `s` has received its cown: one fewer for its behaviour to wait for.
 void resolve(Request* s) noexcept {
   if (!s->sole) return s->behaviour->resolve_one();
@@ -153,8 +159,7 @@ std::uint32_t sort_and_merge(Request* requests, std::uint32_t n) {
 void BehaviourBase::resolve_one(std::uint32_t n) {
   // acq_rel: the last decrement sees every grant (and the body's inputs) and
   // hands them to the thread that runs the behaviour through schedule().
-  if (pending.fetch_sub(n, std::memory_order_acq_rel) == n)
-    (sched ? sched : &sched::default_scheduler())->schedule(&work);
+  if (pending.fetch_sub(n, std::memory_order_acq_rel) == n) make_runnable(*this);
 }
 
 // One cown: phase 1 is the swap and the link, and nothing comes after it on
@@ -261,7 +266,7 @@ void BehaviourBase::schedule() {
   // down, so no RMW (the scheduler's hand-off is release/acquire, and every
   // grant happened on this thread).
   if (received == nrequests + 1)
-    (sched ? sched : &sched::default_scheduler())->schedule(&work);
+    make_runnable(*this);
   else
     resolve_one(received);
 }

@@ -133,6 +133,7 @@
 #include <type_traits>
 #include <utility>
 
+#include "troupe/detail/refcount.hpp"
 #include "troupe/sched/scheduler.hpp"
 
 namespace troupe::detail {
@@ -170,13 +171,10 @@ struct Cown {
 
   // relaxed: a new reference is taken from an existing one.
   void add_ref() noexcept { refs.fetch_add(1, std::memory_order_relaxed); }
-  // acq_rel: the last releaser sees all writes to the object before freeing it.
-  // A count of 1 seen (acquire) is ours alone: destroyed without the RMW
-  // (as promise.hpp PR7).
+  // refcount.hpp RC1: the last releaser sees all writes to the object
+  // before freeing it; a count of 1 seen is ours alone (no RMW).
   void release() noexcept {
-    if (refs.load(std::memory_order_acquire) == 1 ||
-        refs.fetch_sub(1, std::memory_order_acq_rel) == 1)
-      destroy(this);
+    if (drop_ref(refs)) destroy(this);
   }
 };
 
