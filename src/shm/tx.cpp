@@ -400,6 +400,24 @@ void Tx::take(Offset block) {
   taken_.push_back(block);
 }
 
+// X9. Our record is idle: nothing reads its log while the phase lasts.
+void Tx::grow_log(std::uint64_t cap) {
+  SlotRecord& r = *rec_;
+  // Ours until published: the heap frees it if we die before that.
+  Offset fresh = heap_->allocate(cap * kLogWordsPerEntry * sizeof(std::uint64_t));
+  fresh_block_fence();  // T9: its words are written with atomic stores after it
+  // Relaxed: our own record (X1); the release store of the state orders them.
+  std::atomic_ref(r.log_new).store(fresh | kEntryPublishing, std::memory_order_relaxed);
+  r.log_new_cap.store(cap, std::memory_order_relaxed);
+  ++seq_;  // X7: a new phase in the record
+  r.state.store(seq_ << 32 | kTxLogSwap, std::memory_order_release);
+  heap_->publish(fresh);
+  fault_point("tx.log.published");
+  std::atomic_ref(r.log_new).store(fresh | kEntryPublished, std::memory_order_relaxed);
+  tx_heap_->finish_log_swap(r, false);
+  r.state.store(seq_ << 32, std::memory_order_release);
+}
+
 void Tx::release_locks(std::size_t n, std::uint64_t version_word, bool restore) {
   LogView L = view(*heap_, *rec_);
   for (std::size_t i = 0; i < n; ++i) {
@@ -495,15 +513,7 @@ void Tx::commit() {
   if (r.log_cap.load(std::memory_order_relaxed) < need) {
     std::uint64_t cap = 64;
     while (cap < need) cap *= 2;
-    Offset old = r.log.load(std::memory_order_relaxed);
-    r.log.store(0, std::memory_order_release);
-    r.log_cap.store(0, std::memory_order_relaxed);
-    if (old) heap_->free(old);
-    Offset fresh = heap_->allocate(cap * 6 * sizeof(std::uint64_t));
-    fresh_block_fence();    // T9: its words are written with atomic stores after it
-    heap_->publish(fresh);  // owned by the record from now on
-    r.log_cap.store(cap, std::memory_order_relaxed);
-    r.log.store(fresh, std::memory_order_release);
+    grow_log(cap);
   }
   LogView L = view(*heap_, r);
 

@@ -19,7 +19,8 @@ inline std::uint64_t* log_words(Heap& h, const SlotRecord& r) {
   return h.ptr<std::uint64_t>(r.log.load(std::memory_order_acquire));
 }
 
-// Log sections (tx_layout.hpp).
+// Log sections (tx_layout.hpp): cap entries of 6 words in all.
+inline constexpr std::uint64_t kLogWordsPerEntry = 6;
 struct LogView {
   std::uint64_t* base;
   std::uint64_t cap;

@@ -3,7 +3,8 @@
 // owner (settle), recover_orphans for records no hook saw, and the stale
 // irrevocable token. Keeps X2-X7 (tx_layout.hpp: a record is finished by one
 // party, X7; discarded before the commit point, X3, or rolled forward after
-// it, X4; its logged blocks freed exactly once, X5, X6) and T11 (tx.hpp).
+// it, X4; its logged blocks freed exactly once, X5, X6; a log swap finished,
+// X9) and T11 (tx.hpp).
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -11,6 +12,7 @@
 #include <mutex>
 #include <thread>
 
+#include "shm/fault.hpp"
 #include "shm/tx_private.hpp"
 #include "troupe/shm/tx.hpp"
 
@@ -38,12 +40,13 @@ void TxHeap::free_entry(std::atomic_ref<std::uint64_t> entry, Offset block, bool
   // reads it after acquiring the state.
   entry.store(block | kEntryFreeing, std::memory_order_relaxed);
   heap_->unpublish(block);  // ours now: freed by recovery if we die (T11)
+  fault_point("tx.entry.unpublished");
   entry.store(0, std::memory_order_relaxed);
   if (!keep) heap_->free(block);
 }
 
 // Finishes a log entry left by a dead party (allocs[] when discarding,
-// frees[] when freeing); true when the hook left it for a slotted thread. The block is ours to free
+// frees[] when freeing, log_old after a log swap, X9); true when the hook left it for a slotted thread. The block is ours to free
 // only if it is surely still published: flagged kPublished, or flagged kPublishing/kFreeing and
 // still published; the latter we can tell only in the hook (the dead slot's blocks are still
 // tagged, so a published one was not freed and reused). Otherwise the heap frees it (tagged with a
@@ -66,6 +69,46 @@ bool TxHeap::finish_entry(std::atomic_ref<std::uint64_t> entry, bool in_hook) {
     table_->unsettled.fetch_add(1, std::memory_order_relaxed);  // statistics
   entry.store(0, std::memory_order_relaxed);
   return false;
+}
+
+// X9. Adopts log_new if it is surely published (as finish_entry decides),
+// keeping the log it replaces in log_old, then frees log_old. Each step
+// checks what is done already, so the owner and any later finisher run the
+// same code.
+bool TxHeap::finish_log_swap(SlotRecord& r, bool in_hook) {
+  std::atomic_ref<std::uint64_t> log_new(r.log_new), log_old(r.log_old);
+  // Relaxed: the record's own words, read by its owner or by the one party
+  // that claimed it (X7) after acquiring the state.
+  std::uint64_t e = log_new.load(std::memory_order_relaxed);
+  if (Offset fresh = e & ~kEntryFlags) {
+    bool published = (e & kEntryPublished) || ((e & kEntryPublishing) && in_hook &&
+                                               heap_->owner(fresh).kind == Owner::published);
+    if (published) {
+      // T10: a log the block cannot hold is corrupt memory, not a log.
+      const std::uint64_t cap = r.log_new_cap.load(std::memory_order_relaxed);
+      if (cap == 0 || cap > (std::uint64_t{1} << 40) ||
+          heap_->usable_size(fresh) < cap * kLogWordsPerEntry * sizeof(std::uint64_t))
+        throw Error(Errc::bad_segment,
+                    fmt::format("a transaction record's new log {:#x} cannot hold {} entries "
+                                "(corrupt memory?)",
+                                fresh, cap));
+      Offset old = r.log.load(std::memory_order_relaxed);
+      if (old != fresh) {
+        if (old && !log_old.load(std::memory_order_relaxed))
+          log_old.store(old | kEntryPublished, std::memory_order_relaxed);
+        r.log_cap.store(cap, std::memory_order_relaxed);
+        // Release: pairs with log_words' acquire (the cap before the log).
+        r.log.store(fresh, std::memory_order_release);
+      }
+      fault_point("tx.log.swapped");
+    } else if (!in_hook) {
+      // Freed by the heap (a dead slot's block), or published and leaked: a
+      // recovery without the hook cannot tell (X6).
+      table_->unsettled.fetch_add(1, std::memory_order_relaxed);  // statistics
+    }
+    log_new.store(0, std::memory_order_relaxed);
+  }
+  return finish_entry(log_old, in_hook);
 }
 
 // The irrevocable token of a holder that died: its hook clears it; without
@@ -195,6 +238,12 @@ void TxHeap::recover_slot(unsigned slot, bool in_hook, bool orphan) {
     if (pending) {
       table_->deferred.fetch_add(1);
       r.state.store(keep | kDeferred | kTxFreeing, std::memory_order_release);  // see above
+      return;
+    }
+  } else if (state == kTxLogSwap) {
+    if (finish_log_swap(r, in_hook)) {
+      table_->deferred.fetch_add(1);
+      r.state.store(keep | kDeferred | kTxLogSwap, std::memory_order_release);  // see above
       return;
     }
   } else if (state == kTxAtomicOp) {

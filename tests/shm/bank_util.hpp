@@ -101,7 +101,9 @@ inline void run_bank(Heap& h, std::uint64_t seed, std::uint64_t max_ops = ~0ull)
 // kChurnRecords records {s: a long string of one capital letter} (C2);
 // transactions replace, erase and re-insert values, store pool records in
 // the churn dict and replace pool records (dropping references: the old
-// record is freed once no churn value names it). Read-only ones check C1
+// record is freed once no churn value names it); now and then one replaces
+// every key at once, a transaction whose log outgrows the first one (X9 of
+// tx_layout.hpp). Read-only ones check C1
 // and that each record's reference count is the number of values naming it
 // (C3), from inside the block.
 inline constexpr long kChurnKeys = 64;
@@ -160,7 +162,12 @@ inline void run_churn(Heap& h, std::uint64_t seed, std::uint64_t max_ops = ~0ull
   for (std::uint64_t op = 0; op < max_ops && !c.stop.load(std::memory_order_relaxed); ++op) {
     long k = static_cast<long>(rng() % kChurnKeys);
     std::size_t len = 9 + rng() % 300;
-    if (op % 10 == 9) {
+    if (op % 97 == 48) {  // one transaction over every key: grows the log past 64 entries (X9)
+      atomically(l, [&](Tx& tx) {
+        for (long j = 0; j < kChurnKeys; ++j)
+          d.set(tx, j, std::string(len, static_cast<char>('a' + j % 26)));
+      });
+    } else if (op % 10 == 9) {
       if (std::uint64_t bad = atomically(l, [&](Tx& tx) { return churn_audit(tx, d, pool); }))
         c.violations.fetch_add(bad);
       c.audits.fetch_add(1, std::memory_order_relaxed);

@@ -232,6 +232,9 @@ class TxHeap {
   // (Tx::take, T11) it only takes it back from the shared data.
   void free_entry(std::atomic_ref<std::uint64_t> entry, Offset block, bool keep = false);
   bool finish_entry(std::atomic_ref<std::uint64_t> entry, bool in_hook);
+  // X9: finishes a record's kTxLogSwap phase (its owner, or the one party
+  // that claimed it, X7); true when the hook left a block for a slotted thread.
+  bool finish_log_swap(detail::SlotRecord& r, bool in_hook);
   std::shared_ptr<TxCounters> new_counters();  // registers a Tx's counters
 
  private:
@@ -382,6 +385,7 @@ class Tx {
   void reindex();  // rebuilds write_index_ from writes_
   void release_locks(std::size_t n, std::uint64_t version_word, bool restore);
   void take_irrevocable();
+  void grow_log(std::uint64_t cap);  // X9: replaces our record's log by one of cap entries
 
   TxHeap* tx_heap_;
   Heap* heap_;

@@ -58,6 +58,18 @@
 //       published block is unpublished to be freed; an entry is cleared before
 //       its block is freed. So a block is freed by exactly one party whatever
 //       step a death interrupts (TxHeap::free_entry / finish_entry).
+//   X9. A record's redo log is replaced (grown) in a phase of its own,
+//       kTxLogSwap, with two words that are X6 entries: log_new (the fresh
+//       block: kEntryPublishing before publish(), kEntryPublished after) and
+//       log_old (the block it replaces, retired by free_entry). The swap
+//       sets log_old, then log_cap and log, then clears log_new, and frees
+//       log_old last; whoever finishes it (TxHeap::finish_log_swap: the
+//       owner, or a recoverer, X7) repeats what is left of that. So `log`
+//       names one published block (none before the record's first log) and
+//       every other block of the swap is freed once, whatever step a death
+//       interrupts. (Until TX5 the log was cleared and freed, and the fresh
+//       one published and then stored: a death between those steps leaked
+//       a block, 3 KiB for a first log.)
 //   X7. One party at a time finishes a record: its owner, or a recoverer that
 //       won the compare-exchange of state to kRecovering | itself from the
 //       value it saw (same seq) after seeing the owner's slot dead. Steps are
@@ -120,12 +132,13 @@
 namespace troupe::shm::detail {
 
 // The table's format and protocol, and the objects' layout built on it
-// (objects.hpp): "TROUPTX4" since commits stopped advancing the clock (X8,
-// GV5; TX3: readers stopped announcing epochs, X5, and containers carry a
-// stamp, V2); a heap whose table has another magic is refused (mixing them
-// would be unsafe: a TX3 process takes a version above the clock for
-// corrupt memory).
-inline constexpr std::uint64_t kTxMagic = 0x5452'4f55'5054'5834ull;  // "TROUPTX4"
+// (objects.hpp): "TROUPTX5" since a log is replaced in a phase of its own
+// (X9; TX4: commits stopped advancing the clock, X8, GV5; TX3: readers
+// stopped announcing epochs, X5, and containers carry a stamp, V2); a heap
+// whose table has another magic is refused (mixing them would be unsafe: a
+// TX4 process would not know the kTxLogSwap phase, nor a TX3 process a
+// version above the clock).
+inline constexpr std::uint64_t kTxMagic = 0x5452'4f55'5054'5835ull;  // "TROUPTX5"
 inline constexpr unsigned kTableWord = 0;  // header_words() index of the table
 inline constexpr unsigned kTxSlots = 256;
 inline constexpr std::uint64_t kStripeBits = 16;
@@ -137,6 +150,7 @@ enum TxState : std::uint64_t {
   kTxCommitted = 2,  // X3: recovery rolls forward
   kTxFreeing = 3,    // applied and unlocked with wv; frees[] being freed (X5)
   kTxAtomicOp = 4,   // a single-word atomic op holds op_stripe
+  kTxLogSwap = 5,    // X9: the log being replaced (log_new, log_old)
 };
 
 // SlotRecord::state = seq << 32 | recoverer + 1 << 8 | kRecovering? | phase.
@@ -168,6 +182,11 @@ struct alignas(128) SlotRecord {
   std::atomic<std::uint64_t> n_frees;
   std::atomic<std::uint64_t> op_stripe;  // kTxAtomicOp: the stripe held
   std::atomic<std::uint64_t> op_old;     // kTxAtomicOp: its word before locking
+  // kTxLogSwap (X9): X6 entries, so plain words used through std::atomic_ref
+  // as the log's own entries are; 0 outside the phase.
+  std::uint64_t log_new;                  // the fresh log block, flagged
+  std::atomic<std::uint64_t> log_new_cap;  // its capacity
+  std::uint64_t log_old;                  // the block it replaces, flagged
 };
 
 struct TxTable {
