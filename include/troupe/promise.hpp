@@ -80,6 +80,11 @@ class PromiseBase;
 // Behaviour::run (when.hpp), read by PromiseBase::wait to refuse a wait that
 // can never end (cown.cpp).
 inline thread_local const struct BehaviourBase* tl_running_behaviour = nullptr;
+// cown.hpp CW11: while this thread runs a behaviour nested in another's
+// block, that other one (its caller), which holds its cowns meanwhile.
+inline thread_local const struct BehaviourBase* tl_nested_caller = nullptr;
+// CW11: a block waits while nested in a caller: no more nesting for a while.
+void nested_wait_seen() noexcept;
 // cown.hpp BP5 (src/core/backpressure.cpp): a running behaviour is about to
 // block in wait() / is done waiting.
 void behaviour_wait_begins();
@@ -87,7 +92,8 @@ void behaviour_wait_ends() noexcept;
 // Throws Error(invalid_argument) if `p` is the promise of a behaviour queued
 // behind the running one on an actor the running one holds: it cannot run
 // before the running one ends, so waiting for it would never return.
-void refuse_wait_on_held(const BehaviourBase& running, const PromiseBase* p);
+// `caller`: `running` is the caller a behaviour runs nested in (CW11).
+void refuse_wait_on_held(const BehaviourBase& running, const PromiseBase* p, bool caller = false);
 
 // A continuation waiting on a promise. fire() runs it and frees it.
 struct ContNode {
@@ -204,6 +210,10 @@ class PromiseBase {
   void wait() {
     if (ready()) return;
     if (const BehaviourBase* b = tl_running_behaviour) refuse_wait_on_held(*b, this);
+    if (const BehaviourBase* c = tl_nested_caller) [[unlikely]] {  // cown.hpp CW11
+      refuse_wait_on_held(*c, this, /*caller=*/true);
+      nested_wait_seen();
+    }
     // cown.hpp BP5: no behaviour stays paused while a behaviour waits here
     // (what it waits for may be queued behind a paused one).
     struct InBehaviour {

@@ -20,6 +20,14 @@
 // then runs enter hooks, the block with the concatenated args, exit hooks,
 // releases the cowns, and fulfils the returned Promise<R> with the block's
 // result or exception.
+// A `when` on several actors that a behaviour's block sends, and whose actors
+// are all free, may run at once, inside the sending block, before `when`
+// returns (detail/cown.hpp CW11): it holds what it needs, so the result is
+// one of the orders it could have run in anyway. Its block should not wait
+// (get()) for a behaviour on an actor the sender holds: that one runs only
+// after the sender's block, so such a wait throws Error(invalid_argument)
+// (as a wait on one's own successor does, CW7); chain it with
+// when(promise, ...) instead.
 //
 // Invariants:
 //   WN1. One allocation per behaviour: requests (for a fixed number of cowns), the

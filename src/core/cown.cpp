@@ -5,6 +5,7 @@
 #include <fmt/core.h>
 
 #include <algorithm>
+#include <chrono>
 #include <utility>
 #include <vector>
 
@@ -50,6 +51,40 @@ Request* pass_on(Request* s) noexcept {
 // it names none).
 void make_runnable(BehaviourBase& b) {
   (b.sched ? b.sched : &sched::default_scheduler())->schedule(&b.work);
+}
+
+// CW11: offers `b` (every cown received) to run nested in the running block.
+// Thread-local guard state: nested runs so far (the first of every
+// kNestedSampleEvery is timed) and offers still to refuse.
+constexpr std::uint32_t kNestedSampleEvery = 64;
+constexpr std::int64_t kNestedLongNs = 4000;
+constexpr std::uint32_t kNestedSkip = 1024;
+__thread std::uint32_t tl_nested_runs = 0;
+__thread std::uint32_t tl_nested_skip = 0;
+__thread bool tl_no_nesting = false;  // NoNestedRuns
+
+bool run_nested(BehaviourBase& b) {
+  if (tl_running_behaviour == nullptr || tl_nested_caller != nullptr ||
+      sched::tl_in_continuations || tl_no_nesting)
+    return false;
+  if (tl_nested_skip != 0) {
+    --tl_nested_skip;
+    return false;
+  }
+  sched::Scheduler* s = b.sched ? b.sched : &sched::default_scheduler();
+  if (s != sched::current()) return false;
+  using Clock = std::chrono::steady_clock;
+  const bool timed = tl_nested_runs % kNestedSampleEvery == 0;
+  const Clock::time_point t0 = timed ? Clock::now() : Clock::time_point{};
+  struct Caller {  // restored even if a run throws (a behaviour's does not)
+    explicit Caller(const BehaviourBase* c) { tl_nested_caller = c; }
+    ~Caller() { tl_nested_caller = nullptr; }
+  } caller(tl_running_behaviour);
+  if (!s->run_nested(&b.work)) return false;
+  ++tl_nested_runs;
+  if (timed && Clock::now() - t0 >= std::chrono::nanoseconds(kNestedLongNs))
+    tl_nested_skip = kNestedSkip;
+  return true;
 }
 
 // `s` has received its cown: one fewer for its behaviour to wait for.
@@ -120,6 +155,19 @@ void grant_successor(Request* n) noexcept {
 }  // namespace
 
 std::uint32_t sort_and_merge(Request* requests, std::uint32_t n) {
+  if (n == 2) {  // the common multi-actor `when` (a transfer): one compare
+    Request& x = requests[0];
+    Request& y = requests[1];
+    if (x.cown == y.cown) {
+      x.read = x.read && y.read;  // a write wins
+      return 1;
+    }
+    if (y.cown < x.cown) {
+      std::swap(x.cown, y.cown);
+      std::swap(x.read, y.read);
+    }
+    return 2;
+  }
   if (n > kInsertionSortMax) {
     // A run-time set of actors can be large: O(n log n) on a copy of the
     // keys (a request holds atomics and is not moved), then written back.
@@ -265,9 +313,9 @@ void BehaviourBase::schedule() {
   // CW10: every request received here: nobody else counts this behaviour
   // down, so no RMW (the scheduler's hand-off is release/acquire, and every
   // grant happened on this thread).
-  if (received == nrequests + 1)
-    make_runnable(*this);
-  else
+  if (received == nrequests + 1) {
+    if (!run_nested(*this)) make_runnable(*this);  // CW11
+  } else
     resolve_one(received);
 }
 
@@ -334,8 +382,18 @@ void BehaviourBase::release_cowns() {
 
 namespace troupe::detail {
 
-// cown.hpp CW7.
-void refuse_wait_on_held(const BehaviourBase& running, const PromiseBase* p) {
+void nested_wait_seen() noexcept { tl_nested_skip = kNestedSkip; }  // CW11
+
+NoNestedRuns::NoNestedRuns() noexcept : prev_(tl_no_nesting) { tl_no_nesting = true; }
+NoNestedRuns::~NoNestedRuns() { tl_no_nesting = prev_; }
+
+void reset_nesting_guard() noexcept {
+  tl_nested_skip = 0;
+  tl_nested_runs = 0;
+}
+
+// cown.hpp CW7, and CW11 for a nested block's caller.
+void refuse_wait_on_held(const BehaviourBase& running, const PromiseBase* p, bool caller) {
   for (std::uint32_t i = 0; i < running.nrequests; ++i) {
     const Request& mine = running.requests[i];
     // A reader passed its cown on when it got it (grant): what is linked
@@ -349,6 +407,15 @@ void refuse_wait_on_held(const BehaviourBase& running, const PromiseBase* p) {
       if (!b) continue;
       auto* theirs =
           reinterpret_cast<const PromiseBase*>(reinterpret_cast<const char*>(b) + b->promise_at);
+      if (theirs == p && caller)
+        throw Error(Errc::invalid_argument,
+                    fmt::format("get() inside a behaviour that runs nested in the block of the "
+                                "behaviour that scheduled it (a multi-actor when whose actors "
+                                "were all free runs at once), on the promise of a behaviour "
+                                "queued behind actor@{}, which that caller holds: it cannot run "
+                                "before the caller ends, so the wait would never return (chain "
+                                "it with when(promise, ...) instead)",
+                                static_cast<const void*>(mine.cown)));
       if (theirs == p)
         throw Error(Errc::invalid_argument,
                     fmt::format("get() inside a behaviour on the promise of a behaviour queued "

@@ -25,6 +25,9 @@
 //       scheduler (a single-threaded worker's loop, a pool thread) helps it
 //       instead (scheduler.hpp SC3), so nested calls in a worker keep it
 //       serving.
+//   PY5. Python code on an actor runs under NoNestedRuns (cown.hpp CW11):
+//       what it sends never runs nested inside it, since its waits (a
+//       future's result(), PY4) are ones the runtime cannot check (CW7).
 #include <fmt/core.h>
 #include <nanobind/nanobind.h>
 #include <nanobind/stl/string.h>
@@ -572,6 +575,9 @@ void post(LocalActor& a, nb::handle job) {
   send_releasing_gil(a.actor.mailbox_limit() != 0, [&, j = PyRef(job)]() mutable {
     when(a.actor, [j = std::move(j)](PyCell& c) {
       {
+        // Its sends are not nested (cown.hpp CW11): Python code may wait on
+        // anything, as below.
+        troupe::detail::NoNestedRuns no_nesting;
         nb::gil_scoped_acquire gil;
         drain_graveyard();
         call_reporting(j.get(), c.obj.get());
@@ -595,6 +601,7 @@ void post_many(std::vector<LocalActor*> actors, nb::handle job) {
   send_releasing_gil(bounded, [&, j = PyRef(job)]() mutable {
     when(std::move(v), [j = std::move(j)](std::span<PyCell*> cells) {
       {
+        troupe::detail::NoNestedRuns no_nesting;  // as post()
         nb::gil_scoped_acquire gil;
         drain_graveyard();
         nb::list objs;

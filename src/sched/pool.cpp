@@ -95,6 +95,15 @@ void Pool::schedule(Work* w) {
   if (searching_.load(std::memory_order_seq_cst) == 0) sleep_.notify_one(/*fenced=*/true);
 }
 
+bool Pool::run_nested(Work* w) {
+  Worker* self = this_worker();  // PL14: our own workers only
+  if (self == nullptr) return false;
+  self->counters.bump(self->counters.run);  // PL9
+  self->counters.bump(self->counters.nested);
+  w->run();
+  return true;
+}
+
 Work* Pool::find_local(Worker* self) {
   if (++self->tick >= kFairnessInterval) {  // PL2
     self->tick = 0;
@@ -197,6 +206,7 @@ PoolStats Pool::stats() const noexcept {
     s.sleeps += c.sleeps.load(std::memory_order_relaxed);
     s.wakes += c.wakes.load(std::memory_order_relaxed);
     s.yields += c.yields.load(std::memory_order_relaxed);
+    s.nested += c.nested.load(std::memory_order_relaxed);
     s.queued += w->deque.size_hint() + (w->next.load(std::memory_order_relaxed) ? 1 : 0);
   }
   return s;

@@ -88,6 +88,10 @@
 //       the thread whose work the searcher waits for then runs instead of
 //       the spin; with a core to spare the yield returns at once. Counted
 //       as `yields` (PL9).
+//   PL14. run_nested (SC7) runs an item on the calling thread only when that
+//       thread is one of this pool's workers; it counts the item in `run`
+//       and in `nested` (PL9). Which items are offered, and how deep, is the
+//       caller's rule (cown.hpp CW11: one level, short runs).
 #pragma once
 
 #include <atomic>
@@ -112,6 +116,7 @@ struct PoolStats {
   std::uint64_t sleeps = 0;  // times a worker (or a helping wait) went to sleep
   std::uint64_t wakes = 0;   // ... and woke up again
   std::uint64_t yields = 0;  // search rounds that gave the CPU away (PL13)
+  std::uint64_t nested = 0;  // of `run`, items run nested in another (PL14)
   std::size_t queued = 0;    // items waiting in the queues now (a snapshot)
 };
 
@@ -124,6 +129,7 @@ class Pool final : public Scheduler {
   Pool& operator=(const Pool&) = delete;
 
   void schedule(Work* w) override;
+  bool run_nested(Work* w) override;  // PL14
   void help_until(Waiter& w) override;
   void wake_helpers() override;
   void wait_idle() override;
@@ -157,7 +163,7 @@ class Pool final : public Scheduler {
     // PL9: written by the owner only (a relaxed load and store, no RMW),
     // read by stats(); on a line of their own, away from what thieves touch.
     struct alignas(detail::kCacheLine) Counters {
-      std::atomic<std::uint64_t> run{0}, stolen{0}, sleeps{0}, wakes{0}, yields{0};
+      std::atomic<std::uint64_t> run{0}, stolen{0}, sleeps{0}, wakes{0}, yields{0}, nested{0};
       void bump(std::atomic<std::uint64_t>& c) noexcept {
         c.store(c.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
       }

@@ -28,6 +28,11 @@
 //       actor grants it to the behaviour queued next on it (a backlog: that
 //       behaviour was waiting in the actor's queue). A placement hint too
 //       (Pool: PL12), never needed for correctness.
+//   SC7. run_nested(w) runs w at once, on the calling thread, nested in
+//       what that thread is running, or returns false and leaves w to the
+//       caller (who then schedules it): SC1 holds either way. A scheduler
+//       runs nested only on its own threads (Pool: PL14); the default never
+//       does. The caller decides when to offer (troupe/detail/cown.hpp CW11).
 #pragma once
 
 #include <atomic>
@@ -84,6 +89,13 @@ class Scheduler {
   // Blocks until no work is pending or running here (quiescence). Must not be
   // called from one of this scheduler's own threads.
   virtual void wait_idle() = 0;
+
+  // SC7: runs w now, nested on the calling thread, if this scheduler runs
+  // its work on that thread; false otherwise (w untouched).
+  virtual bool run_nested(Work* w) {
+    (void)w;
+    return false;
+  }
 
   // How many threads run this scheduler's work (a hint for partitioning).
   virtual std::size_t concurrency() const noexcept { return 1; }
