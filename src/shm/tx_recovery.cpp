@@ -46,11 +46,13 @@ void TxHeap::free_entry(std::atomic_ref<std::uint64_t> entry, Offset block, bool
 }
 
 // Finishes a log entry left by a dead party (allocs[] when discarding,
-// frees[] when freeing, log_old after a log swap, X9); true when the hook left it for a slotted thread. The block is ours to free
-// only if it is surely still published: flagged kPublished, or flagged kPublishing/kFreeing and
-// still published; the latter we can tell only in the hook (the dead slot's blocks are still
-// tagged, so a published one was not freed and reused). Otherwise the heap frees it (tagged with a
-// dead slot) or, without the hook, it may leak (never freed twice).
+// frees[] when freeing, log_old after a log swap, X9); true when the hook
+// left it for a slotted thread. The block is ours to free only if it is
+// surely still published: flagged kPublished, or flagged kPublishing/kFreeing
+// and still published; the latter we can tell only in the hook (the dead
+// slot's blocks are still tagged, so a published one was not freed and
+// reused). Otherwise the heap frees it (tagged with a dead slot) or, without
+// the hook, it may leak (never freed twice).
 bool TxHeap::finish_entry(std::atomic_ref<std::uint64_t> entry, bool in_hook) {
   std::uint64_t e = entry.load(std::memory_order_relaxed);
   Offset b = e & ~kEntryFlags;

@@ -58,18 +58,6 @@
 //       published block is unpublished to be freed; an entry is cleared before
 //       its block is freed. So a block is freed by exactly one party whatever
 //       step a death interrupts (TxHeap::free_entry / finish_entry).
-//   X9. A record's redo log is replaced (grown) in a phase of its own,
-//       kTxLogSwap, with two words that are X6 entries: log_new (the fresh
-//       block: kEntryPublishing before publish(), kEntryPublished after) and
-//       log_old (the block it replaces, retired by free_entry). The swap
-//       sets log_old, then log_cap and log, then clears log_new, and frees
-//       log_old last; whoever finishes it (TxHeap::finish_log_swap: the
-//       owner, or a recoverer, X7) repeats what is left of that. So `log`
-//       names one published block (none before the record's first log) and
-//       every other block of the swap is freed once, whatever step a death
-//       interrupts. (Until TX5 the log was cleared and freed, and the fresh
-//       one published and then stored: a death between those steps leaked
-//       a block, 3 KiB for a first log.)
 //   X7. One party at a time finishes a record: its owner, or a recoverer that
 //       won the compare-exchange of state to kRecovering | itself from the
 //       value it saw (same seq) after seeing the owner's slot dead. Steps are
@@ -124,6 +112,21 @@
 //       process; in bench_shm_tx's increments from 2 processes it took a
 //       quarter of the samples, and GV5 took that row from 9.2 to 14.6 Mop/s
 //       (1 process: 18.3 to 16.4, the price of always validating).
+//   X9. A record's redo log is replaced (grown) in a phase of its own,
+//       kTxLogSwap, with two words that are X6 entries: log_new (the fresh
+//       block: kEntryPublishing before publish(), kEntryPublished after) and
+//       log_old (the block it replaces, retired by free_entry). The swap
+//       sets log_old, then log_cap and log, then clears log_new, and frees
+//       log_old last; whoever finishes it (TxHeap::finish_log_swap: the
+//       owner, or a recoverer, X7) repeats what is left of that. So `log`
+//       names one published block (none before the record's first log) and
+//       every other block of the swap is freed once, whatever step a death
+//       interrupts; only a recovery without the hook (Heap::open) that
+//       meets log_new still kEntryPublishing cannot tell whether the heap
+//       freed it, and counts it in `unsettled`, as X6's entries are.
+//       (Until TX5 the log was cleared and freed, and the fresh
+//       one published and then stored: a death between those steps leaked
+//       a block, 3 KiB for a first log.)
 #pragma once
 
 #include <atomic>
