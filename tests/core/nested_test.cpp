@@ -33,9 +33,16 @@ struct Sender {
   }
 };
 
+// The default pool's count of nested runs (PL14).
+std::uint64_t pool_nested() {
+  auto* pool = dynamic_cast<sched::Pool*>(&sched::default_scheduler());
+  return pool ? pool->stats().nested : 0;
+}
+
 }  // namespace
 
 TEST(Nested, AMultiActorWhenOnFreeActorsRunsInTheSendersBlock) {
+  const std::uint64_t nested_before = pool_nested();
   auto teller = make_actor<int>(0);
   auto a = make_actor<long>(1), b = make_actor<long>(2);
   auto r = when(teller, [a, b](int&) {
@@ -51,6 +58,7 @@ TEST(Nested, AMultiActorWhenOnFreeActorsRunsInTheSendersBlock) {
   });
   EXPECT_TRUE(r.get());
   EXPECT_EQ(when(a, b, [](long& x, long& y) { return x * 10 + y; }).get(), 21);
+  EXPECT_GE(pool_nested(), nested_before + 1);
 }
 
 TEST(Nested, AOneActorMessageIsNotNested) {

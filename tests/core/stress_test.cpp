@@ -1,6 +1,6 @@
 // Stress tests with invariants: bank transfers with random multi-actor `when`
-// on 2 and 8 threads (money is conserved; audits inside the run see it
-// conserved), 10^6 messages to one actor, many short-lived actors.
+// on 2 and 8 threads, sent from the test's thread or by teller behaviours
+// (money is conserved; audits inside the run see it conserved), 10^6 messages to one actor, many short-lived actors.
 // Under sanitizers the sizes shrink; the invariants do not.
 #include <gtest/gtest.h>
 
@@ -35,49 +35,66 @@ struct Account {
   bool consistent() const { return check == 3 * balance + 1; }
 };
 
-void bank(std::size_t threads, int accounts, int transfers) {
+struct Counts {
+  std::atomic<int> audits_failed{0}, audits{0}, torn{0};
+};
+constexpr long kStart = 1000;
+
+// Operation t of a run: every 50th an audit of all accounts, else a
+// three-way payment, two readers, or a transfer, on accounts picked by rng.
+Promise<void> bank_op(const std::vector<Actor<Account>>& acc, int t, std::mt19937& rng,
+                      Counts& n) {
+  const int accounts = static_cast<int>(acc.size());
+  std::uniform_int_distribution<int> pick(0, accounts - 1);
+  int kind = t % 50;
+  if (kind == 0)  // audit: all accounts at once must sum to the total
+    return when(acc, [&n, accounts](std::span<Account*> xs) {
+      long s = 0;
+      for (Account* x : xs) s += x->balance;
+      n.audits++;
+      if (s != kStart * accounts) n.audits_failed++;
+    });
+  auto a = acc[static_cast<std::size_t>(pick(rng))], b = acc[static_cast<std::size_t>(pick(rng))];
+  if (kind % 3 == 0) {  // three-way: a pays b and c
+    auto c = acc[static_cast<std::size_t>(pick(rng))];
+    return when(a, b, c, [](Account& x, Account& y, Account& z) {
+      long m = x.balance / 10;
+      x.add(-2 * m);
+      y.add(m);
+      z.add(m);
+    });
+  }
+  if (kind % 3 == 1)  // readers of two accounts: no torn view
+    return when(read(a), read(b), [&n](const Account& x, const Account& y) {
+      if (!x.consistent() || !y.consistent()) n.torn++;
+    });
+  int amount = pick(rng) % 100;
+  return when(a, b, [amount](Account& x, Account& y) {
+    x.add(-amount);
+    y.add(amount);
+  });
+}
+
+// `tellers` == 0: the test's thread sends every operation. Otherwise that
+// many teller actors each send their share from their block (so the
+// multi-actor ones that find their accounts free run nested, CW11).
+void bank(std::size_t threads, int accounts, int transfers, int tellers = 0) {
   sched::Pool pool(threads);
-  constexpr long kStart = 1000;
   std::vector<Actor<Account>> acc;
   for (int i = 0; i < accounts; ++i) acc.push_back(make_actor_on<Account>(pool, Account(kStart)));
-  std::atomic<int> audits_failed{0}, audits{0}, torn{0};
-  std::mt19937 rng(static_cast<unsigned>(threads * 7919 + accounts));
-  std::uniform_int_distribution<int> pick(0, accounts - 1);
+  Counts n;
   std::vector<Promise<void>> done;
-  for (int t = 0; t < transfers; ++t) {
-    int kind = t % 50;
-    if (kind == 0) {  // audit: all accounts at once must sum to the total
-      done.push_back(when(acc, [&, accounts](std::span<Account*> xs) {
-        long s = 0;
-        for (Account* x : xs) s += x->balance;
-        audits++;
-        if (s != kStart * accounts) audits_failed++;
+  if (tellers == 0) {
+    std::mt19937 rng(static_cast<unsigned>(threads * 7919 + accounts));
+    for (int t = 0; t < transfers; ++t) done.push_back(bank_op(acc, t, rng, n));
+  } else {
+    for (int k = 0; k < tellers; ++k)
+      done.push_back(when(make_actor_on<int>(pool, k), [&, k](int&) {
+        std::mt19937 rng(static_cast<unsigned>(k * 7919 + accounts));
+        std::vector<Promise<void>> mine;
+        for (int t = k; t < transfers; t += tellers) mine.push_back(bank_op(acc, t, rng, n));
+        return when_all(std::move(mine));
       }));
-    } else if (kind % 3 == 0) {  // three-way: a pays b and c
-      auto a = acc[static_cast<std::size_t>(pick(rng))],
-           b = acc[static_cast<std::size_t>(pick(rng))],
-           c = acc[static_cast<std::size_t>(pick(rng))];
-      done.push_back(when(a, b, c, [](Account& x, Account& y, Account& z) {
-        long m = x.balance / 10;
-        x.add(-2 * m);
-        y.add(m);
-        z.add(m);
-      }));
-    } else if (kind % 3 == 1) {  // readers of two accounts: no torn view
-      auto a = acc[static_cast<std::size_t>(pick(rng))],
-           b = acc[static_cast<std::size_t>(pick(rng))];
-      done.push_back(when(read(a), read(b), [&torn](const Account& x, const Account& y) {
-        if (!x.consistent() || !y.consistent()) torn++;
-      }));
-    } else {
-      auto a = acc[static_cast<std::size_t>(pick(rng))],
-           b = acc[static_cast<std::size_t>(pick(rng))];
-      int amount = pick(rng) % 100;
-      done.push_back(when(a, b, [amount](Account& x, Account& y) {
-        x.add(-amount);
-        y.add(amount);
-      }));
-    }
   }
   when_all(std::move(done)).get();
   long total = when(acc, [](std::span<Account*> xs) {
@@ -86,13 +103,20 @@ void bank(std::size_t threads, int accounts, int transfers) {
                  return s;
                }).get();
   EXPECT_EQ(total, kStart * accounts);
-  EXPECT_GT(audits.load(), 0);
-  EXPECT_EQ(audits_failed.load(), 0);
-  EXPECT_EQ(torn.load(), 0);
+  EXPECT_GT(n.audits.load(), 0);
+  EXPECT_EQ(n.audits_failed.load(), 0);
+  EXPECT_EQ(n.torn.load(), 0);
+  if (tellers > 0) {
+    EXPECT_GT(pool.stats().nested, 0u);
+  }
 }
 }  // namespace
 
 TEST(Stress, BankTransfersTwoThreads) { bank(2, 64, 200000 / kScale); }
+// Sent by behaviours: transfers on free accounts run nested in their teller
+// (CW11), beside ones queued behind the other tellers' and audits.
+TEST(Stress, BankTransfersFromTellersTwoThreads) { bank(2, 64, 200000 / kScale, 2); }
+TEST(Stress, BankTransfersFromTellersEightThreads) { bank(8, 1000, 200000 / kScale, 8); }
 TEST(Stress, BankTransfersEightThreads) { bank(8, 1000, 200000 / kScale); }
 TEST(Stress, BankTransfersFewAccountsHighContention) { bank(4, 4, 100000 / kScale); }
 

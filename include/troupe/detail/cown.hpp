@@ -96,10 +96,11 @@
 //       behaviour queued behind a cown its caller holds, is refused as CW7
 //       refuses a wait on one's own successor (Error(invalid_argument));
 //       a block whose waits the runtime cannot see (Python code) sends
-//       under NoNestedRuns, and nothing it sends is nested. Why: a teller issuing transfers over two idle accounts each paid a
-//       hand-off (a push and, in a 2-worker pool, a steal of nearly every
-//       one by the other worker): 7-10 ms for 50 000 transfers, 5-9x a
-//       program with a mutex per account; nested, 4 ms (bench/README).
+//       under NoNestedRuns, and nothing it sends is nested. Why: a teller
+//       issuing transfers over two idle accounts each paid a hand-off (a
+//       push and, in a 2-worker pool, a steal of nearly every one by the
+//       other worker): 7-8 ms for 50 000 transfers, 8-9x a program with a
+//       mutex per account; nested, 4.4 ms (bench/README).
 //
 // Backpressure (troupe/backpressure.hpp; src/core/backpressure.cpp):
 //   BP1. A cown with limit != 0 counts: `enq` += 1 when a request joins its
