@@ -47,11 +47,13 @@ Request* pass_on(Request* s) noexcept {
   return wait_next(s);  // a successor swapped `last` but has not linked yet
 }
 
-// Every cown of `b` is held: it runs on its scheduler (the default pool if
-// it names none).
-void make_runnable(BehaviourBase& b) {
-  (b.sched ? b.sched : &sched::default_scheduler())->schedule(&b.work);
+// Where `b` runs: its scheduler, or the default pool if it names none.
+sched::Scheduler& scheduler_of(const BehaviourBase& b) {
+  return b.sched ? *b.sched : sched::default_scheduler();
 }
+
+// Every cown of `b` is held: it runs on its scheduler.
+void make_runnable(BehaviourBase& b) { scheduler_of(b).schedule(&b.work); }
 
 // CW11: offers `b` (every cown received) to run nested in the running block.
 // Thread-local guard state: nested runs so far (the first of every
@@ -71,7 +73,7 @@ bool run_nested(BehaviourBase& b) {
     --tl_nested_skip;
     return false;
   }
-  sched::Scheduler* s = b.sched ? b.sched : &sched::default_scheduler();
+  sched::Scheduler* s = &scheduler_of(b);
   if (s != sched::current()) return false;
   using Clock = std::chrono::steady_clock;
   const bool timed = tl_nested_runs % kNestedSampleEvery == 0;

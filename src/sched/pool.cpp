@@ -1,5 +1,5 @@
 // src/sched/pool.cpp: the work-stealing pool (see troupe/sched/pool.hpp for
-// the invariants PL1-PL13 cited here).
+// the invariants PL1-PL14 cited here).
 #include "troupe/sched/pool.hpp"
 
 #include <climits>
