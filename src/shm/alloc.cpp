@@ -185,7 +185,7 @@ std::uint64_t alloc_pages(HeapState& st, std::uint64_t n, std::uint64_t align, s
     if (grew) continue;
     if (!recovered) {
       recovered = true;
-      RecoveryReport rep = recover_dead(st);
+      RecoveryReport rep = recover_dead(st, /*force=*/true);  // slots.cpp S2
       if (!rep.slots.empty()) continue;
       if (retire_empty(st, tag, true) > 0) continue;
     }

@@ -67,7 +67,7 @@ struct RootLock {
                                                   std::memory_order_relaxed))
         return;
       if (spins % 64 == 63) {
-        recover_dead(st);
+        recover_dead(st, /*force=*/true);  // slots.cpp S2: we wait on it
         // A holder is a slot that stays attached until it lets go (or its
         // recovery does). Anything else is corruption, or this thread again
         // (a recovery hook using roots): fail instead of spinning forever.

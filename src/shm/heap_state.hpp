@@ -103,7 +103,10 @@ inline unsigned thread_slot(HeapState& st) {
     return tls_binding.slot;
   return thread_slot_slow(st);
 }
-RecoveryReport recover_dead(HeapState& st);
+// `force`: also when S2 (slots.cpp) would leave the dead slots to a process
+// with a hook (this one needs them: out of slots or space, a dead holder of
+// the root lock).
+RecoveryReport recover_dead(HeapState& st, bool force = false);
 
 // ---- allocator (alloc.cpp) ----
 Offset allocate(HeapState& st, std::size_t bytes);

@@ -179,7 +179,9 @@ struct Slot {
 };
 
 // ---- header -------------------------------------------------------------------
-enum HeaderFlags : std::uint32_t { kFlagKeep = 1, kFlagUnlinked = 2 };
+// kFlagHooked (S2 of slots.cpp): a process has installed a recovery hook
+// here, so a dead slot may hold a layer's state that only a hook settles.
+enum HeaderFlags : std::uint32_t { kFlagKeep = 1, kFlagUnlinked = 2, kFlagHooked = 4 };
 
 struct RootEntry {
   // 0 empty, 1 in use. Written under Header::root_lock.

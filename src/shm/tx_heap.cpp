@@ -31,12 +31,19 @@ std::atomic<std::uint64_t> g_next_serial{1};
 // ---- TxHeap ---------------------------------------------------------------------
 
 TxHeap& TxHeap::attach(Heap& heap) {
-  std::lock_guard<std::mutex> lk(g_tx_heaps_mu);
-  auto& slot = g_tx_heaps[&heap];
-  // A Heap object reused for another segment (or moved into) needs a new TxHeap.
-  if (!slot || slot->base_ != heap.base() || slot->name_ != heap.name())
+  TxHeap* t = nullptr;
+  {
+    std::lock_guard<std::mutex> lk(g_tx_heaps_mu);
+    auto& slot = g_tx_heaps[&heap];
+    // A Heap object reused for another segment (or moved into) needs a new TxHeap.
+    if (slot && slot->base_ == heap.base() && slot->name_ == heap.name()) return *slot;
     slot = std::make_unique<TxHeap>(heap);
-  return *slot;
+    t = slot.get();
+  }
+  // slots.cpp S2: a process without our hook (this one, until now: Heap::open)
+  // left the dead slots to one with it; recover them now, with the hook.
+  heap.recover();
+  return *t;
 }
 
 void TxHeap::detach(Heap& heap) {

@@ -114,7 +114,7 @@ bool TxHeap::finish_log_swap(SlotRecord& r, bool in_hook) {
 }
 
 // The irrevocable token of a holder that died: its hook clears it; without
-// the hook (recovered by Heap::open) nobody would, so a waiter does.
+// the hook (slots.cpp S2: a process that had to) nobody would, so a waiter does.
 void TxHeap::clear_stale_token() {
   heap_->recover();
   std::uint64_t tok = table_->irrevocable.load();

@@ -198,7 +198,8 @@ class TxHeap {
   std::size_t stuck_locks() const;
   std::size_t busy_records() const;
   // Finishes the records of slots that no process holds any more (their
-  // slot was recovered by a process without the hook, e.g. in Heap::open).
+  // slot was recovered by a process without the hook: rare since S2 of
+  // src/shm/slots.cpp, where one that needs a slot or space found only dead ones).
   // Safe at any time (X7 of tx_layout.hpp); transactions call it after many
   // aborts, and a thread that claims such a slot finishes its record itself.
   // Returns how many records it looked at.

@@ -121,9 +121,13 @@
 //       owner, or a recoverer, X7) repeats what is left of that. So `log`
 //       names one published block (none before the record's first log) and
 //       every other block of the swap is freed once, whatever step a death
-//       interrupts; only a recovery without the hook (Heap::open) that
-//       meets log_new still kEntryPublishing cannot tell whether the heap
-//       freed it, and counts it in `unsettled`, as X6's entries are.
+//       interrupts; only a recovery without the hook that meets log_new
+//       still kEntryPublishing cannot tell whether the heap freed it, and
+//       counts it in `unsettled`, as X6's entries are. Since S2 of
+//       src/shm/slots.cpp, a process without the hook recovers a dead slot
+//       only when it must (no other slot, a full heap, a dead holder of the
+//       root lock); Heap::open leaves it to TxHeap::attach, which recovers
+//       with the hook.
 //       (Until TX5 the log was cleared and freed, and the fresh
 //       one published and then stored: a death between those steps leaked
 //       a block, 3 KiB for a first log.)
