@@ -13,7 +13,10 @@
 // (publish(), or by a layer above linking it into shared data); when a process
 // dies or closes the heap, every block its slots held and had not published is
 // freed by whoever recovers the slots (recover(), also run on open, on slot
-// claim and before reporting out_of_memory).
+// claim and before reporting out_of_memory). Once a process installed a
+// recovery hook (set_recovery_hook: a layer above, e.g. transactions), a
+// process without one leaves dead slots to one with it, unless it needs
+// them (no other slot free, the heap full): src/shm/slots.cpp S2.
 // Invariants:
 //   H1. Every Offset handed out is inside the committed data area and 16-byte
 //       aligned; free/publish/usable_size reject any other with an Error.
