@@ -212,6 +212,10 @@ void admit(const BehaviourBase& b) {
 }
 
 bool try_pause(BehaviourBase* b, Cown* t, std::uint32_t how, Finish fin) {
+  // cown.hpp CW12: a behaviour run nested still owes its queues'
+  // references; paused, its release may come after its caller's handles
+  // are gone, so they are taken now (kept if the pause is refused).
+  b->take_queue_refs();
   auto refuse = [&] {
     g_skipped.fetch_add(1, std::memory_order_relaxed);
     t->release();

@@ -64,6 +64,9 @@ constexpr std::uint32_t kNestedSkip = 1024;
 __thread std::uint32_t tl_nested_runs = 0;
 __thread std::uint32_t tl_nested_skip = 0;
 __thread bool tl_no_nesting = false;  // NoNestedRuns
+// CW12: the behaviour running nested on this thread, which may still owe
+// its queues' references (last_release reads it).
+__thread BehaviourBase* tl_nested_owing = nullptr;
 
 bool run_nested(BehaviourBase& b) {
   if (tl_running_behaviour == nullptr || tl_nested_caller != nullptr ||
@@ -79,9 +82,15 @@ bool run_nested(BehaviourBase& b) {
   const bool timed = tl_nested_runs % kNestedSampleEvery == 0;
   const Clock::time_point t0 = timed ? Clock::now() : Clock::time_point{};
   struct Caller {  // restored even if a run throws (a behaviour's does not)
-    explicit Caller(const BehaviourBase* c) { tl_nested_caller = c; }
-    ~Caller() { tl_nested_caller = nullptr; }
-  } caller(tl_running_behaviour);
+    Caller(const BehaviourBase* c, BehaviourBase* b) {
+      tl_nested_caller = c;
+      tl_nested_owing = b;
+    }
+    ~Caller() {
+      tl_nested_caller = nullptr;
+      tl_nested_owing = nullptr;  // `b` may be freed after its run
+    }
+  } caller(tl_running_behaviour, &b);
   if (!s->run_nested(&b.work)) return false;
   ++tl_nested_runs;
   if (timed && Clock::now() - t0 >= std::chrono::nanoseconds(kNestedLongNs))
@@ -106,7 +115,9 @@ void resolve(Request* s) noexcept {
 // if it received the cown, grant returns true and leaves the count to the
 // caller instead of resolving it. The readers passed on after it are other
 // behaviours': they are resolved here.
-bool grant(Request* s, bool from_writer, bool keep_own = false) noexcept {
+// `fresh` (CW12): `s` found its queue empty (phase 2, schedule_one); a
+// reader then owes the queue's reference, taken only if the queue goes on.
+bool grant(Request* s, bool from_writer, bool keep_own = false, bool fresh = false) noexcept {
   bool own = keep_own, kept = false;
   while (s) {
     Cown* c = s->cown;
@@ -116,9 +127,18 @@ bool grant(Request* s, bool from_writer, bool keep_own = false) noexcept {
       // either in this thread (program order) or through `last` (acq_rel).
       c->rstate.fetch_add(2, std::memory_order_relaxed);
       Request* n = pass_on(s);
-      // CW8: the reader emptied the queue. Its read handle still counts, so
-      // this cannot be the last reference while it reads.
-      if (n == nullptr) c->release();
+      if (fresh) {
+        // CW12: a successor queued behind the reader found the queue
+        // non-empty and took nothing: the stretch's reference, taken before
+        // that successor is granted (below, or by this reader's release).
+        // The reader's handle counts meanwhile.
+        if (n != nullptr) c->add_ref();
+      } else if (n == nullptr) {
+        // CW8: the reader emptied the queue. Its read handle still counts, so
+        // this cannot be the last reference while it reads.
+        c->release();
+      }
+      fresh = false;
       if (own)
         kept = true;  // our caller's: it cannot run before the caller counts it
       else
@@ -232,8 +252,10 @@ void BehaviourBase::schedule_one() {
   Request* prev = c->last.exchange(s, std::memory_order_seq_cst);
   TROUPE_YIELD();
   if (prev == nullptr) {
-    c->add_ref();  // CW8, as below
-    grant(s, /*from_writer=*/false);
+    // CW8: the queue was empty. CW12: a writer takes its reference before
+    // its grant hands the behaviour on; a reader, only if the queue goes on.
+    if (!s->read) c->add_ref();
+    grant(s, /*from_writer=*/false, /*keep_own=*/false, /*fresh=*/true);
     return;
   }
   __builtin_prefetch(prev, 1);  // a hint: we read `linkable`, then write `next`
@@ -254,6 +276,7 @@ void BehaviourBase::schedule() {
   // whose acq_rel publishes it.
   pending.store(nrequests + 1, std::memory_order_relaxed);
   bool any_held_paused = false;
+  bool all_free = true;  // CW12
   for (std::uint32_t i = 0; i < nrequests; ++i) {
     Request* s = &requests[i];
     s->behaviour = this;
@@ -273,12 +296,13 @@ void BehaviourBase::schedule() {
     TROUPE_YIELD();
     if (prev == nullptr) {
       // CW8: the queue was empty; it holds the cown from now until it is
-      // empty again (relaxed: our caller's handle is a counted reference).
-      c->add_ref();
+      // empty again. CW12: its reference is taken below or later (our
+      // caller's counted handle keeps the cown alive meanwhile).
       s->free_at_enqueue = true;
       continue;
     }
     s->free_at_enqueue = false;
+    all_free = false;
     // CW1: do not go on to later cowns before the predecessor has finished
     // its phase 1. It cannot be freed meanwhile (CW3): it cannot leave this
     // cown's queue before we link, and it cannot run before it is linkable.
@@ -295,6 +319,11 @@ void BehaviourBase::schedule() {
     s->held_paused = nrequests > 1 && (c->flags.load() & Cown::kHeldPaused) != 0;
     any_held_paused |= s->held_paused;
   }
+  // CW12: our writers owe their empty queues' references. Taken now unless
+  // every queue was empty (then we may run nested, and owe them longer);
+  // before the resumes below, whose continuations run user code.
+  owes_refs = true;
+  if (!all_free) take_queue_refs();
   // release: successors waiting in their phase 1 may now link behind us.
   for (std::uint32_t i = 0; i < nrequests; ++i)
     requests[i].linkable.store(true, std::memory_order_release);
@@ -311,19 +340,53 @@ void BehaviourBase::schedule() {
   std::uint32_t received = 1;  // the end of phase 1
   for (std::uint32_t i = 0; i < nrequests; ++i)
     if (requests[i].free_at_enqueue)
-      received += grant(&requests[i], /*from_writer=*/false, /*keep_own=*/true) ? 1 : 0;
+      received += grant(&requests[i], /*from_writer=*/false, /*keep_own=*/true,
+                        /*fresh=*/true)
+                      ? 1
+                      : 0;
   // CW10: every request received here: nobody else counts this behaviour
   // down, so no RMW (the scheduler's hand-off is release/acquire, and every
-  // grant happened on this thread).
-  if (received == nrequests + 1) {
-    if (!run_nested(*this)) make_runnable(*this);  // CW11
-  } else
+  // grant happened on this thread). CW12: the references are taken before
+  // the behaviour leaves this thread; nested, later or never. (A writer
+  // parked behind readers cannot run before resolve_one counts the end of
+  // phase 1, after them.)
+  if (received == nrequests + 1 && run_nested(*this)) return;  // CW11
+  take_queue_refs();
+  if (received == nrequests + 1)
+    make_runnable(*this);
+  else
     resolve_one(received);
+}
+
+void BehaviourBase::take_queue_refs(const Cown* adopted) noexcept {
+  if (!owes_refs) return;
+  owes_refs = false;
+  for (std::uint32_t i = 0; i < nrequests; ++i) {
+    const Request& s = requests[i];
+    if (s.free_at_enqueue && !s.read && s.cown != adopted) s.cown->add_ref();  // relaxed: CW12
+  }
+}
+
+void last_release(Cown* c) noexcept {
+  // CW12: the nested block dropped the last handle of a cown its behaviour
+  // holds and owes the queue's reference for: the queue adopts the count.
+  if (BehaviourBase* b = tl_nested_owing; b != nullptr && b->owes_refs) [[unlikely]]
+    for (std::uint32_t i = 0; i < b->nrequests; ++i) {
+      const Request& s = b->requests[i];
+      if (s.cown == c && s.free_at_enqueue && !s.read) {
+        // relaxed: this thread is the only holder (no handle is left, and
+        // the queue's successors take no reference).
+        c->refs.store(1, std::memory_order_relaxed);
+        b->take_queue_refs(c);
+        return;
+      }
+    }
+  c->destroy(c);
 }
 
 void BehaviourBase::release_cowns() {
   // The common case, one unbounded cown held for writing: the loops below
-  // reduced to what they do for it.
+  // reduced to what they do for it (schedule_one owes no reference, CW12).
   if (nrequests == 1 && !requests[0].counted && !requests[0].read) [[likely]] {
     Request* s = &requests[0];
     TROUPE_YIELD();
@@ -339,6 +402,10 @@ void BehaviourBase::release_cowns() {
   Cown* to_wake[8];
   std::uint32_t n_wake = 0;
   std::vector<Cown*> more_to_wake;
+  // CW12: run nested, every writer still owes its queue's reference (our
+  // caller's handles keep the cowns alive): taken only for a queue that
+  // goes on, before its successor is granted; none to drop.
+  const bool owed = std::exchange(owes_refs, false);
   for (std::uint32_t i = 0; i < nrequests; ++i) {
     Request* s = &requests[i];
     Cown* c = s->cown;
@@ -369,8 +436,11 @@ void BehaviourBase::release_cowns() {
     }
     TROUPE_YIELD();
     Request* n = pass_on(s);
-    s->emptied = n == nullptr;
-    if (n) grant_successor(n);
+    s->emptied = n == nullptr && !owed;
+    if (n) {
+      if (owed) c->add_ref();  // CW12
+      grant_successor(n);
+    }
   }
   for (std::uint32_t i = 0; i < n_wake; ++i) drained(to_wake[i]), to_wake[i]->release();
   for (Cown* c : more_to_wake) drained(c), c->release();

@@ -10,6 +10,9 @@
 #include <atomic>
 #include <chrono>
 #include <memory>
+#include <optional>
+#include <span>
+#include <tuple>
 #include <string>
 #include <thread>
 #include <vector>
@@ -182,4 +185,137 @@ TEST(Nested, AWaitOnABehaviourBehindTheCallerFailsInsteadOfHanging) {
   }
   // The teller is free again, and its queued behaviour ran.
   EXPECT_EQ(when(teller, [](int& t) { return t; }).get(), 5);
+}
+
+namespace {
+// Counts its destructions.
+struct Tracked {
+  Tracked(std::atomic<int>* destroyed, long v) : destroyed(destroyed), v(v) {}
+  Tracked(const Tracked&) = delete;
+  ~Tracked() { destroyed->fetch_add(1); }
+  std::atomic<int>* destroyed;
+  long v;
+};
+}  // namespace
+
+// CW12: a nested run owes its empty queues' references, its caller's handle
+// keeping each actor alive. Its block drops that handle, the last one: the
+// actor lives on until the run released it (the queue adopts the count,
+// last_release), and is destroyed then, once.
+TEST(Nested, ANestedBlockMayDropTheLastHandleOfItsActor) {
+  std::atomic<int> destroyed{0};
+  auto teller = make_actor<int>(0);
+  auto holder = std::make_shared<std::optional<Actor<Tracked>>>(make_actor<Tracked>(&destroyed, 1));
+  auto b = make_actor<long>(0);
+  auto r = when(teller, [holder, b, &destroyed](int&) {
+    detail::reset_nesting_guard();
+    auto s = std::make_shared<Sender>();
+    const Actor<Tracked>& a = **holder;  // the only handle
+    auto p = when(a, b, [holder, s, &destroyed](Tracked& t, long& y) {
+      holder->reset();  // the last handle of the actor this block holds
+      t.v += 41;        // still alive
+      y = t.v;
+      return std::pair{s->nested_here(), destroyed.load()};
+    });
+    s->running.store(false);
+    auto [nested, destroyed_in_block] = p.get();
+    return std::tuple{nested, destroyed_in_block, destroyed.load()};
+  });
+  auto [nested, in_block, after_run] = r.get();
+  EXPECT_TRUE(nested) << "not nested: the test shows nothing";
+  EXPECT_EQ(in_block, 0) << "destroyed while its behaviour held it";
+  EXPECT_EQ(after_run, 1) << "not destroyed when its behaviour released it";
+  EXPECT_EQ(when(b, [](long& y) { return y; }).get(), 42);
+  EXPECT_EQ(destroyed.load(), 1);
+}
+
+// CW12: a message queued (from an outside thread) behind a nested run's
+// actor while the run holds it: the run's release takes the queue's
+// reference before granting it, and the count stays exact.
+TEST(Nested, ANestedRunTakesTheQueueReferenceForItsSuccessor) {
+  std::atomic<int> destroyed{0};
+  {
+    auto a = make_actor<Tracked>(&destroyed, 0);
+    auto b = make_actor<long>(0);
+    auto teller = make_actor<int>(0);
+    std::atomic<int> step{0};
+    Promise<void> queued;
+    std::thread outside([&] {
+      while (step.load() != 1) std::this_thread::yield();
+      queued = when(a, [](Tracked& t) { t.v += 1; });  // behind the nested run
+      step.store(2);
+    });
+    auto r = when(teller, [&step, a, b](int&) {
+      detail::reset_nesting_guard();
+      auto s = std::make_shared<Sender>();
+      auto p = when(a, b, [&step, s](Tracked& t, long&) {
+        step.store(1);
+        while (step.load() != 2) std::this_thread::yield();
+        t.v += 10;
+        return s->nested_here();
+      });
+      s->running.store(false);
+      return p.get();
+    });
+    EXPECT_TRUE(r.get()) << "not nested: the test shows nothing";
+    outside.join();
+    queued.get();
+    EXPECT_EQ(when(a, [](Tracked& t) { return t.v; }).get(), 11);
+    EXPECT_EQ(destroyed.load(), 0);
+  }
+  EXPECT_EQ(destroyed.load(), 1);
+}
+
+// CW12 under load: transfers and reads over 8 actors, nested in a teller's
+// block, while outside threads queue messages behind them (so nested runs
+// find successors and take the queue's reference late, and readers pass
+// their actor on to queued writers). Every actor is destroyed exactly once
+// when its handles are dropped: no reference taken twice, none lost.
+TEST(Nested, QueueReferencesStayExactUnderNestedRunsAndQueuedSends) {
+  std::atomic<int> destroyed{0};
+  constexpr int kActors = 8, kOps = 20000, kMessages = 4000;
+  {
+    std::vector<Actor<Tracked>> accounts;
+    for (int i = 0; i < kActors; ++i) accounts.push_back(make_actor<Tracked>(&destroyed, 1000));
+    auto teller = make_actor<int>(0);
+    std::atomic<bool> outside_sends{false};
+    auto ops = when(teller, [&accounts, &outside_sends](int&) {
+      while (!outside_sends.load()) std::this_thread::yield();  // so that they overlap
+      detail::reset_nesting_guard();
+      std::vector<Promise<long>> sums;
+      std::uint64_t x = 88172645463325252ull;
+      for (int i = 0; i < kOps; ++i) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        const auto src = static_cast<std::size_t>(x % kActors);
+        const auto dst = static_cast<std::size_t>((src + 1 + (x >> 8) % (kActors - 1)) % kActors);
+        if (i % 3 == 0)
+          sums.push_back(when(read(accounts[src]), accounts[dst], [](const Tracked& a, Tracked& b) {
+            return a.v + b.v;
+          }));
+        else
+          when(accounts[src], accounts[dst], [](Tracked& a, Tracked& b) {
+            --a.v;
+            ++b.v;
+          });
+      }
+      return when_all(std::move(sums));
+    });
+    std::vector<Promise<void>> sent;
+    std::thread outside([&] {
+      outside_sends.store(true);
+      for (int i = 0; i < kMessages || !ops.ready(); ++i)
+        sent.push_back(when(accounts[i % kActors], [](Tracked& t) { t.v += 0; }));
+    });
+    outside.join();
+    ops.get();
+    when_all(std::move(sent)).get();
+    auto total = when(accounts, [](std::span<Tracked*> all) {
+                   long t = 0;
+                   for (Tracked* a : all) t += a->v;
+                   return t;
+                 }).get();
+    EXPECT_EQ(total, 1000L * kActors);
+    EXPECT_EQ(destroyed.load(), 0);
+  }
+  EXPECT_EQ(destroyed.load(), kActors);
 }

@@ -50,10 +50,10 @@
 //       read-only (a reader passes its cown on when it gets it, so its
 //       successors may be gone).
 //   CW8. A non-empty queue keeps its cown alive: the request whose swap of
-//       `last` found null (the queue was empty) takes one reference, and the
-//       request that ends that stretch (pass_on's CAS of `last` back to
-//       null) drops it: a reader at once (its ReadOnly handle still counts),
-//       a writer after its release loop. So a behaviour need not count a
+//       `last` found null (the queue was empty) takes one reference (when
+//       CW12 says), and the request that ends that stretch (pass_on's CAS of
+//       `last` back to null) drops it: a reader at once (its ReadOnly handle
+//       still counts), a writer after its release loop. So a behaviour need not count a
 //       reference per cown it holds, and under a stream of messages nobody
 //       writes the count (when.hpp WN7); its line is still the one `last`
 //       is swapped on. The scheduling
@@ -101,6 +101,25 @@
 //       push and, in a 2-worker pool, a steal of nearly every one by the
 //       other worker): 7-8 ms for 50 000 transfers, 8-9x a program with a
 //       mutex per account; nested, 4.4 ms (bench/README).
+//   CW12. CW8's reference is taken late, or never. A request that finds its
+//       queue empty owes it; meanwhile the scheduling thread's counted
+//       handle keeps the cown alive (CW8: it holds one while it schedules).
+//       It is taken before anyone else could end the request's stretch:
+//       for a writer, before its behaviour leaves the scheduling thread
+//       (take_queue_refs: at the end of phase 1 when some queue was not
+//       empty, else before make_runnable or resolve_one, and before a pause,
+//       BP3); a reader granted in its own phase 2 takes it only if a
+//       successor queued behind it (grant), and otherwise owes nothing (its
+//       ReadOnly handle counts). A behaviour that runs nested (CW11) still
+//       owes it when its block runs, on the scheduling thread inside
+//       when(): its release takes it only for a queue that goes on (before
+//       granting the successor) and drops none, so a transfer between two
+//       idle accounts writes no reference count (4 of its locked RMWs).
+//       The one way a cown could die meanwhile, the nested block dropping
+//       the caller's last handle, is caught where a count reaches zero
+//       (last_release): a cown that the nested behaviour owes a reference
+//       for is adopted by its queue instead (count 1), the behaviour takes
+//       its other references, and its release drops them as CW8 says.
 //
 // Backpressure (troupe/backpressure.hpp; src/core/backpressure.cpp):
 //   BP1. A cown with limit != 0 counts: `enq` += 1 when a request joins its
@@ -197,10 +216,17 @@ struct Cown {
   void add_ref() noexcept { refs.fetch_add(1, std::memory_order_relaxed); }
   // refcount.hpp RC1: the last releaser sees all writes to the object
   // before freeing it; a count of 1 seen is ours alone (no RMW).
-  void release() noexcept {
-    if (drop_ref(refs)) destroy(this);
-  }
+  void release() noexcept;
 };
+
+// The count of `c` reached zero: destroys it, unless a behaviour running
+// nested on this thread still owes its queue's reference (CW12), which then
+// adopts it.
+void last_release(Cown* c) noexcept;
+inline void Cown::release() noexcept {
+  if (drop_ref(refs)) [[unlikely]]
+    last_release(this);
+}
 
 struct Request {
   Cown* cown = nullptr;
@@ -234,6 +260,11 @@ struct BehaviourBase {
   // (in the padding: the struct stays 48 bytes). Set by the constructor,
   // immutable; lets a waiter recognise a behaviour's promise (CW7).
   std::int32_t promise_at = 0;
+  // CW12: its writer requests found their queues empty and took no
+  // reference yet. Set in schedule(), cleared by take_queue_refs (on the
+  // scheduling thread, before the behaviour leaves it) or by the nested
+  // run's release; so only the thread that runs it touches it.
+  bool owes_refs = false;
 
   // Runs phase 1 and 2 (CW1). Requests must be filled (cown, read) by the caller;
   // sorting and de-duplication happen here.
@@ -243,6 +274,9 @@ struct BehaviourBase {
   // (readers). The behaviour must not touch its requests afterwards. (Not
   // PromiseBase::release or Cown::release, which drop a reference.)
   void release_cowns();
+  // CW12: takes the references its writer requests owe (if it owes them),
+  // but none for `adopted`, whose count the caller set for the queue.
+  void take_queue_refs(const struct Cown* adopted = nullptr) noexcept;
   // One cown (or the end of phase 1) arrived, or n of them together (CW10);
   // at zero the behaviour runs.
   void resolve_one(std::uint32_t n = 1);
