@@ -36,7 +36,8 @@
 //       its scheduler (a LoopScheduler may live on the waiter's stack).
 //   PR6. when_all over a vector keeps one continuation attached, on the
 //       first promise not yet fulfilled (`at`): every promise before `at`
-//       is fulfilled, so it is fulfilled once `at` reaches the end, with no
+//       is fulfilled (its value or error taken, in order, and its handle
+//       dropped), so it is fulfilled once `at` reaches the end, with no
 //       counter that the fulfilling threads share. A continuation node is
 //       on one promise's list at a time: it is attached again only after
 //       it fired (the fulfiller read its `next` first) or was refused.
@@ -584,41 +585,52 @@ auto when_all(std::vector<Promise<T>> ps) {
   struct Join final : detail::ContNode {
     std::vector<Promise<T>> ps;
     Resolver<Out> res;
-    std::size_t at = 0;  // every promise before it is fulfilled
+    std::size_t at = 0;        // every promise before it is fulfilled, taken and dropped
+    std::exception_ptr error;  // the first error, in order
+    [[no_unique_address]] std::conditional_t<std::is_void_v<T>, std::tuple<>, Out> values;
 
     static void step(ContNode* n) {
       auto* j = static_cast<Join*>(n);
       for (;;) {
-        while (j->at < j->ps.size() && j->ps[j->at].ready()) ++j->at;
+        while (j->at < j->ps.size() && j->ps[j->at].ready()) j->take(j->ps[j->at++]);
         if (j->at == j->ps.size()) return j->finish();
         if (detail::state_of(j->ps[j->at])->on_ready_if_pending(j)) return;
       }
     }
-    // Runs inside the publish of the promise that fired it: nothing may
-    // escape (a copy of a value that throws fails the join instead).
-    void finish() noexcept {
-      std::unique_ptr<Join> self(this);
-      for (auto& q : ps)
-        if (q.failed()) return res.set_exception(q.error());
-      if constexpr (std::is_void_v<T>) {
-        res.set_value();
-      } else {
-        try {
-          Out values;
-          values.reserve(ps.size());
-          for (auto& q : ps) values.push_back(detail::state_of(q)->value());
-          res.set_value(std::move(values));
-        } catch (...) {
-          res.set_exception(std::current_exception());
+    // PR6: a fulfilled promise is read once, while its line is at hand, and
+    // dropped (the state of a behaviour nobody else holds is freed here, not
+    // in a second walk over them all). Nothing may escape: a copy of a
+    // value that throws fails the join instead.
+    void take(Promise<T>& p) noexcept {
+      if (!error) {
+        if (p.failed()) {
+          error = p.error();
+        } else if constexpr (!std::is_void_v<T>) {
+          try {
+            values.push_back(detail::state_of(p)->value());
+          } catch (...) {
+            error = std::current_exception();
+          }
         }
       }
+      p = Promise<T>();
+    }
+    // Runs inside the publish of the promise that fired it (or in when_all).
+    void finish() noexcept {
+      std::unique_ptr<Join> self(this);
+      if (error) return res.set_exception(error);
+      if constexpr (std::is_void_v<T>)
+        res.set_value();
+      else
+        res.set_value(std::move(values));
     }
   };
-  auto* join = new Join();
+  auto join = std::make_unique<Join>();
   join->fire = &Join::step;
+  if constexpr (!std::is_void_v<T>) join->values.reserve(ps.size());
   join->ps = std::move(ps);
   join->res = std::move(res);
-  Join::step(join);
+  Join::step(join.release());
   return std::move(out);
 }
 
