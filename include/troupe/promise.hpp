@@ -9,11 +9,19 @@
 //
 // Invariants:
 //   PR1. A state is fulfilled at most once: the value (or error) is written
-//       before `state` leaves kPending with a release RMW, and read only after
-//       an acquire load sees kValue/kError.
-//   PR2. Continuations pushed on `conts` before fulfilment run exactly once,
-//       in the order they were added, on the fulfilling thread; pushed after,
-//       they run at once on the pushing thread. kClosed marks the switch.
+//       before `word` is closed (kClosed, with kErrorBit for an error) by
+//       publish's one exchange (acq_rel), and read only after an acquire
+//       load sees kClosed.
+//   PR2. Continuations pushed on `word`'s list before fulfilment run exactly
+//       once, in the order they were added, on the fulfilling thread; pushed
+//       after, they run at once on the pushing thread. The exchange that
+//       closes the word takes the list, so fulfilment and the switch are
+//       one locked instruction (they were two: a fetch_or of the state, an
+//       exchange of the list; 2 of a joined transfer's 7 RMWs).
+//   PR8. A thread of no scheduler that blocks in wait() sets kSleeperBit
+//       (compare-exchange, only while open) and sleeps on `wake` while it is
+//       0; publish, seeing the bit in what its exchange returned, sets
+//       `wake` and wakes it. One of the two sees the other's write.
 //   PR3. Refcount: each handle, resolver and pending continuation that may
 //       touch the state holds one reference; the last release destroys it.
 //
@@ -120,16 +128,18 @@ struct ContFn final : ContNode, SmallObject {
 
 class PromiseBase {
  public:
-  static constexpr std::uint32_t kPending = 0, kValue = 1, kError = 2, kDone = 3, kSleeper = 4;
+  // How publish() fulfils: with the value, or with the error.
+  static constexpr std::uint32_t kValue = 1, kError = 2;
 
   PromiseBase() = default;
   PromiseBase(const PromiseBase&) = delete;
   PromiseBase& operator=(const PromiseBase&) = delete;
 
-  // acquire: pairs with publish's release (PR1).
-  bool ready() const noexcept { return (state_.load(std::memory_order_acquire) & kDone) != 0; }
+  // acquire: pairs with publish's exchange (PR1).
+  bool ready() const noexcept { return (word_.load(std::memory_order_acquire) & kClosed) != 0; }
   bool failed() const noexcept {
-    return (state_.load(std::memory_order_acquire) & kDone) == kError;
+    return (word_.load(std::memory_order_acquire) & (kClosed | kErrorBit)) ==
+           (kClosed | kErrorBit);
   }
 
   // True if the caller holds the only reference: no handle exists and none
@@ -159,11 +169,17 @@ class PromiseBase {
     if (failed()) std::rethrow_exception(error_);
   }
 
-  // Fulfils (PR1), wakes sleepers, runs continuations (PR2).
+  // Fulfils (PR1), wakes sleepers (PR8), runs continuations (PR2).
   void publish(std::uint32_t how) {
-    std::uint32_t old = state_.fetch_or(how, std::memory_order_acq_rel);  // PR1
-    if (old & kSleeper) futex_wake(&state_, INT_MAX);
-    ContNode* list = conts_.exchange(closed(), std::memory_order_acq_rel);
+    // acq_rel: release publishes the value (PR1); acquire sees the
+    // continuations' contents.
+    const std::uintptr_t old =
+        word_.exchange(kClosed | (how == kError ? kErrorBit : 0), std::memory_order_acq_rel);
+    if (old & kSleeperBit) {
+      wake_.store(1, std::memory_order_release);  // PR8
+      futex_wake(&wake_, INT_MAX);
+    }
+    ContNode* list = reinterpret_cast<ContNode*>(old & ~kFlagBits);
     ContNode* rev = nullptr;  // reverse into insertion order (PR2)
     while (list) {
       ContNode* n = list->next;
@@ -193,13 +209,14 @@ class PromiseBase {
   // Attaches n and returns true; or, if the promise is fulfilled already,
   // returns false and leaves n to the caller (nothing fired).
   bool on_ready_if_pending(ContNode* n) {
-    ContNode* head = conts_.load(std::memory_order_acquire);
+    std::uintptr_t head = word_.load(std::memory_order_acquire);
     do {
-      if (head == closed()) return false;
-      n->next = head;
+      if (head & kClosed) return false;
+      n->next = reinterpret_cast<ContNode*>(head & ~kFlagBits);
       // release: publish n's contents to the fulfiller that takes the list.
-    } while (!conts_.compare_exchange_weak(head, n, std::memory_order_acq_rel,
-                                           std::memory_order_acquire));
+    } while (!word_.compare_exchange_weak(
+        head, reinterpret_cast<std::uintptr_t>(n) | (head & kSleeperBit), std::memory_order_acq_rel,
+        std::memory_order_acquire));
     return true;
   }
   template <class F>
@@ -250,17 +267,17 @@ class PromiseBase {
       return;
     }
     if (sched::BlockingPoller poll = sched::blocking_poller(); poll && poll(waiter)) return;  // scheduler.hpp SC4
-    std::uint32_t s = state_.load(std::memory_order_acquire);
-    while (!(s & kDone)) {
-      if (!(s & kSleeper)) {
-        // relaxed on failure: we only retry with the fresh value.
-        if (!state_.compare_exchange_weak(s, s | kSleeper, std::memory_order_acquire,
-                                          std::memory_order_acquire))
+    // PR8: mark a sleeper while open, then sleep until publish sets `wake`.
+    std::uintptr_t w = word_.load(std::memory_order_acquire);
+    while (!(w & kClosed)) {
+      if (!(w & kSleeperBit)) {
+        // acquire on failure too: the fresh value may be the closed one.
+        if (!word_.compare_exchange_weak(w, w | kSleeperBit, std::memory_order_acquire,
+                                         std::memory_order_acquire))
           continue;
-        s |= kSleeper;
       }
-      futex_wait(&state_, s);
-      s = state_.load(std::memory_order_acquire);
+      futex_wait(&wake_, 0);
+      w = word_.load(std::memory_order_acquire);
     }
   }
 
@@ -269,11 +286,15 @@ class PromiseBase {
   void (*destroy_)(PromiseBase*) = nullptr;  // set once by the owner at creation
 
  private:
-  static ContNode* closed() noexcept { return reinterpret_cast<ContNode*>(std::uintptr_t{1}); }
+  // `word_`: the continuation list (a Treiber stack of ContNodes, 8-byte
+  // aligned) in the high bits while open; kClosed (with kErrorBit) once
+  // fulfilled (PR1, PR2); kSleeperBit while open (PR8).
+  static constexpr std::uintptr_t kClosed = 1, kErrorBit = 2, kSleeperBit = 4, kFlagBits = 7;
+  static_assert(alignof(ContNode) >= 8, "a ContNode's address leaves PromiseBase's flag bits free");
 
-  std::atomic<std::uint32_t> refs_{1};          // PR3
-  std::atomic<std::uint32_t> state_{kPending};  // PR1; kSleeper set by blocked waiters
-  std::atomic<ContNode*> conts_{nullptr};       // PR2: Treiber stack, then kClosed
+  std::atomic<std::uint32_t> refs_{1};  // PR3
+  std::atomic<std::uint32_t> wake_{0};  // PR8: the futex word of outside waiters
+  std::atomic<std::uintptr_t> word_{0};  // PR1, PR2, PR8
   std::exception_ptr error_;                    // written once before publish(kError)
 };
 
