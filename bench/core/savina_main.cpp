@@ -3,7 +3,7 @@
 // live in savina_troupe.cpp (ours) and savina_caf.cpp / savina_tbb_lock.cpp
 // (the peers).
 //
-//   bench_savina [--runs N] [--case NAME[,NAME...]] [--quick] [--threads N]
+//   bench_savina [--runs N] [--case NAME[,NAME...]] [--quick] [--threads N] [--warm]
 //
 // Invariants:
 //   SN1. Each side of a case runs once untimed (warm-up), then N timed runs,
@@ -13,6 +13,10 @@
 //       are asleep again.
 //   SN3. Every runtime gets the same number of worker threads (--threads,
 //       default: the cores).
+//   SN4. --warm replaces SN1's alternation and SN2's pause: each side runs
+//       its N timed runs back to back (troupe's first, then each peer's), so
+//       the table shows a program that keeps using its runtime (threads
+//       awake, caches its own), with less noise from the machine.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -69,7 +73,8 @@ using bench::median;
 [[noreturn]] void usage(const char* why) {
   std::fprintf(stderr,
                "bench_savina: %s\n"
-               "usage: bench_savina [--runs N] [--case NAME[,NAME...]] [--quick] [--threads N]\n"
+               "usage: bench_savina [--runs N] [--case NAME[,NAME...]] [--quick] [--threads N] "
+               "[--warm]\n"
                "cases: pingpong counting fjthrput-bounded fjthrput fjcreate threadring chameneos big "
                "banking banking-tellers skynet fib\n",
                why);
@@ -81,7 +86,11 @@ using bench::median;
 
 int main(int argc, char** argv) {
   using namespace savina;
-  const bench::Args args = bench::parse_args(argc, argv, usage);
+  bool warm = false;  // SN4
+  const bench::Args args =
+      bench::parse_args(argc, argv, usage, [&](std::string_view flag, const auto&) {
+        return flag == "--warm" && (warm = true);
+      });
   const int runs = args.runs;
   const bool quick = args.quick;
   const std::size_t threads = args.threads;
@@ -145,31 +154,42 @@ int main(int argc, char** argv) {
   // case that dies still leaves the rows before it.
   std::printf(
       "threads: %zu per runtime (troupe pool, CAF scheduler.max-threads, oneTBB "
-      "max_allowed_parallelism, banking std::threads); medians of %d runs%s\n"
+      "max_allowed_parallelism, banking std::threads); medians of %d runs%s%s\n"
       "cross-core round trip at the start: %.0f ns (bench_args.hpp; each case's is on stderr)\n\n",
-      threads, runs, quick ? "; --quick sizes (10x smaller)" : "", bench::cross_core_round_trip_ns());
+      threads, runs, quick ? "; --quick sizes (10x smaller)" : "",
+      warm ? "; --warm: each side's runs back to back" : "", bench::cross_core_round_trip_ns());
   std::printf("| case | troupe ms | peer | peer ms | troupe/peer |\n");
   std::printf("| --- | ---: | --- | ---: | ---: |\n");
   std::fflush(stdout);
   for (Case& c : cases) {
     if (!selected(c)) continue;
     std::fprintf(stderr, "%-11s [%.0f ns]", c.name.c_str(), bench::cross_core_round_trip_ns());
-    auto once = [](Side& side, bool timed) {
+    auto once = [warm](Side& side, bool timed) {
       double ms = side.run();
       side.settle();
       // Let every runtime's threads go quiet (CAF's workers poll for ~25 ms,
       // oneTBB's spin) before the next run, so no side pays for another.
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      if (!warm) std::this_thread::sleep_for(std::chrono::milliseconds(50));  // SN2
       if (timed) side.ms.push_back(ms);
       std::fprintf(stderr, timed ? " %.0f" : " (%.0f)", ms);
       std::fflush(stderr);
     };
-    once(c.ours, false);  // SN1: warm-up
-    for (Side& p : c.peers) once(p, false);
-    for (int r = 0; r < runs; ++r) {
-      std::fprintf(stderr, " |");
-      once(c.ours, true);
-      for (Side& p : c.peers) once(p, true);
+    if (warm) {  // SN4
+      std::vector<Side*> order{&c.ours};
+      for (Side& p : c.peers) order.push_back(&p);
+      for (Side* side : order) {
+        std::fprintf(stderr, " |");
+        once(*side, false);
+        for (int r = 0; r < runs; ++r) once(*side, true);
+      }
+    } else {
+      once(c.ours, false);  // SN1: warm-up
+      for (Side& p : c.peers) once(p, false);
+      for (int r = 0; r < runs; ++r) {
+        std::fprintf(stderr, " |");
+        once(c.ours, true);
+        for (Side& p : c.peers) once(p, true);
+      }
     }
     std::fprintf(stderr, "\n");
     std::fflush(stderr);

@@ -208,7 +208,9 @@ namespace detail {
 // How a behaviour that is scheduled within its when() call names an actor
 // exclusively (when.hpp WN7): the cown, without a counted reference. From
 // the swap of `last` until the behaviour passes the cown on, the queue
-// keeps it alive (cown.hpp CW8); before that, the caller's handle does.
+// keeps it alive (cown.hpp CW8); before that, the caller's handle does, and
+// so it does for the whole of a nested run (CW11, CW12: the queue takes its
+// reference late, or adopts the count if the nested block drops that handle).
 template <class T>
 class HeldActor : public ExclusiveWhenable<HeldActor<T>, T> {
  public:
