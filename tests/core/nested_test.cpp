@@ -319,3 +319,58 @@ TEST(Nested, QueueReferencesStayExactUnderNestedRunsAndQueuedSends) {
   }
   EXPECT_EQ(destroyed.load(), kActors);
 }
+
+// CW12 with BP3: a nested run whose block sends to an overloaded actor is
+// paused after its block, holding its actors, and its caller's when()
+// returns meanwhile. The run takes its queues' references before it
+// pauses, so the caller may drop every handle: the actors live until the
+// resumed run releases them, and are destroyed then, once.
+TEST(Nested, ANestedRunThatPausesTakesItsQueueReferencesFirst) {
+  struct Restore {  // the process's setting, also after a failed assertion
+    Backpressure before = backpressure();
+    ~Restore() { set_backpressure(before); }
+  } restore;
+  Backpressure fail = restore.before;
+  fail.outside = Overload::fail;  // our sends below stop at the limit
+  set_backpressure(fail);
+  std::atomic<int> destroyed{0};
+  std::atomic<bool> drain{false};
+  auto slow = make_actor<long>(0);
+  slow.set_mailbox_limit(2);
+  when(slow, [&drain](long&) {
+    while (!drain.load()) std::this_thread::yield();
+  });
+  int queued = 1;
+  for (; queued < 10; ++queued) {
+    try {
+      when(slow, [](long&) {});
+    } catch (const Error& e) {
+      ASSERT_EQ(e.code(), Errc::overloaded);
+      break;
+    }
+  }
+  ASSERT_LT(queued, 10) << "the actor never became overloaded";
+  auto holder = std::make_shared<std::optional<std::pair<Actor<Tracked>, Actor<Tracked>>>>(
+      std::pair{make_actor<Tracked>(&destroyed, 0), make_actor<Tracked>(&destroyed, 0)});
+  auto teller = make_actor<int>(0);
+  auto r = when(teller, [holder, slow](int&) {
+    detail::reset_nesting_guard();
+    auto s = std::make_shared<Sender>();
+    auto p = when((*holder)->first, (*holder)->second, [slow, s](Tracked& x, Tracked& y) {
+      x.v += 1;
+      y.v += 1;
+      when(slow, [](long&) {});  // overloaded: this run pauses after its block
+      return s->nested_here();
+    });
+    s->running.store(false);
+    const bool ready_at_return = p.ready();
+    holder->reset();  // the last handles, while the paused run holds the actors
+    return std::pair{ready_at_return, p};
+  });
+  auto [ready_at_return, p] = r.get();
+  EXPECT_FALSE(ready_at_return) << "not paused: the test shows nothing";
+  EXPECT_EQ(destroyed.load(), 0) << "destroyed while a paused run held them";
+  drain.store(true);
+  EXPECT_TRUE(p.get()) << "not nested: the test shows nothing";
+  EXPECT_EQ(destroyed.load(), 2);
+}
