@@ -54,6 +54,19 @@
 //       the locked decrement, and a state not yet shared sets its count
 //       with a store. Both save a locked RMW (~20 cycles even uncontended)
 //       on every fire-and-forget behaviour and every promise handed on once.
+//   PR9. A count of 0 (kImmortal) marks a state that is never counted and
+//       never freed: ready_void_state(), fulfilled with no value before any
+//       handle sees it. add_ref and release read the count first and leave
+//       such a state alone, so handles on it from many threads share its
+//       line read-only. when() hands it out for a Promise<void> whose
+//       behaviour already succeeded when when() returns (when.hpp WN8).
+//   PR10. A state no handle has left its thread for (tl_unseen: when()
+//       sets it to its behaviour's state around starting it, so only a run
+//       inside that call, on that thread, sees it) can have no
+//       continuation, no sleeper and no other holder: publish_unseen
+//       fulfils it with a plain store, and the runtime's reference is
+//       dropped with a store (2 -> 1). A transfer run nested (CW11) then
+//       takes 4 locked instructions, as a pair of mutexes does.
 #pragma once
 
 #include <atomic>
@@ -70,7 +83,6 @@
 #include <vector>
 
 #include "troupe/detail/platform.hpp"
-#include "troupe/detail/refcount.hpp"
 #include "troupe/detail/small_alloc.hpp"
 #include "troupe/error.hpp"
 #include "troupe/sched/scheduler.hpp"
@@ -92,6 +104,9 @@ inline thread_local const struct BehaviourBase* tl_running_behaviour = nullptr;
 // cown.hpp CW11: while this thread runs a behaviour nested in another's
 // block, that other one (its caller), which holds its cowns meanwhile.
 inline thread_local const struct BehaviourBase* tl_nested_caller = nullptr;
+// PR10: the state of the behaviour whose when() is starting it on this
+// thread (its one handle has not left the call yet).
+inline thread_local const class PromiseBase* tl_unseen = nullptr;
 // CW11: a block waits while nested in a caller: no more nesting for a while.
 void nested_wait_seen() noexcept;
 // cown.hpp BP5 (src/core/backpressure.cpp): a running behaviour is about to
@@ -147,15 +162,29 @@ class PromiseBase {
   // the release of the handles that were dropped.
   bool unobserved() const noexcept { return refs_.load(std::memory_order_acquire) == 1; }
 
-  // relaxed: taking a reference needs no ordering, we already hold one (PR3).
-  void add_ref() noexcept { refs_.fetch_add(1, std::memory_order_relaxed); }
+  // relaxed: taking a reference needs no ordering, we already hold one (PR3);
+  // an immortal state's count is never written (PR9).
+  void add_ref() noexcept {
+    if (refs_.load(std::memory_order_relaxed) != kImmortal)
+      refs_.fetch_add(1, std::memory_order_relaxed);
+  }
   // PR7: sets the count of a state no other thread can see yet, in place of
   // add_ref()s (a plain store, not a locked RMW).
   void set_refs_unshared(std::uint32_t n) noexcept { refs_.store(n, std::memory_order_relaxed); }
   // PR7 (refcount.hpp RC1): the last releaser sees every other holder's
-  // writes; the sole holder (count 1) destroys without the RMW.
+  // writes; the sole holder (count 1) destroys without the RMW. An
+  // immortal state is left alone (PR9).
   void release() noexcept {
-    if (drop_ref(refs_)) destroy_(this);
+    const std::uint32_t r = refs_.load(std::memory_order_acquire);
+    if (r == kImmortal) return;
+    if (r == 1 || refs_.fetch_sub(1, std::memory_order_acq_rel) == 1) destroy_(this);
+  }
+  // PR9: from now on the state is never counted nor freed. Only before any
+  // other thread can see it.
+  void make_immortal() noexcept { refs_.store(kImmortal, std::memory_order_relaxed); }
+  // Fulfilled with a value (not an error). acquire: as ready().
+  bool succeeded() const noexcept {
+    return (word_.load(std::memory_order_acquire) & (kClosed | kErrorBit)) == kClosed;
   }
 
   void set_error(std::exception_ptr e) {
@@ -200,6 +229,14 @@ class PromiseBase {
       rev->fire(rev);
       rev = n;
     }
+  }
+
+  // PR10: publish() for a state nobody else sees (tl_unseen == this): no
+  // continuation nor sleeper can be there; the handle that when() returns
+  // carries it to other threads. Drops the caller's reference of two.
+  void publish_unseen(std::uint32_t how) noexcept {
+    word_.store(kClosed | (how == kError ? kErrorBit : 0), std::memory_order_relaxed);
+    refs_.store(1, std::memory_order_relaxed);
   }
 
   // Runs n once ready (PR2). n must be heap-allocated; fire frees it.
@@ -290,6 +327,7 @@ class PromiseBase {
   // aligned) in the high bits while open; kClosed (with kErrorBit) once
   // fulfilled (PR1, PR2); kSleeperBit while open (PR8).
   static constexpr std::uintptr_t kClosed = 1, kErrorBit = 2, kSleeperBit = 4, kFlagBits = 7;
+  static constexpr std::uint32_t kImmortal = 0;  // PR9
   static_assert(alignof(ContNode) >= 8, "a ContNode's address leaves PromiseBase's flag bits free");
 
   std::atomic<std::uint32_t> refs_{1};  // PR3
@@ -546,6 +584,20 @@ inline Promise<void> ready_promise() {
   r.set_value();
   return p;
 }
+
+namespace detail {
+// PR9: the one immortal state, fulfilled with no value (never freed, so a
+// handle may outlive every static of the program).
+inline PromiseState<void>* ready_void_state() noexcept {
+  static PromiseState<void>* const st = [] {
+    auto* s = new PromiseState<void>();
+    s->set_value();
+    s->make_immortal();
+    return s;
+  }();
+  return st;
+}
+}  // namespace detail
 
 namespace detail {
 template <class X>

@@ -176,20 +176,7 @@ void grant_successor(Request* n) noexcept {
 
 }  // namespace
 
-std::uint32_t sort_and_merge(Request* requests, std::uint32_t n) {
-  if (n == 2) {  // the common multi-actor `when` (a transfer): one compare
-    Request& x = requests[0];
-    Request& y = requests[1];
-    if (x.cown == y.cown) {
-      x.read = x.read && y.read;  // a write wins
-      return 1;
-    }
-    if (y.cown < x.cown) {
-      std::swap(x.cown, y.cown);
-      std::swap(x.read, y.read);
-    }
-    return 2;
-  }
+std::uint32_t sort_many(Request* requests, std::uint32_t n) {
   if (n > kInsertionSortMax) {
     // A run-time set of actors can be large: O(n log n) on a copy of the
     // keys (a request holds atomics and is not moved), then written back.

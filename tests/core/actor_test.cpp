@@ -90,6 +90,37 @@ TEST(Actor, SameActorNamedTwice) {
   EXPECT_EQ(r2.get(), 2);
 }
 
+// cown.hpp: the two-request sort (a transfer's, branch-free) orders by cown
+// address, keeps each request's access with its cown, and merges a cown
+// named twice (a write wins).
+TEST(Actor, TwoRequestsSortWithTheirAccess) {
+  auto a = make_actor<Account>(), b = make_actor<Account>();
+  detail::Cown* lo = std::min(a.cown(), b.cown());
+  detail::Cown* hi = std::max(a.cown(), b.cown());
+  for (detail::Cown* first : {lo, hi})
+    for (bool r0 : {false, true})
+      for (bool r1 : {false, true}) {
+        detail::Cown* second = first == lo ? hi : lo;
+        detail::Request rq[2];
+        rq[0].cown = first;
+        rq[0].read = r0;
+        rq[1].cown = second;
+        rq[1].read = r1;
+        ASSERT_EQ(detail::sort_and_merge(rq, 2), 2u);
+        EXPECT_EQ(rq[0].cown, lo);
+        EXPECT_EQ(rq[1].cown, hi);
+        EXPECT_EQ(rq[0].read, first == lo ? r0 : r1);
+        EXPECT_EQ(rq[1].read, first == lo ? r1 : r0);
+        detail::Request same[2];
+        same[0].cown = same[1].cown = first;
+        same[0].read = r0;
+        same[1].read = r1;
+        ASSERT_EQ(detail::sort_and_merge(same, 2), 1u);
+        EXPECT_EQ(same[0].cown, first);
+        EXPECT_EQ(same[0].read, r0 && r1);
+      }
+}
+
 TEST(Actor, RunTimeSet) {
   std::vector<Actor<Account>> accounts;
   for (int i = 0; i < 50; ++i) accounts.push_back(make_actor<Account>(Account{i}));

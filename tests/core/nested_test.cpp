@@ -12,8 +12,9 @@
 #include <memory>
 #include <optional>
 #include <span>
-#include <tuple>
+#include <stdexcept>
 #include <string>
+#include <tuple>
 #include <thread>
 #include <vector>
 
@@ -373,4 +374,78 @@ TEST(Nested, ANestedRunThatPausesTakesItsQueueReferencesFirst) {
   drain.store(true);
   EXPECT_TRUE(p.get()) << "not nested: the test shows nothing";
   EXPECT_EQ(destroyed.load(), 2);
+}
+
+// when.hpp WN8, promise.hpp PR9/PR10: a void `when` that ran nested is done
+// when when() returns; its promise is then the one immortal fulfilled state
+// (its behaviour freed there). Handles on it are copied and dropped on many
+// threads (never counted), joined, chained and waited on like any other.
+// A nested block that sends (not nested: one level) leaves the outer one's
+// promise unseen until it ends. A value and an error reach their promises
+// at return too.
+TEST(Nested, AVoidWhenDoneAtReturnHandsBackTheImmortalReadyState) {
+  auto* ready = detail::ready_void_state();
+  auto teller = make_actor<int>(0);
+  auto a = make_actor<long>(0), b = make_actor<long>(0), c = make_actor<long>(0),
+       d = make_actor<long>(0);
+  constexpr int kN = 1000;
+  auto nested = std::make_shared<std::vector<char>>(kN + 2, 0);  // + the value's, the error's
+  auto r = when(teller, [a, b, c, d, nested](int&) {
+    detail::reset_nesting_guard();
+    auto s = std::make_shared<Sender>();
+    std::vector<Promise<void>> ps;
+    std::vector<char> immortal;
+    for (int i = 0; i < kN; ++i) {
+      ps.push_back(when(a, b, [c, d, i, s, nested](long& x, long& y) {
+        x -= i;
+        y += i;
+        (*nested)[i] = s->nested_here() ? 1 : 0;
+        if (i % 100 == 0) when(c, d, [](long&, long& z) { ++z; });  // not nested (one level)
+      }));
+      immortal.push_back(detail::state_of(ps.back()) == detail::ready_void_state() ? 1 : 0);
+    }
+    auto value = when(a, b, [s, nested](long& x, long& y) {
+      (*nested)[kN] = s->nested_here() ? 1 : 0;
+      return x + y;
+    });
+    auto error = when(a, b, [s, nested](long&, long&) -> long {
+      (*nested)[kN + 1] = s->nested_here() ? 1 : 0;
+      throw std::runtime_error("nested");
+    });
+    const bool value_ready = value.ready(), error_ready = error.ready();
+    s->running.store(false);
+    return std::tuple{ps, immortal, value_ready, value, error_ready, error};
+  });
+  auto [ps, immortal, value_ready, value, error_ready, error] = r.get();
+  when_all(ps).get();
+  // Every run that was nested ended with the immortal state (the nesting
+  // guard may refuse offers after a long sampled run, under a sanitizer).
+  int n_nested = 0;
+  for (int i = 0; i < kN; ++i)
+    if ((*nested)[i]) {
+      ++n_nested;
+      EXPECT_TRUE(immortal[i]) << "transfer " << i << " ran nested, its promise is not the ready state";
+    }
+  ASSERT_GE(n_nested, 1) << "nothing nested: the test shows nothing";
+  EXPECT_TRUE(value_ready || !(*nested)[kN]) << "a nested run's value was not there at return";
+  EXPECT_TRUE(error_ready || !(*nested)[kN + 1]) << "a nested run's error was not there at return";
+  EXPECT_EQ(value.get(), 0);
+  EXPECT_THROW(error.get(), std::runtime_error);
+  // Handles on the immortal state, copied and dropped by four threads.
+  std::vector<std::thread> ts;
+  for (int t = 0; t < 4; ++t)
+    ts.emplace_back([&ps] {
+      for (int k = 0; k < 50; ++k) {
+        std::vector<Promise<void>> copy = ps;
+        for (auto& p : copy) p.get();
+      }
+    });
+  for (auto& t : ts) t.join();
+  when_all(ps).get();
+  EXPECT_EQ(ps.front().then([] { return 7; }).get(), 7);
+  ps.clear();
+  EXPECT_TRUE(ready->ready());
+  EXPECT_FALSE(ready->failed());
+  EXPECT_EQ(when(a, b, d, [](long& x, long& y, long& z) { return std::tuple{x + y, z}; }).get(),
+            std::tuple(0L, static_cast<long>(kN / 100)));
 }

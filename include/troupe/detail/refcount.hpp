@@ -1,6 +1,6 @@
 // troupe/detail/refcount.hpp: dropping one reference of an intrusive count,
-// the rule promise states (promise.hpp PR3, PR7) and cowns (cown.hpp CW8)
-// share.
+// the rule cowns (cown.hpp CW8) follow and promise states too (promise.hpp
+// PR7 writes it out beside its check for an immortal state, PR9).
 //
 // Invariant:
 //   RC1. A count of 1 seen by a holder (an acquire load) is final: no other
