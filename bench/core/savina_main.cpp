@@ -89,7 +89,9 @@ int main(int argc, char** argv) {
   bool warm = false;  // SN4
   const bench::Args args =
       bench::parse_args(argc, argv, usage, [&](std::string_view flag, const auto&) {
-        return flag == "--warm" && (warm = true);
+        if (flag != "--warm") return false;
+        warm = true;
+        return true;
       });
   const int runs = args.runs;
   const bool quick = args.quick;
