@@ -264,6 +264,7 @@ void BehaviourBase::schedule() {
   pending.store(nrequests + 1, std::memory_order_relaxed);
   bool any_held_paused = false;
   bool all_free = true;  // CW12
+  bool plain = true;     // plain_writers
   for (std::uint32_t i = 0; i < nrequests; ++i) {
     Request* s = &requests[i];
     s->behaviour = this;
@@ -276,6 +277,7 @@ void BehaviourBase::schedule() {
     s->counted = c->limit.load(std::memory_order_relaxed) != 0;
     if (s->counted) [[unlikely]]
       c->enq.fetch_add(1, std::memory_order_relaxed);
+    plain &= !(s->read | s->counted);
     // Release publishes our request to the successor that finds it in
     // `last`; acquire lets us read our predecessor's request and behaviour.
     // Seq_cst (the same xchg on x86): before our read of `flags` (BP5).
@@ -306,6 +308,7 @@ void BehaviourBase::schedule() {
     s->held_paused = nrequests > 1 && (c->flags.load() & Cown::kHeldPaused) != 0;
     any_held_paused |= s->held_paused;
   }
+  plain_writers = plain;  // before the behaviour can run (published as its requests are)
   // CW12: our writers owe their empty queues' references. Taken now unless
   // every queue was empty (then we may run nested, and owe them longer);
   // before the resumes below, whose continuations run user code.
@@ -325,12 +328,18 @@ void BehaviourBase::schedule() {
   // successor that is waiting for our phase 1. CW10: what we receive here is
   // counted down with the end of phase 1, in one step.
   std::uint32_t received = 1;  // the end of phase 1
-  for (std::uint32_t i = 0; i < nrequests; ++i)
-    if (requests[i].free_at_enqueue)
-      received += grant(&requests[i], /*from_writer=*/false, /*keep_own=*/true,
-                        /*fresh=*/true)
-                      ? 1
-                      : 0;
+  for (std::uint32_t i = 0; i < nrequests; ++i) {
+    Request* s = &requests[i];
+    if (!s->free_at_enqueue) continue;
+    // What grant() does for our own writer, inline (a transfer's two):
+    // no reader holds the cown (CW4), so it is ours. acquire: as grant's.
+    TROUPE_YIELD();
+    if (!s->read && s->cown->rstate.load(std::memory_order_acquire) == 0) {
+      ++received;
+      continue;
+    }
+    received += grant(s, /*from_writer=*/false, /*keep_own=*/true, /*fresh=*/true) ? 1 : 0;
+  }
   // CW10: every request received here: nobody else counts this behaviour
   // down, so no RMW (the scheduler's hand-off is release/acquire, and every
   // grant happened on this thread). CW12: the references are taken before
@@ -383,16 +392,34 @@ void BehaviourBase::release_cowns() {
       s->cown->release();  // CW8: the queue we emptied drops its reference last
     return;
   }
+  // CW12: run nested, every writer still owes its queue's reference (our
+  // caller's handles keep the cowns alive): taken only for a queue that
+  // goes on, before its successor is granted; none to drop.
+  const bool owed = std::exchange(owes_refs, false);
+  if (plain_writers) [[likely]] {
+    // The loop below for writers alone, none counted: nothing to sign out
+    // of, nobody to wake (a transfer's two accounts).
+    for (std::uint32_t i = 0; i < nrequests; ++i) {
+      Request* s = &requests[i];
+      TROUPE_YIELD();
+      Request* n = pass_on(s);
+      s->emptied = n == nullptr && !owed;
+      if (n) {
+        if (owed) s->cown->add_ref();  // CW12
+        grant_successor(n);
+      }
+    }
+    if (!owed)  // CW8: as below
+      for (std::uint32_t i = 0; i < nrequests; ++i)
+        if (requests[i].emptied) requests[i].cown->release();
+    return;
+  }
   // BP5: cowns whose waiters are woken after the loop, each with a
   // reference taken for it (a successor may empty the queue meanwhile,
   // CW8); beyond eight, in a vector.
   Cown* to_wake[8];
   std::uint32_t n_wake = 0;
   std::vector<Cown*> more_to_wake;
-  // CW12: run nested, every writer still owes its queue's reference (our
-  // caller's handles keep the cowns alive): taken only for a queue that
-  // goes on, before its successor is granted; none to drop.
-  const bool owed = std::exchange(owes_refs, false);
   for (std::uint32_t i = 0; i < nrequests; ++i) {
     Request* s = &requests[i];
     Cown* c = s->cown;

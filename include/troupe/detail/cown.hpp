@@ -265,6 +265,9 @@ struct BehaviourBase {
   // scheduling thread, before the behaviour leaves it) or by the nested
   // run's release; so only the thread that runs it touches it.
   bool owes_refs = false;
+  // Set by schedule(): every request is a writer's and none is counted
+  // (BP1), so release_cowns needs no sign-out and wakes nobody.
+  bool plain_writers = false;
 
   // Runs phase 1 and 2 (CW1). Requests must be filled (cown, read) by the caller;
   // sorting and de-duplication happen here.
@@ -305,7 +308,7 @@ static_assert(sizeof(Cown) == 64, "an idle actor costs one cache line + sizeof(T
 // seconds in the insertion sort alone); may then throw std::bad_alloc.
 inline constexpr std::uint32_t kInsertionSortMax = 32;
 std::uint32_t sort_many(Request* requests, std::uint32_t n);
-inline std::uint32_t sort_and_merge(Request* requests, std::uint32_t n) {
+[[gnu::always_inline]] inline std::uint32_t sort_and_merge(Request* requests, std::uint32_t n) {
   if (n != 2) return sort_many(requests, n);
   // The common multi-actor `when` (a transfer), inline and without a
   // branch on the order: two random actors are in either order as often,
