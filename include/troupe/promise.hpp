@@ -83,6 +83,7 @@
 #include <vector>
 
 #include "troupe/detail/platform.hpp"
+#include "troupe/detail/refcount.hpp"
 #include "troupe/detail/small_alloc.hpp"
 #include "troupe/error.hpp"
 #include "troupe/sched/scheduler.hpp"
@@ -176,8 +177,7 @@ class PromiseBase {
   // immortal state is left alone (PR9).
   void release() noexcept {
     const std::uint32_t r = refs_.load(std::memory_order_acquire);
-    if (r == kImmortal) return;
-    if (r == 1 || refs_.fetch_sub(1, std::memory_order_acq_rel) == 1) destroy_(this);
+    if (r != kImmortal && drop_seen_ref(refs_, r)) destroy_(this);
   }
   // PR9: from now on the state is never counted nor freed. Only before any
   // other thread can see it.
@@ -202,8 +202,7 @@ class PromiseBase {
   void publish(std::uint32_t how) {
     // acq_rel: release publishes the value (PR1); acquire sees the
     // continuations' contents.
-    const std::uintptr_t old =
-        word_.exchange(kClosed | (how == kError ? kErrorBit : 0), std::memory_order_acq_rel);
+    const std::uintptr_t old = word_.exchange(closed_word(how), std::memory_order_acq_rel);
     if (old & kSleeperBit) {
       wake_.store(1, std::memory_order_release);  // PR8
       futex_wake(&wake_, INT_MAX);
@@ -235,7 +234,7 @@ class PromiseBase {
   // continuation nor sleeper can be there; the handle that when() returns
   // carries it to other threads. Drops the caller's reference of two.
   void publish_unseen(std::uint32_t how) noexcept {
-    word_.store(kClosed | (how == kError ? kErrorBit : 0), std::memory_order_relaxed);
+    word_.store(closed_word(how), std::memory_order_relaxed);
     refs_.store(1, std::memory_order_relaxed);
   }
 
@@ -328,6 +327,10 @@ class PromiseBase {
   // fulfilled (PR1, PR2); kSleeperBit while open (PR8).
   static constexpr std::uintptr_t kClosed = 1, kErrorBit = 2, kSleeperBit = 4, kFlagBits = 7;
   static constexpr std::uint32_t kImmortal = 0;  // PR9
+  // What `word_` holds once fulfilled as `how` says (PR1).
+  static constexpr std::uintptr_t closed_word(std::uint32_t how) noexcept {
+    return kClosed | (how == kError ? kErrorBit : 0);
+  }
   static_assert(alignof(ContNode) >= 8, "a ContNode's address leaves PromiseBase's flag bits free");
 
   std::atomic<std::uint32_t> refs_{1};  // PR3

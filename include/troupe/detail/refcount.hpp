@@ -1,6 +1,6 @@
 // troupe/detail/refcount.hpp: dropping one reference of an intrusive count,
-// the rule cowns (cown.hpp CW8) follow and promise states too (promise.hpp
-// PR7 writes it out beside its check for an immortal state, PR9).
+// the rule promise states (promise.hpp PR3, PR7) and cowns (cown.hpp CW8)
+// share.
 //
 // Invariant:
 //   RC1. A count of 1 seen by a holder (an acquire load) is final: no other
@@ -14,10 +14,14 @@
 
 namespace troupe::detail {
 
+// Drops one reference, `seen` being the count the caller just loaded
+// (acquire); true if it was the last (the caller then frees).
+inline bool drop_seen_ref(std::atomic<std::uint32_t>& refs, std::uint32_t seen) noexcept {
+  return seen == 1 || refs.fetch_sub(1, std::memory_order_acq_rel) == 1;
+}
 // Drops one reference; true if it was the last (the caller then frees).
 inline bool drop_ref(std::atomic<std::uint32_t>& refs) noexcept {
-  return refs.load(std::memory_order_acquire) == 1 ||
-         refs.fetch_sub(1, std::memory_order_acq_rel) == 1;
+  return drop_seen_ref(refs, refs.load(std::memory_order_acquire));
 }
 
 }  // namespace troupe::detail
