@@ -53,8 +53,8 @@
 //       handles count; it keeps each actor handle the caller keeps (an
 //       lvalue) and names exclusively as a HeldActor (actor.hpp), with no
 //       reference of its own: the cown's queue keeps it alive (cown.hpp
-//       CW8; in a nested run, the caller's handle, CW12). A message to a busy actor then writes no reference count on
-//       either side. A handle passed with std::move is moved in (when()
+//       CW8; in a nested run, the caller's handle, CW12). A message to a
+//       busy actor then writes no reference count on either side. A handle passed with std::move is moved in (when()
 //       empties it, as before), and read handles and actor
 //       vectors stay counted (a reader leaves the queue before it runs);
 //       so does every argument of a behaviour that awaits a promise or a

@@ -424,7 +424,8 @@ TEST(Nested, AVoidWhenDoneAtReturnHandsBackTheImmortalReadyState) {
   for (int i = 0; i < kN; ++i)
     if ((*nested)[i]) {
       ++n_nested;
-      EXPECT_TRUE(immortal[i]) << "transfer " << i << " ran nested, its promise is not the ready state";
+      EXPECT_TRUE(immortal[i]) << "transfer " << i
+                               << " ran nested, its promise is not the ready state";
     }
   ASSERT_GE(n_nested, 1) << "nothing nested: the test shows nothing";
   // The flags are read after the runs that wrote them (on another thread

@@ -52,11 +52,11 @@
 //   CW8. A non-empty queue keeps its cown alive: the request whose swap of
 //       `last` found null (the queue was empty) takes one reference (when
 //       CW12 says), and the request that ends that stretch (pass_on's CAS of
-//       `last` back to null) drops it: a reader at once (its ReadOnly handle
-//       still counts), a writer after its release loop. So a behaviour need not count a
-//       reference per cown it holds, and under a stream of messages nobody
-//       writes the count (when.hpp WN7); its line is still the one `last`
-//       is swapped on. The scheduling
+//       `last` back to null) drops it: a reader at once (its ReadOnly
+//       handle still counts), a writer after its release loop. So a
+//       behaviour need not count a reference per cown it holds, and under a
+//       stream of messages nobody writes the count (when.hpp WN7); its line
+//       is still the one `last` is swapped on. The scheduling
 //       thread holds a counted handle while it swaps (when() is synchronous,
 //       or the behaviour keeps counted handles while it awaits).
 //   CW6. While a writer holds a cown, rstate == 0: it ran only at count 0
@@ -265,8 +265,10 @@ struct BehaviourBase {
   // scheduling thread, before the behaviour leaves it) or by the nested
   // run's release; so only the thread that runs it touches it.
   bool owes_refs = false;
-  // Set by schedule(): every request is a writer's and none is counted
-  // (BP1), so release_cowns needs no sign-out and wakes nobody.
+  // Every request is a writer's and none is counted (BP1), so
+  // release_cowns needs no sign-out and wakes nobody. Written by schedule()
+  // before the behaviour can run (its end of phase 1 is counted after it),
+  // read only by the thread that runs or resumes it.
   bool plain_writers = false;
 
   // Runs phase 1 and 2 (CW1). Requests must be filled (cown, read) by the caller;
