@@ -120,7 +120,8 @@ void behaviour_wait_ends() noexcept;
 // `caller`: `running` is the caller a behaviour runs nested in (CW11).
 void refuse_wait_on_held(const BehaviourBase& running, const PromiseBase* p, bool caller = false);
 
-// A continuation waiting on a promise. fire() runs it and frees it.
+// A continuation waiting on a promise. fire() runs it and, if it was
+// allocated for this (ContFn), frees it.
 struct ContNode {
   ContNode* next = nullptr;  // owned by the promise's list until fired (PR2)
   void (*fire)(ContNode*) = nullptr;
@@ -238,7 +239,8 @@ class PromiseBase {
     refs_.store(1, std::memory_order_relaxed);
   }
 
-  // Runs n once ready (PR2). n must be heap-allocated; fire frees it.
+  // Runs n once ready (PR2). fire owns n: it frees a heap-allocated one
+  // (ContFn); a node embedded in its owner (when.hpp WN9) is not freed.
   void on_ready(ContNode* n) {
     if (!on_ready_if_pending(n)) n->fire(n);
   }
@@ -478,6 +480,9 @@ class Promise {
   void when_await(K k) const {
     st_->then_do(std::move(k));  // the behaviour holds this promise (PR3)
   }
+  // when_await with a node the caller owns (when.hpp WN9): fired once
+  // fulfilled, never freed here. The behaviour holds this promise (PR3).
+  void when_await_node(detail::ContNode* n) const { st_->on_ready(n); }
   template <class Key>
   void when_enter(const Key&) const {
     st_->rethrow_if_error();

@@ -68,6 +68,15 @@
 //       caller that keeps such promises (a teller joining 50 000 transfers)
 //       holds 8 bytes per transfer instead of a 192-byte behaviour.
 //       Observable only as the promise's identity, which nothing promises.
+//   WN9. A behaviour that awaits promises (when(promise, actor, f),
+//       then()) awaits each through one continuation node embedded in it,
+//       not one allocated per promise (ContFn): the arguments are awaited
+//       one after another (start<I> attaches the node for argument I only
+//       after argument I - 1 fired it), so one node is on at most one
+//       promise's list at a time, and it lives as long as the behaviour,
+//       which outlives every await. A request/response round (a client's
+//       when on the reply) saves an allocation and a free, most often a
+//       remote one (the fulfilling thread frees what the client's allocated).
 #pragma once
 
 #include <algorithm>
@@ -215,11 +224,17 @@ struct Behaviour final : BehaviourBase, PromiseState<R>, SmallObject {
     nrequests = sink.n > 1 ? sort_and_merge(requests, sink.n) : sink.n;
   }
 
-  // Awaits every whenable in order, then enqueues on the cowns.
+  // Awaits every whenable in order, then enqueues on the cowns. WN9: a
+  // promise is awaited through the node embedded here, not an allocated
+  // continuation.
   template <std::size_t I = 0>
   void start() {
     if constexpr (I == sizeof...(Ws)) {
       BehaviourBase::schedule();
+    } else if constexpr (kAwaitsByNode<std::tuple_element_t<I, std::tuple<Ws...>>>) {
+      await_.owner = this;
+      await_.fire = [](ContNode* n) { static_cast<AwaitNode*>(n)->owner->template start<I + 1>(); };
+      std::get<I + 1>(closure_).when_await_node(&await_);
     } else {
       std::get<I + 1>(closure_).when_await([this] { this->template start<I + 1>(); });
     }
@@ -346,7 +361,18 @@ struct Behaviour final : BehaviourBase, PromiseState<R>, SmallObject {
 
   ~Behaviour() {}  // closure_ was destroyed by run() (WN2)
 
+  // WN9: one node serves every such argument: they are awaited one after
+  // another, and each fires once.
+  template <class W>
+  static constexpr bool kAwaitsByNode = requires(W& w, ContNode* n) { w.when_await_node(n); };
+  struct AwaitNode : ContNode {
+    Behaviour* owner = nullptr;
+  };
+  struct NoAwaitNode {};
+
   struct NoRequests {};
+  [[no_unique_address]] std::conditional_t<(kAwaitsByNode<Ws> || ...), AwaitNode, NoAwaitNode>
+      await_;
   Request inline_requests_[kInline];
   // Only a run-time set of actors may need more requests than kInline.
   [[no_unique_address]] std::conditional_t<N == kDynamicCowns, std::unique_ptr<Request[]>,

@@ -7,6 +7,7 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "troupe/troupe.hpp"
 
@@ -88,6 +89,59 @@ TEST(Promise, UsableInWhenWithAndWithoutActors) {
   er.set_exception(std::make_exception_ptr(std::runtime_error("upstream")));
   EXPECT_THROW(failed.get(), std::runtime_error);
   EXPECT_EQ(when(acc, [](long& a) { return a; }).get(), 105);  // the block never ran
+}
+
+// when.hpp WN9: a behaviour awaits its promises one after another through
+// one node embedded in it. Three promises per behaviour, fulfilled by three
+// threads in a random order (some before when() is called), two behaviours
+// awaiting the first one at the same time, and an error in the middle.
+TEST(Promise, ABehaviourAwaitsSeveralPromisesInTurn) {
+  auto acc = make_actor<long>(0L);
+  std::mt19937 rng(7);
+  constexpr int kRounds = 500;
+  std::vector<Promise<long>> sums, firsts;
+  std::vector<Promise<void>> failed;
+  for (int i = 0; i < kRounds; ++i) {
+    auto [a, ra] = make_promise<int>();
+    auto [b, rb] = make_promise<void>();
+    auto [c, rc] = make_promise<std::string>();
+    auto [e, re] = make_promise<int>();
+    auto fulfil_one = [&, i](int which) {
+      switch (which) {
+        case 0: ra.set_value(i); break;
+        case 1: rb.set_value(); break;
+        case 2: rc.set_value(std::to_string(i)); break;
+        default: re.set_exception(std::make_exception_ptr(std::runtime_error("upstream")));
+      }
+    };
+    std::vector<int> fulfil = {0, 1, 2, 3};
+    std::shuffle(fulfil.begin(), fulfil.end(), rng);
+    const std::size_t before = rng() % 3;  // fulfilled before when() is called
+    for (std::size_t k = 0; k < before; ++k) fulfil_one(fulfil[k]);
+    sums.push_back(when(a, b, c, acc, [i](const int& x, const std::string& s, long& total) {
+      EXPECT_EQ(x, i);
+      EXPECT_EQ(s, std::to_string(i));
+      return total += x;
+    }));
+    firsts.push_back(when(a, [](const int& x) { return static_cast<long>(x); }));
+    failed.push_back(when(a, e, c, acc, [](const int&, const int&, const std::string&, long&) {
+      ADD_FAILURE() << "ran despite an upstream error";
+    }));
+    std::vector<std::thread> ts;
+    for (std::size_t k = before; k < fulfil.size(); ++k) ts.emplace_back(fulfil_one, fulfil[k]);
+    for (auto& t : ts) t.join();
+  }
+  long expect = 0;
+  for (int i = 0; i < kRounds; ++i) {
+    expect += i;
+    EXPECT_EQ(firsts[i].get(), i);
+    EXPECT_THROW(failed[i].get(), std::runtime_error);
+  }
+  // Each block ran once (the sums add up), in some order on the actor.
+  long last = 0;
+  for (auto& p : sums) last = std::max(last, p.get());
+  EXPECT_EQ(last, expect);
+  EXPECT_EQ(when(acc, [](long& t) { return t; }).get(), expect);
 }
 
 TEST(Promise, WhenAllAndWhenAny) {
