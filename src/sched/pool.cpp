@@ -16,10 +16,6 @@ __thread bool tl_in_continuations = false;    // scheduler.hpp SC5
 __thread bool tl_granting_successor = false;  // scheduler.hpp SC6
 
 namespace {
-// The worker (of whichever pool) running on this thread; written only by the
-// thread itself, at start and end of worker_main.
-thread_local void* tl_worker = nullptr;
-thread_local const Pool* tl_pool = nullptr;
 thread_local unsigned tl_help_depth = 0;  // helping frames on this thread's stack (PL7)
 
 std::uint64_t xorshift(std::uint64_t& s) noexcept {
@@ -59,9 +55,8 @@ Pool::~Pool() {
   for (auto& w : workers_) w->thread.join();
 }
 
-Pool::Worker* Pool::this_worker() const noexcept {
-  return tl_pool == this ? static_cast<Worker*>(tl_worker) : nullptr;
-}
+__thread void* Pool::tl_worker_ = nullptr;
+__thread const Pool* Pool::tl_pool_ = nullptr;
 
 void Pool::schedule(Work* w) {
   if (Worker* self = this_worker()) {
@@ -225,8 +220,8 @@ void Pool::note_idle_change() {
 }
 
 void Pool::worker_main(Worker* self) {
-  tl_worker = self;
-  tl_pool = this;
+  tl_worker_ = self;
+  tl_pool_ = this;
   set_current(this);
   // PL3: our search ended empty-handed, but the re-check found work. The
   // producers of that work may have skipped their wake-up because we were
@@ -261,8 +256,8 @@ void Pool::worker_main(Worker* self) {
     idle_.fetch_sub(1, std::memory_order_seq_cst);
   }
   set_current(nullptr);
-  tl_worker = nullptr;
-  tl_pool = nullptr;
+  tl_worker_ = nullptr;
+  tl_pool_ = nullptr;
 }
 
 void Pool::help_until(Waiter& waiter) {

@@ -3,7 +3,8 @@
 //
 // Invariants:
 //   RU1. g_pool is created and destroyed under g_pool_mutex (never on a hot
-//       path: default_scheduler() reads g_pool_ptr, an atomic, first).
+//       path: default_scheduler(), inline in scheduler.hpp, reads
+//       g_pool_ptr, an atomic, first).
 #include "troupe/runtime.hpp"
 
 #include <cstdlib>
@@ -57,12 +58,15 @@ void yield_point() noexcept {
 
 namespace sched {
 
+__thread Scheduler* tl_current = nullptr;  // SC3 of scheduler.hpp; thread-owned
+std::atomic<Scheduler*> detail_default::g_override{nullptr};
+std::atomic<Scheduler*> detail_default::g_pool{nullptr};
+
 namespace {
-thread_local Scheduler* tl_current = nullptr;  // SC3 of scheduler.hpp; thread-owned
-std::atomic<Scheduler*> g_override{nullptr};
 std::mutex g_pool_mutex;                 // RU1
 std::unique_ptr<Pool> g_pool;            // guarded by g_pool_mutex
-std::atomic<Pool*> g_pool_ptr{nullptr};  // published copy of g_pool.get()
+std::atomic<Scheduler*>& g_pool_ptr = detail_default::g_pool;  // published copy of g_pool.get()
+std::atomic<Scheduler*>& g_override = detail_default::g_override;
 Options g_options;                       // guarded by g_pool_mutex
 
 struct PoolReaper {
@@ -77,7 +81,6 @@ struct PoolReaper {
 } g_reaper;
 }  // namespace
 
-Scheduler* current() noexcept { return tl_current; }
 
 namespace {
 std::atomic<BlockingPoller> g_poller{nullptr};
@@ -98,10 +101,8 @@ void Scheduler::help_until(Waiter& w) {
   while (!w.ready()) std::this_thread::yield();
 }
 
-Scheduler& default_scheduler() {
-  // acquire: pairs with the release stores below; we then see the object.
-  if (Scheduler* s = g_override.load(std::memory_order_acquire)) return *s;
-  if (Pool* p = g_pool_ptr.load(std::memory_order_acquire)) return *p;
+namespace {
+Scheduler& make_default_pool() {
   std::lock_guard lock(g_pool_mutex);
   if (!g_pool) {
     g_pool = std::make_unique<Pool>(g_options.threads);
@@ -109,6 +110,10 @@ Scheduler& default_scheduler() {
   }
   return *g_pool;
 }
+}  // namespace
+
+// default_scheduler()'s slow path (scheduler.hpp): no pool yet.
+Scheduler& detail_default::make_pool() { return make_default_pool(); }
 
 void set_default_scheduler(Scheduler* s) noexcept {
   g_override.store(s, std::memory_order_release);
@@ -141,7 +146,7 @@ Stats stats() {
 void shutdown() {
   // Drain while the pool is still the default, so work that is still running
   // keeps scheduling onto it rather than starting a second pool.
-  if (sched::Pool* p = sched::g_pool_ptr.load(std::memory_order_acquire)) {
+  if (sched::Scheduler* p = sched::g_pool_ptr.load(std::memory_order_acquire)) {
     if (sched::current() == p)  // Pool RU5: a pool cannot join its own thread
       throw Error(Errc::invalid_argument,
                   "troupe::shutdown() called from a thread of the pool it would stop; call it "

@@ -176,7 +176,13 @@ class Pool final : public Scheduler {
   Work* steal_any(Worker* self, bool take_next);
   Work* find_work(Worker* self);
   bool any_work_visible() const;
-  Worker* this_worker() const noexcept;
+  Worker* this_worker() const noexcept {  // inline: asked on every nested run
+    return tl_pool_ == this ? static_cast<Worker*>(tl_worker_) : nullptr;
+  }
+  // The worker (of whichever pool) running on this thread, and its pool;
+  // written only by the thread itself, at start and end of worker_main.
+  static __thread void* tl_worker_;
+  static __thread const Pool* tl_pool_;
   void note_idle_change();
 
   std::vector<std::unique_ptr<Worker>> workers_;

@@ -65,7 +65,10 @@ struct Waiter {
 };
 
 class Scheduler;
-Scheduler* current() noexcept;
+// SC3: the scheduler this thread belongs to; written only by the thread
+// itself (set_current). __thread, so current() is one load, inline.
+extern __thread Scheduler* tl_current;
+inline Scheduler* current() noexcept { return tl_current; }
 
 // SC5. __thread, not thread_local: a constant-initialised bool read on
 // every schedule(), with no TLS wrapper call.
@@ -106,8 +109,6 @@ class Scheduler {
   virtual bool runs_here() const noexcept { return current() == this; }
 };
 
-// The scheduler whose thread is running this code, or nullptr (SC3).
-Scheduler* current() noexcept;
 // Marks the calling thread as belonging to s (nullptr: to none). Returns the
 // previous value. Scheduler implementations call this around running work.
 Scheduler* set_current(Scheduler* s) noexcept;
@@ -125,7 +126,18 @@ BlockingPoller blocking_poller() noexcept;
 
 // The process-wide default scheduler: the work-stealing pool, created on first
 // use with threads = cores (troupe::init changes that), unless replaced.
-Scheduler& default_scheduler();
+// Inline: two loads once the pool exists (every message's grant asks).
+namespace detail_default {
+extern std::atomic<Scheduler*> g_override;  // set_default_scheduler
+extern std::atomic<Scheduler*> g_pool;      // the pool, once made (src/sched/runtime.cpp)
+Scheduler& make_pool();                     // creates it, under the runtime's mutex
+}  // namespace detail_default
+inline Scheduler& default_scheduler() {
+  // acquire: pairs with the release stores that publish them.
+  if (Scheduler* s = detail_default::g_override.load(std::memory_order_acquire)) return *s;
+  if (Scheduler* p = detail_default::g_pool.load(std::memory_order_acquire)) return *p;
+  return detail_default::make_pool();
+}
 // Replaces the default scheduler (nullptr: back to the pool). The caller keeps
 // ownership and must keep s alive while work may still reach it.
 void set_default_scheduler(Scheduler* s) noexcept;
