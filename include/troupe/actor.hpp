@@ -34,6 +34,8 @@ namespace troupe {
 namespace detail {
 template <std::size_t, class, class, class...>
 struct Behaviour;
+template <std::size_t, class, class...>
+struct InlineRun;
 
 // From the small-object heap (small_alloc.hpp): a cache-line-aligned block
 // (SA5) of 64 bytes + sizeof(T) rounded up to the next size class, so the
@@ -74,6 +76,8 @@ class WhenKey {
   WhenKey() = default;
   template <std::size_t, class, class, class...>
   friend struct detail::Behaviour;
+  template <std::size_t, class, class...>
+  friend struct detail::InlineRun;
 };
 
 inline constexpr std::size_t kDynamicCowns = static_cast<std::size_t>(-1);

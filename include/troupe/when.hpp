@@ -77,6 +77,16 @@
 //       which outlives every await. A request/response round (a client's
 //       when on the reply) saves an allocation and a free, most often a
 //       remote one (the fulfilling thread frees what the client's allocated).
+//   WN10. A `when` on two or more actors named by handles the caller keeps
+//       (lvalue Actors: no read(), no vector, no promise, no handle moved
+//       in) whose block returns nothing is first tried inline, on the
+//       stack (detail::InlineRun, cown.hpp CW13): if every actor is free
+//       and the thread may nest (CW11), the block runs at once, with the
+//       caller's block object (not a copy) and no behaviour, and when()
+//       returns the immortal ready state (WN8), or a fresh failed promise
+//       if the block threw. Otherwise nothing was taken and when() goes on
+//       as below. So only the order it could have run in anyway is
+//       observable, as for any nested run.
 #pragma once
 
 #include <algorithm>
@@ -383,6 +393,58 @@ struct Behaviour final : BehaviourBase, PromiseState<R>, SmallObject {
   };
 };
 
+// WN10: a `when` on N actors the caller holds handles to (no promise, no
+// read), whose block returns nothing, tried at once on the stack: if every
+// actor is free and the thread may nest (cown.hpp CW13), the block runs
+// here, with no behaviour allocated; else when() goes on as usual.
+template <std::size_t N, class F, class... Ws>
+struct InlineRun final : BehaviourBase {
+  template <class... WW>
+  explicit InlineRun(F& f, WW&&... ws)
+      : BehaviourBase(&InlineRun::run_fn), f_(f), ws_(std::forward<WW>(ws)...) {
+    CownSink sink{reqs_};
+    std::apply([&](auto&... w) { (w.when_cowns(sink), ...); }, ws_);  // may throw: empty handle
+    requests = reqs_;
+    sched = reqs_[0].cown->sched;  // where the first actor named lives, as Behaviour's
+    nrequests = sort_and_merge(reqs_, sink.n);
+  }
+  // The block's error, if it threw (valid after run_inline() returned true).
+  std::exception_ptr error;
+
+ private:
+  static void run_fn(sched::Work* w) {
+    // Work is the first member of the standard-layout BehaviourBase.
+    static_cast<InlineRun*>(reinterpret_cast<BehaviourBase*>(w))->run();
+  }
+  void run() {
+    {
+      // cown.hpp CW7: a wait in the block checks what this run holds.
+      struct Running {
+        const BehaviourBase* prev;
+        explicit Running(const BehaviourBase* b) : prev(std::exchange(tl_running_behaviour, b)) {}
+        ~Running() { tl_running_behaviour = prev; }
+      } running(this);
+      const WhenKey key;
+      try {
+        std::apply(
+            [&](Ws&... ws) {
+              (ws.when_enter(key), ...);
+              std::apply(f_, std::tuple_cat(ws.when_args(key)...));
+              (ws.when_exit(key), ...);
+            },
+            ws_);
+      } catch (...) {
+        error = std::current_exception();
+      }
+    }
+    release_cowns();  // WN3
+  }
+
+  F& f_;
+  std::tuple<Ws...> ws_;
+  Request reqs_[N];
+};
+
 }  // namespace detail
 
 // when(w1, ..., wn, f): see the file comment. Returns Promise<R>, R being
@@ -407,6 +469,25 @@ auto when(Args&&... args) {
         detail::when_result_t<F, detail::whenable_t<std::tuple_element_t<I, Tup>, kHeld>...>>::inner;
     constexpr std::size_t N = detail::static_cown_count(
         {detail::whenable_t<std::tuple_element_t<I, Tup>, kHeld>::when_cown_count...});
+    // WN10: actors the caller holds (lvalue handles), a block that returns nothing.
+    constexpr bool kInline =
+        kHeld && N != kDynamicCowns && N >= 2 && std::is_void_v<R> &&
+        std::is_void_v<detail::when_result_t<
+            F, detail::whenable_t<std::tuple_element_t<I, Tup>, kHeld>...>> &&
+        ((detail::is_actor<std::decay_t<std::tuple_element_t<I, Tup>>>::value &&
+          std::is_lvalue_reference_v<std::tuple_element_t<I, Tup>>) &&
+         ...);
+    if constexpr (kInline) {
+      detail::InlineRun<N, std::remove_reference_t<std::tuple_element_t<n, Tup>>,
+                        detail::whenable_t<std::tuple_element_t<I, Tup>, kHeld>...>
+          run(std::get<n>(all), detail::as_whenable<kHeld>(std::get<I>(all))...);
+      if (run.run_inline()) {
+        if (!run.error) return adopt_promise<void>(detail::ready_void_state());  // WN8
+        auto [p, r] = make_promise<void>();
+        r.set_exception(run.error);
+        return p;
+      }
+    }
     using B = detail::Behaviour<N, R, F, detail::whenable_t<std::tuple_element_t<I, Tup>, kHeld>...>;
     auto* b = new B(std::forward<std::tuple_element_t<n, Tup>>(std::get<n>(all)),
                     detail::as_whenable<kHeld>(std::forward<std::tuple_element_t<I, Tup>>(

@@ -68,7 +68,9 @@ __thread bool tl_no_nesting = false;  // NoNestedRuns
 // its queues' references (last_release reads it).
 __thread BehaviourBase* tl_nested_owing = nullptr;
 
-bool run_nested(BehaviourBase& b) {
+// CW11's guard: whether this thread may run a behaviour on `s` nested now
+// (counts a refusal against kNestedSkip).
+bool nesting_allowed(const sched::Scheduler* s) noexcept {
   if (tl_running_behaviour == nullptr || tl_nested_caller != nullptr ||
       sched::tl_in_continuations || tl_no_nesting)
     return false;
@@ -76,8 +78,12 @@ bool run_nested(BehaviourBase& b) {
     --tl_nested_skip;
     return false;
   }
-  sched::Scheduler* s = &scheduler_of(b);
-  if (s != sched::current()) return false;
+  return s == sched::current();
+}
+
+// Runs `b` (every cown held) nested, on scheduler `s`, which the guard
+// allowed; false if `s` declines (SC7).
+bool run_nested_now(BehaviourBase& b, sched::Scheduler* s) {
   using Clock = std::chrono::steady_clock;
   const bool timed = tl_nested_runs % kNestedSampleEvery == 0;
   const Clock::time_point t0 = timed ? Clock::now() : Clock::time_point{};
@@ -96,6 +102,11 @@ bool run_nested(BehaviourBase& b) {
   if (timed && Clock::now() - t0 >= std::chrono::nanoseconds(kNestedLongNs))
     tl_nested_skip = kNestedSkip;
   return true;
+}
+
+bool run_nested(BehaviourBase& b) {
+  sched::Scheduler* s = &scheduler_of(b);
+  return nesting_allowed(s) && run_nested_now(b, s);
 }
 
 // `s` has received its cown: one fewer for its behaviour to wait for.
@@ -352,6 +363,64 @@ void BehaviourBase::schedule() {
     make_runnable(*this);
   else
     resolve_one(received);
+}
+
+bool BehaviourBase::run_inline() {
+  // CW13: what schedule() and a nested run (CW11) do for a behaviour whose
+  // cowns are all free, without a queue wait: every cown must be free now.
+  if (nrequests < 2 || trace::on()) return false;  // one cown: a message (CW11)
+  for (std::uint32_t i = 0; i < nrequests; ++i)
+    // relaxed: a setting (BP1); a bounded cown counts its queue.
+    if (requests[i].read || requests[i].cown->limit.load(std::memory_order_relaxed) != 0)
+      return false;
+  sched::Scheduler* s = &scheduler_of(*this);
+  if (!nesting_allowed(s)) return false;
+  plain_writers = true;
+  owes_refs = true;  // CW12: none taken unless a queue goes on at the release
+  std::uint32_t taken = 0;
+  bool all = true;
+  for (; taken < nrequests; ++taken) {
+    Request* r = &requests[taken];
+    r->behaviour = this;
+    r->sole = false;
+    r->counted = false;
+    r->free_at_enqueue = true;
+    r->next.store(nullptr, std::memory_order_relaxed);
+    r->linkable.store(false, std::memory_order_relaxed);
+    Cown* c = r->cown;
+    Request* expected = nullptr;
+    TROUPE_YIELD();
+    // seq_cst, as schedule()'s exchange: release publishes the request to a
+    // successor that swaps behind it; acquire sees the last holder's writes.
+    if (!c->last.compare_exchange_strong(expected, r, std::memory_order_seq_cst,
+                                         std::memory_order_relaxed)) {
+      all = false;  // queued on: not free
+      break;
+    }
+    // CW4: readers that passed the cown on may still read it.
+    if (c->rstate.load(std::memory_order_acquire) != 0) {
+      ++taken;
+      all = false;
+      break;
+    }
+  }
+  // CW1: successors that swapped behind our requests may link now.
+  for (std::uint32_t i = 0; i < taken; ++i)
+    requests[i].linkable.store(true, std::memory_order_release);
+  if (all && run_nested_now(*this, s)) return true;
+  // Not all free, or the scheduler declined: pass on what we took, as an
+  // empty run would. CW12: the reference only for a queue that goes on.
+  // Not as a writer's release (CW6): readers may hold the last one taken.
+  owes_refs = false;
+  for (std::uint32_t i = 0; i < taken; ++i) {
+    Request* r = &requests[i];
+    TROUPE_YIELD();
+    if (Request* n = pass_on(r)) {
+      r->cown->add_ref();  // relaxed: CW12
+      grant(n, /*from_writer=*/false);
+    }
+  }
+  return false;
 }
 
 void BehaviourBase::take_queue_refs(const Cown* adopted) noexcept {

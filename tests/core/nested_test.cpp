@@ -452,3 +452,203 @@ TEST(Nested, AVoidWhenDoneAtReturnHandsBackTheImmortalReadyState) {
   EXPECT_EQ(when(a, b, d, [](long& x, long& y, long& z) { return std::tuple{x + y, z}; }).get(),
             std::tuple(0L, static_cast<long>(kN / 100)));
 }
+
+// when.hpp WN10, cown.hpp CW13: a void `when` on actors the caller names by
+// lvalue handles runs on the stack when they are all free, with no
+// behaviour: it is done at return (the immortal state), an error reaches
+// its promise, the last handle may be dropped inside it, and a message
+// queued behind it while it runs gets the actor with the queue's reference.
+TEST(Nested, AVoidWhenOnFreeActorsRunsInlineWithoutABehaviour) {
+  std::atomic<int> destroyed{0};
+  {
+    auto teller = make_actor<int>(0);
+    auto holder = std::make_shared<std::optional<Actor<Tracked>>>(make_actor<Tracked>(&destroyed, 1));
+    auto b = make_actor<Tracked>(&destroyed, 0);
+    std::atomic<int> step{0};
+    Promise<void> queued;
+    std::thread outside([&] {
+      while (step.load() != 1) std::this_thread::yield();
+      queued = when(b, [](Tracked& t) { t.v += 100; });  // behind the inline run
+      step.store(2);
+    });
+    const std::uint64_t nested_before = pool_nested();
+    auto c = make_actor<long>(0), d = make_actor<long>(0);
+    auto r = when(teller, [holder, b, c, d, &step, &destroyed](int&) {
+      detail::reset_nesting_guard();
+      auto s = std::make_shared<Sender>();
+      bool nested = false;
+      int destroyed_in_block = -1;
+      const Actor<Tracked>& a = **holder;  // the only handle
+      auto p = when(a, b, [&](Tracked& t, Tracked& y) {
+        holder->reset();  // the last handle of an actor this block holds
+        t.v += 41;        // still alive
+        y.v = t.v;
+        nested = s->nested_here();
+        destroyed_in_block = destroyed.load();
+        step.store(1);
+        while (step.load() != 2) std::this_thread::yield();
+      });
+      const bool immortal = detail::state_of(p) == detail::ready_void_state();
+      detail::reset_nesting_guard();  // the run above was long (CW11)
+      auto failed = when(c, d, [](long&, long&) { throw std::runtime_error("inline"); });
+      const bool failed_at_return = failed.ready();
+      s->running.store(false);
+      return std::tuple{nested, immortal, destroyed_in_block, destroyed.load(), failed,
+                        failed_at_return};
+    });
+    auto [nested, immortal, in_block, after_run, failed, failed_at_return] = r.get();
+    outside.join();
+    queued.get();
+    EXPECT_TRUE(nested) << "not nested: the test shows nothing";
+    EXPECT_TRUE(immortal) << "a void when that ran inline is done at return";
+    EXPECT_GE(pool_nested(), nested_before + 1);
+    EXPECT_EQ(in_block, 0) << "destroyed while the inline run held it";
+    EXPECT_EQ(after_run, 1) << "not destroyed when the inline run released it";
+    EXPECT_TRUE(failed_at_return);
+    EXPECT_THROW(failed.get(), std::runtime_error);
+    EXPECT_EQ(when(b, [](Tracked& t) { return t.v; }).get(), 142);
+    EXPECT_EQ(destroyed.load(), 1);
+  }
+  EXPECT_EQ(destroyed.load(), 2);
+}
+
+// CW13 under contention: an inline run takes every actor or none. The
+// teller's transfers name a pair (lo, hi) in address order, so the run
+// takes lo first; outside threads keep hi busy with messages and with
+// readers (a reader leaves the queue before it reads, so hi can look free
+// while it is read), and queue messages on lo. A run that took lo and then
+// finds hi taken or read passes lo on, to whoever queued behind it
+// meanwhile, and is sent as a behaviour instead. Money is conserved, every
+// transfer and message runs once, no read sees a transfer half done, and
+// every actor is destroyed exactly once when its handles go.
+TEST(Nested, AnInlineRunTakesAllItsActorsOrNone) {
+  std::atomic<int> destroyed{0};
+  constexpr int kPairs = 3, kOps = 60000;
+  struct Acct {
+    Acct(std::atomic<int>* d, long v) : t(d, v) {}
+    Tracked t;
+    long moves = 0;     // transfers that touched it
+    long messages = 0;  // outside messages it ran
+  };
+  {
+    std::vector<Actor<Acct>> lo, hi;
+    for (int i = 0; i < kPairs; ++i) {
+      auto x = make_actor<Acct>(&destroyed, 1000), y = make_actor<Acct>(&destroyed, 1000);
+      if (y.cown() < x.cown()) std::swap(x, y);
+      lo.push_back(x);
+      hi.push_back(y);
+    }
+    auto teller = make_actor<int>(0);
+    std::atomic<bool> stop{false};
+    std::atomic<int> started{0};
+    std::atomic<long> bad_reads{0};
+    std::vector<Promise<void>> sent_lo, sent_hi;
+    std::vector<Promise<long>> reads;
+    std::thread busy_hi([&] {
+      started.fetch_add(1);
+      for (int i = 0; !stop.load(); ++i) {
+        const auto k = static_cast<std::size_t>(i % kPairs);
+        if (i % 2 == 0) {
+          sent_hi.push_back(when(hi[k], [](Acct& a) { ++a.messages; }));
+        } else {
+          reads.push_back(when(read(hi[k]), [&bad_reads](const Acct& a) {
+            const long before = a.t.v;
+            for (int s = 0; s < 200; ++s) std::atomic_signal_fence(std::memory_order_seq_cst);
+            if (a.t.v != before) bad_reads.fetch_add(1);  // a writer ran meanwhile
+            return before;
+          }));
+        }
+        if (i % 64 == 0) std::this_thread::yield();
+      }
+    });
+    std::thread busy_lo([&] {
+      started.fetch_add(1);
+      for (int i = 0; !stop.load(); ++i) {  // now and then: lo is mostly free
+        sent_lo.push_back(when(lo[static_cast<std::size_t>(i % kPairs)], [](Acct& a) { ++a.messages; }));
+        for (int s = 0; s < 20; ++s) std::this_thread::yield();
+      }
+    });
+    auto ops = when(teller, [&lo, &hi, &bad_reads, &started](int&) {
+      while (started.load() != 2) std::this_thread::yield();  // so that they overlap
+      std::vector<Promise<void>> checks;
+      for (int i = 0; i < kOps; ++i) {
+        if (i % 512 == 0) detail::reset_nesting_guard();  // keep offering
+        const auto k = static_cast<std::size_t>(i % kPairs);
+        when(lo[k], hi[k], [](Acct& a, Acct& b) {
+          a.t.v -= 7;
+          ++a.moves;
+          b.t.v += 7;
+          ++b.moves;
+        });
+        if (i % 100 == 0)  // a pair's sum never shows a transfer half done
+          checks.push_back(when(read(lo[k]), read(hi[k]), [&bad_reads](const Acct& a, const Acct& b) {
+            if (a.t.v + b.t.v != 2000) bad_reads.fetch_add(1);
+          }));
+      }
+      return when_all(std::move(checks));
+    });
+    ops.get();
+    stop.store(true);
+    busy_hi.join();
+    busy_lo.join();
+    const auto n_sent = static_cast<long>(sent_lo.size() + sent_hi.size());
+    when_all(std::move(sent_lo)).get();
+    when_all(std::move(sent_hi)).get();
+    when_all(std::move(reads)).get();
+    EXPECT_EQ(bad_reads.load(), 0);
+    long moves = 0, messages = 0;
+    for (int k = 0; k < kPairs; ++k) {
+      auto [sum, m, msgs] = when(lo[static_cast<std::size_t>(k)], hi[static_cast<std::size_t>(k)],
+                                 [](Acct& a, Acct& b) {
+                                   return std::tuple{a.t.v + b.t.v, a.moves, a.messages + b.messages};
+                                 }).get();
+      EXPECT_EQ(sum, 2000);
+      moves += m;
+      messages += msgs;
+    }
+    EXPECT_EQ(moves, kOps);
+    EXPECT_EQ(messages, n_sent);
+    EXPECT_EQ(destroyed.load(), 0);
+  }
+  EXPECT_EQ(destroyed.load(), 2 * kPairs);
+}
+
+// CW13, CW4: an actor whose last reader passed it on is free in its queue
+// but still being read. An inline run that finds it so passes on what it
+// took and is sent as a behaviour, which waits for the reader: it never
+// writes while the reader reads.
+TEST(Nested, AnInlineRunNeverWritesUnderAReader) {
+  if (sched::default_scheduler().concurrency() < 2) GTEST_SKIP() << "needs two workers";
+  auto x = make_actor<long>(0), y = make_actor<long>(0);
+  auto teller = make_actor<int>(0);
+  std::atomic<bool> reading{false}, release{false};
+  auto r = when(read(y), [&](const long&) {
+    reading.store(true);
+    while (!release.load()) std::this_thread::yield();
+    reading.store(false);
+  });
+  auto t = when(teller, [&, x, y](int&) {
+    while (!reading.load()) std::this_thread::yield();
+    detail::reset_nesting_guard();
+    auto q = when(x, y, [&](long& a, long& b) {  // void: tried inline (WN10)
+      a -= 1;
+      b += 1;
+      if (reading.load()) throw std::logic_error("wrote while y was being read");
+    });
+    const bool q_ready_at_return = q.ready();
+    auto p = when(x, y, [&](long& a, long& b) {  // not void: a behaviour, queued behind q
+      a -= 1;
+      b += 1;
+      return reading.load();
+    });
+    release.store(true);
+    return std::tuple{p, q, q_ready_at_return};
+  });
+  auto [p, q, q_ready_at_return] = t.get();
+  r.get();
+  EXPECT_FALSE(p.get());
+  EXPECT_NO_THROW(q.get());
+  EXPECT_FALSE(q_ready_at_return) << "ran at once, under the reader";
+  EXPECT_EQ(when(x, y, [](long& a, long& b) { return std::pair{a, b}; }).get(),
+            (std::pair<long, long>{-2, 2}));
+}

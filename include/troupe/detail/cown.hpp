@@ -120,6 +120,30 @@
 //       (last_release): a cown that the nested behaviour owes a reference
 //       for is adopted by its queue instead (count 1), the behaviour takes
 //       its other references, and its release drops them as CW8 says.
+//   CW13. Inline runs (run_inline; when.hpp WN10). A `when` that would run
+//       nested (CW11) is first tried with no behaviour at all: its
+//       requests live on the sending block's stack, and it takes each cown
+//       (several, all writers, all unbounded, in address order) by a CAS of
+//       `last` from null, not a swap, so it never queues behind anyone: on
+//       a cown that is queued on, or whose last reader is still reading
+//       (rstate != 0, CW4), it stops, marks what it took linkable and
+//       passes it on as an empty run would (a successor that queued
+//       meanwhile is granted as after any release, not as after a writer's:
+//       readers may hold the last cown taken), and the caller sends the
+//       behaviour as usual. Holding them all, it runs through the
+//       scheduler's run_nested (counted as a nested run, PL14) and releases
+//       like a nested run (CW12: no reference taken unless a queue goes on;
+//       last_release adopts a count as for CW11). Never waiting while it
+//       holds a cown, it adds no wait to any cycle (CW1), and a behaviour
+//       queued behind it waits for its `linkable` only while it takes its
+//       other cowns. What it saves: the behaviour's allocation, its promise
+//       state, the pending count and phase 2: about 180 instructions of a
+//       nested transfer's 650. Not tried while tracing (trace.hpp shows
+//       behaviours); a scheduler that declines to nest (SC7: explore's)
+//       gets what was taken passed on unused.
+//       A block run inline that sends to an overloaded actor leaves the
+//       mute target (BP3) to the behaviour it runs in, which pauses after
+//       its own block.
 //
 // Backpressure (troupe/backpressure.hpp; src/core/backpressure.cpp):
 //   BP1. A cown with limit != 0 counts: `enq` += 1 when a request joins its
@@ -275,6 +299,11 @@ struct BehaviourBase {
   // sorting and de-duplication happen here.
   void schedule();
   void schedule_one();  // schedule() for one cown
+  // CW13: if every cown (several, all writers, unbounded) is free and this
+  // thread may nest (CW11), takes them all, runs the behaviour's work nested
+  // at once and returns true; otherwise takes none and returns false (the
+  // caller then schedules it). Requests must be filled and sorted.
+  bool run_inline();
   // Called after the body ran: passes every cown on (writers) or signs out
   // (readers). The behaviour must not touch its requests afterwards. (Not
   // PromiseBase::release or Cown::release, which drop a reference.)
