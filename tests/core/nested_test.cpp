@@ -4,7 +4,9 @@
 // one-actor message and a send from outside the pool are not nested; a long
 // nested run and a nested block that waits stop the nesting on that thread;
 // a nested block that waits for a behaviour queued behind its caller's actor
-// gets an error instead of a wait that never ends.
+// gets an error instead of a wait that never ends. A void `when` on actors
+// named by lvalue handles runs inline, on the stack (CW13, WN10): it takes
+// all its actors or none, and never writes under a reader.
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -651,4 +653,26 @@ TEST(Nested, AnInlineRunNeverWritesUnderAReader) {
   EXPECT_FALSE(q_ready_at_return) << "ran at once, under the reader";
   EXPECT_EQ(when(x, y, [](long& a, long& b) { return std::pair{a, b}; }).get(),
             (std::pair<long, long>{-2, 2}));
+}
+
+// when.hpp WN8 for a behaviour that ran nested (not inline, WN10: it reads
+// an actor): its void promise is the immortal ready state too.
+TEST(Nested, ANestedVoidBehaviourWithAReaderIsDoneAtReturn) {
+  auto teller = make_actor<int>(0);
+  auto a = make_actor<long>(5), b = make_actor<long>(0);
+  auto r = when(teller, [a, b](int&) {
+    detail::reset_nesting_guard();
+    auto s = std::make_shared<Sender>();
+    bool nested = false;
+    auto p = when(read(a), b, [&](const long& x, long& y) {
+      y += x;
+      nested = s->nested_here();
+    });
+    s->running.store(false);
+    return std::pair{nested, detail::state_of(p) == detail::ready_void_state()};
+  });
+  auto [nested, immortal] = r.get();
+  EXPECT_TRUE(nested) << "not nested: the test shows nothing";
+  EXPECT_TRUE(immortal);
+  EXPECT_EQ(when(b, [](long& y) { return y; }).get(), 5);
 }
