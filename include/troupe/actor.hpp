@@ -32,10 +32,8 @@
 namespace troupe {
 
 namespace detail {
-template <std::size_t, class, class, class...>
-struct Behaviour;
-template <std::size_t, class, class...>
-struct InlineRun;
+template <class Raw, class F, class... Ws>
+Raw call_block(F& f, Ws&... ws);
 
 // From the small-object heap (small_alloc.hpp): a cache-line-aligned block
 // (SA5) of 64 bytes + sizeof(T) rounded up to the next size class, so the
@@ -74,10 +72,8 @@ class WhenKey {
 
  private:
   WhenKey() = default;
-  template <std::size_t, class, class, class...>
-  friend struct detail::Behaviour;
-  template <std::size_t, class, class...>
-  friend struct detail::InlineRun;
+  template <class Raw, class F, class... Ws>
+  friend Raw detail::call_block(F& f, Ws&... ws);
 };
 
 inline constexpr std::size_t kDynamicCowns = static_cast<std::size_t>(-1);

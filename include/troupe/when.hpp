@@ -188,6 +188,62 @@ constexpr std::size_t static_cown_count(std::initializer_list<std::size_t> count
   return n;
 }
 
+// Names `b`'s cowns in `reqs` (the whenables' order), then sorts them; the
+// behaviour runs where the first cown named lives (nullptr: default).
+template <class... Ws>
+void name_cowns(BehaviourBase& b, Request* reqs, Ws&... ws) {
+  CownSink sink{reqs};
+  (ws.when_cowns(sink), ...);
+  b.requests = reqs;
+  b.sched = sink.n > 0 ? reqs[0].cown->sched : nullptr;
+  b.nrequests = sink.n > 1 ? sort_and_merge(reqs, sink.n) : sink.n;
+}
+
+// The block with the whenables' arguments, between their enter and exit
+// hooks (the `when` protocol). Only the runtime calls it: it makes the
+// WhenKey (AC2).
+template <class Raw, class F, class... Ws>
+Raw call_block(F& f, Ws&... ws) {
+  const WhenKey key;
+  (ws.when_enter(key), ...);
+  auto args = std::tuple_cat(ws.when_args(key)...);
+  if constexpr (std::is_void_v<Raw>) {
+    std::apply(f, args);
+    (ws.when_exit(key), ...);
+  } else {
+    Raw r = std::apply(f, args);
+    (ws.when_exit(key), ...);
+    return r;
+  }
+}
+
+// While a behaviour's block runs on this thread: cown.hpp CW7 (a wait in
+// the block checks what it holds) and trace.hpp (the behaviour's event,
+// and the end of its acquisition).
+struct RunningScope {
+  const BehaviourBase* self;
+  const BehaviourBase* prev;
+  std::uint64_t t0 = 0;
+  explicit RunningScope(const BehaviourBase* b)
+      : self(b), prev(std::exchange(tl_running_behaviour, b)) {
+    if (trace::on()) [[unlikely]] {
+      t0 = trace::now_ns();
+      if (b->nrequests > 1) trace::async_end("acquire", "acquire", b, t0);
+    }
+  }
+  ~RunningScope() {
+    tl_running_behaviour = prev;
+    if (t0 != 0) [[unlikely]] {
+      const void* cowns[16];
+      std::uint32_t n = std::min<std::uint32_t>(self->nrequests, 16);
+      for (std::uint32_t i = 0; i < n; ++i) cowns[i] = self->requests[i].cown;
+      trace::behaviour(cowns, n, t0, trace::now_ns());
+    }
+  }
+  RunningScope(const RunningScope&) = delete;
+  RunningScope& operator=(const RunningScope&) = delete;
+};
+
 template <std::size_t N, class R, class F, class... Ws>
 struct Behaviour final : BehaviourBase, PromiseState<R>, SmallObject {
   using Closure = std::tuple<F, Ws...>;
@@ -211,27 +267,16 @@ struct Behaviour final : BehaviourBase, PromiseState<R>, SmallObject {
   }
 
   void collect_cowns() {
-    std::uint32_t count;
+    Request* reqs = inline_requests_;
     if constexpr (N == kDynamicCowns) {
       CownCounter counter;
       std::apply([&](auto&, auto&... w) { (w.when_cowns(counter), ...); }, closure_);
-      count = counter.n;
-      if (count > kInline) {
-        dynamic_requests_.reset(new Request[count]);
-        requests = dynamic_requests_.get();
-      } else {
-        requests = inline_requests_;
+      if (counter.n > kInline) {
+        dynamic_requests_.reset(new Request[counter.n]);
+        reqs = dynamic_requests_.get();
       }
-    } else {
-      count = N;
-      requests = inline_requests_;
     }
-    CownSink sink{requests};
-    std::apply([&](auto&, auto&... w) { (w.when_cowns(sink), ...); }, closure_);
-    (void)count;
-    // The behaviour runs where the first cown named lives (nullptr: default).
-    sched = sink.n > 0 ? requests[0].cown->sched : nullptr;
-    nrequests = sink.n > 1 ? sort_and_merge(requests, sink.n) : sink.n;
+    std::apply([&](auto&, auto&... w) { name_cowns(*this, reqs, w...); }, closure_);
   }
 
   // Awaits every whenable in order, then enqueues on the cowns. WN9: a
@@ -260,44 +305,8 @@ struct Behaviour final : BehaviourBase, PromiseState<R>, SmallObject {
   using Raw = when_result_t<F, Ws...>;
 
   Raw invoke_block() {
-    // cown.hpp CW7: a wait in the block checks what this behaviour holds.
-    // trace.hpp: the behaviour's event, and the end of its acquisition.
-    struct Running {
-      const BehaviourBase* self;
-      const BehaviourBase* prev;
-      std::uint64_t t0 = 0;
-      explicit Running(const BehaviourBase* b)
-          : self(b), prev(std::exchange(tl_running_behaviour, b)) {
-        if (trace::on()) [[unlikely]] {
-          t0 = trace::now_ns();
-          if (b->nrequests > 1) trace::async_end("acquire", "acquire", b, t0);
-        }
-      }
-      ~Running() {
-        tl_running_behaviour = prev;
-        if (t0 != 0) [[unlikely]] {
-          const void* cowns[16];
-          std::uint32_t n = std::min<std::uint32_t>(self->nrequests, 16);
-          for (std::uint32_t i = 0; i < n; ++i) cowns[i] = self->requests[i].cown;
-          trace::behaviour(cowns, n, t0, trace::now_ns());
-        }
-      }
-    } running(this);
-    const WhenKey key;
-    return std::apply(
-        [&](F& f, Ws&... ws) -> Raw {
-          (ws.when_enter(key), ...);
-          auto args = std::tuple_cat(ws.when_args(key)...);
-          if constexpr (std::is_void_v<Raw>) {
-            std::apply(f, args);
-            (ws.when_exit(key), ...);
-          } else {
-            Raw r = std::apply(f, args);
-            (ws.when_exit(key), ...);
-            return r;
-          }
-        },
-        closure_);
+    RunningScope running(this);
+    return std::apply([](F& f, Ws&... ws) -> Raw { return call_block<Raw>(f, ws...); }, closure_);
   }
 
   void run() {
@@ -402,11 +411,8 @@ struct InlineRun final : BehaviourBase {
   template <class... WW>
   explicit InlineRun(F& f, WW&&... ws)
       : BehaviourBase(&InlineRun::run_fn), f_(f), ws_(std::forward<WW>(ws)...) {
-    CownSink sink{reqs_};
-    std::apply([&](auto&... w) { (w.when_cowns(sink), ...); }, ws_);  // may throw: empty handle
-    requests = reqs_;
-    sched = reqs_[0].cown->sched;  // where the first actor named lives, as Behaviour's
-    nrequests = sort_and_merge(reqs_, sink.n);
+    // May throw (an empty handle): nothing was taken yet.
+    std::apply([&](auto&... w) { name_cowns(*this, reqs_, w...); }, ws_);
   }
   // The block's error, if it threw (valid after run_inline() returned true).
   std::exception_ptr error;
@@ -418,21 +424,9 @@ struct InlineRun final : BehaviourBase {
   }
   void run() {
     {
-      // cown.hpp CW7: a wait in the block checks what this run holds.
-      struct Running {
-        const BehaviourBase* prev;
-        explicit Running(const BehaviourBase* b) : prev(std::exchange(tl_running_behaviour, b)) {}
-        ~Running() { tl_running_behaviour = prev; }
-      } running(this);
-      const WhenKey key;
+      RunningScope running(this);
       try {
-        std::apply(
-            [&](Ws&... ws) {
-              (ws.when_enter(key), ...);
-              std::apply(f_, std::tuple_cat(ws.when_args(key)...));
-              (ws.when_exit(key), ...);
-            },
-            ws_);
+        std::apply([&](Ws&... ws) { call_block<void>(f_, ws...); }, ws_);
       } catch (...) {
         error = std::current_exception();
       }
@@ -470,8 +464,9 @@ auto when(Args&&... args) {
     constexpr std::size_t N = detail::static_cown_count(
         {detail::whenable_t<std::tuple_element_t<I, Tup>, kHeld>::when_cown_count...});
     // WN10: actors the caller holds (lvalue handles), a block that returns nothing.
+    // (The block's own result, not R: a block returning Promise<void> flattens, WN4.)
     constexpr bool kInline =
-        kHeld && N != kDynamicCowns && N >= 2 && std::is_void_v<R> &&
+        n >= 2 &&
         std::is_void_v<detail::when_result_t<
             F, detail::whenable_t<std::tuple_element_t<I, Tup>, kHeld>...>> &&
         ((detail::is_actor<std::decay_t<std::tuple_element_t<I, Tup>>>::value &&

@@ -128,6 +128,8 @@ BlockingPoller blocking_poller() noexcept;
 // use with threads = cores (troupe::init changes that), unless replaced.
 // Inline: two loads once the pool exists (every message's grant asks).
 namespace detail_default {
+// Each written with a release store (set_default_scheduler; the pool's
+// creation and shutdown, under the runtime's mutex, RU1), read with acquire.
 extern std::atomic<Scheduler*> g_override;  // set_default_scheduler
 extern std::atomic<Scheduler*> g_pool;      // the pool, once made (src/sched/runtime.cpp)
 Scheduler& make_pool();                     // creates it, under the runtime's mutex
