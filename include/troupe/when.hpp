@@ -191,7 +191,7 @@ constexpr std::size_t static_cown_count(std::initializer_list<std::size_t> count
 // Names `b`'s cowns in `reqs` (the whenables' order), then sorts them; the
 // behaviour runs where the first cown named lives (nullptr: default).
 template <class... Ws>
-void name_cowns(BehaviourBase& b, Request* reqs, Ws&... ws) {
+[[gnu::always_inline]] inline void name_cowns(BehaviourBase& b, Request* reqs, Ws&... ws) {
   CownSink sink{reqs};
   (ws.when_cowns(sink), ...);
   b.requests = reqs;
@@ -203,7 +203,7 @@ void name_cowns(BehaviourBase& b, Request* reqs, Ws&... ws) {
 // hooks (the `when` protocol). Only the runtime calls it: it makes the
 // WhenKey (AC2).
 template <class Raw, class F, class... Ws>
-Raw call_block(F& f, Ws&... ws) {
+[[gnu::always_inline]] inline Raw call_block(F& f, Ws&... ws) {
   const WhenKey key;
   (ws.when_enter(key), ...);
   auto args = std::tuple_cat(ws.when_args(key)...);
@@ -218,27 +218,31 @@ Raw call_block(F& f, Ws&... ws) {
 }
 
 // While a behaviour's block runs on this thread: cown.hpp CW7 (a wait in
-// the block checks what it holds) and trace.hpp (the behaviour's event,
-// and the end of its acquisition).
+// the block checks what it holds) and, if kTraced, trace.hpp (the
+// behaviour's event, and the end of its acquisition). An inline run
+// (WN10) is never traced: it is not tried while tracing is on.
+template <bool kTraced>
 struct RunningScope {
   const BehaviourBase* self;
   const BehaviourBase* prev;
   std::uint64_t t0 = 0;
   explicit RunningScope(const BehaviourBase* b)
       : self(b), prev(std::exchange(tl_running_behaviour, b)) {
-    if (trace::on()) [[unlikely]] {
-      t0 = trace::now_ns();
-      if (b->nrequests > 1) trace::async_end("acquire", "acquire", b, t0);
-    }
+    if constexpr (kTraced)
+      if (trace::on()) [[unlikely]] {
+        t0 = trace::now_ns();
+        if (b->nrequests > 1) trace::async_end("acquire", "acquire", b, t0);
+      }
   }
   ~RunningScope() {
     tl_running_behaviour = prev;
-    if (t0 != 0) [[unlikely]] {
-      const void* cowns[16];
-      std::uint32_t n = std::min<std::uint32_t>(self->nrequests, 16);
-      for (std::uint32_t i = 0; i < n; ++i) cowns[i] = self->requests[i].cown;
-      trace::behaviour(cowns, n, t0, trace::now_ns());
-    }
+    if constexpr (kTraced)
+      if (t0 != 0) [[unlikely]] {
+        const void* cowns[16];
+        std::uint32_t n = std::min<std::uint32_t>(self->nrequests, 16);
+        for (std::uint32_t i = 0; i < n; ++i) cowns[i] = self->requests[i].cown;
+        trace::behaviour(cowns, n, t0, trace::now_ns());
+      }
   }
   RunningScope(const RunningScope&) = delete;
   RunningScope& operator=(const RunningScope&) = delete;
@@ -305,7 +309,7 @@ struct Behaviour final : BehaviourBase, PromiseState<R>, SmallObject {
   using Raw = when_result_t<F, Ws...>;
 
   Raw invoke_block() {
-    RunningScope running(this);
+    RunningScope<true> running(this);
     return std::apply([](F& f, Ws&... ws) -> Raw { return call_block<Raw>(f, ws...); }, closure_);
   }
 
@@ -424,7 +428,7 @@ struct InlineRun final : BehaviourBase {
   }
   void run() {
     {
-      RunningScope running(this);
+      RunningScope<false> running(this);
       try {
         std::apply([&](Ws&... ws) { call_block<void>(f_, ws...); }, ws_);
       } catch (...) {
