@@ -31,6 +31,7 @@ constexpr std::size_t kChunk = 64 * 1024;
 // SA8: chunks are carved from 2 MiB regions the kernel may back with one
 // huge page, so a heap of tens of MB costs a few TLB entries, not thousands.
 constexpr std::size_t kRegion = 2 * 1024 * 1024;
+static_assert(kRotationBytes % kChunk == 0);
 constexpr std::size_t kGrain = 64;  // SA5: every class is a multiple of a cache line
 constexpr std::array<std::uint32_t, 8> kClassSize = {64, 128, 192, 256, 384, 512, 768, 1024};
 constexpr std::size_t kClasses = kClassSize.size();
@@ -120,11 +121,15 @@ void* take_chunk() {
 
 // SA12: per class, the blocks the owner freed last, handed out first (LIFO).
 constexpr std::uint32_t kCached = 32;
+// SA13: chunks a heap carves for a class before it takes back blocks that
+// other threads freed.
+constexpr std::uint32_t kRotation = kRotationBytes / kChunk;
 
 struct alignas(kCacheLine) Heap {
   Chunk* current[kClasses] = {};  // owner only (SA2): where allocation goes on
   Chunk* avail[kClasses] = {};    // owner only: other chunks with local bits
   Heap* next_orphan = nullptr;    // under g_mutex
+  std::uint32_t carved[kClasses] = {};  // owner only: chunks carved per class (SA13)
   // Any thread (SA2, SA10): chunks whose remote bits the owner has not taken.
   alignas(kCacheLine) std::atomic<Chunk*> pending[kClasses] = {};
   // Owner only (SA12): live in their chunks' bitmaps, free to the owner.
@@ -189,7 +194,10 @@ struct alignas(kCacheLine) Heap {
         current[cls] = nullptr;
         continue;
       }
-      if (collect(cls)) continue;
+      // SA13: remote frees are taken back only once the class has
+      // kRotation chunks.
+      if (carved[cls] >= kRotation && collect(cls)) continue;
+      ++carved[cls];
       Chunk* c = carve(cls);
       current[cls] = c;
       return c->take();

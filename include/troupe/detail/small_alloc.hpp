@@ -79,12 +79,29 @@
 //       to the bitmap; remote frees never touch it (SA10 as before). The
 //       cache belongs to the heap: an orphaned heap's cache passes to the
 //       thread that adopts it (SA3), and SA7's thread never touches it.
+//   SA13. A heap takes back the blocks other threads freed (SA10) only once
+//       it has carved kRotationBytes of chunks for their class; until then
+//       a class whose chunks are all in use gets a new chunk. So a sender
+//       whose blocks a worker frees cycles through at least that much
+//       memory before it writes a block again, and by then the block's
+//       lines have left the freeing core's private caches: its writes no
+//       longer wait, line by line, for that core to give them up. Without
+//       it, a producer whose consumer kept up reused blocks the consumer
+//       had touched a few hundred messages before, and each allocation
+//       stalled on two such lines (counting: 50-55 ms for 10^6 messages
+//       against 17-19 ms; bench/README.md). The cost is up to
+//       kRotationBytes per class per heap that sends this way; the memory
+//       stays bounded, as SA10 keeps it, beyond that.
 #pragma once
 
 #include <cstddef>
 #include <new>
 
 namespace troupe::detail {
+
+// SA13: how much memory of a class a heap cycles through before it reuses
+// a block another thread freed (one region).
+inline constexpr std::size_t kRotationBytes = std::size_t{2} << 20;
 
 void* small_alloc(std::size_t size);
 // `size` must be the size given to small_alloc for p (SA1).
