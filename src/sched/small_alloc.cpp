@@ -1,5 +1,6 @@
 // src/sched/small_alloc.cpp: per-thread size-classed heaps of bitmap chunks
-// with remote frees and an owner's cache (small_alloc.hpp, invariants SA1-SA12 there).
+// with remote frees, an owner's cache and a rotation before remote frees
+// are reused (small_alloc.hpp, invariants SA1-SA13 there).
 #include "troupe/detail/small_alloc.hpp"
 
 #include <pthread.h>

@@ -22,7 +22,9 @@
 // out in address order, one chunk at a time. What a thread frees itself
 // (a behaviour that ran where it was made) goes first to a small LIFO cache
 // per class, an array in the heap (SA12): reused at once, still hot, in a
-// few instructions.
+// few instructions. What other threads freed is reused only after the heap
+// has cycled through 2 MiB of the class (SA13), once it has left their
+// cores' caches.
 //
 // Blocks carry no header: a chunk is aligned to its size and opens with the
 // owner heap and the size class of all its blocks, so a one-actor behaviour
