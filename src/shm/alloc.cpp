@@ -21,6 +21,9 @@
 //       cache_cap(cls) of them, all of class cls.
 //   A2. Superblock fields other than nfree/owner are read only after an
 //       acquire load of the page-map head that says SB.
+//   A3. A superblock's geometry comes from kSbGeom by the class in its
+//       page-map head (checked < kClasses where the head is read), never
+//       from its plain fields, which lie in memory anyone may scribble on.
 #include <fcntl.h>
 #include <fmt/format.h>
 
@@ -234,13 +237,13 @@ std::uint64_t new_superblock(HeapState& st, unsigned cls, std::uint8_t tag) {
   build_run(st, p, kSbPages, tag);  // a crash from here on frees a large run
   fault_point("alloc.sb.after_pages");
   Superblock* sb = st.sb_at(p);
-  std::uint32_t size = kClassSize[cls];
-  std::uint32_t n = sb_nblocks(size);
+  const SbGeom& g = kSbGeom[cls];
+  const std::uint32_t n = g.nblocks;
   sb->cls = cls;
-  sb->block_size = size;
+  sb->block_size = g.size;
   sb->nblocks = n;
-  sb->first = sb_first(n);
-  sb->reciprocal = ((std::uint64_t{1} << 32) + size - 1) / size;
+  sb->first = g.first;
+  sb->reciprocal = g.reciprocal;
   sb->unused = 0;
   // Relaxed: published by the release store of the SB head below (A2).
   sb->nfree.store(static_cast<std::int32_t>(n), std::memory_order_relaxed);
@@ -290,9 +293,10 @@ std::uint64_t adopt_superblock(HeapState& st, unsigned cls, std::uint8_t tag) {
 unsigned claim_blocks(HeapState& st, std::uint64_t p, Slot& slot, unsigned cls, std::uint8_t tag,
                       unsigned want, std::uint32_t* out) {
   Superblock* sb = st.sb_at(p);
-  const std::uint32_t n = sb->nblocks;
+  const SbGeom& g = kSbGeom[cls];
+  const std::uint32_t n = g.nblocks;
   const std::uint32_t nw = (n + 7) / 8;
-  const std::uint64_t block0 = st.page_offset(p) + sb->first;
+  const std::uint64_t block0 = st.page_offset(p) + g.first;
   unsigned got = 0;
   std::uint32_t i = slot.cursor[cls] < nw ? slot.cursor[cls] : 0;
   for (std::uint32_t scanned = 0; got < want && scanned < nw;) {
@@ -317,7 +321,7 @@ unsigned claim_blocks(HeapState& st, std::uint64_t p, Slot& slot, unsigned cls, 
         continue;  // reread the same word
       for (unsigned m = 0; m < k; ++m)
         out[got++] =
-            static_cast<std::uint32_t>((block0 + std::uint64_t{picked[m]} * sb->block_size) >> 4);
+            static_cast<std::uint32_t>((block0 + std::uint64_t{picked[m]} * g.size) >> 4);
     }
     ++scanned;
     if (++i == nw) i = 0;
@@ -362,8 +366,9 @@ void flush_half(HeapState& st, Slot& slot, unsigned cls, bool all) {
     std::uint64_t rel = (std::uint64_t{c.e[m]} << 4) - st.data_off;
     std::uint64_t p = (rel >> kPageShift) & ~std::uint64_t{kSbPages - 1};
     Superblock* sb = st.sb_at(p);
+    const SbGeom& g = kSbGeom[cls];  // A1: the block is of class cls
     std::uint32_t idx =
-        static_cast<std::uint32_t>(((rel - p * kPageSize - sb->first) * sb->reciprocal) >> 32);
+        static_cast<std::uint32_t>(((rel - p * kPageSize - g.first) * g.reciprocal) >> 32);
     // nfree first: after the tag is 0 the superblock may be retired and its
     // memory reused, so we must not touch it any more (L3). Relaxed: a hint.
     sb->nfree.fetch_add(1, std::memory_order_relaxed);
@@ -381,6 +386,7 @@ struct Located {
   std::uint64_t page;  // run head or superblock page
   Superblock* sb;
   std::uint32_t idx;
+  unsigned cls;  // small blocks: the class, from the page-map head (A3)
 };
 
 [[gnu::always_inline]] inline Located locate(HeapState& st, Offset off) {
@@ -403,20 +409,23 @@ struct Located {
   if (!pm_is_sb(h)) [[unlikely]] {
     // Only page-aligned offsets can start a large run.
     std::uint64_t w = p == page ? h : st.pagemap[page].load(std::memory_order_acquire);
-    if (pm_is_large(w) && (rel & (kPageSize - 1)) == 0) return {true, page, nullptr, 0};
+    if (pm_is_large(w) && (rel & (kPageSize - 1)) == 0) return {true, page, nullptr, 0, 0};
     bad_block(st, off,
               pm_kind(w) == kTail || pm_is_large(w) ? "inside a large block"
                                                     : "its page is not allocated");
   }
-  Superblock* sb = st.sb_at(p);
+  const unsigned cls = pm_class(h);
+  if (cls >= kClasses) [[unlikely]]
+    bad_block(st, off, "its superblock's page-map head names no size class");
+  const SbGeom& g = kSbGeom[cls];  // A3
   std::uint64_t d = rel - p * kPageSize;
-  if (d < sb->first) [[unlikely]]
+  if (d < g.first) [[unlikely]]
     bad_block(st, off, "inside a superblock header");
-  d -= sb->first;
-  std::uint32_t idx = static_cast<std::uint32_t>((d * sb->reciprocal) >> 32);
-  if (idx >= sb->nblocks || std::uint64_t{idx} * sb->block_size != d) [[unlikely]]
+  d -= g.first;
+  std::uint32_t idx = static_cast<std::uint32_t>((d * g.reciprocal) >> 32);
+  if (idx >= g.nblocks || std::uint64_t{idx} * g.size != d) [[unlikely]]
     bad_block(st, off, "not at the start of a block");
-  return {false, p, sb, idx};
+  return {false, p, st.sb_at(p), idx, cls};
 }
 
 bool is_own_tag(const HeapState& st, std::uint8_t v) {
@@ -499,7 +508,7 @@ void free_block(HeapState& st, Offset off) {
     fault_point("free.after_take");
   }
   Slot& slot = st.slots[s];
-  const unsigned cls = sb->cls;
+  const unsigned cls = at.cls;
   SlotCache& c = slot.cache[cls];
   if (c.n >= kCacheCap[cls]) [[unlikely]]
     flush_half(st, slot, cls, false);
@@ -548,7 +557,7 @@ Owner owner_of(HeapState& st, Offset off) {
 std::size_t usable_size(HeapState& st, Offset off) {
   Located at = locate(st, off);
   if (at.large) return pm_len(st.pagemap[at.page].load(std::memory_order_relaxed)) * kPageSize;
-  return at.sb->block_size;
+  return kSbGeom[at.cls].size;
 }
 
 void flush_slot_caches(HeapState& st, unsigned s) {
@@ -572,18 +581,18 @@ std::size_t retire_empty(HeapState& st, std::uint8_t tag, bool exact) {
     std::uint64_t h = st.pagemap[p].load(std::memory_order_relaxed);
     if (!pm_is_sb(h) || pm_tag(h) != 0) continue;
     const unsigned cls = pm_class(h);
+    if (cls >= kClasses) continue;  // corrupt: check() reports it
     // Acquire: pairs with the last holder's release detach (L3) and A2.
     if (!st.pagemap[p].compare_exchange_strong(h, pm_sb(cls, tag), std::memory_order_acquire,
                                                std::memory_order_relaxed))
       continue;
     Superblock* sb = st.sb_at(p);
+    const std::uint32_t n = kSbGeom[cls].nblocks, nw = (n + 7) / 8;  // A3
     // Relaxed: a hint, read while we hold the superblock.
-    if (!exact &&
-        sb->nfree.load(std::memory_order_relaxed) < static_cast<std::int32_t>(sb->nblocks)) {
+    if (!exact && sb->nfree.load(std::memory_order_relaxed) < static_cast<std::int32_t>(n)) {
       st.pagemap[p].store(pm_sb(cls), std::memory_order_release);
       continue;
     }
-    const std::uint32_t n = sb->nblocks, nw = (n + 7) / 8;
     std::uint32_t w = 0;
     for (; w < nw; ++w) {
       std::uint64_t mine = 0;
@@ -667,7 +676,7 @@ void recover_tags(HeapState& st, const TagSet& dead, RecoveryReport& rep) {
             break;
           }
           Superblock* sb = st.sb_at(i);
-          const std::uint32_t n = sb_nblocks(kClassSize[cls]), nw = (n + 7) / 8;
+          const std::uint32_t n = kSbGeom[cls].nblocks, nw = (n + 7) / 8;
           bool retired = false;
           for (std::uint32_t u = 0; u < nw && !retired; ++u) {
             // Acquire: orders the epoch load below after this one (L6). The
@@ -742,22 +751,23 @@ Stats compute_stats(HeapState& st) {
   }
   for (std::uint64_t i = 0; i < end;) {
     std::uint64_t w = st.pagemap[i].load(std::memory_order_acquire);
-    if (pm_is_sb(w)) {
+    if (pm_is_sb(w) && pm_class(w) < kClasses) {  // a corrupt class: check() reports it
       Superblock* sb = st.sb_at(i);
+      const SbGeom& g = kSbGeom[pm_class(w)];  // A3
       ++out.superblocks;
-      out.overhead += kSbSize - std::uint64_t{sb->nblocks} * sb->block_size;
-      std::uint64_t block0 = st.page_offset(i) + sb->first;
-      for (std::uint32_t idx = 0; idx < sb->nblocks; ++idx) {
+      out.overhead += kSbSize - std::uint64_t{g.nblocks} * g.size;
+      std::uint64_t block0 = st.page_offset(i) + g.first;
+      for (std::uint32_t idx = 0; idx < g.nblocks; ++idx) {
         std::uint8_t v = byte_at(sb->owner[idx >> 3].load(std::memory_order_relaxed), idx & 7);
-        std::uint64_t off = block0 + std::uint64_t{idx} * sb->block_size;
+        std::uint64_t off = block0 + std::uint64_t{idx} * g.size;
         if (v == 0)
-          out.free_blocks += sb->block_size;
+          out.free_blocks += g.size;
         else if (v == kPublished)
-          out.published += sb->block_size;
+          out.published += g.size;
         else if (cached.count(off))
-          out.cached += sb->block_size;
+          out.cached += g.size;
         else
-          out.unpublished += sb->block_size;
+          out.unpublished += g.size;
       }
       i += kSbPages;
     } else if (pm_is_large(w)) {
@@ -804,7 +814,8 @@ std::vector<std::string> verify_heap(HeapState& st) {
         Superblock* sb = st.sb_at(i);
         unsigned cls = pm_class(w);
         if (i % kSbPages != 0 || cls >= kClasses || sb->cls != cls ||
-            sb->block_size != kClassSize[cls] || sb->nblocks != sb_nblocks(kClassSize[cls])) {
+            sb->block_size != kSbGeom[cls].size || sb->nblocks != kSbGeom[cls].nblocks ||
+            sb->first != kSbGeom[cls].first || sb->reciprocal != kSbGeom[cls].reciprocal) {
           report(fmt::format("page {}: superblock header does not match class {}", i, cls));
         } else {
           std::uint8_t h = pm_tag(w);

@@ -120,7 +120,8 @@ constexpr std::uint64_t pm_sb(unsigned cls, std::uint8_t holder = 0) {
 // At the start of its 64 KiB run. The plain fields are written by the slot that
 // creates it before it publishes the page-map head as an SB head (release);
 // readers reach a superblock only through that head (acquire), and the fields
-// never change while the head says SB.
+// never change while the head says SB. The allocator does not trust them
+// (see kSbGeom below): only nfree (a hint) and owner[] are read.
 struct Superblock {
   std::uint32_t cls;
   std::uint32_t block_size;
@@ -153,6 +154,28 @@ constexpr std::uint32_t sb_first(std::uint32_t n) {
   std::uint64_t hdr = 64 + 8 * ((n + 7) / 8);
   return static_cast<std::uint32_t>((hdr + 15) & ~std::uint64_t{15});
 }
+
+// A class's superblock geometry. The allocator reads geometry from here, by
+// the class in the page-map head, never from a superblock's plain fields:
+// those lie in the segment's body, which a scribbling process or a bit flip
+// may have changed, and an index computed from a forged block_size or
+// nblocks would reach past the superblock. The fields stay written, for
+// check() to compare and for a reader of a dump.
+struct SbGeom {
+  std::uint32_t size;        // block size
+  std::uint32_t nblocks;
+  std::uint32_t first;       // byte offset of block 0
+  std::uint64_t reciprocal;  // ceil(2^32 / size): index = (d * r) >> 32
+};
+constexpr std::array<SbGeom, kClasses> make_sb_geometry() {
+  std::array<SbGeom, kClasses> g{};
+  for (unsigned c = 0; c < kClasses; ++c) {
+    const std::uint32_t size = kClassSize[c], n = sb_nblocks(size);
+    g[c] = {size, n, sb_first(n), ((std::uint64_t{1} << 32) + size - 1) / size};
+  }
+  return g;
+}
+inline constexpr std::array<SbGeom, kClasses> kSbGeom = make_sb_geometry();
 
 // ---- process slots ------------------------------------------------------------
 enum SlotState : std::uint32_t { kSlotFree = 0, kSlotAttached = 1 };

@@ -9,6 +9,7 @@
 #include <set>
 #include <troupe/shm/heap.hpp>
 
+#include "shm/layout.hpp"
 #include "shm_test_util.hpp"
 
 using troupe::Errc;
@@ -107,6 +108,55 @@ TEST(ShmHeap, BadOffsetsAreRejectedWithClearErrors) {
   h.free(big);
   expect_invalid(big, "not allocated");
   EXPECT_THROW(h.ptr(Offset{1} << 40), Error);
+}
+
+// A3 of alloc.cpp: a superblock's plain fields lie in the body, which another
+// process may scribble on; the allocator takes a block's geometry from the
+// class in its page-map head. A forged header changes nothing but check(),
+// and a forged class in the head makes free() a typed error, not an index
+// past the slot's caches (a crash libFuzzer found).
+TEST(ShmHeap, ForgedSuperblockFieldsAreNotTrusted) {
+  namespace d = troupe::shm::detail;
+  Heap h = Heap::create(shm_test::small_heap());
+  Offset a = h.allocate(100), b = h.allocate(100);
+  ASSERT_EQ(h.usable_size(a), 112u);
+  // The data area starts 64 KiB-aligned (kDataAlign), so a small block's
+  // superblock starts at its offset rounded down to kSbSize.
+  auto* sb = h.ptr<d::Superblock>(a & ~Offset{d::kSbSize - 1});
+  ASSERT_EQ(sb->block_size, 112u);
+  sb->cls = 1420;
+  sb->block_size = 1;
+  sb->nblocks = ~0u;
+  sb->first = 0;
+  sb->reciprocal = ~std::uint64_t{0};
+  EXPECT_EQ(h.usable_size(a), 112u);
+  EXPECT_THROW(h.free(a + 16), Error);
+  h.free(a);
+  EXPECT_NE(h.allocate(100), 0u);
+  auto problems = h.verify();
+  ASSERT_FALSE(problems.empty());
+  EXPECT_NE(problems[0].find("superblock header does not match"), std::string::npos)
+      << problems[0];
+
+  // Now the class in the page-map head.
+  auto* hdr = static_cast<d::Header*>(h.base());
+  auto* pm = reinterpret_cast<std::atomic<std::uint64_t>*>(static_cast<char*>(h.base()) +
+                                                           hdr->pagemap_off);
+  const std::uint64_t page = (b - hdr->data_off) / d::kPageSize & ~std::uint64_t{d::kSbPages - 1};
+  std::uint64_t head = pm[page].load();
+  ASSERT_TRUE(d::pm_is_sb(head));
+  pm[page].store((head & ~(std::uint64_t{0xff} << 16)) | (std::uint64_t{200} << 16));
+  try {
+    h.free(b);
+    ADD_FAILURE() << "free of a block under a forged class did not throw";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), Errc::invalid_argument);
+    EXPECT_NE(std::string(e.what()).find("size class"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(h.usable_size(b), Error);
+  (void)h.stats();  // skips the corrupt superblock
+  pm[page].store(head);  // repaired: b frees as before
+  h.free(b);
 }
 
 TEST(ShmHeap, RootsByName) {
