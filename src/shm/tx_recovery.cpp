@@ -115,10 +115,13 @@ bool TxHeap::finish_log_swap(SlotRecord& r, bool in_hook) {
 
 // The irrevocable token of a holder that died: its hook clears it; without
 // the hook (slots.cpp S2: a process that had to) nobody would, so a waiter does.
+// A token that names no slot (a scribbled table: it is 0 or slot + 1, at most
+// kTxSlots) is cleared too; cast to a slot index it could have named a live
+// one, ours included, and every waiter would have waited for ever.
 void TxHeap::clear_stale_token() {
   heap_->recover();
   std::uint64_t tok = table_->irrevocable.load();
-  if (tok != 0 && !slot_alive(static_cast<unsigned>(tok - 1)))
+  if (tok != 0 && (tok > kTxSlots || !slot_alive(static_cast<unsigned>(tok - 1))))
     table_->irrevocable.compare_exchange_strong(tok, 0);
 }
 

@@ -240,6 +240,27 @@ TEST(ShmTx, ReadYourWritesAndNesting) {
   EXPECT_EQ(atomically(h, [&](Tx& tx) { return d.get_int(tx, 1); }), 11);
 }
 
+// The irrevocable token is 0 or a slot + 1. A scribbled one that names no
+// slot, but whose low 32 bits, cast to a slot index, named our own live slot,
+// made every transaction and atomic op wait for it for ever (libFuzzer,
+// fuzz/heap-corpus/forged_irrevocable_token). A waiter clears it after 4096
+// rounds (tx_recovery.cpp), so both finish; a hang fails by ctest's timeout.
+TEST(ShmTx, ATokenThatNamesNoSlotIsCleared) {
+  Heap h = make_heap();
+  TxHeap& l = TxHeap::attach(h);
+  Dict d = root_dict(l, "d");
+  atomically(l, [&](Tx& tx) { d.set(tx, "n", 1); });
+  Offset word = atomically(l, [&](Tx& tx) { return d.payload_word(tx, "n"); });
+  const std::uint64_t forged = 0xffffff0000000001ull;  // (unsigned)(forged - 1) == 0
+  l.table().irrevocable.store(forged);
+  atomically(l, [&](Tx& tx) { d.set(tx, "n", 2); });
+  EXPECT_EQ(l.table().irrevocable.load(), 0u);
+  l.table().irrevocable.store(forged);
+  EXPECT_EQ(l.fetch_add(word, 1), 2);
+  EXPECT_EQ(l.table().irrevocable.load(), 0u);
+  EXPECT_EQ(atomically(l, [&](Tx& tx) { return d.get_int(tx, "n"); }), 3);
+}
+
 // A block created and dropped in one transaction (a list's items array after
 // two grows, a fresh dict's bucket array after a resize) is freed at once and
 // may be reused by the next allocation of its size class in the same
