@@ -4,9 +4,11 @@
 #   FUZZ_TARGET=wire (default): the worker message decoder (fuzz/wire_fuzz.cpp)
 #   FUZZ_TARGET=heap: a shared heap with a valid header and a corrupted body,
 #                     opened, read and written in transactions (fuzz/heap_fuzz.cpp)
-# New inputs go to $BUILD/<target>-corpus (the committed seeds stay small); a
-# crash or a hang (-timeout) leaves its input in $BUILD/<target>-artifacts/
-# and makes this script fail.
+# New inputs go to $BUILD/<target>-corpus; the committed seeds are hand-made
+# inputs, past crashes and hangs (named for the bug), and for the heap what
+# long runs reached (merged with -merge=1, named by hash; a few KB). Every
+# seed runs first, each time. A crash or a hang (-timeout) leaves its input
+# in $BUILD/<target>-artifacts/ and makes this script fail.
 # Usage: ./scripts/fuzz.sh                  (build dir: build-fuzz/)
 #        FUZZ_TARGET=heap FUZZ_SECONDS=300 ./scripts/fuzz.sh
 #        FUZZ_RUNS=10000000 FUZZ_ARGS="-jobs=2 -workers=2" ./scripts/fuzz.sh
