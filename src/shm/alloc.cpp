@@ -778,7 +778,8 @@ Stats compute_stats(HeapState& st) {
       if (pm_kind(w) == kFree)
         out.free_pages += kPageSize;
       else
-        out.unpublished += kPageSize;  // kPending (or a stray tail: verify reports it)
+        out.unpublished += kPageSize;  // kPending (or a stray tail, a head with a
+                                       // corrupt class: verify reports them)
       ++i;
     }
   }
@@ -818,16 +819,17 @@ std::vector<std::string> verify_heap(HeapState& st) {
             sb->first != kSbGeom[cls].first || sb->reciprocal != kSbGeom[cls].reciprocal) {
           report(fmt::format("page {}: superblock header does not match class {}", i, cls));
         } else {
+          const SbGeom& g = kSbGeom[cls];  // A3
           std::uint8_t h = pm_tag(w);
           if (h != 0 && !attached[h])
             report(fmt::format("superblock at page {} held by unattached slot {}", i, h - 1));
-          std::uint64_t block0 = st.page_offset(i) + sb->first;
-          for (std::uint32_t idx = 0; idx < sb->nblocks; ++idx) {
+          std::uint64_t block0 = st.page_offset(i) + g.first;
+          for (std::uint32_t idx = 0; idx < g.nblocks; ++idx) {
             std::uint8_t v = byte_at(sb->owner[idx >> 3].load(std::memory_order_relaxed), idx & 7);
             if (!tag_ok(v))
               report(fmt::format("block {:#x} tagged with unattached slot {}",
-                                 block0 + std::uint64_t{idx} * sb->block_size, v - 1));
-            small_tags[block0 + std::uint64_t{idx} * sb->block_size] = v;
+                                 block0 + std::uint64_t{idx} * g.size, v - 1));
+            small_tags[block0 + std::uint64_t{idx} * g.size] = v;
           }
         }
       } else if (!tag_ok(pm_tag(w))) {

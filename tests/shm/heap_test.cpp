@@ -1,7 +1,7 @@
 // tests/shm/heap_test.cpp: single-process behaviour of troupe::shm::Heap:
 // allocation, size classes, ownership tags, roots, growth, two mappings of
-// one heap at different addresses, close/keep/remove, memfd, stats, trim and
-// rejection of bad offsets.
+// one heap at different addresses, close/keep/remove, memfd, stats, trim,
+// rejection of bad offsets and of forged superblock fields.
 #include <gtest/gtest.h>
 
 #include <cstring>

@@ -1,7 +1,8 @@
 // tests/shm/objects_test.cpp: values, strings, tuples, lists, dicts and
 // records in a shared heap, changed by transactions in one process: encoding
 // round trips, nesting, roots, abort rollback, reference counts of shared
-// containers, reclamation (no leaked bytes), stale handles (V2).
+// containers, reclamation (no leaked bytes), stale handles (V2), a forged
+// irrevocable token.
 #include <gtest/gtest.h>
 
 #include <atomic>
